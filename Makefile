@@ -1,0 +1,60 @@
+# nkflow: the two commands a user needs.
+#   make run    set up .venv, run the workflow on data/sample, print where the report is
+#   make test   set up .venv (and the system packages the tests drive), lint, run every test
+#
+# make run CONFIG=my/config.yaml CORES=8   runs on your own data.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+CONFIG ?= config/config.yaml
+CORES  ?= 2
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.nkflow-installed
+
+.PHONY: run test lint setup system-deps sample-data bench clean help
+
+help:
+	@sed -n '2,6p' Makefile
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) \
+		--profile workflow/profiles/default
+	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -c "import sys,yaml; \
+	  c=yaml.safe_load(open('$(CONFIG)')); r=c.get('results','results'); \
+	  print(f'\nReport: {r}/reports/index.html\nEndpoints: {r}/cohort/endpoints.tsv')"
+
+# Debian packages the tests drive for real: Chromium (report test) and SLURM (cluster test).
+system-deps:
+	bash scripts/install_browser.sh
+	bash tests/cluster/local-slurm.sh install
+
+lint: $(STAMP)
+	$(BIN)/ruff check nkflow tests scripts bench
+	$(BIN)/ruff format --check nkflow tests scripts bench
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint --cores 1 >/dev/null
+
+test: $(STAMP) system-deps lint
+	bash tests/cluster/local-slurm.sh up
+	PATH="$(abspath $(BIN)):$$PATH" NKFLOW_PUBLIC_DATA="$${NKFLOW_PUBLIC_DATA:-$(abspath ../shared/data/public)}" \
+		$(BIN)/python -m pytest -n 2 --dist loadgroup tests; \
+		status=$$?; bash tests/cluster/local-slurm.sh down; exit $$status
+
+sample-data: $(STAMP)
+	$(BIN)/python scripts/make_sample_data.py --out data/sample
+
+bench: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/gating.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/cohort.py
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,234 @@
+"""Command-line adapter: one subcommand per workflow stage.
+
+The CLI parses arguments, configures logging and calls one function of the package. It
+computes nothing itself. An :class:`~nkflow.errors.NkflowError` becomes one readable line on
+stderr and exit status 1, with no traceback. Heavy libraries are imported inside the handlers
+so that ``nkflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nkflow import __version__
+from nkflow.errors import NkflowError
+
+logger = logging.getLogger("nkflow")
+
+
+def _load_settings(args: argparse.Namespace) -> dict:
+    """Return the configuration given by ``--config FILE`` or ``--config-json TEXT``."""
+    from nkflow import config as cfgmod
+
+    if getattr(args, "config_json", None):
+        try:
+            data = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise NkflowError(f"--config-json: not valid JSON ({exc})") from None
+        return cfgmod.validate_config(data, source="--config-json")
+    if getattr(args, "config", None):
+        return cfgmod.load_config(Path(args.config))
+    raise NkflowError("give --config FILE (a config.yaml) or --config-json TEXT")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--config", metavar="FILE", help="nkflow config.yaml")
+    g.add_argument(
+        "--config-json", metavar="TEXT", help="the same configuration as JSON (used by the workflow)"
+    )
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nkflow import config as cfgmod
+
+    settings = _load_settings(args)
+    warnings = cfgmod.validate_inputs(settings, base_dir=Path.cwd())
+    for w in warnings:
+        logger.warning("%s", w)
+    if args.write_resolved:
+        cfgmod.write_resolved(settings, warnings, Path(args.write_resolved))
+    sys.stdout.write(f"configuration OK ({len(warnings)} warning(s))\n")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from nkflow.inspect import inspect_files
+
+    text, status = inspect_files([Path(f) for f in args.files], panel=args.panel, fmt=args.format)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return status
+
+
+def cmd_tube(args: argparse.Namespace) -> int:
+    from nkflow.tube import TubeOutputs, run_tube
+
+    settings = json.loads(args.settings) if args.settings else {}
+    status = run_tube(
+        fcs=Path(args.fcs),
+        panel=Path(args.panel),
+        gating=Path(args.gating),
+        sample_id=args.sample_id,
+        tube=args.tube,
+        settings=settings,
+        outputs=TubeOutputs(
+            counts=Path(args.counts),
+            qc=Path(args.qc),
+            figure=Path(args.figure),
+            provenance=Path(args.provenance),
+        ),
+    )
+    logger.info("tube %s/%s finished with QC status %s", args.sample_id, args.tube, status)
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from nkflow.tube import collect_tables
+
+    collect_tables([Path(p) for p in args.inputs], Path(args.out))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from nkflow.endpoints import run_merge
+
+    run_merge(_load_settings(args), Path(args.counts), Path(args.qc), Path(args.out))
+    return 0
+
+
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    from nkflow.endpoints import run_endpoints
+
+    run_endpoints(_load_settings(args), Path(args.visits), Path(args.outdir))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nkflow.report import run_report
+
+    pages = run_report(_load_settings(args), Path(args.results), Path(args.outdir))
+    sys.stdout.write(f"report: {Path(args.outdir) / 'index.html'} ({len(pages)} pages)\n")
+    return 0
+
+
+def cmd_gates(args: argparse.Namespace) -> int:
+    from nkflow import gating
+
+    if args.gates_cmd == "export":
+        tree = gating.load_tree(Path(args.tree))
+        gating.to_gatingml(tree, Path(args.out))
+    elif args.gates_cmd == "import":
+        src = Path(args.source)
+        if src.suffix.lower() == ".wsp":
+            tree = gating.from_flowjo_wsp(src, sample_id=args.sample_id, group=args.group)
+        else:
+            tree = gating.from_gatingml(src)
+        gating.write_tree(tree, Path(args.out))
+    sys.stdout.write(f"wrote {args.out}\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nkflow",
+        description=(
+            "Donor NK-cell expansion endpoints from raw FCS files. Each subcommand is one "
+            "workflow stage; run the whole cohort with `snakemake --cores N`."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"nkflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="validate the config and every sheet, run nothing")
+    _add_config_args(p)
+    p.add_argument("--write-resolved", metavar="JSON", help="write the validated config here")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("inspect", help="describe FCS files: version, channels, markers, spillover")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--panel", metavar="YAML", help="panel file to resolve markers with")
+    p.add_argument("--format", choices=["text", "tsv", "json"], default="text")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("tube", help="read, compensate, QC and gate one tube")
+    p.add_argument("--fcs", required=True)
+    p.add_argument("--panel", required=True)
+    p.add_argument("--gating", required=True)
+    p.add_argument("--sample-id", required=True)
+    p.add_argument("--tube", required=True)
+    p.add_argument("--settings", help="JSON with the qc and tube sections of the config")
+    p.add_argument("--counts", required=True)
+    p.add_argument("--qc", required=True)
+    p.add_argument("--figure", required=True)
+    p.add_argument("--provenance", required=True)
+    p.set_defaults(func=cmd_tube)
+
+    p = sub.add_parser("collect", help="concatenate per-tube tables in the given order")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("merge", help="join counts, ALC and chimerism per visit")
+    _add_config_args(p)
+    p.add_argument("--counts", required=True)
+    p.add_argument("--qc", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("endpoints", help="per-patient day-14 verdicts and cohort tables")
+    _add_config_args(p)
+    p.add_argument("--visits", required=True)
+    p.add_argument("--outdir", required=True)
+    p.set_defaults(func=cmd_endpoints)
+
+    p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")
+    _add_config_args(p)
+    p.add_argument("--results", required=True, help="the results directory")
+    p.add_argument("--outdir", required=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("gates", help="import or export gate trees (Gating-ML 2.0, FlowJo .wsp)")
+    gsub = p.add_subparsers(dest="gates_cmd", required=True)
+    e = gsub.add_parser("export", help="YAML gate tree -> Gating-ML 2.0 XML")
+    e.add_argument("--tree", required=True)
+    e.add_argument("--out", required=True)
+    i = gsub.add_parser("import", help="Gating-ML 2.0 XML or FlowJo .wsp -> YAML gate tree")
+    i.add_argument("source")
+    i.add_argument("--out", required=True)
+    i.add_argument("--sample-id", help="FlowJo sample whose gates to import")
+    i.add_argument("--group", default="All Samples", help="FlowJo sample group")
+    p.set_defaults(func=cmd_gates)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nkflow`` console command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except NkflowError as exc:
+        sys.stderr.write(f"nkflow {args.command}: error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Loading and validating the nkflow configuration.
+
+Contract: every function here either returns validated data or raises
+:class:`~nkflow.errors.ConfigError` with a message that names the file, the field (as a dotted
+path), what was found, what was expected and how to fix it. Defaults declared in the JSON
+schemas are filled in, so downstream code never guesses. The same checks run in
+``nkflow validate`` and when the Snakefile is parsed, before any job runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nkflow.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+#: sub-schemas checked for top-level blocks, when the schema file exists
+_BLOCK_SCHEMAS = {"qc": "qc.schema.yaml", "endpoints": "endpoints.schema.yaml"}
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the JSON schema ``name`` from ``workflow/schemas``."""
+    path = SCHEMA_DIR / name
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _field_path(parts: Any) -> str:
+    path = ".".join(str(p) for p in parts)
+    return path or "(top level)"
+
+
+def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
+    """Insert ``default`` values of object properties that are absent (in place)."""
+    if not isinstance(instance, dict) or not isinstance(schema, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if not isinstance(sub, dict):
+            continue
+        if key not in instance and "default" in sub:
+            instance[key] = json.loads(json.dumps(sub["default"]))
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+
+
+def check_against_schema(data: Any, schema: dict[str, Any], *, source: str, prefix: str = "") -> None:
+    """Validate ``data`` against ``schema``; raise ConfigError naming the first bad field.
+
+    Parameters
+    ----------
+    data
+        The parsed document (or block of it).
+    schema
+        A JSON schema (draft 2020-12).
+    source
+        The file (or option) the data came from, used in the message.
+    prefix
+        Dotted path of ``data`` inside the document, for messages about a block.
+
+    Raises
+    ------
+    ConfigError
+        With file, field, found value, expectation and the schema's description as the fix.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
+    if not errors:
+        return
+    err = errors[0]
+    parts = ([prefix] if prefix else []) + list(err.absolute_path)
+    field = _field_path(parts)
+    hint = err.schema.get("description") if isinstance(err.schema, dict) else None
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        msg = f"{source}: field '{field}': {err.message}; allowed keys: {', '.join(allowed)}"
+    elif err.validator == "required":
+        msg = f"{source}: field '{field}': {err.message}"
+    else:
+        found = json.dumps(err.instance, default=str)
+        if len(found) > 80:
+            found = found[:77] + "..."
+        msg = f"{source}: field '{field}': found {found}, expected {err.message.split(' is ', 1)[-1]}"
+        if err.validator not in ("type", "enum", "pattern", "minimum", "maximum"):
+            msg = f"{source}: field '{field}': {err.message}"
+    if hint:
+        msg += f" (fix: {hint.strip()})"
+    raise ConfigError(msg)
+
+
+def validate_config(data: Any, *, source: str) -> dict[str, Any]:
+    """Check a configuration mapping and fill in defaults.
+
+    Parameters
+    ----------
+    data
+        The parsed configuration.
+    source
+        Where it came from (a path or an option name), for messages.
+
+    Returns
+    -------
+    dict
+        A new, validated configuration with defaults filled in.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of settings (sheets, panels, gating, ...), "
+            f"found {type(data).__name__}"
+        )
+    cfg = json.loads(json.dumps(data, default=str))
+    schema = load_schema("config.schema.yaml")
+    check_against_schema(cfg, schema, source=source)
+    _fill_defaults(cfg, schema)
+    for block, schema_name in _BLOCK_SCHEMAS.items():
+        if not (SCHEMA_DIR / schema_name).exists():
+            continue
+        sub_schema = load_schema(schema_name)
+        cfg.setdefault(block, {})
+        check_against_schema(cfg[block], sub_schema, source=source, prefix=block)
+        _fill_defaults(cfg[block], sub_schema)
+    return cfg
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read and validate a ``config.yaml``."""
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found (give the path of your config.yaml)")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return validate_config(data, source=str(path))
+
+
+def config_digest(cfg: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON form of a configuration (key order does not matter)."""
+    canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _check_file(kind: str, name: str, path_text: str, base_dir: Path) -> Path:
+    path = (base_dir / path_text).resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"config: {kind} '{name}': file '{path_text}' not found (looked in {path}); "
+            f"fix the path under '{kind}:' in the config"
+        )
+    return path
+
+
+def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
+    """Check every file the configuration names, and every sheet, before any job runs.
+
+    Parameters
+    ----------
+    cfg
+        A configuration returned by :func:`validate_config` or :func:`load_config`.
+    base_dir
+        Directory that relative paths in the configuration are relative to.
+
+    Returns
+    -------
+    list of str
+        Warnings about rows that are kept but flagged (e.g. a QNS lymphocyte count).
+
+    Raises
+    ------
+    ConfigError
+        On the first hard error, naming file, row and column.
+    """
+    from nkflow import gating, panel, sheets
+
+    panels = {}
+    for name, path_text in cfg["panels"].items():
+        path = _check_file("panels", name, path_text, base_dir)
+        panels[name] = panel.load_panel(path)
+    trees = {}
+    for name, path_text in cfg["gating"].items():
+        path = _check_file("gating", name, path_text, base_dir)
+        trees[name] = gating.load_tree(path)
+    for name, path_text in cfg.get("spillover", {}).items():
+        if name not in cfg["panels"]:
+            raise ConfigError(
+                f"config: spillover '{name}': no panel of that name; "
+                f"known panels: {', '.join(sorted(cfg['panels']))}"
+            )
+        _check_file("spillover", name, path_text, base_dir)
+    for key, path_text in cfg["sheets"].items():
+        _check_file("sheets", key, path_text, base_dir)
+    warnings = list(sheets.validate_all(cfg, base_dir))
+    samples = sheets.load_samples(
+        base_dir / cfg["sheets"]["samples"], panels=cfg["panels"], gatings=cfg["gating"]
+    )
+    for row in samples.itertuples(index=False):
+        tree = trees[row.gating]
+        pnl = panels[row.panel]
+        unknown = sorted(set(tree.markers()) - set(pnl.markers))
+        if unknown:
+            raise ConfigError(
+                f"{cfg['sheets']['samples']}: sample {row.sample_id} tube {row.tube}: gate tree "
+                f"'{row.gating}' uses marker(s) {', '.join(unknown)} that panel '{row.panel}' "
+                f"does not declare; add them to the panel or pick a matching gate tree"
+            )
+    return warnings
+
+
+def write_resolved(cfg: dict[str, Any], warnings: list[str], path: Path) -> None:
+    """Write the validated configuration and its digest as canonical JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"config": cfg, "config_sha256": config_digest(cfg), "warnings": warnings}
+    path.write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,53 @@
+"""Provenance records: input hashes, software versions, digests.
+
+Contract: functions return plain JSON-serialisable dicts with sorted keys and no timestamps, so
+that a provenance file is byte-identical for identical inputs. The run date belongs only in the
+HTML report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: distributions whose versions are recorded with every result
+TRACKED_PACKAGES = (
+    "nkflow",
+    "flowkit",
+    "flowio",
+    "flowutils",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "matplotlib",
+    "snakemake",
+)
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Return the hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the packages in :data:`TRACKED_PACKAGES` ('not installed' when absent)."""
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    """Write ``doc`` as canonical, indented JSON with a trailing newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, sort_keys=True, indent=2, default=str) + "\n", encoding="utf-8")

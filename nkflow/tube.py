@@ -1,0 +1,322 @@
+"""The per-tube pipeline: read -> resolve markers -> spillover -> time QC -> gate -> QC -> tables.
+
+Contract: :func:`run_tube` always writes its four outputs (counts, QC, figure, provenance) and
+returns the tube's QC status. Bad *data* (an unreadable or truncated file, a missing or
+ambiguous marker, a broken spillover matrix) never raises out of it: the tube is recorded as
+FAIL with a reason code, its populations as ``not_computed``, and the rest of the cohort goes
+on. Only a broken *configuration* (gate tree, panel file) raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nkflow.errors import CompensationError, FcsError, NkflowError, PanelError
+
+logger = logging.getLogger(__name__)
+
+COUNT_COLUMNS = [
+    "sample_id",
+    "tube",
+    "population",
+    "parent",
+    "events",
+    "parent_events",
+    "pct_of_parent",
+    "pct_of_lymphocytes",
+    "status",
+    "reason",
+]
+
+
+@dataclass(frozen=True)
+class TubeOutputs:
+    """Paths of the four files one tube produces."""
+
+    counts: Path
+    qc: Path
+    figure: Path
+    provenance: Path
+
+
+def _not_computed_counts(tree: Any, sample_id: str, tube: str, reason: str):
+    import pandas as pd
+
+    rows = []
+    for pop in tree.populations:
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "tube": tube,
+                "population": pop,
+                "parent": tree.parent_of(pop) or "",
+                "events": None,
+                "parent_events": None,
+                "pct_of_parent": None,
+                "pct_of_lymphocytes": None,
+                "status": "not_computed",
+                "reason": reason,
+            }
+        )
+    return pd.DataFrame(rows, columns=COUNT_COLUMNS)
+
+
+def _placeholder_figure(path: Path, title: str, message: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.5), dpi=80)
+    ax.axis("off")
+    ax.text(0.5, 0.65, title, ha="center", va="center", fontsize=12, weight="bold")
+    ax.text(0.5, 0.35, message, ha="center", va="center", fontsize=9, wrap=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _write_tables(counts, checks_df, outputs: TubeOutputs) -> None:
+    from nkflow.tables import write_tsv
+
+    write_tsv(counts, outputs.counts)
+    write_tsv(checks_df, outputs.qc)
+
+
+def run_tube(
+    *,
+    fcs: Path,
+    panel: Path,
+    gating: Path,
+    sample_id: str,
+    tube: str,
+    settings: dict[str, Any],
+    outputs: TubeOutputs,
+) -> str:
+    """Process one tube and write its outputs.
+
+    Parameters
+    ----------
+    fcs, panel, gating
+        The FCS file, the panel YAML and the gate-tree YAML.
+    sample_id, tube
+        Identifiers carried into every output row.
+    settings
+        ``{"qc": {...}, "endpoints": {...}, "figures": {...}, "spillover": path or None}``.
+    outputs
+        Where to write.
+
+    Returns
+    -------
+    str
+        The tube's QC status, PASS, WARN or FAIL.
+    """
+    import numpy as np
+
+    from nkflow import compensation, gating as gating_mod, io, qc
+    from nkflow import panel as panel_mod
+    from nkflow.config import config_digest
+    from nkflow.provenance import sha256_file, software_versions, write_json
+
+    qc_cfg = qc.QcConfig.from_dict(settings.get("qc", {}))
+    denominator = settings.get("endpoints", {}).get("lymphocyte_denominator", "live")
+    fig_cfg = settings.get("figures", {})
+    tree = gating_mod.load_tree(gating)
+    pnl = panel_mod.load_panel(panel)
+
+    prov: dict[str, Any] = {
+        "sample_id": sample_id,
+        "tube": tube,
+        "fcs_file": str(fcs),
+        "fcs_sha256": sha256_file(fcs) if fcs.exists() else None,
+        "panel_file": str(panel),
+        "panel_sha256": sha256_file(panel),
+        "gating_file": str(gating),
+        "gating_sha256": sha256_file(gating),
+        "settings_sha256": config_digest(settings),
+        "software": software_versions(),
+    }
+    checks: list[Any] = []
+
+    def fail(code: str, exc: NkflowError) -> str:
+        logger.error("%s/%s: %s", sample_id, tube, exc)
+        checks.append(
+            qc.Check(
+                check="input",
+                status="FAIL",
+                reason_code=code,
+                value=None,
+                threshold=None,
+                message=str(exc),
+            )
+        )
+        counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
+        status, final = qc.tube_status(checks, qc_cfg)
+        _write_tables(counts, qc.checks_table(sample_id, tube, final, qc_cfg), outputs)
+        _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))
+        prov["error"] = {"code": code, "message": str(exc)}
+        write_json(prov, outputs.provenance)
+        return status
+
+    # ---- read
+    try:
+        sample = io.read_fcs(fcs)
+    except FcsError as exc:
+        return fail("fcs_unreadable", exc)
+    prov.update(
+        {
+            "fcs_version": sample.version,
+            "n_events": int(sample.n_events),
+            "instrument": sample.keywords.get("$CYT", ""),
+            "reader_warnings": list(sample.warnings),
+        }
+    )
+    for warning in sample.warnings:
+        checks.append(
+            qc.Check(
+                check="reader",
+                status="WARN",
+                reason_code="fcs_tolerance",
+                value=None,
+                threshold=None,
+                message=warning,
+            )
+        )
+
+    # ---- markers
+    try:
+        resolution = panel_mod.resolve(pnl, sample)
+    except PanelError as exc:
+        return fail("panel_ambiguous", exc)
+    marker_index = {
+        m: resolution.index_for(m)
+        for m in pnl.markers
+        if m not in resolution.missing and resolution.index_for(m) is not None
+    }
+    prov["panel_resolution"] = [list(map(str, row)) for row in resolution.table()]
+    for marker in resolution.missing:
+        checks.append(
+            qc.Check(
+                check="panel",
+                status="WARN",
+                reason_code="missing_marker",
+                value=None,
+                threshold=None,
+                message=f"marker {marker} not found in {fcs.name}; populations that need it are not computed",
+            )
+        )
+
+    # ---- spillover
+    try:
+        override = settings.get("spillover")
+        spill = compensation.spillover_for(sample, override=Path(override) if override else None)
+    except CompensationError as exc:
+        return fail("compensation_invalid", exc)
+    prov["spillover_source"] = spill.source if spill is not None else "none"
+    if spill is not None:
+        idx = [sample.channel_names.index(c) for c in spill.channels]
+        comp = compensation.compensate(sample.events[:, idx], list(spill.channels), spill)
+        checks.extend(qc.compensation_sanity(comp, list(spill.channels), qc_cfg))
+        del comp
+    else:
+        checks.append(
+            qc.Check(
+                check="compensation",
+                status="WARN",
+                reason_code="no_spillover",
+                value=None,
+                threshold=None,
+                message=f"{fcs.name} has no spillover matrix ($SPILLOVER/$SPILL/SPILL) and none is configured",
+            )
+        )
+
+    # ---- time QC and margins
+    keep = np.ones(sample.n_events, dtype=bool)
+    time_idx = marker_index.get(qc_cfg.time_marker) if hasattr(qc_cfg, "time_marker") else None
+    if time_idx is None:
+        time_idx = next(
+            (ch.index for ch in sample.channels if ch.pnn.strip().lower() in ("time", "hdr-t")),
+            None,
+        )
+    signal_markers = [m for m in qc_cfg.key_markers if m in marker_index]
+    signals = {m: sample.events[:, marker_index[m]] for m in signal_markers}
+    time_result = qc.time_qc(
+        sample.events[:, time_idx] if time_idx is not None else None,
+        signals,
+        sample.timestep,
+        qc_cfg,
+    )
+    checks.extend(time_result.checks)
+    keep &= time_result.keep
+    prov["time_qc"] = {
+        "assessed": bool(time_result.assessed),
+        "n_removed": int(time_result.n_removed),
+        "removed_ranges_s": [[float(a), float(b)] for a, b in time_result.removed_ranges],
+    }
+    margin_idx = [marker_index[m] for m in qc_cfg.margin_markers if m in marker_index]
+    margins = qc.margin_events(sample.events, sample.channels, qc_cfg, margin_idx)
+    checks.extend(margins.checks)
+    if margins.keep is not None:
+        keep &= margins.keep
+
+    # ---- gate
+    result = gating_mod.gate_sample(tree, sample.events, marker_index, spill=spill, keep=keep)
+    counts = result.counts_table(denominator=denominator)
+    counts.insert(0, "tube", tube)
+    counts.insert(0, "sample_id", sample_id)
+    counts = counts[COUNT_COLUMNS]
+    checks.extend(qc.gate_flag_checks(result.flags, qc_cfg))
+    checks.extend(qc.event_floor_checks(counts, qc_cfg))
+    viability = _viability_counts(tree, result)
+    if viability is not None:
+        checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))
+
+    status, final = qc.tube_status(checks, qc_cfg)
+    _write_tables(counts, qc.checks_table(sample_id, tube, final, qc_cfg), outputs)
+    from nkflow.figures import gating_figure
+
+    gating_figure(
+        tree,
+        sample.events,
+        marker_index,
+        result,
+        outputs.figure,
+        title=f"{sample_id} / {tube} ({fcs.name})",
+        spill=spill,
+        max_events=int(fig_cfg.get("max_events", 50000)),
+        random_state=int(fig_cfg.get("random_state", 0)),
+    )
+    prov["qc_status"] = status
+    write_json(prov, outputs.provenance)
+    return status
+
+
+def _viability_counts(tree: Any, result: Any) -> tuple[int, int] | None:
+    """(dead, denominator) from the tree's viability populations, when it has them.
+
+    A tree that declares ``viable_singlets`` (viability gate on singlets) gives the dead
+    fraction among singlets; otherwise the ``live`` gate on its parent is used.
+    """
+    for pop in ("viable_singlets", "live"):
+        if pop in tree.populations and pop not in result.not_computed:
+            parent = tree.parent_of(pop)
+            if parent is None:
+                return None
+            n_parent = int(result.count(parent))
+            return n_parent - int(result.count(pop)), n_parent
+    return None
+
+
+def collect_tables(inputs: list[Path], out: Path) -> None:
+    """Concatenate per-tube TSV tables in the given order into one table."""
+    import pandas as pd
+
+    from nkflow.tables import read_tsv, write_tsv
+
+    frames = [read_tsv(p) for p in inputs]
+    if not frames:
+        raise NkflowError("collect: no input tables given")
+    write_tsv(pd.concat(frames, ignore_index=True), out)

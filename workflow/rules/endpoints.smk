@@ -1,0 +1,24 @@
+rule endpoints:
+    """Per patient: the day-14 sample, donor NK/uL with its interval, and the verdict."""
+    input:
+        visits=f"{RESULTS}/cohort/visits.tsv",
+        sheets=list(NKCONFIG["sheets"].values()),
+    output:
+        endpoints=report(
+            f"{RESULTS}/cohort/endpoints.tsv",
+            caption="../report/endpoints.rst",
+            category="Cohort tables",
+        ),
+        workbook=f"{RESULTS}/cohort/endpoints.xlsx",
+        patients=directory(f"{RESULTS}/cohort/patients"),
+    params:
+        config=CONFIG_JSON,
+        outdir=f"{RESULTS}/cohort",
+    log:
+        f"{RESULTS}/logs/endpoints.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/endpoints.tsv"
+    localrule: True
+    shell:
+        "nkflow endpoints --config-json {params.config:q} --visits {input.visits}"
+        " --outdir {params.outdir} 2> {log}"

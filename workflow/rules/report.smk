@@ -1,0 +1,27 @@
+rule report:
+    """Self-contained HTML: one page per patient and the cohort index."""
+    input:
+        endpoints=f"{RESULTS}/cohort/endpoints.tsv",
+        visits=f"{RESULTS}/cohort/visits.tsv",
+        qc=f"{RESULTS}/qc/tubes.tsv",
+        counts=f"{RESULTS}/cohort/counts.tsv",
+        patients=f"{RESULTS}/cohort/patients",
+        figures=per_tube("gating.png"),
+        provenance=per_tube("provenance.json"),
+    output:
+        index=report(
+            f"{RESULTS}/reports/index.html",
+            caption="../report/index.rst",
+            category="Reports",
+        ),
+    params:
+        config=CONFIG_JSON,
+        outdir=f"{RESULTS}/reports",
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    localrule: True
+    shell:
+        "nkflow report --config-json {params.config:q} --results {RESULTS}"
+        " --outdir {params.outdir} 2> {log}"

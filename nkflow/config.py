@@ -94,7 +94,7 @@ def check_against_schema(data: Any, schema: dict[str, Any], *, source: str, pref
         if err.validator not in ("type", "enum", "pattern", "minimum", "maximum"):
             msg = f"{source}: field '{field}': {err.message}"
     if hint:
-        msg += f" (fix: {hint.strip()})"
+        msg += f" -- '{field}' is: {hint.strip()} (see the comments in config/config.yaml)"
     raise ConfigError(msg)
 
 

@@ -1,0 +1,53 @@
+"""Shared fixtures: the repository root, a copy of the workflow in a temporary directory, and one
+run of the whole workflow on data/sample shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_TIMEOUT_S = 900
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy what a run needs (Snakefile, workflow/, config/, data/sample/) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "Snakefile", dest / "Snakefile")
+    for sub in ("workflow", "config", "data/sample"):
+        shutil.copytree(ROOT / sub, dest / sub, symlinks=True)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = WORKFLOW_TIMEOUT_S, check: bool = True):
+    """Run snakemake in ``workdir`` with the venv's tools first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [str(BIN / "snakemake"), "--cores", "2", *args]
+    proc = subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> Path:
+    """One complete workflow run on data/sample; returns its working directory."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("sample_run"))
+    run_snakemake(workdir)
+    return workdir

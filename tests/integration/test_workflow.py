@@ -1,0 +1,85 @@
+"""The whole workflow on data/sample, checked against the generator's known truth."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.workflow
+
+TRUTH = ROOT / "data/sample/truth"
+
+
+def _read(path):
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+
+
+def test_every_output_exists(sample_run):
+    for rel in (
+        "results/cohort/endpoints.tsv",
+        "results/cohort/visits.tsv",
+        "results/cohort/counts.tsv",
+        "results/qc/tubes.tsv",
+        "results/reports/index.html",
+        "results/validated/config.json",
+    ):
+        assert (sample_run / rel).is_file(), rel
+    endpoints = _read(sample_run / "results/cohort/endpoints.tsv")
+    for pid in endpoints["patient_id"]:
+        assert (sample_run / f"results/reports/{pid}.html").is_file()
+    for log in (sample_run / "results/logs").rglob("*.log"):
+        assert "Traceback" not in log.read_text(), log
+
+
+def test_nk_percent_of_lymphocytes_within_2pct_of_truth(sample_run):
+    truth = _read(TRUTH / "visits.tsv").set_index("sample_id")
+    visits = _read(sample_run / "results/cohort/visits.tsv").set_index("sample_id")
+    assert set(truth.index) <= set(visits.index)
+    rel_err = {}
+    for sid, row in truth.iterrows():
+        got = visits.loc[sid, "nk_pct_of_lymphocytes"]
+        assert pd.notna(got), f"{sid}: NK % missing"
+        rel_err[sid] = abs(got - row["nk_pct_of_lymphocytes"]) / row["nk_pct_of_lymphocytes"]
+    worst = max(rel_err, key=rel_err.get)
+    print(f"worst relative NK % error: {rel_err[worst]:.4%} ({worst})")
+    assert rel_err[worst] <= 0.02, rel_err
+
+
+def test_every_verdict_matches_truth(sample_run):
+    truth = _read(TRUTH / "endpoints.tsv").set_index("patient_id")
+    got = _read(sample_run / "results/cohort/endpoints.tsv").set_index("patient_id")
+    assert list(got.columns[:9]) == [
+        "sample_id",
+        "study_day",
+        "alc_per_ul",
+        "nk_pct_of_lymphocytes",
+        "chimerism_fraction",
+        "donor_chimerism_pct",
+        "donor_nk_per_ul",
+        "verdict",
+        "reason",
+    ]
+    assert sorted(got.index) == sorted(truth.index)
+    mismatches = {
+        pid: (got.loc[pid, "verdict"], truth.loc[pid, "verdict"])
+        for pid in truth.index
+        if got.loc[pid, "verdict"] != truth.loc[pid, "verdict"]
+    }
+    assert mismatches == {}
+    assert {"PASS", "FAIL", "NOT_EVALUABLE"} <= set(got["verdict"])
+    # the chosen day-14 sample and its borderline mark agree with truth too
+    for pid in truth.index:
+        if truth.loc[pid, "verdict"] != "NOT_EVALUABLE":
+            assert got.loc[pid, "sample_id"] == truth.loc[pid, "sample_id"], pid
+        if "borderline" in truth.columns:
+            assert str(got.loc[pid, "borderline"]).lower() == str(truth.loc[pid, "borderline"]).lower(), pid
+
+
+def test_not_evaluable_rows_have_reasons_and_no_number(sample_run):
+    got = _read(sample_run / "results/cohort/endpoints.tsv")
+    ne = got[got["verdict"] == "NOT_EVALUABLE"]
+    assert len(ne) >= 1
+    assert ne["reason"].notna().all() and (ne["reason"].str.len() > 0).all()
+    assert ne["donor_nk_per_ul"].isna().all()

@@ -1,0 +1,49 @@
+"""The console command: subcommands, exit codes and one-line errors without tracebacks."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nkflow.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBCOMMANDS = ["validate", "inspect", "tube", "collect", "merge", "endpoints", "report", "gates"]
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+def test_validate_ok_on_the_sample_config(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["validate", "--config", "config/config.yaml"]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+
+
+def test_config_error_exits_1_with_one_line_and_no_traceback(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("sheets: {}\npanels: {}\ngating: {}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nkflow.cli", "validate", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith("nkflow validate: error: ")
+    assert "field 'gating': {} should be non-empty" in lines[0]
+
+
+def test_missing_config_file_is_named(capsys):
+    assert main(["validate", "--config", "/nonexistent/config.yaml"]) == 1
+    assert "/nonexistent/config.yaml: config file not found" in capsys.readouterr().err

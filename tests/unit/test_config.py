@@ -1,0 +1,75 @@
+"""Configuration validation: errors name the file, the field, what was found and expected."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nkflow.config import config_digest, load_config, validate_config, validate_inputs
+from nkflow.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _base() -> dict:
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def test_shipped_config_is_valid_and_gets_defaults():
+    cfg = load_config(ROOT / "config/config.yaml")
+    assert cfg["results"] == "results"
+    assert cfg["sheets"]["samples"] == "data/sample/samples.tsv"
+
+
+def test_unknown_top_level_key_lists_allowed_keys():
+    data = _base() | {"sheet": {}}
+    with pytest.raises(ConfigError, match=r"config.yaml: field '\(top level\)': Additional properties .*'sheet'.*allowed keys: .*sheets"):
+        validate_config(data, source="my/config.yaml")
+
+
+def test_wrong_type_names_field_found_and_expected():
+    data = _base()
+    data["panels"]["nk_v1"] = 7
+    with pytest.raises(ConfigError, match=r"my.yaml: field 'panels.nk_v1': found 7, expected .*'string'"):
+        validate_config(data, source="my.yaml")
+
+
+def test_missing_required_sheet():
+    data = _base()
+    del data["sheets"]["cbc"]
+    with pytest.raises(ConfigError, match=r"field 'sheets': 'cbc' is a required property"):
+        validate_config(data, source="c.yaml")
+
+
+def test_digest_ignores_key_order():
+    assert config_digest({"a": 1, "b": [1, 2]}) == config_digest({"b": [1, 2], "a": 1})
+    assert config_digest({"a": 1}) != config_digest({"a": 2})
+
+
+def _copy_project(tmp_path: Path) -> Path:
+    for sub in ("config", "data/sample"):
+        shutil.copytree(ROOT / sub, tmp_path / sub)
+    return tmp_path
+
+
+def test_missing_panel_file_is_named(tmp_path):
+    base = _copy_project(tmp_path)
+    cfg = validate_config(_base(), source="config.yaml")
+    cfg["panels"]["nk_v1"] = "config/panels/nope.yaml"
+    with pytest.raises(ConfigError, match=r"panels 'nk_v1': file 'config/panels/nope.yaml' not found"):
+        validate_inputs(cfg, base_dir=base)
+
+
+def test_unknown_panel_in_sample_sheet_is_named_with_row(tmp_path):
+    base = _copy_project(tmp_path)
+    sheet = base / "data/sample/samples.tsv"
+    lines = sheet.read_text().splitlines()
+    header = lines[0].split("\t")
+    first = lines[1].split("\t")
+    first[header.index("panel")] = "nk_v2"
+    lines[1] = "\t".join(first)
+    sheet.write_text("\n".join(lines) + "\n")
+    cfg = validate_config(_base(), source="config.yaml")
+    with pytest.raises(ConfigError, match=r"samples.tsv.*row 1.*panel.*'nk_v2'.*nk_v1, treg_v1"):
+        validate_inputs(cfg, base_dir=base)

@@ -24,10 +24,10 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/validated/config.json",
         f"{RESULTS}/cohort/endpoints.tsv",
         f"{RESULTS}/cohort/visits.tsv",
         f"{RESULTS}/qc/tubes.tsv",
         f"{RESULTS}/reports/index.html",
-    default_target: True

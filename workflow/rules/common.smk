@@ -46,7 +46,9 @@ wildcard_constraints:
 
 def tube_row(wildcards):
     """The sample-sheet row of one tube."""
-    sel = SAMPLES[(SAMPLES["sample_id"] == wildcards.sample) & (SAMPLES["tube"] == wildcards.tube)]
+    sel = SAMPLES[
+        (SAMPLES["sample_id"] == wildcards.sample) & (SAMPLES["tube"] == wildcards.tube)
+    ]
     return sel.iloc[0]
 
 

@@ -11,14 +11,14 @@ rule endpoints:
         ),
         workbook=f"{RESULTS}/cohort/endpoints.xlsx",
         patients=directory(f"{RESULTS}/cohort/patients"),
-    params:
-        config=CONFIG_JSON,
-        outdir=f"{RESULTS}/cohort",
     log:
         f"{RESULTS}/logs/endpoints.log",
     benchmark:
         f"{RESULTS}/benchmarks/endpoints.tsv"
     localrule: True
+    params:
+        config=CONFIG_JSON,
+        outdir=f"{RESULTS}/cohort",
     shell:
         "nkflow endpoints --config-json {params.config:q} --visits {input.visits}"
         " --outdir {params.outdir} 2> {log}"

@@ -11,13 +11,13 @@ rule merge:
             caption="../report/visits.rst",
             category="Cohort tables",
         ),
-    params:
-        config=CONFIG_JSON,
     log:
         f"{RESULTS}/logs/merge.log",
     benchmark:
         f"{RESULTS}/benchmarks/merge.tsv"
     localrule: True
+    params:
+        config=CONFIG_JSON,
     shell:
         "nkflow merge --config-json {params.config:q} --counts {input.counts}"
         " --qc {input.qc} --out {output} 2> {log}"

@@ -14,14 +14,14 @@ rule report:
             caption="../report/index.rst",
             category="Reports",
         ),
-    params:
-        config=CONFIG_JSON,
-        outdir=f"{RESULTS}/reports",
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
     localrule: True
+    params:
+        config=CONFIG_JSON,
+        outdir=f"{RESULTS}/reports",
     shell:
         "nkflow report --config-json {params.config:q} --results {RESULTS}"
         " --outdir {params.outdir} 2> {log}"

@@ -13,8 +13,6 @@ rule tube:
             labels={"sample": "{sample}", "tube": "{tube}"},
         ),
         provenance=f"{RESULTS}/tubes/{{sample}}/{{tube}}/provenance.json",
-    params:
-        settings=tube_settings,
     log:
         f"{RESULTS}/logs/tubes/{{sample}}.{{tube}}.log",
     benchmark:
@@ -25,6 +23,8 @@ rule tube:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        settings=tube_settings,
     shell:
         "nkflow tube --fcs {input.fcs:q} --panel {input.panel:q} --gating {input.gating:q}"
         " --sample-id {wildcards.sample} --tube {wildcards.tube} --settings {params.settings:q}"

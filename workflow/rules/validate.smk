@@ -6,12 +6,12 @@ rule validate:
         gating=list(NKCONFIG["gating"].values()),
     output:
         f"{RESULTS}/validated/config.json",
-    params:
-        config=CONFIG_JSON,
     log:
         f"{RESULTS}/logs/validate.log",
     benchmark:
         f"{RESULTS}/benchmarks/validate.tsv"
     localrule: True
+    params:
+        config=CONFIG_JSON,
     shell:
         "nkflow validate --config-json {params.config:q} --write-resolved {output} 2> {log}"

@@ -237,7 +237,18 @@ def _norm_byteord(value: str) -> str:
     return re.sub(r"\s+", "", value)
 
 
-_DATE_FORMATS = ("%d-%b-%Y", "%Y-%m-%d", "%d-%b-%y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y")
+_DATE_FORMATS = (
+    "%d-%b-%Y",
+    "%d %b %Y",
+    "%Y-%m-%d",
+    "%d-%b-%y",
+    "%Y-%b-%d",
+    "%d-%B-%Y",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%Y/%m/%d",
+    "%d.%m.%Y",
+)
 
 
 def parse_fcs_date(value: str) -> date | None:

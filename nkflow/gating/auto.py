@@ -1,0 +1,170 @@
+"""Data-driven thresholds: density valley, two-component Gaussian mixture, control (FMO) tube.
+
+Contract
+--------
+``find_threshold(values, spec, control=None) -> (threshold | None, flag | None)``: pure; values
+are already transformed (gate units). Exactly one of the two is None. A threshold is always
+inside ``spec.bounds``. A flag is ``{code, message}`` with codes
+
+``too_few_events``  fewer than ``MIN_EVENTS`` finite values;
+``no_valley``       no density valley between two modes inside the bounds;
+``degenerate_fit``  the mixture collapsed (a tiny component or overlapping components);
+``out_of_bounds``   the mixture or control threshold falls outside the bounds;
+``missing_control`` a control gate was evaluated without its control tube.
+
+The caller (``gate_sample``) names the gate and tube and decides on the fallback; this module
+never substitutes a default. Randomness only through ``spec.random_state``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from nkflow.gating.tree import AutoSpec
+
+logger = logging.getLogger(__name__)
+
+MIN_EVENTS = 50
+GRID = 512
+#: a valley must be at most this fraction of the lower of its two neighbouring peaks
+VALLEY_DEPTH = 0.8
+
+
+def _flag(code: str, message: str) -> tuple[None, dict[str, str]]:
+    return None, {"code": code, "message": message}
+
+
+def density(values: np.ndarray, lo: float, hi: float, n: int = GRID) -> tuple[np.ndarray, ...]:
+    """Gaussian kernel density (Scott bandwidth) on a regular grid from ``lo`` to ``hi``."""
+    v = values[np.isfinite(values)]
+    grid = np.linspace(lo, hi, n)
+    step = grid[1] - grid[0]
+    counts, _ = np.histogram(v, bins=n, range=(lo - step / 2, hi + step / 2))
+    bw = 1.06 * float(np.std(v)) * v.size ** (-1 / 5) if v.size > 1 else step
+    sig = max(bw / step, 1.0)
+    half = int(np.ceil(4 * sig))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
+    dens = np.convolve(counts.astype(np.float64), k / k.sum(), mode="same")
+    return grid, dens
+
+
+def valley_threshold(values: np.ndarray, bounds: tuple[float, float]) -> tuple[float | None, str]:
+    """Deepest density minimum inside ``bounds`` lying between two higher modes.
+
+    Returns
+    -------
+    (threshold or None, explanation)
+    """
+    v = values[np.isfinite(values)]
+    lo, hi = float(np.quantile(v, 0.001)), float(np.quantile(v, 0.999))
+    lo, hi = min(lo, bounds[0]), max(hi, bounds[1])
+    grid, dens = density(v, lo, hi)
+    inside = np.flatnonzero((grid >= bounds[0]) & (grid <= bounds[1]))
+    best: tuple[float, int] | None = None
+    for i in inside:
+        if i == 0 or i == len(grid) - 1:
+            continue
+        if not (dens[i] <= dens[i - 1] and dens[i] <= dens[i + 1]):
+            continue
+        left, right = dens[:i].max(), dens[i + 1 :].max()
+        if dens[i] <= VALLEY_DEPTH * min(left, right) and (best is None or dens[i] < best[0]):
+            best = (float(dens[i]), int(i))
+    if best is None:
+        return None, (
+            f"no density valley between two modes within bounds "
+            f"[{bounds[0]:g}, {bounds[1]:g}] ({v.size} events)"
+        )
+    return float(grid[best[1]]), "valley"
+
+
+def gmm_threshold(
+    values: np.ndarray, bounds: tuple[float, float], random_state: int
+) -> tuple[float | None, str, str]:
+    """Equal-posterior point between the means of a 2-component Gaussian mixture.
+
+    Returns
+    -------
+    (threshold or None, code, explanation)
+    """
+    from sklearn.mixture import GaussianMixture
+
+    v = values[np.isfinite(values)].reshape(-1, 1)
+    gm = GaussianMixture(n_components=2, random_state=random_state).fit(v)
+    means = gm.means_.ravel()
+    sds = np.sqrt(gm.covariances_.ravel())
+    w = gm.weights_.ravel()
+    order = np.argsort(means)
+    means, sds, w = means[order], sds[order], w[order]
+    sep = (means[1] - means[0]) / max(sds.max(), 1e-12)
+    if w.min() < 0.01 or sep < 1.0:
+        return (
+            None,
+            "degenerate_fit",
+            (
+                f"two-component mixture is degenerate (weights {w[0]:.3f}/{w[1]:.3f}, "
+                f"means {means[0]:.4g}/{means[1]:.4g}, separation {sep:.2f} SD < 1)"
+            ),
+        )
+    grid = np.linspace(means[0], means[1], 2001).reshape(-1, 1)
+    post = gm.predict_proba(grid)[:, order[1]]
+    cut = float(grid[int(np.argmax(post >= 0.5)), 0])
+    if not (bounds[0] <= cut <= bounds[1]):
+        return (
+            None,
+            "out_of_bounds",
+            (f"mixture threshold {cut:.4g} is outside bounds [{bounds[0]:g}, {bounds[1]:g}]"),
+        )
+    return cut, "gmm", "gmm"
+
+
+def find_threshold(
+    values: np.ndarray, spec: AutoSpec, control: np.ndarray | None = None
+) -> tuple[float | None, dict[str, str] | None]:
+    """Find a data-driven threshold for one gate.
+
+    Parameters
+    ----------
+    values
+        Transformed values of the gate's marker on the parent population.
+    spec
+        The gate's :class:`~nkflow.gating.tree.AutoSpec`.
+    control
+        Transformed values from the control tube (``method: control`` only).
+
+    Returns
+    -------
+    (threshold, None) on success, (None, {code, message}) on failure.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if spec.method == "control":
+        if control is None:
+            return _flag("missing_control", "no control (FMO) tube values were given")
+        c = np.asarray(control, dtype=np.float64)
+        c = c[np.isfinite(c)]
+        if c.size < MIN_EVENTS:
+            return _flag(
+                "too_few_events",
+                f"control tube has {c.size} events in the parent population, need {MIN_EVENTS}",
+            )
+        cut = float(np.percentile(c, spec.control_percentile))
+        if not (spec.bounds[0] <= cut <= spec.bounds[1]):
+            return _flag(
+                "out_of_bounds",
+                f"control {spec.control_percentile:g}th percentile {cut:.4g} is outside bounds "
+                f"[{spec.bounds[0]:g}, {spec.bounds[1]:g}]",
+            )
+        return cut, None
+    n = int(np.count_nonzero(np.isfinite(v)))
+    if n < MIN_EVENTS:
+        return _flag("too_few_events", f"{n} events in the parent population, need {MIN_EVENTS}")
+    if spec.method == "valley":
+        cut, why = valley_threshold(v, spec.bounds)
+        if cut is None:
+            return _flag("no_valley", why)
+        return cut, None
+    cut, code, why = gmm_threshold(v, spec.bounds, spec.random_state)
+    if cut is None:
+        return _flag(code, why)
+    return cut, None

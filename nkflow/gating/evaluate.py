@@ -24,6 +24,7 @@ Nothing here reads files; the caller gives float64 raw events (``FcsSample.event
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,8 +161,10 @@ class GatingResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _spill_parts(spill: Any) -> tuple[list[int], np.ndarray] | None:
-    """(column indices, spillover matrix) from a Spillover-like object or a tuple."""
+def _spill_parts(
+    spill: Any, channel_names: Sequence[str] | None
+) -> tuple[list[int], np.ndarray] | None:
+    """(column indices, spillover matrix) from a Spillover, an indexed object or a tuple."""
     if spill is None:
         return None
     if isinstance(spill, tuple) and len(spill) == 2:
@@ -172,8 +175,24 @@ def _spill_parts(spill: Any) -> tuple[list[int], np.ndarray] | None:
         idx = getattr(spill, name, None)
         if idx is not None and mat is not None:
             return [int(i) for i in idx], np.asarray(mat, dtype=np.float64)
+    chans = getattr(spill, "channels", None)
+    if chans is not None and mat is not None:
+        if channel_names is None:
+            raise GatingError(
+                "gate_sample: the spillover names its channels "
+                f"({', '.join(chans)}) but no channel_names were given to match them to event "
+                "columns; pass channel_names=sample.channel_names"
+            )
+        names = list(channel_names)
+        missing = [c for c in chans if c not in names]
+        if missing:
+            raise GatingError(
+                f"gate_sample: spillover channel(s) {missing} are not among the event columns "
+                f"({', '.join(names)}); the matrix does not belong to this file"
+            )
+        return [names.index(c) for c in chans], np.asarray(mat, dtype=np.float64)
     raise GatingError(
-        f"spillover object {type(spill).__name__} has no 'matrix' and 'indices' attributes; "
+        f"spillover object {type(spill).__name__} has no 'matrix' with 'channels' or 'indices'; "
         "pass a Spillover from nkflow.compensation or (column_indices, matrix)"
     )
 
@@ -187,11 +206,12 @@ class _Columns:
         events: np.ndarray,
         marker_index: dict[str, int],
         spill: Any,
+        channel_names: Sequence[str] | None = None,
     ) -> None:
         self.tree = tree
         self.events = events
         self.mi = marker_index
-        self.fcs = _spill_parts(spill)
+        self.fcs = _spill_parts(spill, channel_names)
         self.cache: dict[tuple[str, str | None], np.ndarray] = {}
         self.inv: dict[str, tuple[list[int], np.ndarray]] = {}
 
@@ -419,6 +439,7 @@ def gate_sample(
     keep: np.ndarray | None = None,
     controls: dict[str, np.ndarray] | None = None,
     tube: str = "",
+    channel_names: Sequence[str] | None = None,
 ) -> GatingResult:
     """Evaluate ``tree`` on one tube.
 
@@ -443,6 +464,9 @@ def gate_sample(
         :func:`nkflow.gating.control_values`.
     tube
         Label used in flag messages (e.g. ``"P003-D14/treg"``).
+    channel_names
+        ``$PnN`` of each event column (``FcsSample.channel_names``); needed to place a
+        :class:`nkflow.compensation.Spillover`, which names its channels.
 
     Returns
     -------
@@ -465,7 +489,7 @@ def gate_sample(
             raise GatingError(
                 f"keep mask has shape {keep.shape}, expected ({n},) to match the events"
             )
-    cols = _Columns(tree, ev, marker_index, spill)
+    cols = _Columns(tree, ev, marker_index, spill, channel_names)
     res = GatingResult(tree=tree, n_events=n)
     res.n_kept = n if keep is None else int(np.count_nonzero(keep))
     label = f" in tube {tube}" if tube else ""
@@ -569,6 +593,7 @@ def control_values(
     marker_index: dict[str, int],
     spill: Any = None,
     keep: np.ndarray | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Values of a control gate's marker in a control (FMO) tube's parent population.
 
@@ -583,7 +608,9 @@ def control_values(
     g = tree.gate(gate_id)
     if g.type != "threshold":
         raise GatingError(f"gate '{gate_id}' is a {g.type} gate, not a threshold gate")
-    res = gate_sample(tree, events, marker_index, spill=spill, keep=keep)
+    res = gate_sample(
+        tree, events, marker_index, spill=spill, keep=keep, channel_names=channel_names
+    )
     if g.parent is None:
         rows = None if keep is None else np.flatnonzero(keep)
     else:
@@ -593,7 +620,7 @@ def control_values(
                 f"({res.not_computed[g.parent]})"
             )
         rows = np.flatnonzero(res.members[g.parent])
-    cols = _Columns(tree, np.asarray(events), marker_index, spill)
+    cols = _Columns(tree, np.asarray(events), marker_index, spill, channel_names)
     if cols.missing(g) is not None:
         raise GatingError(
             f"control tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'"

@@ -83,6 +83,7 @@ def to_flowkit(
     tree: GateTree,
     channel_names: dict[str, str] | None = None,
     thresholds: dict[str, float] | None = None,
+    spill: Any = None,
 ) -> Any:
     """Build the equivalent ``flowkit.GatingStrategy``.
 
@@ -96,6 +97,10 @@ def to_flowkit(
     thresholds
         Threshold per data-driven gate (e.g. ``GatingResult.thresholds``); missing ones use the
         gate's ``default``.
+    spill
+        A :class:`nkflow.compensation.Spillover` (``channels``, ``matrix``): when given, dims
+        with ``compensated: true`` use it (as matrix ``nkflow_spill``) instead of FlowKit's own
+        reading of the file's spillover keyword.
 
     Raises
     ------
@@ -126,9 +131,18 @@ def to_flowkit(
             mid,
             fk.Matrix(np.asarray(m.matrix), list(m.detectors), list(m.fluorochromes)),
         )
+    fcs_ref = "FCS"
+    if spill is not None:
+        import numpy as np
+
+        fcs_ref = "nkflow_spill"
+        chans = list(spill.channels)
+        gs.add_comp_matrix(fcs_ref, fk.Matrix(np.asarray(spill.matrix), chans, chans))
     gate_path, _ = _node_paths(tree)
 
     def comp(d: Dim) -> str:
+        if d.compensation == "FCS":
+            return fcs_ref
         return "uncompensated" if d.compensation is None else d.compensation
 
     def dim(d: Dim, lo: float | None, hi: float | None) -> Any:

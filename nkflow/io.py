@@ -803,6 +803,17 @@ def _decode_events(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
     fd.events = None
     par = len(lay.channels)
     tot = int(lay.keywords["$TOT"].strip())
+    if (fd.channel_count, fd.event_count) != (par, tot) or [
+        int(fd.text.get(f"p{i}b", "0") or 0)
+        if lay.keywords.get("$DATATYPE", "").upper() == "I"
+        else 0
+        for i in range(1, par + 1)
+    ] != [c.pnb if lay.keywords.get("$DATATYPE", "").upper() == "I" else 0 for c in lay.channels]:
+        raise FcsError(
+            f"{name}: the FCS reader (FlowIO) parsed TEXT differently from nkflow "
+            f"($PAR {fd.channel_count} vs {par}, $TOT {fd.event_count} vs {tot}, or $PnB); "
+            "the TEXT segment is ambiguous (check delimiter escaping), refusing the file"
+        )
     if raw is None:
         raise FcsError(f"{name}: the FCS reader (FlowIO) returned no event data")
     flat = np.asarray(raw)

@@ -1,0 +1,197 @@
+"""Matplotlib figures for the report, returned as ``data:image/png;base64,...`` URIs.
+
+Contract: each function takes already-computed numbers (parsed from the cohort tables; nothing
+is derived here except plotting positions) and returns a data URI that an ``<img>`` can show
+without any network access. matplotlib is imported inside the functions (Agg backend) and PNG
+metadata is stripped, so identical inputs give identical bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+VERDICT_COLOURS = {"PASS": "#1b7a3a", "FAIL": "#b3261e", "NOT_EVALUABLE": "#5f6368"}
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _to_uri(fig: object) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pyplot():  # noqa: ANN202 - returns the pyplot module
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a kinetics panel: study days, values and optional 95 % bounds."""
+
+    label: str
+    days: Sequence[float]
+    values: Sequence[float | None]
+    lo: Sequence[float | None] | None = None
+    hi: Sequence[float | None] | None = None
+
+
+def kinetics_figure(
+    nk_series: Sequence[Series],
+    treg_series: Sequence[Series],
+    threshold: float,
+    endpoint_day: float | None,
+    patient_id: str,
+) -> str:
+    """Two panels: NK cells/uL over visits (log y, threshold line) and Treg over visits.
+
+    Parameters
+    ----------
+    nk_series
+        Donor and total NK/uL series; values <= 0 or missing are not drawn on the log axis
+        (the caller lists them in the table under the figure).
+    treg_series
+        Treg % of CD4 and Ki-67+ Treg % of CD4 (linear axis).
+    threshold
+        The endpoint threshold (cells/uL), drawn as a dashed line.
+    endpoint_day
+        Study day of the day-14 sample (vertical dotted line), or None.
+    patient_id
+        Used in the title.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.6), constrained_layout=True)
+    markers = ["o", "s", "^", "D"]
+    drawn = False
+    for i, s in enumerate(nk_series):
+        pts = [
+            (d, v, lo, hi)
+            for d, v, lo, hi in zip(
+                s.days,
+                s.values,
+                s.lo or [None] * len(s.days),
+                s.hi or [None] * len(s.days),
+                strict=True,
+            )
+            if _finite(d) and _finite(v) and v > 0  # type: ignore[operator]
+        ]
+        if not pts:
+            continue
+        drawn = True
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        line = ax1.plot(xs, ys, marker=markers[i % 4], label=s.label)[0]
+        err = [
+            (x, y, lo, hi)
+            for x, y, lo, hi in pts
+            if _finite(lo) and _finite(hi) and lo > 0  # type: ignore[operator]
+        ]
+        if err:
+            ax1.errorbar(
+                [e[0] for e in err],
+                [e[1] for e in err],
+                yerr=[[e[1] - e[2] for e in err], [e[3] - e[1] for e in err]],
+                fmt="none",
+                ecolor=line.get_color(),
+                capsize=3,
+            )
+    ax1.axhline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
+    ax1.text(
+        0.01,
+        threshold,
+        f" {threshold:g}/µL",
+        color="#b3261e",
+        va="bottom",
+        transform=ax1.get_yaxis_transform(),
+    )
+    ax1.set_yscale("log")
+    ax1.set_xlabel("study day (day 0 = first NK infusion)")
+    ax1.set_ylabel("NK cells / µL (log)")
+    ax1.set_title(f"{patient_id}: NK cells per µL")
+    if not drawn:
+        ax1.text(0.5, 0.5, "no positive NK/µL values", ha="center", transform=ax1.transAxes)
+    for ax in (ax1, ax2):
+        if endpoint_day is not None and _finite(endpoint_day):
+            ax.axvline(endpoint_day, color="#888888", linestyle=":", linewidth=1)
+        ax.grid(True, which="major", alpha=0.3)
+    if drawn:
+        ax1.legend(loc="best", fontsize=8)
+
+    drawn2 = False
+    for i, s in enumerate(treg_series):
+        pts = [(d, v) for d, v in zip(s.days, s.values, strict=True) if _finite(d) and _finite(v)]
+        if not pts:
+            continue
+        drawn2 = True
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % 4], label=s.label)
+    ax2.set_xlabel("study day")
+    ax2.set_ylabel("% of CD4+ T cells")
+    ax2.set_title("Treg and Ki-67+ Treg")
+    if drawn2:
+        ax2.legend(loc="best", fontsize=8)
+        ax2.set_ylim(bottom=0)
+    else:
+        ax2.text(0.5, 0.5, "no Treg values", ha="center", transform=ax2.transAxes)
+    return _to_uri(fig)
+
+
+@dataclass(frozen=True)
+class CohortPoint:
+    """One patient in the cohort plot."""
+
+    patient_id: str
+    verdict: str
+    value: float | None
+    lo: float | None
+    hi: float | None
+
+
+def cohort_figure(points: Sequence[CohortPoint], threshold: float) -> str:
+    """Day-14 donor NK/uL per patient (log x) against the threshold, coloured by verdict.
+
+    Patients without a value (NOT_EVALUABLE) are listed at the left edge with the word
+    "not evaluable", so that every patient appears. Returns a ``data:`` URI.
+    """
+    plt = _pyplot()
+    n = max(len(points), 1)
+    fig, ax = plt.subplots(figsize=(9.5, 0.75 + 0.32 * n), constrained_layout=True)
+    positives = [p.value for p in points if _finite(p.value) and p.value > 0]  # type: ignore[operator]
+    los = [p.lo for p in points if _finite(p.lo) and p.lo > 0]  # type: ignore[operator]
+    lowest = min([threshold, *positives, *los]) / 3.0
+    highest = max([threshold, *positives, *[p.hi for p in points if _finite(p.hi)]]) * 3.0
+    for y, p in enumerate(points):
+        colour = VERDICT_COLOURS.get(p.verdict, "#5f6368")
+        if _finite(p.value) and p.value > 0:  # type: ignore[operator]
+            if _finite(p.lo) and _finite(p.hi):
+                ax.plot([max(p.lo, lowest), p.hi], [y, y], color=colour, linewidth=2, alpha=0.6)  # type: ignore[type-var]
+            ax.plot([p.value], [y], "o", color=colour)
+        else:
+            ax.text(lowest * 1.05, y, "not evaluable", va="center", color=colour, fontsize=8)
+    ax.axvline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
+    ax.set_xscale("log")
+    ax.set_xlim(lowest, highest)
+    ax.set_yticks(range(len(points)))
+    ax.set_yticklabels([f"{p.patient_id} ({p.verdict})" for p in points], fontsize=8)
+    ax.set_ylim(len(points) - 0.5, -0.5)
+    ax.set_xlabel(f"day-14 donor NK cells / µL (log); dashed line = {threshold:g}/µL")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _to_uri(fig)

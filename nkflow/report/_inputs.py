@@ -1,0 +1,228 @@
+"""Reading everything a report shows, once, into a :class:`ReportInputs` bundle.
+
+Contract: this is the only part of :mod:`nkflow.report` that touches the file system on the
+input side. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
+reaches the page exactly as the producing step wrote it. A missing endpoints table is a setup
+error (:class:`~nkflow.errors.ConfigError`); any other missing or unreadable input becomes a
+note on the page (and a log warning), never a crash, so a partial run still gets a report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nkflow.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+Row = dict[str, str]
+
+
+@dataclass
+class ReportInputs:
+    """Everything the pages show. Tables are lists of text rows (column -> cell text).
+
+    Attributes
+    ----------
+    config
+        The validated configuration dict.
+    results_dir
+        The results directory the tables came from.
+    endpoints, visits, qc, counts
+        Rows of ``cohort/endpoints.tsv``, ``cohort/visits.tsv``, ``qc/tubes.tsv`` and
+        ``cohort/counts.tsv`` (empty list when the file is absent).
+    samples
+        Rows of the sample sheet named in ``config['sheets']['samples']`` (may be empty).
+    patients
+        ``patient_id`` -> the per-patient JSON document (absent patients missing).
+    tube_provenance
+        ``(sample_id, tube)`` -> the tube's ``provenance.json`` document.
+    gating_png
+        ``(sample_id, tube)`` -> path of the tube's ``gating.png``.
+    input_hashes
+        ``(role, path, sha256)`` for every side table, panel, gate tree and cohort table read.
+    gate_trees
+        gate tree name -> (path, parsed YAML document or None).
+    missing
+        Human-readable notes about inputs that were absent or unreadable.
+    """
+
+    config: dict[str, Any]
+    results_dir: Path
+    endpoints: list[Row]
+    endpoints_columns: list[str]
+    visits: list[Row] = field(default_factory=list)
+    visits_columns: list[str] = field(default_factory=list)
+    qc: list[Row] = field(default_factory=list)
+    counts: list[Row] = field(default_factory=list)
+    samples: list[Row] = field(default_factory=list)
+    patients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tube_provenance: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    gating_png: dict[tuple[str, str], Path] = field(default_factory=dict)
+    input_hashes: list[tuple[str, str, str]] = field(default_factory=list)
+    gate_trees: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def read_text_table(path: Path) -> tuple[list[Row], list[str]]:
+    """Read a TSV as text rows; returns (rows, columns). Raises ``OSError``/``ValueError``."""
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
+    cols = [str(c) for c in df.columns]
+    return [
+        dict(zip(cols, (str(v) for v in rec), strict=True)) for rec in df.itertuples(index=False)
+    ], cols
+
+
+def _optional_table(path: Path, what: str, missing: list[str]) -> tuple[list[Row], list[str]]:
+    if not path.is_file():
+        missing.append(f"{what} not found at {path}")
+        logger.warning("report: %s not found at %s; its sections will say so", what, path)
+        return [], []
+    try:
+        return read_text_table(path)
+    except (OSError, ValueError) as exc:
+        missing.append(f"{what} at {path} could not be read: {exc}")
+        logger.warning("report: %s at %s unreadable: %s", what, path, exc)
+        return [], []
+
+
+def load_inputs(
+    config: dict[str, Any], results_dir: Path, base_dir: Path | None = None
+) -> ReportInputs:
+    """Read the cohort tables, per-patient JSON, per-tube sidecars and input hashes.
+
+    Parameters
+    ----------
+    config
+        Validated configuration (``sheets``, ``panels``, ``gating`` paths relative to
+        ``base_dir``).
+    results_dir
+        The workflow's results directory.
+    base_dir
+        Directory the config paths are relative to (default: the current directory).
+
+    Returns
+    -------
+    ReportInputs
+
+    Raises
+    ------
+    ConfigError
+        When ``cohort/endpoints.tsv`` is missing or unreadable, or a ``patient_id`` in it
+        is not a safe identifier (it becomes a file name).
+    """
+    from nkflow.provenance import sha256_file
+
+    base = Path.cwd() if base_dir is None else Path(base_dir)
+    results_dir = Path(results_dir)
+    ep_path = results_dir / "cohort" / "endpoints.tsv"
+    if not ep_path.is_file():
+        raise ConfigError(
+            f"{ep_path}: endpoints table not found; expected the output of the endpoints step "
+            "(run the workflow up to 'nkflow endpoints' first, or point --results at a run)"
+        )
+    try:
+        endpoints, ep_cols = read_text_table(ep_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{ep_path}: cannot be read as a TSV table ({exc}); rerun the endpoints step"
+        ) from None
+    for i, row in enumerate(endpoints, start=1):
+        pid = row.get("patient_id", "")
+        if not ID_RE.match(pid) or ".." in pid:
+            raise ConfigError(
+                f"{ep_path} row {i}: patient_id {pid!r} is not a safe identifier; expected letters, "
+                "digits, '.', '_' or '-' (no '..'); fix the sheets and rerun the endpoints step"
+            )
+    inp = ReportInputs(
+        config=config, results_dir=results_dir, endpoints=endpoints, endpoints_columns=ep_cols
+    )
+    inp.input_hashes.append(("cohort table", str(ep_path), sha256_file(ep_path)))
+
+    for attr, rel, what in (
+        ("visits", "cohort/visits.tsv", "visits table"),
+        ("qc", "qc/tubes.tsv", "tube QC table"),
+        ("counts", "cohort/counts.tsv", "cohort counts table"),
+    ):
+        path = results_dir / rel
+        rows, cols = _optional_table(path, what, inp.missing)
+        setattr(inp, attr, rows)
+        if attr == "visits":
+            inp.visits_columns = cols
+        if path.is_file():
+            inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
+
+    for role, rel in sorted((config.get("sheets") or {}).items()):
+        if not rel:
+            continue
+        path = base / str(rel)
+        if path.is_file():
+            inp.input_hashes.append((f"sheet: {role}", str(rel), sha256_file(path)))
+            if role == "samples":
+                inp.samples, _ = _optional_table(path, "sample sheet", inp.missing)
+        else:
+            inp.missing.append(f"sheet '{role}' not found at {path}")
+    for kind in ("panels", "gating"):
+        for name, rel in sorted((config.get(kind) or {}).items()):
+            path = base / str(rel)
+            if not path.is_file():
+                inp.missing.append(f"{kind} '{name}' not found at {path}")
+                continue
+            inp.input_hashes.append(
+                (
+                    f"{'panel' if kind == 'panels' else 'gate tree'}: {name}",
+                    str(rel),
+                    sha256_file(path),
+                )
+            )
+            if kind == "gating":
+                inp.gate_trees[name] = (str(rel), _read_yaml(path, inp.missing))
+
+    for row in endpoints:
+        pid = row["patient_id"]
+        path = results_dir / "cohort" / "patients" / f"{pid}.json"
+        if not path.is_file():
+            inp.missing.append(f"per-patient JSON for {pid} not found at {path}")
+            continue
+        try:
+            inp.patients[pid] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            inp.missing.append(f"per-patient JSON {path} unreadable: {exc}")
+
+    tubes_dir = results_dir / "tubes"
+    if tubes_dir.is_dir():
+        for sdir in sorted(p for p in tubes_dir.iterdir() if p.is_dir()):
+            for tdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
+                key = (sdir.name, tdir.name)
+                png = tdir / "gating.png"
+                if png.is_file():
+                    inp.gating_png[key] = png
+                prov = tdir / "provenance.json"
+                if prov.is_file():
+                    try:
+                        inp.tube_provenance[key] = json.loads(prov.read_text(encoding="utf-8"))
+                    except (OSError, ValueError) as exc:
+                        inp.missing.append(f"{prov} unreadable: {exc}")
+    else:
+        inp.missing.append(f"per-tube outputs not found under {tubes_dir}")
+    return inp
+
+
+def _read_yaml(path: Path, missing: list[str]) -> Any:
+    import yaml
+
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        missing.append(f"{path} unreadable: {exc}")
+        return None

@@ -1,0 +1,795 @@
+"""Rendering the per-patient pages and the cohort index from a :class:`ReportInputs` bundle.
+
+Contract: pure functions from already-loaded inputs to HTML text. No number is computed here:
+every value shown is the cell text of a cohort table (or a per-tube sidecar), and the figures
+plot those same values. Column names are looked up by the names documented in
+``config/README.md``; when a column is absent the page says "not recorded" rather than
+guessing. The run date appears only in the provenance section.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nkflow.report import _html as h
+from nkflow.report._figures import CohortPoint, Series, cohort_figure, kinetics_figure
+from nkflow.report._inputs import ReportInputs, Row
+
+logger = logging.getLogger(__name__)
+
+VERDICTS = ("PASS", "FAIL", "NOT_EVALUABLE")
+VERDICT_RANK = {"PASS": "1", "FAIL": "2", "NOT_EVALUABLE": "3"}
+NOT_RECORDED = "not recorded"
+#: versions the issue asks for, in display order (others tracked by provenance follow)
+KEY_PACKAGES = ("nkflow", "flowkit", "flowio", "numpy", "pandas", "snakemake")
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def first(row: Row, *names: str) -> str:
+    """The first non-empty cell among ``names`` (``""`` when none)."""
+    for n in names:
+        v = row.get(n, "")
+        if v != "":
+            return v
+    return ""
+
+
+def to_float(text: str) -> float | None:
+    """Parse a table cell as float for plotting/sorting only; ``None`` when empty/invalid."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def truthy(text: str) -> bool:
+    """Table booleans: ``True``/``true``/``1``/``yes`` are true."""
+    return text.strip().lower() in {"true", "1", "yes", "y"}
+
+
+def split_codes(text: str) -> list[str]:
+    """Split a ``;``-joined code list (flags, reasons), dropping empties."""
+    return [c.strip() for c in text.replace(",", ";").split(";") if c.strip()]
+
+
+def threshold_of(config: dict[str, Any]) -> float:
+    """The endpoint threshold from ``config['endpoints']`` (default 100 cells/uL)."""
+    ep = config.get("endpoints") or {}
+    for key in ("threshold_per_ul", "threshold"):
+        v = ep.get(key)
+        if isinstance(v, int | float):
+            return float(v)
+    return 100.0
+
+
+def verdict_badges(row: Row) -> str:
+    """Verdict word badge plus a 'borderline' badge when marked."""
+    v = row.get("verdict", "") or "NOT_EVALUABLE"
+    out = h.badge(v, v if v in VERDICTS else "flag")
+    if truthy(row.get("borderline", "")):
+        out += " " + h.badge("borderline", "borderline")
+    return out
+
+
+def interval_text(row: Row, prefix: str = "donor_nk_per_ul") -> str:
+    """``'lo – hi'`` from the ``_lo95``/``_hi95`` columns, or ``''``."""
+    lo, hi = row.get(f"{prefix}_lo95", ""), row.get(f"{prefix}_hi95", "")
+    return f"{lo} – {hi}" if lo and hi else ""
+
+
+def png_uri(path: Path) -> str:
+    """A ``data:`` URI for a PNG file (gating figures are embedded, never linked)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def flatten(doc: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten nested dicts/lists into ``(dotted.key, text)`` pairs for display."""
+    out: list[tuple[str, str]] = []
+    if isinstance(doc, dict):
+        for k in sorted(doc):
+            out.extend(flatten(doc[k], f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(doc, list) and doc and all(isinstance(x, dict | list) for x in doc):
+        for i, x in enumerate(doc):
+            out.extend(flatten(x, f"{prefix}[{i}]"))
+    else:
+        text = json.dumps(doc) if isinstance(doc, list) else ("" if doc is None else str(doc))
+        out.append((prefix, text))
+    return out
+
+
+def records_table(records: Sequence[dict[str, Any]]) -> str:
+    """Table of a list of flat dicts (columns = union of keys in first-seen order)."""
+    cols: list[str] = []
+    for r in records:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    rows = [[_cell(r.get(c)) for c in cols] for r in records]
+    return h.table(cols, rows)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, dict | list):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
+
+
+def rows_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
+    """Table of text rows with the given columns."""
+    return h.table(list(columns), [[r.get(c, "") for c in columns] for r in rows])
+
+
+def fcs_of(prov: dict[str, Any]) -> tuple[str, str]:
+    """(path, sha256) of the FCS file recorded in a tube ``provenance.json``."""
+    flat = dict(flatten(prov))
+    path = ""
+    for k in ("fcs_path", "fcs_file", "path", "input.path", "input_path", "file", "fcs.path"):
+        if flat.get(k):
+            path = flat[k]
+            break
+    sha = ""
+    for k in ("sha256", "fcs_sha256", "input.sha256", "fcs.sha256", "input_sha256"):
+        if flat.get(k):
+            sha = flat[k]
+            break
+    return path, sha
+
+
+# ----------------------------------------------------------------------------- patient page
+
+
+def patient_samples(inp: ReportInputs, pid: str) -> list[str]:
+    """The patient's sample ids: visits order (by study day), then sheet order, deduplicated."""
+    seen: list[str] = []
+    visits = sorted(
+        (r for r in inp.visits if r.get("patient_id") == pid),
+        key=lambda r: (
+            to_float(r.get("study_day", "")) is None,
+            to_float(r.get("study_day", "")) or 0.0,
+        ),
+    )
+    for r in [*visits, *(r for r in inp.samples if r.get("patient_id") == pid)]:
+        sid = r.get("sample_id", "")
+        if sid and sid not in seen:
+            seen.append(sid)
+    ep = next((r for r in inp.endpoints if r["patient_id"] == pid), {})
+    if ep.get("sample_id") and ep["sample_id"] not in seen:
+        seen.append(ep["sample_id"])
+    return seen
+
+
+def _banner(ep: Row, threshold: float) -> str:
+    verdict = ep.get("verdict", "") or "NOT_EVALUABLE"
+    cls = verdict if verdict in VERDICTS else "NOT_EVALUABLE"
+    value = ep.get("donor_nk_per_ul", "")
+    ci = interval_text(ep)
+    if value:
+        headline = f"Donor NK cells at day 14: <b>{h.esc(value)} /µL</b>"
+        headline += f" (95 % interval {h.esc(ci)})" if ci else " (95 % interval not recorded)"
+    else:
+        headline = "Donor NK cells at day 14: <b>not available</b>"
+    day = ep.get("study_day", "")
+    sample = ep.get("sample_id", "")
+    where = (
+        f"Sample {h.esc(sample)}, actual study day <b>{h.esc(day)}</b>"
+        if sample
+        else "No day-14 sample was chosen"
+    )
+    lines = [
+        f'<div class="headline">{headline}</div>',
+        f"<div>{where}. Success means strictly more than {threshold:g} donor NK cells/µL.</div>",
+    ]
+    if truthy(ep.get("borderline", "")):
+        lines.append(
+            "<div>"
+            + h.badge("borderline", "borderline")
+            + f" the 95 % interval contains {threshold:g}/µL: the verdict could change with "
+            "counting error alone.</div>"
+        )
+    reasons = split_codes(ep.get("reason", ""))
+    if reasons:
+        lines.append("<div>Reason: " + "".join(h.badge(r, "flag") for r in reasons) + "</div>")
+    flags = split_codes(ep.get("flags", ""))
+    if flags:
+        lines.append("<div>Flags: " + "".join(h.badge(f, "flag") for f in flags) + "</div>")
+    word = h.esc(verdict)
+    if truthy(ep.get("borderline", "")):
+        word += '<br><span class="badge borderline">borderline</span>'
+    return (
+        f'<section id="verdict" class="banner v-{h.esc(cls)}">'
+        f'<div class="verdict-word">{word}</div><div>{"".join(lines)}</div></section>'
+    )
+
+
+def _numbers(ep: Row, inp: ReportInputs) -> str:
+    nr = NOT_RECORDED
+    alc = ep.get("alc_per_ul", "")
+    src_val, src_unit = ep.get("alc_source_value", ""), ep.get("alc_source_unit", "")
+    alc_src = [
+        f"original value {src_val} {src_unit}" if src_val or src_unit else f"original value {nr}",
+        f"date {ep.get('alc_date', '') or nr}",
+        f"CBC row {first(ep, 'alc_source_row', 'alc_row', 'cbc_row') or nr}",
+    ]
+    sheet = (inp.config.get("sheets") or {}).get("cbc", "")
+    if sheet:
+        alc_src.append(f"table {sheet}")
+
+    nk_pct = ep.get("nk_pct_of_lymphocytes", "")
+    num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
+    ep_cfg = inp.config.get("endpoints") or {}
+    denom_pop = first(ep, "lymphocyte_population", "denominator_population") or str(
+        next(
+            (
+                ep_cfg[k]
+                for k in (
+                    "lymphocyte_population",
+                    "lymphocyte_denominator",
+                    "denominator_population",
+                )
+                if ep_cfg.get(k)
+            ),
+            "lymphocyte-denominator",
+        )
+    )
+    nk_src = [
+        f"{num or nr} NK events / {den or nr} {denom_pop} events",
+        f"tube {first(ep, 'nk_tube') or 'nk'}",
+        f"FCS file {first(ep, 'nk_tube_fcs', 'nk_fcs_file') or nr}",
+    ]
+    method = first(ep, "count_method", "absolute_count_method")
+    if method:
+        nk_src.append(f"absolute-count method {method}")
+
+    donor = ep.get("donor_chimerism_pct", "")
+    chim_src = [
+        f"fraction {ep.get('chimerism_fraction', '') or nr}",
+        f"date {first(ep, 'chimerism_date') or nr}",
+    ]
+    loci = first(ep, "chimerism_n_loci", "chimerism_loci", "n_loci")
+    source = first(ep, "chimerism_source", "chimerism_method")
+    if source:
+        chim_src.append(f"source {source}")
+    if loci:
+        sd = first(ep, "chimerism_sd", "chimerism_sd_pct")
+        chim_src.append(f"{loci} informative STR loci" + (f", SD {sd}" if sd else ""))
+
+    result = ep.get("donor_nk_per_ul", "")
+    rows = [
+        ["ALC (absolute lymphocyte count)", f"{alc} cells/µL" if alc else nr, "; ".join(alc_src)],
+        ["NK (CD56+ CD3−) % of lymphocytes", f"{nk_pct} %" if nk_pct else nr, "; ".join(nk_src)],
+        ["Donor chimerism", f"{donor} %" if donor else nr, "; ".join(chim_src)],
+        [
+            "Donor NK cells/µL",
+            f"{result} /µL" if result else nr,
+            f"95 % interval {interval_text(ep) or nr}; endpoints.tsv",
+        ],
+    ]
+    formula = ""
+    if alc and nk_pct and donor and result:
+        formula = (
+            '<p class="formula">donor NK/µL = ALC × NK fraction × donor fraction = '
+            f"{h.esc(alc)} × {h.esc(nk_pct)} % × {h.esc(donor)} % = <b>{h.esc(result)}</b></p>"
+        )
+    full = h.details(
+        "Full endpoint row (every column of endpoints.tsv)",
+        h.table(["column", "value"], [[c, ep.get(c, "")] for c in inp.endpoints_columns]),
+    )
+    return h.section(
+        "numbers",
+        "The numbers behind it",
+        h.table(["quantity", "value", "source"], rows) + formula + full,
+    )
+
+
+def _series(rows: Sequence[Row], label: str, col: str, ci: bool = False) -> Series:
+    days = [to_float(r.get("study_day", "")) for r in rows]
+    vals = [to_float(r.get(col, "")) for r in rows]
+    lo = [to_float(r.get(f"{col}_lo95", "")) for r in rows] if ci else None
+    hi = [to_float(r.get(f"{col}_hi95", "")) for r in rows] if ci else None
+    return Series(label, days, vals, lo, hi)  # type: ignore[arg-type]
+
+
+def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
+    rows = [r for r in inp.visits if r.get("patient_id") == pid]
+    rows.sort(key=lambda r: to_float(r.get("study_day", "")) or 0.0)
+    if not rows:
+        return h.section(
+            "kinetics", "Kinetics over visits", h.note("No visits for this patient in visits.tsv.")
+        )
+    total_col = next(
+        (c for c in ("nk_per_ul", "total_nk_per_ul") if c in inp.visits_columns), "nk_per_ul"
+    )
+    ki_col = next(
+        (c for c in ("treg_ki67_pct_of_cd4", "ki67_treg_pct_of_cd4") if c in inp.visits_columns),
+        "treg_ki67_pct_of_cd4",
+    )
+    uri = kinetics_figure(
+        [
+            _series(rows, "donor NK/µL", "donor_nk_per_ul", ci=True),
+            _series(rows, "total NK/µL", total_col, ci=True),
+        ],
+        [
+            _series(rows, "Treg % of CD4", "treg_pct_of_cd4"),
+            _series(rows, "Ki-67+ Treg % of CD4", ki_col),
+        ],
+        threshold,
+        to_float(ep.get("study_day", "")),
+        pid,
+    )
+    wanted = [
+        "sample_id",
+        "collection_date",
+        "study_day",
+        "alc_per_ul",
+        "nk_pct_of_lymphocytes",
+        total_col,
+        "donor_chimerism_pct",
+        "donor_nk_per_ul",
+        "donor_nk_per_ul_lo95",
+        "donor_nk_per_ul_hi95",
+        "treg_pct_of_cd4",
+        ki_col,
+        "treg_ki67_per_ul",
+    ]
+    cols = [c for c in wanted if c in inp.visits_columns]
+    body = h.img(
+        uri,
+        f"NK and Treg kinetics for {pid}",
+        "Left: donor and total NK cells/µL per visit (log axis; bars = 95 % interval; dashed = "
+        f"{threshold:g}/µL; dotted = day-14 sample). Right: Treg and Ki-67+ Treg % of CD4. "
+        "Missing or zero values are not drawn on the log axis; the table lists every visit.",
+    )
+    body += rows_table(rows, cols)
+    body += h.details("All visit columns (visits.tsv)", rows_table(rows, inp.visits_columns))
+    return h.section("kinetics", "Kinetics over visits", body)
+
+
+def _records(doc: dict[str, Any], *keys: str) -> list[dict[str, Any]] | None:
+    for k in keys:
+        v = doc.get(k)
+        if isinstance(v, list):
+            return [x if isinstance(x, dict) else {"value": x} for x in v]
+    return None
+
+
+def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
+    doc = inp.patients.get(pid)
+    if doc is None:
+        return h.section(
+            "dose",
+            "Dose, response and adverse events",
+            h.note(f"No per-patient JSON (cohort/patients/{pid}.json) was found."),
+        )
+    parts = []
+    inf = _records(doc, "infusions", "doses", "dose_table")
+    parts.append("<h3>NK-cell infusions</h3>")
+    parts.append(records_table(inf) if inf else h.note("No infusions recorded."))
+    totals = [
+        (c, ep[c])
+        for c in ("n_infusions", "cells_per_kg_total", "cells_infused_total")
+        if ep.get(c, "")
+    ]
+    for k in ("cells_per_kg_total", "n_infusions", "dose_flags"):
+        if k in doc and not any(t[0] == k for t in totals):
+            totals.append((k, _cell(doc[k])))
+    if totals:
+        parts.append(h.key_value_table(totals))
+    for title, keys in (
+        ("Response assessments", ("response", "responses", "response_assessments")),
+        ("Adverse events", ("adverse_events", "adverse", "aes")),
+    ):
+        recs = _records(doc, *keys)
+        if recs is not None:
+            parts.append(f"<h3>{h.esc(title)}</h3>")
+            parts.append(records_table(recs) if recs else h.note("None recorded."))
+    shown = {
+        "infusions",
+        "doses",
+        "dose_table",
+        "response",
+        "responses",
+        "response_assessments",
+        "adverse_events",
+        "adverse",
+        "aes",
+    }
+    rest = {k: v for k, v in doc.items() if k not in shown}
+    if rest:
+        parts.append(
+            h.details("Everything else in the per-patient JSON", h.key_value_table(flatten(rest)))
+        )
+    return h.section("dose", "Dose, response and adverse events", "\n".join(parts))
+
+
+def _tube_status_rows(qc_rows: Iterable[Row]) -> list[list[str]]:
+    by_tube: dict[tuple[str, str], list[Row]] = {}
+    for r in qc_rows:
+        by_tube.setdefault((r.get("sample_id", ""), r.get("tube", "")), []).append(r)
+    out = []
+    for (sid, tube), rs in by_tube.items():
+        status = rs[0].get("tube_status", "")
+        issues = [
+            f"{r.get('check', '')}: {r.get('status', '')} {r.get('reason_code', '')}".strip()
+            + (f" ({r['message']})" if r.get("message") else "")
+            for r in rs
+            if r.get("status", "") not in ("PASS", "")
+        ]
+        out.append(
+            [
+                sid,
+                tube,
+                h.badge(status, status or "flag"),
+                h.esc("; ".join(issues) or "all checks PASS"),
+            ]
+        )
+    return out
+
+
+def _is_time_check(r: Row) -> bool:
+    return "time" in r.get("check", "").lower() or "time" in r.get("reason_code", "").lower()
+
+
+QC_COLUMNS = (
+    "sample_id",
+    "tube",
+    "tube_status",
+    "check",
+    "status",
+    "reason_code",
+    "value",
+    "threshold",
+    "message",
+)
+
+
+def _qc(samples: Sequence[str], inp: ReportInputs) -> str:
+    rows = [r for r in inp.qc if r.get("sample_id") in samples]
+    if not rows:
+        return h.section(
+            "qc", "Quality control", h.note("No QC rows for this patient in qc/tubes.tsv.")
+        )
+    body = "<h3>Tube status</h3>" + h.table(
+        ["sample", "tube", "tube status", "checks not PASS (reason)"],
+        _tube_status_rows(rows),
+        raw_columns=(2, 3),
+    )
+    time_rows = [r for r in rows if _is_time_check(r)]
+    body += "<h3>Time-QC removals</h3>"
+    body += rows_table(time_rows, QC_COLUMNS) if time_rows else h.note("No time-QC rows recorded.")
+    body += h.details("Every QC check (qc/tubes.tsv rows)", rows_table(rows, QC_COLUMNS))
+    return h.section("qc", "Quality control", body)
+
+
+def _gating(pid: str, ep: Row, samples: Sequence[str], inp: ReportInputs) -> str:
+    day14 = ep.get("sample_id", "")
+
+    def figs(sid: str) -> str:
+        keys = sorted(k for k in inp.gating_png if k[0] == sid)
+        if not keys:
+            return h.note(f"No gating figure found for sample {sid}.")
+        out = []
+        for key in keys:
+            prov = inp.tube_provenance.get(key, {})
+            path, _ = fcs_of(prov)
+            out.append(
+                h.img(
+                    png_uri(inp.gating_png[key]),
+                    f"gating for {key[0]} tube {key[1]}",
+                    f"Sample {key[0]}, tube {key[1]}" + (f", FCS file {path}" if path else ""),
+                )
+            )
+        return "\n".join(out)
+
+    body = ""
+    if day14:
+        body += f"<h3>Day-14 sample {h.esc(day14)}</h3>" + figs(day14)
+    else:
+        body += h.note("No day-14 sample was chosen for this patient.")
+    others = [s for s in samples if s != day14]
+    if others:
+        body += "<h3>Other visits</h3>"
+        day_of = {r.get("sample_id"): r.get("study_day", "") for r in inp.visits}
+        for sid in others:
+            day = day_of.get(sid, "")
+            body += h.details(f"Sample {sid}" + (f" (study day {day})" if day else ""), figs(sid))
+    return h.section("gating", "Gating figures", body)
+
+
+def _gate_tree_table(doc: Any) -> str:
+    gates = doc.get("gates") if isinstance(doc, dict) else None
+    if not isinstance(gates, list):
+        return h.note("Gate tree file could not be parsed into gates.")
+    rows = []
+    for g in gates:
+        if not isinstance(g, dict):
+            continue
+        params = {k: v for k, v in g.items() if k not in ("id", "parent", "type")}
+        rows.append(
+            [
+                str(g.get("id", "")),
+                str(g.get("parent", "")),
+                str(g.get("type", "")),
+                json.dumps(params, sort_keys=True, default=str),
+            ]
+        )
+    return h.table(["gate", "parent", "type", "definition"], rows)
+
+
+def _provenance(
+    inp: ReportInputs,
+    run_date: str,
+    tube_keys: Sequence[tuple[str, str]],
+    gate_names: Sequence[str] | None,
+) -> str:
+    from nkflow.config import config_digest
+    from nkflow.provenance import software_versions
+
+    files = [[role, path, sha] for role, path, sha in inp.input_hashes]
+    for key in tube_keys:
+        prov = inp.tube_provenance.get(key)
+        if prov is None:
+            files.append([f"FCS {key[0]}/{key[1]}", "provenance.json not found", ""])
+            continue
+        path, sha = fcs_of(prov)
+        files.append([f"FCS {key[0]}/{key[1]}", path or NOT_RECORDED, sha or NOT_RECORDED])
+    body = "<h3>Input files (sha256)</h3>" + h.table(["role", "path", "sha256"], files)
+    versions = software_versions()
+    order = [*KEY_PACKAGES, *(k for k in versions if k not in KEY_PACKAGES)]
+    body += "<h3>Software versions (report build)</h3>" + h.table(
+        ["package", "version"], [[k, versions[k]] for k in order if k in versions]
+    )
+    body += "<h3>Configuration</h3>" + h.key_value_table(
+        [("config digest (sha256 of canonical JSON)", config_digest(inp.config))]
+    )
+    names = sorted(inp.gate_trees) if gate_names is None else [g for g in gate_names if g]
+    for name in names:
+        path, doc = inp.gate_trees.get(name, ("", None))
+        digests = sorted(
+            {
+                v
+                for key in tube_keys
+                for k, v in flatten(inp.tube_provenance.get(key, {}))
+                if "gate" in k.lower() and "digest" in k.lower()
+            }
+        )
+        title = f"Gate tree used: {name}" + (f" ({path})" if path else "")
+        content = h.note("digest recorded by the tubes: " + ", ".join(digests)) if digests else ""
+        content += (
+            _gate_tree_table(doc) if doc is not None else h.note("gate tree file not available")
+        )
+        body += h.details(title, content)
+    per_tube = [
+        h.details(
+            f"provenance.json of {k[0]}/{k[1]}", h.key_value_table(flatten(inp.tube_provenance[k]))
+        )
+        for k in tube_keys
+        if k in inp.tube_provenance
+    ]
+    if per_tube:
+        body += "<h3>Per-tube provenance</h3>" + "\n".join(per_tube)
+    if inp.missing:
+        body += h.details(
+            f"Inputs missing or unreadable ({len(inp.missing)})",
+            "<ul>" + "".join(f"<li>{h.esc(m)}</li>" for m in inp.missing) + "</ul>",
+        )
+    body += "<h3>Run</h3>" + h.key_value_table([("report run date", run_date)])
+    return h.section("provenance", "Provenance", body)
+
+
+def _nav(items: Sequence[tuple[str, str]]) -> str:
+    links = "".join(f'<a href="{h.esc(href)}">{h.esc(text)}</a>' for href, text in items)
+    return f'<nav class="sections">{links}</nav>'
+
+
+def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> str:
+    """The self-contained HTML page of one patient (see the package docstring)."""
+    ep = next((r for r in inp.endpoints if r["patient_id"] == patient_id), None)
+    if ep is None:
+        raise KeyError(f"patient {patient_id!r} is not in endpoints.tsv")
+    threshold = threshold_of(inp.config)
+    samples = patient_samples(inp, patient_id)
+    tube_keys = sorted(
+        {k for k in [*inp.gating_png, *inp.tube_provenance] if k[0] in samples}
+        | {
+            (r.get("sample_id", ""), r.get("tube", ""))
+            for r in inp.samples
+            if r.get("patient_id") == patient_id
+        }
+    )
+    gate_names = sorted(
+        {r.get("gating", "") for r in inp.samples if r.get("patient_id") == patient_id}
+    )
+    body = "\n".join(
+        [
+            _banner(ep, threshold),
+            _numbers(ep, inp),
+            _kinetics(patient_id, ep, inp, threshold),
+            _dose(patient_id, ep, inp),
+            _qc(samples, inp),
+            _gating(patient_id, ep, samples, inp),
+            _provenance(inp, run_date, tube_keys, gate_names or None),
+        ]
+    )
+    nav = _nav(
+        [
+            ("index.html", "← cohort index"),
+            ("#numbers", "numbers"),
+            ("#kinetics", "kinetics"),
+            ("#dose", "dose"),
+            ("#qc", "QC"),
+            ("#gating", "gating"),
+            ("#provenance", "provenance"),
+        ]
+    )
+    verdict = ep.get("verdict", "") or "NOT_EVALUABLE"
+    return h.page(
+        f"{patient_id}: {verdict} — nkflow",
+        f"nkflow · patient {h.esc(patient_id)}",
+        nav,
+        body,
+    )
+
+
+# ----------------------------------------------------------------------------- cohort index
+
+
+def _cohort_table(inp: ReportInputs) -> str:
+    cols = [
+        "patient",
+        "verdict",
+        "donor NK/µL",
+        "95 % interval",
+        "study day",
+        "sample",
+        "flags",
+        "reason",
+        "QC",
+    ]
+    rows, verdict_keys, value_keys, day_keys = [], [], [], []
+    for ep in inp.endpoints:
+        pid = ep["patient_id"]
+        verdict = ep.get("verdict", "") or "NOT_EVALUABLE"
+        flags = "".join(h.badge(f, "flag") for f in split_codes(ep.get("flags", "")))
+        rows.append(
+            [
+                f'<a href="{h.esc(pid)}.html">{h.esc(pid)}</a>',
+                verdict_badges(ep),
+                h.esc(ep.get("donor_nk_per_ul", "")),
+                h.esc(interval_text(ep)),
+                h.esc(ep.get("study_day", "")),
+                h.esc(ep.get("sample_id", "")),
+                flags,
+                h.esc(ep.get("reason", "")),
+                h.esc(ep.get("qc_status", "")),
+            ]
+        )
+        verdict_keys.append(
+            VERDICT_RANK.get(verdict, "4") + ("b" if truthy(ep.get("borderline", "")) else "a")
+        )
+        value_keys.append(ep.get("donor_nk_per_ul", ""))
+        day_keys.append(ep.get("study_day", ""))
+    return h.table(
+        cols,
+        rows,
+        raw_columns=range(len(cols)),
+        css_class="sortable",
+        table_id="cohort",
+        sort_keys={1: verdict_keys, 2: value_keys, 4: day_keys},
+        numeric_columns=(2, 4),
+    )
+
+
+def _qc_summary(inp: ReportInputs) -> str:
+    if not inp.qc:
+        return h.section("qc", "QC summary across tubes", h.note("qc/tubes.tsv not available."))
+    tubes: dict[tuple[str, str], str] = {}
+    for r in inp.qc:
+        tubes.setdefault((r.get("sample_id", ""), r.get("tube", "")), r.get("tube_status", ""))
+    kinds = sorted({k[1] for k in tubes})
+    statuses = ["PASS", "WARN", "FAIL"]
+    counts = [
+        [
+            kind,
+            *[str(sum(1 for k, s in tubes.items() if k[1] == kind and s == st)) for st in statuses],
+            str(sum(1 for k in tubes if k[1] == kind)),
+        ]
+        for kind in kinds
+    ]
+    body = h.table(["tube", *statuses, "tubes"], counts)
+    patient_of = {
+        r.get("sample_id", ""): r.get("patient_id", "") for r in [*inp.samples, *inp.visits]
+    }
+    status_rows = _tube_status_rows(inp.qc)
+    body += "<h3>Every tube</h3>" + h.table(
+        ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
+        [
+            [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
+            for r in status_rows
+        ],
+        raw_columns=range(5),
+        css_class="sortable",
+        table_id="qc-tubes",
+    )
+    time_rows = [r for r in inp.qc if _is_time_check(r)]
+    body += h.details(
+        f"Time-QC rows across tubes ({len(time_rows)})",
+        rows_table(time_rows, QC_COLUMNS) if time_rows else h.note("No time-QC rows recorded."),
+    )
+    checks = sorted({r.get("check", "") for r in inp.qc})
+    values: dict[tuple[str, str], dict[str, str]] = {}
+    for r in inp.qc:
+        values.setdefault((r.get("sample_id", ""), r.get("tube", "")), {})[r.get("check", "")] = (
+            r.get("value", "")
+        )
+    body += h.details(
+        "QC check values per tube (events, removed fractions, ...)",
+        h.table(
+            ["sample", "tube", *checks],
+            [[k[0], k[1], *[v.get(c, "") for c in checks]] for k, v in values.items()],
+        ),
+    )
+    return h.section("qc", "QC summary across tubes", body)
+
+
+def render_index(inp: ReportInputs, run_date: str) -> str:
+    """The cohort index page (see the package docstring)."""
+    from nkflow.report import _html
+
+    threshold = threshold_of(inp.config)
+    n = {
+        v: sum(1 for e in inp.endpoints if (e.get("verdict") or "NOT_EVALUABLE") == v)
+        for v in VERDICTS
+    }
+    n_border = sum(1 for e in inp.endpoints if truthy(e.get("borderline", "")))
+    summary = (
+        f"<p>{len(inp.endpoints)} patients: "
+        + ", ".join(f"{h.badge(v, v)} {n[v]}" for v in VERDICTS)
+        + f", of which {h.badge('borderline', 'borderline')} {n_border}. "
+        f"Success = strictly more than {threshold:g} donor NK cells/µL at day 14. "
+        "Click a column header to sort; click a patient for the full page.</p>"
+    )
+    points = [
+        CohortPoint(
+            e["patient_id"],
+            e.get("verdict", "") or "NOT_EVALUABLE",
+            to_float(e.get("donor_nk_per_ul", "")),
+            to_float(e.get("donor_nk_per_ul_lo95", "")),
+            to_float(e.get("donor_nk_per_ul_hi95", "")),
+        )
+        for e in inp.endpoints
+    ]
+    plot = h.img(
+        cohort_figure(points, threshold),
+        "day-14 donor NK cells per µL for every patient",
+        "Day-14 donor NK cells/µL per patient (log axis; bars = 95 % interval; dashed line = "
+        f"{threshold:g}/µL). Colours: green PASS, red FAIL, grey NOT_EVALUABLE.",
+    )
+    body = "\n".join(
+        [
+            h.section("patients", "Patients", summary + _cohort_table(inp)),
+            h.section("plot", "Cohort plot", plot),
+            _qc_summary(inp),
+            _provenance(inp, run_date, sorted(set(inp.tube_provenance)), None),
+        ]
+    )
+    nav = _nav(
+        [("#patients", "patients"), ("#plot", "plot"), ("#qc", "QC"), ("#provenance", "provenance")]
+    )
+    return h.page(
+        "nkflow cohort report",
+        "nkflow · cohort report",
+        nav,
+        body,
+        script=_html.template("sort.js"),
+    )

@@ -1,0 +1,229 @@
+"""The HTML report in a real headless Chromium (Debian ``chromium`` + ``chromium-driver``).
+
+Checks, on the cohort index and one patient page: every ``<img>`` has loaded
+(``naturalWidth > 0``), the browser console has no SEVERE entries, the verdict text is present,
+every link from the index resolves (file exists and the page loads cleanly), and clicking a
+header sorts the table. Screenshots go to ``results/screenshots/`` for a person to look at.
+
+Pages come from ``$NKFLOW_RESULTS/reports`` when ``NKFLOW_RESULTS`` points at a workflow run;
+otherwise they are generated from the hand-built fixture of ``tests/unit/test_report.py``.
+When Chromium or chromedriver is missing the tests FAIL with the reason (they are never skipped):
+run ``scripts/install_browser.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nkflow.report import run_report
+from tests.unit.test_report import PATIENTS, build_fixture
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOTS = ROOT / "results" / "screenshots"
+VERDICT_WORDS = ("PASS", "FAIL", "NOT_EVALUABLE")
+LAPTOP = (1366, 900)
+
+ALL_IMAGES_LOADED = """
+return Array.from(document.images).map(function (im) {
+  return [im.alt, im.complete, im.naturalWidth];
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory holding index.html and the patient pages under test."""
+    env = os.environ.get("NKFLOW_RESULTS")
+    if env:
+        reports = Path(env) / "reports"
+        if not (reports / "index.html").is_file():
+            pytest.fail(
+                f"NKFLOW_RESULTS={env}: {reports / 'index.html'} not found; run the workflow "
+                "(make run) first or unset NKFLOW_RESULTS to test the built-in fixture"
+            )
+        return reports
+    root = tmp_path_factory.mktemp("browser_report")
+    config, results = build_fixture(root)
+    out = root / "reports"
+    run_report(config, results, out, "2031-05-06T07:08:09Z", base_dir=root)
+    return out
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Debian Chromium through selenium; fails (not skips) when it is missing."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(
+            f"Chromium is not installed ({', '.join(missing)} missing): the report browser test "
+            "cannot run. Install it with scripts/install_browser.sh (apt-get install chromium "
+            "chromium-driver); it is part of 'make test'."
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--allow-file-access-from-files",
+        f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    except Exception as exc:  # selenium raises several unrelated classes here
+        pytest.fail(f"headless Chromium did not start: {type(exc).__name__}: {exc}")
+    drv.set_page_load_timeout(60)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def _open(driver: Any, path: Path) -> None:
+    driver.get_log("browser")  # drop entries from earlier pages
+    driver.get(path.resolve().as_uri())
+
+
+def _severe(driver: Any) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def _check_images(driver: Any, page: str) -> int:
+    images = driver.execute_script(ALL_IMAGES_LOADED)
+    broken = [alt for alt, complete, width in images if not complete or width <= 0]
+    assert not broken, f"{page}: images not loaded: {broken}"
+    return len(images)
+
+
+def _screenshot(driver: Any, name: str) -> Path:
+    """A laptop-viewport screenshot and a full-page one; returns the full-page path."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.set_window_size(*LAPTOP)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}_viewport.png"))
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(LAPTOP[0], min(int(height) + 100, 16000))
+    full = SCREENSHOTS / f"{name}.png"
+    driver.save_screenshot(str(full))
+    driver.set_window_size(*LAPTOP)
+    return full
+
+
+def _column(driver: Any, index: int) -> list[str]:
+    return driver.execute_script(
+        "var i = arguments[0];"
+        "return Array.from(document.querySelectorAll('#cohort tbody tr'))"
+        ".map(function (r) { return r.cells[i].textContent.trim(); });",
+        index,
+    )
+
+
+def test_index_loads_with_images_verdicts_and_no_console_errors(driver, report_dir):
+    _open(driver, report_dir / "index.html")
+    assert "cohort report" in driver.title
+    n_images = _check_images(driver, "index.html")
+    assert n_images >= 1
+    text = driver.find_element("tag name", "body").text
+    assert any(w in text for w in VERDICT_WORDS), "no verdict word on the index"
+    assert _severe(driver) == []
+    shot = _screenshot(driver, "index")
+    assert shot.stat().st_size > 10_000
+
+
+def test_every_link_from_the_index_resolves(driver, report_dir):
+    _open(driver, report_dir / "index.html")
+    hrefs = driver.execute_script(
+        "return Array.from(document.querySelectorAll('a')).map(function (a) {"
+        " return a.getAttribute('href'); });"
+    )
+    anchors = [h for h in hrefs if h.startswith("#")]
+    pages = sorted({h for h in hrefs if not h.startswith("#")})
+    for a in anchors:
+        assert driver.execute_script(
+            "return document.getElementById(arguments[0]) !== null", a[1:]
+        ), a
+    assert pages, "the index links to no patient page"
+    if not os.environ.get("NKFLOW_RESULTS"):
+        assert pages == sorted(f"{p}.html" for p in PATIENTS)
+    for href in pages:
+        target = report_dir / href
+        assert target.is_file(), f"index.html links to {href}, which does not exist"
+        _open(driver, target)
+        assert driver.title, href
+        _check_images(driver, href)
+        verdict = driver.find_element("css selector", ".verdict-word").text
+        assert verdict.split()[0] in VERDICT_WORDS, f"{href}: verdict word {verdict!r}"
+        assert _severe(driver) == [], href
+
+
+def test_patient_page_verdict_images_collapsed_visits_and_screenshot(driver, report_dir):
+    _open(driver, report_dir / "index.html")
+    first = driver.execute_script(
+        "return document.querySelector('#cohort tbody a').getAttribute('href');"
+    )
+    _open(driver, report_dir / first)
+    verdict = driver.find_element("css selector", ".verdict-word").text
+    assert verdict.split()[0] in VERDICT_WORDS
+    banner = driver.find_element("id", "verdict").text
+    assert "Donor NK cells at day 14" in banner and "study day" in banner
+    _check_images(driver, first)
+    closed = driver.execute_script(
+        "return document.querySelectorAll('#gating details:not([open])').length;"
+    )
+    if not os.environ.get("NKFLOW_RESULTS"):
+        assert first == "P01.html"
+        assert "PASS" in verdict and "123.12 /µL" in banner and "actual study day 13" in banner
+        assert closed == 3
+    # other visits open with one click, and their figures are loaded images
+    summaries = driver.find_elements("css selector", "#gating details > summary")
+    if summaries:
+        summaries[0].click()
+        assert driver.execute_script(
+            "var im = document.querySelector('#gating details[open] img');"
+            "return im !== null && im.complete && im.naturalWidth > 0;"
+        )
+    assert _severe(driver) == []
+    _screenshot(driver, f"patient_{Path(first).stem}")
+
+
+def test_sorting_the_index_by_value_and_verdict(driver, report_dir):
+    _open(driver, report_dir / "index.html")
+    headers = driver.find_elements("css selector", "#cohort thead th")
+    names = [th.text.rstrip(" ↕↑↓") for th in headers]
+    value_col, verdict_col = names.index("donor NK/µL"), names.index("verdict")
+    before = _column(driver, 0)
+    headers[value_col].click()
+    values = _column(driver, value_col)
+    numbers = [float(v) for v in values if v]
+    assert numbers == sorted(numbers), values
+    assert values[len(numbers) :] == [""] * (len(values) - len(numbers)), "empty values sort last"
+    assert headers[value_col].get_attribute("aria-sort") == "ascending"
+    headers[value_col].click()
+    values_desc = [float(v) for v in _column(driver, value_col) if v]
+    assert values_desc == sorted(numbers, reverse=True)
+    headers[verdict_col].click()
+    verdicts = [v.split()[0] for v in _column(driver, verdict_col)]
+    rank = {w: i for i, w in enumerate(VERDICT_WORDS)}
+    assert [rank[v] for v in verdicts] == sorted(rank[v] for v in verdicts), verdicts
+    if not os.environ.get("NKFLOW_RESULTS"):
+        assert before == list(PATIENTS)
+        assert _column(driver, 0) == ["P01", "P04", "P02", "P03"]  # PASS, FAIL, FAIL borderline, NE
+    assert _severe(driver) == []

@@ -218,7 +218,11 @@ def _to_float(value: str) -> float | None:
 
 
 def _drop_unknown_patients(
-    df: pd.DataFrame, patients: Iterable[str] | None, path: Path, warnings: list[str]
+    df: pd.DataFrame,
+    patients: Iterable[str] | None,
+    path: Path,
+    warnings: list[str],
+    id_cols: tuple[str, ...] = ("patient_id",),
 ) -> pd.DataFrame:
     if patients is None:
         return df
@@ -229,7 +233,7 @@ def _drop_unknown_patients(
         keep.append(ok)
         if not ok:
             warnings.append(
-                f"{path}: row {rec['row']} (patient_id={rec['patient_id']!r}): unknown_patient: "
+                f"{path}: {_row_label(rec['row'], rec, id_cols)}: unknown_patient: "
                 f"patient is not in infusions.tsv; row ignored (no fuzzy matching); fix: correct "
                 "the patient id or add the patient's infusions"
             )
@@ -342,13 +346,15 @@ def load_cbc(
         ``alc_source_value`` and ``alc_source_unit`` (verbatim). QNS/empty -> ``missing`` with a
         warning; negative -> ``invalid`` with a warning; never 0.
     """
+    import pandas as pd
+
     from nkflow.counts import parse_alc
 
     ids = ("patient_id", "date")
     p, df = _load(path, "cbc", ids, ids)
     df = _parse_dates(df, ["date"], p, ids)
     warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings)
+    df = _drop_unknown_patients(df, patients, p, warnings, ids)
     vals, stats = [], []
     for rec in df.to_dict(orient="records"):
         alc = parse_alc(rec["alc_value"], rec["alc_unit"])
@@ -361,7 +367,7 @@ def load_cbc(
             )
     df["alc_source_value"] = df["alc_value"]
     df["alc_source_unit"] = df["alc_unit"]
-    df["alc_per_ul"] = vals
+    df["alc_per_ul"] = pd.Series(vals, index=df.index, dtype=object)
     df["alc_status"] = stats
     return df, warnings
 
@@ -378,11 +384,13 @@ def load_chimerism(
         ``invalid``: not a number / outside 0-100). Rows of unknown patients are reported and
         dropped when ``patients`` is given.
     """
+    import pandas as pd
+
     ids = ("patient_id", "date", "fraction")
     p, df = _load(path, "chimerism", ids, ids)
     df = _parse_dates(df, ["date"], p, ids)
     warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings)
+    df = _drop_unknown_patients(df, patients, p, warnings, ids)
     vals, stats = [], []
     for rec in df.to_dict(orient="records"):
         v = _to_float(rec["donor_pct"])
@@ -399,7 +407,7 @@ def load_chimerism(
                 f"{p}: {_row_label(rec['row'], rec, ids)}: column 'donor_pct': found "
                 f"{rec['donor_pct']!r}; {status}_chimerism: expected a number 0-100; row not used"
             )
-    df["donor_pct_value"] = vals
+    df["donor_pct_value"] = pd.Series(vals, index=df.index, dtype=object)
     df["chimerism_status"] = stats
     return df, warnings
 
@@ -451,7 +459,7 @@ def load_str_peaks(
             )
     smap = _parse_dates(smap, ["date"], sp, ("sample_file",))
     smap["fraction"] = [f or "PB" for f in smap["fraction"]]
-    smap = _drop_unknown_patients(smap, patients, sp, warnings)
+    smap = _drop_unknown_patients(smap, patients, sp, warnings, ("sample_file", "patient_id"))
     for pid, grp in smap.groupby("patient_id", sort=True):
         for role in ("donor", "recipient"):
             n = int((grp["role"] == role).sum())
@@ -556,7 +564,7 @@ def load_response(
             )
     df = _parse_dates(df, ["assessment_date"], p, ids)
     warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings)
+    df = _drop_unknown_patients(df, patients, p, warnings, ids)
     return df, warnings
 
 
@@ -569,7 +577,7 @@ def load_adverse_events(
     df = _parse_dates(df, ["onset_date"], p, ids)
     df["ctcae_grade"] = df["ctcae_grade"].astype(int)
     warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings)
+    df = _drop_unknown_patients(df, patients, p, warnings, ids)
     return df, warnings
 
 

@@ -37,8 +37,10 @@ def tsv(name: str, header: list[str], rows: list[list[object]]) -> None:
 
 # patient -> list of (sample_id, study day, tubes, (live, nk, bright), alc (value, unit))
 visits = {
-    "P001": [("P001-D07", 7, ["nk", "treg"], (10000, 1000, 600), ("300", "cells/uL")),
-             ("P001-D14", 14, ["nk"], (10000, 3800, 1900), ("450", "cells/uL"))],
+    "P001": [
+        ("P001-D07", 7, ["nk", "treg"], (10000, 1000, 600), ("300", "cells/uL")),
+        ("P001-D14", 14, ["nk"], (10000, 3800, 1900), ("450", "cells/uL")),
+    ],
     "P002": [("P002-D14", 14, ["nk"], (10000, 2000, 1000), ("0.5", "10^9/L"))],
     "P003": [("P003-D14", 14, ["nk"], (10000, 1000, 500), ("0.2", "10^3/uL"))],
     "P004": [("P004-D14", 14, ["nk"], (1000, 110, 55), ("1000", "cells/uL"))],
@@ -46,8 +48,10 @@ visits = {
     "P006": [("P006-D14", 14, ["nk"], (10000, 3000, 1500), ("QNS", "cells/uL"))],
     "P007": [("P007-D14", 14, ["nk"], (10000, 3000, 1500), ("-300", "cells/uL"))],
     "P008": [("P008-D14", 14, ["nk"], (10000, 3000, 1500), ("500", "cells/uL"))],
-    "P009": [("P009-D13", 13, ["nk"], (10000, 3000, 1500), ("500", "cells/uL")),
-             ("P009-D15", 15, ["nk"], (10000, 1000, 500), ("500", "cells/uL"))],
+    "P009": [
+        ("P009-D13", 13, ["nk"], (10000, 3000, 1500), ("500", "cells/uL")),
+        ("P009-D15", 15, ["nk"], (10000, 1000, 500), ("500", "cells/uL")),
+    ],
     "P010": [("P010-D14", 14, ["nk"], (10000, 3000, 1500), ("500", "cells/uL"))],
     "P011": [("P011-D14", 14, ["nk"], (10000, None, None), ("500", "cells/uL"))],
     "P012": [("P012-D14", 14, ["nk"], (5000, 500, 250), ("1000", "cells/uL"))],
@@ -72,35 +76,103 @@ for pid, vs in visits.items():
             for check, st, code in codes:
                 qc.append([sid, tube, status, check, st, code, "", "", f"{code} detected"])
             if sid == "P013-D14":
-                for pop, par in [("singlets", ""), ("lymphocytes", "singlets"),
-                                 ("live", "lymphocytes"), ("nk", "live"),
-                                 ("nk_cd56bright", "nk"), ("nk_cd56dim", "nk")]:
-                    counts.append([sid, tube, pop, par, "", "", "", "", "not_computed",
-                                   "fcs_unreadable: truncated DATA segment"])
+                for pop, par in [
+                    ("singlets", ""),
+                    ("lymphocytes", "singlets"),
+                    ("live", "lymphocytes"),
+                    ("nk", "live"),
+                    ("nk_cd56bright", "nk"),
+                    ("nk_cd56dim", "nk"),
+                ]:
+                    counts.append(
+                        [
+                            sid,
+                            tube,
+                            pop,
+                            par,
+                            "",
+                            "",
+                            "",
+                            "",
+                            "not_computed",
+                            "fcs_unreadable: truncated DATA segment",
+                        ]
+                    )
                 continue
             if tube == "treg":
-                for pop, par, ev in [("singlets", "", 20000), ("lymphocytes", "singlets", 12000),
-                                     ("live", "lymphocytes", 10000), ("cd3", "live", 6000),
-                                     ("cd4", "cd3", 2000), ("treg", "cd4", 80),
-                                     ("treg_ki67", "treg", 20)]:
+                for pop, par, ev in [
+                    ("singlets", "", 20000),
+                    ("lymphocytes", "singlets", 12000),
+                    ("live", "lymphocytes", 10000),
+                    ("cd3", "live", 6000),
+                    ("cd4", "cd3", 2000),
+                    ("treg", "cd4", 80),
+                    ("treg_ki67", "treg", 20),
+                ]:
                     counts.append([sid, tube, pop, par, ev, "", "", "", "ok", ""])
                 continue
-            rows = [("singlets", "", 20000), ("lymphocytes", "singlets", 12000),
-                    ("live", "lymphocytes", live), ("nk", "live", nk),
-                    ("nk_cd56bright", "nk", br), ("nk_cd56dim", "nk", None if nk is None else nk - br)]
+            rows = [
+                ("singlets", "", 20000),
+                ("lymphocytes", "singlets", 12000),
+                ("live", "lymphocytes", live),
+                ("nk", "live", nk),
+                ("nk_cd56bright", "nk", br),
+                ("nk_cd56dim", "nk", None if nk is None else nk - br),
+            ]
             for pop, par, ev in rows:
                 if ev is None:
-                    counts.append([sid, tube, pop, par, "", "", "", "", "not_computed",
-                                   "missing_marker:CD56"])
+                    counts.append(
+                        [sid, tube, pop, par, "", "", "", "", "not_computed", "missing_marker:CD56"]
+                    )
                 else:
                     counts.append([sid, tube, pop, par, ev, "", "", "", "ok", ""])
 
-tsv("samples.tsv", ["sample_id", "patient_id", "collection_date", "tube", "panel", "gating",
-                    "fcs_file", "beads_per_test", "sample_volume_ul"], samples)
-tsv("counts.tsv", ["sample_id", "tube", "population", "parent", "events", "parent_events",
-                   "pct_of_parent", "pct_of_lymphocytes", "status", "reason"], counts)
-tsv("qc.tsv", ["sample_id", "tube", "tube_status", "check", "status", "reason_code", "value",
-               "threshold", "message"], qc)
+tsv(
+    "samples.tsv",
+    [
+        "sample_id",
+        "patient_id",
+        "collection_date",
+        "tube",
+        "panel",
+        "gating",
+        "fcs_file",
+        "beads_per_test",
+        "sample_volume_ul",
+    ],
+    samples,
+)
+tsv(
+    "counts.tsv",
+    [
+        "sample_id",
+        "tube",
+        "population",
+        "parent",
+        "events",
+        "parent_events",
+        "pct_of_parent",
+        "pct_of_lymphocytes",
+        "status",
+        "reason",
+    ],
+    counts,
+)
+tsv(
+    "qc.tsv",
+    [
+        "sample_id",
+        "tube",
+        "tube_status",
+        "check",
+        "status",
+        "reason_code",
+        "value",
+        "threshold",
+        "message",
+    ],
+    qc,
+)
 tsv("cbc.tsv", ["patient_id", "date", "alc_value", "alc_unit"], cbc)
 
 inf = []
@@ -112,29 +184,49 @@ for pid in visits:
         cells = 7.0e7
     for k in range(n):
         inf.append([pid, k + 1, day(7 * k), f"{cells:.6g}", "70", nk_donor, hsct])
-tsv("infusions.tsv", ["patient_id", "infusion_number", "infusion_date", "cells_infused",
-                      "body_weight_kg", "nk_donor_id", "hsct_donor_id"], inf)
+tsv(
+    "infusions.tsv",
+    [
+        "patient_id",
+        "infusion_number",
+        "infusion_date",
+        "cells_infused",
+        "body_weight_kg",
+        "nk_donor_id",
+        "hsct_donor_id",
+    ],
+    inf,
+)
 
 chim = [
-    ["P001", day(7), "CD56", "60"], ["P001", day(14), "CD56", "72"],
+    ["P001", day(7), "CD56", "60"],
+    ["P001", day(14), "CD56", "72"],
     ["P001", day(14), "PB", "50"],
     ["P002", day(14), "PB", "100"],
     ["P003", day(14), "CD56", "90"],
     ["P004", day(14), "CD56", "100"],
     ["P005", day(20), "CD56", "80"],
-    ["P006", day(14), "CD56", "80"], ["P007", day(14), "CD56", "80"],
-    ["P008", day(14), "CD56", "80"], ["P009", day(13), "CD56", "80"],
-    ["P009", day(15), "CD56", "80"], ["P010", day(14), "CD3", "95"],
-    ["P011", day(14), "CD56", "80"], ["P013", day(14), "CD56", "80"],
+    ["P006", day(14), "CD56", "80"],
+    ["P007", day(14), "CD56", "80"],
+    ["P008", day(14), "CD56", "80"],
+    ["P009", day(13), "CD56", "80"],
+    ["P009", day(15), "CD56", "80"],
+    ["P010", day(14), "CD3", "95"],
+    ["P011", day(14), "CD56", "80"],
+    ["P013", day(14), "CD56", "80"],
     ["P999", day(14), "CD56", "99"],
 ]
 tsv("chimerism.tsv", ["patient_id", "date", "fraction", "donor_pct"], chim)
 
-tsv("str_samples.tsv", ["sample_file", "patient_id", "role", "date", "fraction"], [
-    ["P012_donor.fsa", "P012", "donor", "2023-06-01", ""],
-    ["P012_recipient.fsa", "P012", "recipient", "2023-06-01", ""],
-    ["P012_d14_cd56.fsa", "P012", "post", day(14), "CD56"],
-])
+tsv(
+    "str_samples.tsv",
+    ["sample_file", "patient_id", "role", "date", "fraction"],
+    [
+        ["P012_donor.fsa", "P012", "donor", "2023-06-01", ""],
+        ["P012_recipient.fsa", "P012", "recipient", "2023-06-01", ""],
+        ["P012_d14_cd56.fsa", "P012", "post", day(14), "CD56"],
+    ],
+)
 peaks = []
 # donor / recipient reference genotypes (heights), post areas
 ref = {
@@ -164,13 +256,20 @@ for marker, (don, rec) in ref.items():
         peaks.append(["P012_d14_cd56.fsa", marker, a, "", area // 10, area])
 tsv("str_peaks.tsv", ["Sample File Name", "Marker", "Allele", "Size", "Height", "Area"], peaks)
 
-tsv("response.tsv", ["patient_id", "assessment_date", "criteria", "criteria_version", "category",
-                     "mrd_status"], [
-    ["P001", day(28), "IWG-AML", "2003", "CR", "negative"],
-    ["P003", day(28), "IWG-AML", "2003", "resistant_disease", ""],
-])
-tsv("adverse_events.tsv", ["patient_id", "onset_date", "term", "ctcae_grade", "relation"], [
-    ["P001", day(1), "Fever", "1", "probable"],
-    ["P001", day(2), "Headache", "2", "possible"],
-    ["P003", day(3), "Sepsis", "3", "unrelated"],
-])
+tsv(
+    "response.tsv",
+    ["patient_id", "assessment_date", "criteria", "criteria_version", "category", "mrd_status"],
+    [
+        ["P001", day(28), "IWG-AML", "2003", "CR", "negative"],
+        ["P003", day(28), "IWG-AML", "2003", "resistant_disease", ""],
+    ],
+)
+tsv(
+    "adverse_events.tsv",
+    ["patient_id", "onset_date", "term", "ctcae_grade", "relation"],
+    [
+        ["P001", day(1), "Fever", "1", "probable"],
+        ["P001", day(2), "Headache", "2", "possible"],
+        ["P003", day(3), "Sepsis", "3", "unrelated"],
+    ],
+)

@@ -1,0 +1,441 @@
+"""Visits merge and day-14 endpoints on the hand-built fixture cohort (expected values by hand).
+
+Fixture design (tests/unit/clinical_fixtures/make_fixtures.py): day 0 = 2024-01-01 for everyone,
+3 infusions of 2.1e8 cells at 70 kg (3e6/kg each) except P009 (7e7 -> 1e6/kg, same NK and HSCT
+donor). Z = 1.959963984540054 (two-sided 95 %).
+"""
+
+import datetime as dt
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from nkflow import endpoints as ep
+from nkflow.errors import ConfigError
+
+FIX = Path(__file__).parent / "clinical_fixtures"
+Z = 1.959963984540054
+
+
+def run_cohort(d: Path, monkeypatch) -> dict:
+    monkeypatch.chdir(d)
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    ep.run_merge(cfg, "counts.tsv", "qc.tsv", "out/visits.tsv")
+    ep.run_endpoints(cfg, "out/visits.tsv", "out")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clean") / "cohort"
+    shutil.copytree(FIX, d)
+    mp = pytest.MonkeyPatch()
+    run_cohort(d, mp)
+    mp.undo()
+    endpoints = pd.read_csv(d / "out" / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False)
+    visits = pd.read_csv(d / "out" / "visits.tsv", sep="\t", dtype=str, keep_default_na=False)
+    return d, endpoints.set_index("patient_id"), visits.set_index("sample_id")
+
+
+def ci(value: float, cv: float, extra: float = 0.0) -> tuple[str, str]:
+    t = math.sqrt(cv * cv + extra * extra)
+    return f"{value * (1 - Z * t):.6g}", f"{value * (1 + Z * t):.6g}"
+
+
+def test_endpoint_columns_start_as_contracted(clean):
+    d, _, _ = clean
+    header = (d / "out" / "endpoints.tsv").read_text().splitlines()[0].split("\t")
+    assert header[:10] == [
+        "patient_id", "sample_id", "study_day", "alc_per_ul", "nk_pct_of_lymphocytes",
+        "chimerism_fraction", "donor_chimerism_pct", "donor_nk_per_ul", "verdict", "reason",
+    ]  # fmt: skip
+
+
+def test_domain_worked_example_pass_with_interval(clean):
+    _, e, _ = clean
+    r = e.loc["P001"]
+    # DOMAIN.md: 450 x 0.38 x 0.72 = 123.12; CD56 preferred over the PB result of the same day
+    assert (r.sample_id, r.study_day, r.alc_per_ul, r.nk_pct_of_lymphocytes) == (
+        "P001-D14",
+        "14",
+        "450",
+        "38",
+    )
+    assert (r.chimerism_fraction, r.donor_chimerism_pct, r.donor_nk_per_ul) == (
+        "CD56",
+        "72",
+        "123.12",
+    )
+    assert (r.verdict, r.reason, r.borderline) == ("PASS", "", "false")
+    assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
+        123.12, math.sqrt(1 / 3800 - 1 / 10000)
+    )
+    assert r["flags"] == "date_mismatch"  # QC WARN date_mismatch is carried, the number kept
+    assert r.verdict_basis == "donor_nk_per_ul 123.12 > 100 (95% 120.038-126.202)"
+
+
+def test_exactly_100_is_fail_and_borderline_pb_only_recorded(clean):
+    d, e, _ = clean
+    r = e.loc["P002"]
+    # 0.5 10^9/L = 500/uL; 500 x 0.2 x 1.00 = 100.0 exactly -> not strictly > 100
+    assert (r.alc_per_ul, r.alc_source_value, r.alc_source_unit) == ("500", "0.5", "10^9/L")
+    assert (r.chimerism_fraction, r.donor_nk_per_ul, r.verdict, r.borderline) == (
+        "PB",
+        "100",
+        "FAIL",
+        "true",
+    )
+    visits = ep.read_visits(d / "out" / "visits.tsv")
+    assert visits.set_index("sample_id").loc["P002-D14", "above_threshold"] is False
+
+
+def test_unit_conversion_fail_and_small_count_borderline_pass(clean):
+    _, e, _ = clean
+    r = e.loc["P003"]  # 0.2 10^3/uL = 200; 200 x 0.1 x 0.9 = 18
+    assert (r.alc_per_ul, r.donor_nk_per_ul, r.verdict, r.borderline) == (
+        "200",
+        "18",
+        "FAIL",
+        "false",
+    )
+    r = e.loc["P004"]  # 1000 x 110/1000 x 1.0 = 110, but only 110 NK events
+    assert (r.donor_nk_per_ul, r.verdict, r.borderline) == ("110", "PASS", "true")
+    assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
+        110.0, math.sqrt(1 / 110 - 1 / 1000)
+    )
+
+
+@pytest.mark.parametrize(
+    ("pid", "reason"),
+    [
+        ("P005", "no_sample_in_window"),
+        ("P006", "missing_alc"),
+        ("P007", "invalid_alc"),
+        ("P008", "qc_fail:flow_rate_unstable"),
+        ("P010", "missing_chimerism"),
+        ("P011", "missing_marker:CD56"),
+        ("P013", "qc_fail:fcs_unreadable;fcs_unreadable"),
+    ],
+)
+def test_not_evaluable_reasons(clean, pid, reason):
+    _, e, _ = clean
+    r = e.loc[pid]
+    assert (r.verdict, r.reason, r.borderline) == ("NOT_EVALUABLE", reason, "")
+
+
+def test_missing_values_are_empty_never_zero(clean):
+    _, e, v = clean
+    assert e.loc["P006", "alc_per_ul"] == "" and e.loc["P006", "alc_source_value"] == "QNS"
+    assert e.loc["P006", "donor_nk_per_ul"] == ""
+    assert (
+        e.loc["P007", "alc_source_value"] == "-300" and v.loc["P007-D14", "alc_status"] == "invalid"
+    )
+    assert e.loc["P011", "nk_pct_of_lymphocytes"] == ""
+    # P008: QC FAIL keeps the number visible but the verdict is not evaluable
+    assert e.loc["P008", "donor_nk_per_ul"] == "120"
+
+
+def test_no_sample_in_window_still_reports_kinetics(clean):
+    _, e, _ = clean
+    r = e.loc["P005"]
+    assert (r.sample_id, r.study_day, r.n_samples_in_window) == ("", "", "0")
+    assert (r.peak_donor_nk_per_ul, r.peak_study_day) == ("120", "20")  # 500 x 0.3 x 0.8
+
+
+def test_window_tie_earlier_day_wins_and_safety_flags(clean):
+    _, e, _ = clean
+    r = e.loc["P009"]  # days 13 and 15 are both 1 day off: the earlier (13) is chosen
+    assert (r.sample_id, r.study_day, r.n_samples_in_window, r.verdict) == (
+        "P009-D13",
+        "13",
+        "2",
+        "PASS",
+    )
+    assert r["flags"] == "dose_out_of_range:1,2,3;nk_donor_is_hsct_donor"
+    assert (r.cells_per_kg_infusions, r.cells_per_kg_total, r.nk_donor_is_hsct_donor) == (
+        "1e+06,1e+06,1e+06",
+        "3e+06",
+        "true",
+    )
+    assert e.loc["P001", "cells_per_kg_total"] == "9e+06" and e.loc["P001", "n_infusions"] == "3"
+
+
+def test_chimerism_from_raw_peaks_feeds_the_interval(clean):
+    d, e, _ = clean
+    r = e.loc["P012"]
+    sd = math.sqrt(((60 - 60) ** 2 + (62 - 60) ** 2 + (58 - 60) ** 2 + 0) / 3)
+    assert (r.chimerism_fraction, r.chimerism_source, r.donor_chimerism_pct) == (
+        "CD56",
+        "str_peaks",
+        "60",
+    )
+    assert (r.donor_chimerism_sd, r.donor_nk_per_ul, r.verdict) == (f"{sd:.6g}", "60", "FAIL")
+    assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
+        60.0, math.sqrt(1 / 500 - 1 / 5000), sd / 60
+    )
+    loci = pd.read_csv(d / "out" / "str_loci.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert dict(zip(loci.marker, loci.status, strict=True)) == {
+        "D21S11": "ok", "D3S1358": "stutter_conflict", "D8S1179": "ok", "FGA": "ok",
+        "TH01": "ok", "VWA": "non_informative",
+    }  # fmt: skip
+
+
+def test_kinetics_nk_subsets_treg_day7(clean):
+    _, e, v = clean
+    r = e.loc["P001"]
+    assert (r.peak_donor_nk_per_ul, r.peak_study_day, r.donor_nk_kinetics) == (
+        "123.12",
+        "14",
+        "d7:18;d14:123.12",
+    )
+    assert (r.nk_cd56bright_pct_of_nk, r.nk_cd56dim_pct_of_nk) == ("50", "50")
+    assert (r.treg_study_day7, r.treg_pct_of_cd4_day7, r.treg_ki67_pct_of_cd4_day7) == (
+        "7",
+        "4",
+        "1",
+    )
+    assert r.treg_below_5pct_day7 == "true"
+    d7 = v.loc["P001-D07"]  # ALC 300 x 80/10000 Treg and 20/10000 Ki-67+ Treg
+    assert (d7.treg_per_ul, d7.treg_ki67_per_ul, d7.treg_ki67_pct_of_treg) == ("2.4", "0.6", "25")
+    assert d7.nk_cd56bright_pct_of_nk == "60"
+
+
+def test_response_and_adverse_events_joined(clean):
+    _, e, _ = clean
+    r = e.loc["P001"]
+    assert r.response_summary == "2024-01-29 IWG-AML 2003: CR MRD negative"
+    assert (r.last_response, r.last_mrd_status) == ("CR", "negative")
+    assert (r.n_adverse_events, r.max_ctcae_grade, r.n_related_adverse_events) == ("2", "2", "2")
+    assert e.loc["P003", "n_related_adverse_events"] == "0"
+    assert e.loc["P002", "n_adverse_events"] == "0" and e.loc["P002", "response_summary"] == ""
+
+
+def test_outputs_deterministic_and_json_excel(clean, tmp_path, monkeypatch):
+    d, _, _ = clean
+    d2 = tmp_path / "again"
+    shutil.copytree(FIX, d2)
+    run_cohort(d2, monkeypatch)
+    for name in ("endpoints.tsv", "visits.tsv", "patients/P001.json", "str_loci.tsv"):
+        assert (d / "out" / name).read_bytes() == (d2 / "out" / name).read_bytes()
+    import json
+
+    import openpyxl
+
+    doc = json.loads((d / "out" / "patients" / "P012.json").read_text())
+    assert (doc["endpoint"]["verdict"], doc["endpoint"]["donor_nk_per_ul"]) == ("FAIL", 60.0)
+    assert [x["sample_id"] for x in doc["visits"]] == ["P012-D14"]
+    wb = openpyxl.load_workbook(d / "out" / "endpoints.xlsx")
+    assert wb.sheetnames == ["endpoints", "visits"]
+    assert [c.value for c in wb["endpoints"][2][:9]] == [
+        "P001", "P001-D14", 14, 450, 38, "CD56", 72, 123.12, "PASS",
+    ]  # fmt: skip
+    assert wb["endpoints"]["D7"].value is None  # P006 ALC missing: blank, not 0
+
+
+def test_done_when_pass_fail_not_evaluable_borderline_all_present(clean):
+    _, e, _ = clean
+    assert {"PASS", "FAIL", "NOT_EVALUABLE"} <= set(e.verdict)
+    assert (e.borderline == "true").sum() == 2
+
+
+# --- bad inputs end to end: the affected patient gets its reason, the others stay byte-identical
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def _counts_unreadable(d: Path, reason: str) -> None:
+    lines = (d / "counts.tsv").read_text().splitlines()
+    out = []
+    for ln in lines:
+        f = ln.split("\t")
+        pops = (
+            ("nk", "live", "nk_cd56bright", "nk_cd56dim") if reason.startswith("fcs") else ("nk",)
+        )
+        if f[0] == "P003-D14" and f[2] in pops:
+            f[4], f[8], f[9] = "", "not_computed", reason
+        out.append("\t".join(f))
+    (d / "counts.tsv").write_text("\n".join(out) + "\n")
+
+
+BAD = {
+    "alc_qns": (
+        lambda d: _edit(d / "cbc.tsv", "P003\t2024-01-15\t0.2", "P003\t2024-01-15\tQNS"),
+        "missing_alc",
+    ),
+    "alc_empty": (
+        lambda d: _edit(d / "cbc.tsv", "P003\t2024-01-15\t0.2", "P003\t2024-01-15\t"),
+        "missing_alc",
+    ),
+    "alc_negative": (
+        lambda d: _edit(d / "cbc.tsv", "P003\t2024-01-15\t0.2", "P003\t2024-01-15\t-0.2"),
+        "invalid_alc",
+    ),
+    "alc_row_absent": (
+        lambda d: _edit(d / "cbc.tsv", "P003\t2024-01-15\t0.2\t10^3/uL\n", ""),
+        "missing_alc",
+    ),
+    "chimerism_absent": (
+        lambda d: _edit(d / "chimerism.tsv", "P003\t2024-01-15\tCD56\t90\n", ""),
+        "missing_chimerism",
+    ),
+    "chimerism_other_fraction": (
+        lambda d: _edit(d / "chimerism.tsv", "P003\t2024-01-15\tCD56", "P003\t2024-01-15\tCD33"),
+        "missing_chimerism",
+    ),
+    "chimerism_qns": (
+        lambda d: _edit(
+            d / "chimerism.tsv", "P003\t2024-01-15\tCD56\t90", "P003\t2024-01-15\tCD56\tQNS"
+        ),
+        "missing_chimerism",
+    ),
+    "qc_fail": (
+        lambda d: _edit(
+            d / "qc.tsv",
+            "P003-D14\tnk\tPASS\tevents\tPASS\t",
+            "P003-D14\tnk\tFAIL\tevents\tFAIL\ttoo_few_events",
+        ),
+        "qc_fail:too_few_events",
+    ),
+    "no_sample_in_window": (
+        lambda d: _edit(
+            d / "samples.tsv", "P003-D14\tP003\t2024-01-15", "P003-D14\tP003\t2024-01-25"
+        ),
+        "no_sample_in_window",
+    ),
+    "missing_marker": (
+        lambda d: _counts_unreadable(d, "missing_marker:CD56"),
+        "missing_marker:CD56",
+    ),
+    "fcs_unreadable": (
+        lambda d: _counts_unreadable(d, "fcs_unreadable: bad header"),
+        "fcs_unreadable",
+    ),
+    "unknown_patient_rows": (
+        lambda d: (
+            _edit(
+                d / "cbc.tsv",
+                "patient_id\tdate\talc_value\talc_unit\n",
+                "patient_id\tdate\talc_value\talc_unit\nP0O3\t2024-01-15\t9\tcells/uL\n",
+            ),
+            _edit(d / "chimerism.tsv", "donor_pct\n", "donor_pct\nP03\t2024-01-15\tCD56\t1\n"),
+        ),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_affects_only_its_patient(clean, tmp_path, monkeypatch, case):
+    d0, e0, _ = clean
+    d = tmp_path / "bad"
+    shutil.copytree(FIX, d)
+    edit, reason = BAD[case]
+    edit(d)
+    run_cohort(d, monkeypatch)
+    before = ep.patient_rows(d0 / "out" / "endpoints.tsv")
+    after = ep.patient_rows(d / "out" / "endpoints.tsv")
+    assert sorted(after) == sorted(before)
+    for pid in before:
+        if pid != "P003" or reason is None:
+            assert after[pid] == before[pid], pid
+    if reason is not None:
+        r = after["P003"].split("\t")
+        assert (r[8], r[9]) == ("NOT_EVALUABLE", reason)
+        assert after["P003"] != before["P003"]
+    if case == "unknown_patient_rows":
+        warn = (d / "out" / "sheet_warnings.tsv").read_text()
+        assert "cbc.tsv: row 1 (patient_id='P0O3', date='2024-01-15'): unknown_patient" in warn
+        assert (
+            "chimerism.tsv: row 1 (patient_id='P03', date='2024-01-15', fraction='CD56'): unknown_patient"
+            in warn
+        )
+
+
+# --- pure pieces
+
+
+@pytest.mark.parametrize(
+    ("days", "rule", "chosen"),
+    [
+        ([12, 16], "closest_then_earlier", 12),
+        ([12, 16], "closest_then_later", 16),
+        ([16, 13], "closest_then_earlier", 13),
+        ([15, 12], "closest_then_earlier", 15),
+        ([11, 17], "closest_then_earlier", None),
+        ([14, 14], "closest_then_earlier", 14),
+    ],
+)
+def test_choose_visit_window_and_ties(days, rule, chosen):
+    visits = [{"study_day": x, "sample_id": f"S{i}"} for i, x in enumerate(days)]
+    v, n = ep.choose_visit(visits, 14, 2, 2, rule)
+    assert (None if v is None else v["study_day"]) == chosen
+    assert n == sum(12 <= x <= 16 for x in days)
+    if days == [14, 14]:
+        assert v["sample_id"] == "S0"
+
+
+def _mini(method: str, chim_pct: str, beads: tuple[str, str] = ("50000", "50")):
+    samples = pd.DataFrame(
+        [{"sample_id": "S1", "patient_id": "P1", "collection_date": dt.date(2024, 1, 15), "tube": "nk",
+          "fcs_file": "s1.fcs", "beads_per_test": float(beads[0]) if beads[0] else None,
+          "sample_volume_ul": float(beads[1]) if beads[1] else None}]
+    )  # fmt: skip
+    counts = pd.DataFrame(
+        [
+            ["S1", "nk", p, e, "ok", ""]
+            for p, e in (("live", "10000"), ("nk", "2000"), ("beads", "10000"))
+        ],
+        columns=["sample_id", "tube", "population", "events", "status", "reason"],
+    )
+    qc = pd.DataFrame(
+        [["S1", "nk", "PASS", "PASS", ""]],
+        columns=["sample_id", "tube", "tube_status", "status", "reason_code"],
+    )
+    inf = pd.DataFrame([{"patient_id": "P1", "infusion_number": 1, "infusion_date": dt.date(2024, 1, 1),
+                         "cells_per_kg": 3e6, "nk_donor_id": "D", "hsct_donor_id": "H"}])  # fmt: skip
+    cbc = pd.DataFrame([{"patient_id": "P1", "date": dt.date(2024, 1, 15), "alc_source_value": "1000",
+                         "alc_source_unit": "cells/uL", "alc_per_ul": 1000.0, "alc_status": "ok"}])  # fmt: skip
+    chim = pd.DataFrame([{"patient_id": "P1", "date": dt.date(2024, 1, 15), "fraction": "PB",
+                          "donor_pct_value": float(chim_pct), "chimerism_status": "ok"}])  # fmt: skip
+    cfg = {"endpoints": {"absolute_count_method": method}}
+    visits = ep.build_visits(cfg, samples, counts, qc, inf, cbc, chim)
+    return visits.iloc[0], ep.build_endpoints(cfg, visits, inf).iloc[0]
+
+
+def test_single_platform_beads_method_recorded():
+    v, e = _mini("single_platform_beads", "60")
+    # 2000/10000 x 50000/50 = 200 NK/uL; x 0.6 = 120; cv = sqrt(1/2000 + 1/10000)
+    assert (v["count_method"], v["total_nk_per_ul"], v["donor_nk_per_ul"]) == (
+        "single_platform_beads", pytest.approx(200.0), pytest.approx(120.0))  # fmt: skip
+    lo, hi = ci(120.0, math.sqrt(1 / 2000 + 1 / 10000))
+    assert (f"{v['donor_nk_per_ul_lo95']:.6g}", f"{v['donor_nk_per_ul_hi95']:.6g}") == (lo, hi)
+    assert (e["verdict"], e["count_method"]) == ("PASS", "single_platform_beads")
+    v, e = _mini("single_platform_beads", "60", ("", ""))
+    assert (e["verdict"], e["reason"]) == ("NOT_EVALUABLE", "missing_beads")
+
+
+def test_dual_platform_strict_boundary_in_memory():
+    v, e = _mini("dual_platform", "50")  # 1000 x 0.2 x 0.5 = 100.0
+    assert v["donor_nk_per_ul"] == 100.0 and (e["verdict"], e["borderline"]) == ("FAIL", True)
+    v, e = _mini("dual_platform", "50.000001")
+    assert e["verdict"] == "PASS"
+
+
+def test_settings_refuse_unknown_keys_and_methods():
+    with pytest.raises(
+        ConfigError, match=r"field 'endpoints.windw': unknown setting; expected one of"
+    ):
+        ep.settings({"endpoints": {"windw": 3}})
+    with pytest.raises(
+        ConfigError,
+        match=r"'endpoints.absolute_count_method': found 'trucount'; expected one of dual_platform, single_platform_beads",
+    ):
+        ep.settings({"endpoints": {"absolute_count_method": "trucount"}})

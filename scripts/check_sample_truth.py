@@ -137,9 +137,9 @@ def gate_nkflow(path: Path, panel_path: Path, tree_path: Path) -> tuple[dict, np
     index = {m: ch.index for m, ch in res.channels.items() if ch is not None}
     sp = compensation.spillover_for(s)
     gtree = tree.load_tree(tree_path)
-    out = evaluate.gate_sample(gtree, s.events, index, spill=sp)
+    out = evaluate.gate_sample(gtree, s.events, index, spill=sp, channel_names=s.channel_names)
     members = {p: out.membership(p) for p in gtree.populations if p not in out.not_computed}
-    t = s.events[:, index["Time"]] * (s.timestep or 1.0)
+    t = s.events[:, index["Time"]]  # FlowKit raw scale: $TIMESTEP already applied
     return members, t
 
 

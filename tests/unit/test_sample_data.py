@@ -306,3 +306,23 @@ def test_committed_gates_recover_nk_percent_within_2pct(capsys):
     assert status == 0
     assert worst < 2.0
     assert "P08-D14\tnk\tnk/live" in out and "time QC removed" in out
+
+
+def test_compensation_is_required_to_find_live_lymphocytes():
+    import yaml
+
+    panel = yaml.safe_load((ROOT / "config/panels/nk_v1.yaml").read_text())
+    tree = yaml.safe_load((ROOT / "config/gating/nk_v1.yaml").read_text())
+    raw, comp, index, _ = check.load_own(SAMPLE / "fcs" / "P01-D14_nk.fcs", panel)
+    assert not np.allclose(raw, comp)
+    live_true = next(
+        int(r["events"])
+        for r in _rows(SAMPLE / "truth" / "populations.tsv")
+        if (r["sample_id"], r["tube"], r["population"]) == ("P01-D14", "nk", "live")
+    )
+    assert live_true == 2600  # 52 % of 5,000 events by design
+    compensated = check.gate_own(tree, raw, comp, index)
+    uncompensated = check.gate_own(tree, raw, raw, index)
+    assert abs(int(compensated["live"].sum()) - live_true) <= 0.01 * live_true
+    # bright CD45 spills into the viability detector: without compensation most cells look dead
+    assert int(uncompensated["live"].sum()) < 0.5 * live_true

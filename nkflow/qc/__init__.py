@@ -1,0 +1,86 @@
+"""Per-tube quality control: checks -> a status (PASS / WARN / FAIL) with reasons.
+
+Contract. QC in nkflow is a result, not a log line: every function returns :class:`Check` records
+(``check, status, reason_code, value, threshold, message``) that become the rows of
+``results/tubes/{sample_id}/{tube}/qc.tsv`` (columns in docs/DEVELOPING.md) and travel to the
+endpoint table and the report. Functions are pure (arrays and tables in, records out, no file
+I/O); bad data never raises, it becomes a check. Thresholds and the severity of each reason code
+come from :class:`QcConfig` (the ``qc:`` block of config/config.yaml, schema
+workflow/schemas/qc.schema.yaml).
+
+The per-tube pipeline calls, in order::
+
+    cfg = QcConfig.from_dict(config.get("qc", {}))
+    t = time_qc(time, signals, timestep, cfg)            # before gating; t.keep drops bad bins
+    m = margin_events(events, channels, cfg, indices)    # m.keep when qc.margins.remove
+    compensation_sanity(comp_subset, names, cfg)
+    event_floor_checks(counts_df, cfg)                   # after gating
+    viability_check(n_dead, n_singlets, cfg)
+    gate_flag_checks(res.flags, cfg)
+    status, reasons = tube_status(all_checks, cfg)
+    checks_table(sample_id, tube, all_checks, cfg)       # -> qc.tsv
+"""
+
+from nkflow.qc._checks import (
+    CHECK_STATUSES,
+    ENDPOINT_POPULATIONS,
+    QC_COLUMNS,
+    Check,
+    MarginCount,
+    MarginResult,
+    checks_table,
+    compensation_sanity,
+    effective_severity,
+    event_floor_checks,
+    gate_flag_checks,
+    make_check,
+    margin_events,
+    poisson_cv,
+    raw_ceiling,
+    tube_status,
+    viability_check,
+)
+from nkflow.qc._config import (
+    DEFAULT_SEVERITY,
+    REASON_CODES,
+    SEVERITIES,
+    CompensationQcConfig,
+    FloorConfig,
+    MarginConfig,
+    QcConfig,
+    TimeQcConfig,
+    ViabilityConfig,
+)
+from nkflow.qc._time import TimeQcResult, time_in_seconds, time_qc
+
+__all__ = [
+    "CHECK_STATUSES",
+    "DEFAULT_SEVERITY",
+    "ENDPOINT_POPULATIONS",
+    "QC_COLUMNS",
+    "REASON_CODES",
+    "SEVERITIES",
+    "Check",
+    "CompensationQcConfig",
+    "FloorConfig",
+    "MarginConfig",
+    "MarginCount",
+    "MarginResult",
+    "QcConfig",
+    "TimeQcConfig",
+    "TimeQcResult",
+    "ViabilityConfig",
+    "checks_table",
+    "compensation_sanity",
+    "effective_severity",
+    "event_floor_checks",
+    "gate_flag_checks",
+    "make_check",
+    "margin_events",
+    "poisson_cv",
+    "raw_ceiling",
+    "time_in_seconds",
+    "time_qc",
+    "tube_status",
+    "viability_check",
+]

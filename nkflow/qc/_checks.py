@@ -1,0 +1,667 @@
+"""Per-tube QC checks other than time QC, the tube status and the qc.tsv table.
+
+Contract: every function here is pure (arrays and tables in, :class:`Check` records out) and never
+raises on bad *data*: too few events, NaN after compensation, saturated channels all become checks
+with a status and a reason code. Only a caller's programming error (arrays of mismatched shape,
+negative counts) raises ``ValueError``. A check's status comes from the severity map of the
+:class:`~nkflow.qc.QcConfig`; :func:`tube_status` and :func:`checks_table` re-apply that map, so a
+severity override changes the tube status without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from nkflow.qc._config import QcConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+#: Allowed values of :attr:`Check.status`.
+CHECK_STATUSES = ("PASS", "WARN", "FAIL", "NOT_ASSESSED")
+
+#: Columns of ``results/tubes/{sample_id}/{tube}/qc.tsv`` (docs/DEVELOPING.md).
+QC_COLUMNS = (
+    "sample_id",
+    "tube",
+    "tube_status",
+    "check",
+    "status",
+    "reason_code",
+    "value",
+    "threshold",
+    "message",
+)
+
+_RANK = {"PASS": 0, "WARN": 1, "FAIL": 2}
+
+#: Populations whose percentages feed reported endpoints (numerator floor -> WARN).
+ENDPOINT_POPULATIONS = ("nk", "lymphocytes", "treg", "treg_ki67", "cd4")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One QC finding: a row of qc.tsv.
+
+    Attributes
+    ----------
+    check
+        What was checked, e.g. ``time_flow_rate``, ``events:nk``, ``margins``.
+    status
+        ``PASS``, ``WARN``, ``FAIL`` or ``NOT_ASSESSED``.
+    reason_code
+        Machine-readable reason (``ok`` when nothing was found); see ``qc.severity``.
+    value
+        The measured quantity (fraction, count, Poisson CV...), ``None`` when undefined.
+    threshold
+        The threshold it was compared with, ``None`` when not applicable.
+    message
+        Human-readable sentence stating what was found and what it means.
+    """
+
+    check: str
+    status: str
+    reason_code: str
+    value: float | None
+    threshold: float | None
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.status not in CHECK_STATUSES:
+            raise ValueError(
+                f"Check {self.check!r}: status {self.status!r} is not one of {CHECK_STATUSES}"
+            )
+
+
+def make_check(
+    cfg: QcConfig,
+    check: str,
+    reason_code: str,
+    value: float | None,
+    threshold: float | None,
+    message: str,
+    *,
+    not_assessed: bool = False,
+) -> Check:
+    """Build a :class:`Check` whose status is the configured severity of ``reason_code``.
+
+    ``not_assessed=True`` gives status ``NOT_ASSESSED`` (the severity still counts towards the
+    tube status, see :func:`tube_status`).
+    """
+    status = "NOT_ASSESSED" if not_assessed else (cfg.severity_of(reason_code) or "WARN")
+    return Check(check, status, reason_code, value, threshold, message)
+
+
+def effective_severity(check: Check, cfg: QcConfig) -> str:
+    """What ``check`` contributes to the tube status under ``cfg`` (PASS, WARN or FAIL).
+
+    QC's own reason codes (and ``gate_*``) take their severity from ``cfg.severity``; a reason
+    code QC does not know (e.g. one the reader added, such as ``date_mismatch``) keeps the check's
+    own status, and a ``NOT_ASSESSED`` check with an unknown code counts as PASS.
+    """
+    configured = cfg.severity_of(check.reason_code)
+    if configured is not None:
+        return configured
+    return check.status if check.status in _RANK else "PASS"
+
+
+def _row_status(check: Check, cfg: QcConfig) -> str:
+    if check.status == "NOT_ASSESSED":
+        return "NOT_ASSESSED"
+    return effective_severity(check, cfg)
+
+
+def tube_status(checks: Iterable[Check], cfg: QcConfig) -> tuple[str, list[Check]]:
+    """Overall status of a tube and the checks that decided it.
+
+    Parameters
+    ----------
+    checks
+        All checks of the tube (time QC, margins, floors, ...).
+    cfg
+        Its severity map decides each check's weight.
+
+    Returns
+    -------
+    tuple[str, list[Check]]
+        The worst severity (``FAIL`` > ``WARN`` > ``PASS``) and the checks at that severity, in
+        input order (empty for ``PASS``). Their ``reason_code`` values are what the endpoint
+        reports (``qc_fail:<codes>``).
+    """
+    checks = list(checks)
+    worst = "PASS"
+    for c in checks:
+        sev = effective_severity(c, cfg)
+        if _RANK[sev] > _RANK[worst]:
+            worst = sev
+    if worst == "PASS":
+        return "PASS", []
+    return worst, [c for c in checks if effective_severity(c, cfg) == worst]
+
+
+def checks_table(sample_id: str, tube: str, checks: Sequence[Check], cfg: QcConfig) -> pd.DataFrame:
+    """The qc.tsv table of one tube: one row per check, columns :data:`QC_COLUMNS`.
+
+    Row statuses are recomputed with ``cfg`` (NOT_ASSESSED stays NOT_ASSESSED) so that rows and
+    ``tube_status`` always agree. ``value``/``threshold`` are float64 with NaN for ``None``.
+    """
+    import pandas as pd
+
+    status, _ = tube_status(checks, cfg)
+    rows = [
+        {
+            "sample_id": sample_id,
+            "tube": tube,
+            "tube_status": status,
+            "check": c.check,
+            "status": _row_status(c, cfg),
+            "reason_code": c.reason_code,
+            "value": np.nan if c.value is None else float(c.value),
+            "threshold": np.nan if c.threshold is None else float(c.threshold),
+            "message": c.message,
+        }
+        for c in checks
+    ]
+    df = pd.DataFrame(rows, columns=list(QC_COLUMNS))
+    return df.astype({"value": "float64", "threshold": "float64"})
+
+
+# ------------------------------------------------------------------------------------------------
+# Margin events
+# ------------------------------------------------------------------------------------------------
+
+
+class ChannelLike(Protocol):
+    """What :func:`margin_events` needs of a channel (``nkflow.io.Channel`` fits)."""
+
+    pnn: str
+    pnr: float
+
+
+@dataclass(frozen=True)
+class MarginCount:
+    """Margin events on one channel (raw scale)."""
+
+    channel: str
+    ceiling: float
+    n_ceiling: int
+    floor: float | None
+    n_floor: int
+
+
+@dataclass(frozen=True)
+class MarginResult:
+    """Result of :func:`margin_events`.
+
+    ``at_margin`` marks events at a ceiling or floor of any checked channel; ``keep`` is
+    ``~at_margin`` when ``qc.margins.remove`` is true and all True otherwise.
+    """
+
+    per_channel: tuple[MarginCount, ...]
+    at_margin: np.ndarray
+    keep: np.ndarray
+    n_at_margin: int
+    frac: float
+    removed: bool
+    checks: tuple[Check, ...]
+
+
+def raw_ceiling(channel: Any, offset: float) -> float:
+    """The ``$PnR`` ceiling of ``channel`` on the raw (FlowIO/FlowKit) scale.
+
+    The top channel value is ``$PnR - offset`` (FlowCal's ``high_low`` gate uses ``$PnR - 1``);
+    FlowIO then applies log amplification ``10**(f1 * v / PnR) * f0`` (``$PnE = f1,f0``, with f0 0
+    read as 1) and divides by a gain ``$PnG`` other than 0 or 1. The same mapping is applied here.
+    """
+    pnr = float(channel.pnr)
+    top = pnr - offset
+    pne = getattr(channel, "pne", (0.0, 0.0)) or (0.0, 0.0)
+    decades, log0 = float(pne[0]), float(pne[1])
+    if decades > 0:
+        top = 10 ** (decades * top / pnr) * (log0 if log0 > 0 else 1.0)
+    gain = float(getattr(channel, "png", 1.0) or 1.0)
+    if gain not in (0.0, 1.0):
+        top = top / gain
+    return top
+
+
+def margin_events(
+    events: np.ndarray,
+    channels: Sequence[Any],
+    cfg: QcConfig,
+    scatter_and_key_indices: Sequence[int],
+) -> MarginResult:
+    """Count events at the ``$PnR`` ceiling or the instrument floor on the given channels.
+
+    Parameters
+    ----------
+    events
+        ``(n_events, n_channels)`` raw events (uncompensated, as read).
+    channels
+        One channel description per column of ``events`` (``pnn``, ``pnr`` and optionally
+        ``pne``, ``png``; ``nkflow.io.Channel`` fits).
+    cfg
+        ``cfg.margins``: ceiling offset, floor, WARN/FAIL fractions, whether to remove.
+    scatter_and_key_indices
+        Column indices to check (scatter and key markers); other columns are ignored.
+
+    Returns
+    -------
+    MarginResult
+        Per-channel counts, the event mask, the keep mask and one ``margins`` check:
+        ``margin_events_excess`` when the fraction of events at any margin is above
+        ``fail_frac``, ``margin_events`` above ``warn_frac``, ``ok`` otherwise.
+
+    Notes
+    -----
+    Ceiling: raw value ``>= raw_ceiling(channel)``. Floor: ``<= qc.margins.floor`` when that is
+    set; otherwise the channel's observed minimum counts as a floor only when more than one event
+    sits exactly on it (a pile-up, as clipped integer or baseline-restored data shows).
+    """
+    events = np.asarray(events, dtype=np.float64)
+    if events.ndim != 2 or events.shape[1] != len(channels):
+        raise ValueError(
+            f"margin_events: events shape {events.shape} does not match {len(channels)} channels"
+        )
+    mc = cfg.margins
+    n = events.shape[0]
+    at_margin = np.zeros(n, dtype=bool)
+    per: list[MarginCount] = []
+    for i in scatter_and_key_indices:
+        ch = channels[i]
+        x = events[:, i]
+        ceiling = raw_ceiling(ch, mc.ceiling_offset)
+        hi = x >= ceiling
+        if mc.floor is not None:
+            floor: float | None = mc.floor
+            lo = x <= mc.floor
+        elif n:
+            floor = float(np.nanmin(x)) if np.isfinite(x).any() else None
+            lo = x == floor if floor is not None else np.zeros(n, dtype=bool)
+            if int(lo.sum()) < 2:
+                lo = np.zeros(n, dtype=bool)
+        else:
+            floor, lo = None, np.zeros(0, dtype=bool)
+        per.append(MarginCount(str(ch.pnn), ceiling, int(hi.sum()), floor, int(lo.sum())))
+        at_margin |= hi | lo
+    n_at = int(at_margin.sum())
+    frac = n_at / n if n else 0.0
+    detail = "; ".join(
+        f"{m.channel}: {m.n_ceiling} at ceiling >= {m.ceiling:.6g}, {m.n_floor} at floor"
+        + (f" <= {m.floor:.6g}" if m.floor is not None else "")
+        for m in per
+        if m.n_ceiling or m.n_floor
+    )
+    action = "removed before gating" if mc.remove else "kept (qc.margins.remove: false)"
+    if frac > mc.fail_frac:
+        code, thr = "margin_events_excess", mc.fail_frac
+    elif frac > mc.warn_frac:
+        code, thr = "margin_events", mc.warn_frac
+    else:
+        code, thr = "ok", mc.warn_frac
+    msg = (
+        f"{n_at} of {n} events ({100 * frac:.2f}%) at a channel ceiling or floor"
+        + (f" ({detail})" if detail else "")
+        + f"; {action}"
+        + (f"; above the {100 * thr:g}% limit" if code != "ok" else "")
+    )
+    check = make_check(cfg, "margins", code, frac, thr, msg)
+    keep = ~at_margin if mc.remove else np.ones(n, dtype=bool)
+    return MarginResult(tuple(per), at_margin, keep, n_at, frac, mc.remove, (check,))
+
+
+# ------------------------------------------------------------------------------------------------
+# Compensation sanity
+# ------------------------------------------------------------------------------------------------
+
+
+def compensation_sanity(
+    comp_events_subset: np.ndarray,
+    channel_names: Sequence[str],
+    cfg: QcConfig,
+    ranges: Sequence[float] | None = None,
+) -> list[Check]:
+    """Check compensated data for NaN/inf and gross over-compensation.
+
+    Parameters
+    ----------
+    comp_events_subset
+        ``(n_events, k)`` compensated fluorescence values (raw scale), any subset of events.
+    channel_names
+        The k channel names, for messages.
+    cfg
+        ``cfg.compensation``: how far below zero is "far" and the tolerated fraction.
+    ranges
+        ``$PnR`` of each channel; ``qc.compensation.default_range`` when ``None``.
+
+    Returns
+    -------
+    list[Check]
+        ``compensation_finite`` (``compensation_nonfinite`` when any value is NaN/inf) and
+        ``compensation_negative`` (``over_compensation`` when on some channel more than
+        ``max_far_below_frac`` of the finite values lie below
+        ``-far_below_frac_of_range * range``); value = worst channel's fraction. Empty input gives
+        one NOT_ASSESSED check.
+    """
+    x = np.asarray(comp_events_subset, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(channel_names):
+        raise ValueError(
+            f"compensation_sanity: events shape {x.shape} does not match "
+            f"{len(channel_names)} channel names"
+        )
+    cc = cfg.compensation
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return [
+            make_check(
+                cfg,
+                "compensation",
+                "compensation_not_assessed",
+                None,
+                None,
+                "no compensated fluorescence events to check",
+                not_assessed=True,
+            )
+        ]
+    rng = np.full(x.shape[1], cc.default_range) if ranges is None else np.asarray(ranges, float)
+    finite = np.isfinite(x)
+    bad_per = (~finite).sum(axis=0)
+    n_bad = int(bad_per.sum())
+    if n_bad:
+        detail = ", ".join(
+            f"{channel_names[j]}: {int(bad_per[j])}" for j in np.flatnonzero(bad_per)
+        )
+        finite_check = make_check(
+            cfg,
+            "compensation_finite",
+            "compensation_nonfinite",
+            float(n_bad),
+            0.0,
+            f"{n_bad} NaN/inf values after compensation ({detail}); the spillover matrix or its "
+            f"inverse is wrong for this file",
+        )
+    else:
+        finite_check = make_check(
+            cfg, "compensation_finite", "ok", 0.0, 0.0, "no NaN/inf after compensation"
+        )
+    limits = -cc.far_below_frac_of_range * rng
+    fracs = []
+    for j in range(x.shape[1]):
+        col = x[finite[:, j], j]
+        fracs.append(float((col < limits[j]).mean()) if col.size else 0.0)
+    worst = int(np.argmax(fracs))
+    offenders = [j for j, f in enumerate(fracs) if f > cc.max_far_below_frac]
+    if offenders:
+        detail = ", ".join(
+            f"{channel_names[j]}: {100 * fracs[j]:.1f}% below {limits[j]:.6g}" for j in offenders
+        )
+        neg_check = make_check(
+            cfg,
+            "compensation_negative",
+            "over_compensation",
+            fracs[worst],
+            cc.max_far_below_frac,
+            f"gross over-compensation suspected ({detail}); more than "
+            f"{100 * cc.max_far_below_frac:g}% of events far below zero. Check the spillover "
+            f"matrix (source and channel order)",
+        )
+    else:
+        neg_check = make_check(
+            cfg,
+            "compensation_negative",
+            "ok",
+            fracs[worst],
+            cc.max_far_below_frac,
+            f"largest fraction far below zero: {100 * fracs[worst]:.2f}% ({channel_names[worst]})",
+        )
+    return [finite_check, neg_check]
+
+
+# ------------------------------------------------------------------------------------------------
+# Event floors
+# ------------------------------------------------------------------------------------------------
+
+
+def poisson_cv(n: float) -> float | None:
+    """Poisson coefficient of variation of a count, ``1/sqrt(n)``; ``None`` for ``n <= 0``."""
+    return 1.0 / math.sqrt(n) if n > 0 else None
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v)
+
+
+def event_floor_checks(
+    counts_df: pd.DataFrame,
+    cfg: QcConfig,
+    endpoint_populations: Sequence[str] = ENDPOINT_POPULATIONS,
+    n_total: int | None = None,
+) -> list[Check]:
+    """Event floors: total events, lymphocytes, and the numerator of every reported population.
+
+    Parameters
+    ----------
+    counts_df
+        The tube's counts table: columns ``population, parent, events, parent_events,
+        pct_of_parent, status`` (extra columns ignored). Rows with status other than ``ok`` are
+        skipped (the counts table already says why they are missing).
+    cfg
+        ``cfg.floors``.
+    endpoint_populations
+        Populations whose numerator under ``min_numerator_events`` is ``low_numerator_events``
+        (WARN by default); other populations use ``min_numerator_events_other`` and
+        ``low_numerator_events_other`` (PASS, i.e. recorded only, by default).
+    n_total
+        Total events of the tube; when ``None``, the largest ``parent_events`` of a root row
+        (empty ``parent``) is used, and no total check is made if there is none.
+
+    Returns
+    -------
+    list[Check]
+        ``total_events``, ``lymphocyte_events`` and one ``events:<population>`` per ok row, in
+        table order. The population checks carry the Poisson CV ``1/sqrt(events)`` as ``value``
+        and ``1/sqrt(floor)`` as ``threshold``. A population's denominator is its parent's
+        numerator, checked on the parent's row (or the total for a root population).
+    """
+    fc = cfg.floors
+    missing = {"population", "parent", "events", "parent_events", "status"} - set(counts_df.columns)
+    if missing:
+        raise ValueError(f"event_floor_checks: counts table lacks columns {sorted(missing)}")
+    rows = counts_df.to_dict("records")
+    checks: list[Check] = []
+
+    if n_total is None:
+        roots = [
+            r for r in rows if _is_missing(r["parent"]) and not _is_missing(r["parent_events"])
+        ]
+        n_total = int(max(r["parent_events"] for r in roots)) if roots else None
+    if n_total is not None:
+        low = n_total < fc.min_total_events
+        checks.append(
+            make_check(
+                cfg,
+                "total_events",
+                "low_total_events" if low else "ok",
+                float(n_total),
+                float(fc.min_total_events),
+                f"{n_total} events in the tube"
+                + (
+                    f", below the floor of {fc.min_total_events} (qc.floors.min_total_events); "
+                    f"too little sample was acquired"
+                    if low
+                    else f" (floor {fc.min_total_events})"
+                ),
+            )
+        )
+
+    lymph = [r for r in rows if r["population"] == fc.lymphocyte_population]
+    if lymph:
+        r = lymph[0]
+        if r["status"] != "ok" or _is_missing(r["events"]):
+            checks.append(
+                make_check(
+                    cfg,
+                    "lymphocyte_events",
+                    "floor_not_assessed",
+                    None,
+                    float(fc.min_lymphocyte_events),
+                    f"population {fc.lymphocyte_population!r} was not computed "
+                    f"({r.get('reason', '') or 'no reason given'})",
+                    not_assessed=True,
+                )
+            )
+        else:
+            n_l = int(r["events"])
+            low = n_l < fc.min_lymphocyte_events
+            checks.append(
+                make_check(
+                    cfg,
+                    "lymphocyte_events",
+                    "low_lymphocyte_events" if low else "ok",
+                    float(n_l),
+                    float(fc.min_lymphocyte_events),
+                    f"{n_l} {fc.lymphocyte_population} events"
+                    + (
+                        f", below the floor of {fc.min_lymphocyte_events} "
+                        f"(qc.floors.min_lymphocyte_events); the lymphocyte denominator is "
+                        f"too small"
+                        if low
+                        else f" (floor {fc.min_lymphocyte_events})"
+                    ),
+                )
+            )
+
+    endpoint = set(endpoint_populations)
+    for r in rows:
+        if r["status"] != "ok" or _is_missing(r["events"]):
+            continue
+        pop = str(r["population"])
+        n = int(r["events"])
+        is_ep = pop in endpoint
+        floor = fc.min_numerator_events if is_ep else fc.min_numerator_events_other
+        cv = poisson_cv(n)
+        thr = poisson_cv(floor)
+        cv_text = f"Poisson CV 1/sqrt({n}) = {100 * cv:.1f}%" if cv is not None else "CV undefined"
+        if n < floor:
+            code = "low_numerator_events" if is_ep else "low_numerator_events_other"
+            parent = r["parent"] if not _is_missing(r["parent"]) else "all events"
+            msg = (
+                f"{pop}: {n} events, below the floor of {floor}; {cv_text}; its percentage of "
+                f"{parent} is imprecise and is reported with this flag"
+            )
+        else:
+            code = "ok"
+            msg = f"{pop}: {n} events (floor {floor}); {cv_text}"
+        checks.append(make_check(cfg, f"events:{pop}", code, cv, thr, msg))
+    return checks
+
+
+# ------------------------------------------------------------------------------------------------
+# Viability and gate flags
+# ------------------------------------------------------------------------------------------------
+
+
+def viability_check(n_dead: int | None, n_singlets: int | None, cfg: QcConfig) -> Check:
+    """Fraction of dead cells among singlets against ``qc.viability`` thresholds.
+
+    Parameters
+    ----------
+    n_dead
+        Dead (viability-dye positive) singlets; ``None`` when the tube has no viability marker.
+    n_singlets
+        Singlet events (the denominator).
+    cfg
+        ``cfg.viability``.
+
+    Returns
+    -------
+    Check
+        ``viability`` with value = dead fraction (0-1): ``very_low_viability`` above
+        ``max_dead_frac_fail`` (when set), ``low_viability`` above ``max_dead_frac``, ``ok``
+        otherwise; NOT_ASSESSED (``viability_not_assessed``) without a marker or singlets.
+
+    Raises
+    ------
+    ValueError
+        Negative counts or more dead cells than singlets (a caller error).
+    """
+    vc = cfg.viability
+    if n_dead is None or n_singlets is None or n_singlets == 0:
+        why = "no viability marker in this tube" if n_dead is None else "no singlet events"
+        return make_check(
+            cfg,
+            "viability",
+            "viability_not_assessed",
+            None,
+            vc.max_dead_frac,
+            f"viability not assessed: {why}",
+            not_assessed=True,
+        )
+    if n_dead < 0 or n_singlets < 0 or n_dead > n_singlets:
+        raise ValueError(
+            f"viability_check: n_dead={n_dead}, n_singlets={n_singlets}; expected "
+            f"0 <= n_dead <= n_singlets"
+        )
+    frac = n_dead / n_singlets
+    text = f"{n_dead} of {n_singlets} singlets dead ({100 * frac:.1f}%)"
+    if vc.max_dead_frac_fail is not None and frac > vc.max_dead_frac_fail:
+        return make_check(
+            cfg,
+            "viability",
+            "very_low_viability",
+            frac,
+            vc.max_dead_frac_fail,
+            f"{text}, above the FAIL limit {100 * vc.max_dead_frac_fail:g}%",
+        )
+    if frac > vc.max_dead_frac:
+        return make_check(
+            cfg,
+            "viability",
+            "low_viability",
+            frac,
+            vc.max_dead_frac,
+            f"{text}, above the warning limit {100 * vc.max_dead_frac:g}%; "
+            f"sample quality (age, transport) may bias the lymphocyte subsets",
+        )
+    return make_check(
+        cfg,
+        "viability",
+        "ok",
+        frac,
+        vc.max_dead_frac,
+        f"{text} (limit {100 * vc.max_dead_frac:g}%)",
+    )
+
+
+def gate_flag_checks(flags: Iterable[Mapping[str, Any] | Any], cfg: QcConfig) -> list[Check]:
+    """Turn the gating engine's flags into checks.
+
+    Parameters
+    ----------
+    flags
+        ``res.flags`` of the gating engine: mappings (or objects) with ``gate``, ``code`` and
+        ``message`` (e.g. a data-driven threshold that found no valley, a fallback used).
+    cfg
+        Severity of ``gate_<code>`` in ``qc.severity``, else of ``gate_flag`` (WARN by default).
+
+    Returns
+    -------
+    list[Check]
+        One ``gate:<gate id>`` check per flag, reason code ``gate_<code>``; empty when no flags.
+    """
+    out = []
+    for f in flags:
+        get = f.get if isinstance(f, Mapping) else lambda k, d=None, f=f: getattr(f, k, d)
+        gate = str(get("gate", "") or "?")
+        code = str(get("code", "") or "flag")
+        reason = code if code.startswith("gate_") else f"gate_{code}"
+        message = str(get("message", "") or f"gate {gate}: {code}")
+        out.append(make_check(cfg, f"gate:{gate}", reason, None, None, message))
+    return out

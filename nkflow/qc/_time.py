@@ -1,0 +1,404 @@
+"""Time / flow-rate stability QC: find and remove acquisition stretches that are not steady.
+
+Contract: :func:`time_qc` is pure. It takes the Time column, a few key signals and ``$TIMESTEP``,
+and returns a :class:`TimeQcResult` whose ``keep`` mask drops the events of anomalous time bins,
+the removed ranges in seconds and the checks to record. It never raises on bad data: a missing
+Time channel, a missing ``$TIMESTEP``, a non-monotonic clock or too few events give a
+``NOT_ASSESSED`` check and keep every event.
+
+Method (after flowAI, Monaco et al. Bioinformatics 2016, and PeacoQC, Emmaneel et al. Cytometry A
+2022): split the acquisition into equal time bins (``qc.time.bin_seconds``, flowAI's
+``second_fraction`` of 0.1 s, widened so that a bin expects at least ``min_events_per_bin``
+events); flag bins whose event count or signal location lies more than ``rate_mad_threshold`` /
+``signal_mad_threshold`` robust SDs (1.4826 x MAD, PeacoQC's MAD rule, default 6) from the median
+of all bins. The signal location of a bin is the mean of its events' ranks within the whole file
+(0-1): unlike a bin median it is stable for bimodal markers (a CD3 median sits in the valley
+between T and non-T cells and jumps between modes) and it does not depend on the transform the
+caller applied. The robust SD is floored at the sampling noise of a steady acquisition (Poisson
+``sqrt(count)`` for counts, ``1/sqrt(12 count)`` for a mean rank) so that a perfectly steady file
+flags nothing. Gaps (clogs: no event for longer than ``gap_expected_events`` events at
+the median rate, and at least ``min_gap_seconds``) flag the bins they touch. Flagged bins are
+widened by ``pad_bins`` on each side, since anomalies rarely start on a bin edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nkflow.qc._checks import Check, make_check
+from nkflow.qc._config import QcConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TimeQcResult:
+    """Outcome of :func:`time_qc`.
+
+    Attributes
+    ----------
+    keep
+        Events to keep (all True when not assessed).
+    assessed
+        False when time QC could not run (see the ``time_qc`` check's message).
+    removed_ranges
+        ``(start_s, end_s)`` of removed stretches, on the Time channel's scale in seconds.
+    n_removed
+        Events removed.
+    checks
+        Checks for qc.tsv.
+    n_events, n_bins, bin_seconds, median_rate_per_s
+        Binning used (0 / NaN when not assessed).
+    gaps
+        ``(start_s, end_s)`` of detected gaps (clogs).
+    """
+
+    keep: np.ndarray
+    assessed: bool
+    removed_ranges: list[tuple[float, float]]
+    n_removed: int
+    checks: list[Check]
+    n_events: int = 0
+    n_bins: int = 0
+    bin_seconds: float = math.nan
+    median_rate_per_s: float = math.nan
+    gaps: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def removed_frac(self) -> float:
+        """Fraction of events removed (0 when there are no events)."""
+        return self.n_removed / self.n_events if self.n_events else 0.0
+
+
+def _not_assessed(n: int, cfg: QcConfig, message: str, code: str = "time_not_assessed"):
+    check = make_check(cfg, "time_qc", code, None, None, message, not_assessed=True)
+    logger.info("time QC not assessed: %s", message)
+    return TimeQcResult(
+        keep=np.ones(n, dtype=bool),
+        assessed=False,
+        removed_ranges=[],
+        n_removed=0,
+        checks=[check],
+        n_events=n,
+    )
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Inclusive (first, last) index of each run of True values."""
+    if not flags.any():
+        return []
+    padded = np.concatenate(([False], flags, [False])).astype(np.int8)
+    d = np.diff(padded)
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1) - 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def _fmt_ranges(ranges: list[tuple[float, float]], limit: int = 8) -> str:
+    parts = [f"{a:.2f}-{b:.2f} s" for a, b in ranges[:limit]]
+    if len(ranges) > limit:
+        parts.append(f"... ({len(ranges) - limit} more)")
+    return ", ".join(parts)
+
+
+def time_in_seconds(
+    time: np.ndarray, timestep: float | None, time_pnn: str = "Time", assume: float | None = None
+) -> tuple[np.ndarray | None, str]:
+    """Convert the Time column as read into seconds.
+
+    FlowIO (hence FlowKit's raw events and ``nkflow.io``) already multiplies the channel whose
+    ``$PnN`` is ``time`` (any case) by ``$TIMESTEP``; any other time channel (``HDR-T``) is still
+    in clock ticks and is multiplied here.
+
+    Returns
+    -------
+    tuple
+        Seconds (``None`` when no valid timestep is known) and a note for messages.
+    """
+    t = np.asarray(time, dtype=np.float64)
+    valid = timestep is not None and math.isfinite(timestep) and timestep > 0
+    flowio_scaled = time_pnn.strip().lower() == "time"
+    if valid:
+        if flowio_scaled:
+            return t, f"Time scaled by $TIMESTEP {timestep:g} s in the reader"
+        return t * float(timestep), f"Time scaled by $TIMESTEP {timestep:g} s"
+    if assume is not None:
+        return t * assume, f"no valid $TIMESTEP ({timestep!r}); assumed {assume:g} s per unit"
+    return None, f"no valid $TIMESTEP ({timestep!r})"
+
+
+def time_qc(
+    time: np.ndarray | None,
+    signals: Mapping[str, np.ndarray],
+    timestep: float | None,
+    cfg: QcConfig,
+    *,
+    time_pnn: str = "Time",
+) -> TimeQcResult:
+    """Flow-rate and signal stability over acquisition time.
+
+    Parameters
+    ----------
+    time
+        The Time column exactly as ``nkflow.io.FcsSample.events`` holds it (FlowKit raw scale), in
+        acquisition order; ``None`` when the file has no Time channel.
+    signals
+        Key channels, name -> 1-D array of the same length (raw or transformed FSC-A, SSC-A, CD3,
+        CD56...; any monotone transform gives the same result). May be empty (then only the
+        event rate is checked).
+    timestep
+        ``$TIMESTEP`` in seconds per unit, ``None`` when absent.
+    cfg
+        ``cfg.time`` settings and the severity map.
+    time_pnn
+        ``$PnN`` of the time channel: ``Time``/``TIME`` is already in seconds (FlowIO scaled it),
+        anything else is multiplied by ``timestep``.
+
+    Returns
+    -------
+    TimeQcResult
+        ``keep`` mask, removed ranges in seconds and checks ``time_flow_rate``, ``time_gap``,
+        ``time_signal``, ``time_removed`` (or one NOT_ASSESSED ``time_qc`` check).
+
+    Raises
+    ------
+    ValueError
+        A signal's length differs from the Time column's (a caller error).
+    """
+    tc = cfg.time
+    n = len(time) if time is not None else (len(next(iter(signals.values()))) if signals else 0)
+    for name, s in signals.items():
+        if len(s) != n:
+            raise ValueError(f"time_qc: signal {name!r} has {len(s)} values, Time has {n}")
+    if not tc.enabled:
+        return _not_assessed(
+            n, cfg, "time QC disabled (qc.time.enabled: false); all events kept", "time_qc_disabled"
+        )
+    if time is None:
+        return _not_assessed(
+            n,
+            cfg,
+            "no Time channel in this file: flow-rate stability not assessed; all events kept",
+        )
+    t, ts_note = time_in_seconds(time, timestep, time_pnn, tc.assume_timestep)
+    if t is None:
+        return _not_assessed(
+            n,
+            cfg,
+            f"Time channel present but {ts_note}: time cannot be converted to seconds; set "
+            f"qc.time.assume_timestep to assess it; all events kept",
+        )
+    if not np.isfinite(t).all():
+        bad = int((~np.isfinite(t)).sum())
+        return _not_assessed(n, cfg, f"{bad} events have a non-finite Time value; all events kept")
+    dec = int((np.diff(t) < 0).sum())
+    if dec:
+        return _not_assessed(
+            n,
+            cfg,
+            f"Time decreases {dec} times in acquisition order (clock rollover or concatenated "
+            f"acquisitions); all events kept",
+        )
+    t0 = float(t[0]) if n else 0.0
+    duration = float(t[-1] - t[0]) if n else 0.0
+    min_needed = tc.min_events_per_bin * tc.min_bins
+    if n < min_needed or duration <= 0:
+        return _not_assessed(
+            n,
+            cfg,
+            f"{n} events over {duration:.3g} s: too few to assess flow rate (need at least "
+            f"{min_needed} = qc.time.min_events_per_bin x qc.time.min_bins); all events kept",
+        )
+    width = max(tc.bin_seconds, tc.min_events_per_bin * duration / n)
+    n_bins = int(math.floor(duration / width))
+    if n_bins < tc.min_bins:
+        return _not_assessed(
+            n,
+            cfg,
+            f"{duration:.3g} s of acquisition gives {n_bins} bins of {width:.3g} s, fewer than "
+            f"qc.time.min_bins = {tc.min_bins}; all events kept",
+        )
+    width = duration / n_bins
+    idx = np.minimum(((t - t0) / width).astype(np.int64), n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
+
+    def edge(i: int) -> float:
+        return t0 + i * width
+
+    # Event rate.
+    med = float(np.median(counts))
+    mad = 1.4826 * float(np.median(np.abs(counts - med)))
+    scale = max(mad, math.sqrt(med), 1.0)
+    z_rate = (counts - med) / scale
+    rate_flag = np.abs(z_rate) > tc.rate_mad_threshold
+    rate_per_s = med / width
+
+    # Gaps (clogs): no event for longer than the expected wait of gap_expected_events events.
+    dt = np.diff(t)
+    steps = dt[dt > 0]
+    resolution = float(steps.min()) if steps.size else 0.0
+    gap_thr = max(tc.gap_expected_events / rate_per_s, tc.min_gap_seconds, 2 * resolution)
+    gap_idx = np.flatnonzero(dt > gap_thr)
+    gaps = [(float(t[i]), float(t[i + 1])) for i in gap_idx]
+    gap_flag = np.zeros(n_bins, dtype=bool)
+    for i in gap_idx:
+        gap_flag[idx[i] : idx[i + 1] + 1] = True
+
+    # Signal location per bin: mean of the events' whole-file ranks (see module docstring).
+    signal_flag = np.zeros(n_bins, dtype=bool)
+    signal_hits: dict[str, int] = {}
+    usable = counts >= max(10.0, 0.5 * med)
+    for name, s in signals.items():
+        x = np.asarray(s, dtype=np.float64)
+        fin = np.isfinite(x)
+        if fin.sum() < min_needed:
+            continue
+        xs = np.sort(x[fin])
+        if xs[0] == xs[-1]:
+            continue
+        ranks = np.zeros(n)
+        ranks[fin] = (
+            np.searchsorted(xs, x[fin], "left") + np.searchsorted(xs, x[fin], "right")
+        ) / (2.0 * xs.size)
+        n_fin = np.bincount(idx[fin], minlength=n_bins).astype(np.float64)
+        ok = usable & (n_fin >= 10)
+        if ok.sum() < tc.min_bins:
+            continue
+        mean_rank = np.bincount(idx, weights=ranks, minlength=n_bins) / np.maximum(n_fin, 1)
+        center = float(np.median(mean_rank[ok]))
+        mad_b = 1.4826 * float(np.median(np.abs(mean_rank[ok] - center)))
+        s_scale = np.maximum(mad_b, 1.0 / np.sqrt(12.0 * np.maximum(n_fin, 1)))
+        hit = ok & (np.abs(mean_rank - center) / s_scale > tc.signal_mad_threshold)
+        if hit.any():
+            signal_hits[name] = int(hit.sum())
+            signal_flag |= hit
+
+    flagged = rate_flag | gap_flag | signal_flag
+    removed = flagged.copy()
+    for k in range(1, tc.pad_bins + 1):
+        removed[k:] |= flagged[:-k]
+        removed[:-k] |= flagged[k:]
+    keep = ~removed[idx]
+    n_removed = int(n - keep.sum())
+    removed_ranges = [(edge(a), edge(b + 1)) for a, b in _runs(removed)]
+    frac = n_removed / n
+
+    checks: list[Check] = []
+    hi = [(edge(a), edge(b + 1)) for a, b in _runs(rate_flag & (z_rate > 0))]
+    lo = [(edge(a), edge(b + 1)) for a, b in _runs(rate_flag & (z_rate < 0))]
+    n_rate = int(rate_flag.sum())
+    base = (
+        f"{n_bins} bins of {width:.3g} s ({ts_note}), median {rate_per_s:.4g} events/s, "
+        f"robust SD {scale:.3g} events/bin"
+    )
+    if n_rate:
+        parts = []
+        if hi:
+            parts.append(f"high-rate (burst) bins at {_fmt_ranges(hi)}")
+        if lo:
+            parts.append(f"low-rate bins at {_fmt_ranges(lo)}")
+        msg = (
+            f"{n_rate} of {n_bins} time bins deviate from the median event rate by more than "
+            f"{tc.rate_mad_threshold:g} robust SDs: {'; '.join(parts)}; {base}"
+        )
+        checks.append(
+            make_check(
+                cfg, "time_flow_rate", "flow_rate_anomaly", n_rate, tc.rate_mad_threshold, msg
+            )
+        )
+    else:
+        checks.append(
+            make_check(
+                cfg,
+                "time_flow_rate",
+                "ok",
+                0,
+                tc.rate_mad_threshold,
+                f"event rate steady: {base}",
+            )
+        )
+    if gaps:
+        total_gap = sum(b - a for a, b in gaps)
+        checks.append(
+            make_check(
+                cfg,
+                "time_gap",
+                "flow_gap",
+                total_gap,
+                gap_thr,
+                f"{len(gaps)} acquisition gap(s) longer than {gap_thr:.3g} s (clog): "
+                f"{_fmt_ranges(gaps)}; {total_gap:.3g} s without events",
+            )
+        )
+    else:
+        checks.append(
+            make_check(cfg, "time_gap", "ok", 0.0, gap_thr, f"no gap longer than {gap_thr:.3g} s")
+        )
+    alone = signal_flag & ~rate_flag & ~gap_flag
+    n_sig = int(alone.sum())
+    names = ", ".join(f"{k} ({v} bins)" for k, v in signal_hits.items())
+    if n_sig:
+        checks.append(
+            make_check(
+                cfg,
+                "time_signal",
+                "signal_drift",
+                n_sig,
+                tc.signal_mad_threshold,
+                f"{n_sig} time bins with a steady event rate have a signal shifted by more than "
+                f"{tc.signal_mad_threshold:g} robust SDs from the other bins (mean rank per bin) "
+                f"at {_fmt_ranges([(edge(a), edge(b + 1)) for a, b in _runs(alone)])}; "
+                f"channels: {names}",
+            )
+        )
+    else:
+        listed = ", ".join(signals) if signals else "no signals given"
+        extra = f"; shifts only inside rate/gap anomalies: {names}" if signal_hits else ""
+        checks.append(
+            make_check(
+                cfg,
+                "time_signal",
+                "ok",
+                0,
+                tc.signal_mad_threshold,
+                f"signal steady over time outside rate anomalies ({listed}){extra}",
+            )
+        )
+    excess = frac > tc.max_removed_frac
+    where = f" at {_fmt_ranges(removed_ranges)}" if removed_ranges else ""
+    checks.append(
+        make_check(
+            cfg,
+            "time_removed",
+            "time_excess_removed" if excess else "ok",
+            frac,
+            tc.max_removed_frac,
+            f"time QC removed {n_removed} of {n} events ({100 * frac:.2f}%){where}"
+            + (
+                f"; more than {100 * tc.max_removed_frac:g}% (qc.time.max_removed_frac): the "
+                f"acquisition is not steady enough to report"
+                if excess
+                else ""
+            ),
+        )
+    )
+    logger.info(
+        "time QC: removed %d of %d events in %d range(s)", n_removed, n, len(removed_ranges)
+    )
+    return TimeQcResult(
+        keep=keep,
+        assessed=True,
+        removed_ranges=removed_ranges,
+        n_removed=n_removed,
+        checks=checks,
+        n_events=n,
+        n_bins=n_bins,
+        bin_seconds=width,
+        median_rate_per_s=rate_per_s,
+        gaps=gaps,
+    )

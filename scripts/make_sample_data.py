@@ -588,12 +588,12 @@ def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -
         gap = (31.0, 39.0)
         burst = (39.0, 39.4)
         live_span = duration - (gap[1] - gap[0])
-        u = np.sort(rng.random(n_reg)) * live_span
+        u = rng.random(n_reg) * live_span
         t_reg = np.where(u < gap[0], u, u + (gap[1] - gap[0]))
         t[~is_junk] = t_reg
         t[is_junk] = burst[0] + rng.random(int(is_junk.sum())) * (burst[1] - burst[0])
     else:
-        t[~is_junk] = np.sort(rng.random(n_reg)) * duration
+        t[~is_junk] = rng.random(n_reg) * duration
     order = np.argsort(t, kind="stable")
 
     # mix into detectors, add noise

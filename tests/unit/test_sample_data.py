@@ -326,3 +326,17 @@ def test_compensation_is_required_to_find_live_lymphocytes():
     assert abs(int(compensated["live"].sum()) - live_true) <= 0.01 * live_true
     # bright CD45 spills into the viability detector: without compensation most cells look dead
     assert int(uncompensated["live"].sum()) < 0.5 * live_true
+
+
+def test_populations_are_mixed_over_acquisition_time():
+    import flowio
+
+    # in a steady acquisition every cell type arrives at a constant rate: the share of
+    # granulocyte-like events (SSC-A > 100k) is the same in the first and second half
+    fd = flowio.FlowData(str(SAMPLE / "fcs" / "P01-D14_nk.fcs"))
+    ev = np.reshape(np.asarray(fd.events, dtype=float), (-1, fd.channel_count))
+    assert np.all(np.diff(ev[:, -1]) >= 0)  # events are stored in acquisition order
+    gran = ev[:, 2] > 100_000
+    half = len(ev) // 2
+    assert abs(gran[:half].mean() - gran[half:].mean()) < 0.03
+    assert 0.2 < gran.mean() < 0.3  # 25 % granulocytes by design

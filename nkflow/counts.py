@@ -8,9 +8,10 @@ Contract
   ``missing``; a negative number is ``invalid``; both keep the source value and unit.
 * Units: ``cells/uL`` (x1), ``10^3/uL`` (x1000), ``10^9/L`` (x1000; 1e9/L = 1e9/1e6 uL), plus the
   aliases listed in :data:`nkflow.sheets.ALC_UNIT_FACTORS` (case-insensitive, ``µ`` = ``u``).
-* Intervals are Wald intervals ``v * (1 +/- z * cv)`` clipped at 0, with ``cv`` the relative
-  standard error from counting statistics (see :func:`dual_platform_cv` and
-  :func:`single_platform_cv`) combined in quadrature with any extra relative error (chimerism SD).
+* Intervals are on the log scale, ``v x exp(+/- z cv)``, with ``cv`` the relative standard error
+  from Poisson counting statistics (:func:`dual_platform_cv`, :func:`single_platform_cv`)
+  combined in quadrature with any extra relative error (the chimerism SD / % donor when % donor
+  comes from STR peaks). The ALC itself is taken as exact (no analyser error model).
 """
 
 from __future__ import annotations
@@ -120,16 +121,16 @@ def single_platform(
 
 
 def dual_platform_cv(events: int | None, lymph_events: int | None) -> float | None:
-    """Relative SE of ``events / lymph_events`` when ``events`` is a subset of the denominator.
+    """Relative SE of ``events / lymph_events`` from Poisson counting error of both counts.
 
-    Counting error: with the denominator fixed, the subset count is binomial, so
-    ``var(p)/p^2 = (1 - p)/(p n) = 1/events - 1/lymph_events``. Treating the two counts as
-    independent Poisson variables (``1/events + 1/lymph_events``) would count the shared events
-    twice. ``events == 0`` gives None (no relative error defined).
+    ``sqrt(1/events + 1/lymph_events)``: the two counts treated as independent Poisson
+    variables (the log ratio of two Poisson counts). For a subset of its own denominator this is
+    conservative: the binomial value ``sqrt(1/events - 1/lymph_events)`` is smaller.
+    ``events == 0`` gives None (no relative error defined).
     """
     if events is None or lymph_events is None or events <= 0 or lymph_events <= 0:
         return None
-    return math.sqrt(max(1.0 / events - 1.0 / lymph_events, 0.0))
+    return math.sqrt(1.0 / events + 1.0 / lymph_events)
 
 
 def single_platform_cv(events: int | None, bead_events: int | None) -> float | None:
@@ -140,10 +141,10 @@ def single_platform_cv(events: int | None, bead_events: int | None) -> float | N
 
 
 def interval(
-    value: float | None, cv: float | None, extra_cv: float = 0.0, z: float = 1.959963984540054
+    value: float | None, cv: float | None, extra_cv: float = 0.0, z: float = 1.96
 ) -> tuple[float | None, float | None]:
-    """Wald interval ``value (1 +/- z sqrt(cv^2 + extra_cv^2))``, lower bound clipped at 0."""
+    """Log-scale interval ``value x exp(+/- z sqrt(cv^2 + extra_cv^2))`` (always >= 0)."""
     if value is None or cv is None:
         return None, None
     total = math.sqrt(cv * cv + extra_cv * extra_cv)
-    return max(value * (1.0 - z * total), 0.0), value * (1.0 + z * total)
+    return value * math.exp(-z * total), value * math.exp(z * total)

@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "str_reference_min_height_frac": 0.5,
     "str_exclude_markers": ["AMEL", "DYS391", "Yindel"],
     "str_stutter_exclusion": True,
-    "ci_z": 1.959963984540054,
+    "ci_z": 1.96,
     "low_event_count": 100,
     "chimerism_assay_limit_pct": 5.0,
     "response_vocab": "config/vocab/response_categories.yaml",

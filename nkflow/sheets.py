@@ -4,7 +4,7 @@ response and adverse events.
 Contract
 --------
 * Every sheet is a tab-separated file read entirely as text (no type guessing, empty cell = ``""``)
-  and checked row by row against its JSON schema in ``workflow/schemas/<sheet>.schema.yaml``.
+  and checked row by row against its JSON schema in ``workflow/schemas/<sheet>.schema.yaml`` (``nkflow/schemas`` links there).
 * A wrong *setup* raises :class:`~nkflow.errors.ConfigError` whose message names the file, the
   1-based data row and its id, the column, what was found, what was expected and how to fix it.
   Duplicate keys are refused naming both rows (never last-row-wins). Ids are restricted to
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # symlink to workflow/schemas
 SEX_MARKERS_DEFAULT = ("AMEL", "DYS391", "Yindel")
 ALC_UNIT_FACTORS = {
     "cells/ul": 1.0,

@@ -2,7 +2,7 @@
 
 Fixture design (tests/unit/clinical_fixtures/make_fixtures.py): day 0 = 2024-01-01 for everyone,
 3 infusions of 2.1e8 cells at 70 kg (3e6/kg each) except P009 (7e7 -> 1e6/kg, same NK and HSCT
-donor). Z = 1.959963984540054 (two-sided 95 %).
+donor). Z = 1.96 (two-sided 95 %).
 """
 
 import datetime as dt
@@ -18,7 +18,7 @@ from nkflow import endpoints as ep
 from nkflow.errors import ConfigError
 
 FIX = Path(__file__).parent / "clinical_fixtures"
-Z = 1.959963984540054
+Z = 1.96
 
 
 def run_cohort(d: Path, monkeypatch) -> dict:
@@ -43,7 +43,7 @@ def clean(tmp_path_factory):
 
 def ci(value: float, cv: float, extra: float = 0.0) -> tuple[str, str]:
     t = math.sqrt(cv * cv + extra * extra)
-    return f"{value * (1 - Z * t):.6g}", f"{value * (1 + Z * t):.6g}"
+    return f"{value * math.exp(-Z * t):.6g}", f"{value * math.exp(Z * t):.6g}"
 
 
 def test_endpoint_columns_start_as_contracted(clean):
@@ -72,10 +72,11 @@ def test_domain_worked_example_pass_with_interval(clean):
     )
     assert (r.verdict, r.reason, r.borderline) == ("PASS", "", "false")
     assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
-        123.12, math.sqrt(1 / 3800 - 1 / 10000)
+        123.12, math.sqrt(1 / 3800 + 1 / 10000)
     )
     assert r["flags"] == "date_mismatch"  # QC WARN date_mismatch is carried, the number kept
-    assert r.verdict_basis == "donor_nk_per_ul 123.12 > 100 (95% 120.038-126.202)"
+    lo, hi = ci(123.12, math.sqrt(1 / 3800 + 1 / 10000))
+    assert r.verdict_basis == f"donor_nk_per_ul 123.12 > 100 (95% {lo}-{hi})"
 
 
 def test_exactly_100_is_fail_and_borderline_pb_only_recorded(clean):
@@ -105,7 +106,7 @@ def test_unit_conversion_fail_and_small_count_borderline_pass(clean):
     r = e.loc["P004"]  # 1000 x 110/1000 x 1.0 = 110, but only 110 NK events
     assert (r.donor_nk_per_ul, r.verdict, r.borderline) == ("110", "PASS", "true")
     assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
-        110.0, math.sqrt(1 / 110 - 1 / 1000)
+        110.0, math.sqrt(1 / 110 + 1 / 1000)
     )
 
 
@@ -175,7 +176,7 @@ def test_chimerism_from_raw_peaks_feeds_the_interval(clean):
     )
     assert (r.donor_chimerism_sd, r.donor_nk_per_ul, r.verdict) == (f"{sd:.6g}", "60", "FAIL")
     assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
-        60.0, math.sqrt(1 / 500 - 1 / 5000), sd / 60
+        60.0, math.sqrt(1 / 500 + 1 / 5000), sd / 60
     )
     loci = pd.read_csv(d / "out" / "str_loci.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert dict(zip(loci.marker, loci.status, strict=True)) == {
@@ -439,3 +440,40 @@ def test_settings_refuse_unknown_keys_and_methods():
         match=r"'endpoints.absolute_count_method': found 'trucount'; expected one of dual_platform, single_platform_beads",
     ):
         ep.settings({"endpoints": {"absolute_count_method": "trucount"}})
+
+
+# --- the synthetic sample cohort: truth counts in, truth endpoints out
+
+REPO = Path(__file__).parents[2]
+TRUTH = REPO / "data" / "sample" / "truth"
+
+
+def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypatch):
+    """data/sample/truth (written by scripts/make_sample_data.py from its own event labels and
+    its own formula) against the merge fed with the true population counts and an all-PASS QC."""
+    pop = pd.read_csv(TRUTH / "populations.tsv", sep="\t", dtype=str)
+    pop = pop[~pop.population.isin(["events_in_file", "junk"])]
+    pop.assign(status="ok", reason="").to_csv(tmp_path / "counts.tsv", sep="\t", index=False)
+    tubes = pd.read_csv(TRUTH / "tubes.tsv", sep="\t", dtype=str)
+    qc = tubes[["sample_id", "tube"]].assign(tube_status="PASS", status="PASS", reason_code="")
+    qc.to_csv(tmp_path / "qc.tsv", sep="\t", index=False)
+    monkeypatch.chdir(REPO)
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    ep.run_merge(cfg, tmp_path / "counts.tsv", tmp_path / "qc.tsv", tmp_path / "out" / "visits.tsv")
+    ep.run_endpoints(cfg, tmp_path / "out" / "visits.tsv", tmp_path / "out")
+    got = pd.read_csv(
+        tmp_path / "out" / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
+    want = pd.read_csv(TRUTH / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert got[list(want.columns)].to_dict(orient="records") == want.to_dict(orient="records")
+    assert set(got.verdict) == {"PASS", "FAIL", "NOT_EVALUABLE"} and "true" in set(got.borderline)
+    p06 = got.set_index("patient_id").loc["P06"]  # off-day sample, CD56 preferred over PB
+    assert (p06.study_day, p06.chimerism_fraction) == ("13", "CD56")
+
+
+def test_config_defaults_schema_and_code_agree():
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "endpoints.schema.yaml").read_text())
+    from_schema = {k: v["default"] for k, v in schema["properties"].items()}
+    assert from_schema == ep.DEFAULTS
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert cfg["endpoints"] == ep.DEFAULTS

@@ -142,7 +142,8 @@ def _text(infos: list[dict[str, Any]], with_panel: bool) -> str:
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
-            out.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+            cells = (v.ljust(w) for v, w in zip(r, widths, strict=True))
+            out.append(("  " + "  ".join(cells)).rstrip())
         for w in info["warnings"]:
             out.append(f"WARNING: {w}")
         out.append("")

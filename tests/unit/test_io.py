@@ -351,3 +351,82 @@ def test_write_tsv_is_deterministic(tmp_path):
     df = pd.DataFrame({"a": [1.0, 1 / 3, float("nan")], "b": ["x", "y", None]})
     write_tsv(df, tmp_path / "sub" / "t.tsv")
     assert (tmp_path / "sub" / "t.tsv").read_bytes() == b"a\tb\n1\tx\n0.333333\ty\n\t\n"
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def _inspect_files(tmp_path):
+    good = _write(
+        tmp_path,
+        build_fcs(
+            NAMES,
+            EVENTS,
+            pns=["", "", "CD56 PE"],
+            extra={"$CYT": "LSRFortessa", "$DATE": "05-MAR-2024", "SPILL": "1,CD56,1"},
+        ),
+        "good.fcs",
+    )
+    bad = _write(tmp_path, build_fcs(NAMES, EVENTS, tot=5), "bad.fcs")
+    panel = tmp_path / "p.yaml"
+    panel.write_text("name: p\nmarkers: {CD56: {}, CD3: {}, FSC-A: {scatter: true}}\n")
+    return good, bad, panel
+
+
+def test_inspect_text_names_markers_and_exits_1_on_unreadable(tmp_path):
+    from nkflow.inspect import inspect_files
+
+    good, bad, panel = _inspect_files(tmp_path)
+    text, status = inspect_files([good, bad], panel=panel)
+    assert status == 1
+    lines = text.splitlines()
+    assert lines[0] == f"== {good}"
+    assert lines[1] == "version FCS3.1  instrument LSRFortessa  date 2024-03-05"
+    assert lines[2] == ("events 4  channels 3  datatype F  byte order little  data sets 1")
+    assert lines[3].startswith("spillover SPILL  sha256 ")
+    assert lines[4] == "panel p: missing markers CD3"
+    assert lines[5:9] == [
+        "  n  $PnN   $PnS     marker",
+        "  1  FSC-A           FSC-A",
+        "  2  SSC-A",
+        "  3  CD56   CD56 PE  CD56",
+    ]
+    assert f"== {bad}" in lines
+    assert lines[lines.index(f"== {bad}") + 1].startswith(
+        "ERROR: bad.fcs: DATA segment length mismatch"
+    )
+
+
+def test_inspect_tsv_and_json(tmp_path):
+    import json
+
+    from nkflow.inspect import inspect_files
+
+    good, _bad, panel = _inspect_files(tmp_path)
+    tsv, status = inspect_files([good], panel=panel, fmt="tsv")
+    assert status == 0
+    rows = [ln.split("\t") for ln in tsv.splitlines()]
+    assert rows[0] == [
+        "file", "status", "version", "instrument", "n_events", "channel", "pnn", "pns", "pnb",
+        "pnr", "pne", "marker", "message",
+    ]  # fmt: skip
+    assert rows[3] == [
+        str(good), "ok", "FCS3.1", "LSRFortessa", "4", "3", "CD56", "CD56 PE", "32", "262144",
+        "0,0", "CD56", "",
+    ]  # fmt: skip
+    doc, status = inspect_files([good], fmt="json")
+    info = json.loads(doc)[0]
+    assert status == 0
+    assert (info["n_events"], info["spillover"], info["channels"][2]["pns"]) == (
+        4,
+        "SPILL",
+        "CD56 PE",
+    )
+
+
+def test_inspect_unknown_format_is_config_error(tmp_path):
+    from nkflow.errors import ConfigError
+    from nkflow.inspect import inspect_files
+
+    with pytest.raises(ConfigError, match="inspect: format 'xml' is not known"):
+        inspect_files([], fmt="xml")

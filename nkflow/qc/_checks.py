@@ -287,7 +287,7 @@ def margin_events(
             floor = float(np.nanmin(x)) if np.isfinite(x).any() else None
             lo = x == floor if floor is not None else np.zeros(n, dtype=bool)
             if int(lo.sum()) < 2:
-                lo = np.zeros(n, dtype=bool)
+                floor, lo = None, np.zeros(n, dtype=bool)
         else:
             floor, lo = None, np.zeros(0, dtype=bool)
         per.append(MarginCount(str(ch.pnn), ceiling, int(hi.sum()), floor, int(lo.sum())))
@@ -459,8 +459,9 @@ def event_floor_checks(
         (WARN by default); other populations use ``min_numerator_events_other`` and
         ``low_numerator_events_other`` (PASS, i.e. recorded only, by default).
     n_total
-        Total events of the tube; when ``None``, the largest ``parent_events`` of a root row
-        (empty ``parent``) is used, and no total check is made if there is none.
+        Events in the file (before time QC; ``FcsSample.n_events``). When ``None``, the largest
+        ``parent_events`` of a root row (empty ``parent``) is used, which counts only the events
+        that survived time QC; no total check is made if there is no root row.
 
     Returns
     -------
@@ -491,7 +492,7 @@ def event_floor_checks(
                 "low_total_events" if low else "ok",
                 float(n_total),
                 float(fc.min_total_events),
-                f"{n_total} events in the tube"
+                f"{n_total} events in the file"
                 + (
                     f", below the floor of {fc.min_total_events} (qc.floors.min_total_events); "
                     f"too little sample was acquired"

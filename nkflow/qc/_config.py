@@ -253,7 +253,7 @@ class MarginConfig:
 class FloorConfig:
     """Minimum event counts (``qc.floors``)."""
 
-    min_total_events: int = 5000
+    min_total_events: int = 1000
     lymphocyte_population: str = "lymphocytes"
     min_lymphocyte_events: int = 500
     min_numerator_events: int = 100

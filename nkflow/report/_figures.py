@@ -79,7 +79,9 @@ def kinetics_figure(
         A ``data:image/png;base64`` URI.
     """
     plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.6), constrained_layout=True)
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.6), constrained_layout=True, sharex=True)
     markers = ["o", "s", "^", "D"]
     drawn = False
     for i, s in enumerate(nk_series):
@@ -116,14 +118,18 @@ def kinetics_figure(
             )
     ax1.axhline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
     ax1.text(
-        0.01,
+        0.99,
         threshold,
-        f" {threshold:g}/µL",
+        f"{threshold:g}/µL ",
         color="#b3261e",
+        ha="right",
         va="bottom",
         transform=ax1.get_yaxis_transform(),
     )
     ax1.set_yscale("log")
+    ax1.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
+    ax1.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax1.yaxis.set_minor_formatter(FuncFormatter(lambda _v, _pos: ""))
     ax1.set_xlabel("study day (day 0 = first NK infusion)")
     ax1.set_ylabel("NK cells / µL (log)")
     ax1.set_title(f"{patient_id}: NK cells per µL")
@@ -186,8 +192,13 @@ def cohort_figure(points: Sequence[CohortPoint], threshold: float) -> str:
             ax.plot([p.value], [y], "o", color=colour)
         else:
             ax.text(lowest * 1.05, y, "not evaluable", va="center", color=colour, fontsize=8)
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     ax.axvline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda _v, _pos: ""))
     ax.set_xlim(lowest, highest)
     ax.set_yticks(range(len(points)))
     ax.set_yticklabels([f"{p.patient_id} ({p.verdict})" for p in points], fontsize=8)

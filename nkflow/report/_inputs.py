@@ -1,7 +1,9 @@
 """Reading everything a report shows, once, into a :class:`ReportInputs` bundle.
 
 Contract: this is the only part of :mod:`nkflow.report` that touches the file system on the
-input side. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
+input side. The per-patient JSON (``cohort/patients/<id>.json``) holds the same endpoint and visit
+rows as the two cohort tables, so the pages read the tables and the sheets (infusions, response,
+adverse events) instead. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
 reaches the page exactly as the producing step wrote it. A missing endpoints table is a setup
 error (:class:`~nkflow.errors.ConfigError`); any other missing or unreadable input becomes a
 note on the page (and a log warning), never a crash, so a partial run still gets a report.
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 Row = dict[str, str]
+#: sheets whose rows are shown (as sources) on the patient pages
+SHOWN_SHEETS = ("samples", "cbc", "infusions", "response", "adverse_events")
 
 
 @dataclass
@@ -40,8 +44,12 @@ class ReportInputs:
         ``cohort/counts.tsv`` (empty list when the file is absent).
     samples
         Rows of the sample sheet named in ``config['sheets']['samples']`` (may be empty).
-    patients
-        ``patient_id`` -> the per-patient JSON document (absent patients missing).
+    sheets
+        Sheet role (``samples``, ``cbc``, ``infusions``, ``response``, ``adverse_events``) ->
+        its rows as text, for the source rows shown on the patient pages.
+    str_results, str_loci
+        Rows of ``cohort/str_results.tsv`` and ``cohort/str_loci.tsv`` (written only when raw
+        STR peaks are configured; empty otherwise).
     tube_provenance
         ``(sample_id, tube)`` -> the tube's ``provenance.json`` document.
     gating_png
@@ -63,7 +71,9 @@ class ReportInputs:
     qc: list[Row] = field(default_factory=list)
     counts: list[Row] = field(default_factory=list)
     samples: list[Row] = field(default_factory=list)
-    patients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sheets: dict[str, list[Row]] = field(default_factory=dict)
+    str_results: list[Row] = field(default_factory=list)
+    str_loci: list[Row] = field(default_factory=list)
     tube_provenance: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     gating_png: dict[tuple[str, str], Path] = field(default_factory=dict)
     input_hashes: list[tuple[str, str, str]] = field(default_factory=list)
@@ -167,10 +177,17 @@ def load_inputs(
         path = base / str(rel)
         if path.is_file():
             inp.input_hashes.append((f"sheet: {role}", str(rel), sha256_file(path)))
-            if role == "samples":
-                inp.samples, _ = _optional_table(path, "sample sheet", inp.missing)
+            if role in SHOWN_SHEETS:
+                inp.sheets[role], _ = _optional_table(path, f"sheet '{role}'", inp.missing)
+                if role == "samples":
+                    inp.samples = inp.sheets[role]
         else:
             inp.missing.append(f"sheet '{role}' not found at {path}")
+    for attr, name in (("str_results", "str_results.tsv"), ("str_loci", "str_loci.tsv")):
+        path = results_dir / "cohort" / name
+        if path.is_file():  # optional: only written when raw STR peaks are configured
+            setattr(inp, attr, _optional_table(path, name, inp.missing)[0])
+            inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
     for kind in ("panels", "gating"):
         for name, rel in sorted((config.get(kind) or {}).items()):
             path = base / str(rel)
@@ -186,17 +203,6 @@ def load_inputs(
             )
             if kind == "gating":
                 inp.gate_trees[name] = (str(rel), _read_yaml(path, inp.missing))
-
-    for row in endpoints:
-        pid = row["patient_id"]
-        path = results_dir / "cohort" / "patients" / f"{pid}.json"
-        if not path.is_file():
-            inp.missing.append(f"per-patient JSON for {pid} not found at {path}")
-            continue
-        try:
-            inp.patients[pid] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            inp.missing.append(f"per-patient JSON {path} unreadable: {exc}")
 
     tubes_dir = results_dir / "tubes"
     if tubes_dir.is_dir():

@@ -106,25 +106,6 @@ def flatten(doc: Any, prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
-def records_table(records: Sequence[dict[str, Any]]) -> str:
-    """Table of a list of flat dicts (columns = union of keys in first-seen order)."""
-    cols: list[str] = []
-    for r in records:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
-    rows = [[_cell(r.get(c)) for c in cols] for r in records]
-    return h.table(cols, rows)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, dict | list):
-        return json.dumps(v, sort_keys=True)
-    return str(v)
-
-
 def rows_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
     """Table of text rows with the given columns."""
     return h.table(list(columns), [[r.get(c, "") for c in columns] for r in rows])
@@ -186,6 +167,11 @@ def _banner(ep: Row, threshold: float) -> str:
         if sample
         else "No day-14 sample was chosen"
     )
+    if ep.get("window_days"):
+        where += f" (visit window {h.esc(ep['window_days'])}"
+        if ep.get("n_samples_in_window"):
+            where += f", {h.esc(ep['n_samples_in_window'])} sample(s) in it"
+        where += ")"
     lines = [
         f'<div class="headline">{headline}</div>',
         f"<div>{where}. Success means strictly more than {threshold:g} donor NK cells/µL.</div>",
@@ -219,11 +205,10 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
     alc_src = [
         f"original value {src_val} {src_unit}" if src_val or src_unit else f"original value {nr}",
         f"date {ep.get('alc_date', '') or nr}",
-        f"CBC row {first(ep, 'alc_source_row', 'alc_row', 'cbc_row') or nr}",
+        cbc_source_row(ep, inp),
     ]
-    sheet = (inp.config.get("sheets") or {}).get("cbc", "")
-    if sheet:
-        alc_src.append(f"table {sheet}")
+    if first(ep, "alc_status") not in ("", "ok"):
+        alc_src.append(f"status {ep['alc_status']}")
 
     nk_pct = ep.get("nk_pct_of_lymphocytes", "")
     num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
@@ -255,14 +240,12 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
     chim_src = [
         f"fraction {ep.get('chimerism_fraction', '') or nr}",
         f"date {first(ep, 'chimerism_date') or nr}",
+        f"source {first(ep, 'chimerism_source') or nr}",
     ]
-    loci = first(ep, "chimerism_n_loci", "chimerism_loci", "n_loci")
-    source = first(ep, "chimerism_source", "chimerism_method")
-    if source:
-        chim_src.append(f"source {source}")
-    if loci:
-        sd = first(ep, "chimerism_sd", "chimerism_sd_pct")
-        chim_src.append(f"{loci} informative STR loci" + (f", SD {sd}" if sd else ""))
+    sd = first(ep, "donor_chimerism_sd", "chimerism_sd")
+    if sd:
+        chim_src.append(f"SD {sd}")
+    chim_src.extend(str_loci_text(ep, inp))
 
     result = ep.get("donor_nk_per_ul", "")
     rows = [
@@ -290,6 +273,60 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
         "The numbers behind it",
         h.table(["quantity", "value", "source"], rows) + formula + full,
     )
+
+
+def cbc_source_row(ep: Row, inp: ReportInputs) -> str:
+    """Where the ALC came from: ``alc_source_row`` when the table has it, else the CBC sheet's
+    1-based data row with the same patient, date and original value (found, not computed)."""
+    sheet = (inp.config.get("sheets") or {}).get("cbc", "")
+    given = first(ep, "alc_source_row", "cbc_row")
+    if given:
+        return f"{sheet or 'CBC sheet'} row {given}"
+    rows = inp.sheets.get("cbc", [])
+    if not sheet or not rows or not ep.get("alc_date"):
+        return f"CBC row {NOT_RECORDED}"
+    hits = [
+        i
+        for i, r in enumerate(rows, start=1)
+        if r.get("patient_id") == ep.get("patient_id")
+        and r.get("date") == ep.get("alc_date")
+        and r.get("alc_value") == ep.get("alc_source_value")
+    ]
+    if len(hits) == 1:
+        return f"{sheet} data row {hits[0]}"
+    return f"{sheet}: {len(hits)} rows match patient, date and value"
+
+
+def str_loci_text(ep: Row, inp: ReportInputs) -> list[str]:
+    """Loci detail when % donor was computed from STR peaks (str_results/str_loci tables)."""
+    if first(ep, "chimerism_source") != "str_peaks":
+        return []
+    key = (ep.get("patient_id"), ep.get("chimerism_date"), ep.get("chimerism_fraction"))
+
+    def match(r: Row) -> bool:
+        return (r.get("patient_id"), r.get("date"), r.get("fraction")) == key
+
+    out = []
+    res = next((r for r in inp.str_results if match(r)), None)
+    if res is not None:
+        out.append(
+            f"{res.get('n_loci', '') or NOT_RECORDED} informative loci"
+            f" (CV {res.get('donor_pct_cv', '') or NOT_RECORDED},"
+            f" {res.get('n_loci_excluded_outlier', '') or '0'} excluded as outliers)"
+        )
+    loci = [r for r in inp.str_loci if match(r)]
+    if loci:
+        out.append(
+            "loci "
+            + ", ".join(
+                f"{r.get('marker', '')} {r.get('donor_pct', '') or '-'}"
+                + ("" if r.get("status", "ok") == "ok" else f" [{r.get('status')}]")
+                for r in loci
+            )
+        )
+    if not out:
+        out.append("STR loci: str_results.tsv / str_loci.tsv not found")
+    return out
 
 
 def _series(rows: Sequence[Row], label: str, col: str, ci: bool = False) -> Series:
@@ -331,6 +368,7 @@ def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         "sample_id",
         "collection_date",
         "study_day",
+        "status",
         "alc_per_ul",
         "nk_pct_of_lymphocytes",
         total_col,
@@ -341,6 +379,7 @@ def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         "treg_pct_of_cd4",
         ki_col,
         "treg_ki67_per_ul",
+        "flags",
     ]
     cols = [c for c in wanted if c in inp.visits_columns]
     body = h.img(
@@ -355,60 +394,64 @@ def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
     return h.section("kinetics", "Kinetics over visits", body)
 
 
-def _records(doc: dict[str, Any], *keys: str) -> list[dict[str, Any]] | None:
-    for k in keys:
-        v = doc.get(k)
-        if isinstance(v, list):
-            return [x if isinstance(x, dict) else {"value": x} for x in v]
-    return None
+def _patient_rows(rows: Sequence[Row], pid: str) -> list[Row]:
+    return [r for r in rows if r.get("patient_id") == pid]
 
 
 def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
-    doc = inp.patients.get(pid)
-    if doc is None:
-        return h.section(
-            "dose",
-            "Dose, response and adverse events",
-            h.note(f"No per-patient JSON (cohort/patients/{pid}.json) was found."),
-        )
-    parts = []
-    inf = _records(doc, "infusions", "doses", "dose_table")
-    parts.append("<h3>NK-cell infusions</h3>")
-    parts.append(records_table(inf) if inf else h.note("No infusions recorded."))
+    sheets = inp.config.get("sheets") or {}
+    parts = ["<h3>NK-cell infusions</h3>"]
+    inf = sorted(
+        _patient_rows(inp.sheets.get("infusions", []), pid),
+        key=lambda r: to_float(r.get("infusion_number", "")) or 0.0,
+    )
+    if inf:
+        cols = [c for c in inf[0] if c != "patient_id"]
+        per_kg = [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
+        body = [[r.get(c, "") for c in cols] for r in inf]
+        if len(per_kg) == len(inf):
+            cols = [*cols, "cells/kg (endpoints.tsv)"]
+            body = [[*row, k] for row, k in zip(body, per_kg, strict=True)]
+        parts.append(h.table(cols, body))
+        parts.append(h.note(f"Source: {sheets.get('infusions', 'infusion sheet')}."))
+    else:
+        parts.append(h.note("No infusion rows for this patient in the infusion sheet."))
     totals = [
         (c, ep[c])
-        for c in ("n_infusions", "cells_per_kg_total", "cells_infused_total")
+        for c in ("n_infusions", "cells_per_kg_total", "nk_donor_is_hsct_donor")
         if ep.get(c, "")
     ]
-    for k in ("cells_per_kg_total", "n_infusions", "dose_flags"):
-        if k in doc and not any(t[0] == k for t in totals):
-            totals.append((k, _cell(doc[k])))
     if totals:
         parts.append(h.key_value_table(totals))
-    for title, keys in (
-        ("Response assessments", ("response", "responses", "response_assessments")),
-        ("Adverse events", ("adverse_events", "adverse", "aes")),
+    for role, title, summary_cols in (
+        (
+            "response",
+            "Response assessments",
+            ("response_summary", "last_response", "last_mrd_status"),
+        ),
+        (
+            "adverse_events",
+            "Adverse events",
+            (
+                "n_adverse_events",
+                "max_ctcae_grade",
+                "n_related_adverse_events",
+                "adverse_event_summary",
+            ),
+        ),
     ):
-        recs = _records(doc, *keys)
-        if recs is not None:
-            parts.append(f"<h3>{h.esc(title)}</h3>")
-            parts.append(records_table(recs) if recs else h.note("None recorded."))
-    shown = {
-        "infusions",
-        "doses",
-        "dose_table",
-        "response",
-        "responses",
-        "response_assessments",
-        "adverse_events",
-        "adverse",
-        "aes",
-    }
-    rest = {k: v for k, v in doc.items() if k not in shown}
-    if rest:
-        parts.append(
-            h.details("Everything else in the per-patient JSON", h.key_value_table(flatten(rest)))
-        )
+        if role not in sheets and not any(ep.get(c) for c in summary_cols):
+            continue
+        parts.append(f"<h3>{h.esc(title)}</h3>")
+        rows = _patient_rows(inp.sheets.get(role, []), pid)
+        if rows:
+            parts.append(rows_table(rows, [c for c in rows[0] if c != "patient_id"]))
+            parts.append(h.note(f"Source: {sheets.get(role, role)}."))
+        else:
+            parts.append(h.note("None recorded."))
+        summary = [(c, ep[c]) for c in summary_cols if ep.get(c, "")]
+        if summary:
+            parts.append(h.key_value_table(summary))
     return h.section("dose", "Dose, response and adverse events", "\n".join(parts))
 
 
@@ -531,19 +574,28 @@ def _provenance(
     run_date: str,
     tube_keys: Sequence[tuple[str, str]],
     gate_names: Sequence[str] | None,
+    *,
+    cohort: bool = False,
 ) -> str:
+    """Provenance section; ``cohort=True`` (index) folds the FCS list and omits per-tube files."""
     from nkflow.config import config_digest
     from nkflow.provenance import software_versions
 
     files = [[role, path, sha] for role, path, sha in inp.input_hashes]
+    fcs = []
     for key in tube_keys:
         prov = inp.tube_provenance.get(key)
         if prov is None:
-            files.append([f"FCS {key[0]}/{key[1]}", "provenance.json not found", ""])
+            fcs.append([f"FCS {key[0]}/{key[1]}", "provenance.json not found", ""])
             continue
         path, sha = fcs_of(prov)
-        files.append([f"FCS {key[0]}/{key[1]}", path or NOT_RECORDED, sha or NOT_RECORDED])
-    body = "<h3>Input files (sha256)</h3>" + h.table(["role", "path", "sha256"], files)
+        fcs.append([f"FCS {key[0]}/{key[1]}", path or NOT_RECORDED, sha or NOT_RECORDED])
+    columns = ["role", "path", "sha256"]
+    if cohort:
+        body = "<h3>Input files (sha256)</h3>" + h.table(columns, files)
+        body += h.details(f"FCS files ({len(fcs)})", h.table(columns, fcs))
+    else:
+        body = "<h3>Input files (sha256)</h3>" + h.table(columns, files + fcs)
     versions = software_versions()
     order = [*KEY_PACKAGES, *(k for k in versions if k not in KEY_PACKAGES)]
     body += "<h3>Software versions (report build)</h3>" + h.table(
@@ -574,7 +626,7 @@ def _provenance(
             f"provenance.json of {k[0]}/{k[1]}", h.key_value_table(flatten(inp.tube_provenance[k]))
         )
         for k in tube_keys
-        if k in inp.tube_provenance
+        if k in inp.tube_provenance and not cohort
     ]
     if per_tube:
         body += "<h3>Per-tube provenance</h3>" + "\n".join(per_tube)
@@ -711,15 +763,32 @@ def _qc_summary(inp: ReportInputs) -> str:
         r.get("sample_id", ""): r.get("patient_id", "") for r in [*inp.samples, *inp.visits]
     }
     status_rows = _tube_status_rows(inp.qc)
-    body += "<h3>Every tube</h3>" + h.table(
-        ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
-        [
-            [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
-            for r in status_rows
-        ],
-        raw_columns=range(5),
-        css_class="sortable",
-        table_id="qc-tubes",
+    flagged = [r for r in status_rows if 'class="badge PASS"' not in r[2]]
+    body += f"<h3>Tubes not PASS ({len(flagged)} of {len(status_rows)})</h3>"
+    body += (
+        h.table(
+            ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
+            [
+                [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
+                for r in flagged
+            ],
+            raw_columns=range(5),
+        )
+        if flagged
+        else h.note("Every tube passed QC.")
+    )
+    body += h.details(
+        f"Every tube ({len(status_rows)})",
+        h.table(
+            ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
+            [
+                [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
+                for r in status_rows
+            ],
+            raw_columns=range(5),
+            css_class="sortable",
+            table_id="qc-tubes",
+        ),
     )
     time_rows = [r for r in inp.qc if _is_time_check(r)]
     body += h.details(
@@ -780,7 +849,7 @@ def render_index(inp: ReportInputs, run_date: str) -> str:
             h.section("patients", "Patients", summary + _cohort_table(inp)),
             h.section("plot", "Cohort plot", plot),
             _qc_summary(inp),
-            _provenance(inp, run_date, sorted(set(inp.tube_provenance)), None),
+            _provenance(inp, run_date, sorted(set(inp.tube_provenance)), None, cohort=True),
         ]
     )
     nav = _nav(

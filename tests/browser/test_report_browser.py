@@ -118,6 +118,7 @@ def _screenshot(driver: Any, name: str) -> Path:
     """A laptop-viewport screenshot and a full-page one; returns the full-page path."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.set_window_size(*LAPTOP)
+    driver.execute_script("window.scrollTo(0, 0);")
     driver.save_screenshot(str(SCREENSHOTS / f"{name}_viewport.png"))
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(LAPTOP[0], min(int(height) + 100, 16000))

@@ -1,14 +1,15 @@
 """Unit tests of nkflow.report, and the hand-built results directory they (and the browser
 test, tests/browser/test_report_browser.py) render.
 
-Four patients with known answers, written as the producing steps document them
-(docs/DEVELOPING.md, config/README.md):
+Four patients with known answers, in the formats the producers write (nkflow.endpoints:
+ENDPOINT_COLUMNS / VISIT_COLUMNS, per-patient JSON {patient_id, endpoint, visits}; qc.tsv and
+provenance.json per docs/DEVELOPING.md):
 
-- P01 PASS: ALC 0.45 x10^3/uL -> 450/uL, NK 380/1000 live events = 38 %, donor 72 % (CD56,
-  5 loci) -> 123.12/uL (DOMAIN.md worked example), interval 101.5-148, day 13.
-- P02 FAIL, borderline: 95.5/uL, interval 80.2-112.9 (contains 100), day 14.
+- P01 PASS: ALC 0.45 x10^3/uL -> 450/uL (cbc.tsv data row 3), NK 380/1000 live events = 38 %,
+  donor 72 % (CD56, table) -> 123.12/uL (DOMAIN.md worked example), interval 101.5-148, day 13.
+- P02 FAIL, borderline: 95.5/uL, interval 80.2-112.9 (contains 100), day 14, QC WARN flag.
 - P03 NOT_EVALUABLE: day-14 NK tube failed time QC (reason qc_fail:time_burst).
-- P04 FAIL: 12.25/uL, interval 9.1-15.8, day 15, flag nk_donor_is_hsct_donor.
+- P04 FAIL: 12.25/uL, interval 9.1-15.8, day 15, % donor from STR peaks (4 loci).
 
 Only files are written; nothing is computed from them here.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 import struct
@@ -61,209 +63,103 @@ def _tsv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-ENDPOINT_COLUMNS = [
-    "patient_id",
-    "sample_id",
-    "study_day",
-    "alc_per_ul",
-    "nk_pct_of_lymphocytes",
-    "chimerism_fraction",
-    "donor_chimerism_pct",
-    "donor_nk_per_ul",
-    "verdict",
-    "reason",
-    "donor_nk_per_ul_lo95",
-    "donor_nk_per_ul_hi95",
-    "borderline",
-    "flags",
-    "qc_status",
-    "alc_source_value",
-    "alc_source_unit",
-    "alc_date",
-    "alc_source_row",
-    "nk_events",
-    "lymphocyte_events",
-    "nk_tube_fcs",
-    "chimerism_date",
-    "chimerism_n_loci",
-    "chimerism_sd",
-    "cells_per_kg_total",
-    "n_infusions",
-]
-
-ENDPOINT_ROWS = [
-    # fmt: off
-    [
-        "P01",
-        "P01-D14",
-        "13",
-        "450",
-        "38",
-        "CD56",
-        "72",
-        "123.12",
-        "PASS",
-        "",
-        "101.5",
-        "148",
-        "False",
-        "",
-        "PASS",
-        "0.45",
-        "10^3/uL",
-        "2024-01-15",
-        "3",
-        "380",
-        "1000",
-        "P01_D14_nk.fcs",
-        "2024-01-15",
-        "5",
-        "2.1",
-        "9e+06",
-        "3",
-    ],
-    [
-        "P02",
-        "P02-D14",
-        "14",
-        "500",
-        "25",
-        "PB",
-        "76.4",
-        "95.5",
-        "FAIL",
-        "",
-        "80.2",
-        "112.9",
-        "True",
-        "qc_warn:low_events",
-        "WARN",
-        "500",
-        "cells/uL",
-        "2024-02-16",
-        "7",
-        "250",
-        "1000",
-        "P02_D14_nk.fcs",
-        "2024-02-16",
-        "",
-        "",
-        "6e+06",
-        "3",
-    ],
-    [
-        "P03",
-        "P03-D14",
-        "14",
-        "610",
-        "",
-        "CD56",
-        "80",
-        "",
-        "NOT_EVALUABLE",
-        "qc_fail:time_burst",
-        "",
-        "",
-        "False",
-        "",
-        "FAIL",
-        "0.61",
-        "10^9/L",
-        "2024-03-20",
-        "11",
-        "",
-        "",
-        "P03_D14_nk.fcs",
-        "2024-03-20",
-        "",
-        "",
-        "9e+06",
-        "3",
-    ],
-    [
-        "P04",
-        "P04-D14",
-        "15",
-        "350",
-        "5",
-        "CD56",
-        "70",
-        "12.25",
-        "FAIL",
-        "",
-        "9.1",
-        "15.8",
-        "False",
-        "nk_donor_is_hsct_donor",
-        "PASS",
-        "350",
-        "cells/uL",
-        "2024-04-22",
-        "15",
-        "50",
-        "1000",
-        "P04_D14_nk.fcs",
-        "2024-04-22",
-        "4",
-        "3.5",
-        "1.2e+07",
-        "3",
-    ],
-    # fmt: on
-]
-
-VISIT_COLUMNS = [
-    "patient_id",
-    "sample_id",
-    "collection_date",
-    "study_day",
-    "alc_per_ul",
-    "nk_pct_of_lymphocytes",
-    "nk_per_ul",
-    "nk_per_ul_lo95",
-    "nk_per_ul_hi95",
-    "donor_chimerism_pct",
-    "donor_nk_per_ul",
-    "donor_nk_per_ul_lo95",
-    "donor_nk_per_ul_hi95",
-    "treg_pct_of_cd4",
-    "treg_ki67_pct_of_cd4",
-    "treg_ki67_per_ul",
-]
+def _dict_rows(records: list[dict[str, str]]) -> tuple[list[str], list[list[str]]]:
+    cols: list[str] = []
+    for r in records:
+        cols.extend(k for k in r if k not in cols)
+    return cols, [[r.get(c, "") for c in cols] for r in records]
 
 
-def _visit_rows() -> list[list[str]]:
+_COMMON = {"window_days": "12-16", "count_method": "dual_platform", "n_infusions": "3"}
+ENDPOINTS: list[dict[str, str]] = [
+    {
+        "patient_id": "P01", "sample_id": "P01-D14", "study_day": "13", "alc_per_ul": "450",
+        "nk_pct_of_lymphocytes": "38", "chimerism_fraction": "CD56",
+        "donor_chimerism_pct": "72", "donor_nk_per_ul": "123.12", "verdict": "PASS",
+        "reason": "", "donor_nk_per_ul_lo95": "101.5", "donor_nk_per_ul_hi95": "148",
+        "borderline": "false", "verdict_basis": "donor_nk_per_ul 123.12 > 100 (95% 101.5-148)",
+        "flags": "", "qc_status": "PASS", "n_samples_in_window": "1",
+        "alc_source_value": "0.45", "alc_source_unit": "10^3/uL", "alc_date": "2024-01-14",
+        "nk_events": "380", "lymphocyte_events": "1000", "lymphocyte_population": "live",
+        "chimerism_date": "2024-01-14", "chimerism_source": "table", "donor_chimerism_sd": "",
+        "nk_tube_fcs": "fcs/P01_D14_nk.fcs", "cells_per_kg_infusions": "3e+06,3e+06,3e+06",
+        "cells_per_kg_total": "9e+06", "nk_donor_is_hsct_donor": "false",
+        "response_summary": "2024-02-28 CR (ELN 2017)", "last_response": "CR",
+        "n_adverse_events": "1", "max_ctcae_grade": "1", **_COMMON,
+    },
+    {
+        "patient_id": "P02", "sample_id": "P02-D14", "study_day": "14", "alc_per_ul": "500",
+        "nk_pct_of_lymphocytes": "25", "chimerism_fraction": "PB",
+        "donor_chimerism_pct": "76.4", "donor_nk_per_ul": "95.5", "verdict": "FAIL",
+        "reason": "", "donor_nk_per_ul_lo95": "80.2", "donor_nk_per_ul_hi95": "112.9",
+        "borderline": "true", "flags": "qc_warn:low_events", "qc_status": "WARN",
+        "alc_source_value": "500", "alc_source_unit": "cells/uL", "alc_date": "2024-01-15",
+        "nk_events": "250", "lymphocyte_events": "1000", "lymphocyte_population": "live",
+        "chimerism_date": "2024-01-15", "chimerism_source": "table",
+        "nk_tube_fcs": "fcs/P02_D14_nk.fcs", "cells_per_kg_total": "6e+06", **_COMMON,
+    },
+    {
+        "patient_id": "P03", "sample_id": "P03-D14", "study_day": "14", "alc_per_ul": "610",
+        "nk_pct_of_lymphocytes": "", "chimerism_fraction": "CD56",
+        "donor_chimerism_pct": "80", "donor_nk_per_ul": "", "verdict": "NOT_EVALUABLE",
+        "reason": "qc_fail:time_burst", "borderline": "", "qc_status": "FAIL",
+        "alc_source_value": "0.61", "alc_source_unit": "10^9/L", "alc_date": "2024-01-15",
+        "chimerism_date": "2024-01-15", "chimerism_source": "table",
+        "nk_tube_fcs": "fcs/P03_D14_nk.fcs", "cells_per_kg_total": "9e+06", **_COMMON,
+    },
+    {
+        "patient_id": "P04", "sample_id": "P04-D14", "study_day": "15", "alc_per_ul": "350",
+        "nk_pct_of_lymphocytes": "5", "chimerism_fraction": "PB",
+        "donor_chimerism_pct": "70", "donor_nk_per_ul": "12.25", "verdict": "FAIL",
+        "reason": "", "donor_nk_per_ul_lo95": "9.1", "donor_nk_per_ul_hi95": "15.8",
+        "borderline": "false", "flags": "nk_donor_is_hsct_donor", "qc_status": "PASS",
+        "alc_source_value": "350", "alc_source_unit": "cells/uL", "alc_date": "2024-01-16",
+        "nk_events": "50", "lymphocyte_events": "1000", "lymphocyte_population": "live",
+        "chimerism_date": "2024-01-16", "chimerism_source": "str_peaks",
+        "donor_chimerism_sd": "3.5", "nk_tube_fcs": "fcs/P04_D14_nk.fcs",
+        "cells_per_kg_total": "1.2e+07", "nk_donor_is_hsct_donor": "true", **_COMMON,
+    },
+]  # fmt: skip
+
+# donor and total NK/uL per visit (D00, D07, D14, D28); D14 donor values match ENDPOINTS
+DONOR = {
+    "P01": ["", "40.5", "123.12", "310"],
+    "P02": ["", "20", "95.5", "150"],
+    "P03": ["", "35", "", "60"],
+    "P04": ["", "3", "12.25", "8"],
+}
+TOTAL = {
+    "P01": ["60", "57.9", "171", "443"],
+    "P02": ["55", "26.2", "125", "196"],
+    "P03": ["70", "43.8", "", "75"],
+    "P04": ["30", "4.3", "17.5", "11.4"],
+}
+
+
+def _visits() -> list[dict[str, str]]:
     rows = []
-    # donor NK/uL per patient per visit (D14 values match ENDPOINT_ROWS)
-    donor = {
-        "P01": ["", "40.5", "123.12", "310"],
-        "P02": ["", "20", "95.5", "150"],
-        "P03": ["", "35", "", "60"],
-        "P04": ["", "3", "12.25", "8"],
-    }
     for pid in PATIENTS:
         for i, (visit, day) in enumerate(DAYS.items()):
-            d = donor[pid][i]
-            shown_day = CHOSEN_DAY[pid] if visit == "D14" else str(day)
+            d = DONOR[pid][i]
             rows.append(
-                [
-                    pid,
-                    f"{pid}-{visit}",
-                    f"2024-01-{1 + day:02d}",
-                    shown_day,
-                    "450",
-                    "20",
-                    "90" if d else "",
-                    "80" if d else "",
-                    "101" if d else "",
-                    "70" if d else "",
-                    d,
-                    str(round(float(d) * 0.8, 2)) if d else "",
-                    str(round(float(d) * 1.2, 2)) if d else "",
-                    str(4.5 + i),
-                    str(0.5 + i / 2),
-                    str(1 + i),
-                ]
+                {
+                    "patient_id": pid,
+                    "sample_id": f"{pid}-{visit}",
+                    "collection_date": f"2024-01-{1 + day:02d}",
+                    "study_day": CHOSEN_DAY[pid] if visit == "D14" else str(day),
+                    "status": "not_evaluable" if pid == "P03" and visit == "D14" else "ok",
+                    "alc_per_ul": "450",
+                    "nk_pct_of_lymphocytes": "20",
+                    "total_nk_per_ul": TOTAL[pid][i],
+                    "donor_chimerism_pct": "70" if d else "",
+                    "donor_nk_per_ul": d,
+                    "donor_nk_per_ul_lo95": {"": "", "123.12": "101.5"}.get(d, d and "1"),
+                    "donor_nk_per_ul_hi95": {"": "", "123.12": "148"}.get(d, d and "400"),
+                    "treg_pct_of_cd4": ["4.5", "5.5", "6.5", "7.5"][i],
+                    "treg_ki67_pct_of_cd4": ["0.5", "1", "1.5", "2"][i],
+                    "treg_ki67_per_ul": ["1", "2", "3", "4"][i],
+                    "flags": "",
+                }
             )
     return rows
 
@@ -289,8 +185,9 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     """
     results = root / "results"
     sheets = root / "sheets"
-    _tsv(results / "cohort" / "endpoints.tsv", ENDPOINT_COLUMNS, ENDPOINT_ROWS)
-    _tsv(results / "cohort" / "visits.tsv", VISIT_COLUMNS, _visit_rows())
+    _tsv(results / "cohort" / "endpoints.tsv", *_dict_rows(ENDPOINTS))
+    visits = _visits()
+    _tsv(results / "cohort" / "visits.tsv", *_dict_rows(visits))
     qc_rows = []
     sample_rows = []
     for pid in PATIENTS:
@@ -338,29 +235,27 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
         ["sample_id", "tube", "population", "events"],
         [["P01-D14", "nk", "nk", "380"]],
     )
+    _tsv(
+        results / "cohort" / "str_results.tsv",
+        ["patient_id", "date", "fraction", "donor_pct", "donor_pct_sd", "donor_pct_cv", "n_loci"]
+        + ["n_loci_excluded_outlier", "status"],
+        [["P04", "2024-01-16", "PB", "70", "3.5", "0.05", "4", "1", "ok"]],
+    )
+    _tsv(
+        results / "cohort" / "str_loci.tsv",
+        ["patient_id", "date", "fraction", "marker", "donor_pct", "status"],
+        [
+            ["P04", "2024-01-16", "PB", "D3S1358", "68", "ok"],
+            ["P04", "2024-01-16", "PB", "vWA", "72", "ok"],
+            ["P04", "2024-01-16", "PB", "TH01", "", "stutter_conflict"],
+        ],
+    )
+    endpoint_by = {e["patient_id"]: e for e in ENDPOINTS}
     for pid in PATIENTS:
         doc = {
             "patient_id": pid,
-            "infusions": [
-                {
-                    "infusion_number": n,
-                    "infusion_date": f"2024-01-0{n}",
-                    "cells_infused": 100000000,
-                    "body_weight_kg": 33.3,
-                    "cells_per_kg": 3.0e6,
-                }
-                for n in (1, 2, 3)
-            ],
-            "response": [
-                {"assessment_date": "2024-02-28", "criteria": "ELN 2017", "category": "CR"}
-            ]
-            if pid == "P01"
-            else [],
-            "adverse_events": [
-                {"date": "2024-01-02", "term": "fever", "ctcae_grade": 1, "relation": "possible"}
-            ]
-            if pid in ("P01", "P02")
-            else [],
+            "endpoint": endpoint_by[pid],
+            "visits": [v for v in visits if v["patient_id"] == pid],
         }
         path = results / "cohort" / "patients" / f"{pid}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,7 +269,26 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     _tsv(
         sheets / "cbc.tsv",
         ["patient_id", "date", "alc_value", "alc_unit"],
-        [["P01", "2024-01-15", "0.45", "10^3/uL"]],
+        [
+            ["P01", "2024-01-01", "0.3", "10^3/uL"],
+            ["P02", "2024-01-15", "500", "cells/uL"],
+            ["P01", "2024-01-14", "0.45", "10^3/uL"],
+        ],
+    )
+    _tsv(
+        sheets / "infusions.tsv",
+        ["patient_id", "infusion_number", "infusion_date", "cells_infused", "body_weight_kg"],
+        [[pid, n, f"2024-01-0{n}", "100000000", "33.3"] for pid in PATIENTS for n in (3, 1, 2)],
+    )
+    _tsv(
+        sheets / "response.tsv",
+        ["patient_id", "assessment_date", "criteria", "category"],
+        [["P01", "2024-02-28", "ELN 2017", "CR"]],
+    )
+    _tsv(
+        sheets / "adverse_events.tsv",
+        ["patient_id", "date", "term", "ctcae_grade", "relation"],
+        [["P01", "2024-01-02", "fever", "1", "possible"]],
     )
     gating = root / "gating" / "nk_v1.yaml"
     gating.parent.mkdir(parents=True, exist_ok=True)
@@ -385,10 +299,16 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
         encoding="utf-8",
     )
     config = {
-        "sheets": {"samples": "sheets/samples.tsv", "cbc": "sheets/cbc.tsv"},
+        "sheets": {
+            "samples": "sheets/samples.tsv",
+            "cbc": "sheets/cbc.tsv",
+            "infusions": "sheets/infusions.tsv",
+            "response": "sheets/response.tsv",
+            "adverse_events": "sheets/adverse_events.tsv",
+        },
         "gating": {"nk_v1": "gating/nk_v1.yaml"},
         "panels": {},
-        "endpoints": {"threshold": 100, "lymphocyte_population": "live"},
+        "endpoints": {"threshold_per_ul": 100.0, "lymphocyte_population": "live"},
         "results": "results",
     }
     return config, results
@@ -424,7 +344,10 @@ def test_banner_shows_verdict_word_value_interval_and_actual_day(rendered):
     assert 'class="banner v-PASS"' in banner
     assert '<div class="verdict-word">PASS</div>' in banner
     assert "Donor NK cells at day 14: <b>123.12 /µL</b> (95 % interval 101.5 – 148)" in banner
-    assert "Sample P01-D14, actual study day <b>13</b>" in banner
+    assert (
+        "Sample P01-D14, actual study day <b>13</b> (visit window 12-16, 1 sample(s) in it)"
+        in banner
+    )
     assert "strictly more than 100 donor NK cells/µL" in banner
 
 
@@ -441,18 +364,26 @@ def test_borderline_and_not_evaluable_are_words_not_only_colours(rendered):
 def test_numbers_behind_the_verdict_carry_their_sources(rendered):
     numbers = _section(rendered["P01"], "numbers")
     assert (
-        "<td>450 cells/µL</td><td>original value 0.45 10^3/uL; date 2024-01-15; CBC row 3; "
-        "table sheets/cbc.tsv</td>" in numbers
+        "<td>450 cells/µL</td><td>original value 0.45 10^3/uL; date 2024-01-14; "
+        "sheets/cbc.tsv data row 3</td>" in numbers
     )
     assert (
-        "<td>38 %</td><td>380 NK events / 1000 live events; tube nk; FCS file P01_D14_nk.fcs</td>"
-        in numbers
+        "<td>38 %</td><td>380 NK events / 1000 live events; tube nk; "
+        "FCS file fcs/P01_D14_nk.fcs; absolute-count method dual_platform</td>" in numbers
     )
-    assert (
-        "<td>72 %</td><td>fraction CD56; date 2024-01-15; 5 informative STR loci, SD 2.1</td>"
-        in numbers
-    )
+    assert "<td>72 %</td><td>fraction CD56; date 2024-01-14; source table</td>" in numbers
     assert "450 × 38 % × 72 % = <b>123.12</b>" in numbers
+
+
+def test_chimerism_from_peaks_shows_loci_and_cbc_row_ambiguity(rendered):
+    numbers = _section(rendered["P04"], "numbers")
+    assert (
+        "<td>70 %</td><td>fraction PB; date 2024-01-16; source str_peaks; SD 3.5; "
+        "4 informative loci (CV 0.05, 1 excluded as outliers); "
+        "loci D3S1358 68, vWA 72, TH01 - [stutter_conflict]</td>" in numbers
+    )
+    # P04's ALC row is not in the fixture's cbc.tsv: the page says so instead of guessing
+    assert "sheets/cbc.tsv: 0 rows match patient, date and value" in numbers
 
 
 def test_missing_source_fields_say_not_recorded_instead_of_guessing(rendered):
@@ -466,12 +397,19 @@ def test_kinetics_dose_response_and_adverse_events(rendered):
     assert kin.count('<img src="data:image/png;base64,') == 1
     assert '<td>P01-D28</td><td>2024-01-29</td><td class="num">28</td>' in kin
     dose = _section(rendered["P01"], "dose")
-    assert "<th>infusion_number</th><th>infusion_date</th><th>cells_infused</th>" in dose
-    assert '<td class="num">3</td><td>2024-01-03</td><td class="num">100000000</td>' in dose
+    # infusion rows come sorted by number (the sheet lists 3, 1, 2), beside endpoints' cells/kg
+    assert (
+        "<th>infusion_number</th><th>infusion_date</th><th>cells_infused</th>"
+        "<th>body_weight_kg</th><th>cells/kg (endpoints.tsv)</th>" in dose
+    )
+    assert re.findall(r'<tr><td class="num">(\d)</td><td>2024-01-0\d</td>', dose) == ["1", "2", "3"]
+    assert '<td class="num">33.3</td><td class="num">3e+06</td></tr>' in dose
+    assert '<td>cells_per_kg_total</td><td class="num">9e+06</td>' in dose
     assert "<h3>Response assessments</h3>" in dose and "<td>ELN 2017</td><td>CR</td>" in dose
+    assert "<td>response_summary</td><td>2024-02-28 CR (ELN 2017)</td>" in dose
     assert '<td>fever</td><td class="num">1</td><td>possible</td>' in dose
-    assert "<h3>Adverse events</h3>" in _section(rendered["P03"], "dose")
-    assert "None recorded." in _section(rendered["P03"], "dose")
+    p03 = _section(rendered["P03"], "dose")
+    assert "<h3>Adverse events</h3>" in p03 and "None recorded." in p03
 
 
 def test_qc_section_lists_statuses_reasons_and_time_qc_removals(rendered):
@@ -553,6 +491,9 @@ def test_index_qc_summary_counts_tubes_by_status(rendered):
     assert "<td>nk</td>" + "".join(n.format(x) for x in (15, 0, 1, 16)) in qc
     assert "<td>treg</td>" + "".join(n.format(x) for x in (16, 0, 0, 16)) in qc
     assert "Time-QC rows across tubes (32)" in qc
+    flagged = qc[qc.index("<h3>Tubes not PASS (1 of 32)</h3>") : qc.index("Every tube (32)")]
+    assert flagged.count("<tr>") == 2  # header + the one failed tube
+    assert "<td>P03</td><td>P03-D14</td><td>nk</td>" in flagged
 
 
 def test_identical_inputs_and_run_date_give_identical_bytes(rendered, tmp_path):
@@ -576,11 +517,13 @@ def test_table_text_is_escaped(tmp_path):
 def test_missing_optional_inputs_become_notes_not_crashes(tmp_path):
     config, results = build_fixture(tmp_path)
     (results / "cohort" / "visits.tsv").unlink()
-    (results / "cohort" / "patients" / "P02.json").unlink()
+    (tmp_path / "sheets" / "infusions.tsv").unlink()
     run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
     page = (tmp_path / "r" / "P02.html").read_text(encoding="utf-8")
     assert "No visits for this patient in visits.tsv." in page
-    assert "No per-patient JSON (cohort/patients/P02.json) was found." in page
+    assert "No infusion rows for this patient in the infusion sheet." in page
+    missing = f"sheet 'infusions' not found at {tmp_path / 'sheets' / 'infusions.tsv'}"
+    assert html.escape(missing) in page
     assert f"visits table not found at {results / 'cohort' / 'visits.tsv'}" in page
 
 

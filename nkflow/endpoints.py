@@ -204,6 +204,27 @@ BOOL_COLUMNS = {
 }
 DATE_COLUMNS = {"collection_date", "day0_date", "alc_date", "chimerism_date"}
 TEXT_COLUMNS = {"alc_source_value", "alc_source_unit"}
+FLOAT_COLUMNS = {
+    "alc_per_ul",
+    "nk_pct_of_lymphocytes",
+    "nk_cd56bright_pct_of_nk",
+    "nk_cd56dim_pct_of_nk",
+    "beads_per_test",
+    "sample_volume_ul",
+    "total_nk_per_ul",
+    "total_nk_per_ul_lo95",
+    "total_nk_per_ul_hi95",
+    "donor_chimerism_pct",
+    "donor_chimerism_sd",
+    "donor_nk_per_ul",
+    "donor_nk_per_ul_lo95",
+    "donor_nk_per_ul_hi95",
+    "treg_pct_of_cd4",
+    "treg_ki67_pct_of_cd4",
+    "treg_ki67_pct_of_treg",
+    "treg_per_ul",
+    "treg_ki67_per_ul",
+}
 RELATED = ("possible", "probable", "definite")
 
 
@@ -835,13 +856,10 @@ def read_visits(path: str | Path) -> pd.DataFrame:
                 out[c] = int(x)
             elif c in DATE_COLUMNS:
                 out[c] = dt.date.fromisoformat(x)
-            elif c in TEXT_COLUMNS:
-                out[c] = x
+            elif c in FLOAT_COLUMNS:
+                out[c] = float(x)
             else:
-                try:
-                    out[c] = float(x)
-                except ValueError:
-                    out[c] = x
+                out[c] = x
         rows.append(out)
     return pd.DataFrame(rows, columns=list(VISIT_COLUMNS), dtype=object)
 

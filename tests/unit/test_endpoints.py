@@ -477,3 +477,19 @@ def test_config_defaults_schema_and_code_agree():
     assert from_schema == ep.DEFAULTS
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert cfg["endpoints"] == ep.DEFAULTS
+
+
+def test_visits_round_trip_keeps_bytes_and_numeric_looking_ids(tmp_path):
+    d = tmp_path / "c"
+    shutil.copytree(FIX, d)
+    for name in ("samples.tsv", "counts.tsv", "qc.tsv"):
+        _edit(d / name, "P004-D14", "0004")  # an id that looks like a number stays text
+    mp = pytest.MonkeyPatch()
+    try:
+        run_cohort(d, mp)
+    finally:
+        mp.undo()
+    data = (d / "out" / "visits.tsv").read_bytes()
+    visits = ep.read_visits(d / "out" / "visits.tsv")
+    assert "0004" in set(visits["sample_id"])
+    assert ep.table_bytes(visits, ep.VISIT_COLUMNS) == data

@@ -52,7 +52,7 @@ def _not_computed_counts(tree: Any, sample_id: str, tube: str, reason: str):
                 "sample_id": sample_id,
                 "tube": tube,
                 "population": pop,
-                "parent": tree.parent_of(pop) or "",
+                "parent": tree.population(pop).parent or "",
                 "events": None,
                 "parent_events": None,
                 "pct_of_parent": None,
@@ -154,8 +154,8 @@ def run_tube(
             )
         )
         counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
-        status, final = qc.tube_status(checks, qc_cfg)
-        _write_tables(counts, qc.checks_table(sample_id, tube, final, qc_cfg), outputs)
+        status, _reasons = qc.tube_status(checks, qc_cfg)
+        _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
         _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))
         prov["error"] = {"code": code, "message": str(exc)}
         write_json(prov, outputs.provenance)
@@ -234,36 +234,46 @@ def run_tube(
         )
 
     # ---- time QC and margins
-    keep = np.ones(sample.n_events, dtype=bool)
-    time_idx = marker_index.get(qc_cfg.time_marker) if hasattr(qc_cfg, "time_marker") else None
-    if time_idx is None:
-        time_idx = next(
-            (ch.index for ch in sample.channels if ch.pnn.strip().lower() in ("time", "hdr-t")),
-            None,
-        )
-    signal_markers = [m for m in qc_cfg.key_markers if m in marker_index]
-    signals = {m: sample.events[:, marker_index[m]] for m in signal_markers}
+    # Key signals: scatter plus every marker the gate tree uses (the populations at stake).
+    time_markers = [m for m, spec in pnl.markers.items() if spec.time and m in marker_index]
+    key_markers = [
+        m
+        for m, spec in pnl.markers.items()
+        if not spec.time and m in marker_index and (spec.scatter or m in set(tree.markers()))
+    ]
+    time_idx = marker_index[time_markers[0]] if time_markers else None
+    signals = {m: sample.events[:, marker_index[m]] for m in key_markers}
     time_result = qc.time_qc(
         sample.events[:, time_idx] if time_idx is not None else None,
         signals,
         sample.timestep,
         qc_cfg,
+        time_pnn=sample.channels[time_idx].pnn if time_idx is not None else "Time",
     )
     checks.extend(time_result.checks)
-    keep &= time_result.keep
+    keep = np.asarray(time_result.keep, dtype=bool).copy()
     prov["time_qc"] = {
         "assessed": bool(time_result.assessed),
         "n_removed": int(time_result.n_removed),
         "removed_ranges_s": [[float(a), float(b)] for a, b in time_result.removed_ranges],
     }
-    margin_idx = [marker_index[m] for m in qc_cfg.margin_markers if m in marker_index]
-    margins = qc.margin_events(sample.events, sample.channels, qc_cfg, margin_idx)
+    margins = qc.margin_events(
+        sample.events, sample.channels, qc_cfg, [marker_index[m] for m in key_markers]
+    )
     checks.extend(margins.checks)
     if margins.keep is not None:
         keep &= margins.keep
 
     # ---- gate
-    result = gating_mod.gate_sample(tree, sample.events, marker_index, spill=spill, keep=keep)
+    result = gating_mod.gate_sample(
+        tree,
+        sample.events,
+        marker_index,
+        spill=spill,
+        keep=keep,
+        tube=f"{sample_id}/{tube}",
+        channel_names=sample.channel_names,
+    )
     counts = result.counts_table(denominator=denominator)
     counts.insert(0, "tube", tube)
     counts.insert(0, "sample_id", sample_id)
@@ -274,8 +284,8 @@ def run_tube(
     if viability is not None:
         checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))
 
-    status, final = qc.tube_status(checks, qc_cfg)
-    _write_tables(counts, qc.checks_table(sample_id, tube, final, qc_cfg), outputs)
+    status, _reasons = qc.tube_status(checks, qc_cfg)
+    _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
     from nkflow.figures import gating_figure
 
     gating_figure(
@@ -302,7 +312,7 @@ def _viability_counts(tree: Any, result: Any) -> tuple[int, int] | None:
     """
     for pop in ("viable_singlets", "live"):
         if pop in tree.populations and pop not in result.not_computed:
-            parent = tree.parent_of(pop)
+            parent = tree.population(pop).parent
             if parent is None:
                 return None
             n_parent = int(result.count(parent))

@@ -37,6 +37,9 @@ from nkflow.gating.tree import Dim, Gate, GateTree
 logger = logging.getLogger(__name__)
 
 _EPS = 1e-9
+_CHUNK = 1 << 13
+#: parent fraction above which a gate works on full-length columns instead of gathering
+_DENSE = 0.25
 
 
 # ----------------------------------------------------------------------------- results
@@ -251,6 +254,37 @@ class _Columns:
                 return d.marker
         return None
 
+    def _compensate_all(self, comp: str, parts: tuple[list[int], np.ndarray]) -> None:
+        """Compensate, in one chunked pass, every column the tree reads with ``comp``."""
+        idx, inv = parts
+        want: dict[str, int] = {}
+        for g in self.tree.gates:
+            for d in g.dims:
+                if d.ratio or d.compensation != comp or (d.marker, comp) in self.cache:
+                    continue
+                col = self.column_index(d.marker, comp)
+                if col is not None and col in idx:
+                    want[d.marker] = idx.index(col)
+        w = inv[:, list(want.values())]
+        n = self.events.shape[0]
+        out = np.empty((len(want), n), dtype=np.float64)
+        lo, hi = min(idx), max(idx)
+        contiguous = idx == list(range(lo, hi + 1))
+        # Chunked so the gathered (rows x k) block stays small (memory target: 3x raw); one
+        # BLAS thread: for these thin products threads only add contention (3-10x slower on a
+        # busy 2-core machine).
+        from threadpoolctl import threadpool_limits
+
+        wt = np.ascontiguousarray(w.T)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for a in range(0, n, _CHUNK):
+                block = self.events[a : a + _CHUNK, lo : hi + 1]
+                if not contiguous:
+                    block = block[:, [i - lo for i in idx]]
+                np.matmul(wt, block.T, out=out[:, a : a + _CHUNK])
+        for k, m in enumerate(want):
+            self.cache[(m, comp)] = out[k]
+
     def raw(self, d: Dim, rows: np.ndarray | None) -> np.ndarray:
         """Untransformed (possibly compensated or ratio) values of ``d`` on ``rows``."""
         if d.ratio:
@@ -266,13 +300,16 @@ class _Columns:
         comp = d.compensation
         parts = self._matrix(comp) if comp is not None else None
         if parts is None or col not in parts[0]:
-            v = self.events[:, col]
-            return v if rows is None else v[rows]
+            if rows is not None:
+                return self.events[rows, col]
+            key0 = (d.marker, None)
+            if key0 not in self.cache:
+                # a contiguous copy: every later full-length pass reads 8 bytes per event
+                self.cache[key0] = np.ascontiguousarray(self.events[:, col])
+            return self.cache[key0]
         key = (d.marker, comp)
         if key not in self.cache:
-            idx, inv = parts
-            j = idx.index(col)
-            self.cache[key] = self.events[:, idx] @ inv[:, j]
+            self._compensate_all(comp, parts)
         v = self.cache[key]
         return v if rows is None else v[rows]
 
@@ -300,8 +337,18 @@ def _bracket(xf: tf.Transform, value: float) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _cmp(x: np.ndarray, xf: tf.Transform | None, value: float, ge: bool) -> np.ndarray:
-    """Exactly ``f(x) >= value`` (``ge``) or ``f(x) < value``, transforming few events."""
+def _cmp(
+    x: np.ndarray,
+    xf: tf.Transform | None,
+    value: float,
+    ge: bool,
+    within: np.ndarray | None = None,
+) -> np.ndarray:
+    """Exactly ``f(x) >= value`` (``ge``) or ``f(x) < value``, transforming few events.
+
+    Exact where ``within`` is true (everywhere when None); elsewhere the answer may be wrong
+    and must be masked out by the caller.
+    """
     if xf is None:
         return x >= value if ge else x < value
     br = _bracket(xf, value)
@@ -313,6 +360,8 @@ def _cmp(x: np.ndarray, xf: tf.Transform | None, value: float, ge: bool) -> np.n
     band = (x >= lo) & (x <= hi)
     if np.isfinite(xf.domain_min):
         band |= x <= xf.domain_min
+    if within is not None:
+        band &= within
     bi = np.flatnonzero(band)
     if bi.size:
         with np.errstate(all="ignore"):
@@ -321,16 +370,20 @@ def _cmp(x: np.ndarray, xf: tf.Transform | None, value: float, ge: bool) -> np.n
     return out
 
 
-def _box(x: np.ndarray, xf: tf.Transform | None, vmin: float, vmax: float) -> np.ndarray:
-    """A superset of events with ``vmin <= f(x) <= vmax``."""
+def _box(
+    x: np.ndarray, xf: tf.Transform | None, vmin: float, vmax: float, within: np.ndarray | None
+) -> np.ndarray:
+    """A superset of the events (in ``within``) with ``vmin <= f(x) <= vmax``."""
     pad = 1e-6 * max(vmax - vmin, 1e-12) + 1e-12
-    return _cmp(x, xf, vmin - pad, True) & ~_cmp(x, xf, vmax + pad, True)
+    return _cmp(x, xf, vmin - pad, True, within) & _cmp(x, xf, vmax + pad, False, within)
 
 
 # ----------------------------------------------------------------------------- gates
 
 
-def _rectangle(cols: _Columns, g: Gate, rows: np.ndarray | None) -> np.ndarray:
+def _rectangle(
+    cols: _Columns, g: Gate, rows: np.ndarray | None, within: np.ndarray | None
+) -> np.ndarray:
     out: np.ndarray | None = None
     for d in g.dims:
         x = cols.raw(d, rows)
@@ -338,7 +391,7 @@ def _rectangle(cols: _Columns, g: Gate, rows: np.ndarray | None) -> np.ndarray:
         for val, ge in ((d.min, True), (d.max, False)):
             if val is None:
                 continue
-            m = _cmp(x, xf, val, ge)
+            m = _cmp(x, xf, val, ge, within)
             out = m if out is None else (out & m)
     assert out is not None
     return ~out if g.complement else out
@@ -355,7 +408,9 @@ def _positive_definite(cov: tuple[tuple[float, ...], ...]) -> bool:
     return True
 
 
-def _shape(cols: _Columns, g: Gate, rows: np.ndarray | None) -> np.ndarray:
+def _shape(
+    cols: _Columns, g: Gate, rows: np.ndarray | None, within: np.ndarray | None
+) -> np.ndarray:
     from flowutils import gating as fug
 
     xs = [cols.raw(d, rows) for d in g.dims]
@@ -371,11 +426,11 @@ def _shape(cols: _Columns, g: Gate, rows: np.ndarray | None) -> np.ndarray:
         # Not a true ellipsoid (Gating-ML allows any matrix): no bounding box, test every event.
         lows = highs = None
     if lows is None or highs is None:
-        ci = np.arange(n)
+        ci = np.arange(n) if within is None else np.flatnonzero(within)
     else:
-        cand: np.ndarray | None = None
+        cand: np.ndarray | None = within
         for x, xf, lo, hi in zip(xs, xfs, lows, highs, strict=True):
-            m = _box(x, xf, float(lo), float(hi))
+            m = _box(x, xf, float(lo), float(hi), cand)
             cand = m if cand is None else (cand & m)
         assert cand is not None
         ci = np.flatnonzero(cand)
@@ -395,7 +450,9 @@ def _shape(cols: _Columns, g: Gate, rows: np.ndarray | None) -> np.ndarray:
     return ~out if g.complement else out
 
 
-def _quadrants(cols: _Columns, g: Gate, rows: np.ndarray | None) -> dict[str, np.ndarray]:
+def _quadrants(
+    cols: _Columns, g: Gate, rows: np.ndarray | None, within: np.ndarray | None
+) -> dict[str, np.ndarray]:
     xs = [cols.raw(d, rows) for d in g.dims]
     memo: dict[tuple[int, float, bool], np.ndarray] = {}
     res = {}
@@ -407,7 +464,7 @@ def _quadrants(cols: _Columns, g: Gate, rows: np.ndarray | None) -> dict[str, np
                     continue
                 key = (i, val, ge)
                 if key not in memo:
-                    memo[key] = _cmp(xs[i], _xf(cols.tree, g.dims[i]), val, ge)
+                    memo[key] = _cmp(xs[i], _xf(cols.tree, g.dims[i]), val, ge, within)
                 m = memo[key] if m is None else (m & memo[key])
         res[q] = m if m is not None else np.ones(xs[0].shape[0], dtype=bool)
     return res
@@ -531,26 +588,39 @@ def gate_sample(
         if miss is not None:
             fail(pops, f"missing_marker:{miss}")
             continue
-        rows = None if parent is None else np.flatnonzero(parent)
+        # Large parent: work on full-length columns and mask (no gathers); small parent:
+        # gather its rows first.
+        rows: np.ndarray | None = None
+        within: np.ndarray | None = None
+        if parent is not None:
+            if np.count_nonzero(parent) >= _DENSE * n:
+                within = parent
+            else:
+                rows = np.flatnonzero(parent)
 
-        def scatter(sub: np.ndarray, rows: np.ndarray | None = rows) -> np.ndarray:
+        def scatter(
+            sub: np.ndarray,
+            rows: np.ndarray | None = rows,
+            parent: np.ndarray | None = parent,
+        ) -> np.ndarray:
             if rows is None:
-                return np.ascontiguousarray(sub, dtype=bool)
+                return sub & parent if parent is not None else sub
             full = np.zeros(n, dtype=bool)
             full[rows] = sub
             return full
 
         if g.type == "rectangle":
-            res.members[g.id] = scatter(_rectangle(cols, g, rows))
+            res.members[g.id] = scatter(_rectangle(cols, g, rows, within))
         elif g.type in ("polygon", "ellipse"):
-            res.members[g.id] = scatter(_shape(cols, g, rows))
+            res.members[g.id] = scatter(_shape(cols, g, rows, within))
         elif g.type == "quadrant":
-            for q, m in _quadrants(cols, g, rows).items():
+            for q, m in _quadrants(cols, g, rows, within).items():
                 res.members[q] = scatter(m)
         elif g.type == "threshold":
             assert g.auto is not None
             d = g.dims[0]
             xf = _xf(tree, d)
+            rows = None if parent is None else np.flatnonzero(parent)
             x = cols.raw(d, rows)
             ctrl = None
             if g.auto.method == "control":
@@ -580,7 +650,8 @@ def gate_sample(
                     continue
             assert cut is not None
             res.thresholds[g.id] = float(cut)
-            res.members[g.id] = scatter(vals >= cut if g.auto.side == "above" else vals < cut)
+            sub = vals >= cut if g.auto.side == "above" else vals < cut
+            res.members[g.id] = scatter(sub, rows)
         else:  # pragma: no cover - validated in tree
             raise GatingError(f"gate '{g.id}': unsupported type {g.type}")
     return res

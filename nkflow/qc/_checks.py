@@ -376,7 +376,7 @@ def compensation_sanity(
     n_bad = int(bad_per.sum())
     if n_bad:
         detail = ", ".join(
-            f"{channel_names[j]}: {int(bad_per[j])}" for j in np.flatnonzero(bad_per)
+            f"{channel_names[int(j)]}: {int(bad_per[j])}" for j in np.flatnonzero(bad_per)
         )
         finite_check = make_check(
             cfg,

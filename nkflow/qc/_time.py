@@ -99,6 +99,25 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
+def _mid_ranks(x: np.ndarray) -> np.ndarray | None:
+    """Mid-ranks of ``x`` scaled to (0, 1): ``(#below + #below-or-equal) / (2 n)``.
+
+    ``None`` when all values are equal (nothing to rank).
+    """
+    m = x.size
+    order = np.argsort(x)
+    xs = x[order]
+    if m == 0 or xs[0] == xs[-1]:
+        return None
+    bounds = np.flatnonzero(np.diff(xs)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [m]))
+    mid = np.repeat((starts + ends) / (2.0 * m), ends - starts)
+    out = np.empty(m)
+    out[order] = mid
+    return out
+
+
 def _fmt_ranges(ranges: list[tuple[float, float]], limit: int = 8) -> str:
     parts = [f"{a:.2f}-{b:.2f} s" for a, b in ranges[:limit]]
     if len(ranges) > limit:
@@ -121,9 +140,8 @@ def time_in_seconds(
         Seconds (``None`` when no valid timestep is known) and a note for messages.
     """
     t = np.asarray(time, dtype=np.float64)
-    valid = timestep is not None and math.isfinite(timestep) and timestep > 0
     flowio_scaled = time_pnn.strip().lower() == "time"
-    if valid:
+    if timestep is not None and math.isfinite(timestep) and timestep > 0:
         if flowio_scaled:
             return t, f"Time scaled by $TIMESTEP {timestep:g} s in the reader"
         return t * float(timestep), f"Time scaled by $TIMESTEP {timestep:g} s"
@@ -258,13 +276,12 @@ def time_qc(
         fin = np.isfinite(x)
         if fin.sum() < min_needed:
             continue
-        xs = np.sort(x[fin])
-        if xs[0] == xs[-1]:
+        ranks = _mid_ranks(x[fin])
+        if ranks is None:
             continue
-        ranks = np.zeros(n)
-        ranks[fin] = (
-            np.searchsorted(xs, x[fin], "left") + np.searchsorted(xs, x[fin], "right")
-        ) / (2.0 * xs.size)
+        ranks_all = np.zeros(n)
+        ranks_all[fin] = ranks
+        ranks = ranks_all
         n_fin = np.bincount(idx[fin], minlength=n_bins).astype(np.float64)
         ok = usable & (n_fin >= 10)
         if ok.sum() < tc.min_bins:

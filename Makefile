@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check nkflow tests scripts bench
 	$(BIN)/ruff format --check nkflow tests scripts bench
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint --cores 1 >/dev/null
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/lint_workflow.py
 
 test: $(STAMP) system-deps lint
 	bash tests/cluster/local-slurm.sh up

@@ -2,6 +2,7 @@
 # No rules here. Validation runs when the workflow is parsed, so a bad config or sheet stops
 # the run before any job starts, with the same message `nkflow validate` gives.
 import json
+import os
 from pathlib import Path
 
 from nkflow.config import validate_config, validate_inputs

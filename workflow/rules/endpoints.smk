@@ -18,7 +18,7 @@ rule endpoints:
     localrule: True
     params:
         config=CONFIG_JSON,
-        outdir=f"{RESULTS}/cohort",
+        outdir=lambda w, output: os.path.dirname(output.endpoints),
     shell:
         "nkflow endpoints --config-json {params.config:q} --visits {input.visits}"
         " --outdir {params.outdir} 2> {log}"

@@ -21,7 +21,8 @@ rule report:
     localrule: True
     params:
         config=CONFIG_JSON,
-        outdir=f"{RESULTS}/reports",
+        outdir=lambda w, output: os.path.dirname(output.index),
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.endpoints)),
     shell:
-        "nkflow report --config-json {params.config:q} --results {RESULTS}"
+        "nkflow report --config-json {params.config:q} --results {params.results}"
         " --outdir {params.outdir} 2> {log}"

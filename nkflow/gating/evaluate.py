@@ -159,6 +159,7 @@ class GatingResult:
         return df
 
     n_kept: int = 0
+    keep: np.ndarray | None = field(default=None, repr=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -549,6 +550,7 @@ def gate_sample(
     cols = _Columns(tree, ev, marker_index, spill, channel_names)
     res = GatingResult(tree=tree, n_events=n)
     res.n_kept = n if keep is None else int(np.count_nonzero(keep))
+    res.keep = keep
     label = f" in tube {tube}" if tube else ""
 
     def fail(pops: tuple[str, ...], reason: str) -> None:

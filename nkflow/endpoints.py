@@ -629,7 +629,9 @@ def build_endpoints(
 
     ``verdict`` is PASS (``above_threshold``: donor NK/uL strictly > threshold), FAIL or
     NOT_EVALUABLE (``no_sample_in_window`` or the chosen visit's reasons). ``borderline`` is true
-    when the 95 % interval contains the threshold (empty for NOT_EVALUABLE). Flags add
+    when the 95 % interval contains the threshold (empty for NOT_EVALUABLE, whose donor NK/uL and
+    interval are left empty too: the visit keeps them in visits.tsv). Kinetics and the peak use
+    the evaluable visits only (status ``ok``). Flags add
     ``dose_out_of_range:<infusion numbers>`` and ``nk_donor_is_hsct_donor``.
     """
     import pandas as pd
@@ -674,6 +676,8 @@ def build_endpoints(
                 flags.extend(str(visit["flags"]).split(";"))
             if visit["reason"]:
                 e["verdict"], e["reason"] = "NOT_EVALUABLE", str(visit["reason"])
+                # the visit keeps its numbers in visits.tsv; the endpoint row shows none
+                e["donor_nk_per_ul"] = e["donor_nk_per_ul_lo95"] = e["donor_nk_per_ul_hi95"] = None
             else:
                 above = bool(visit["above_threshold"])
                 e["verdict"], e["reason"] = ("PASS" if above else "FAIL"), ""
@@ -684,11 +688,12 @@ def build_endpoints(
                     f" (95% {visit['donor_nk_per_ul_lo95']:.6g}-"
                     f"{visit['donor_nk_per_ul_hi95']:.6g})"
                 )
-        # kinetics over all post-infusion visits with a donor NK value
+        # kinetics over the evaluable visits on or after day 0
         kin = [
             (r["study_day"], float(r["donor_nk_per_ul"]))
             for r in pv
-            if r["study_day"] is not None
+            if r["status"] == "ok"
+            and r["study_day"] is not None
             and r["study_day"] >= 0
             and r["donor_nk_per_ul"] is not None
         ]
@@ -727,7 +732,7 @@ def build_endpoints(
         if same:
             flags.append("nk_donor_is_hsct_donor")
         _response_summary(e, resp_by.get(pid, []))
-        _ae_summary(e, ae_by.get(pid, []), response is not None or adverse is not None, adverse)
+        _ae_summary(e, ae_by.get(pid, []), adverse)
         e["flags"] = ";".join(dict.fromkeys(f for f in flags if f))
         rows.append(e)
     return pd.DataFrame(rows, columns=list(ENDPOINT_COLUMNS), dtype=object)
@@ -758,7 +763,7 @@ def _response_summary(e: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 
 
 def _ae_summary(
-    e: dict[str, Any], rows: list[dict[str, Any]], _given: bool, adverse: pd.DataFrame | None
+    e: dict[str, Any], rows: list[dict[str, Any]], adverse: pd.DataFrame | None
 ) -> None:
     if adverse is None:
         return

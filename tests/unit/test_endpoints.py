@@ -21,12 +21,27 @@ FIX = Path(__file__).parent / "clinical_fixtures"
 Z = 1.96
 
 
-def run_cohort(d: Path, monkeypatch) -> dict:
+def run_cohort(d: Path, monkeypatch) -> None:
+    """Run the two commands the workflow's merge and endpoints rules run, in-process."""
+    from nkflow.cli import main
+
     monkeypatch.chdir(d)
-    cfg = yaml.safe_load((d / "config.yaml").read_text())
-    ep.run_merge(cfg, "counts.tsv", "qc.tsv", "out/visits.tsv")
-    ep.run_endpoints(cfg, "out/visits.tsv", "out")
-    return cfg
+    merge = ["merge", "--config", "config.yaml", "--counts", "counts.tsv", "--qc", "qc.tsv"]
+    assert main([*merge, "--out", "out/visits.tsv"]) == 0
+    assert (
+        main(
+            [
+                "endpoints",
+                "--config",
+                "config.yaml",
+                "--visits",
+                "out/visits.tsv",
+                "--outdir",
+                "out",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +151,9 @@ def test_missing_values_are_empty_never_zero(clean):
         e.loc["P007", "alc_source_value"] == "-300" and v.loc["P007-D14", "alc_status"] == "invalid"
     )
     assert e.loc["P011", "nk_pct_of_lymphocytes"] == ""
-    # P008: QC FAIL keeps the number visible but the verdict is not evaluable
-    assert e.loc["P008", "donor_nk_per_ul"] == "120"
+    # P008: QC FAIL -> the endpoint shows no number; the visit keeps it for audit
+    assert e.loc["P008", "donor_nk_per_ul"] == "" and v.loc["P008-D14", "donor_nk_per_ul"] == "120"
+    assert e.loc["P008", "peak_donor_nk_per_ul"] == ""  # a failed tube never feeds the kinetics
 
 
 def test_no_sample_in_window_still_reports_kinetics(clean):

@@ -112,7 +112,8 @@ def gating_figure(
     Parameters
     ----------
     tree, events, marker_index, spill, channel_names
-        As given to :func:`nkflow.gating.gate_sample`.
+        As given to :func:`nkflow.gating.gate_sample` (without ``channel_names`` the spillover
+        placement recorded in ``res`` is used).
     res
         The result of that call (counts and memberships are taken from it).
     path
@@ -134,6 +135,8 @@ def gating_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if spill is not None and channel_names is None:
+        spill = res.spill_columns  # placed on columns by gate_sample
     cols = _Columns(tree, np.asarray(events), marker_index, spill, channel_names)
     gates = [g for g in tree.gates if g.type != "boolean"]
     n = np.asarray(events).shape[0]

@@ -160,6 +160,8 @@ class GatingResult:
 
     n_kept: int = 0
     keep: np.ndarray | None = field(default=None, repr=False)
+    #: the spillover as placed on event columns, ``(column indices, matrix)``, for figures
+    spill_columns: tuple[list[int], np.ndarray] | None = field(default=None, repr=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -551,6 +553,7 @@ def gate_sample(
     res = GatingResult(tree=tree, n_events=n)
     res.n_kept = n if keep is None else int(np.count_nonzero(keep))
     res.keep = keep
+    res.spill_columns = cols.fcs
     label = f" in tube {tube}" if tube else ""
 
     def fail(pops: tuple[str, ...], reason: str) -> None:

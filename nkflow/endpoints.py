@@ -928,15 +928,18 @@ def write_excel(visits: pd.DataFrame, endpoints: pd.DataFrame, path: str | Path)
 # --------------------------------------------------------------------------------------------
 
 
-def _sheet_path(config: dict[str, Any], name: str, required: bool = True) -> Path | None:
+def _optional_sheet(config: dict[str, Any], name: str) -> Path | None:
     v = (config.get("sheets") or {}).get(name)
-    if not v:
-        if required:
-            raise ConfigError(
-                f"config: field 'sheets.{name}': missing; expected a path; fix: add it to config.yaml"
-            )
-        return None
-    return Path(str(v))
+    return Path(str(v)) if v else None
+
+
+def _sheet_path(config: dict[str, Any], name: str) -> Path:
+    p = _optional_sheet(config, name)
+    if p is None:
+        raise ConfigError(
+            f"config: field 'sheets.{name}': missing; expected a path; fix: add it to config.yaml"
+        )
+    return p
 
 
 def _read_text_table(path: str | Path) -> pd.DataFrame:
@@ -970,8 +973,8 @@ def run_merge(
     warnings += w
     str_results = None
     peaks_p, map_p = (
-        _sheet_path(config, "str_peaks", False),
-        _sheet_path(config, "str_samples", False),
+        _optional_sheet(config, "str_peaks"),
+        _optional_sheet(config, "str_samples"),
     )
     if peaks_p is not None and map_p is not None:
         peaks, w = sheets.load_str_peaks(peaks_p, map_p, patients)
@@ -1010,10 +1013,10 @@ def run_endpoints(
     infusions, _ = sheets.load_infusions(_sheet_path(config, "infusions"))
     patients = sorted(set(infusions["patient_id"]))
     response = adverse = None
-    rp = _sheet_path(config, "response", False)
+    rp = _optional_sheet(config, "response")
     if rp is not None:
         response, _ = sheets.load_response(rp, Path(str(s["response_vocab"])), patients)
-    ap = _sheet_path(config, "adverse_events", False)
+    ap = _optional_sheet(config, "adverse_events")
     if ap is not None:
         adverse, _ = sheets.load_adverse_events(ap, patients)
     endpoints = build_endpoints(config, visits, infusions, response, adverse)

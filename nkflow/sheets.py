@@ -606,16 +606,18 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
     sheets = config.get("sheets") or {}
     ep = config.get("endpoints") or {}
 
-    def sheet(name: str, required: bool = True) -> Path | None:
+    def optional(name: str) -> Path | None:
         v = sheets.get(name)
-        if not v:
-            if required:
-                raise ConfigError(
-                    f"config: field 'sheets.{name}': missing; expected a path to {name}.tsv; "
-                    f"fix: add 'sheets: {{{name}: path/to/{name}.tsv}}'"
-                )
-            return None
-        return base / str(v)
+        return base / str(v) if v else None
+
+    def sheet(name: str) -> Path:
+        p = optional(name)
+        if p is None:
+            raise ConfigError(
+                f"config: field 'sheets.{name}': missing; expected a path to {name}.tsv; "
+                f"fix: add 'sheets: {{{name}: path/to/{name}.tsv}}'"
+            )
+        return p
 
     samples = load_samples(sheet("samples"), config.get("panels") or {}, config.get("gating") or {})
     infusions, warnings = load_infusions(sheet("infusions"))
@@ -635,14 +637,14 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
             )
     warnings += load_cbc(sheet("cbc"), patients)[1]
     warnings += load_chimerism(sheet("chimerism"), patients)[1]
-    peaks, samples_map = sheet("str_peaks", False), sheet("str_samples", False)
+    peaks, samples_map = optional("str_peaks"), optional("str_samples")
     if peaks is not None and samples_map is not None:
         warnings += load_str_peaks(peaks, samples_map, patients)[1]
-    resp = sheet("response", False)
+    resp = optional("response")
     if resp is not None:
         vocab = base / str(ep.get("response_vocab", "config/vocab/response_categories.yaml"))
         warnings += load_response(resp, vocab, patients)[1]
-    ae = sheet("adverse_events", False)
+    ae = optional("adverse_events")
     if ae is not None:
         warnings += load_adverse_events(ae, patients)[1]
     for w in warnings:

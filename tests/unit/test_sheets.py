@@ -318,3 +318,35 @@ def test_hostile_id_never_reaches_a_command(tmp_path, monkeypatch, bad):
     ):
         sheets.validate_all(cfg, d)
     assert not (d / "pwned").exists()
+
+
+@pytest.mark.workflow
+def test_hostile_id_stops_snakemake_before_any_job(tmp_path):
+    """A real (not dry) Snakemake run on a sheet with an injected id fails while the workflow is
+    parsed: the error names the row, and the injected command never ran."""
+    import os
+    import sys
+
+    repo = Path(__file__).parents[2]
+    cfg = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    for name, rel in cfg["sheets"].items():
+        shutil.copy(repo / rel, tmp_path / Path(rel).name)
+        cfg["sheets"][name] = str(tmp_path / Path(rel).name)
+    for block in ("panels", "gating"):
+        cfg[block] = {k: str(repo / v) for k, v in cfg[block].items()}
+    cfg["results"] = str(tmp_path / "results")
+    bad = "P01-D07;touch${IFS}" + str(tmp_path / "pwned")
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(sheet.read_text().replace("P01-D07\t", bad + "\t", 1))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    proc = subprocess.run(
+        [str(snakemake), "-s", str(repo / "Snakefile"), "--configfile", str(tmp_path / "config.yaml"),
+         "--cores", "1", "--directory", str(repo)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"row 3 (sample_id={bad!r}, tube='nk'): column 'sample_id'" in out
+    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "results").exists()

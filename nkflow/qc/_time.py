@@ -9,7 +9,8 @@ Time channel, a missing ``$TIMESTEP``, a non-monotonic clock or too few events g
 Method (after flowAI, Monaco et al. Bioinformatics 2016, and PeacoQC, Emmaneel et al. Cytometry A
 2022): split the acquisition into equal time bins (``qc.time.bin_seconds``, flowAI's
 ``second_fraction`` of 0.1 s, widened so that a bin expects at least ``min_events_per_bin``
-events); flag bins whose event count or signal location lies more than ``rate_mad_threshold`` /
+events, and made of whole clock ticks when the Time channel is coarse, e.g. 0.1 s ticks); flag
+bins whose event count or signal location lies more than ``rate_mad_threshold`` /
 ``signal_mad_threshold`` robust SDs (1.4826 x MAD, PeacoQC's MAD rule, default 6) from the median
 of all bins. The signal location of a bin is the mean of its events' ranks within the whole file
 (0-1): unlike a bin median it is stable for bimodal markers (a CD3 median sits in the valley
@@ -34,6 +35,9 @@ from nkflow.qc._checks import Check, make_check
 from nkflow.qc._config import QcConfig
 
 logger = logging.getLogger(__name__)
+
+#: Bins narrower than this many clock ticks are aligned to whole ticks (aliasing <= 2 %).
+_ALIGN_TICKS = 50
 
 
 @dataclass(frozen=True)
@@ -232,34 +236,63 @@ def time_qc(
             f"{n} events over {duration:.3g} s: too few to assess flow rate (need at least "
             f"{min_needed} = qc.time.min_events_per_bin x qc.time.min_bins); all events kept",
         )
+    dt = np.diff(t)
+    steps = dt[dt > 0]
+    resolution = float(steps.min()) if steps.size else 0.0
     width = max(tc.bin_seconds, tc.min_events_per_bin * duration / n)
-    n_bins = int(math.floor(duration / width))
-    if n_bins < tc.min_bins:
+    if resolution > 0 and width < _ALIGN_TICKS * resolution:
+        # Quantized clock (e.g. 0.1 s ticks at thousands of events/s): bins of whole ticks, or
+        # bins holding one tick more than others would look like bursts. The last, partial bin
+        # is compared after scaling by its coverage.
+        tpb = max(1, math.ceil(width / resolution - 1e-9))
+        ticks = np.rint((t - t0) / resolution).astype(np.int64)
+        n_ticks = int(ticks[-1]) + 1
+        n_full, tail = divmod(n_ticks, tpb)
+        width = tpb * resolution
+        idx = ticks // tpb
+        coverage = np.ones(n_full + (1 if tail else 0))
+        if tail:
+            coverage[-1] = tail / tpb
+        t_end = t0 + n_ticks * resolution
+    else:
+        n_full = int(math.floor(duration / width))
+        width = duration / max(n_full, 1)
+        idx = np.minimum(((t - t0) / width).astype(np.int64), max(n_full, 1) - 1)
+        coverage = np.ones(max(n_full, 1))
+        t_end = float(t[-1])
+    if n_full < tc.min_bins:
         return _not_assessed(
             n,
             cfg,
-            f"{duration:.3g} s of acquisition gives {n_bins} bins of {width:.3g} s, fewer than "
+            f"{duration:.3g} s of acquisition gives {n_full} bins of {width:.3g} s, fewer than "
             f"qc.time.min_bins = {tc.min_bins}; all events kept",
         )
-    width = duration / n_bins
-    idx = np.minimum(((t - t0) / width).astype(np.int64), n_bins - 1)
+    n_bins = coverage.size
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
 
     def edge(i: int) -> float:
-        return t0 + i * width
+        return round(min(t0 + i * width, t_end), 9)
 
-    # Event rate.
-    med = float(np.median(counts))
-    mad = 1.4826 * float(np.median(np.abs(counts - med)))
+    # Event rate, from the full bins; a partial last bin is scaled by its coverage and tested
+    # only when it covers at least half a bin.
+    full = counts[:n_full]
+    med = float(np.median(full))
+    if med == 0:
+        return _not_assessed(
+            n,
+            cfg,
+            f"more than half of the {n_full} time bins of {width:.3g} s hold no event: the "
+            f"acquisition is too sparse or too interrupted to estimate a steady rate; "
+            f"all events kept",
+        )
+    mad = 1.4826 * float(np.median(np.abs(full - med)))
     scale = max(mad, math.sqrt(med), 1.0)
-    z_rate = (counts - med) / scale
+    testable = coverage >= 0.5
+    z_rate = np.where(testable, (counts / coverage - med) / scale, 0.0)
     rate_flag = np.abs(z_rate) > tc.rate_mad_threshold
     rate_per_s = med / width
 
     # Gaps (clogs): no event for longer than the expected wait of gap_expected_events events.
-    dt = np.diff(t)
-    steps = dt[dt > 0]
-    resolution = float(steps.min()) if steps.size else 0.0
     gap_thr = max(tc.gap_expected_events / rate_per_s, tc.min_gap_seconds, 2 * resolution)
     gap_idx = np.flatnonzero(dt > gap_thr)
     gaps = [(float(t[i]), float(t[i + 1])) for i in gap_idx]

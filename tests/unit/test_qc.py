@@ -150,15 +150,16 @@ def test_time_qc_removes_only_around_the_anomaly(clog_tube, clog_result):
     t = clog_tube.time_seconds
     removed_t = t[~clog_result.keep]
     width = clog_result.bin_seconds
-    assert width == pytest.approx(59.99 / 599)  # 0.1 s bins fitted to the 59.99 s acquisition
+    assert width == pytest.approx(0.1)  # 10 ticks of 10 ms
     clog0, clog1 = clog_tube.clog
     burst1 = clog_tube.burst[1]
     # Nothing outside [clog start, burst end] widened by the pad bin plus the partial bins.
-    assert removed_t.min() >= clog0 - 2 * width
-    assert removed_t.max() <= burst1 + 2 * width
-    assert len(clog_result.removed_ranges) == 1
-    start, end = clog_result.removed_ranges[0]
-    assert start <= clog0 and end >= burst1
+    assert removed_t.min() >= clog0 - 2 * width - 1e-9
+    assert removed_t.max() <= burst1 + 2 * width + 1e-9
+    # Exactly: the bin of the last event before the clog (29.9-30.0 s) to the last burst bin
+    # (33.4-33.5 s), each widened by one pad bin.
+    ((start, end),) = clog_result.removed_ranges
+    assert (start, end) == (pytest.approx(29.8), pytest.approx(33.6))
     # Good events lost: those arriving with the burst and in the padded/partial bins around it,
     # at most (burst + 4 bins) x the good-event rate (60000 events over 60 - 3 s).
     good_removed = int((~clog_result.keep & ~clog_tube.is_junk).sum())
@@ -170,8 +171,8 @@ def test_time_qc_checks_report_clog_and_burst(clog_result):
     assert list(checks) == ["time_flow_rate", "time_gap", "time_signal", "time_removed"]
     rate = checks["time_flow_rate"]
     assert (rate.status, rate.reason_code) == ("WARN", "flow_rate_anomaly")
-    assert "high-rate (burst) bins at 32.95-33.55 s" in rate.message
-    assert "low-rate bins at 30.05-32.95 s" in rate.message
+    assert "high-rate (burst) bins at 33.00-33.50 s" in rate.message  # the burst, exactly
+    assert "low-rate bins at 30.00-33.00 s" in rate.message  # the clog, exactly
     gap = checks["time_gap"]
     assert (gap.status, gap.reason_code) == ("WARN", "flow_gap")
     assert len(clog_result.gaps) == 1
@@ -196,6 +197,29 @@ def test_time_qc_removes_nothing_from_a_steady_acquisition(seed):
     assert res.n_removed == 0 and res.keep.all() and res.removed_ranges == []
     assert {c.status for c in res.checks} == {"PASS"}
     assert tube_status(res.checks, CFG) == ("PASS", [])
+
+
+@pytest.mark.parametrize(("tick_s", "rate"), [(0.1, 5000), (0.05, 2000), (1.0, 5000)])
+def test_quantized_clock_is_not_mistaken_for_bursts(tick_s, rate):
+    # A coarse clock (0.1 s ticks at 5000 events/s): bins must hold whole ticks, otherwise a bin
+    # with one tick more than its neighbours looks like a burst.
+    rng = np.random.default_rng(7)
+    t = np.sort(rng.uniform(0, 60, 60 * rate))
+    ticks = np.floor(t / tick_s)
+    res = time_qc(ticks, {"FSC-A": rng.normal(size=t.size)}, tick_s, CFG, time_pnn="HDR-T")
+    assert res.assessed and res.n_removed == 0
+    assert res.bin_seconds == pytest.approx(max(tick_s, 0.1))
+    assert {c.status for c in res.checks} == {"PASS"}
+
+
+def test_mostly_empty_acquisition_is_not_assessed():
+    t = np.r_[np.sort(np.random.default_rng(2).uniform(0, 10, 5000)), 100.0]
+    res = time_qc(t, {}, 1.0, CFG)
+    assert not res.assessed and res.keep.all()
+    assert res.checks[0].message == (
+        "more than half of the 50 time bins of 2 s hold no event: the acquisition is too sparse "
+        "or too interrupted to estimate a steady rate; all events kept"
+    )
 
 
 def test_time_qc_flags_signal_drift_at_steady_rate():

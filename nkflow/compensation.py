@@ -141,6 +141,67 @@ def _is_number(text: str) -> bool:
     return True
 
 
+_TAG = re.compile(r"<(/?)(?:[\w.-]+:)?([\w.-]+)((?:\s+[\w.:-]+\s*=\s*\"[^\"]*\")*)\s*/?>")
+_ATTR = re.compile(r"(?:[\w.-]+:)?([\w.-]+)\s*=\s*\"([^\"]*)\"")
+
+
+def _parse_flowjo_xml(text: str, p: Path) -> Spillover:
+    """Parse a FlowJo 10 ``.mtx`` (``transforms:spilloverMatrix``), prefix-agnostic.
+
+    Rows are ``transforms:spillover data-type:parameter=<dye channel>``, each holding
+    ``transforms:coefficient data-type:parameter=<detector> transforms:value=<v>``.
+    """
+    import html
+
+    rows: dict[str, dict[str, float]] = {}
+    order: list[str] = []
+    current: str | None = None
+    spectral = False
+    for m in _TAG.finditer(text):
+        closing, tag, attrs_text = m.group(1), m.group(2), m.group(3)
+        attrs = {k: html.unescape(v) for k, v in _ATTR.findall(attrs_text)}
+        if tag == "spilloverMatrix" and not closing and attrs.get("spectral") == "1":
+            spectral = True
+        elif tag == "spillover":
+            if closing:
+                current = None
+            else:
+                current = _clean_name(attrs.get("parameter", ""))
+                if current in rows:
+                    raise CompensationError(f"{p}: FlowJo matrix lists row {current!r} twice")
+                rows[current] = {}
+                order.append(current)
+        elif tag == "coefficient" and current is not None and not closing:
+            try:
+                rows[current][_clean_name(attrs.get("parameter", ""))] = float(attrs["value"])
+            except (KeyError, ValueError):
+                raise CompensationError(
+                    f"{p}: FlowJo matrix row {current!r} has a coefficient without a numeric "
+                    f"value: {m.group(0)[:120]}"
+                ) from None
+    if spectral:
+        raise CompensationError(
+            f"{p}: spectral (unmixing) matrices are not supported; export a square "
+            "compensation matrix"
+        )
+    if not rows:
+        raise CompensationError(
+            f"{p}: XML without transforms:spillover rows; expected a FlowJo .mtx "
+            "(transforms:spilloverMatrix) or a CSV with channel names in the first row"
+        )
+    matrix = np.zeros((len(order), len(order)), dtype=np.float64)
+    for i, name in enumerate(order):
+        cols = rows[name]
+        extra = sorted(set(cols) - set(order))
+        if extra or len(cols) != len(order):
+            raise CompensationError(
+                f"{p}: FlowJo matrix row {name!r} has coefficients for {sorted(cols)}; expected "
+                f"one for each of {order} (the matrix must be square)"
+            )
+        matrix[i] = [cols[c] for c in order]
+    return Spillover(channels=tuple(order), matrix=matrix, source=f"flowjo:{p}")
+
+
 def load_spillover_csv(path: str | Path) -> Spillover:
     """Read a spillover matrix from CSV/TSV or a FlowJo-exported matrix file.
 
@@ -149,8 +210,9 @@ def load_spillover_csv(path: str | Path) -> Spillover:
     * a header row of ``n`` channel names, then ``n`` rows of ``n`` numbers;
     * the same with a row label first on every row (and optionally an empty first header
       cell): rows are then re-ordered to match the header by name;
-    * a FlowJo ``.mtx``/``.txt`` export: one or more title lines before the header row
-      (source recorded as ``flowjo:<path>``); ``Comp-`` prefixes and ``<>`` are removed.
+    * a FlowJo export: the XML ``.mtx`` (``transforms:spilloverMatrix``) or a text matrix
+      with title lines before the header row (source recorded as ``flowjo:<path>``);
+      ``Comp-`` prefixes and ``<>`` are removed.
 
     Parameters
     ----------
@@ -171,10 +233,7 @@ def load_spillover_csv(path: str | Path) -> Spillover:
     except (OSError, UnicodeDecodeError) as exc:
         raise CompensationError(f"{p}: cannot read spillover matrix ({exc})") from exc
     if text.lstrip().startswith("<"):
-        raise CompensationError(
-            f"{p}: looks like XML; export the FlowJo matrix as CSV/TSV (channel names in "
-            "the first row) or give a Gating-ML spectrumMatrix to the gating module"
-        )
+        return _parse_flowjo_xml(text, p)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     rows = [[c.strip() for c in re.split(r"\t|,|;", ln)] for ln in lines]
     header_i = None

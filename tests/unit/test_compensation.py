@@ -177,3 +177,53 @@ def test_parse_keyword_roundtrip():
     sp = parse_spill_keyword("2, a ,b,1,0.5,0,1", where="f", source="SPILL")
     assert sp.channels == ("a", "b")
     np.testing.assert_array_equal(sp.matrix, [[1, 0.5], [0, 1]])
+
+
+FLOWJO_MTX = """<?xml version="1.0" encoding="UTF-8"?>
+<gating:gatingML>
+  <transforms:spilloverMatrix prefix="Comp-" name="Acquisition-defined" editable="1"
+      status="FINALIZED" transforms:id="" suffix="">
+    <data-type:parameters>
+      <data-type:parameter data-type:name="PE-A"/>
+      <data-type:parameter data-type:name="FITC-A"/>
+    </data-type:parameters>
+    <transforms:spillover data-type:parameter="PE-A" userProvidedCompInfix="Comp-PE-A">
+      <transforms:coefficient data-type:parameter="FITC-A" transforms:value="0.2"/>
+      <transforms:coefficient data-type:parameter="PE-A" transforms:value="1"/>
+    </transforms:spillover>
+    <transforms:spillover data-type:parameter="FITC-A">
+      <transforms:coefficient data-type:parameter="FITC-A" transforms:value="1"/>
+      <transforms:coefficient data-type:parameter="PE-A" transforms:value="0.1"/>
+    </transforms:spillover>
+  </transforms:spilloverMatrix>
+</gating:gatingML>
+"""
+
+
+def test_flowjo_xml_mtx_rows_and_columns_by_name(tmp_path):
+    mtx = tmp_path / "comp.mtx"
+    mtx.write_text(FLOWJO_MTX)
+    spill = load_spillover_csv(mtx)
+    assert spill.source == f"flowjo:{mtx}"
+    assert spill.channels == ("PE-A", "FITC-A")
+    np.testing.assert_array_equal(spill.matrix, [[1.0, 0.2], [0.1, 1.0]])
+    s = _sample(tmp_path, {})
+    got = compensate(s.events, s.channel_names, spillover_for(s, override=mtx))
+    np.testing.assert_allclose(got, TRUE, atol=1e-9)
+
+
+def test_flowjo_xml_spectral_and_ragged_are_refused(tmp_path):
+    mtx = tmp_path / "comp.mtx"
+    mtx.write_text(FLOWJO_MTX.replace('prefix="Comp-"', 'spectral="1" prefix="Comp-"'))
+    with pytest.raises(CompensationError, match="spectral \\(unmixing\\) matrices are not"):
+        load_spillover_csv(mtx)
+    line = '<transforms:coefficient data-type:parameter="FITC-A" transforms:value="0.2"/>'
+    mtx.write_text(FLOWJO_MTX.replace(line, ""))
+    with pytest.raises(
+        CompensationError,
+        match=re.escape(
+            "FlowJo matrix row 'PE-A' has coefficients for ['PE-A']; expected one for each of "
+            "['PE-A', 'FITC-A'] (the matrix must be square)"
+        ),
+    ):
+        load_spillover_csv(mtx)

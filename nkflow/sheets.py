@@ -88,7 +88,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"{p}: file not found; fix: check the path in config.yaml 'sheets:'")
     try:
         df = pd.read_csv(
-            p, sep="\t", dtype=str, keep_default_na=False, na_filter=False, comment=None
+            p,
+            sep="\t",
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            encoding="utf-8-sig",  # spreadsheet exports often start with a byte-order mark
         )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ConfigError(

@@ -350,3 +350,10 @@ def test_hostile_id_stops_snakemake_before_any_job(tmp_path):
     assert f"row 3 (sample_id={bad!r}, tube='nk'): column 'sample_id'" in out
     assert not (tmp_path / "pwned").exists()
     assert not (tmp_path / "results").exists()
+
+
+def test_spreadsheet_export_with_bom_and_crlf_loads(tmp_path):
+    p = tmp_path / "samples.tsv"
+    p.write_bytes(("\ufeff" + SAMPLE_HEADER + row() + "\n").replace("\n", "\r\n").encode("utf-8"))
+    df = sheets.load_samples(p, PANELS, GATINGS)
+    assert (list(df.columns[:2]), df.loc[0, "fcs_file"]) == (["row", "sample_id"], "fcs/S1.fcs")

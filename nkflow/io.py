@@ -545,12 +545,21 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
         )
     if "$MODE" not in kw:
         raise FcsError(f"{name}: required keyword $MODE is missing; expected 'L' (list mode)")
-    byteord = _norm_byteord(kw.get("$BYTEORD", ""))
-    if byteord not in _BYTE_ORDERS:
+    byteord_raw = kw.get("$BYTEORD", "")
+    if _norm_byteord(byteord_raw) not in _BYTE_ORDERS:
         raise FcsError(
-            f"{name}: $BYTEORD is {kw.get('$BYTEORD')!r}; expected '1,2,3,4' (little endian) "
+            f"{name}: $BYTEORD is {byteord_raw!r}; expected '1,2,3,4' (little endian) "
             "or '4,3,2,1' (big endian)"
         )
+    if byteord_raw not in _BYTE_ORDERS:
+        # FlowIO compares the raw value; anything else silently decodes in machine order
+        raise FcsError(
+            f"{name}: $BYTEORD is {byteord_raw!r} (extra spaces); the FCS reader would decode "
+            f"it in the machine's byte order, so the file is refused; rewrite the keyword as "
+            f"{_norm_byteord(byteord_raw)!r}"
+        )
+    if kw.get("$TOT", "").strip() == "0":
+        raise FcsError(f"{name}: $TOT is 0: the file holds no events")
     tot = _int_kw(kw, "$TOT", name, minimum=1)
     channels = _channels_from_keywords(kw, name, datatype)
     bpe = _bytes_per_event(channels, datatype, name, warns)

@@ -430,3 +430,23 @@ def test_inspect_unknown_format_is_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="inspect: format 'xml' is not known"):
         inspect_files([], fmt="xml")
+
+
+def test_byteorder_with_spaces_and_empty_tot_are_refused(tmp_path):
+    blob = build_fcs(NAMES, EVENTS, byteord="4,3,2,1").replace(
+        b"$BYTEORD/4,3,2,1/", b"$BYTEORD/4,3,2,1 /"
+    )
+    blob = blob[:18] + str(int(blob[18:26]) + 1).rjust(8).encode() + blob[26:]
+    p = tmp_path / "t.fcs"
+    p.write_bytes(blob)
+    with pytest.raises(
+        FcsError,
+        match=re.escape(
+            "t.fcs: $BYTEORD is '4,3,2,1 ' (extra spaces); the FCS reader would decode it in "
+            "the machine's byte order, so the file is refused; rewrite the keyword as '4,3,2,1'"
+        ),
+    ):
+        read_fcs(p)
+    p.write_bytes(build_fcs(NAMES, EVENTS[:0], tot=0))
+    with pytest.raises(FcsError, match=re.escape("t.fcs: $TOT is 0: the file holds no events")):
+        read_fcs(p)

@@ -436,6 +436,21 @@ def build_visits(
     for rec in cbc.to_dict(orient="records"):
         cbc_by.setdefault(str(rec["patient_id"]), []).append(rec)
     chim_by = chimerism_candidates(chimerism, str_results)
+    str_failed: dict[str, dict[dt.date, list[str]]] = {}
+    if str_results is not None:
+        tol = int(s["chimerism_tolerance_days"])
+        dates = {str(r["patient_id"]): [] for r in samples.to_dict(orient="records")}
+        for r in samples.to_dict(orient="records"):
+            dates[str(r["patient_id"])].append(r["collection_date"])
+        for rec in str_results.to_dict(orient="records"):
+            if rec["status"] == "ok":
+                continue
+            pid_ = str(rec["patient_id"])
+            for cd in dates.get(pid_, []):
+                if abs((rec["date"] - cd).days) <= tol:
+                    lst = str_failed.setdefault(pid_, {}).setdefault(cd, [])
+                    if rec["fraction"] not in lst:
+                        lst.append(rec["fraction"])
     z, thr = float(s["ci_z"]), float(s["threshold_per_ul"])
     beads_method = s["absolute_count_method"] == "single_platform_beads"
     lymph_pop = s["lymphocyte_population"]
@@ -537,6 +552,9 @@ def build_visits(
         v["chimerism_fraction"], v["chimerism_date"] = sel.fraction, sel.date
         v["chimerism_source"], v["donor_chimerism_pct"] = sel.source, sel.donor_pct
         v["donor_chimerism_sd"] = sel.sd
+        for frac in str_failed.get(pid, {}).get(cdate, []):
+            if frac in s["chimerism_preference"]:
+                flags.append(f"str_not_computable:{frac}")
         if sel.donor_pct is not None and sel.donor_pct < float(s["chimerism_assay_limit_pct"]):
             flags.append("chimerism_near_assay_limit")
 

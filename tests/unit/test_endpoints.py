@@ -509,3 +509,26 @@ def test_visits_round_trip_keeps_bytes_and_numeric_looking_ids(tmp_path):
     visits = ep.read_visits(d / "out" / "visits.tsv")
     assert "0004" in set(visits["sample_id"])
     assert ep.table_bytes(visits, ep.VISIT_COLUMNS) == data
+
+
+def test_too_few_str_loci_is_missing_chimerism_and_flagged(tmp_path, monkeypatch):
+    d = tmp_path / "c"
+    shutil.copytree(FIX, d)
+    _edit(
+        d / "config.yaml",
+        "  chimerism_preference: [CD56, PB]\n",
+        "  chimerism_preference: [CD56, PB]\n  min_str_loci: 5\n",
+    )
+    run_cohort(d, monkeypatch)
+    rows = ep.patient_rows(d / "out" / "endpoints.tsv")
+    r = dict(zip(ENDPOINT_HEADER, rows["P012"].split("\t"), strict=True))
+    assert (r["verdict"], r["reason"], r["flags"]) == (
+        "NOT_EVALUABLE",
+        "missing_chimerism",
+        "str_not_computable:CD56",
+    )
+    res = (d / "out" / "str_results.tsv").read_text().splitlines()[1].split("\t")
+    assert res[3:] == ["", "", "", "4", "0", "not_computable"]
+
+
+ENDPOINT_HEADER = list(ep.ENDPOINT_COLUMNS)

@@ -113,18 +113,38 @@ def rows_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
 
 def fcs_of(prov: dict[str, Any]) -> tuple[str, str]:
     """(path, sha256) of the FCS file recorded in a tube ``provenance.json``."""
-    flat = dict(flatten(prov))
-    path = ""
-    for k in ("fcs_path", "fcs_file", "path", "input.path", "input_path", "file", "fcs.path"):
-        if flat.get(k):
-            path = flat[k]
-            break
-    sha = ""
-    for k in ("sha256", "fcs_sha256", "input.sha256", "fcs.sha256", "input_sha256"):
-        if flat.get(k):
-            sha = flat[k]
-            break
-    return path, sha
+    path = prov.get("fcs_file") or prov.get("fcs_path") or ""
+    sha = prov.get("fcs_sha256") or prov.get("sha256") or ""
+    return str(path), str(sha)
+
+
+def time_qc_rows(inp: ReportInputs, tube_keys: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Per tube: assessed, events removed and removed ranges, from ``provenance.json``."""
+    out = []
+    for key in tube_keys:
+        t = inp.tube_provenance.get(key, {}).get("time_qc")
+        if not isinstance(t, dict):
+            continue
+        parts = []
+        for r in t.get("removed_ranges_s") or []:
+            if isinstance(r, list | tuple) and len(r) == 2:
+                parts.append(f"{float(r[0]):g}–{float(r[1]):g} s")
+            else:
+                parts.append(str(r))
+        text = ", ".join(parts)
+        out.append(
+            [
+                key[0],
+                key[1],
+                str(t.get("assessed", "")),
+                str(t.get("n_removed", "")),
+                text or "none",
+            ]
+        )
+    return out
+
+
+TIME_QC_HEADER = ["sample", "tube", "assessed", "events removed", "removed time ranges"]
 
 
 # ----------------------------------------------------------------------------- patient page
@@ -509,6 +529,10 @@ def _qc(samples: Sequence[str], inp: ReportInputs) -> str:
     )
     time_rows = [r for r in rows if _is_time_check(r)]
     body += "<h3>Time-QC removals</h3>"
+    removed = time_qc_rows(inp, sorted({(r["sample_id"], r["tube"]) for r in rows}))
+    if removed:
+        body += h.table(TIME_QC_HEADER, removed)
+        body += h.note("From each tube's provenance.json; the time-QC checks follow.")
     body += rows_table(time_rows, QC_COLUMNS) if time_rows else h.note("No time-QC rows recorded.")
     body += h.details("Every QC check (qc/tubes.tsv rows)", rows_table(rows, QC_COLUMNS))
     return h.section("qc", "Quality control", body)
@@ -607,16 +631,26 @@ def _provenance(
     names = sorted(inp.gate_trees) if gate_names is None else [g for g in gate_names if g]
     for name in names:
         path, doc = inp.gate_trees.get(name, ("", None))
-        digests = sorted(
+        recorded = sorted(
             {
-                v
+                str(inp.tube_provenance[key].get("gating_sha256", ""))
                 for key in tube_keys
-                for k, v in flatten(inp.tube_provenance.get(key, {}))
-                if "gate" in k.lower() and "digest" in k.lower()
+                if key in inp.tube_provenance
+                and Path(str(inp.tube_provenance[key].get("gating_file", ""))).name
+                == Path(path).name
             }
+            - {""}
         )
+        now = next((sha for role, p, sha in inp.input_hashes if p == path), "")
         title = f"Gate tree used: {name}" + (f" ({path})" if path else "")
-        content = h.note("digest recorded by the tubes: " + ", ".join(digests)) if digests else ""
+        content = ""
+        if recorded:
+            same = recorded == [now]
+            content = h.note(
+                "sha256 recorded by the tubes: "
+                + ", ".join(recorded)
+                + (" (same file as now)" if same else f" — DIFFERS from the file now ({now})")
+            )
         content += (
             _gate_tree_table(doc) if doc is not None else h.note("gate tree file not available")
         )
@@ -790,6 +824,11 @@ def _qc_summary(inp: ReportInputs) -> str:
             table_id="qc-tubes",
         ),
     )
+    removed = time_qc_rows(inp, sorted(tubes))
+    if removed:
+        body += h.details(
+            f"Time-QC removals per tube ({len(removed)})", h.table(TIME_QC_HEADER, removed)
+        )
     time_rows = [r for r in inp.qc if _is_time_check(r)]
     body += h.details(
         f"Time-QC rows across tubes ({len(time_rows)})",

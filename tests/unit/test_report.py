@@ -177,6 +177,14 @@ QC_COLUMNS = [
 ]
 
 
+GATE_TREE = (
+    "name: nk_v1\npanel: nk_v1\ngates:\n"
+    "  - {id: singlets, parent: null, type: polygon}\n"
+    "  - {id: nk, parent: singlets, type: rectangle}\n"
+)
+GATING_SHA = hashlib.sha256(GATE_TREE.encode()).hexdigest()
+
+
 def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     """Write the fixture under ``root``; returns (config, results_dir).
 
@@ -221,12 +229,19 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
                 tdir.mkdir(parents=True, exist_ok=True)
                 colour = (200, 60, 60) if failed else (60, 120, 200)
                 (tdir / "gating.png").write_bytes(tiny_png(48, 32, colour))
-                prov = {
-                    "fcs_path": f"data/{sid}_{tube}.fcs",
-                    "sha256": f"{PATIENTS.index(pid):02d}{visit}{tube}".ljust(64, "0"),
-                    "fcs_version": "FCS3.1",
-                    "gate_tree_digest": "abc123",
+                prov = {  # keys as nkflow.tube writes them
+                    "sample_id": sid,
+                    "tube": tube,
+                    "fcs_file": f"data/{sid}_{tube}.fcs",
+                    "fcs_sha256": f"{PATIENTS.index(pid):02d}{visit}{tube}".ljust(64, "0"),
+                    "gating_file": str(root / "gating" / "nk_v1.yaml"),
+                    "gating_sha256": "0" * 64 if failed else GATING_SHA,
                     "software": {"nkflow": "0.1.0", "flowkit": "1.3.2"},
+                    "time_qc": {
+                        "assessed": True,
+                        "n_removed": 6200 if failed else 0,
+                        "removed_ranges_s": [[10.0, 12.5]] if failed else [],
+                    },
                 }
                 (tdir / "provenance.json").write_text(json.dumps(prov), encoding="utf-8")
     _tsv(results / "qc" / "tubes.tsv", QC_COLUMNS, qc_rows)
@@ -292,12 +307,7 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     )
     gating = root / "gating" / "nk_v1.yaml"
     gating.parent.mkdir(parents=True, exist_ok=True)
-    gating.write_text(
-        "name: nk_v1\npanel: nk_v1\ngates:\n"
-        "  - {id: singlets, parent: null, type: polygon}\n"
-        "  - {id: nk, parent: singlets, type: rectangle}\n",
-        encoding="utf-8",
-    )
+    gating.write_bytes(GATE_TREE.encode())
     config = {
         "sheets": {
             "samples": "sheets/samples.tsv",
@@ -419,6 +429,10 @@ def test_qc_section_lists_statuses_reasons_and_time_qc_removals(rendered):
         "<td>time_qc: FAIL time_burst (removed 6200 events in 10.0-12.5 s)</td>" in qc
     )
     assert "<h3>Time-QC removals</h3>" in qc
+    assert (
+        '<td>P03-D14</td><td>nk</td><td>True</td><td class="num">6200</td><td>10–12.5 s</td>' in qc
+    )
+    assert '<td>P03-D14</td><td>treg</td><td>True</td><td class="num">0</td><td>none</td>' in qc
     assert qc.count("<td>time_qc</td>") == 16  # 8 tubes in the table + 8 in the full list
 
 
@@ -448,6 +462,10 @@ def test_provenance_hashes_versions_digest_gate_tree_and_run_date(rendered):
     canonical = json.dumps(rendered["config"], sort_keys=True, separators=(",", ":"))
     assert hashlib.sha256(canonical.encode()).hexdigest() in prov
     assert "Gate tree used: nk_v1 (gating/nk_v1.yaml)" in prov
+    assert f"sha256 recorded by the tubes: {GATING_SHA} (same file as now)" in prov
+    # P03-D14/nk recorded another gate tree digest: the page says it differs
+    p03 = _section(rendered["P03"], "provenance")
+    assert f"{'0' * 64}, {GATING_SHA} — DIFFERS from the file now ({GATING_SHA})" in p03
     assert "<td>nk</td><td>singlets</td><td>rectangle</td>" in prov
     assert f"<td>report run date</td><td>{RUN_DATE}</td>" in prov
 

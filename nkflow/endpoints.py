@@ -439,7 +439,9 @@ def build_visits(
     str_failed: dict[str, dict[dt.date, list[str]]] = {}
     if str_results is not None:
         tol = int(s["chimerism_tolerance_days"])
-        dates = {str(r["patient_id"]): [] for r in samples.to_dict(orient="records")}
+        dates: dict[str, list[dt.date]] = {
+            str(r["patient_id"]): [] for r in samples.to_dict(orient="records")
+        }
         for r in samples.to_dict(orient="records"):
             dates[str(r["patient_id"])].append(r["collection_date"])
         for rec in str_results.to_dict(orient="records"):

@@ -219,7 +219,8 @@ def run_tube(
     if spill is not None:
         idx = [sample.channel_names.index(c) for c in spill.channels]
         comp = compensation.compensate(sample.events[:, idx], list(spill.channels), spill)
-        checks.extend(qc.compensation_sanity(comp, list(spill.channels), qc_cfg))
+        ranges = [sample.channels[i].pnr for i in idx]
+        checks.extend(qc.compensation_sanity(comp, list(spill.channels), qc_cfg, ranges=ranges))
         del comp
     else:
         checks.append(
@@ -279,7 +280,7 @@ def run_tube(
     counts.insert(0, "sample_id", sample_id)
     counts = counts[COUNT_COLUMNS]
     checks.extend(qc.gate_flag_checks(result.flags, qc_cfg))
-    checks.extend(qc.event_floor_checks(counts, qc_cfg))
+    checks.extend(qc.event_floor_checks(counts, qc_cfg, n_total=sample.n_events))
     viability = _viability_counts(tree, result)
     if viability is not None:
         checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))

@@ -359,8 +359,10 @@ def _cmp(
         fx = xf.apply(x)
         return fx >= value if ge else fx < value
     lo, hi = br
-    out = x > hi if ge else x < lo
-    band = (x >= lo) & (x <= hi)
+    below, above = x < lo, x > hi
+    out = above if ge else below
+    # everything else, NaN included (FlowKit's logicle maps NaN to a number), is decided by f
+    band = ~(below | above)
     if np.isfinite(xf.domain_min):
         band |= x <= xf.domain_min
     if within is not None:

@@ -422,7 +422,7 @@ def to_gatingml(
     root = ET.fromstring(buf.getvalue())
     info = ET.Element(f"{{{_DT_NS}}}custom_info")
     el = ET.SubElement(info, _NKFLOW_TAG)
-    el.text = json.dumps(tree_to_dict(tree), sort_keys=True)
+    el.text = json.dumps(tree_to_dict(tree))
     root.insert(0, info)
     Path(path).write_bytes(ET.tostring(root, xml_declaration=True, encoding="utf-8"))
 

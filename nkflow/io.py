@@ -709,10 +709,13 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
             idx = len(bases) - 1
             try:
                 lay = _parse_dataset(fh, base, file_size, name)
-            except FcsError:
+            except FcsError as exc:
                 if idx == dataset or idx == 0:
                     raise
                 # a broken later data set does not spoil the one asked for
+                layouts[0].warnings.append(
+                    f"data set {idx + 1} at byte {base} is unreadable and was ignored ({exc})"
+                )
                 break
             layouts[idx] = lay
             if idx == dataset:

@@ -450,3 +450,15 @@ def test_byteorder_with_spaces_and_empty_tot_are_refused(tmp_path):
     p.write_bytes(build_fcs(NAMES, EVENTS[:0], tot=0))
     with pytest.raises(FcsError, match=re.escape("t.fcs: $TOT is 0: the file holds no events")):
         read_fcs(p)
+
+
+def test_broken_second_data_set_is_recorded_not_fatal(tmp_path):
+    first = build_fcs(NAMES, EVENTS, extra={"$NEXTDATA": "0000000"})
+    blob = with_nextdata(first, len(first)) + b"FCS3.1    garbage" + b" " * 60
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, EVENTS)
+    assert s.n_datasets == 1
+    assert s.warnings == (
+        f"data set 2 at byte {len(first)} is unreadable and was ignored (t.fcs: HEADER TEXT "
+        "start offset (bytes 10-17) is b'garbage '; expected a right-justified ASCII number)",
+    )

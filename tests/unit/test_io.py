@@ -462,3 +462,44 @@ def test_broken_second_data_set_is_recorded_not_fatal(tmp_path):
         f"data set 2 at byte {len(first)} is unreadable and was ignored (t.fcs: HEADER TEXT "
         "start offset (bytes 10-17) is b'garbage '; expected a right-justified ASCII number)",
     )
+
+
+@pytest.mark.parametrize("bits", [8, 32])
+def test_8_and_32_bit_integers(tmp_path, bits):
+    ev = np.array([[255.0, 1.0], [7.0, 200.0]])
+    p = _write(tmp_path, build_fcs(["A", "B"], ev, datatype="I", bits=bits, pnr=[256, 256]))
+    np.testing.assert_array_equal(read_fcs(p).events, ev)
+
+
+def test_bundled_mixed_width_integer_file():
+    # FlowIO's variable_int_example.fcs: $PnB differs per channel, $TIMESTEP anonymised.
+    s = read_fcs(DATA / "variable_int_example.fcs")
+    assert s.events.shape == (2, 26)
+    assert sorted({c.pnb for c in s.channels}) == [16, 32]
+    assert s.warnings == (
+        "$TIMESTEP is 'xxxxxxxxx' (not a number, possibly anonymised); the time channel "
+        "'Time' is left in raw units",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [("data_start_offset_discrepancy_example.fcs", "5555-6188"),
+     ("data_stop_offset_discrepancy_example.fcs", "6081-6944")],
+)  # fmt: skip
+def test_bundled_offset_discrepancy_files_use_text_offsets(name, header):
+    s = read_fcs(DATA / name)
+    ref = read_fcs(DATA / "variable_int_example.fcs")  # same events, consistent offsets
+    np.testing.assert_array_equal(s.events, ref.events)
+    assert s.warnings[0] == (
+        f"DATA offsets disagree: HEADER {header} vs TEXT 6081-6188; the TEXT offsets were used "
+        "because they alone lie outside TEXT, inside the file and hold $TOT x bytes per event "
+        "(reader option ignore_offset_discrepancy)"
+    )
+
+
+def test_bundled_flowkit_line_file():
+    s = read_fcs(DATA / "data_set_simple_line_100.fcs")
+    assert s.events.shape == (100, 2)
+    assert s.channel_names == ("channel_A", "channel_B")
+    assert s.warnings == ()

@@ -8,7 +8,7 @@ inside ``spec.bounds``. A flag is ``{code, message}`` with codes
 
 ``too_few_events``  fewer than ``MIN_EVENTS`` finite values;
 ``no_valley``       no density valley between two modes inside the bounds;
-``degenerate_fit``  the mixture collapsed (a tiny component or overlapping components);
+``degenerate_fit``  the mixture collapsed (a tiny component, or Ashman's D <= 2: not bimodal);
 ``out_of_bounds``   the mixture or control threshold falls outside the bounds;
 ``missing_control`` a control gate was evaluated without its control tube.
 
@@ -19,6 +19,7 @@ never substitutes a default. Randomness only through ``spec.random_state``.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -30,6 +31,9 @@ MIN_EVENTS = 50
 GRID = 512
 #: a valley must be at most this fraction of the lower of its two neighbouring peaks
 VALLEY_DEPTH = 0.8
+#: smallest mixture weight and Ashman's D (Ashman et al. 1994) for a usable two-component fit
+MIN_WEIGHT = 0.01
+MIN_ASHMAN_D = 2.0
 
 
 def _flag(code: str, message: str) -> tuple[None, dict[str, str]]:
@@ -97,14 +101,16 @@ def gmm_threshold(
     w = gm.weights_.ravel()
     order = np.argsort(means)
     means, sds, w = means[order], sds[order], w[order]
-    sep = (means[1] - means[0]) / max(sds.max(), 1e-12)
-    if w.min() < 0.01 or sep < 1.0:
+    # Ashman's D: two normal components are clearly separated (bimodal) only when D > 2
+    sep = math.sqrt(2.0) * (means[1] - means[0]) / max(math.hypot(sds[0], sds[1]), 1e-12)
+    if w.min() < MIN_WEIGHT or sep <= MIN_ASHMAN_D:
         return (
             None,
             "degenerate_fit",
             (
                 f"two-component mixture is degenerate (weights {w[0]:.3f}/{w[1]:.3f}, "
-                f"means {means[0]:.4g}/{means[1]:.4g}, separation {sep:.2f} SD < 1)"
+                f"means {means[0]:.4g}/{means[1]:.4g}, Ashman's D {sep:.2f}; need weights >= "
+                f"{MIN_WEIGHT:g} and D > {MIN_ASHMAN_D:g})"
             ),
         )
     grid = np.linspace(means[0], means[1], 2001).reshape(-1, 1)

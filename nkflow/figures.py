@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def _values(cols: _Columns, tree: GateTree, gate: Gate, rows: np.ndarray) -> lis
     return out
 
 
-def _limits(v: np.ndarray, extra: Sequence[float]) -> tuple[float, float]:
+def _limits(v: np.ndarray, extra: Sequence[float | None]) -> tuple[float, float]:
     f = v[np.isfinite(v)]
     pts = [float(x) for x in extra if x is not None and np.isfinite(x)]
     if f.size:
@@ -69,7 +69,7 @@ def _stats(res: GatingResult, pop: str, parent_n: int) -> str:
 def _draw_gate(ax: Any, gate: Gate, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
     from matplotlib.patches import Polygon, Rectangle
 
-    kw = {"fill": False, "edgecolor": "red", "linewidth": 1.2}
+    kw: dict[str, Any] = {"fill": False, "edgecolor": "red", "linewidth": 1.2}
     if gate.type == "polygon":
         ax.add_patch(Polygon(np.asarray(gate.vertices), closed=True, **kw))
     elif gate.type == "ellipse":
@@ -98,7 +98,7 @@ def _draw_gate(ax: Any, gate: Gate, xlim: tuple[float, float], ylim: tuple[float
 def gating_figure(
     tree: GateTree,
     events: np.ndarray,
-    marker_index: dict[str, int],
+    marker_index: Mapping[str, int | None],
     res: GatingResult,
     path: str | Path,
     title: str = "",

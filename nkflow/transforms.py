@@ -379,7 +379,8 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
             if c <= 0:
                 raise ConfigError(f"{where}: arcsinh cofactor must be > 0, found {c:g}")
             return ArcsinhTransform(cofactor=c)
-        required, optional = ("t", "m"), ("a",)
+        required: tuple[str, ...] = ("t", "m")
+        optional: tuple[str, ...] = ("a",)
     elif kind in _PARAMS:
         required, optional = _PARAMS[kind]
     else:

@@ -8,7 +8,8 @@ Public API (stable names used by the per-tube pipeline)::
     res = gate_sample(tree, events, marker_index, spill=None, keep=None, controls=None)
     res.membership(pop); res.count(pop); res.not_computed; res.flags; res.counts_table()
     to_gatingml(tree, path); from_gatingml(path); from_flowjo_wsp(path, sample_id, group)
-    to_flowkit(tree, channel_names=None, thresholds=None)   # flowkit.GatingStrategy
+    to_flowkit(tree, channel_names=None, thresholds=None, spill=None)  # FlowKit strategy
+    write_tree(tree, path)                        # YAML, read back by load_tree
 
 Importing this package is light: FlowKit, pandas and scikit-learn are imported inside the
 functions that need them.
@@ -26,6 +27,7 @@ from nkflow.gating.tree import (
     load_tree,
     tree_from_dict,
     tree_to_dict,
+    write_tree,
 )
 
 __all__ = [
@@ -45,4 +47,5 @@ __all__ = [
     "to_gatingml",
     "tree_from_dict",
     "tree_to_dict",
+    "write_tree",
 ]

@@ -166,11 +166,11 @@ def find_threshold(
     if n < MIN_EVENTS:
         return _flag("too_few_events", f"{n} events in the parent population, need {MIN_EVENTS}")
     if spec.method == "valley":
-        cut, why = valley_threshold(v, spec.bounds)
-        if cut is None:
+        vcut, why = valley_threshold(v, spec.bounds)
+        if vcut is None:
             return _flag("no_valley", why)
-        return cut, None
-    cut, code, why = gmm_threshold(v, spec.bounds, spec.random_state)
-    if cut is None:
+        return vcut, None
+    gcut, code, why = gmm_threshold(v, spec.bounds, spec.random_state)
+    if gcut is None:
         return _flag(code, why)
-    return cut, None
+    return gcut, None

@@ -24,7 +24,7 @@ Nothing here reads files; the caller gives float64 raw events (``FcsSample.event
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +125,7 @@ class GatingResult:
             par = tree.population(p).parent
             if par in under:
                 under.add(p)
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for p in tree.populations:
             par = tree.population(p).parent
             if p in self.not_computed:
@@ -210,13 +210,13 @@ class _Columns:
         self,
         tree: GateTree,
         events: np.ndarray,
-        marker_index: dict[str, int],
+        marker_index: Mapping[str, int | None],
         spill: Any,
         channel_names: Sequence[str] | None = None,
     ) -> None:
         self.tree = tree
         self.events = events
-        self.mi = marker_index
+        self.mi: dict[str, int] = {k: int(v) for k, v in marker_index.items() if v is not None}
         self.fcs = _spill_parts(spill, channel_names)
         self.cache: dict[tuple[str, str | None], np.ndarray] = {}
         self.inv: dict[str, tuple[list[int], np.ndarray]] = {}
@@ -312,6 +312,7 @@ class _Columns:
             return self.cache[key0]
         key = (d.marker, comp)
         if key not in self.cache:
+            assert comp is not None
             self._compensate_all(comp, parts)
         v = self.cache[key]
         return v if rows is None else v[rows]
@@ -496,7 +497,7 @@ def _descendants(tree: GateTree, pops: tuple[str, ...]) -> list[str]:
 def gate_sample(
     tree: GateTree,
     events: np.ndarray,
-    marker_index: dict[str, int],
+    marker_index: Mapping[str, int | None],
     spill: Any = None,
     keep: np.ndarray | None = None,
     controls: dict[str, np.ndarray] | None = None,
@@ -512,7 +513,7 @@ def gate_sample(
     events
         (n, p) float64 raw events (``FcsSample.events``); never modified.
     marker_index
-        Marker name -> column index; markers missing in this tube are absent.
+        Marker name -> column index; markers missing in this tube are absent (or None).
     spill
         Spillover used for dims with ``compensated: true`` (``compensation: FCS``): an object
         with ``matrix`` (k x k) and ``indices`` (k column indices), or a tuple
@@ -668,7 +669,7 @@ def control_values(
     tree: GateTree,
     gate_id: str,
     events: np.ndarray,
-    marker_index: dict[str, int],
+    marker_index: Mapping[str, int | None],
     spill: Any = None,
     keep: np.ndarray | None = None,
     channel_names: Sequence[str] | None = None,

@@ -188,12 +188,12 @@ def to_flowkit(
             ]
             quads = []
             for q, ranges in g.quadrants:
-                refs = [f"{g.id}__d{i}" for i, r in enumerate(ranges) if r != (None, None)]
+                drefs = [f"{g.id}__d{i}" for i, r in enumerate(ranges) if r != (None, None)]
                 rng = [list(r) for r in ranges if r != (None, None)]
-                quads.append(G.Quadrant(q, refs, rng))
+                quads.append(G.Quadrant(q, drefs, rng))
             gate = G.QuadrantGate(g.id, divs, quads)
         elif g.type == "boolean":
-            refs = []
+            refs: list[dict[str, Any]] = []
             for r, c in g.of:
                 owner = tree.population(r).gate
                 path = gate_path[owner] + ((owner,) if owner != r else ())

@@ -209,6 +209,14 @@ def load_tree(path: str | Path) -> GateTree:
     return tree_from_dict(data, source=str(p))
 
 
+def write_tree(tree: GateTree, path: str | Path) -> None:
+    """Write ``tree`` as gate-tree YAML (``load_tree`` reads it back to an equal tree)."""
+    import yaml
+
+    text = yaml.safe_dump(tree_to_dict(tree), sort_keys=False, default_flow_style=None)
+    Path(path).write_text(f"# gate tree '{tree.name}' (from {tree.source})\n{text}", "utf-8")
+
+
 def _f(where: str, key: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ConfigError(f"{where}: '{key}' must be a number, found {v!r}")
@@ -343,7 +351,7 @@ def _gate(
                 raise ConfigError(
                     f"{where}: quadrant '{q}' must list one of hi/lo per dim ({len(dims)})"
                 )
-            rng = []
+            rng: list[tuple[float | None, float | None]] = []
             for d, s in zip(dims, spec, strict=True):
                 if s == "hi" and len(d.dividers) == 1:
                     rng.append((d.dividers[0], None))

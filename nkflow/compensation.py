@@ -50,8 +50,10 @@ MAX_CONDITION = 1e12
 
 
 class _HasKeywords(Protocol):
-    path: Path
-    keywords: dict[str, str]
+    @property
+    def path(self) -> Path: ...
+    @property
+    def keywords(self) -> dict[str, str]: ...
 
     @property
     def channel_names(self) -> tuple[str, ...]: ...

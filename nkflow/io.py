@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from nkflow.errors import FcsError
 
@@ -933,7 +934,7 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, warns: list[str]) -> None:
 def read_fcs(
     path: str | Path,
     *,
-    dtype: np.dtype | type = np.float64,
+    dtype: DTypeLike = np.float64,
     dataset: int = 0,
 ) -> FcsSample:
     """Read one FCS file into an :class:`FcsSample` after checking its integrity.

@@ -43,9 +43,12 @@ _TOKEN_SPLIT = re.compile(r"[\s_]+")
 
 
 class _HasChannels(Protocol):
-    path: Path
-    channels: tuple[Channel, ...]
-    keywords: dict[str, str]
+    @property
+    def path(self) -> Path: ...
+    @property
+    def channels(self) -> tuple[Channel, ...]: ...
+    @property
+    def keywords(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)

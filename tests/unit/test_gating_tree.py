@@ -48,7 +48,8 @@ def test_round_trip_is_identity() -> None:
 @pytest.mark.parametrize("name", ["nk_v1", "treg_v1"])
 def test_shipped_trees_load(name: str) -> None:
     t = load_tree(ROOT / "config" / "gating" / f"{name}.yaml")
-    assert t.populations[:3] == ("singlets", "lymphocytes", "live")
+    pops = t.populations
+    assert pops.index("singlets") < pops.index("lymphocytes") < pops.index("live")
     wanted = {
         "nk_v1": {"nk", "nk_cd56bright", "nk_cd56dim", "nkt_like"},
         "treg_v1": {"cd3", "cd4", "treg", "treg_ki67"},

@@ -36,6 +36,10 @@ $script
 )
 
 
+#: plain cells up to this many characters never wrap (ids, dates, codes stay on one line)
+NOWRAP_MAX = 24
+
+
 def esc(value: object) -> str:
     """Escape ``value`` (converted with ``str``) for HTML text and attribute context."""
     return html.escape("" if value is None else str(value), quote=True)
@@ -137,7 +141,12 @@ def table(
         cells = []
         for c_i, cell in enumerate(row):
             text = cell if c_i in raw else esc(cell)
-            cls = ' class="num"' if c_i not in raw and is_number(str(cell)) else ""
+            cls = ""
+            if c_i not in raw and is_number(str(cell)):
+                cls = ' class="num"'
+            elif c_i not in raw and len(str(cell)) <= NOWRAP_MAX:
+                cls = ' class="nw"'
+
             sort = ""
             if c_i in keys:
                 sort = f' data-sort="{esc(keys[c_i][r_i])}"'

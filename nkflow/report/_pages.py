@@ -532,8 +532,15 @@ def _qc(samples: Sequence[str], inp: ReportInputs) -> str:
     removed = time_qc_rows(inp, sorted({(r["sample_id"], r["tube"]) for r in rows}))
     if removed:
         body += h.table(TIME_QC_HEADER, removed)
-        body += h.note("From each tube's provenance.json; the time-QC checks follow.")
-    body += rows_table(time_rows, QC_COLUMNS) if time_rows else h.note("No time-QC rows recorded.")
+        body += h.note("From each tube's provenance.json.")
+    flagged = [r for r in time_rows if r.get("status", "") not in ("PASS", "")]
+    if flagged:
+        body += "<h3>Time-QC checks not PASS</h3>" + rows_table(flagged, QC_COLUMNS)
+    body += (
+        h.details(f"Time-QC checks ({len(time_rows)})", rows_table(time_rows, QC_COLUMNS))
+        if time_rows
+        else h.note("No time-QC rows recorded.")
+    )
     body += h.details("Every QC check (qc/tubes.tsv rows)", rows_table(rows, QC_COLUMNS))
     return h.section("qc", "Quality control", body)
 

@@ -339,9 +339,14 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "config": config, "results": results, "out": out, "paths": paths, **pages}
 
 
+def _plain(page: str) -> str:
+    """Drop the cell alignment classes (num = right-aligned number, nw = no wrap)."""
+    return re.sub(r' class="(num|nw)"', "", page)
+
+
 def _section(page: str, anchor: str) -> str:
     start = page.index(f'<section id="{anchor}"')
-    return page[start : page.index("</section>", start)]
+    return _plain(page[start : page.index("</section>", start)])
 
 
 def test_run_report_writes_index_then_one_page_per_patient_in_table_order(rendered):
@@ -405,19 +410,19 @@ def test_missing_source_fields_say_not_recorded_instead_of_guessing(rendered):
 def test_kinetics_dose_response_and_adverse_events(rendered):
     kin = _section(rendered["P01"], "kinetics")
     assert kin.count('<img src="data:image/png;base64,') == 1
-    assert '<td>P01-D28</td><td>2024-01-29</td><td class="num">28</td>' in kin
+    assert "<td>P01-D28</td><td>2024-01-29</td><td>28</td>" in kin
     dose = _section(rendered["P01"], "dose")
     # infusion rows come sorted by number (the sheet lists 3, 1, 2), beside endpoints' cells/kg
     assert (
         "<th>infusion_number</th><th>infusion_date</th><th>cells_infused</th>"
         "<th>body_weight_kg</th><th>cells/kg (endpoints.tsv)</th>" in dose
     )
-    assert re.findall(r'<tr><td class="num">(\d)</td><td>2024-01-0\d</td>', dose) == ["1", "2", "3"]
-    assert '<td class="num">33.3</td><td class="num">3e+06</td></tr>' in dose
-    assert '<td>cells_per_kg_total</td><td class="num">9e+06</td>' in dose
+    assert re.findall(r"<tr><td>(\d)</td><td>2024-01-0\d</td>", dose) == ["1", "2", "3"]
+    assert "<td>33.3</td><td>3e+06</td></tr>" in dose
+    assert "<td>cells_per_kg_total</td><td>9e+06</td>" in dose
     assert "<h3>Response assessments</h3>" in dose and "<td>ELN 2017</td><td>CR</td>" in dose
     assert "<td>response_summary</td><td>2024-02-28 CR (ELN 2017)</td>" in dose
-    assert '<td>fever</td><td class="num">1</td><td>possible</td>' in dose
+    assert "<td>fever</td><td>1</td><td>possible</td>" in dose
     p03 = _section(rendered["P03"], "dose")
     assert "<h3>Adverse events</h3>" in p03 and "None recorded." in p03
 
@@ -429,11 +434,13 @@ def test_qc_section_lists_statuses_reasons_and_time_qc_removals(rendered):
         "<td>time_qc: FAIL time_burst (removed 6200 events in 10.0-12.5 s)</td>" in qc
     )
     assert "<h3>Time-QC removals</h3>" in qc
-    assert (
-        '<td>P03-D14</td><td>nk</td><td>True</td><td class="num">6200</td><td>10–12.5 s</td>' in qc
-    )
-    assert '<td>P03-D14</td><td>treg</td><td>True</td><td class="num">0</td><td>none</td>' in qc
-    assert qc.count("<td>time_qc</td>") == 16  # 8 tubes in the table + 8 in the full list
+    assert "<td>P03-D14</td><td>nk</td><td>True</td><td>6200</td><td>10–12.5 s</td>" in qc
+    assert "<td>P03-D14</td><td>treg</td><td>True</td><td>0</td><td>none</td>" in qc
+    not_pass = qc[qc.index("<h3>Time-QC checks not PASS</h3>") : qc.index("Time-QC checks (8)")]
+    assert not_pass.count("<tr>") == 2  # header + the failed tube
+    assert "<td>P03-D14</td><td>nk</td><td>FAIL</td><td>time_qc</td><td>FAIL</td>" in not_pass
+    # 1 (not PASS) + 8 tubes in the time-QC details + 8 in the full list of checks
+    assert qc.count("<td>time_qc</td>") == 17
 
 
 def test_day14_gating_open_other_visits_collapsed(rendered):
@@ -487,7 +494,7 @@ def test_pages_are_self_contained(rendered):
 
 
 def test_index_rows_links_flags_and_sort_keys(rendered):
-    index = rendered["index"]
+    index = _plain(rendered["index"])
     hrefs = re.findall(r'href="([^"#][^"]*)"', index)
     assert hrefs == [f"{p}.html" for p in PATIENTS]
     assert all((rendered["out"] / h).is_file() for h in hrefs)
@@ -505,7 +512,7 @@ def test_index_rows_links_flags_and_sort_keys(rendered):
 def test_index_qc_summary_counts_tubes_by_status(rendered):
     qc = _section(rendered["index"], "qc")
     # 4 patients x 4 visits = 16 tubes of each kind; only P03-D14 nk failed
-    n = '<td class="num">{}</td>'
+    n = "<td>{}</td>"
     assert "<td>nk</td>" + "".join(n.format(x) for x in (15, 0, 1, 16)) in qc
     assert "<td>treg</td>" + "".join(n.format(x) for x in (16, 0, 0, 16)) in qc
     assert "Time-QC rows across tubes (32)" in qc

@@ -1,0 +1,169 @@
+"""Interrupting and re-running the workflow (issue 8).
+
+Contract
+--------
+Runs the real workflow (``snakemake --cores 2`` with the default workflow profile, which sets
+``rerun-incomplete``) on a copy of the repository holding a subset of the sample cohort (the
+tubes of patients P01 and P02, both panels), to keep the test to about a minute.
+
+- ``test_kill_mid_run_then_rerun_gives_identical_tables``: a run is SIGKILLed (the whole
+  snakemake process group) after some tubes finished and before the cohort tables exist; a
+  rerun completes; every table (``*.tsv`` under ``results/`` except logs and benchmarks) is
+  byte-identical to an uninterrupted run; the result file set is the same (no stray or partial
+  files); snakemake has no incomplete-job markers left and a dry run finds nothing to do.
+- ``test_gate_file_change_reruns_only_its_tubes_and_downstream``: after a complete run, one gate
+  file (``treg_v1``) is changed; the dry run's job list is exactly the tubes whose sample-sheet
+  row uses that gate tree (computed from the sheet, independently of the workflow) plus the
+  cohort-level jobs downstream of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+PATIENTS = ("P01", "P02")
+SHEET = Path("data/sample/samples.tsv")
+# Results that are not tables of the cohort: run logs and timings differ between runs.
+VOLATILE_DIRS = ("logs", "benchmarks")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def copy_subset(dest: Path) -> Path:
+    """A runnable copy of the workflow with the sample sheet cut to ``PATIENTS``."""
+    dest.mkdir(parents=True)
+    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
+    for sub in ("workflow", "config"):
+        shutil.copytree(REPO / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "data" / "sample", dest / "data" / "sample")
+    lines = (dest / SHEET).read_text().splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split("\t")
+    pid = header.index("patient_id")
+    kept = [ln for ln in lines[1:] if ln.split("\t")[pid] in PATIENTS]
+    (dest / SHEET).write_text(lines[0] + "".join(kept))
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, kill_after: int = 900) -> subprocess.CompletedProcess[str]:
+    cmd = ["timeout", "-s", "KILL", str(kill_after), SNAKEMAKE, "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, env=_env(), capture_output=True, text=True, check=False)
+
+
+def result_files(workdir: Path) -> dict[str, Path]:
+    root = workdir / "results"
+    return {
+        str(p.relative_to(root)): p
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] not in VOLATILE_DIRS
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted, complete run of the subset."""
+    work = copy_subset(tmp_path_factory.mktemp("resume") / "reference")
+    proc = snakemake(work)
+    assert proc.returncode == 0, f"reference run failed:\n{proc.stderr[-4000:]}"
+    return work
+
+
+def test_kill_mid_run_then_rerun_gives_identical_tables(reference: Path, tmp_path: Path) -> None:
+    work = copy_subset(tmp_path / "killed")
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "2"],
+        cwd=work,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: we kill snakemake and every job
+    )
+    tubes_dir = work / "results" / "tubes"
+    endpoints = work / "results" / "cohort" / "endpoints.tsv"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if len(list(tubes_dir.glob("*/*/counts.tsv"))) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not endpoints.exists(), "killed too late: the cohort tables were already written"
+
+    rerun = snakemake(work)
+    assert rerun.returncode == 0, f"rerun after SIGKILL failed:\n{rerun.stderr[-4000:]}"
+
+    ref_files, got_files = result_files(reference), result_files(work)
+    assert sorted(got_files) == sorted(ref_files)
+    tables = [name for name in ref_files if name.endswith(".tsv")]
+    assert "cohort/endpoints.tsv" in tables and "qc/tubes.tsv" in tables
+    differing = [n for n in tables if got_files[n].read_bytes() != ref_files[n].read_bytes()]
+    assert differing == []
+    incomplete = work / ".snakemake" / "incomplete"
+    assert not incomplete.exists() or not any(incomplete.iterdir())
+    again = snakemake(work, "--dry-run")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _dry_run_jobs(text: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
+    """Job counts per rule (the "Job stats" table) and the (sample, tube) of each tube job."""
+    counts: dict[str, int] = {}
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.strip() == "Job stats:")
+    for ln in lines[start + 3 :]:
+        parts = ln.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    tubes = set(re.findall(r"wildcards: sample=([^,\s]+), tube=([^,\s]+)", text))
+    return counts, tubes
+
+
+def test_gate_file_change_reruns_only_its_tubes_and_downstream(reference: Path) -> None:
+    with (reference / SHEET).open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    expected_tubes = {(r["sample_id"], r["tube"]) for r in rows if r["gating"] == "treg_v1"}
+    assert 0 < len(expected_tubes) < len(rows)
+
+    before = snakemake(reference, "--dry-run")
+    assert "Nothing to be done" in before.stdout + before.stderr
+
+    gate = reference / "config" / "gating" / "treg_v1.yaml"
+    gate.write_text(gate.read_text() + "\n# edited by test_resume: a new revision of this tree\n")
+    dry = snakemake(reference, "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    counts, tubes = _dry_run_jobs(dry.stdout + dry.stderr)
+
+    assert tubes == expected_tubes
+    assert counts == {
+        "tube": len(expected_tubes),
+        "validate": 1,
+        "collect_counts": 1,
+        "collect_qc": 1,
+        "merge": 1,
+        "endpoints": 1,
+        "report": 1,
+        "all": 1,
+    }

@@ -632,9 +632,26 @@ def _provenance(
     body += "<h3>Software versions (report build)</h3>" + h.table(
         ["package", "version"], [[k, versions[k]] for k in order if k in versions]
     )
-    body += "<h3>Configuration</h3>" + h.key_value_table(
-        [("config digest (sha256 of canonical JSON)", config_digest(inp.config))]
+    digest = config_digest(inp.config)
+    config_rows = [("config digest (sha256 of canonical JSON)", digest)]
+    recorded = sorted(
+        {
+            str(inp.tube_provenance[k].get("settings_sha256", ""))
+            for k in tube_keys
+            if k in inp.tube_provenance
+        }
+        - {""}
     )
+    if recorded:
+        same = recorded == [digest]
+        config_rows.append(
+            (
+                "config digest recorded by the tubes",
+                ", ".join(recorded)
+                + (" (same)" if same else " — DIFFERS from this report's config"),
+            )
+        )
+    body += "<h3>Configuration</h3>" + h.key_value_table(config_rows)
     names = sorted(inp.gate_trees) if gate_names is None else [g for g in gate_names if g]
     for name in names:
         path, doc = inp.gate_trees.get(name, ("", None))

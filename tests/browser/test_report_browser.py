@@ -173,6 +173,8 @@ def test_every_link_from_the_index_resolves(driver, report_dir):
         verdict = driver.find_element("css selector", ".verdict-word").text
         assert verdict.split()[0] in VERDICT_WORDS, f"{href}: verdict word {verdict!r}"
         assert _severe(driver) == [], href
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOTS / f"linked_{Path(href).stem}_viewport.png"))
 
 
 def test_patient_page_verdict_images_collapsed_visits_and_screenshot(driver, report_dir):

@@ -193,6 +193,21 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     """
     results = root / "results"
     sheets = root / "sheets"
+    config = {
+        "sheets": {
+            "samples": "sheets/samples.tsv",
+            "cbc": "sheets/cbc.tsv",
+            "infusions": "sheets/infusions.tsv",
+            "response": "sheets/response.tsv",
+            "adverse_events": "sheets/adverse_events.tsv",
+        },
+        "gating": {"nk_v1": "gating/nk_v1.yaml"},
+        "panels": {},
+        "endpoints": {"threshold_per_ul": 100.0, "lymphocyte_population": "live"},
+        "results": "results",
+    }
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    config_sha = hashlib.sha256(canonical.encode()).hexdigest()
     _tsv(results / "cohort" / "endpoints.tsv", *_dict_rows(ENDPOINTS))
     visits = _visits()
     _tsv(results / "cohort" / "visits.tsv", *_dict_rows(visits))
@@ -236,6 +251,7 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
                     "fcs_sha256": f"{PATIENTS.index(pid):02d}{visit}{tube}".ljust(64, "0"),
                     "gating_file": str(root / "gating" / "nk_v1.yaml"),
                     "gating_sha256": "0" * 64 if failed else GATING_SHA,
+                    "settings_sha256": config_sha,
                     "software": {"nkflow": "0.1.0", "flowkit": "1.3.2"},
                     "time_qc": {
                         "assessed": True,
@@ -308,19 +324,6 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     gating = root / "gating" / "nk_v1.yaml"
     gating.parent.mkdir(parents=True, exist_ok=True)
     gating.write_bytes(GATE_TREE.encode())
-    config = {
-        "sheets": {
-            "samples": "sheets/samples.tsv",
-            "cbc": "sheets/cbc.tsv",
-            "infusions": "sheets/infusions.tsv",
-            "response": "sheets/response.tsv",
-            "adverse_events": "sheets/adverse_events.tsv",
-        },
-        "gating": {"nk_v1": "gating/nk_v1.yaml"},
-        "panels": {},
-        "endpoints": {"threshold_per_ul": 100.0, "lymphocyte_population": "live"},
-        "results": "results",
-    }
     return config, results
 
 
@@ -467,7 +470,9 @@ def test_provenance_hashes_versions_digest_gate_tree_and_run_date(rendered):
     for pkg in ("nkflow", "flowkit", "flowio", "numpy", "pandas", "snakemake"):
         assert f"<td>{pkg}</td><td>{metadata.version(pkg)}</td>" in prov
     canonical = json.dumps(rendered["config"], sort_keys=True, separators=(",", ":"))
-    assert hashlib.sha256(canonical.encode()).hexdigest() in prov
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    assert f"<td>config digest (sha256 of canonical JSON)</td><td>{digest}</td>" in prov
+    assert f"<td>config digest recorded by the tubes</td><td>{digest} (same)</td>" in prov
     assert "Gate tree used: nk_v1 (gating/nk_v1.yaml)" in prov
     assert f"sha256 recorded by the tubes: {GATING_SHA} (same file as now)" in prov
     # P03-D14/nk recorded another gate tree digest: the page says it differs
@@ -475,6 +480,14 @@ def test_provenance_hashes_versions_digest_gate_tree_and_run_date(rendered):
     assert f"{'0' * 64}, {GATING_SHA} — DIFFERS from the file now ({GATING_SHA})" in p03
     assert "<td>nk</td><td>singlets</td><td>rectangle</td>" in prov
     assert f"<td>report run date</td><td>{RUN_DATE}</td>" in prov
+
+
+def test_a_config_changed_since_the_tubes_ran_is_pointed_out(tmp_path):
+    config, results = build_fixture(tmp_path)
+    config["endpoints"]["threshold_per_ul"] = 150.0
+    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    prov = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "provenance")
+    assert "— DIFFERS from this report&#x27;s config</td>" in prov
 
 
 def test_run_date_appears_only_in_the_provenance_section(rendered):

@@ -431,8 +431,10 @@ def _shape(
     else:
         # Not a true ellipsoid (Gating-ML allows any matrix): no bounding box, test every event.
         lows = highs = None
-    if lows is None or highs is None:
-        ci = np.arange(n) if within is None else np.flatnonzero(within)
+    cheap = all(xf is None or isinstance(xf, tf.LinearTransform) for xf in xfs)
+    if lows is None or highs is None or (cheap and within is None):
+        # no box, or a box that would cost as much as transforming everything
+        ci = None if within is None else np.flatnonzero(within)
     else:
         cand: np.ndarray | None = within
         for x, xf, lo, hi in zip(xs, xfs, lows, highs, strict=True):
@@ -441,13 +443,16 @@ def _shape(
         assert cand is not None
         ci = np.flatnonzero(cand)
     out = np.zeros(n, dtype=bool)
-    if ci.size:
+    if ci is None or ci.size:
+        sel = slice(None) if ci is None else ci
+        pts = np.empty((n if ci is None else ci.size, len(xs)), dtype=np.float64)
         with np.errstate(all="ignore"):
-            pts = np.column_stack([_apply(xf, x[ci]) for x, xf in zip(xs, xfs, strict=True)])
+            for j, (x, xf) in enumerate(zip(xs, xfs, strict=True)):
+                pts[:, j] = _apply(xf, x[sel])
         if g.type == "polygon":
-            out[ci] = fug.points_in_polygon(np.asarray(g.vertices, dtype=np.float64), pts)
+            out[sel] = fug.points_in_polygon(np.asarray(g.vertices, dtype=np.float64), pts)
         else:
-            out[ci] = fug.points_in_ellipsoid(
+            out[sel] = fug.points_in_ellipsoid(
                 np.asarray(g.covariance, dtype=np.float64),
                 np.asarray(g.mean, dtype=np.float64),
                 float(g.distance_square or 0.0),

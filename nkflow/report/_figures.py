@@ -21,6 +21,16 @@ def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _number(x: float | None) -> float | None:
+    """``x`` when it is a finite number, else None."""
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _positive(x: float | None) -> float | None:
+    """``x`` when it can be drawn on a log axis (finite and > 0), else None."""
+    return x if x is not None and math.isfinite(x) and x > 0 else None
+
+
 def _to_uri(fig: object) -> str:
     import matplotlib.pyplot as plt
 
@@ -85,33 +95,35 @@ def kinetics_figure(
     markers = ["o", "s", "^", "D"]
     drawn = False
     for i, s in enumerate(nk_series):
-        pts = [
-            (d, v, lo, hi)
-            for d, v, lo, hi in zip(
-                s.days,
-                s.values,
-                s.lo or [None] * len(s.days),
-                s.hi or [None] * len(s.days),
-                strict=True,
-            )
-            if _finite(d) and _finite(v) and v > 0  # type: ignore[operator]
-        ]
-        if not pts:
+        lows = list(s.lo) if s.lo is not None else [None] * len(s.days)
+        highs = list(s.hi) if s.hi is not None else [None] * len(s.days)
+        xs: list[float] = []
+        ys: list[float] = []
+        err_x: list[float] = []
+        err_y: list[float] = []
+        err_lo: list[float] = []
+        err_hi: list[float] = []
+        for d, v, lo, hi in zip(s.days, s.values, lows, highs, strict=True):
+            dd, vv = _number(d), _positive(v)
+            if dd is None or vv is None:
+                continue
+            xs.append(dd)
+            ys.append(vv)
+            lo_v, hi_v = _positive(lo), _number(hi)
+            if lo_v is not None and hi_v is not None:
+                err_x.append(dd)
+                err_y.append(vv)
+                err_lo.append(vv - lo_v)
+                err_hi.append(hi_v - vv)
+        if not xs:
             continue
         drawn = True
-        xs = [p[0] for p in pts]
-        ys = [p[1] for p in pts]
         line = ax1.plot(xs, ys, marker=markers[i % 4], label=s.label)[0]
-        err = [
-            (x, y, lo, hi)
-            for x, y, lo, hi in pts
-            if _finite(lo) and _finite(hi) and lo > 0  # type: ignore[operator]
-        ]
-        if err:
+        if err_x:
             ax1.errorbar(
-                [e[0] for e in err],
-                [e[1] for e in err],
-                yerr=[[e[1] - e[2] for e in err], [e[3] - e[1] for e in err]],
+                err_x,
+                err_y,
+                yerr=[err_lo, err_hi],
                 fmt="none",
                 ecolor=line.get_color(),
                 capsize=3,
@@ -144,11 +156,13 @@ def kinetics_figure(
 
     drawn2 = False
     for i, s in enumerate(treg_series):
-        pts = [(d, v) for d, v in zip(s.days, s.values, strict=True) if _finite(d) and _finite(v)]
-        if not pts:
+        pairs = [(_number(d), _number(v)) for d, v in zip(s.days, s.values, strict=True)]
+        tx = [d for d, v in pairs if d is not None and v is not None]
+        ty = [v for d, v in pairs if d is not None and v is not None]
+        if not tx:
             continue
         drawn2 = True
-        ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % 4], label=s.label)
+        ax2.plot(tx, ty, marker=markers[i % 4], label=s.label)
     ax2.set_xlabel("study day")
     ax2.set_ylabel("% of CD4+ T cells")
     ax2.set_title("Treg and Ki-67+ Treg")
@@ -180,16 +194,18 @@ def cohort_figure(points: Sequence[CohortPoint], threshold: float) -> str:
     plt = _pyplot()
     n = max(len(points), 1)
     fig, ax = plt.subplots(figsize=(9.5, 0.75 + 0.32 * n), constrained_layout=True)
-    positives = [p.value for p in points if _finite(p.value) and p.value > 0]  # type: ignore[operator]
-    los = [p.lo for p in points if _finite(p.lo) and p.lo > 0]  # type: ignore[operator]
+    positives = [v for p in points if (v := _positive(p.value)) is not None]
+    los = [v for p in points if (v := _positive(p.lo)) is not None]
+    his = [v for p in points if (v := _number(p.hi)) is not None]
     lowest = min([threshold, *positives, *los]) / 3.0
-    highest = max([threshold, *positives, *[p.hi for p in points if _finite(p.hi)]]) * 3.0
+    highest = max([threshold, *positives, *his]) * 3.0
     for y, p in enumerate(points):
         colour = VERDICT_COLOURS.get(p.verdict, "#5f6368")
-        if _finite(p.value) and p.value > 0:  # type: ignore[operator]
-            if _finite(p.lo) and _finite(p.hi):
-                ax.plot([max(p.lo, lowest), p.hi], [y, y], color=colour, linewidth=2, alpha=0.6)  # type: ignore[type-var]
-            ax.plot([p.value], [y], "o", color=colour)
+        value, lo, hi = _positive(p.value), _number(p.lo), _number(p.hi)
+        if value is not None:
+            if lo is not None and hi is not None:
+                ax.plot([max(lo, lowest), hi], [y, y], color=colour, linewidth=2, alpha=0.6)
+            ax.plot([value], [y], "o", color=colour)
         else:
             ax.text(lowest * 1.05, y, "not evaluable", va="center", color=colour, fontsize=8)
     from matplotlib.ticker import FuncFormatter, LogLocator

@@ -58,16 +58,21 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Headless Debian Chromium through selenium; fails (not skips) when it is missing."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+def require_chromium(chromium: Path, chromedriver: Path) -> None:
+    """Fail the test (never skip it) with the reason when the browser is not installed."""
+    missing = [str(p) for p in (chromium, chromedriver) if not p.is_file()]
     if missing:
         pytest.fail(
             f"Chromium is not installed ({', '.join(missing)} missing): the report browser test "
             "cannot run. Install it with scripts/install_browser.sh (apt-get install chromium "
             "chromium-driver); it is part of 'make test'."
         )
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Debian Chromium through selenium; fails (not skips) when it is missing."""
+    require_chromium(CHROMIUM, CHROMEDRIVER)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -230,3 +235,11 @@ def test_sorting_the_index_by_value_and_verdict(driver, report_dir):
         assert before == list(PATIENTS)
         assert _column(driver, 0) == ["P01", "P04", "P02", "P03"]  # PASS, FAIL, FAIL borderline, NE
     assert _severe(driver) == []
+
+
+def test_a_missing_browser_fails_with_the_reason(tmp_path):
+    with pytest.raises(
+        pytest.fail.Exception,
+        match=r"Chromium is not installed \(.*/nope/chromium missing\): .*install_browser\.sh",
+    ):
+        require_chromium(tmp_path / "nope" / "chromium", CHROMEDRIVER)

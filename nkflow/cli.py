@@ -40,7 +40,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", metavar="FILE", help="nkflow config.yaml")
     g.add_argument(
-        "--config-json", metavar="TEXT", help="the same configuration as JSON (used by the workflow)"
+        "--config-json",
+        metavar="TEXT",
+        help="the same configuration as JSON (used by the workflow)",
     )
 
 
@@ -90,10 +92,37 @@ def cmd_tube(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_collect(args: argparse.Namespace) -> int:
-    from nkflow.tube import collect_tables
+def cmd_tubes(args: argparse.Namespace) -> int:
+    from nkflow.tube import run_batch
 
-    collect_tables([Path(p) for p in args.inputs], Path(args.out))
+    settings = json.loads(args.settings) if args.settings else {}
+    statuses = run_batch(
+        tubes=[(s, t, Path(f)) for s, t, f in args.tube],
+        panel=Path(args.panel),
+        gating=Path(args.gating),
+        settings=settings,
+        outdir=Path(args.outdir),
+    )
+    counts = {s: sum(1 for v in statuses.values() if v == s) for s in ("PASS", "WARN", "FAIL")}
+    logger.info("batch of %d tube(s): %s", len(statuses), counts)
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from nkflow.sheets import load_samples
+    from nkflow.tube import collect_batches
+
+    settings = _load_settings(args)
+    samples = load_samples(
+        Path(settings["sheets"]["samples"]), panels=settings["panels"], gatings=settings["gating"]
+    )
+    collect_batches(
+        [Path(p) for p in args.batches],
+        list(zip(samples["sample_id"], samples["tube"], strict=True)),
+        out_counts=Path(args.counts),
+        out_qc=Path(args.qc),
+        out_index=Path(args.index),
+    )
     return 0
 
 
@@ -175,9 +204,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provenance", required=True)
     p.set_defaults(func=cmd_tube)
 
-    p = sub.add_parser("collect", help="concatenate per-tube tables in the given order")
-    p.add_argument("inputs", nargs="+")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("tubes", help="process a batch of tubes sharing a panel and gate tree")
+    p.add_argument("--panel", required=True)
+    p.add_argument("--gating", required=True)
+    p.add_argument("--settings", help="JSON with the qc and tube sections of the config")
+    p.add_argument("--outdir", required=True, help="batch directory (<sample>/<tube>/ inside)")
+    p.add_argument(
+        "--tube",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("SAMPLE_ID", "TUBE", "FCS"),
+        help="one tube (repeat the option for each tube of the batch)",
+    )
+    p.set_defaults(func=cmd_tubes)
+
+    p = sub.add_parser("collect", help="cohort counts, QC and tube index from the batches")
+    _add_config_args(p)
+    p.add_argument("--batches", nargs="+", required=True)
+    p.add_argument("--counts", required=True)
+    p.add_argument("--qc", required=True)
+    p.add_argument("--index", required=True)
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("merge", help="join counts, ALC and chimerism per visit")

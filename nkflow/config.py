@@ -52,7 +52,9 @@ def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
             _fill_defaults(instance[key], sub)
 
 
-def check_against_schema(data: Any, schema: dict[str, Any], *, source: str, prefix: str = "") -> None:
+def check_against_schema(
+    data: Any, schema: dict[str, Any], *, source: str, prefix: str = ""
+) -> None:
     """Validate ``data`` against ``schema``; raise ConfigError naming the first bad field.
 
     Parameters
@@ -90,7 +92,9 @@ def check_against_schema(data: Any, schema: dict[str, Any], *, source: str, pref
         found = json.dumps(err.instance, default=str)
         if len(found) > 80:
             found = found[:77] + "..."
-        msg = f"{source}: field '{field}': found {found}, expected {err.message.split(' is ', 1)[-1]}"
+        msg = (
+            f"{source}: field '{field}': found {found}, expected {err.message.split(' is ', 1)[-1]}"
+        )
         if err.validator not in ("type", "enum", "pattern", "minimum", "maximum"):
             msg = f"{source}: field '{field}': {err.message}"
     if hint:

@@ -32,7 +32,9 @@ def format_frame(df: pd.DataFrame) -> str:
             out[col] = out[col].map(
                 lambda v: ("true" if v else "false") if isinstance(v, bool) else v
             )
-    return out.to_csv(sep="\t", index=False, na_rep="", float_format=FLOAT_FORMAT, lineterminator="\n")
+    return out.to_csv(
+        sep="\t", index=False, na_rep="", float_format=FLOAT_FORMAT, lineterminator="\n"
+    )
 
 
 def write_tsv(df: pd.DataFrame, path: Path) -> None:

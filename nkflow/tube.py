@@ -122,7 +122,7 @@ def run_tube(
     from nkflow.provenance import sha256_file, software_versions, write_json
 
     qc_cfg = qc.QcConfig.from_dict(settings.get("qc", {}))
-    denominator = settings.get("endpoints", {}).get("lymphocyte_denominator", "live")
+    denominator = settings.get("endpoints", {}).get("lymphocyte_population", "live")
     fig_cfg = settings.get("figures", {})
     tree = gating_mod.load_tree(gating)
     pnl = panel_mod.load_panel(panel)
@@ -158,6 +158,7 @@ def run_tube(
         _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
         _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))
         prov["error"] = {"code": code, "message": str(exc)}
+        prov["qc_status"] = status
         write_json(prov, outputs.provenance)
         return status
 
@@ -321,13 +322,127 @@ def _viability_counts(tree: Any, result: Any) -> tuple[int, int] | None:
     return None
 
 
-def collect_tables(inputs: list[Path], out: Path) -> None:
-    """Concatenate per-tube TSV tables in the given order into one table."""
+def tube_dir(batch_dir: Path, sample_id: str, tube: str) -> Path:
+    """Directory of one tube's outputs inside its batch directory."""
+    return batch_dir / sample_id / tube
+
+
+def run_batch(
+    *,
+    tubes: list[tuple[str, str, Path]],
+    panel: Path,
+    gating: Path,
+    settings: dict[str, Any],
+    outdir: Path,
+) -> dict[tuple[str, str], str]:
+    """Process several tubes that share a panel and gate tree, in one process.
+
+    Batching pays Python start-up and imports once per batch instead of once per tube (a
+    cluster job start costs 5-7 s; a local process about 1 s). Each tube still gets its own
+    four files under ``outdir/<sample_id>/<tube>/`` and its own QC status; one bad tube does not
+    affect the others.
+
+    Parameters
+    ----------
+    tubes
+        ``(sample_id, tube, fcs_path)`` triples, in sample-sheet order.
+    panel, gating, settings
+        As for :func:`run_tube`.
+    outdir
+        The batch directory.
+
+    Returns
+    -------
+    dict
+        ``(sample_id, tube) -> QC status``.
+    """
+    import time
+
+    statuses = {}
+    for sample_id, tube, fcs in tubes:
+        d = tube_dir(outdir, sample_id, tube)
+        t0 = time.process_time()
+        statuses[(sample_id, tube)] = run_tube(
+            fcs=Path(fcs),
+            panel=panel,
+            gating=gating,
+            sample_id=sample_id,
+            tube=tube,
+            settings=settings,
+            outputs=TubeOutputs(
+                counts=d / "counts.tsv",
+                qc=d / "qc.tsv",
+                figure=d / "gating.png",
+                provenance=d / "provenance.json",
+            ),
+        )
+        logger.info(
+            "tube %s/%s: QC %s, %.3f s CPU",
+            sample_id,
+            tube,
+            statuses[(sample_id, tube)],
+            time.process_time() - t0,
+        )
+    return statuses
+
+
+def collect_batches(
+    batch_dirs: list[Path],
+    order: list[tuple[str, str]],
+    *,
+    out_counts: Path,
+    out_qc: Path,
+    out_index: Path,
+) -> None:
+    """Concatenate the per-tube tables of every batch, in sample-sheet order.
+
+    Parameters
+    ----------
+    batch_dirs
+        Batch output directories.
+    order
+        ``(sample_id, tube)`` pairs in sample-sheet order; every pair must be found exactly once.
+    out_counts, out_qc, out_index
+        The cohort counts table, the cohort QC table and the tube index (sample_id, tube,
+        batch, fcs file and sha256, QC status, paths of the tube's figure and provenance).
+    """
+    import json
+
     import pandas as pd
 
     from nkflow.tables import read_tsv, write_tsv
 
-    frames = [read_tsv(p) for p in inputs]
-    if not frames:
-        raise NkflowError("collect: no input tables given")
-    write_tsv(pd.concat(frames, ignore_index=True), out)
+    found: dict[tuple[str, str], Path] = {}
+    for bdir in batch_dirs:
+        for prov_path in sorted(Path(bdir).glob("*/*/provenance.json")):
+            key = (prov_path.parent.parent.name, prov_path.parent.name)
+            if key in found:
+                raise NkflowError(
+                    f"collect: tube {key[0]}/{key[1]} appears in two batches "
+                    f"({found[key].parent.parent.parent} and {bdir})"
+                )
+            found[key] = prov_path.parent
+    missing = [f"{s}/{t}" for s, t in order if (s, t) not in found]
+    if missing:
+        raise NkflowError(f"collect: no outputs for tube(s) {', '.join(missing)}")
+    counts, qcs, index = [], [], []
+    for key in order:
+        d = found[key]
+        counts.append(read_tsv(d / "counts.tsv"))
+        qcs.append(read_tsv(d / "qc.tsv"))
+        prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
+        index.append(
+            {
+                "sample_id": key[0],
+                "tube": key[1],
+                "batch": d.parent.parent.name,
+                "fcs_file": prov.get("fcs_file", ""),
+                "fcs_sha256": prov.get("fcs_sha256", ""),
+                "qc_status": prov.get("qc_status", "FAIL"),
+                "figure": str(d / "gating.png"),
+                "provenance": str(d / "provenance.json"),
+            }
+        )
+    write_tsv(pd.concat(counts, ignore_index=True), out_counts)
+    write_tsv(pd.concat(qcs, ignore_index=True), out_qc)
+    write_tsv(pd.DataFrame(index), out_index)

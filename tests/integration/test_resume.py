@@ -101,7 +101,7 @@ def test_kill_mid_run_then_rerun_gives_identical_tables(reference: Path, tmp_pat
     deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline:
-            if len(list(tubes_dir.glob("*/*/counts.tsv"))) >= 2 or proc.poll() is not None:
+            if len(list(tubes_dir.rglob("counts.tsv"))) >= 2 or proc.poll() is not None:
                 break
             time.sleep(0.05)
     finally:
@@ -128,7 +128,11 @@ def test_kill_mid_run_then_rerun_gives_identical_tables(reference: Path, tmp_pat
 
 
 def _dry_run_jobs(text: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
-    """Job counts per rule (the "Job stats" table) and the (sample, tube) of each tube job."""
+    """Job counts per rule (the "Job stats" table) and the (sample, tube) pairs of the tube jobs.
+
+    The pairs come from the printed shell commands: ``--tube SAMPLE TUBE FCS`` (a batch of
+    tubes) or ``--sample-id SAMPLE --tube TUBE`` (one tube per job).
+    """
     counts: dict[str, int] = {}
     lines = text.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.strip() == "Job stats:")
@@ -137,7 +141,8 @@ def _dry_run_jobs(text: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
         if len(parts) != 2 or parts[0] == "total":
             break
         counts[parts[0]] = int(parts[1])
-    tubes = set(re.findall(r"wildcards: sample=([^,\s]+), tube=([^,\s]+)", text))
+    tubes = set(re.findall(r"--tube '?([A-Za-z0-9][A-Za-z0-9._-]*)'? '?([A-Za-z0-9][A-Za-z0-9._-]*)'? ", text))
+    tubes |= set(re.findall(r"--sample-id (\S+) --tube (\S+)", text))
     return counts, tubes
 
 
@@ -149,21 +154,23 @@ def test_gate_file_change_reruns_only_its_tubes_and_downstream(reference: Path) 
 
     before = snakemake(reference, "--dry-run")
     assert "Nothing to be done" in before.stdout + before.stderr
+    # Every job of the workflow, to tell the per-tube rule(s) from the cohort-level ones.
+    everything = snakemake(reference, "--dry-run", "--printshellcmds", "--forceall")
+    all_counts, all_tubes = _dry_run_jobs(everything.stdout + everything.stderr)
+    assert all_tubes == {(r["sample_id"], r["tube"]) for r in rows}
+    tube_rules = {rule for rule, n in all_counts.items() if n > 1}
+    cohort_rules = {rule: n for rule, n in all_counts.items() if rule not in tube_rules}
 
     gate = reference / "config" / "gating" / "treg_v1.yaml"
     gate.write_text(gate.read_text() + "\n# edited by test_resume: a new revision of this tree\n")
-    dry = snakemake(reference, "--dry-run")
+    dry = snakemake(reference, "--dry-run", "--printshellcmds")
     assert dry.returncode == 0, dry.stderr[-4000:]
     counts, tubes = _dry_run_jobs(dry.stdout + dry.stderr)
 
+    # Only the tubes gated with treg_v1 are re-run ...
     assert tubes == expected_tubes
-    assert counts == {
-        "tube": len(expected_tubes),
-        "validate": 1,
-        "collect_counts": 1,
-        "collect_qc": 1,
-        "merge": 1,
-        "endpoints": 1,
-        "report": 1,
-        "all": 1,
-    }
+    assert 0 < sum(counts[r] for r in tube_rules if r in counts) < sum(
+        all_counts[r] for r in tube_rules
+    )
+    # ... plus every cohort-level job downstream of them (each once), and nothing else.
+    assert {r: n for r, n in counts.items() if r not in tube_rules} == cohort_rules

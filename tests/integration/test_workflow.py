@@ -74,7 +74,9 @@ def test_every_verdict_matches_truth(sample_run):
         if truth.loc[pid, "verdict"] != "NOT_EVALUABLE":
             assert got.loc[pid, "sample_id"] == truth.loc[pid, "sample_id"], pid
         if "borderline" in truth.columns:
-            assert str(got.loc[pid, "borderline"]).lower() == str(truth.loc[pid, "borderline"]).lower(), pid
+            assert (
+                str(got.loc[pid, "borderline"]).lower() == str(truth.loc[pid, "borderline"]).lower()
+            ), pid
 
 
 def test_not_evaluable_rows_have_reasons_and_no_number(sample_run):

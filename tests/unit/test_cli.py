@@ -9,7 +9,17 @@ import pytest
 from nkflow.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ["validate", "inspect", "tube", "collect", "merge", "endpoints", "report", "gates"]
+SUBCOMMANDS = [
+    "validate",
+    "inspect",
+    "tube",
+    "tubes",
+    "collect",
+    "merge",
+    "endpoints",
+    "report",
+    "gates",
+]
 
 
 def test_help_lists_every_subcommand(capsys):

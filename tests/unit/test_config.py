@@ -24,14 +24,19 @@ def test_shipped_config_is_valid_and_gets_defaults():
 
 def test_unknown_top_level_key_lists_allowed_keys():
     data = _base() | {"sheet": {}}
-    with pytest.raises(ConfigError, match=r"config.yaml: field '\(top level\)': Additional properties .*'sheet'.*allowed keys: .*sheets"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config.yaml: field '\(top level\)': Additional properties .*'sheet'.*allowed keys: .*sheets",
+    ):
         validate_config(data, source="my/config.yaml")
 
 
 def test_wrong_type_names_field_found_and_expected():
     data = _base()
     data["panels"]["nk_v1"] = 7
-    with pytest.raises(ConfigError, match=r"my.yaml: field 'panels.nk_v1': found 7, expected .*'string'"):
+    with pytest.raises(
+        ConfigError, match=r"my.yaml: field 'panels.nk_v1': found 7, expected .*'string'"
+    ):
         validate_config(data, source="my.yaml")
 
 
@@ -57,7 +62,9 @@ def test_missing_panel_file_is_named(tmp_path):
     base = _copy_project(tmp_path)
     cfg = validate_config(_base(), source="config.yaml")
     cfg["panels"]["nk_v1"] = "config/panels/nope.yaml"
-    with pytest.raises(ConfigError, match=r"panels 'nk_v1': file 'config/panels/nope.yaml' not found"):
+    with pytest.raises(
+        ConfigError, match=r"panels 'nk_v1': file 'config/panels/nope.yaml' not found"
+    ):
         validate_inputs(cfg, base_dir=base)
 
 

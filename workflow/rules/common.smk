@@ -3,6 +3,8 @@
 # the run before any job starts, with the same message `nkflow validate` gives.
 import json
 import os
+import re
+import shlex
 from pathlib import Path
 
 from nkflow.config import validate_config, validate_inputs
@@ -30,8 +32,8 @@ TUBE_SETTINGS = json.dumps(
     {k: NKCONFIG.get(k, {}) for k in ("qc", "figures")}
     | {
         "endpoints": {
-            "lymphocyte_denominator": NKCONFIG.get("endpoints", {}).get(
-                "lymphocyte_denominator", "live"
+            "lymphocyte_population": NKCONFIG.get("endpoints", {}).get(
+                "lymphocyte_population", "live"
             )
         }
     },
@@ -45,32 +47,62 @@ wildcard_constraints:
     tube=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
-def tube_row(wildcards):
-    """The sample-sheet row of one tube."""
-    sel = SAMPLES[
-        (SAMPLES["sample_id"] == wildcards.sample) & (SAMPLES["tube"] == wildcards.tube)
-    ]
-    return sel.iloc[0]
+def _make_batches():
+    """Split the tubes into batches of tubes that share a panel and gate tree.
+
+    Tubes keep sample-sheet order inside a (panel, gate tree) group and are cut into chunks of
+    `batching.tubes_per_job`. Appending samples to the sheet only changes the last batch of
+    each group; changing a gate file re-runs only the batches of that tree.
+    """
+    size = int(NKCONFIG.get("batching", {}).get("tubes_per_job", 16))
+    groups = {}
+    for row in SAMPLES.itertuples(index=False):
+        groups.setdefault((row.gating, row.panel), []).append(
+            (row.sample_id, row.tube, str(row.fcs_path))
+        )
+    batches = {}
+    for (gating, panel), members in groups.items():
+        for k in range(0, len(members), size):
+            name = f"{gating}.{panel}.{k // size + 1:03d}"
+            batches[name] = {
+                "gating": gating,
+                "panel": panel,
+                "tubes": members[k : k + size],
+            }
+    return batches
 
 
-def tube_inputs(wildcards):
-    row = tube_row(wildcards)
+BATCHES = _make_batches()
+
+
+wildcard_constraints:
+    batch="|".join(re.escape(b) for b in BATCHES) or "NO_BATCH",
+
+
+def batch_inputs(wildcards):
+    b = BATCHES[wildcards.batch]
     return {
-        "fcs": str(row["fcs_path"]),
-        "panel": NKCONFIG["panels"][row["panel"]],
-        "gating": NKCONFIG["gating"][row["gating"]],
+        "fcs": [fcs for _, _, fcs in b["tubes"]],
+        "panel": NKCONFIG["panels"][b["panel"]],
+        "gating": NKCONFIG["gating"][b["gating"]],
     }
 
 
-def tube_settings(wildcards):
-    """Per-tube settings: the tube sections, plus a configured spillover CSV for its panel."""
-    row = tube_row(wildcards)
-    spill = NKCONFIG.get("spillover", {}).get(row["panel"])
+def batch_tube_args(wildcards):
+    """The --tube options of one batch, shell-quoted."""
+    return " ".join(
+        f"--tube {shlex.quote(s)} {shlex.quote(t)} {shlex.quote(f)}"
+        for s, t, f in BATCHES[wildcards.batch]["tubes"]
+    )
+
+
+def batch_settings(wildcards):
+    """Per-batch settings: the tube sections, plus a configured spillover CSV for the panel."""
+    spill = NKCONFIG.get("spillover", {}).get(BATCHES[wildcards.batch]["panel"])
     settings = json.loads(TUBE_SETTINGS)
     if spill:
         settings["spillover"] = spill
     return json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
 
-def per_tube(name):
-    return [f"{RESULTS}/tubes/{s}/{t}/{name}" for s, t in TUBES]
+BATCH_DIRS = [f"{RESULTS}/tubes/{b}" for b in BATCHES]

@@ -6,8 +6,8 @@ rule report:
         qc=f"{RESULTS}/qc/tubes.tsv",
         counts=f"{RESULTS}/cohort/counts.tsv",
         patients=f"{RESULTS}/cohort/patients",
-        figures=per_tube("gating.png"),
-        provenance=per_tube("provenance.json"),
+        index=f"{RESULTS}/cohort/tubes.tsv",
+        batches=BATCH_DIRS,
     output:
         index=report(
             f"{RESULTS}/reports/index.html",

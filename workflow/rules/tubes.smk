@@ -1,70 +1,57 @@
-rule tube:
-    """Read, compensate, time-QC and gate one tube: counts, QC, gating figure, provenance."""
+rule tubes:
+    """Read, compensate, time-QC and gate a batch of tubes sharing a panel and gate tree.
+
+    Each tube gets <batch>/<sample>/<tube>/{counts.tsv,qc.tsv,gating.png,provenance.json}.
+    """
     input:
-        unpack(tube_inputs),
+        unpack(batch_inputs),
     output:
-        counts=f"{RESULTS}/tubes/{{sample}}/{{tube}}/counts.tsv",
-        qc=f"{RESULTS}/tubes/{{sample}}/{{tube}}/qc.tsv",
-        figure=report(
-            f"{RESULTS}/tubes/{{sample}}/{{tube}}/gating.png",
+        report(
+            directory(f"{RESULTS}/tubes/{{batch}}"),
+            patterns=["{sample}/{tube}/gating.png"],
             caption="../report/gating.rst",
             category="Gating",
-            subcategory="{sample}",
             labels={"sample": "{sample}", "tube": "{tube}"},
         ),
-        provenance=f"{RESULTS}/tubes/{{sample}}/{{tube}}/provenance.json",
     log:
-        f"{RESULTS}/logs/tubes/{{sample}}.{{tube}}.log",
+        f"{RESULTS}/logs/tubes/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/tubes/{{sample}}.{{tube}}.tsv"
-    group:
-        "tubes"
+        f"{RESULTS}/benchmarks/tubes/{{batch}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=10,
+        runtime=20,
     params:
-        settings=tube_settings,
+        settings=batch_settings,
+        tubes=batch_tube_args,
     shell:
-        "nkflow tube --fcs {input.fcs:q} --panel {input.panel:q} --gating {input.gating:q}"
-        " --sample-id {wildcards.sample} --tube {wildcards.tube} --settings {params.settings:q}"
-        " --counts {output.counts} --qc {output.qc} --figure {output.figure}"
-        " --provenance {output.provenance} 2> {log}"
+        "nkflow tubes --panel {input.panel:q} --gating {input.gating:q}"
+        " --settings {params.settings:q} --outdir {output} {params.tubes} 2> {log}"
 
 
-rule collect_counts:
-    """All tubes' population counts, in sample-sheet order."""
+rule collect:
+    """Cohort tables in sample-sheet order: population counts, QC checks, tube index."""
     input:
-        per_tube("counts.tsv"),
+        BATCH_DIRS,
     output:
-        report(
+        counts=report(
             f"{RESULTS}/cohort/counts.tsv",
             caption="../report/counts.rst",
             category="Cohort tables",
         ),
-    log:
-        f"{RESULTS}/logs/collect_counts.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/collect_counts.tsv"
-    localrule: True
-    shell:
-        "nkflow collect {input:q} --out {output} 2> {log}"
-
-
-rule collect_qc:
-    """All tubes' QC checks (one row per tube and check), in sample-sheet order."""
-    input:
-        per_tube("qc.tsv"),
-    output:
-        report(
+        qc=report(
             f"{RESULTS}/qc/tubes.tsv",
             caption="../report/qc.rst",
             category="Quality control",
         ),
+        index=f"{RESULTS}/cohort/tubes.tsv",
     log:
-        f"{RESULTS}/logs/collect_qc.log",
+        f"{RESULTS}/logs/collect.log",
     benchmark:
-        f"{RESULTS}/benchmarks/collect_qc.tsv"
+        f"{RESULTS}/benchmarks/collect.tsv"
     localrule: True
+    params:
+        config=CONFIG_JSON,
     shell:
-        "nkflow collect {input:q} --out {output} 2> {log}"
+        "nkflow collect --config-json {params.config:q} --batches {input:q}"
+        " --counts {output.counts} --qc {output.qc} --index {output.index} 2> {log}"

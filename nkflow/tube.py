@@ -116,7 +116,8 @@ def run_tube(
     """
     import numpy as np
 
-    from nkflow import compensation, gating as gating_mod, io, qc
+    from nkflow import compensation, io, qc
+    from nkflow import gating as gating_mod
     from nkflow import panel as panel_mod
     from nkflow.config import config_digest
     from nkflow.provenance import sha256_file, software_versions, write_json

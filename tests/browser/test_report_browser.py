@@ -193,6 +193,16 @@ def test_patient_page_verdict_images_collapsed_visits_and_screenshot(driver, rep
     banner = driver.find_element("id", "verdict").text
     assert "Donor NK cells at day 14" in banner and "study day" in banner
     _check_images(driver, first)
+    for href in driver.execute_script(
+        "return Array.from(document.querySelectorAll('a')).map(function (a) {"
+        " return a.getAttribute('href'); });"
+    ):
+        if href.startswith("#"):
+            assert driver.execute_script(
+                "return document.getElementById(arguments[0]) !== null", href[1:]
+            ), f"{first}: anchor {href} has no target"
+        else:
+            assert (report_dir / href).is_file(), f"{first} links to missing {href}"
     closed = driver.execute_script(
         "return document.querySelectorAll('#gating details:not([open])').length;"
     )

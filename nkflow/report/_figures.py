@@ -139,7 +139,7 @@ def kinetics_figure(
         transform=ax1.get_yaxis_transform(),
     )
     ax1.set_yscale("log")
-    ax1.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
+    ax1.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax1.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax1.yaxis.set_minor_formatter(FuncFormatter(lambda _v, _pos: ""))
     ax1.set_xlabel("study day (day 0 = first NK infusion)")

@@ -141,7 +141,11 @@ def _dry_run_jobs(text: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
         if len(parts) != 2 or parts[0] == "total":
             break
         counts[parts[0]] = int(parts[1])
-    tubes = set(re.findall(r"--tube '?([A-Za-z0-9][A-Za-z0-9._-]*)'? '?([A-Za-z0-9][A-Za-z0-9._-]*)'? ", text))
+    tubes = set(
+        re.findall(
+            r"--tube '?([A-Za-z0-9][A-Za-z0-9._-]*)'? '?([A-Za-z0-9][A-Za-z0-9._-]*)'? ", text
+        )
+    )
     tubes |= set(re.findall(r"--sample-id (\S+) --tube (\S+)", text))
     return counts, tubes
 
@@ -169,8 +173,10 @@ def test_gate_file_change_reruns_only_its_tubes_and_downstream(reference: Path) 
 
     # Only the tubes gated with treg_v1 are re-run ...
     assert tubes == expected_tubes
-    assert 0 < sum(counts[r] for r in tube_rules if r in counts) < sum(
-        all_counts[r] for r in tube_rules
+    assert (
+        0
+        < sum(counts[r] for r in tube_rules if r in counts)
+        < sum(all_counts[r] for r in tube_rules)
     )
     # ... plus every cohort-level job downstream of them (each once), and nothing else.
     assert {r: n for r, n in counts.items() if r not in tube_rules} == cohort_rules

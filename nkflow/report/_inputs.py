@@ -206,18 +206,17 @@ def load_inputs(
 
     tubes_dir = results_dir / "tubes"
     if tubes_dir.is_dir():
-        for sdir in sorted(p for p in tubes_dir.iterdir() if p.is_dir()):
-            for tdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
-                key = (sdir.name, tdir.name)
-                png = tdir / "gating.png"
-                if png.is_file():
-                    inp.gating_png[key] = png
-                prov = tdir / "provenance.json"
-                if prov.is_file():
-                    try:
-                        inp.tube_provenance[key] = json.loads(prov.read_text(encoding="utf-8"))
-                    except (OSError, ValueError) as exc:
-                        inp.missing.append(f"{prov} unreadable: {exc}")
+        # per tube: tubes/<batch>/<sample_id>/<tube>/ (see docs/DEVELOPING.md)
+        for prov in sorted(tubes_dir.glob("*/*/*/provenance.json")):
+            tdir = prov.parent
+            key = (tdir.parent.name, tdir.name)
+            png = tdir / "gating.png"
+            if png.is_file():
+                inp.gating_png[key] = png
+            try:
+                inp.tube_provenance[key] = json.loads(prov.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                inp.missing.append(f"{prov} unreadable: {exc}")
     else:
         inp.missing.append(f"per-tube outputs not found under {tubes_dir}")
     return inp

@@ -240,7 +240,7 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
                         else "removed 120 events in 3.0-3.2 s",
                     ]
                 )
-                tdir = results / "tubes" / sid / tube
+                tdir = results / "tubes" / f"{tube}_v1.{tube}_v1.001" / sid / tube
                 tdir.mkdir(parents=True, exist_ok=True)
                 colour = (200, 60, 60) if failed else (60, 120, 200)
                 (tdir / "gating.png").write_bytes(tiny_png(48, 32, colour))

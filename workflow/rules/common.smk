@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nkflow.config import validate_config, validate_inputs
 from nkflow.errors import NkflowError
-from nkflow.sheets import load_samples
+from nkflow.sheets import load_infusions, load_samples
 
 try:
     NKCONFIG = validate_config(dict(config), source="config")
@@ -23,6 +23,10 @@ except NkflowError as exc:
     raise WorkflowError(f"nkflow configuration error: {exc}") from None
 
 RESULTS = NKCONFIG["results"]
+# Every patient in the infusion table gets an endpoint row and a report page.
+PATIENTS = sorted(
+    set(load_infusions(Path(NKCONFIG["sheets"]["infusions"]))[0]["patient_id"])
+)
 # (sample_id, tube) pairs in sample-sheet order: the order of every cohort table.
 TUBES = list(zip(SAMPLES["sample_id"], SAMPLES["tube"]))
 # The whole validated config as JSON, handed to the cohort-level commands; a change re-runs them.

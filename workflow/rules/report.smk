@@ -14,6 +14,11 @@ rule report:
             caption="../report/index.rst",
             category="Reports",
         ),
+        patients=report(
+            expand(f"{RESULTS}/reports/{{patient}}.html", patient=PATIENTS),
+            caption="../report/patient.rst",
+            category="Reports",
+        ),
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:

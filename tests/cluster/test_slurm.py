@@ -118,7 +118,7 @@ def _sacct_states(job_ids: list[int]) -> dict[int, str]:
 
 def test_sample_workflow_under_slurm_matches_local(slurm_cluster: None, tmp_path: Path) -> None:
     local = copy_repo(tmp_path / "local")
-    proc = run_snakemake(local, "--cores", "2")
+    proc = run_snakemake(local, "--workflow-profile", "workflow/profiles/default", "--cores", "2")
     assert proc.returncode == 0, f"local run failed:\n{proc.stderr[-4000:]}"
     local_endpoints = (local / "results" / "cohort" / "endpoints.tsv").read_bytes()
 

@@ -2,13 +2,13 @@
 
 Contract
 --------
-Runs the real workflow (``snakemake --cores 2`` with the default workflow profile, which sets
-``rerun-incomplete``) on a copy of the repository holding a subset of the sample cohort (the
+Runs the real workflow (``snakemake --workflow-profile workflow/profiles/default --cores 2``;
+that profile sets ``rerun-incomplete``) on a copy of the repository holding a subset of the sample cohort (the
 tubes of patients P01 and P02, both panels), to keep the test to about a minute.
 
 - ``test_kill_mid_run_then_rerun_gives_identical_tables``: a run is SIGKILLed (the whole
-  snakemake process group) after some tubes finished and before the cohort tables exist; a
-  rerun completes; every table (``*.tsv`` under ``results/`` except logs and benchmarks) is
+  snakemake process group) after some tubes finished and before the cohort tables exist; the
+  next run stops on the left-over lock, ``--unlock`` clears it and a rerun completes; every table (``*.tsv`` under ``results/`` except logs and benchmarks) is
   byte-identical to an uninterrupted run; the result file set is the same (no stray or partial
   files); snakemake has no incomplete-job markers left and a dry run finds nothing to do.
 - ``test_gate_file_change_reruns_only_its_tubes_and_downstream``: after a complete run, one gate
@@ -40,6 +40,9 @@ PATIENTS = ("P01", "P02")
 SHEET = Path("data/sample/samples.tsv")
 # Results that are not tables of the cohort: run logs and timings differ between runs.
 VOLATILE_DIRS = ("logs", "benchmarks")
+# A local run as documented: the default profile (cores 2, rerun-incomplete, ...). Named
+# explicitly: snakemake looks for profiles/default next to the Snakefile, not workflow/profiles.
+LOCAL_RUN = [SNAKEMAKE, "--workflow-profile", "workflow/profiles/default", "--cores", "2"]
 
 
 def _env() -> dict[str, str]:
@@ -64,7 +67,7 @@ def copy_subset(dest: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, kill_after: int = 900) -> subprocess.CompletedProcess[str]:
-    cmd = ["timeout", "-s", "KILL", str(kill_after), SNAKEMAKE, "--cores", "2", *args]
+    cmd = ["timeout", "-s", "KILL", str(kill_after), *LOCAL_RUN, *args]
     return subprocess.run(cmd, cwd=workdir, env=_env(), capture_output=True, text=True, check=False)
 
 
@@ -89,7 +92,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_kill_mid_run_then_rerun_gives_identical_tables(reference: Path, tmp_path: Path) -> None:
     work = copy_subset(tmp_path / "killed")
     proc = subprocess.Popen(
-        [SNAKEMAKE, "--cores", "2"],
+        LOCAL_RUN,
         cwd=work,
         env=_env(),
         stdout=subprocess.DEVNULL,
@@ -111,6 +114,12 @@ def test_kill_mid_run_then_rerun_gives_identical_tables(reference: Path, tmp_pat
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not endpoints.exists(), "killed too late: the cohort tables were already written"
 
+    # A SIGKILL leaves snakemake's directory lock behind: the documented recovery is
+    # `snakemake --unlock`, then the same command again (rerun-incomplete redoes cut jobs).
+    locked = snakemake(work)
+    assert locked.returncode == 1 and "LockException" in locked.stderr
+    unlock = snakemake(work, "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     rerun = snakemake(work)
     assert rerun.returncode == 0, f"rerun after SIGKILL failed:\n{rerun.stderr[-4000:]}"
 

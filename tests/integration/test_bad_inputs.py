@@ -1,8 +1,16 @@
-"""Bad tubes in the cohort: the affected patient becomes NOT_EVALUABLE with a reason, the run
-completes, and every other patient's endpoint row is byte-identical to the clean run."""
+"""Bad tubes in the cohort, end to end: the affected patient becomes NOT_EVALUABLE with the
+reason named, the run completes, and every other patient's endpoint row is byte-identical to
+the clean run.
+
+Defects are made from the sample cohort's own files: the FCS TEXT segment is re-encoded with
+one keyword changed (offsets recomputed), or the bytes are cut short.
+"""
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,12 +23,70 @@ def _read(path):
     return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""], dtype=str)
 
 
-def _day14_nk_fcs(workdir, patient_id):
-    truth = _read(ROOT / "data/sample/truth/endpoints.tsv").set_index("patient_id")
-    sample_id = truth.loc[patient_id, "sample_id"]
+def _fcs_of(workdir, sample_id, tube):
     sheet = _read(workdir / "data/sample/samples.tsv")
-    row = sheet[(sheet["sample_id"] == sample_id) & (sheet["tube"] == "nk")].iloc[0]
-    return sample_id, workdir / "data/sample" / row["fcs_file"]
+    row = sheet[(sheet["sample_id"] == sample_id) & (sheet["tube"] == tube)].iloc[0]
+    return workdir / "data/sample" / row["fcs_file"]
+
+
+def _day14(patient_id):
+    truth = _read(ROOT / "data/sample/truth/endpoints.tsv").set_index("patient_id")
+    return truth.loc[patient_id, "sample_id"]
+
+
+def _parse(path):
+    raw = path.read_bytes()
+    t0, t1, d0, d1 = (int(raw[10 + 8 * i : 18 + 8 * i]) for i in range(4))
+    text = raw[t0 : t1 + 1].decode("utf-8")
+    delim = text[0]
+    parts = text[1:].rstrip(delim).split(delim)
+    kw = dict(zip(parts[0::2], parts[1::2], strict=True))
+    return raw[:6].decode(), kw, raw[d0 : d1 + 1], delim
+
+
+def _write(path, version, kw, data, delim):
+    kw = dict(kw)
+    kw["$BEGINDATA"] = kw["$ENDDATA"] = "0" * 10
+
+    def encode():
+        return (delim + "".join(f"{k}{delim}{v}{delim}" for k, v in kw.items())).encode()
+
+    t0 = 58
+    t1 = t0 + len(encode()) - 1
+    kw["$BEGINDATA"] = str(t1 + 1).zfill(10)
+    kw["$ENDDATA"] = str(t1 + len(data)).zfill(10)
+    text = encode()
+    header = (
+        version.encode()
+        + b"    "
+        + b"".join(str(v).rjust(8).encode() for v in (t0, t1, t1 + 1, t1 + len(data), 0, 0))
+    )
+    path.write_bytes(header + text + data)
+
+
+def _with_keywords(path, change):
+    version, kw, data, delim = _parse(path)
+    change(kw)
+    _write(path, version, kw, data, delim)
+
+
+def _spill_key(kw):
+    return next(k for k in ("$SPILLOVER", "$SPILL", "SPILL") if k in kw)
+
+
+def _singular_spillover(kw):
+    key = _spill_key(kw)
+    fields = kw[key].split(",")
+    n = int(fields[0])
+    # all ones: diagonal 1 (passes that check) but rank 1
+    kw[key] = ",".join(fields[: 1 + n] + ["1"] * (n * n))
+
+
+def _misnamed_spillover(kw):
+    key = _spill_key(kw)
+    fields = kw[key].split(",")
+    fields[1] = fields[1] + "-X"
+    kw[key] = ",".join(fields)
 
 
 def _rows_by_patient(path):
@@ -28,56 +94,128 @@ def _rows_by_patient(path):
     return {ln.split("\t", 1)[0]: ln for ln in lines[1:]}
 
 
+DAMAGE = {
+    # patient: (tube, defect, expected verdict, reason fragment)
+    "P01": ("nk", "truncated", "NOT_EVALUABLE", "fcs_unreadable"),
+    "P02": ("nk", "cd56_missing", "NOT_EVALUABLE", "missing_marker"),
+    "P05": ("nk", "tot_too_large", "NOT_EVALUABLE", "fcs_unreadable"),
+    "P06": ("nk", "duplicate_marker", "NOT_EVALUABLE", "panel_ambiguous"),
+    "P07": ("nk", "singular_spillover", "NOT_EVALUABLE", "compensation_invalid"),
+}
+
+
 @pytest.fixture(scope="module")
 def damaged_run(tmp_path_factory):
-    """One run with two damaged day-14 NK tubes in two evaluable patients."""
-    truth = _read(ROOT / "data/sample/truth/endpoints.tsv")
-    evaluable = list(truth.loc[truth["verdict"] != "NOT_EVALUABLE", "patient_id"])
-    truncated_pid, renamed_pid = evaluable[0], evaluable[1]
+    """One run with five damaged day-14 NK tubes, a misnamed spillover in a Treg tube and a
+    `$TOT` too small in a non-endpoint tube."""
     workdir = copy_workflow(tmp_path_factory.mktemp("damaged"))
-
-    # 1. a truncated file: the last 1000 bytes of DATA are gone
-    _, path = _day14_nk_fcs(workdir, truncated_pid)
-    data = path.read_bytes()
-    path.write_bytes(data[:-1000])
-
-    # 2. CD56 is missing: the marker's name is overwritten in TEXT (same length, offsets intact)
-    _, path = _day14_nk_fcs(workdir, renamed_pid)
-    data = path.read_bytes()
-    text_end = int(data[18:26])
-    head, rest = data[: text_end + 1], data[text_end + 1 :]
-    assert b"CD56" in head
-    path.write_bytes(head.replace(b"CD56", b"CDxx") + rest)
-
+    for pid, (tube, defect, _, _) in DAMAGE.items():
+        path = _fcs_of(workdir, _day14(pid), tube)
+        if defect == "truncated":
+            path.write_bytes(path.read_bytes()[:-1000])
+        elif defect == "cd56_missing":
+            _with_keywords(
+                path,
+                lambda kw: kw.update(
+                    {
+                        k: v.replace("CD56", "CD99")
+                        for k, v in kw.items()
+                        if re.fullmatch(r"\$P\d+[NS]", k)
+                    }
+                ),
+            )
+        elif defect == "tot_too_large":
+            _with_keywords(path, lambda kw: kw.update({"$TOT": str(int(kw["$TOT"]) + 1)}))
+        elif defect == "duplicate_marker":
+            _with_keywords(
+                path,
+                lambda kw: kw.update(
+                    {
+                        k: v.replace("CD16", "CD56")
+                        for k, v in kw.items()
+                        if re.fullmatch(r"\$P\d+S", k)
+                    }
+                ),
+            )
+        elif defect == "singular_spillover":
+            _with_keywords(path, _singular_spillover)
+    # a Treg tube with a spillover naming a channel the file lacks: Treg numbers go, NK stays
+    _with_keywords(_fcs_of(workdir, _day14("P08"), "treg"), _misnamed_spillover)
+    # $TOT one too small on a day-7 tube: refused, but not the endpoint's tube
+    _with_keywords(
+        _fcs_of(workdir, "P08-D07", "nk"), lambda kw: kw.update({"$TOT": str(int(kw["$TOT"]) - 1)})
+    )
     run_snakemake(workdir)
-    return workdir, truncated_pid, renamed_pid
+    return workdir
 
 
 def test_damaged_patients_are_not_evaluable_with_reasons(damaged_run):
-    workdir, truncated_pid, renamed_pid = damaged_run
-    got = _read(workdir / "results/cohort/endpoints.tsv").set_index("patient_id")
-    assert got.loc[truncated_pid, "verdict"] == "NOT_EVALUABLE"
-    assert "fcs_unreadable" in got.loc[truncated_pid, "reason"]
-    assert got.loc[renamed_pid, "verdict"] == "NOT_EVALUABLE"
-    assert "missing_marker" in got.loc[renamed_pid, "reason"]
-    for pid in (truncated_pid, renamed_pid):
-        assert pd.isna(got.loc[pid, "donor_nk_per_ul"])
+    got = _read(damaged_run / "results/cohort/endpoints.tsv").set_index("patient_id")
+    for pid, (_, defect, verdict, reason) in DAMAGE.items():
+        assert got.loc[pid, "verdict"] == verdict, (pid, defect)
+        assert reason in got.loc[pid, "reason"], (pid, defect, got.loc[pid, "reason"])
+        assert pd.isna(got.loc[pid, "donor_nk_per_ul"]), (pid, defect)
 
 
-def test_truncation_is_named_in_the_qc_table(damaged_run):
-    workdir, truncated_pid, _ = damaged_run
-    qc = _read(workdir / "results/qc/tubes.tsv")
-    rows = qc[qc["reason_code"] == "fcs_unreadable"]
-    assert len(rows) == 1
-    assert rows.iloc[0]["tube_status"] == "FAIL"
-    assert "truncated" in rows.iloc[0]["message"] or "expected" in rows.iloc[0]["message"]
+def test_each_defect_is_named_in_the_qc_table(damaged_run):
+    qc = _read(damaged_run / "results/qc/tubes.tsv")
+    failed = qc[qc["tube_status"] == "FAIL"].set_index(["sample_id", "tube"])
+    expected = {
+        (_day14("P01"), "nk"): ("fcs_unreadable", r"truncated|expected \d+ bytes"),
+        (_day14("P05"), "nk"): ("fcs_unreadable", r"\$TOT"),
+        (_day14("P06"), "nk"): ("panel_ambiguous", r"CD56"),
+        (_day14("P07"), "nk"): ("compensation_invalid", r"singular|invertible"),
+        (_day14("P08"), "treg"): ("compensation_invalid", r"-X"),
+        ("P08-D07", "nk"): ("fcs_unreadable", r"\$TOT"),
+    }
+    for key, (code, pattern) in expected.items():
+        rows = failed.loc[[key]]
+        assert code in set(rows["reason_code"]), (key, rows["reason_code"].tolist())
+        msg = rows.loc[rows["reason_code"] == code, "message"].iloc[0]
+        assert re.search(pattern, msg), (key, msg)
+    # the renamed CD56 is a per-tube missing marker, not a refused file
+    p02 = qc[(qc["sample_id"] == _day14("P02")) & (qc["tube"] == "nk")]
+    assert "missing_marker" in set(p02["reason_code"])
+
+
+def test_missing_marker_populations_are_not_computed_never_zero(damaged_run):
+    counts = _read(damaged_run / "results/cohort/counts.tsv")
+    rows = counts[(counts["sample_id"] == _day14("P02")) & (counts["tube"] == "nk")].set_index(
+        "population"
+    )
+    assert rows.loc["nk", "status"] == "not_computed"
+    assert "CD56" in rows.loc["nk", "reason"]
+    assert pd.isna(rows.loc["nk", "events"])
+    assert rows.loc["lymphocytes", "status"] == "ok"
+
+
+def test_treg_tube_failure_leaves_the_nk_endpoint(damaged_run, sample_run):
+    clean = _read(sample_run / "results/cohort/endpoints.tsv").set_index("patient_id")
+    got = _read(damaged_run / "results/cohort/endpoints.tsv").set_index("patient_id")
+    assert got.loc["P08", "verdict"] == clean.loc["P08", "verdict"]
+    assert got.loc["P08", "donor_nk_per_ul"] == clean.loc["P08", "donor_nk_per_ul"]
+    visits = _read(damaged_run / "results/cohort/visits.tsv").set_index("sample_id")
+    assert pd.isna(visits.loc[_day14("P08"), "treg_pct_of_cd4"])
 
 
 def test_every_other_patient_is_byte_identical(damaged_run, sample_run):
-    workdir, truncated_pid, renamed_pid = damaged_run
     clean = _rows_by_patient(sample_run / "results/cohort/endpoints.tsv")
-    damaged = _rows_by_patient(workdir / "results/cohort/endpoints.tsv")
+    damaged = _rows_by_patient(damaged_run / "results/cohort/endpoints.tsv")
     assert sorted(clean) == sorted(damaged)
-    for pid, line in clean.items():
-        if pid not in (truncated_pid, renamed_pid):
-            assert damaged[pid] == line, pid
+    untouched = [pid for pid in clean if pid not in DAMAGE and pid != "P08"]
+    assert untouched, "no clean patient left to compare"
+    for pid in untouched:
+        assert damaged[pid] == clean[pid], pid
+
+
+def test_rewritten_files_are_otherwise_valid(tmp_path):
+    """The re-encoding helper itself round-trips: same events, same keywords."""
+    from nkflow.io import read_fcs
+
+    src = ROOT / "data/sample/fcs" / "P01-D14_nk.fcs"
+    dst = tmp_path / "copy.fcs"
+    dst.write_bytes(src.read_bytes())
+    _with_keywords(dst, lambda kw: None)
+    a, b = read_fcs(src), read_fcs(dst)
+    assert np.array_equal(a.events, b.events)
+    assert a.channel_names == b.channel_names

@@ -26,6 +26,7 @@ from nkflow.gating.tree import Gate, GateTree
 
 logger = logging.getLogger(__name__)
 
+DENSITY_BINS = 128
 NCOLS = 4
 
 
@@ -130,10 +131,11 @@ def gating_figure(
     Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure + Agg canvas directly (no pyplot): no global state, and a cheaper import.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if spill is not None and channel_names is None:
         spill = res.spill_columns  # placed on columns by gate_sample
@@ -142,13 +144,18 @@ def gating_figure(
     n = np.asarray(events).shape[0]
     nrows = max(1, math.ceil(len(gates) / NCOLS))
     ncols = min(NCOLS, max(1, len(gates)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False)
-    for ax in axes.ravel()[len(gates) :]:
-        ax.axis("off")
+    fig = Figure(figsize=(3.6 * ncols, 3.2 * nrows))
+    FigureCanvasAgg(fig)
+    # only as many axes as gates (an unused axes still costs its construction)
+    axes = np.array([fig.add_subplot(nrows, ncols, k + 1) for k in range(max(1, len(gates)))])
     for k, g in enumerate(gates):
-        ax = axes.ravel()[k]
+        ax = axes[k]
         pops = g.population_ids()
-        ax.set_title(f"{g.id} (of {g.parent or 'all events'})", fontsize=9)
+        # explicit y: skips matplotlib's per-draw title/tick overlap search
+        ax.set_title(f"{g.id} (of {g.parent or 'all events'})", fontsize=9, y=1.0)
+        # few ticks: tick artists dominate the drawing time of a small panel
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=3))
         if any(p in res.not_computed for p in pops) or (
             g.parent is not None and g.parent in res.not_computed
         ):
@@ -179,16 +186,25 @@ def gating_figure(
             )
             ok = np.isfinite(vals[0]) & np.isfinite(vals[1])
             if ok.any():
-                ax.hexbin(
+                # a 2-D histogram drawn as one image: as informative as hexbin for a gate
+                # check, and an order of magnitude cheaper to render than a hexagon per bin
+                hist, _, _ = np.histogram2d(
                     vals[0][ok],
                     vals[1][ok],
-                    gridsize=60,
-                    bins="log",
-                    mincnt=1,
-                    extent=(*xlim, *ylim),
-                    cmap="viridis",
-                    linewidths=0,
+                    bins=DENSITY_BINS if rows.size >= 20_000 else DENSITY_BINS // 2,
+                    range=(xlim, ylim),
                 )
+                hist = np.ma.masked_less(hist.T, 1)
+                if hist.count():
+                    ax.imshow(
+                        hist,
+                        origin="lower",
+                        extent=(*xlim, *ylim),
+                        aspect="auto",
+                        interpolation="nearest",
+                        cmap="viridis",
+                        norm=LogNorm(vmin=1, vmax=max(float(hist.max()), 2.0)),
+                    )
             ax.set_xlim(xlim)
             ax.set_ylim(ylim)
             ax.set_xlabel(_label(tree, g, 0), fontsize=8)
@@ -200,7 +216,10 @@ def gating_figure(
             lines = [v for v in (d0.min, d0.max, cut) if v is not None]
             xlim = _limits(vals[0], lines)
             f = vals[0][np.isfinite(vals[0])]
-            ax.hist(f, bins=128, range=xlim, color="0.4")
+            counts_h, edges = np.histogram(
+                f, bins=int(np.clip(2 * np.sqrt(f.size), 16, 128)), range=xlim
+            )
+            ax.stairs(counts_h, edges, fill=True, color="0.4")
             for v in lines:
                 ax.axvline(v, color="red", linewidth=1.2)
             ax.set_xlim(xlim)
@@ -219,8 +238,17 @@ def gating_figure(
         )
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # fixed margins instead of tight_layout(), which costs a full extra draw
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=0.55 / width,
+        right=1 - 0.15 / width,
+        bottom=0.5 / height,
+        top=1 - 0.6 / height,
+        wspace=0.35,
+        hspace=0.55,
+    )
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80, metadata={"Software": None})
-    plt.close(fig)
     return out

@@ -9,6 +9,7 @@ on. Only a broken *configuration* (gate tree, panel file) raises.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,8 @@ def run_tube(
     qc_cfg = qc.QcConfig.from_dict(settings.get("qc", {}))
     denominator = settings.get("endpoints", {}).get("lymphocyte_population", "live")
     fig_cfg = settings.get("figures", {})
-    tree = gating_mod.load_tree(gating)
-    pnl = panel_mod.load_panel(panel)
+    tree = _cached_tree(str(gating))
+    pnl = _cached_panel(str(panel))
 
     prov: dict[str, Any] = {
         "sample_id": sample_id,
@@ -305,6 +306,21 @@ def run_tube(
     prov["qc_status"] = status
     write_json(prov, outputs.provenance)
     return status
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tree(path: str) -> Any:
+    """A batch shares one gate tree: parse and validate it once per process."""
+    from nkflow import gating
+
+    return gating.load_tree(Path(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_panel(path: str) -> Any:
+    from nkflow import panel
+
+    return panel.load_panel(Path(path))
 
 
 def _viability_counts(tree: Any, result: Any) -> tuple[int, int] | None:

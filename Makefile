@@ -40,6 +40,7 @@ system-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check nkflow tests scripts bench
 	$(BIN)/ruff format --check nkflow tests scripts bench
+	$(BIN)/mypy
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/lint_workflow.py
 

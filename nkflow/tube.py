@@ -194,11 +194,11 @@ def run_tube(
         resolution = panel_mod.resolve(pnl, sample)
     except PanelError as exc:
         return fail("panel_ambiguous", exc)
-    marker_index = {
-        m: resolution.index_for(m)
-        for m in pnl.markers
-        if m not in resolution.missing and resolution.index_for(m) is not None
-    }
+    marker_index: dict[str, int] = {}
+    for m in pnl.markers:
+        idx = resolution.index_for(m)
+        if idx is not None and m not in resolution.missing:
+            marker_index[m] = idx
     prov["panel_resolution"] = [list(map(str, row)) for row in resolution.table()]
     for marker in resolution.missing:
         checks.append(

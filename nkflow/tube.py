@@ -220,9 +220,9 @@ def run_tube(
         return fail("compensation_invalid", exc)
     prov["spillover_source"] = spill.source if spill is not None else "none"
     if spill is not None:
-        idx = [sample.channel_names.index(c) for c in spill.channels]
-        comp = compensation.compensate(sample.events[:, idx], list(spill.channels), spill)
-        ranges = [sample.channels[i].pnr for i in idx]
+        spill_cols = [sample.channel_names.index(c) for c in spill.channels]
+        comp = compensation.compensate(sample.events[:, spill_cols], list(spill.channels), spill)
+        ranges = [sample.channels[i].pnr for i in spill_cols]
         checks.extend(qc.compensation_sanity(comp, list(spill.channels), qc_cfg, ranges=ranges))
         del comp
     else:

@@ -83,14 +83,27 @@ def result_files(workdir: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted, complete run of the subset."""
-    work = copy_subset(tmp_path_factory.mktemp("resume") / "reference")
+    work = copy_subset(tmp_path_factory.mktemp("resume") / "work")
     proc = snakemake(work)
     assert proc.returncode == 0, f"reference run failed:\n{proc.stderr[-4000:]}"
     return work
 
 
-def test_kill_mid_run_then_rerun_gives_identical_tables(reference: Path, tmp_path: Path) -> None:
-    work = copy_subset(tmp_path / "killed")
+def test_kill_mid_run_then_rerun_gives_identical_tables(reference: Path) -> None:
+    # The killed run uses the reference's own path (tables such as cohort/tubes.tsv record
+    # absolute FCS paths), with the reference parked beside it meanwhile.
+    parked = reference.with_name("reference-parked")
+    reference.rename(parked)
+    try:
+        work = copy_subset(reference)
+        _kill_rerun_and_compare(work, parked)
+    finally:
+        if reference.exists():
+            reference.rename(reference.with_name("killed"))
+        parked.rename(reference)
+
+
+def _kill_rerun_and_compare(work: Path, reference: Path) -> None:
     proc = subprocess.Popen(
         LOCAL_RUN,
         cwd=work,

@@ -93,12 +93,16 @@ def slurm_cluster() -> None:
 
 
 def _slurm_job_ids(workdir: Path) -> dict[str, list[int]]:
-    """SLURM job ids by log directory (``group_tubes_tube``, ``rule_x``) from the job logs."""
+    """SLURM job ids by top log directory (``rule_<rule>``, ``group_<group>``).
+
+    The plugin writes ``.snakemake/slurm_logs/rule_<rule>[/<wildcards>]/<jobid>.log``.
+    """
     found: dict[str, list[int]] = {}
     logdir = workdir / ".snakemake" / "slurm_logs"
     for log in sorted(logdir.rglob("*.log")):
         if log.stem.isdigit():
-            found.setdefault(log.parent.name, []).append(int(log.stem))
+            top = log.relative_to(logdir).parts[0]
+            found.setdefault(top, []).append(int(log.stem))
     return found
 
 

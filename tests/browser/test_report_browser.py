@@ -39,9 +39,20 @@ return Array.from(document.images).map(function (im) {
 """
 
 
-@pytest.fixture(scope="module")
-def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The directory holding index.html and the patient pages under test."""
+@pytest.fixture(scope="module", params=["fixture", "workflow"])
+def report_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory holding index.html and the patient pages under test.
+
+    Two sets of pages: the hand-built fixture (exact numbers pinned below) and the pages of a
+    real workflow run on data/sample (the session's ``sample_run``), or of ``$NKFLOW_RESULTS``.
+    """
+    if request.param == "workflow":
+        env = os.environ.get("NKFLOW_RESULTS")
+        return (
+            Path(env) / "reports"
+            if env
+            else request.getfixturevalue("sample_run") / "results/reports"
+        )
     env = os.environ.get("NKFLOW_RESULTS")
     if env:
         reports = Path(env) / "reports"
@@ -51,11 +62,16 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "(make run) first or unset NKFLOW_RESULTS to test the built-in fixture"
             )
         return reports
-    root = tmp_path_factory.mktemp("browser_report")
+    root = tmp_path_factory.mktemp("browser_report_fixture")
     config, results = build_fixture(root)
     out = root / "reports"
     run_report(config, results, out, "2031-05-06T07:08:09Z", base_dir=root)
     return out
+
+
+def _is_fixture(report_dir: Path) -> bool:
+    """True for the hand-built fixture pages, whose exact contents the tests pin."""
+    return "browser_report_fixture" in str(report_dir)
 
 
 def require_chromium(chromium: Path, chromedriver: Path) -> None:
@@ -167,7 +183,7 @@ def test_every_link_from_the_index_resolves(driver, report_dir):
             "return document.getElementById(arguments[0]) !== null", a[1:]
         ), a
     assert pages, "the index links to no patient page"
-    if not os.environ.get("NKFLOW_RESULTS"):
+    if _is_fixture(report_dir):
         assert pages == sorted(f"{p}.html" for p in PATIENTS)
     for href in pages:
         target = report_dir / href
@@ -206,7 +222,7 @@ def test_patient_page_verdict_images_collapsed_visits_and_screenshot(driver, rep
     closed = driver.execute_script(
         "return document.querySelectorAll('#gating details:not([open])').length;"
     )
-    if not os.environ.get("NKFLOW_RESULTS"):
+    if _is_fixture(report_dir):
         assert first == "P01.html"
         assert "PASS" in verdict and "123.12 /µL" in banner and "actual study day 13" in banner
         assert closed == 3
@@ -241,7 +257,7 @@ def test_sorting_the_index_by_value_and_verdict(driver, report_dir):
     verdicts = [v.split()[0] for v in _column(driver, verdict_col)]
     rank = {w: i for i, w in enumerate(VERDICT_WORDS)}
     assert [rank[v] for v in verdicts] == sorted(rank[v] for v in verdicts), verdicts
-    if not os.environ.get("NKFLOW_RESULTS"):
+    if _is_fixture(report_dir):
         assert before == list(PATIENTS)
         assert _column(driver, 0) == ["P01", "P04", "P02", "P03"]  # PASS, FAIL, FAIL borderline, NE
     assert _severe(driver) == []
@@ -253,3 +269,27 @@ def test_a_missing_browser_fails_with_the_reason(tmp_path):
         match=r"Chromium is not installed \(.*/nope/chromium missing\): .*install_browser\.sh",
     ):
         require_chromium(tmp_path / "nope" / "chromium", CHROMEDRIVER)
+
+
+def test_each_page_shows_the_verdict_of_the_endpoint_table(driver, report_dir):
+    """What a reader sees in the banner is what endpoints.tsv says, patient by patient."""
+    import csv
+
+    table = next(
+        t
+        for t in (
+            report_dir.parent / "cohort" / "endpoints.tsv",  # a workflow run: results/reports
+            report_dir.parent / "results" / "cohort" / "endpoints.tsv",  # the fixture layout
+        )
+        if t.is_file()
+    )
+    with table.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert rows
+    for row in rows:
+        _open(driver, report_dir / f"{row['patient_id']}.html")
+        word = driver.find_element("css selector", ".verdict-word").text.split()[0]
+        assert word == row["verdict"], (row["patient_id"], word, row["verdict"])
+        if row.get("borderline") == "true":
+            assert "borderline" in driver.find_element("id", "verdict").text.lower()
+        assert _severe(driver) == []

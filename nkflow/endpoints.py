@@ -700,8 +700,12 @@ def build_endpoints(
                 e["donor_nk_per_ul"] = e["donor_nk_per_ul_lo95"] = e["donor_nk_per_ul_hi95"] = None
             else:
                 above = bool(visit["above_threshold"])
-                e["verdict"], e["reason"] = ("PASS" if above else "FAIL"), ""
                 e["borderline"] = bool(visit["interval_contains_threshold"])
+                # PASS and FAIL carry reason codes too, so every verdict says why
+                codes = ["above_threshold" if above else "not_above_threshold"]
+                if e["borderline"]:
+                    codes.append("interval_contains_threshold")
+                e["verdict"], e["reason"] = ("PASS" if above else "FAIL"), ";".join(codes)
                 donor = visit["donor_nk_per_ul"]
                 e["verdict_basis"] = (
                     f"donor_nk_per_ul {donor:.6g} {'>' if above else '<='} {thr:.6g}"

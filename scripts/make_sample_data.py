@@ -781,7 +781,7 @@ def readme(cohort: tuple[Patient, ...], notes: dict, seed: int) -> str:
         "  `ki67_pct_of_treg`. Empty = not available (no chimerism at day 0, QNS ALC).",
         "- `endpoints.tsv`: per patient, the day-14 sample (window day 12-16 after the first NK",
         "  infusion), `donor_nk_per_ul` with a 95 % interval, `verdict` (PASS when strictly > 100),",
-        "  `borderline` (interval contains 100), `reason` for NOT_EVALUABLE, `flags`.",
+        "  `borderline` (interval contains 100), `reason` codes (`above_threshold` /\n  `not_above_threshold` [+ `interval_contains_threshold`], or why NOT_EVALUABLE), `flags`.",
         "  Interval: donor x exp(+/-1.96 sqrt(1/n_nk + 1/n_lymphocytes)) (log ratio of two",
         "  Poisson counts); only the borderline patient's interval comes near 100.",
         "- `tubes.tsv`: per tube, instrument style, FCS version, spillover keyword, `$TIMESTEP`,",
@@ -1021,7 +1021,10 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
                 _fmt(hi),
                 verdict,
                 "true" if lo <= 100.0 <= hi else "false",
-                "",
+                ";".join(
+                    ["above_threshold" if donor > 100.0 else "not_above_threshold"]
+                    + (["interval_contains_threshold"] if lo <= 100.0 <= hi else [])
+                ),
                 flags,
             ]
         )

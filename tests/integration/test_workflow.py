@@ -69,6 +69,13 @@ def test_every_verdict_matches_truth(sample_run):
     }
     assert mismatches == {}
     assert {"PASS", "FAIL", "NOT_EVALUABLE"} <= set(got["verdict"])
+    # every verdict carries its reason codes, as the truth states them
+    reasons = {
+        pid: (got.loc[pid, "reason"], truth.loc[pid, "reason"])
+        for pid in truth.index
+        if got.loc[pid, "reason"] != truth.loc[pid, "reason"]
+    }
+    assert reasons == {}
     # the chosen day-14 sample and its borderline mark agree with truth too
     for pid in truth.index:
         if truth.loc[pid, "verdict"] != "NOT_EVALUABLE":

@@ -85,7 +85,7 @@ def test_domain_worked_example_pass_with_interval(clean):
         "72",
         "123.12",
     )
-    assert (r.verdict, r.reason, r.borderline) == ("PASS", "", "false")
+    assert (r.verdict, r.reason, r.borderline) == ("PASS", "above_threshold", "false")
     assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
         123.12, math.sqrt(1 / 3800 + 1 / 10000)
     )

@@ -250,14 +250,14 @@ def test_truth_tables_are_consistent():
     ends = {r["patient_id"]: r for r in _rows(SAMPLE / "truth" / "endpoints.tsv")}
     got = {p: (r["sample_id"], r["verdict"], r["borderline"], r["reason"]) for p, r in ends.items()}
     assert got == {
-        "P01": ("P01-D14", "PASS", "false", ""),
-        "P02": ("P02-D14", "FAIL", "false", ""),
+        "P01": ("P01-D14", "PASS", "false", "above_threshold"),
+        "P02": ("P02-D14", "FAIL", "false", "not_above_threshold"),
         "P03": ("P03-D14", "NOT_EVALUABLE", "", "missing_alc"),
         "P04": ("", "NOT_EVALUABLE", "", "no_sample_in_window"),
-        "P05": ("P05-D14", "PASS", "true", ""),
-        "P06": ("P06-D13", "PASS", "false", ""),
-        "P07": ("P07-D14", "PASS", "false", ""),
-        "P08": ("P08-D14", "FAIL", "false", ""),
+        "P05": ("P05-D14", "PASS", "true", "above_threshold;interval_contains_threshold"),
+        "P06": ("P06-D13", "PASS", "false", "above_threshold"),
+        "P07": ("P07-D14", "PASS", "false", "above_threshold"),
+        "P08": ("P08-D14", "FAIL", "false", "not_above_threshold"),
     }
     assert [p for p, r in ends.items() if r["flags"]] == ["P07"]
     # scenario targets from the issue

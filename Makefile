@@ -32,10 +32,12 @@ run: $(STAMP)
 	  c=yaml.safe_load(open('$(CONFIG)')); r=c.get('results','results'); \
 	  print(f'\nReport: {r}/reports/index.html\nEndpoints: {r}/cohort/endpoints.tsv')"
 
-# Debian packages the tests drive for real: Chromium (report test) and SLURM (cluster test).
+# Debian packages the tests drive for real: Chromium (report test) and SLURM (cluster test;
+# `local-slurm.sh up` installs it). A failure here is reported, and the tests that need the
+# package then fail with the reason: they are never skipped.
 system-deps:
-	bash scripts/install_browser.sh
-	bash tests/cluster/local-slurm.sh install
+	bash scripts/install_browser.sh || echo "make: Chromium could not be installed; the browser tests will fail" >&2
+	bash tests/cluster/local-slurm.sh up || echo "make: SLURM could not be started; the SLURM tests will fail" >&2
 
 lint: $(STAMP)
 	$(BIN)/ruff check nkflow tests scripts bench
@@ -44,11 +46,10 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/lint_workflow.py
 
-test: $(STAMP) system-deps lint
-	bash tests/cluster/local-slurm.sh up
+test: $(STAMP) lint system-deps
 	PATH="$(abspath $(BIN)):$$PATH" NKFLOW_PUBLIC_DATA="$${NKFLOW_PUBLIC_DATA:-$(abspath ../shared/data/public)}" \
-		$(BIN)/python -m pytest -n 2 --dist loadgroup tests; \
-		status=$$?; bash tests/cluster/local-slurm.sh down; exit $$status
+		$(BIN)/python -m pytest -p no:cacheprovider tests; \
+		status=$$?; bash tests/cluster/local-slurm.sh down || true; exit $$status
 
 sample-data: $(STAMP)
 	$(BIN)/python scripts/make_sample_data.py --out data/sample

@@ -62,7 +62,8 @@ def _make_batches():
     groups = {}
     for row in SAMPLES.itertuples(index=False):
         groups.setdefault((row.gating, row.panel), []).append(
-            (row.sample_id, row.tube, str(row.fcs_path))
+            # relative to the run directory: results do not depend on where the checkout is
+            (row.sample_id, row.tube, os.path.relpath(row.fcs_path))
         )
     batches = {}
     for (gating, panel), members in groups.items():

@@ -92,3 +92,19 @@ def test_not_evaluable_rows_have_reasons_and_no_number(sample_run):
     assert len(ne) >= 1
     assert ne["reason"].notna().all() and (ne["reason"].str.len() > 0).all()
     assert ne["donor_nk_per_ul"].isna().all()
+
+
+def test_snakemake_report_includes_nkflow_outputs(sample_run):
+    """`snakemake --report` builds Snakemake's own provenance report from the finished run."""
+    from tests.conftest import run_snakemake
+
+    run_snakemake(sample_run, "--report", "results/snakemake-report.zip")
+    report = sample_run / "results/snakemake-report.zip"
+    assert report.is_file() and report.stat().st_size > 10_000
+    import zipfile
+
+    with zipfile.ZipFile(report) as zf:
+        names = zf.namelist()
+    assert any(n.endswith("endpoints.tsv") for n in names), names[:20]
+    assert any(n.endswith("gating.png") for n in names), names[:20]
+    assert any(n.endswith("index.html") for n in names)

@@ -16,21 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from nkflow.errors import CompensationError, FcsError, NkflowError, PanelError
+from nkflow.gating.evaluate import COUNT_COLUMNS as GATING_COUNT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-COUNT_COLUMNS = [
-    "sample_id",
-    "tube",
-    "population",
-    "parent",
-    "events",
-    "parent_events",
-    "pct_of_parent",
-    "pct_of_lymphocytes",
-    "status",
-    "reason",
-]
+#: Columns of a tube's counts.tsv: the tube's ids, then the gating engine's counts table.
+COUNT_COLUMNS = ["sample_id", "tube", *GATING_COUNT_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -143,18 +134,22 @@ def run_tube(
     }
     checks: list[Any] = []
 
-    def fail(code: str, exc: NkflowError) -> str:
-        logger.error("%s/%s: %s", sample_id, tube, exc)
+    def note(check: str, status: str, code: str, message: str) -> None:
+        """Record a finding of the pipeline itself (not of a QC threshold) as a check."""
         checks.append(
             qc.Check(
-                check="input",
-                status="FAIL",
+                check=check,
+                status=status,
                 reason_code=code,
                 value=None,
                 threshold=None,
-                message=str(exc),
+                message=message,
             )
         )
+
+    def fail(code: str, exc: NkflowError) -> str:
+        logger.error("%s/%s: %s", sample_id, tube, exc)
+        note("input", "FAIL", code, str(exc))
         counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
         status, _reasons = qc.tube_status(checks, qc_cfg)
         _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
@@ -178,16 +173,7 @@ def run_tube(
         }
     )
     for warning in sample.warnings:
-        checks.append(
-            qc.Check(
-                check="reader",
-                status="WARN",
-                reason_code="fcs_tolerance",
-                value=None,
-                threshold=None,
-                message=warning,
-            )
-        )
+        note("reader", "WARN", "fcs_tolerance", warning)
 
     # ---- markers
     try:
@@ -201,15 +187,11 @@ def run_tube(
             marker_index[m] = idx
     prov["panel_resolution"] = [list(map(str, row)) for row in resolution.table()]
     for marker in resolution.missing:
-        checks.append(
-            qc.Check(
-                check="panel",
-                status="WARN",
-                reason_code="missing_marker",
-                value=None,
-                threshold=None,
-                message=f"marker {marker} not found in {fcs.name}; populations that need it are not computed",
-            )
+        note(
+            "panel",
+            "WARN",
+            "missing_marker",
+            f"marker {marker} not found in {fcs.name}; populations that need it are not computed",
         )
 
     # ---- spillover
@@ -226,15 +208,11 @@ def run_tube(
         checks.extend(qc.compensation_sanity(comp, list(spill.channels), qc_cfg, ranges=ranges))
         del comp
     else:
-        checks.append(
-            qc.Check(
-                check="compensation",
-                status="WARN",
-                reason_code="no_spillover",
-                value=None,
-                threshold=None,
-                message=f"{fcs.name} has no spillover matrix ($SPILLOVER/$SPILL/SPILL) and none is configured",
-            )
+        note(
+            "compensation",
+            "WARN",
+            "no_spillover",
+            f"{fcs.name} has no spillover matrix ($SPILLOVER/$SPILL/SPILL) and none is configured",
         )
 
     # ---- time QC and margins

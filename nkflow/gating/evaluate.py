@@ -36,6 +36,18 @@ from nkflow.gating.tree import Dim, Gate, GateTree
 
 logger = logging.getLogger(__name__)
 
+#: Columns of :meth:`GatingResult.counts_table` (a tube's counts.tsv adds sample_id and tube).
+COUNT_COLUMNS = (
+    "population",
+    "parent",
+    "events",
+    "parent_events",
+    "pct_of_parent",
+    "pct_of_lymphocytes",
+    "status",
+    "reason",
+)
+
 _EPS = 1e-9
 _CHUNK = 1 << 13
 #: parent fraction above which a gate works on full-length columns instead of gathering
@@ -141,16 +153,7 @@ class GatingResult:
             rows.append((p, par or "", ev, pe, pct_par, pct_l, "ok", ""))
         df = pd.DataFrame(
             rows,
-            columns=[
-                "population",
-                "parent",
-                "events",
-                "parent_events",
-                "pct_of_parent",
-                "pct_of_lymphocytes",
-                "status",
-                "reason",
-            ],
+            columns=list(COUNT_COLUMNS),
         )
         df["events"] = df["events"].astype("Int64")
         df["parent_events"] = df["parent_events"].astype("Int64")

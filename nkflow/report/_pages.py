@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nkflow.qc import QC_COLUMNS
 from nkflow.report import _html as h
 from nkflow.report._figures import CohortPoint, Series, cohort_figure, kinetics_figure
 from nkflow.report._inputs import ReportInputs, Row
@@ -501,19 +502,6 @@ def _tube_status_rows(qc_rows: Iterable[Row]) -> list[list[str]]:
 
 def _is_time_check(r: Row) -> bool:
     return "time" in r.get("check", "").lower() or "time" in r.get("reason_code", "").lower()
-
-
-QC_COLUMNS = (
-    "sample_id",
-    "tube",
-    "tube_status",
-    "check",
-    "status",
-    "reason_code",
-    "value",
-    "threshold",
-    "message",
-)
 
 
 def _qc(samples: Sequence[str], inp: ReportInputs) -> str:

@@ -34,8 +34,16 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = WORKFLOW_TIMEOUT_S, 
         cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
+        logs = "".join(
+            f"\n---- {log.relative_to(workdir)} (last lines) ----\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+            for log in sorted((workdir / "results" / "logs").rglob("*.log"))
+            if "Traceback" in log.read_text(errors="replace")
+            or "error" in log.read_text(errors="replace")
+        )
         raise AssertionError(
-            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+            f"{proc.stderr[-8000:]}{logs}"
         )
     return proc
 

@@ -9,6 +9,11 @@ population's event count and percent of parent (from ``res``, never recomputed).
 labelled with marker names and transform ids. A gate that was not computed gets a panel saying
 why. The figure is a pure function of its inputs: subsampling uses ``random_state`` and the PNG
 carries no timestamp, so the same input gives the same bytes.
+
+Drawing uses Pillow directly (no matplotlib figure: its axes and tick artists cost ~10x the whole
+render). Layout: ``NCOLS`` panels per row, each ``PANEL_W`` x ``PANEL_H`` px, under a title band.
+Densities are 2-D histograms on a log colour scale through an embedded viridis table; 1-D gates
+are filled histograms with their min/max/threshold lines; gate outlines are red.
 """
 
 from __future__ import annotations
@@ -67,33 +72,232 @@ def _stats(res: GatingResult, pop: str, parent_n: int) -> str:
     return f"{pop}: {c:,} ({pct})"
 
 
-def _draw_gate(ax: Any, gate: Gate, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
-    from matplotlib.patches import Polygon, Rectangle
+# ---------------------------------------------------------------- rendering (Pillow only)
 
-    kw: dict[str, Any] = {"fill": False, "edgecolor": "red", "linewidth": 1.2}
+PANEL_W, PANEL_H = 330, 300
+TITLE_H = 34
+# plot area inside a panel: left room for y ticks + rotated label, bottom for x ticks + label
+PLOT_L, PLOT_R, PLOT_T, PLOT_B = 62, 12, 26, 46
+PLOT_W, PLOT_H = PANEL_W - PLOT_L - PLOT_R, PANEL_H - PLOT_T - PLOT_B
+GATE_RGB = (220, 20, 20)
+HIST_RGB = (102, 102, 102)
+AXIS_RGB = (40, 40, 40)
+TEXT_RGB = (0, 0, 0)
+NOTE_RGB = (60, 60, 110)  # not grey: its anti-aliasing never looks like HIST_RGB
+WHITE = (255, 255, 255)
+# viridis sampled at 32 evenly spaced points (matplotlib's table), interpolated to 256 entries
+_VIRIDIS32 = (
+    0x440154, 0x470D60, 0x48186A, 0x482374, 0x472E7C, 0x453882, 0x424186, 0x3E4A89,
+    0x3A548C, 0x365D8D, 0x32658E, 0x2E6D8E, 0x2B758E, 0x287D8E, 0x25848E, 0x228C8D,
+    0x1F948C, 0x1E9C89, 0x20A386, 0x25AB82, 0x2EB37C, 0x3ABA76, 0x48C16E, 0x58C765,
+    0x6CCD5A, 0x7FD34E, 0x93D741, 0xA8DB34, 0xC0DF25, 0xD5E21A, 0xEAE51A, 0xFDE725,
+)  # fmt: skip
+
+
+def _viridis_lut() -> np.ndarray:
+    anchors = np.array([[(c >> 16) & 255, (c >> 8) & 255, c & 255] for c in _VIRIDIS32], float)
+    x = np.linspace(0.0, 1.0, anchors.shape[0])
+    t = np.linspace(0.0, 1.0, 256)
+    lut = np.stack([np.interp(t, x, anchors[:, k]) for k in range(3)], axis=1)
+    return np.vstack([np.round(lut), [255, 255, 255]]).astype(np.uint8)  # 256 = empty bin
+
+
+VIRIDIS = _viridis_lut()
+_FONTS: dict[int, Any] = {}
+
+
+def _font(size: int) -> Any:
+    """DejaVu Sans from matplotlib's data directory (no pyplot import), cached per size."""
+    if size not in _FONTS:
+        from PIL import ImageFont
+
+        try:
+            import matplotlib
+
+            ttf = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+            _FONTS[size] = ImageFont.truetype(str(ttf), size)
+        except (ImportError, OSError):
+            logger.warning("DejaVuSans.ttf not found; gating figures use Pillow's default font")
+            _FONTS[size] = ImageFont.load_default(size=size)
+    return _FONTS[size]
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """Three to five round tick values inside [lo, hi] (steps 1, 2, 2.5, 5 x 10^k)."""
+    span = hi - lo
+    if not (np.isfinite(span) and span > 0):
+        return []
+    mag = 10.0 ** math.floor(math.log10(span))
+    for step in (m * mag * e for e in (1.0, 0.1, 0.01) for m in (5, 2.5, 2, 1)):
+        first = math.ceil(lo / step - 1e-9)
+        last = math.floor(hi / step + 1e-9)
+        if last - first + 1 >= 3:
+            return [0.0 if k == 0 else k * step for k in range(first, last + 1)]
+    return []
+
+
+def _fmt(v: float) -> str:
+    a = abs(v)
+    if a >= 10_000:
+        return f"{v:,.0f}"
+    if a >= 100 or v == int(v):
+        return f"{v:g}"
+    return f"{v:.3g}"
+
+
+class _Map:
+    """Data -> pixel coordinates of the plot area (y up)."""
+
+    def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
+        self.x0, self.sx = xlim[0], (PLOT_W - 1) / ((xlim[1] - xlim[0]) or 1.0)
+        self.y0, self.sy = ylim[0], (PLOT_H - 1) / ((ylim[1] - ylim[0]) or 1.0)
+
+    def x(self, v: Any) -> Any:
+        return np.clip((np.asarray(v, float) - self.x0) * self.sx, -4 * PLOT_W, 5 * PLOT_W)
+
+    def y(self, v: Any) -> Any:
+        return np.clip(
+            PLOT_H - 1 - (np.asarray(v, float) - self.y0) * self.sy, -4 * PLOT_H, 5 * PLOT_H
+        )
+
+
+def _density(
+    x: np.ndarray, y: np.ndarray, xlim: tuple[float, float], ylim: tuple[float, float], bins: int
+) -> np.ndarray:
+    """Plot-area RGB array of the log-scaled 2-D histogram (white where a bin is empty)."""
+    ix = np.floor((x - xlim[0]) * (bins / (xlim[1] - xlim[0]))).astype(np.int64)
+    iy = np.floor((y - ylim[0]) * (bins / (ylim[1] - ylim[0]))).astype(np.int64)
+    ok = (ix >= 0) & (ix < bins) & (iy >= 0) & (iy < bins)
+    h = np.bincount(iy[ok] * bins + ix[ok], minlength=bins * bins).reshape(bins, bins)
+    idx = np.full(h.shape, 256, dtype=np.int64)
+    nz = h > 0
+    if nz.any():
+        top = math.log(max(float(h.max()), 2.0))
+        idx[nz] = np.minimum(np.log(h[nz]) / top * 255.0, 255).astype(np.int64)
+    cols = np.arange(PLOT_W) * bins // PLOT_W
+    rows = (PLOT_H - 1 - np.arange(PLOT_H)) * bins // PLOT_H  # row 0 = top = high y
+    return VIRIDIS[idx[rows][:, cols]]
+
+
+def _histogram(v: np.ndarray, xlim: tuple[float, float]) -> tuple[np.ndarray, float]:
+    """Plot-area RGB array of a filled histogram, and the y-axis maximum (events)."""
+    nb = int(np.clip(2 * np.sqrt(v.size), 16, 128))
+    counts, _ = np.histogram(v, bins=nb, range=xlim)
+    ymax = max(1.0, float(counts.max(initial=0)) * 1.05)
+    heights = np.round(counts / ymax * (PLOT_H - 1)).astype(np.int64)
+    col_h = heights[np.arange(PLOT_W) * nb // PLOT_W]
+    filled = np.arange(PLOT_H)[:, None] >= (PLOT_H - col_h)[None, :]
+    img = np.full((PLOT_H, PLOT_W, 3), 255, dtype=np.uint8)
+    img[filled] = HIST_RGB
+    return img, ymax
+
+
+def _outline(draw: Any, gate: Gate, m: _Map, xlim: tuple[float, float], ylim: tuple[float, float]):
+    w = 2
     if gate.type == "polygon":
-        ax.add_patch(Polygon(np.asarray(gate.vertices), closed=True, **kw))
+        pts = np.asarray(gate.vertices, float)
+        xy = list(zip(m.x(pts[:, 0]).tolist(), m.y(pts[:, 1]).tolist(), strict=True))
+        draw.line([*xy, xy[0]], fill=GATE_RGB, width=w, joint="curve")
     elif gate.type == "ellipse":
-        cov = np.asarray(gate.covariance)[:2, :2]
+        cov = np.asarray(gate.covariance, float)[:2, :2]
         vals, vecs = np.linalg.eigh(cov)
         if np.all(vals > 0):
-            t = np.linspace(0, 2 * math.pi, 200)
+            t = np.linspace(0, 2 * math.pi, 121)
             circle = np.stack([np.cos(t), np.sin(t)])
             pts = (vecs @ (np.sqrt(vals * float(gate.distance_square or 0))[:, None] * circle)).T
-            pts += np.asarray(gate.mean[:2])
-            ax.plot(pts[:, 0], pts[:, 1], color="red", linewidth=1.2)
+            pts += np.asarray(gate.mean[:2], float)
+            draw.line(
+                list(zip(m.x(pts[:, 0]).tolist(), m.y(pts[:, 1]).tolist(), strict=True)),
+                fill=GATE_RGB,
+                width=w,
+                joint="curve",
+            )
     elif gate.type == "quadrant":
         for v in gate.dims[0].dividers:
-            ax.axvline(v, color="red", linewidth=1.0)
+            px = float(m.x(v))
+            draw.line([(px, 0), (px, PLOT_H)], fill=GATE_RGB, width=w)
         for v in gate.dims[1].dividers:
-            ax.axhline(v, color="red", linewidth=1.0)
-    elif gate.type in ("rectangle", "threshold"):
+            py = float(m.y(v))
+            draw.line([(0, py), (PLOT_W, py)], fill=GATE_RGB, width=w)
+    else:  # rectangle, range, threshold: an open side reaches past the axes
         (x0, x1), (y0, y1) = ((d.min, d.max) for d in gate.dims[:2])
-        x0 = xlim[0] if x0 is None else x0
-        x1 = xlim[1] if x1 is None else x1
-        y0 = ylim[0] if y0 is None else y0
-        y1 = ylim[1] if y1 is None else y1
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, **kw))
+        span_x, span_y = xlim[1] - xlim[0], ylim[1] - ylim[0]
+        x0 = xlim[0] - span_x if x0 is None else x0
+        x1 = xlim[1] + span_x if x1 is None else x1
+        y0 = ylim[0] - span_y if y0 is None else y0
+        y1 = ylim[1] + span_y if y1 is None else y1
+        draw.rectangle(
+            [float(m.x(x0)), float(m.y(y1)), float(m.x(x1)), float(m.y(y0))],
+            outline=GATE_RGB,
+            width=w,
+        )
+
+
+def _vtext(img: Any, text: str, cx: int, cy: int, size: int) -> None:
+    """Paste ``text`` rotated 90 degrees (reading upwards) centred on (cx, cy)."""
+    from PIL import Image, ImageDraw
+
+    f = _font(size)
+    x0, t, r, b = f.getbbox(text)
+    tile = Image.new("L", (r - x0 + 2, b - t + 2), 0)
+    ImageDraw.Draw(tile).text((1 - x0, 1 - t), text, font=f, fill=255)
+    tile = tile.transpose(Image.Transpose.ROTATE_90)
+    img.paste(TEXT_RGB, (cx - tile.width // 2, cy - tile.height // 2), tile)
+
+
+def _text_box(img: Any, lines: list[str], x: int, y: int) -> None:
+    """Count/percent box at (x, y) of the figure: 80 % white behind black text."""
+    from PIL import Image, ImageDraw
+
+    f = _font(12)
+    text = "\n".join(lines)
+    probe = ImageDraw.Draw(img)
+    _, _, r, b = probe.multiline_textbbox((x + 4, y + 3), text, font=f, spacing=2)
+    box = (x, y, min(r + 4, x + PLOT_W), min(b + 4, y + PLOT_H))
+    region = img.crop(box)
+    img.paste(Image.blend(region, Image.new("RGB", region.size, WHITE), 0.8), box[:2])
+    probe.multiline_text((x + 4, y + 3), text, font=f, fill=TEXT_RGB, spacing=2)
+
+
+def _axes(
+    img: Any,
+    draw: Any,
+    ox: int,
+    oy: int,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float] | None,
+    xlabel: str,
+    ylabel: str,
+) -> None:
+    """Frame, ticks, tick labels and axis labels of one panel at offset (ox, oy)."""
+    px0, py0 = ox + PLOT_L, oy + PLOT_T
+    px1, py1 = px0 + PLOT_W, py0 + PLOT_H
+    draw.rectangle([px0 - 1, py0 - 1, px1, py1], outline=AXIS_RGB, width=1)
+    f = _font(11)
+    m = _Map(xlim, ylim or (0.0, 1.0))
+    for v in _ticks(*xlim):
+        x = px0 + float(m.x(v))
+        draw.line([(x, py1), (x, py1 + 4)], fill=AXIS_RGB)
+        draw.text((x, py1 + 6), _fmt(v), font=f, fill=TEXT_RGB, anchor="mt")
+    if ylim is not None:
+        for v in _ticks(*ylim):
+            y = py0 + float(m.y(v))
+            draw.line([(px0 - 5, y), (px0 - 1, y)], fill=AXIS_RGB)
+            draw.text((px0 - 7, y), _fmt(v), font=f, fill=TEXT_RGB, anchor="rm")
+    draw.text((px0 + PLOT_W // 2, py1 + 22), xlabel, font=_font(12), fill=TEXT_RGB, anchor="mt")
+    if ylabel:
+        _vtext(img, ylabel, ox + 12, py0 + PLOT_H // 2, 12)
+
+
+def _wrap(text: str, width: int) -> str:
+    """Greedy word wrap (a reason string can be long)."""
+    lines: list[str] = []
+    for word in str(text).split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines[:4])
 
 
 def gating_figure(
@@ -131,38 +335,45 @@ def gating_figure(
     Path
         ``path``.
     """
-    # Figure + Agg canvas directly (no pyplot): no global state, and a cheaper import.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from PIL import Image, ImageDraw
 
     if spill is not None and channel_names is None:
         spill = res.spill_columns  # placed on columns by gate_sample
-    cols = _Columns(tree, np.asarray(events), marker_index, spill, channel_names)
+    events = np.asarray(events)
+    cols = _Columns(tree, events, marker_index, spill, channel_names)
     gates = [g for g in tree.gates if g.type != "boolean"]
-    n = np.asarray(events).shape[0]
+    n = events.shape[0]
     nrows = max(1, math.ceil(len(gates) / NCOLS))
     ncols = min(NCOLS, max(1, len(gates)))
-    fig = Figure(figsize=(3.6 * ncols, 3.2 * nrows))
-    FigureCanvasAgg(fig)
-    # only as many axes as gates (an unused axes still costs its construction)
-    axes = np.array([fig.add_subplot(nrows, ncols, k + 1) for k in range(max(1, len(gates)))])
+    img = Image.new("RGB", (ncols * PANEL_W, TITLE_H + nrows * PANEL_H), WHITE)
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((img.width // 2, TITLE_H // 2), title, font=_font(15), fill=TEXT_RGB, anchor="mm")
     for k, g in enumerate(gates):
-        ax = axes[k]
+        ox, oy = (k % NCOLS) * PANEL_W, TITLE_H + (k // NCOLS) * PANEL_H
+        px0, py0 = ox + PLOT_L, oy + PLOT_T
         pops = g.population_ids()
-        # explicit y: skips matplotlib's per-draw title/tick overlap search
-        ax.set_title(f"{g.id} (of {g.parent or 'all events'})", fontsize=9, y=1.0)
-        # few ticks: tick artists dominate the drawing time of a small panel
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=3))
+        draw.text(
+            (px0 + PLOT_W // 2, oy + 4),
+            f"{g.id} (of {g.parent or 'all events'})",
+            font=_font(13),
+            fill=TEXT_RGB,
+            anchor="mt",
+        )
         if any(p in res.not_computed for p in pops) or (
             g.parent is not None and g.parent in res.not_computed
         ):
             reason = res.not_computed.get(pops[0], res.not_computed.get(g.parent or "", ""))
-            ax.text(0.5, 0.5, f"not computed\n{reason}", ha="center", va="center", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            draw.rectangle([px0 - 1, py0 - 1, px0 + PLOT_W, py0 + PLOT_H], outline=NOTE_RGB)
+            draw.multiline_text(
+                (px0 + PLOT_W // 2, py0 + PLOT_H // 2),
+                "not computed\n" + _wrap(reason, 38),
+                font=_font(12),
+                fill=NOTE_RGB,
+                anchor="mm",
+                align="center",
+                spacing=3,
+            )
             continue
         if g.parent is None:
             rows = np.arange(n) if res.keep is None else np.flatnonzero(res.keep)
@@ -173,7 +384,6 @@ def gating_figure(
             rng = np.random.default_rng(random_state)
             rows = np.sort(rng.choice(rows, size=max_events, replace=False))
         vals = _values(cols, tree, g, rows)
-        text = "\n".join(_stats(res, p, parent_n) for p in pops)
         if len(vals) >= 2:
             d0, d1 = g.dims[0], g.dims[1]
             xlim = _limits(
@@ -185,70 +395,29 @@ def gating_figure(
                 [d1.min, d1.max, *d1.dividers] + ([v[1] for v in g.vertices] if g.vertices else []),
             )
             ok = np.isfinite(vals[0]) & np.isfinite(vals[1])
-            if ok.any():
-                # a 2-D histogram drawn as one image: as informative as hexbin for a gate
-                # check, and an order of magnitude cheaper to render than a hexagon per bin
-                hist, _, _ = np.histogram2d(
-                    vals[0][ok],
-                    vals[1][ok],
-                    bins=DENSITY_BINS if rows.size >= 20_000 else DENSITY_BINS // 2,
-                    range=(xlim, ylim),
-                )
-                hist = np.ma.masked_less(hist.T, 1)
-                if hist.count():
-                    ax.imshow(
-                        hist,
-                        origin="lower",
-                        extent=(*xlim, *ylim),
-                        aspect="auto",
-                        interpolation="nearest",
-                        cmap="viridis",
-                        norm=LogNorm(vmin=1, vmax=max(float(hist.max()), 2.0)),
-                    )
-            ax.set_xlim(xlim)
-            ax.set_ylim(ylim)
-            ax.set_xlabel(_label(tree, g, 0), fontsize=8)
-            ax.set_ylabel(_label(tree, g, 1), fontsize=8)
-            _draw_gate(ax, g, xlim, ylim)
+            bins = DENSITY_BINS if rows.size >= 20_000 else DENSITY_BINS // 2
+            plot = Image.fromarray(_density(vals[0][ok], vals[1][ok], xlim, ylim, bins))
+            _outline(ImageDraw.Draw(plot), g, _Map(xlim, ylim), xlim, ylim)
+            img.paste(plot, (px0, py0))
+            _axes(img, draw, ox, oy, xlim, ylim, _label(tree, g, 0), _label(tree, g, 1))
         else:
             d0 = g.dims[0]
             cut = res.thresholds.get(g.id)
             lines = [v for v in (d0.min, d0.max, cut) if v is not None]
             xlim = _limits(vals[0], lines)
             f = vals[0][np.isfinite(vals[0])]
-            counts_h, edges = np.histogram(
-                f, bins=int(np.clip(2 * np.sqrt(f.size), 16, 128)), range=xlim
-            )
-            ax.stairs(counts_h, edges, fill=True, color="0.4")
+            arr, ymax = _histogram(f, xlim)
+            plot = Image.fromarray(arr)
+            pd = ImageDraw.Draw(plot)
+            m = _Map(xlim, (0.0, ymax))
             for v in lines:
-                ax.axvline(v, color="red", linewidth=1.2)
-            ax.set_xlim(xlim)
-            ax.set_xlabel(_label(tree, g, 0), fontsize=8)
-            ax.set_ylabel("events", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.text(
-            0.02,
-            0.98,
-            text,
-            transform=ax.transAxes,
-            va="top",
-            ha="left",
-            fontsize=7,
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-        )
-    if title:
-        fig.suptitle(title, fontsize=10)
-    # fixed margins instead of tight_layout(), which costs a full extra draw
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(
-        left=0.55 / width,
-        right=1 - 0.15 / width,
-        bottom=0.5 / height,
-        top=1 - 0.6 / height,
-        wspace=0.35,
-        hspace=0.55,
-    )
+                x = float(m.x(v))
+                pd.line([(x, 0), (x, PLOT_H)], fill=GATE_RGB, width=2)
+            img.paste(plot, (px0, py0))
+            _axes(img, draw, ox, oy, xlim, (0.0, ymax), _label(tree, g, 0), "events")
+        _text_box(img, [_stats(res, p, parent_n) for p in pops], px0 + 1, py0 + 1)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80, metadata={"Software": None})
+    # no pnginfo: Pillow writes no timestamp, so identical input gives identical bytes
+    img.save(out, format="PNG", optimize=False, compress_level=6)
     return out

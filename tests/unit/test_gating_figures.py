@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nkflow import figures as F
 from nkflow.figures import gating_figure
-from nkflow.gating import gate_sample, load_tree
+from nkflow.gating import gate_sample, load_tree, tree_from_dict
 
 FIX = Path(__file__).parent / "gating_fixtures"
 
@@ -46,3 +47,153 @@ def test_figure_with_missing_marker(tmp_path: Path) -> None:
     res = gate_sample(tree, ev, mi)
     out = gating_figure(tree, ev, mi, res, tmp_path / "m.png")
     assert out.stat().st_size > 10_000
+
+
+# ---- pixel facts of a hand-built tree (one panel per gate type, one not computed)
+
+SHAPES = {
+    "name": "shapes",
+    "panel": "p",
+    "gates": [
+        {
+            "id": "rect",
+            "parent": None,
+            "type": "rectangle",
+            "dims": [{"marker": "A", "min": 20, "max": 60}, {"marker": "B", "min": 30}],
+        },
+        {
+            "id": "poly",
+            "parent": None,
+            "type": "polygon",
+            "dims": [{"marker": "A"}, {"marker": "B"}],
+            "vertices": [[10, 10], [90, 10], [50, 90]],
+        },
+        {
+            "id": "round",
+            "parent": None,
+            "type": "ellipse",
+            "dims": [{"marker": "A"}, {"marker": "B"}],
+            "mean": [50, 50],
+            "covariance": [[100, 0], [0, 400]],
+            "distance_square": 1.0,
+        },
+        {
+            "id": "quads",
+            "parent": None,
+            "type": "quadrant",
+            "dims": [{"marker": "A", "divider": 50}, {"marker": "B", "divider": 50}],
+            "quadrants": {
+                "pp": ["hi", "hi"],
+                "mp": ["lo", "hi"],
+                "pm": ["hi", "lo"],
+                "mm": ["lo", "lo"],
+            },
+        },
+        {
+            "id": "cut",
+            "parent": None,
+            "type": "threshold",
+            "dims": [{"marker": "A"}],
+            "method": "valley",
+            "bounds": [30, 70],
+            "default": 50,
+            "allow_fallback": True,
+        },
+        {
+            "id": "gone",
+            "parent": None,
+            "type": "rectangle",
+            "dims": [{"marker": "A", "min": 1}, {"marker": "MISSING", "min": 1}],
+        },
+    ],
+}
+
+
+def _panel(img: np.ndarray, k: int) -> np.ndarray:
+    """Plot area of panel k (row-major, NCOLS per row) as an (H, W, 3) array."""
+    ox = (k % F.NCOLS) * F.PANEL_W + F.PLOT_L
+    oy = F.TITLE_H + (k // F.NCOLS) * F.PANEL_H + F.PLOT_T
+    return img[oy : oy + F.PLOT_H, ox : ox + F.PLOT_W]
+
+
+def _has(area: np.ndarray, rgb: tuple[int, int, int]) -> int:
+    return int(np.all(area == np.asarray(rgb, dtype=np.uint8), axis=-1).sum())
+
+
+def _viridis_pixels(area: np.ndarray) -> int:
+    lut = F.VIRIDIS[:256].astype(np.int64)
+    a = area.astype(np.int64)
+    codes = (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
+    return int(np.isin(codes, (lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2]).sum())
+
+
+def _shapes_png(tmp_path: Path) -> tuple[np.ndarray, object]:
+    from PIL import Image
+
+    tree = tree_from_dict(SHAPES)
+    ev = _events(4000)
+    mi = {"A": 0, "B": 1}  # MISSING is not in the tube: gate 'gone' is not computed
+    res = gate_sample(tree, ev, mi)
+    assert "gone" in res.not_computed
+    out = gating_figure(tree, ev, mi, res, tmp_path / "s.png", title="shapes")
+    return np.asarray(Image.open(out).convert("RGB")), res
+
+
+def test_shapes_figure_pixels(tmp_path: Path) -> None:
+    img, _ = _shapes_png(tmp_path)
+    # 6 gates -> 2 rows of 4 panels under the title band
+    assert img.shape == (F.TITLE_H + 2 * F.PANEL_H, 4 * F.PANEL_W, 3)
+    for k in range(4):  # rectangle, polygon, ellipse, quadrant: density + red outline
+        area = _panel(img, k)
+        assert _has(area, F.GATE_RGB) > 50, k
+        assert _viridis_pixels(area) > 1000, k
+    cut = _panel(img, 4)  # 1-D: grey histogram and the red threshold line, no density
+    assert _has(cut, F.HIST_RGB) > 1000
+    assert _has(cut, F.GATE_RGB) >= F.PLOT_H
+    assert _viridis_pixels(cut) == 0
+    gone = _panel(img, 5)  # not computed: no density, no histogram, no outline
+    assert _viridis_pixels(gone) == 0
+    assert _has(gone, F.HIST_RGB) == 0
+    assert _has(gone, F.GATE_RGB) == 0
+    # empty grid cells (7th, 8th) stay white
+    assert (_panel(img, 6) == 255).all() and (_panel(img, 7) == 255).all()
+
+
+def test_rectangle_outline_at_its_bounds(tmp_path: Path) -> None:
+    # rect is A in [20, 60), B >= 30 on uniform(0, 100) events: x limits are the 0.1/99.9 %
+    # quantiles padded by 5 %, so A=20 and A=60 fall at known fractions of the plot width
+    img, _ = _shapes_png(tmp_path)
+    area = _panel(img, 0)
+    red_cols = np.flatnonzero(np.all(area == np.asarray(F.GATE_RGB, np.uint8), -1).sum(0) > 40)
+    ev = _events(4000)
+    lo, hi = np.quantile(ev[:, 0], [0.001, 0.999])
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    for a in (20, 60):
+        expect = (a - lo) / (hi - lo) * (F.PLOT_W - 1)
+        assert np.min(np.abs(red_cols - expect)) <= 1.5, (a, expect, red_cols)
+
+
+def test_ticks_are_round_and_three_to_five() -> None:
+    assert F._ticks(0.0, 1.0) == [0.0, 0.5, 1.0]
+    assert F._ticks(-0.05, 0.85) == [0.0, 0.25, 0.5, 0.75]
+    assert F._ticks(0.0, 3000.0) == [0.0, 1000.0, 2000.0, 3000.0]
+    assert F._ticks(1.0, 1.0) == []
+
+
+def test_render_does_not_import_pyplot(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from nkflow.figures import gating_figure\n"
+        "from nkflow.gating import gate_sample, tree_from_dict\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_gating_figures import SHAPES, _events\n"
+        "t = tree_from_dict(SHAPES); ev = _events(500); mi = {'A': 0, 'B': 1}\n"
+        f"gating_figure(t, ev, mi, gate_sample(t, ev, mi), {str(tmp_path / 'x.png')!r})\n"
+        "print('matplotlib.pyplot' in sys.modules, 'matplotlib.figure' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

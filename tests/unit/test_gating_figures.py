@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nkflow import figures as F
 from nkflow.figures import gating_figure
@@ -121,7 +122,7 @@ def _has(area: np.ndarray, rgb: tuple[int, int, int]) -> int:
 
 
 def _viridis_pixels(area: np.ndarray) -> int:
-    lut = F.VIRIDIS[:256].astype(np.int64)
+    lut = F.VIRIDIS.astype(np.int64)
     a = area.astype(np.int64)
     codes = (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
     return int(np.isin(codes, (lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2]).sum())
@@ -197,3 +198,19 @@ def test_render_does_not_import_pyplot(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_display_transform_table_matches_exact_logicle() -> None:
+    from nkflow.transforms import LogicleTransform
+
+    xf = LogicleTransform(t=262144, w=0.5, m=4.5, a=0)
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [rng.normal(0, 300, 5000), 10 ** rng.uniform(0, 5.4, 5000), [np.nan, -1e9, 1e12, 0.0]]
+    )
+    exact = xf.apply(x)
+    fast = F._display_apply(xf, x)
+    # a pixel of a 268-px plot spans ~0.004 transformed units: the table must be far finer
+    assert np.nanmax(np.abs(fast - exact)) < 1e-6
+    assert np.array_equal(np.isnan(fast), np.isnan(exact))
+    assert F._display_apply(xf, x[:100]).tolist() == pytest.approx(exact[:100].tolist())

@@ -154,6 +154,8 @@ _PALETTE[:N_VIRIDIS] = VIRIDIS
 _PALETTE[[WHITE_I, GATE_I, HIST_I, AXIS_I]] = [WHITE, GATE_RGB, HIST_RGB, AXIS_RGB]
 _PALETTE[GREY0 : GREY0 + N_GREY] = GREYS[:, None]
 _PALETTE_BYTES = _PALETTE.tobytes()
+# text-layer level (0 = black ink, 255 = no text) -> palette index of the nearest grey
+_GREY_INDEX = ((np.arange(256) * (N_GREY - 1) + 127) // 255 + GREY0).astype(np.uint8)
 _FONTS: dict[int, Any] = {}
 
 
@@ -283,16 +285,42 @@ def _outline(draw: Any, gate: Gate, m: _Map, xlim: tuple[float, float], ylim: tu
         )
 
 
-def _vtext(txt: Any, text: str, cx: int, cy: int, size: int) -> None:
-    """Paste ``text`` rotated 90 degrees (reading upwards) on the text layer, centred (cx, cy)."""
-    from PIL import Image, ImageDraw
+# Rendered text masks, keyed by (text, size, anchor, rotated): tick labels, axis labels and
+# panel titles repeat across panels and tubes, and rasterising a string costs ~0.1 ms.
+_TEXT_CACHE: dict[tuple[str, int, str, bool], tuple[Any, int, int]] = {}
+_TEXT_CACHE_MAX = 4096
 
-    f = _font(size)
-    x0, t, r, b = f.getbbox(text)
-    tile = Image.new("L", (r - x0 + 2, b - t + 2), 0)
-    ImageDraw.Draw(tile).text((1 - x0, 1 - t), text, font=f, fill=255)
-    tile = tile.transpose(Image.Transpose.ROTATE_90)
-    txt.paste(0, (cx - tile.width // 2, cy - tile.height // 2), tile)
+
+def _mask(text: str, size: int, anchor: str, rotated: bool) -> tuple[Any, int, int]:
+    key = (text, size, anchor, rotated)
+    hit = _TEXT_CACHE.get(key)
+    if hit is None:
+        from PIL import Image, ImageDraw
+
+        f = _font(size)
+        x0, y0, x1, y1 = f.getbbox(text, anchor=anchor)
+        tile = Image.new("L", (max(1, x1 - x0), max(1, y1 - y0)), 0)
+        ImageDraw.Draw(tile).text((-x0, -y0), text, font=f, fill=255, anchor=anchor)
+        if rotated:  # reading upwards, centred on the anchor point
+            tile = tile.transpose(Image.Transpose.ROTATE_90)
+            x0, y0 = -(tile.width // 2), -(tile.height // 2)
+        hit = (tile, x0, y0)
+        if len(_TEXT_CACHE) < _TEXT_CACHE_MAX:
+            _TEXT_CACHE[key] = hit
+    return hit
+
+
+def _text(
+    txt: Any,
+    xy: tuple[float, float],
+    text: str,
+    size: int,
+    anchor: str = "la",
+    rotated: bool = False,
+) -> None:
+    """Draw one line of black text on the text layer at ``xy`` (Pillow anchor semantics)."""
+    tile, dx, dy = _mask(text, size, anchor, rotated)
+    txt.paste(0, (round(xy[0]) + dx, round(xy[1]) + dy), tile)
 
 
 def _text_box(img: Any, tdraw: Any, lines: list[str], x: int, y: int) -> None:
@@ -323,20 +351,19 @@ def _axes(
     px0, py0 = ox + PLOT_L, oy + PLOT_T
     px1, py1 = px0 + PLOT_W, py0 + PLOT_H
     draw.rectangle([px0 - 1, py0 - 1, px1, py1], outline=AXIS_I, width=1)
-    f = _font(11)
     m = _Map(xlim, ylim or (0.0, 1.0))
     for v in _ticks(*xlim):
         x = px0 + float(m.x(v))
         draw.line([(x, py1), (x, py1 + 4)], fill=AXIS_I)
-        tdraw.text((x, py1 + 6), _fmt(v), font=f, fill=0, anchor="mt")
+        _text(txt, (x, py1 + 6), _fmt(v), 11, "mt")
     if ylim is not None:
         for v in _ticks(*ylim):
             y = py0 + float(m.y(v))
             draw.line([(px0 - 5, y), (px0 - 1, y)], fill=AXIS_I)
-            tdraw.text((px0 - 7, y), _fmt(v), font=f, fill=0, anchor="rm")
-    tdraw.text((px0 + PLOT_W // 2, py1 + 22), xlabel, font=_font(12), fill=0, anchor="mt")
+            _text(txt, (px0 - 7, y), _fmt(v), 11, "rm")
+    _text(txt, (px0 + PLOT_W // 2, py1 + 22), xlabel, 12, "mt")
     if ylabel:
-        _vtext(txt, ylabel, ox + 12, py0 + PLOT_H // 2, 12)
+        _text(txt, (ox + 12, py0 + PLOT_H // 2), ylabel, 12, "mm", rotated=True)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -402,18 +429,12 @@ def gating_figure(
     txt = Image.new("L", size, 255)
     tdraw = ImageDraw.Draw(txt)
     if title:
-        tdraw.text((size[0] // 2, TITLE_H // 2), title, font=_font(15), fill=0, anchor="mm")
+        _text(txt, (size[0] // 2, TITLE_H // 2), title, 15, "mm")
     for k, g in enumerate(gates):
         ox, oy = (k % NCOLS) * PANEL_W, TITLE_H + (k // NCOLS) * PANEL_H
         px0, py0 = ox + PLOT_L, oy + PLOT_T
         pops = g.population_ids()
-        tdraw.text(
-            (px0 + PLOT_W // 2, oy + 4),
-            f"{g.id} (of {g.parent or 'all events'})",
-            font=_font(13),
-            fill=0,
-            anchor="mt",
-        )
+        _text(txt, (px0 + PLOT_W // 2, oy + 4), f"{g.id} (of {g.parent or 'all events'})", 13, "mt")
         if any(p in res.not_computed for p in pops) or (
             g.parent is not None and g.parent in res.not_computed
         ):
@@ -473,8 +494,9 @@ def gating_figure(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     t = np.asarray(txt)
-    grey = (t.astype(np.uint16) * (N_GREY - 1) + 127) // 255 + GREY0
-    idx = np.where(t < 255, grey.astype(np.uint8), np.asarray(img))
+    idx = np.array(img)
+    inked = t < 255
+    idx[inked] = _GREY_INDEX[t[inked]]
     png = Image.frombytes("P", size, np.ascontiguousarray(idx).tobytes())
     png.putpalette(_PALETTE_BYTES)
     # no pnginfo: Pillow writes no timestamp, so identical input gives identical bytes

@@ -39,6 +39,11 @@ def test_figure_is_deterministic(tmp_path: Path) -> None:
     c = tmp_path / "c.png"
     gating_figure(tree, ev, mi, res, c, title="t", max_events=500, random_state=1)
     assert _sha(c) != _sha(a)  # the seed is what makes it reproducible, not luck
+    d = tmp_path / "d.png"
+    ev2 = ev.copy()
+    ev2[:, 0] = 100 - ev2[:, 0]  # mirrored A: same counts of most gates, different picture
+    gating_figure(tree, ev2, mi, gate_sample(tree, ev2, mi), d, title="t", max_events=500)
+    assert _sha(d) != _sha(a)
 
 
 def test_figure_with_missing_marker(tmp_path: Path) -> None:

@@ -244,7 +244,9 @@ def _histogram(v: np.ndarray, xlim: tuple[float, float]) -> tuple[np.ndarray, fl
     return np.where(filled, np.uint8(HIST_I), np.uint8(WHITE_I)), ymax
 
 
-def _outline(draw: Any, gate: Gate, m: _Map, xlim: tuple[float, float], ylim: tuple[float, float]):
+def _outline(
+    draw: Any, gate: Gate, m: _Map, xlim: tuple[float, float], ylim: tuple[float, float]
+) -> None:
     w = 2
     if gate.type == "polygon":
         pts = np.asarray(gate.vertices, float)

@@ -143,7 +143,9 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from nkflow.report import run_report
 
-    pages = run_report(_load_settings(args), Path(args.results), Path(args.outdir))
+    pages = run_report(
+        _load_settings(args), Path(args.results), Path(args.outdir), workers=args.workers
+    )
     sys.stdout.write(f"report: {Path(args.outdir) / 'index.html'} ({len(pages)} pages)\n")
     return 0
 
@@ -244,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--results", required=True, help="the results directory")
     p.add_argument("--outdir", required=True)
+    p.add_argument("--workers", type=int, default=1, help="processes rendering patient pages")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("gates", help="import or export gate trees (Gating-ML 2.0, FlowJo .wsp)")

@@ -7,6 +7,7 @@ HTML report.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib import metadata
@@ -36,15 +37,23 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def software_versions() -> dict[str, str]:
-    """Versions of the packages in :data:`TRACKED_PACKAGES` ('not installed' when absent)."""
-    out = {}
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    out = []
     for name in TRACKED_PACKAGES:
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+            out.append((name, "not installed"))
+    return tuple(out)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the packages in :data:`TRACKED_PACKAGES` ('not installed' when absent).
+
+    Looked up once per process (a batch or a report asks for every tube or page).
+    """
+    return dict(_versions())
 
 
 def write_json(doc: dict[str, Any], path: Path) -> None:

@@ -605,3 +605,18 @@ def test_cohort_figure_accepts_patients_without_values():
         100.0,
     )
     assert base64.b64decode(uri.split(",", 1)[1])[:4] == b"\x89PNG"
+
+
+def test_parallel_page_rendering_gives_identical_pages(rendered, tmp_path):
+    """workers=2 (forked page writers) writes the same pages, byte for byte, in the same order."""
+    paths = run_report(
+        rendered["config"],
+        rendered["results"],
+        tmp_path / "par",
+        RUN_DATE,
+        base_dir=rendered["root"],
+        workers=2,
+    )
+    assert [p.name for p in paths] == [p.name for p in rendered["paths"]]
+    for serial, parallel in zip(rendered["paths"], paths, strict=True):
+        assert parallel.read_bytes() == serial.read_bytes(), parallel.name

@@ -24,10 +24,11 @@ rule report:
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
     localrule: True
+    threads: 2
     params:
         config=CONFIG_JSON,
         outdir=lambda w, output: os.path.dirname(output.index),
         results=lambda w, input: os.path.dirname(os.path.dirname(input.endpoints)),
     shell:
         "nkflow report --config-json {params.config:q} --results {params.results}"
-        " --outdir {params.outdir} 2> {log}"
+        " --outdir {params.outdir} --workers {threads} 2> {log}"

@@ -21,17 +21,27 @@ def copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / "Snakefile", dest / "Snakefile")
     for sub in ("workflow", "config", "data/sample"):
-        shutil.copytree(ROOT / sub, dest / sub, symlinks=True)
+        shutil.copytree(
+            ROOT / sub, dest / sub, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return dest
+
+
+def workflow_env() -> dict[str, str]:
+    """The environment for a workflow run: the venv's tools (``nkflow``) first on PATH.
+
+    SLURM jobs inherit it too (sbatch --export=ALL).
+    """
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = WORKFLOW_TIMEOUT_S, check: bool = True):
     """Run snakemake in ``workdir`` with the venv's tools first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     cmd = [str(BIN / "snakemake"), "--cores", "2", *args]
     proc = subprocess.run(
-        cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+        cmd, cwd=workdir, env=workflow_env(), capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
         logs = "".join(

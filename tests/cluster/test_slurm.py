@@ -21,7 +21,6 @@ see ../shared/docs/SLURM.md).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import copy_workflow, workflow_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -50,28 +51,13 @@ LOCAL_RULES = (
 )
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The rules call `nkflow`; SLURM jobs inherit this environment (sbatch --export=ALL).
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def copy_repo(dest: Path) -> Path:
-    """A runnable copy of the workflow and the sample data (nothing else) under ``dest``."""
-    dest.mkdir(parents=True)
-    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    for sub in ("workflow", "config"):
-        shutil.copytree(REPO / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "data" / "sample", dest / "data" / "sample")
-    return dest
-
-
 def run_snakemake(
     workdir: Path, *args: str, kill_after: int = KILL_AFTER_S
 ) -> subprocess.CompletedProcess[str]:
     cmd = ["timeout", "-s", "KILL", str(kill_after), SNAKEMAKE, *args]
-    return subprocess.run(cmd, cwd=workdir, env=_env(), capture_output=True, text=True, check=False)
+    return subprocess.run(
+        cmd, cwd=workdir, env=workflow_env(), capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +107,12 @@ def _sacct_states(job_ids: list[int]) -> dict[int, str]:
 
 
 def test_sample_workflow_under_slurm_matches_local(slurm_cluster: None, tmp_path: Path) -> None:
-    local = copy_repo(tmp_path / "local")
+    local = copy_workflow(tmp_path / "local")
     proc = run_snakemake(local, "--workflow-profile", "workflow/profiles/default", "--cores", "2")
     assert proc.returncode == 0, f"local run failed:\n{proc.stderr[-4000:]}"
     local_endpoints = (local / "results" / "cohort" / "endpoints.tsv").read_bytes()
 
-    cluster = copy_repo(tmp_path / "slurm")
+    cluster = copy_workflow(tmp_path / "slurm")
     proc = run_snakemake(cluster, "--workflow-profile", str(CI_PROFILE))
     assert proc.returncode == 0, f"SLURM run failed:\n{proc.stderr[-6000:]}"
     assert "submitted with SLURM jobid" in proc.stderr
@@ -160,7 +146,7 @@ rule forced_failure:
 def test_rule_failing_under_slurm_fails_the_run_naming_it(
     slurm_cluster: None, tmp_path: Path
 ) -> None:
-    work = copy_repo(tmp_path / "fail")
+    work = copy_workflow(tmp_path / "fail")
     (work / "Snakefile.fail").write_text(FAILING_SNAKEFILE)
     proc = run_snakemake(
         work,

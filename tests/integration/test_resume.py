@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import copy_workflow, workflow_env
 
 pytestmark = pytest.mark.workflow
 
@@ -45,19 +46,9 @@ VOLATILE_DIRS = ("logs", "benchmarks")
 LOCAL_RUN = [SNAKEMAKE, "--workflow-profile", "workflow/profiles/default", "--cores", "2"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def copy_subset(dest: Path) -> Path:
     """A runnable copy of the workflow with the sample sheet cut to ``PATIENTS``."""
-    dest.mkdir(parents=True)
-    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    for sub in ("workflow", "config"):
-        shutil.copytree(REPO / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "data" / "sample", dest / "data" / "sample")
+    copy_workflow(dest)
     lines = (dest / SHEET).read_text().splitlines(keepends=True)
     header = lines[0].rstrip("\n").split("\t")
     pid = header.index("patient_id")
@@ -68,7 +59,9 @@ def copy_subset(dest: Path) -> Path:
 
 def snakemake(workdir: Path, *args: str, kill_after: int = 900) -> subprocess.CompletedProcess[str]:
     cmd = ["timeout", "-s", "KILL", str(kill_after), *LOCAL_RUN, *args]
-    return subprocess.run(cmd, cwd=workdir, env=_env(), capture_output=True, text=True, check=False)
+    return subprocess.run(
+        cmd, cwd=workdir, env=workflow_env(), capture_output=True, text=True, check=False
+    )
 
 
 def result_files(workdir: Path) -> dict[str, Path]:
@@ -107,7 +100,7 @@ def _kill_rerun_and_compare(work: Path, reference: Path) -> None:
     proc = subprocess.Popen(
         LOCAL_RUN,
         cwd=work,
-        env=_env(),
+        env=workflow_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: we kill snakemake and every job

@@ -29,7 +29,6 @@ float64 for 1 M x 12 events).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -46,7 +45,7 @@ from numpy.typing import DTypeLike
 from nkflow.errors import FcsError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,6 @@ __all__ = [
     "read_fcs",
     "read_fcs_metadata",
     "sha256_file",
-    "write_tsv",
 ]
 
 SUPPORTED_VERSIONS = ("FCS2.0", "FCS3.0", "FCS3.1")
@@ -217,14 +215,12 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     FcsError
         If the file cannot be opened.
     """
-    h = hashlib.sha256()
+    from nkflow import provenance
+
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(chunk_size), b""):
-                h.update(block)
+        return provenance.sha256_file(Path(path), chunk_size)
     except OSError as exc:
         raise FcsError(f"{path}: cannot read file for sha256 ({exc.strerror or exc})") from exc
-    return h.hexdigest()
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -1009,30 +1005,3 @@ def read_fcs(
         dataset=dataset,
         n_datasets=n_sets,
     )
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def write_tsv(df: pd.DataFrame, path: str | Path, *, float_format: str = "%.6g") -> None:
-    """Write a table as TSV with deterministic bytes.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Table; its column order and row order are kept; the index is not written.
-    path : str or Path
-        Output file; parent directories are created.
-    float_format : str
-        printf format for floats (``%.6g`` by default, see DEVELOPING.md).
-
-    Notes
-    -----
-    ``\\n`` line endings, UTF-8, missing values as empty cells, no index, no timestamps.
-    """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = df.to_csv(
-        sep="\t", index=False, float_format=float_format, lineterminator="\n", na_rep=""
-    )
-    out.write_text(text, encoding="utf-8", newline="")

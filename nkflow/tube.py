@@ -124,7 +124,9 @@ def run_tube(
         "sample_id": sample_id,
         "tube": tube,
         "fcs_file": str(fcs),
-        "fcs_sha256": sha256_file(fcs) if fcs.exists() else None,
+        # filled from the read (read_fcs hashes the bytes it decodes); hashed here only if
+        # the file cannot be read
+        "fcs_sha256": None,
         "panel_file": str(panel),
         "panel_sha256": sha256_file(panel),
         "gating_file": str(gating),
@@ -149,6 +151,8 @@ def run_tube(
 
     def fail(code: str, exc: NkflowError) -> str:
         logger.error("%s/%s: %s", sample_id, tube, exc)
+        if prov["fcs_sha256"] is None and fcs.is_file():
+            prov["fcs_sha256"] = sha256_file(fcs)
         note("input", "FAIL", code, str(exc))
         counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
         status, _reasons = qc.tube_status(checks, qc_cfg)
@@ -166,6 +170,7 @@ def run_tube(
         return fail("fcs_unreadable", exc)
     prov.update(
         {
+            "fcs_sha256": sample.sha256,
             "fcs_version": sample.version,
             "n_events": int(sample.n_events),
             "instrument": sample.keywords.get("$CYT", ""),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nkflow.errors import FcsError
-from nkflow.io import parse_fcs_date, read_fcs, read_fcs_metadata, sha256_file, write_tsv
+from nkflow.io import parse_fcs_date, read_fcs, read_fcs_metadata, sha256_file
 from tests.unit.conftest_io import build_fcs, with_nextdata
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fcs"
@@ -340,17 +340,6 @@ def test_metadata_only_read_reports_layout(tmp_path):
         "use_header_offsets": False,
         "nextdata_offset": 0,
     }
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def test_write_tsv_is_deterministic(tmp_path):
-    import pandas as pd
-
-    df = pd.DataFrame({"a": [1.0, 1 / 3, float("nan")], "b": ["x", "y", None]})
-    write_tsv(df, tmp_path / "sub" / "t.tsv")
-    assert (tmp_path / "sub" / "t.tsv").read_bytes() == b"a\tb\n1\tx\n0.333333\ty\n\t\n"
 
 
 # ----------------------------------------------------------------------------- inspect

@@ -31,9 +31,8 @@ def _load_settings(args: argparse.Namespace) -> dict:
         except json.JSONDecodeError as exc:
             raise NkflowError(f"--config-json: not valid JSON ({exc})") from None
         return cfgmod.validate_config(data, source="--config-json")
-    if getattr(args, "config", None):
-        return cfgmod.load_config(Path(args.config))
-    raise NkflowError("give --config FILE (a config.yaml) or --config-json TEXT")
+    # argparse makes --config and --config-json a required, exclusive pair
+    return cfgmod.load_config(Path(args.config))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -57,3 +57,10 @@ def test_config_error_exits_1_with_one_line_and_no_traceback(tmp_path):
 def test_missing_config_file_is_named(capsys):
     assert main(["validate", "--config", "/nonexistent/config.yaml"]) == 1
     assert "/nonexistent/config.yaml: config file not found" in capsys.readouterr().err
+
+
+def test_config_json_that_is_not_json(capsys):
+    assert (
+        main(["merge", "--config-json", "{nope", "--counts", "c", "--qc", "q", "--out", "o"]) == 1
+    )
+    assert "--config-json: not valid JSON" in capsys.readouterr().err

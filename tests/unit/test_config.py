@@ -80,3 +80,40 @@ def test_unknown_panel_in_sample_sheet_is_named_with_row(tmp_path):
     cfg = validate_config(_base(), source="config.yaml")
     with pytest.raises(ConfigError, match=r"samples.tsv.*row 1.*panel.*'nk_v2'.*nk_v1, treg_v1"):
         validate_inputs(cfg, base_dir=base)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("sheets: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: not valid YAML"):
+        load_config(bad)
+
+
+def test_a_config_that_is_not_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match=r"my.yaml: expected a mapping of settings .* found list"):
+        validate_config(["sheets"], source="my.yaml")
+
+
+def test_spillover_for_an_unknown_panel(tmp_path):
+    base = _copy_project(tmp_path)
+    cfg = validate_config(_base(), source="config.yaml")
+    cfg["spillover"] = {"nk_v9": "config/config.yaml"}
+    with pytest.raises(
+        ConfigError, match=r"spillover 'nk_v9': no panel of that name; known panels: nk_v1, treg_v1"
+    ):
+        validate_inputs(cfg, base_dir=base)
+
+
+def test_gate_tree_marker_missing_from_the_panel(tmp_path):
+    base = _copy_project(tmp_path)
+    panel = base / "config/panels/nk_v1.yaml"
+    doc = yaml.safe_load(panel.read_text())
+    del doc["markers"]["CD16"]
+    doc["required"] = [m for m in doc.get("required", []) if m != "CD16"]
+    panel.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = validate_config(_base(), source="config.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"gate tree 'nk_v1' uses marker\(s\) CD16 that panel 'nk_v1' does not declare",
+    ):
+        validate_inputs(cfg, base_dir=base)

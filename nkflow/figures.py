@@ -419,7 +419,11 @@ def gating_figure(
     if spill is not None and channel_names is None:
         spill = res.spill_columns  # placed on columns by gate_sample
     events = np.asarray(events)
-    cols = _Columns(tree, events, marker_index, spill, channel_names)
+    reused = res.columns
+    if reused is not None and reused.events is events and reused.tree is tree:
+        cols = reused  # gate_sample's columns: no second compensation of the tube
+    else:
+        cols = _Columns(tree, events, marker_index, spill, channel_names)
     gates = [g for g in tree.gates if g.type != "boolean"]
     n = events.shape[0]
     nrows = max(1, math.ceil(len(gates) / NCOLS))

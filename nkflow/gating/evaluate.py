@@ -165,6 +165,9 @@ class GatingResult:
     keep: np.ndarray | None = field(default=None, repr=False)
     #: the spillover as placed on event columns, ``(column indices, matrix)``, for figures
     spill_columns: tuple[list[int], np.ndarray] | None = field(default=None, repr=False)
+    #: the columns gating computed (compensated, transformed inputs), reused by the figure so
+    #: that a tube is compensated once
+    columns: Any = field(default=None, repr=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -565,6 +568,7 @@ def gate_sample(
     res.n_kept = n if keep is None else int(np.count_nonzero(keep))
     res.keep = keep
     res.spill_columns = cols.fcs
+    res.columns = cols
     label = f" in tube {tube}" if tube else ""
 
     def fail(pops: tuple[str, ...], reason: str) -> None:

@@ -416,10 +416,18 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
         if p["m"] <= 0:
             raise ConfigError(f"{where}: log parameter 'm' (decades) must be > 0, found {p['m']:g}")
         return LogTransform(**p)
-    if kind == "logicle":
-        return LogicleTransform(**p)
-    if kind == "hyperlog":
-        return HyperlogTransform(**p)
+    if kind in ("logicle", "hyperlog"):
+        # Gating-ML 2.0 limits: outside them the curve is not monotone, and the evaluator's
+        # inverse-threshold shortcut (which relies on monotony) would misplace events
+        m, w, a = p.get("m", 4.5), p.get("w", 0.5), p.get("a", 0.0)
+        w_ok = (0 <= w) if kind == "logicle" else (0 < w)
+        if not (m > 0 and w_ok and w <= m / 2 and -w <= a <= m - 2 * w):
+            raise ConfigError(
+                f"{where}: {kind} parameters m={m:g}, w={w:g}, a={a:g} are outside the "
+                f"Gating-ML limits (m > 0, {'0 <=' if kind == 'logicle' else '0 <'} w <= m/2, "
+                "-w <= a <= m - 2w); the transform would not be monotone"
+            )
+        return LogicleTransform(**p) if kind == "logicle" else HyperlogTransform(**p)
     if kind == "flowjo_biex":
         return FlowJoBiexTransform(**p)
     if kind == "flowjo_log":

@@ -112,6 +112,19 @@ def test_from_dict_round_trip(spec: dict) -> None:
         ({"type": "arcsinh", "cofactor": 5, "t": 1}, r"takes no other parameter, found \['t'\]"),
         ({"type": "linear", "t": -1}, r"'t' \(top of scale\) must be > 0, found -1"),
         ("logicle", r"expected a mapping"),
+        (
+            {"type": "logicle", "t": 262144, "w": 3, "m": 4.5},
+            r"logicle parameters m=4.5, w=3, a=0 are outside the Gating-ML limits",
+        ),
+        (
+            {"type": "logicle", "t": 262144, "w": 0.5, "m": 4.5, "a": -1},
+            r"outside the Gating-ML limits .* not be monotone",
+        ),
+        (
+            {"type": "hyperlog", "t": 262144, "w": 0, "m": 4.5},
+            r"hyperlog parameters m=4.5, w=0, a=0 are outside .*0 < w <= m/2",
+        ),
+        ({"type": "log", "t": 262144, "m": 0}, r"log parameter 'm' \(decades\) must be > 0"),
     ],
 )
 def test_from_dict_errors(spec: object, message: str) -> None:

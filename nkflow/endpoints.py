@@ -707,10 +707,11 @@ def build_endpoints(
                     codes.append("interval_contains_threshold")
                 e["verdict"], e["reason"] = ("PASS" if above else "FAIL"), ";".join(codes)
                 donor = visit["donor_nk_per_ul"]
+                lo, hi = visit["donor_nk_per_ul_lo95"], visit["donor_nk_per_ul_hi95"]
+                # no interval when there is nothing to count (0 NK events)
+                ci = f" (95% {lo:.6g}-{hi:.6g})" if lo is not None and hi is not None else ""
                 e["verdict_basis"] = (
-                    f"donor_nk_per_ul {donor:.6g} {'>' if above else '<='} {thr:.6g}"
-                    f" (95% {visit['donor_nk_per_ul_lo95']:.6g}-"
-                    f"{visit['donor_nk_per_ul_hi95']:.6g})"
+                    f"donor_nk_per_ul {donor:.6g} {'>' if above else '<='} {thr:.6g}{ci}"
                 )
         # kinetics over the evaluable visits on or after day 0
         kin = [

@@ -399,7 +399,9 @@ def test_choose_visit_window_and_ties(days, rule, chosen):
         assert v["sample_id"] == "S0"
 
 
-def _mini(method: str, chim_pct: str, beads: tuple[str, str] = ("50000", "50")):
+def _mini(
+    method: str, chim_pct: str, beads: tuple[str, str] = ("50000", "50"), nk_events: str = "2000"
+):
     samples = pd.DataFrame(
         [{"sample_id": "S1", "patient_id": "P1", "collection_date": dt.date(2024, 1, 15), "tube": "nk",
           "fcs_file": "s1.fcs", "beads_per_test": float(beads[0]) if beads[0] else None,
@@ -408,7 +410,7 @@ def _mini(method: str, chim_pct: str, beads: tuple[str, str] = ("50000", "50")):
     counts = pd.DataFrame(
         [
             ["S1", "nk", p, e, "ok", ""]
-            for p, e in (("live", "10000"), ("nk", "2000"), ("beads", "10000"))
+            for p, e in (("live", "10000"), ("nk", nk_events), ("beads", "10000"))
         ],
         columns=["sample_id", "tube", "population", "events", "status", "reason"],
     )
@@ -532,3 +534,11 @@ def test_too_few_str_loci_is_missing_chimerism_and_flagged(tmp_path, monkeypatch
 
 
 ENDPOINT_HEADER = list(ep.ENDPOINT_COLUMNS)
+
+
+def test_zero_nk_events_is_a_fail_without_an_interval_not_a_crash():
+    v, e = _mini("dual_platform", "90", nk_events="0")
+    assert v["donor_nk_per_ul"] == 0
+    assert (e["verdict"], e["reason"]) == ("FAIL", "not_above_threshold")
+    assert e["verdict_basis"] == "donor_nk_per_ul 0 <= 100"
+    assert "low_nk_events" in e["flags"]

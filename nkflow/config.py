@@ -127,8 +127,6 @@ def validate_config(data: Any, *, source: str) -> dict[str, Any]:
     check_against_schema(cfg, schema, source=source)
     _fill_defaults(cfg, schema)
     for block, schema_name in _BLOCK_SCHEMAS.items():
-        if not (SCHEMA_DIR / schema_name).exists():
-            continue
         sub_schema = load_schema(schema_name)
         cfg.setdefault(block, {})
         check_against_schema(cfg[block], sub_schema, source=source, prefix=block)
@@ -152,6 +150,31 @@ def config_digest(cfg: dict[str, Any]) -> str:
     """sha256 of the canonical JSON form of a configuration (key order does not matter)."""
     canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def tube_settings(cfg: dict[str, Any], panel: str | None = None) -> dict[str, Any]:
+    """The part of a validated configuration that a tube's results depend on.
+
+    The workflow hands exactly this to ``nkflow tubes`` (so a change elsewhere, say the visit
+    window, does not re-gate tubes), each tube records its digest in ``provenance.json``, and
+    the report recomputes it to tell whether the tubes ran under the current configuration.
+
+    Parameters
+    ----------
+    cfg
+        A configuration returned by :func:`validate_config`.
+    panel
+        The tube's panel: a spillover CSV configured for it is part of its settings.
+    """
+    endpoints = cfg.get("endpoints", {})
+    out: dict[str, Any] = {k: cfg.get(k, {}) for k in ("qc", "figures")}
+    out["endpoints"] = {
+        k: endpoints[k] for k in ("lymphocyte_population", "populations") if k in endpoints
+    }
+    spill = cfg.get("spillover", {}).get(panel) if panel else None
+    if spill:
+        out["spillover"] = spill
+    return out
 
 
 def _check_file(kind: str, name: str, path_text: str, base_dir: Path) -> Path:

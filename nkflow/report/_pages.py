@@ -597,7 +597,7 @@ def _provenance(
     cohort: bool = False,
 ) -> str:
     """Provenance section; ``cohort=True`` (index) folds the FCS list and omits per-tube files."""
-    from nkflow.config import config_digest
+    from nkflow.config import config_digest, tube_settings
     from nkflow.provenance import software_versions
 
     files = [[role, path, sha] for role, path, sha in inp.input_hashes]
@@ -622,6 +622,10 @@ def _provenance(
     )
     digest = config_digest(inp.config)
     config_rows = [("config digest (sha256 of canonical JSON)", digest)]
+    # tubes record the digest of the settings they depend on (nkflow.config.tube_settings)
+    expected = {config_digest(tube_settings(inp.config))} | {
+        config_digest(tube_settings(inp.config, p)) for p in inp.config.get("panels", {})
+    }
     recorded = sorted(
         {
             str(inp.tube_provenance[k].get("settings_sha256", ""))
@@ -631,10 +635,10 @@ def _provenance(
         - {""}
     )
     if recorded:
-        same = recorded == [digest]
+        same = set(recorded) <= expected
         config_rows.append(
             (
-                "config digest recorded by the tubes",
+                "tube settings digest recorded by the tubes",
                 ", ".join(recorded)
                 + (" (same)" if same else " — DIFFERS from this report's config"),
             )

@@ -108,3 +108,11 @@ def test_snakemake_report_includes_nkflow_outputs(sample_run):
     assert any(n.endswith("endpoints.tsv") for n in names), names[:20]
     assert any(n.endswith("gating.png") for n in names), names[:20]
     assert any(n.endswith("index.html") for n in names)
+
+
+def test_report_confirms_the_tubes_ran_under_this_config(sample_run):
+    """The provenance section compares the tubes' recorded settings digest with the config."""
+    page = (sample_run / "results/reports/P01.html").read_text(encoding="utf-8")
+    assert "tube settings digest recorded by the tubes" in page
+    assert "(same)" in page
+    assert "DIFFERS from this report" not in page

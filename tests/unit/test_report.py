@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from nkflow.config import tube_settings
 from nkflow.errors import ConfigError
 from nkflow.report import run_report
 
@@ -206,7 +207,8 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
         "endpoints": {"threshold_per_ul": 100.0, "lymphocyte_population": "live"},
         "results": "results",
     }
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    # what nkflow.tube records: the digest of the settings a tube depends on
+    canonical = json.dumps(tube_settings(config), sort_keys=True, separators=(",", ":"))
     config_sha = hashlib.sha256(canonical.encode()).hexdigest()
     _tsv(results / "cohort" / "endpoints.tsv", *_dict_rows(ENDPOINTS))
     visits = _visits()
@@ -472,7 +474,13 @@ def test_provenance_hashes_versions_digest_gate_tree_and_run_date(rendered):
     canonical = json.dumps(rendered["config"], sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     assert f"<td>config digest (sha256 of canonical JSON)</td><td>{digest}</td>" in prov
-    assert f"<td>config digest recorded by the tubes</td><td>{digest} (same)</td>" in prov
+    tube_canonical = json.dumps(
+        tube_settings(rendered["config"]), sort_keys=True, separators=(",", ":")
+    )
+    tube_digest = hashlib.sha256(tube_canonical.encode()).hexdigest()
+    assert (
+        f"<td>tube settings digest recorded by the tubes</td><td>{tube_digest} (same)</td>" in prov
+    )
     assert "Gate tree used: nk_v1 (gating/nk_v1.yaml)" in prov
     assert f"sha256 recorded by the tubes: {GATING_SHA} (same file as now)" in prov
     # P03-D14/nk recorded another gate tree digest: the page says it differs
@@ -484,9 +492,15 @@ def test_provenance_hashes_versions_digest_gate_tree_and_run_date(rendered):
 
 def test_a_config_changed_since_the_tubes_ran_is_pointed_out(tmp_path):
     config, results = build_fixture(tmp_path)
+    # a setting the tubes do not depend on: they need not re-run, and the page says "same"
     config["endpoints"]["threshold_per_ul"] = 150.0
     run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
     prov = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "provenance")
+    assert "(same)</td>" in prov and "DIFFERS from this report" not in prov
+    # one they do depend on (the lymphocyte denominator): pointed out
+    config["endpoints"]["lymphocyte_population"] = "lymphocytes"
+    run_report(config, results, tmp_path / "r2", RUN_DATE, base_dir=tmp_path)
+    prov = _section((tmp_path / "r2" / "P01.html").read_text(encoding="utf-8"), "provenance")
     assert "— DIFFERS from this report&#x27;s config</td>" in prov
 
 

@@ -7,13 +7,16 @@ import re
 import shlex
 from pathlib import Path
 
-from nkflow.config import validate_config, validate_inputs
+from nkflow.config import tube_settings, validate_config, validate_inputs
 from nkflow.errors import NkflowError
 from nkflow.sheets import load_infusions, load_samples
 
 try:
     NKCONFIG = validate_config(dict(config), source="config")
-    VALIDATION_WARNINGS = validate_inputs(NKCONFIG, base_dir=Path.cwd())
+    # Every sheet, panel and gate tree, once, before any job; a cluster job re-parsing this
+    # file (once per job) skips it: the run it belongs to has already passed.
+    if workflow.is_main_process:
+        validate_inputs(NKCONFIG, base_dir=Path.cwd())
     SAMPLES = load_samples(
         Path(NKCONFIG["sheets"]["samples"]),
         panels=NKCONFIG["panels"],
@@ -27,23 +30,8 @@ RESULTS = NKCONFIG["results"]
 PATIENTS = sorted(
     set(load_infusions(Path(NKCONFIG["sheets"]["infusions"]))[0]["patient_id"])
 )
-# (sample_id, tube) pairs in sample-sheet order: the order of every cohort table.
-TUBES = list(zip(SAMPLES["sample_id"], SAMPLES["tube"]))
 # The whole validated config as JSON, handed to the cohort-level commands; a change re-runs them.
 CONFIG_JSON = json.dumps(NKCONFIG, sort_keys=True, separators=(",", ":"))
-# Only the sections a tube reads: a change to, say, the visit window does not re-gate tubes.
-TUBE_SETTINGS = json.dumps(
-    {k: NKCONFIG.get(k, {}) for k in ("qc", "figures")}
-    | {
-        "endpoints": {
-            "lymphocyte_population": NKCONFIG.get("endpoints", {}).get(
-                "lymphocyte_population", "live"
-            )
-        }
-    },
-    sort_keys=True,
-    separators=(",", ":"),
-)
 
 
 wildcard_constraints:
@@ -102,11 +90,8 @@ def batch_tube_args(wildcards):
 
 
 def batch_settings(wildcards):
-    """Per-batch settings: the tube sections, plus a configured spillover CSV for the panel."""
-    spill = NKCONFIG.get("spillover", {}).get(BATCHES[wildcards.batch]["panel"])
-    settings = json.loads(TUBE_SETTINGS)
-    if spill:
-        settings["spillover"] = spill
+    """The settings a batch's tubes depend on (a change elsewhere does not re-gate them)."""
+    settings = tube_settings(NKCONFIG, BATCHES[wildcards.batch]["panel"])
     return json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
 

@@ -266,7 +266,14 @@ def run_tube(
     counts.insert(0, "sample_id", sample_id)
     counts = counts[COUNT_COLUMNS]
     checks.extend(qc.gate_flag_checks(result.flags, qc_cfg))
-    checks.extend(qc.event_floor_checks(counts, qc_cfg, n_total=sample.n_events))
+    checks.extend(
+        qc.event_floor_checks(
+            counts,
+            qc_cfg,
+            endpoint_populations=_endpoint_populations(settings),
+            n_total=sample.n_events,
+        )
+    )
     viability = _viability_counts(tree, result)
     if viability is not None:
         checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))
@@ -289,6 +296,26 @@ def run_tube(
     prov["qc_status"] = status
     write_json(prov, outputs.provenance)
     return status
+
+
+def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The populations an endpoint is computed from, by their configured names.
+
+    Their numerators get the endpoint event floor (``low_numerator_events``); renaming the NK
+    population in the config must not move it to the laxer floor of other populations.
+    """
+    from nkflow.qc import ENDPOINT_POPULATIONS
+
+    ep = settings.get("endpoints", {})
+    names = ep.get("populations")
+    if not names:
+        return ENDPOINT_POPULATIONS
+    lymph = ep.get("lymphocyte_population", "live")
+    return tuple(
+        dict.fromkeys(
+            [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
+        )
+    )
 
 
 @functools.lru_cache(maxsize=8)

@@ -52,9 +52,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nkflow import config as cfgmod
 
     settings = _load_settings(args)
+    # the sheet loaders log each row warning as they find it
     warnings = cfgmod.validate_inputs(settings, base_dir=Path.cwd())
-    for w in warnings:
-        logger.warning("%s", w)
     if args.write_resolved:
         cfgmod.write_resolved(settings, warnings, Path(args.write_resolved))
     sys.stdout.write(f"configuration OK ({len(warnings)} warning(s))\n")

@@ -43,8 +43,6 @@ KILL_AFTER_S = 900
 LOCAL_RULES = (
     "validate",
     "collect",
-    "collect_counts",
-    "collect_qc",
     "merge",
     "endpoints",
     "report",

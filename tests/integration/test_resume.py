@@ -145,8 +145,8 @@ def _kill_rerun_and_compare(work: Path, reference: Path) -> None:
 def _dry_run_jobs(text: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
     """Job counts per rule (the "Job stats" table) and the (sample, tube) pairs of the tube jobs.
 
-    The pairs come from the printed shell commands: ``--tube SAMPLE TUBE FCS`` (a batch of
-    tubes) or ``--sample-id SAMPLE --tube TUBE`` (one tube per job).
+    The pairs come from the printed shell commands: ``--tube SAMPLE TUBE FCS`` per tube of a
+    batch job.
     """
     counts: dict[str, int] = {}
     lines = text.splitlines()
@@ -161,7 +161,6 @@ def _dry_run_jobs(text: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
             r"--tube '?([A-Za-z0-9][A-Za-z0-9._-]*)'? '?([A-Za-z0-9][A-Za-z0-9._-]*)'? ", text
         )
     )
-    tubes |= set(re.findall(r"--sample-id (\S+) --tube (\S+)", text))
     return counts, tubes
 
 

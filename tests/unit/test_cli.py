@@ -1,5 +1,6 @@
 """The console command: subcommands, exit codes and one-line errors without tracebacks."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,9 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in SUBCOMMANDS:
-        assert name in out
+    # one help line per subcommand, exactly these (``tube`` must not pass on ``tubes``)
+    listed = re.findall(r"^    ([a-z]+) +\S", out, flags=re.M)
+    assert listed == SUBCOMMANDS, out
 
 
 def test_validate_ok_on_the_sample_config(capsys, monkeypatch):

@@ -420,7 +420,7 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
         # Gating-ML 2.0 limits: outside them the curve is not monotone, and the evaluator's
         # inverse-threshold shortcut (which relies on monotony) would misplace events
         m, w, a = p.get("m", 4.5), p.get("w", 0.5), p.get("a", 0.0)
-        w_ok = (0 <= w) if kind == "logicle" else (0 < w)
+        w_ok = (w >= 0) if kind == "logicle" else (w > 0)
         if not (m > 0 and w_ok and w <= m / 2 and -w <= a <= m - 2 * w):
             raise ConfigError(
                 f"{where}: {kind} parameters m={m:g}, w={w:g}, a={a:g} are outside the "

@@ -380,9 +380,7 @@ def test_time_qc_on_fcs_round_trip(tmp_path, clog_tube, clog_result):
     # the file's own channels, with no Time among them: QC says so instead of failing
     no_time_names = list(no_time.pnn_labels)
     no_time_raw = no_time.get_events(source="raw")
-    res = time_qc(
-        None, {n: no_time_raw[:, i] for i, n in enumerate(no_time_names)}, None, CFG
-    )
+    res = time_qc(None, {n: no_time_raw[:, i] for i, n in enumerate(no_time_names)}, None, CFG)
     assert not res.assessed
     assert res.checks[0].reason_code == "time_not_assessed"
     assert res.keep.all() and res.keep.size == no_time_raw.shape[0]

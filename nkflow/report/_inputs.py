@@ -205,21 +205,45 @@ def load_inputs(
                 inp.gate_trees[name] = (str(rel), _read_yaml(path, inp.missing))
 
     tubes_dir = results_dir / "tubes"
-    if tubes_dir.is_dir():
-        # per tube: tubes/<batch>/<sample_id>/<tube>/ (see docs/DEVELOPING.md)
-        for prov in sorted(tubes_dir.glob("*/*/*/provenance.json")):
-            tdir = prov.parent
-            key = (tdir.parent.name, tdir.name)
-            png = tdir / "gating.png"
-            if png.is_file():
-                inp.gating_png[key] = png
-            try:
-                inp.tube_provenance[key] = json.loads(prov.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                inp.missing.append(f"{prov} unreadable: {exc}")
+    index = results_dir / "cohort" / "tubes.tsv"
+    if index.is_file():
+        # the tube index written by `nkflow collect` names the current outputs of each tube;
+        # batch directories left over from an earlier batching are not looked at
+        import csv
+
+        with index.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        found = [
+            ((r["sample_id"], r["tube"]), _run_path(r["figure"], base, results_dir),
+             _run_path(r["provenance"], base, results_dir))
+            for r in rows
+        ]  # fmt: skip
+    elif tubes_dir.is_dir():
+        # no index (results assembled by hand): tubes/<batch>/<sample_id>/<tube>/
+        found = [
+            ((p.parent.parent.name, p.parent.name), p.parent / "gating.png", p)
+            for p in sorted(tubes_dir.glob("*/*/*/provenance.json"))
+        ]
     else:
+        found = []
         inp.missing.append(f"per-tube outputs not found under {tubes_dir}")
+    for key, png, prov in found:
+        if png.is_file():
+            inp.gating_png[key] = png
+        try:
+            inp.tube_provenance[key] = json.loads(prov.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            inp.missing.append(f"{prov} unreadable: {exc}")
     return inp
+
+
+def _run_path(text: str, base: Path, results_dir: Path) -> Path:
+    """A path from the tube index: relative to the run directory (``base``), or to the
+    directory holding ``results_dir`` when the report is built from elsewhere."""
+    p = Path(text)
+    if p.is_absolute() or (base / p).exists():
+        return p if p.is_absolute() else base / p
+    return results_dir.parent / p
 
 
 def _read_yaml(path: Path, missing: list[str]) -> Any:

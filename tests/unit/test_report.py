@@ -634,3 +634,26 @@ def test_parallel_page_rendering_gives_identical_pages(rendered, tmp_path):
     assert [p.name for p in paths] == [p.name for p in rendered["paths"]]
     for serial, parallel in zip(rendered["paths"], paths, strict=True):
         assert parallel.read_bytes() == serial.read_bytes(), parallel.name
+
+
+def test_tube_index_wins_over_leftover_batch_directories(tmp_path):
+    """With results/cohort/tubes.tsv present, the report reads the tubes it lists; a stale
+    batch directory from an earlier batching (sorting after the current one) is ignored."""
+    config, results = build_fixture(tmp_path)
+    current = sorted((results / "tubes").glob("*/*/*/provenance.json"))
+    rows = ["sample_id\ttube\tfigure\tprovenance"]
+    for prov in current:
+        d = prov.parent
+        rows.append(f"{d.parent.name}\t{d.name}\t{d / 'gating.png'}\t{prov}")
+    (results / "cohort" / "tubes.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    stale = results / "tubes" / "zz_old.batch.001" / "P01-D14" / "nk"
+    stale.mkdir(parents=True)
+    doc = json.loads(
+        (results / "tubes" / "nk_v1.nk_v1.001" / "P01-D14" / "nk" / "provenance.json").read_text()
+    )
+    doc["fcs_sha256"] = "f" * 64
+    (stale / "provenance.json").write_text(json.dumps(doc), encoding="utf-8")
+    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    prov = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "provenance")
+    assert "00D14nk".ljust(64, "0") in prov
+    assert "f" * 64 not in prov

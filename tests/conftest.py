@@ -16,6 +16,24 @@ BIN = Path(sys.executable).parent
 WORKFLOW_TIMEOUT_S = 900
 
 
+def public_data_root() -> str | None:
+    """``$NKFLOW_PUBLIC_DATA`` when it names an existing directory, else None.
+
+    CI sets it to ../shared/data/public; without it (or when it points nowhere) the tests that
+    read public files skip with :data:`PUBLIC_DATA_SKIP` as the reason.
+    """
+    root = os.environ.get("NKFLOW_PUBLIC_DATA")
+    return root if root and Path(root).is_dir() else None
+
+
+_ROOT_ENV = os.environ.get("NKFLOW_PUBLIC_DATA")
+PUBLIC_DATA_SKIP = (
+    f"NKFLOW_PUBLIC_DATA={_ROOT_ENV} is not a directory (CI sets it to ../shared/data/public)"
+    if _ROOT_ENV
+    else "NKFLOW_PUBLIC_DATA is not set (CI sets it to ../shared/data/public)"
+)
+
+
 def copy_workflow(dest: Path) -> Path:
     """Copy what a run needs (Snakefile, workflow/, config/, data/sample/) into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,16 @@ to show the number is FlowJo's, not ours.
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import PUBLIC_DATA_SKIP, public_data_root
+
 pytestmark = pytest.mark.public
 
-ROOT_ENV = os.environ.get("NKFLOW_PUBLIC_DATA")
+ROOT_ENV = public_data_root()
 DIAMOND = "simple_diamond_example/test_data_diamond_01.fcs"
 LINE = "simple_line_example/data_set_simple_line_100.fcs"
 
@@ -68,7 +69,7 @@ def _flowjo_count(wsp: Path, population: str) -> int:
 )
 def test_flowjo_count(wsp: str, fcs: str, population: str, expected: int) -> None:
     if not ROOT_ENV:
-        pytest.skip("NKFLOW_PUBLIC_DATA is not set (CI sets it to ../shared/data/public)")
+        pytest.skip(PUBLIC_DATA_SKIP)
     from nkflow.gating import from_flowjo_wsp, gate_sample
     from nkflow.io import read_fcs
 
@@ -83,7 +84,7 @@ def test_flowjo_count(wsp: str, fcs: str, population: str, expected: int) -> Non
 
 def test_unknown_sample_and_group() -> None:
     if not ROOT_ENV:
-        pytest.skip("NKFLOW_PUBLIC_DATA is not set (CI sets it to ../shared/data/public)")
+        pytest.skip(PUBLIC_DATA_SKIP)
     from nkflow.errors import ConfigError
     from nkflow.gating import from_flowjo_wsp
 

@@ -8,15 +8,16 @@ compliance set) are the independent reference.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import PUBLIC_DATA_SKIP, public_data_root
+
 pytestmark = pytest.mark.public
 
-ROOT_ENV = os.environ.get("NKFLOW_PUBLIC_DATA")
+ROOT_ENV = public_data_root()
 
 
 def _cases() -> list[dict]:
@@ -28,7 +29,7 @@ def _cases() -> list[dict]:
 @pytest.fixture(scope="module")
 def data1() -> tuple[np.ndarray, dict[str, int]]:
     if not ROOT_ENV:
-        pytest.skip("NKFLOW_PUBLIC_DATA is not set (CI sets it to ../shared/data/public)")
+        pytest.skip(PUBLIC_DATA_SKIP)
     import flowkit as fk
 
     s = fk.Sample(str(Path(ROOT_ENV) / "gatingml2_compliance" / "data1.fcs"))
@@ -40,7 +41,7 @@ def data1() -> tuple[np.ndarray, dict[str, int]]:
 
 def test_all_51_truth_files_are_listed() -> None:
     if not ROOT_ENV:
-        pytest.skip("NKFLOW_PUBLIC_DATA is not set (CI sets it to ../shared/data/public)")
+        pytest.skip(PUBLIC_DATA_SKIP)
     assert len(_cases()) == 51
 
 

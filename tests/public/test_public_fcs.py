@@ -7,7 +7,6 @@ FlowKit 1.3.2 raw events (bit-equal), and FlowIO's expected ``.npy`` arrays wher
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
@@ -18,16 +17,17 @@ import pytest
 from nkflow.compensation import spillover_for
 from nkflow.errors import CompensationError, FcsError
 from nkflow.io import read_fcs
+from tests.conftest import PUBLIC_DATA_SKIP, public_data_root
 
 pytestmark = pytest.mark.public
 
-ROOT_ENV = os.environ.get("NKFLOW_PUBLIC_DATA")
+ROOT_ENV = public_data_root()
 
 
 @pytest.fixture(scope="module")
 def root() -> Path:
     if not ROOT_ENV:
-        pytest.skip("NKFLOW_PUBLIC_DATA is not set (CI sets it to ../shared/data/public)")
+        pytest.skip(PUBLIC_DATA_SKIP)
     return Path(ROOT_ENV)
 
 

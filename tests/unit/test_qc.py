@@ -5,7 +5,6 @@ or synthetic tubes from qc_synthetic.py whose truth is fixed by construction."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from nkflow.qc import (
     tube_status,
     viability_check,
 )
+from tests.conftest import PUBLIC_DATA_SKIP, public_data_root
 from tests.unit.qc_synthetic import (
     TIMESTEP,
     make_tube,
@@ -643,9 +643,9 @@ def test_checks_table_columns_and_foreign_reason_codes():
 
 
 def public_file(rel: str) -> Path:
-    base = os.environ.get("NKFLOW_PUBLIC_DATA")
+    base = public_data_root()
     if not base:
-        pytest.skip("NKFLOW_PUBLIC_DATA is not set (CI sets it to ../shared/data/public)")
+        pytest.skip(PUBLIC_DATA_SKIP)
     return Path(base) / rel
 
 

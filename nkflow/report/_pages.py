@@ -280,7 +280,9 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
         ],
     ]
     formula = ""
-    if alc and nk_pct and donor and result:
+    # the ALC x fraction x donor equation holds for dual-platform counts only; with beads the
+    # count comes from the bead ratio
+    if alc and nk_pct and donor and result and method in ("", "dual_platform"):
         formula = (
             '<p class="formula">donor NK/µL = ALC × NK fraction × donor fraction = '
             f"{h.esc(alc)} × {h.esc(nk_pct)} % × {h.esc(donor)} % = <b>{h.esc(result)}</b></p>"

@@ -657,3 +657,18 @@ def test_tube_index_wins_over_leftover_batch_directories(tmp_path):
     prov = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "provenance")
     assert "00D14nk".ljust(64, "0") in prov
     assert "f" * 64 not in prov
+
+
+def test_the_alc_formula_is_shown_for_dual_platform_counts_only(rendered, tmp_path):
+    numbers = _section(rendered["P01"], "numbers")
+    assert '<p class="formula">donor NK/µL = ALC × NK fraction × donor fraction = ' in numbers
+    config, results = build_fixture(tmp_path)
+    table = results / "cohort" / "endpoints.tsv"
+    table.write_text(
+        table.read_text(encoding="utf-8").replace("dual_platform", "single_platform_beads"),
+        encoding="utf-8",
+    )
+    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    numbers = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "numbers")
+    assert "single_platform_beads" in numbers
+    assert 'class="formula"' not in numbers

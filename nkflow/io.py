@@ -6,7 +6,10 @@ Contract
 ``Sample(path).get_events(source='raw')`` (``$PnE`` log amplification, ``$PnG`` gain and
 ``$TIMESTEP`` applied) for every file FlowKit reads, or raises :class:`~nkflow.errors.FcsError`
 naming the file and the exact problem. Nothing else escapes: a reader exception of any other
-type is turned into an ``FcsError`` at this boundary.
+type is turned into an ``FcsError`` at this boundary. One deliberate difference: float data
+(``$DATATYPE`` F or D) is linear by FCS 3.1, so a ``$PnE`` with log decades on a float channel
+is not applied (FlowKit applies it: stored 1 to 10,000 become 1 to 1e39, inf in float32); the
+stored values are kept and the non-compliance is recorded as ``float_pne_ignored``.
 
 nkflow parses the HEADER and TEXT segments itself (keywords keep their ``$``; keys are
 upper-cased) and checks integrity before any event is decoded:
@@ -16,6 +19,8 @@ upper-cased) and checks integrity before any event is decoded:
 * known recoverable defects are read with FlowIO's tolerance switches
   (``ignore_offset_error``, ``ignore_offset_discrepancy``, ``use_header_offsets``,
   ``nextdata_offset``) and every switch used is recorded in ``FcsSample.warnings``;
+* float channels declaring log amplification (``$PnE`` decades > 0, against FCS 3.1) are read
+  linear, as stored, and recorded in ``FcsSample.warnings`` (``float_pne_ignored``);
 * TEXT that is not valid UTF-8 is decoded as Latin-1, with a warning;
 * integer widths FlowIO cannot decode (for example 24 bit) are refused with the reason.
 
@@ -913,8 +918,17 @@ def _decode_events(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
     return events
 
 
-def _apply_scaling(events: np.ndarray, lay: _Layout, warns: list[str]) -> None:
-    """Apply $TIMESTEP, $PnE and $PnG in place, exactly as FlowIO's ``as_array``."""
+def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]) -> None:
+    """Apply $TIMESTEP, $PnE and $PnG in place as FlowIO's ``as_array`` does, but $PnE on floats.
+
+    FCS 3.1 ($PnE): "If the floating point data type is used (either $DATATYPE/F/ or
+    $DATATYPE/D/), then all parameters shall be stored as linear with $PnE/0,0/". A float
+    channel whose $PnE names log decades is therefore read as stored and the non-compliance is
+    recorded as ``float_pne_ignored``; FlowIO and FlowKit compute ``10 ** (decades * x / $PnR)``,
+    about 1e39 for a stored 10,000 with ``4,0`` and ``$PnR`` 1024 (inf in float32). A float
+    ``0,f2`` changes no value in any reader and is not recorded. $PnG, the gain of a linear
+    amplifier, still divides linear channels, float ones included, as in FlowIO.
+    """
     time_index: int | None = None
     for ch in lay.channels:
         if ch.pnn.lower() == "time":
@@ -931,11 +945,14 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, warns: list[str]) -> None:
             )
         else:
             events[:, time_index] *= ts
+    datatype = lay.keywords.get("$DATATYPE", "").strip().upper()
+    float_log = [c for c in lay.channels if datatype in ("F", "D") and c.pne[0] > 0]
+    kept_linear = {c.index for c in float_log}
     for ch in lay.channels:
         decades, log0 = ch.pne
         if log0 == 0 and decades != 0:
             log0 = 1.0
-        if decades > 0:
+        if decades > 0 and ch.index not in kept_linear:
             col = events[:, ch.index]
             np.multiply(col, decades, out=col)
             np.divide(col, ch.pnr, out=col)
@@ -944,8 +961,20 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, warns: list[str]) -> None:
         gain = 1.0 if ch.index == time_index else ch.png
         if gain != 1.0 and gain != 0:
             events[:, ch.index] /= gain
+    if float_log:
+        found = ", ".join(
+            f"$P{c.index + 1}E={c.pne[0]:g},{c.pne[1]:g} ({c.pnn})" for c in float_log
+        )
+        warns.append(
+            f"float_pne_ignored: {name} stores $DATATYPE {datatype} (floating point) data but "
+            f"declares log amplification {found}; FCS 3.1 ($PnE): when $DATATYPE is F or D, "
+            "all parameters are stored as linear and $PnE shall be 0,0. No log amplification "
+            "was applied: the stored values were kept linear"
+        )
     zero_log = [
-        f"$P{c.index + 1}E={c.pne[0]:g},0" for c in lay.channels if c.pne[0] > 0 and c.pne[1] == 0
+        f"$P{c.index + 1}E={c.pne[0]:g},0"
+        for c in lay.channels
+        if c.pne[0] > 0 and c.pne[1] == 0 and c.index not in kept_linear
     ]
     if zero_log:
         warns.append(
@@ -988,7 +1017,7 @@ def read_fcs(
     digest = sha256_file(p)
     warns = list(lay.warnings)
     events = _decode_events(p, lay, np.dtype(dtype))
-    _apply_scaling(events, lay, warns)
+    _apply_scaling(events, lay, p.name, warns)
     for w in warns:
         logger.warning("%s: %s", p.name, w)
     return FcsSample(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,89 @@ def test_log_amplification_with_noncompliant_4_0(tmp_path):
         "non-compliant log amplification $P1E=4,0 (log0 must be > 0); read as log0=1 as the "
         "FCS standard prescribes",
     )
+
+
+FLOAT_PNE_SPEC = (
+    "FCS 3.1 ($PnE): when $DATATYPE is F or D, all parameters are stored as linear and $PnE "
+    "shall be 0,0. No log amplification was applied: the stored values were kept linear"
+)
+
+
+@pytest.mark.parametrize("datatype", ["F", "D"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_float_data_with_log_pne_is_kept_linear_and_recorded(tmp_path, datatype, dtype):
+    """FCS 3.1, $PnE: "If the floating point data type is used (either $DATATYPE/F/ or
+    $DATATYPE/D/), then all parameters shall be stored as linear with $PnE/0,0/".
+
+    A float channel with $PnE 4,0 is read as stored: applying 10 ** (4 * x / $PnR) would turn
+    1e5 into 10 ** 390 (overflow). The $PnG gain of the linear channel FL2 still divides.
+    """
+    ev = np.array([[1.0, 5.0, 100.0], [3490.5, 9910.25, 200.0], [1e5, 0.5, 300.0]])
+    blob = build_fcs(
+        ["FL1", "FL2", "FSC-A"],
+        ev,
+        datatype=datatype,
+        pnr=[1024, 1024, 262144],
+        pne=["4,0", "4,0.01", "0,0"],
+        png=[1.0, 2.0, 1.0],
+    )
+    p = _write(tmp_path, blob, "float_log.fcs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning (overflow in power) fails the test
+        s = read_fcs(p, dtype=dtype)
+    expected = ev.astype(np.float32 if datatype == "F" else np.float64).astype(dtype)
+    expected[:, 1] /= dtype(2.0)
+    np.testing.assert_array_equal(s.events, expected)
+    assert s.channels[0].pne == (4.0, 0.0)  # the keyword is reported as written
+    assert s.warnings == (
+        f"float_pne_ignored: float_log.fcs stores $DATATYPE {datatype} (floating point) data "
+        "but declares log amplification $P1E=4,0 (FL1), $P2E=4,0.01 (FL2); " + FLOAT_PNE_SPEC,
+    )
+
+
+def test_float_pne_with_zero_decades_changes_nothing_and_is_not_recorded(tmp_path):
+    # '0,1' on float data is not '0,0' either, but no reader changes a value for it
+    p = _write(tmp_path, build_fcs(NAMES, EVENTS, pne=["0,1", "0,0", "0,0"]))
+    s = read_fcs(p)
+    np.testing.assert_array_equal(s.events, EVENTS)
+    assert s.warnings == ()
+
+
+def test_float_pne_reaches_tube_qc_and_provenance(tmp_path):
+    import json
+
+    from nkflow.tube import TubeOutputs, run_tube
+
+    root = Path(__file__).resolve().parents[2]
+    ev = np.array([[50_000.0, 20_000.0, 3490.0], [60_000.0, 30_000.0, 9910.0]] * 50)
+    fcs = _write(
+        tmp_path,
+        build_fcs(["FSC-A", "SSC-A", "CD56"], ev, pnr=[262144, 262144, 1024],
+                  pne=["0,0", "0,0", "4,0"]),
+        "nk.fcs",
+    )  # fmt: skip
+    out = TubeOutputs(*(tmp_path / n for n in ("c.tsv", "qc.tsv", "f.png", "prov.json")))
+    run_tube(
+        fcs=fcs,
+        panel=root / "config/panels/nk_v1.yaml",
+        gating=root / "config/gating/nk_v1.yaml",
+        sample_id="S1",
+        tube="nk",
+        settings={},
+        outputs=out,
+    )
+    qc_rows = [r.split("\t") for r in out.qc.read_text().splitlines()]
+    header = qc_rows[0]
+    tol = [
+        dict(zip(header, r, strict=True))
+        for r in qc_rows[1:]
+        if r[header.index("reason_code")] == "fcs_tolerance"
+    ]
+    assert [(t["status"], t["message"][:25]) for t in tol] == [
+        ("WARN", "float_pne_ignored: nk.fcs")
+    ]
+    prov = json.loads(out.provenance.read_text())
+    assert prov["reader_warnings"] == [tol[0]["message"]]
 
 
 def test_gain_and_timestep(tmp_path):

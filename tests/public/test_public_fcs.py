@@ -4,7 +4,8 @@ Reads ``$NKFLOW_PUBLIC_DATA`` (CI sets it to ``../shared/data/public``); some fi
 GPL and are read in place, never copied. Independent references: FlowIO's own channel labels,
 FlowKit 1.3.2 raw events (bit-equal), and FlowIO's expected ``.npy`` arrays where they exist.
 Float files that declare log amplification (:data:`FLOAT_PNE`) are the one exception: FlowKit
-applies ``$PnE`` to them against FCS 3.1, so they must differ from it.
+applies ``$PnE`` to them against FCS 3.1, so they are compared with FlowIO's stored values and
+checked to differ from FlowKit by exactly that log.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ FLOAT_LOG = "float_pne_ignored: "
 # Float ($DATATYPE F/D) files whose $PnE declares log decades, against FCS 3.1 ("If the floating
 # point data type is used ... all parameters shall be stored as linear with $PnE/0,0/"). nkflow
 # keeps their stored values; FlowKit 1.3.2 (FlowIO's as_array) raises 10 to them, so their
-# events are NOT bit-equal to FlowKit.
+# events are NOT bit-equal to FlowKit. test_float_pne_files_are_all_listed keeps this complete.
 FLOAT_PNE = {
     "cytoflow_itn_and_quirks/itn_02.fcs": ("CD8", "CD69", "CD4", "CD3", "HLADr"),
     "cytoflow_itn_and_quirks/itn_03.fcs": ("CD8", "CD69", "CD4", "CD3", "HLADr"),
@@ -173,7 +174,7 @@ def test_public_file_loads(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = flowkit.Sample(str(path), **opts).get_events(source="raw")
-        if rel in FLOAT_PNE:  # FlowKit applies $PnE to float data, against FCS 3.1
+        if rel in FLOAT_PNE:  # FlowKit applies $PnE to float data; see test_float_pne_file
             assert not np.array_equal(s.events, ref)
         else:
             assert np.array_equal(s.events, ref)
@@ -184,6 +185,68 @@ def test_public_file_loads(
     else:
         got = spillover_for(s)
         assert (got.source if got else None) == spill
+
+
+def test_float_pne_files_are_all_listed(root):
+    from nkflow.io import read_fcs_metadata
+
+    found = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in (".fcs", ".lmd") or not p.is_file():
+            continue
+        try:
+            h = read_fcs_metadata(p)
+        except FcsError:
+            continue
+        logs = tuple(c.pnn for c in h.channels if c.pne[0] > 0)
+        if h.keywords.get("$DATATYPE", "").upper() in ("F", "D") and logs:
+            found[str(p.relative_to(root))] = logs
+    assert found == FLOAT_PNE
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rel", sorted(FLOAT_PNE))
+def test_float_pne_file(root, rel, dtype):
+    """FCS 3.1, $PnE: "If the floating point data type is used (either $DATATYPE/F/ or
+    $DATATYPE/D/), then all parameters shall be stored as linear with $PnE/0,0/".
+
+    These BD FACSCanto float files declare $PnE 4,0 on the fluorescence channels. nkflow's
+    events are FlowIO's stored floats (``as_array(preprocess=False)``; the files have no
+    $TIMESTEP and no $PnG, so nothing else applies), with no RuntimeWarning (FlowKit's log
+    overflowed float32 in ``nkflow inspect``) and the tolerance recorded. FlowKit's raw events
+    differ from them by exactly ``10 ** (4 * x / $PnR)`` on those channels and nowhere else.
+    """
+    import flowio
+    import flowkit
+
+    path = root / rel
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = read_fcs(path, dtype=dtype)
+    assert np.all(np.isfinite(s.events))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fd = flowio.FlowData(str(path))
+        ref = flowkit.Sample(str(path)).get_events(source="raw")
+    assert "timestep" not in fd.text and not any(f"p{i}g" in fd.text for i in range(1, 9))
+    stored = fd.as_array(preprocess=False)
+    np.testing.assert_array_equal(s.events, stored.astype(dtype))
+
+    logs = [s.channel_names.index(n) for n in FLOAT_PNE[rel]]
+    assert [s.channels[i].pne for i in logs] == [(4.0, 0.0)] * len(logs)
+    assert [s.channels[i].pnr for i in logs] == [1024.0] * len(logs)
+    assert s.warnings == (
+        f"float_pne_ignored: {path.name} stores $DATATYPE F (floating point) data but declares "
+        "log amplification "
+        + ", ".join(f"$P{i + 1}E=4,0 ({s.channel_names[i]})" for i in logs)
+        + "; FCS 3.1 ($PnE): when $DATATYPE is F or D, all parameters are stored as linear and "
+        "$PnE shall be 0,0. No log amplification was applied: the stored values were kept linear",
+    )
+    # the exclusion from the FlowKit equality hides nothing: FlowKit = 10 ** (4 x / 1024) there
+    linear = [i for i in range(len(s.channels)) if i not in logs]
+    assert np.array_equal(ref[:, linear], stored[:, linear])
+    np.testing.assert_allclose(ref[:, logs], 10.0 ** (4 * stored[:, logs] / 1024), rtol=1e-14)
+    assert ref[:, logs].max() > 1e13 and stored[:, logs].max() <= 10_000
 
 
 @pytest.mark.parametrize(("rel", "message"), REFUSED, ids=[r[0] for r in REFUSED])

@@ -996,8 +996,9 @@ def read_fcs(
     path : str or Path
         FCS 2.0, 3.0 or 3.1 file.
     dtype : numpy dtype
-        Event dtype. ``float64`` (default) is bit-identical to FlowKit's raw events;
-        ``float32`` halves memory.
+        Event dtype. ``float64`` (default) is bit-identical to FlowKit's raw events (except
+        a log ``$PnE`` on float data, kept linear: see the module contract); ``float32`` halves
+        memory.
     dataset : int
         0-based data set for files holding several (``$NEXTDATA``, Beckman ``.lmd``).
 

@@ -2,6 +2,11 @@
 
 Contract
 --------
+* Fractions come from a controlled vocabulary (:class:`FractionVocab`, loaded from
+  ``config/vocab/chimerism_fractions.yaml`` by :func:`nkflow.sheets.load_fraction_vocab`):
+  canonical names with the spellings labs use as aliases, matched ignoring case and whitespace.
+  A spelling that matches nothing is never passed on (:meth:`FractionVocab.canonical` returns
+  None and the sheet loader refuses the rows).
 * Fractions (PB, CD56, CD3, ...) are never combined. :func:`select_result` walks the configured
   preference order and returns the first fraction that has a usable result dated within the
   tolerance of the visit (closest date, then the earlier one); the fraction is returned with it.
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +70,47 @@ RESULT_COLUMNS = (
     "n_loci_excluded_outlier",
     "status",
 )
+
+
+def fraction_key(spelling: str) -> str:
+    """Matching key of a fraction spelling: case folded, all whitespace removed.
+
+    ``+`` and ``-`` are kept: ``CD56-`` (negative) is not ``CD56``.
+    """
+    return "".join(spelling.split()).casefold()
+
+
+@dataclass(frozen=True)
+class FractionVocab:
+    """Chimerism fractions: canonical names and the spellings accepted for each.
+
+    Attributes
+    ----------
+    source : str
+        The vocabulary file, for messages.
+    names : tuple of str
+        Canonical fractions, in file order.
+    spellings : Mapping[str, str]
+        :func:`fraction_key` of every canonical name and alias -> canonical name.
+    aliases : Mapping[str, tuple of str]
+        Canonical name -> its aliases as written in the file.
+    """
+
+    source: str
+    names: tuple[str, ...]
+    spellings: Mapping[str, str]
+    aliases: Mapping[str, tuple[str, ...]]
+
+    def canonical(self, spelling: str) -> str | None:
+        """The canonical fraction ``spelling`` stands for, or None when it matches nothing."""
+        return self.spellings.get(fraction_key(spelling))
+
+    def allowed(self) -> str:
+        """``CD56 (aliases CD56+, NK), PB (...)``: every accepted spelling, for messages."""
+        return ", ".join(
+            f"{n} (aliases {', '.join(self.aliases[n])})" if self.aliases[n] else n
+            for n in self.names
+        )
 
 
 @dataclass(frozen=True)

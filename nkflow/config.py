@@ -230,6 +230,7 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
     samples = sheets.load_samples(
         base_dir / cfg["sheets"]["samples"], panels=cfg["panels"], gatings=cfg["gating"]
     )
+    _check_roles(cfg, samples, trees)
     for row in samples.itertuples(index=False):
         tree = trees[row.gating]
         pnl = panels[row.panel]
@@ -241,6 +242,55 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
                 f"does not declare; add them to the panel or pick a matching gate tree"
             )
     return warnings
+
+
+def _check_roles(cfg: dict[str, Any], samples: Any, trees: dict[str, Any]) -> None:
+    """Refuse a configured tube or population name that the sheets and gate trees never have.
+
+    Without this, a misspelt ``endpoints.tubes`` entry made every visit ``no_nk_tube`` and a
+    misspelt subset population left its column empty without a reason.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field, the value, and the names that are allowed.
+    """
+    from nkflow import endpoints, sheets
+
+    s = endpoints.settings(cfg)
+    allowed_tubes = sheets.load_schema("samples")["properties"]["tube"]["enum"]
+    for role, name in s["tubes"].items():
+        if name not in allowed_tubes:
+            raise ConfigError(
+                f"config: field 'endpoints.tubes.{role}': found {name!r}; expected a tube name "
+                f"the sample sheet allows: {', '.join(allowed_tubes)}; fix: use one of those"
+            )
+    pops = s["populations"]
+    beads = ["beads"] if s["absolute_count_method"] == "single_platform_beads" else []
+    needs = {
+        s["tubes"]["nk"]: [
+            ("lymphocyte_population", s["lymphocyte_population"]),
+            *((f"populations.{r}", pops[r]) for r in ("nk", "nk_cd56bright", "nk_cd56dim", *beads)),
+        ],
+        s["tubes"]["treg"]: [
+            ("lymphocyte_population", s["lymphocyte_population"]),
+            *((f"populations.{r}", pops[r]) for r in ("cd4", "treg", "treg_ki67", *beads)),
+        ],
+    }
+    seen: set[tuple[str, str]] = set()
+    for row in samples.itertuples(index=False):
+        if (row.tube, row.gating) in seen:
+            continue
+        seen.add((row.tube, row.gating))
+        defined = trees[row.gating].populations
+        for field, pop in needs.get(row.tube, []):
+            if pop not in defined:
+                raise ConfigError(
+                    f"config: field 'endpoints.{field}': found {pop!r}, which gate tree "
+                    f"'{row.gating}' ({row.tube} tube, e.g. sample {row.sample_id}) does not "
+                    f"define; expected one of its populations: {', '.join(defined)}; fix: name "
+                    "a population of the tree or add it to the tree"
+                )
 
 
 def write_resolved(cfg: dict[str, Any], warnings: list[str], path: Path) -> None:

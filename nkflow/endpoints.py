@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "low_event_count": 100,
     "chimerism_assay_limit_pct": 5.0,
     "response_vocab": "config/vocab/response_categories.yaml",
+    "chimerism_fractions": "config/vocab/chimerism_fractions.yaml",
 }
 
 VISIT_COLUMNS: tuple[str, ...] = (
@@ -994,16 +995,10 @@ def run_merge(
     patients = sorted(set(infusions["patient_id"]))
     cbc, w = sheets.load_cbc(_sheet_path(config, "cbc"), patients)
     warnings += w
-    chimerism, w = sheets.load_chimerism(_sheet_path(config, "chimerism"), patients)
+    chimerism, peaks, w = sheets.load_chimerism_sources(config, Path(), patients)
     warnings += w
     str_results = None
-    peaks_p, map_p = (
-        _optional_sheet(config, "str_peaks"),
-        _optional_sheet(config, "str_samples"),
-    )
-    if peaks_p is not None and map_p is not None:
-        peaks, w = sheets.load_str_peaks(peaks_p, map_p, patients)
-        warnings += w
+    if peaks is not None:
         str_results, loci = chim.compute_from_peaks(
             peaks,
             min_loci=int(s["min_str_loci"]),
@@ -1018,6 +1013,7 @@ def run_merge(
         _write_if_changed(out.parent / "str_loci.tsv", table_bytes(loci, chim.LOCUS_COLUMNS))
     counts = _read_text_table(counts_path)
     qc = _read_text_table(qc_path)
+    warnings += sheets.unused_column_warnings(config, Path())
     visits = build_visits(config, samples, counts, qc, infusions, cbc, chimerism, str_results)
     write_visits(visits, out)
     for msg in warnings:

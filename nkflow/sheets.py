@@ -13,6 +13,11 @@ Contract
 * Bad *data* in one row (QNS or negative ALC, a chimerism or CBC row for an unknown patient) is
   kept or dropped as documented and reported in the returned list of warnings; it never stops the
   cohort and is never coerced to 0.
+* A controlled value (ALC unit, response category, panel, gate tree, tube, chimerism fraction)
+  that nkflow cannot use is an error naming the rows and the allowed values; it never falls back
+  to another value. Chimerism fractions are canonicalised through the fraction vocabulary
+  (``fraction`` holds the canonical name, ``fraction_as_written`` the cell as written). A column
+  nkflow does not read (``cytometer``, ``method``, ...) is a warning naming it.
 * ``load_samples`` returns a DataFrame; every other ``load_*`` returns ``(DataFrame, warnings)``.
 * Loaders are pure apart from reading the named files; nothing here runs a command.
 """
@@ -30,6 +35,8 @@ from nkflow.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from nkflow.chimerism import FractionVocab
 
 logger = logging.getLogger(__name__)
 
@@ -377,22 +384,158 @@ def load_cbc(
     return df, warnings
 
 
+def load_fraction_vocab(path: str | Path) -> FractionVocab:
+    """Load the chimerism fraction vocabulary (``endpoints.chimerism_fractions``).
+
+    Raises
+    ------
+    ConfigError
+        File missing or not YAML, a schema failure (field named), or one spelling listed under
+        two fractions (both named).
+    """
+    import yaml
+
+    from nkflow.chimerism import FractionVocab, fraction_key
+    from nkflow.config import check_against_schema
+
+    vp = Path(path)
+    if not vp.is_file():
+        raise ConfigError(
+            f"{vp}: chimerism fraction vocabulary not found; fix: check "
+            "endpoints.chimerism_fractions in config.yaml (default "
+            "config/vocab/chimerism_fractions.yaml)"
+        )
+    try:
+        data = yaml.safe_load(vp.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{vp}: not valid YAML: {exc}") from None
+    check_against_schema(data, load_schema("chimerism_fractions"), source=str(vp))
+    spellings: dict[str, str] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
+    for name, entry in data["fractions"].items():
+        aliases[name] = tuple(entry.get("aliases") or ())
+        for spelling in (name, *aliases[name]):
+            other = spellings.setdefault(fraction_key(spelling), name)
+            if other != name:
+                raise ConfigError(
+                    f"{vp}: field 'fractions.{name}.aliases': spelling {spelling!r} already "
+                    f"stands for fraction {other!r} (matching ignores case and whitespace); "
+                    f"expected each spelling under one fraction; fix: keep it under the "
+                    f"fraction it means"
+                )
+    return FractionVocab(str(vp), tuple(data["fractions"]), spellings, aliases)
+
+
+def check_preference(preference: Iterable[str], vocab: FractionVocab) -> None:
+    """Refuse an ``endpoints.chimerism_preference`` entry that is not a canonical fraction.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field, the entry, and the canonical names (or the canonical name of an alias).
+    """
+    for i, frac in enumerate(preference):
+        canon = vocab.canonical(frac)
+        if canon == frac:
+            continue
+        where = f"config: field 'endpoints.chimerism_preference[{i}]': found {frac!r}"
+        if canon is not None:
+            raise ConfigError(
+                f"{where}, an alias of {canon!r} in {vocab.source}; expected a canonical "
+                f"fraction name; fix: write {canon}"
+            )
+        raise ConfigError(
+            f"{where}; expected a fraction of {vocab.source}: {', '.join(vocab.names)}; fix: "
+            "use one of these names, or add the fraction to the vocabulary"
+        )
+
+
+def _canonical_fractions(
+    df: pd.DataFrame, vocab: FractionVocab, path: Path, id_cols: tuple[str, ...], empty: str = ""
+) -> pd.DataFrame:
+    """Replace ``fraction`` by its canonical name; keep the cell in ``fraction_as_written``.
+
+    An empty cell becomes ``empty`` when given (str_samples.tsv: empty = PB).
+
+    Raises
+    ------
+    ConfigError
+        Naming every row whose fraction matches nothing, grouped by the value found.
+    """
+    unknown: dict[str, list[str]] = {}
+    out: list[str] = []
+    for i, rec in enumerate(df.to_dict(orient="records"), start=1):
+        raw = rec["fraction"]
+        canon = vocab.canonical(raw or empty)
+        if canon is None:
+            unknown.setdefault(raw, []).append(_row_label(i, rec, id_cols))
+        out.append(canon or "")
+    if unknown:
+        found = "; ".join(
+            f"found {raw!r} in {len(rows)} row(s): {', '.join(rows[:5])}"
+            + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+            for raw, rows in unknown.items()
+        )
+        raise ConfigError(
+            f"{path}: column 'fraction': {found}; expected a fraction of {vocab.source} "
+            f"(case and whitespace ignored): {vocab.allowed()}; fix: correct the cell, or add "
+            "the lab's spelling as an alias of the fraction it means in that file (named by "
+            "endpoints.chimerism_fractions in config.yaml)"
+        )
+    df["fraction_as_written"] = df["fraction"]
+    df["fraction"] = out
+    spelled: dict[tuple[str, str], list[str]] = {}
+    for i, (raw, canon) in enumerate(zip(df["fraction_as_written"], out, strict=True), start=1):
+        if raw != canon:
+            spelled.setdefault((raw, canon), []).append(str(i))
+    for (raw, canon), rows in spelled.items():
+        logger.info(
+            "%s: column 'fraction': %r read as %s (%s) in row(s) %s",
+            path,
+            raw,
+            canon,
+            vocab.source,
+            ", ".join(rows),
+        )
+    return df
+
+
 def load_chimerism(
-    path: str | Path, patients: Iterable[str] | None = None
+    path: str | Path, patients: Iterable[str] | None = None, *, fractions: FractionVocab
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Load laboratory STR results (key (patient_id, date, fraction)).
+    """Load laboratory STR results (key (patient_id, date, fraction), fraction canonical).
+
+    Parameters
+    ----------
+    path
+        ``chimerism.tsv``.
+    patients
+        Known patient ids; rows for other patients are reported and dropped. None keeps all rows.
+    fractions
+        The fraction vocabulary (:func:`load_fraction_vocab`).
 
     Returns
     -------
     (DataFrame, warnings)
-        Adds ``donor_pct_value`` (float or None) and ``chimerism_status`` (``ok`` | ``missing`` |
-        ``invalid``: not a number / outside 0-100). Rows of unknown patients are reported and
-        dropped when ``patients`` is given.
+        ``fraction`` canonical, ``fraction_as_written`` verbatim; adds ``donor_pct_value`` (float
+        or None) and ``chimerism_status`` (``ok`` | ``missing`` | ``invalid``: not a number /
+        outside 0-100).
+
+    Raises
+    ------
+    ConfigError
+        Schema failure, a fraction outside the vocabulary (every such row named), a duplicate key
+        after canonicalisation (``CD56`` and ``CD56+`` on one date are the same fraction).
     """
     import pandas as pd
 
     ids = ("patient_id", "date", "fraction")
-    p, df = _load(path, "chimerism", ids, ids)
+    p = Path(path)
+    df = read_table(p)
+    validate_rows(df, load_schema("chimerism"), p, ids)
+    df = _canonical_fractions(df, fractions, p, ids)
+    check_unique(df, ids, p, ids)
+    df.insert(0, "row", range(1, len(df) + 1))
     df = _parse_dates(df, ["date"], p, ids)
     warnings: list[str] = []
     df = _drop_unknown_patients(df, patients, p, warnings, ids)
@@ -417,8 +560,86 @@ def load_chimerism(
     return df, warnings
 
 
+def preference_warnings(
+    preference: Iterable[str], occurring: dict[str, set[str]], sources: str
+) -> list[str]:
+    """One warning per preferred fraction that no chimerism row of any source has.
+
+    Parameters
+    ----------
+    preference
+        ``endpoints.chimerism_preference`` (canonical names).
+    occurring
+        Canonical fraction -> the spellings found for it (chimerism.tsv, str_samples.tsv).
+    sources
+        The files searched, for the message.
+    """
+    pref = list(preference)
+    found = ", ".join(
+        f"{f} (as {', '.join(sorted(sp))})" if sp != {f} else f
+        for f, sp in sorted(occurring.items())
+    )
+    out = []
+    for i, frac in enumerate(pref):
+        if frac in occurring:
+            continue
+        rest = [f for f in pref[i + 1 :] if f in occurring]
+        then = f"visits use {rest[0]} instead" if rest else "no visit has chimerism"
+        out.append(
+            f"{sources}: column 'fraction': preferred fraction {frac!r} "
+            f"(endpoints.chimerism_preference) never occurs; fractions found: {found or 'none'}; "
+            f"{then}; fix: if the lab names {frac} differently, add that spelling as an alias "
+            f"of {frac} in the fraction vocabulary (endpoints.chimerism_fractions), otherwise "
+            f"remove {frac} from endpoints.chimerism_preference"
+        )
+    return out
+
+
+def load_chimerism_sources(
+    config: dict[str, Any], base_dir: str | Path, patients: Iterable[str]
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """Load the fraction vocabulary, chimerism.tsv and (when configured) the STR peaks.
+
+    The one place the configured preference meets the data: ``endpoints.chimerism_preference``
+    must name canonical fractions (error), and a preferred fraction that no row has is a
+    warning, given on every run.
+
+    Returns
+    -------
+    (chimerism, peaks or None, warnings)
+    """
+    from nkflow.endpoints import settings
+
+    base = Path(base_dir)
+    sheets = config.get("sheets") or {}
+    ep = settings(config)
+    vocab = load_fraction_vocab(base / str(ep["chimerism_fractions"]))
+    preference = list(ep["chimerism_preference"])
+    check_preference(preference, vocab)
+    chim_p = base / str(sheets["chimerism"])
+    chim, warnings = load_chimerism(chim_p, patients, fractions=vocab)
+    occurring: dict[str, set[str]] = {}
+    for canon, raw in zip(chim["fraction"], chim["fraction_as_written"], strict=True):
+        occurring.setdefault(canon, set()).add(raw)
+    sources = str(chim_p)
+    peaks = None
+    if sheets.get("str_peaks") and sheets.get("str_samples"):
+        map_p = base / str(sheets["str_samples"])
+        peaks, w = load_str_peaks(base / str(sheets["str_peaks"]), map_p, patients, fractions=vocab)
+        warnings += w
+        post = peaks[peaks["role"] == "post"]
+        for canon, raw in zip(post["fraction"], post["fraction_as_written"], strict=True):
+            occurring.setdefault(canon, set()).add(raw)
+        sources += f" and {map_p}"
+    return chim, peaks, warnings + preference_warnings(preference, occurring, sources)
+
+
 def load_str_peaks(
-    path: str | Path, samples_path: str | Path, patients: Iterable[str] | None = None
+    path: str | Path,
+    samples_path: str | Path,
+    patients: Iterable[str] | None = None,
+    *,
+    fractions: FractionVocab,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Load a GeneMapper-style long peak table joined with ``str_samples.tsv``.
 
@@ -430,18 +651,22 @@ def load_str_peaks(
         ``str_samples.tsv``: ``sample_file, patient_id, role, date, fraction``.
     patients
         Known patient ids; mapping rows for others are reported and ignored.
+    fractions
+        The fraction vocabulary; ``fraction`` is canonicalised as in :func:`load_chimerism`.
 
     Returns
     -------
     (DataFrame, warnings)
         One row per peak: ``sample_file, patient_id, role, date, fraction, marker, allele,
-        height, area``. ``fraction`` defaults to ``PB``.
+        height, area, fraction_as_written``. ``fraction`` is canonical (an empty cell is
+        ``PB``); ``fraction_as_written`` is the str_samples.tsv cell.
 
     Raises
     ------
     ConfigError
         Schema failure, duplicate mapping or peak, a peak file missing from the mapping, a post
-        sample without a date, a patient without exactly one donor and one recipient profile.
+        sample without a date, a fraction outside the vocabulary, a patient without exactly one
+        donor and one recipient profile.
     """
     import pandas as pd
 
@@ -463,7 +688,7 @@ def load_str_peaks(
                 "found ''; expected the collection date of a post-transplant sample; fix: add it"
             )
     smap = _parse_dates(smap, ["date"], sp, ("sample_file",))
-    smap["fraction"] = [f or "PB" for f in smap["fraction"]]
+    smap = _canonical_fractions(smap, fractions, sp, ("sample_file",), empty="PB")
     smap = _drop_unknown_patients(smap, patients, sp, warnings, ("sample_file", "patient_id"))
     for pid, grp in smap.groupby("patient_id", sort=True):
         for role in ("donor", "recipient"):
@@ -500,12 +725,13 @@ def load_str_peaks(
     peaks["height"] = peaks["height"].astype(float)
     peaks["area"] = peaks["area"].astype(float)
     out = peaks.merge(
-        smap[["sample_file", "patient_id", "role", "date", "fraction"]],
+        smap[["sample_file", "patient_id", "role", "date", "fraction", "fraction_as_written"]],
         on="sample_file",
         how="inner",
     )
     cols = ["sample_file", "patient_id", "role", "date", "fraction", "marker", "allele"]
-    return pd.DataFrame(out[[*cols, "height", "area"]]).reset_index(drop=True), warnings
+    out = out[[*cols, "height", "area", "fraction_as_written"]]
+    return pd.DataFrame(out).reset_index(drop=True), warnings
 
 
 def load_vocab(vocab_path: str | Path) -> dict[tuple[str, str], list[str]]:
@@ -586,6 +812,58 @@ def load_adverse_events(
     return df, warnings
 
 
+#: sheet key in config.yaml -> (schema, $defs entry or '')
+_SHEET_SCHEMAS = {
+    "samples": ("samples", ""),
+    "infusions": ("infusions", ""),
+    "cbc": ("cbc", ""),
+    "chimerism": ("chimerism", ""),
+    "str_peaks": ("str_peaks", ""),
+    "str_samples": ("str_peaks", "str_sample"),
+    "response": ("response", ""),
+    "adverse_events": ("adverse_events", ""),
+}
+#: why a column labs often add is not used, for the warning
+_UNUSED_COLUMN_HINTS = {
+    "cytometer": "the instrument is taken from each FCS file's $CYT keyword (per-instrument "
+    "channels are pinned in the panel file: channel: {<$CYT>: <$PnN>}), never from the sheet",
+    "instrument": "the instrument is taken from each FCS file's $CYT keyword, never from the sheet",
+    "method": "every row is read as a % donor result whatever its method (STR, qPCR, NGS); "
+    "methods are not told apart",
+    "chimerism_method": "every row is read as a % donor result whatever its method",
+    "unit": "the unit is fixed by the column (see config/README.md)",
+}
+
+
+def unused_column_warnings(config: dict[str, Any], base_dir: str | Path) -> list[str]:
+    """One warning per column of a configured sheet that nkflow does not read.
+
+    A column nkflow ignores (a lab's ``cytometer`` or chimerism ``method``) would otherwise look
+    as if it had been taken into account.
+    """
+    base = Path(base_dir)
+    out = []
+    for key, path_text in (config.get("sheets") or {}).items():
+        if key not in _SHEET_SCHEMAS or not path_text:
+            continue
+        name, sub = _SHEET_SCHEMAS[key]
+        schema = load_schema(name)
+        props = set((schema["$defs"][sub] if sub else schema).get("properties", {}))
+        p = base / str(path_text)
+        df = read_table(p)
+        for col in df.columns:
+            if col in props:
+                continue
+            why = _UNUSED_COLUMN_HINTS.get(str(col).strip().lower(), "")
+            out.append(
+                f"{p}: header: column {col!r} is not read by nkflow; its value in all "
+                f"{len(df)} row(s) is ignored{'; ' + why if why else ''}; columns read: "
+                f"{', '.join(sorted(props))}; fix: remove the column, or rename it if it was "
+                "meant to be one of those"
+            )
+    return out
+
+
 def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
     """Validate every sheet named in ``config['sheets']`` and the cross-sheet rules.
 
@@ -641,10 +919,8 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
                 f"column 'fcs_file': file {rec['fcs_path']} not found"
             )
     warnings += load_cbc(sheet("cbc"), patients)[1]
-    warnings += load_chimerism(sheet("chimerism"), patients)[1]
-    peaks, samples_map = optional("str_peaks"), optional("str_samples")
-    if peaks is not None and samples_map is not None:
-        warnings += load_str_peaks(peaks, samples_map, patients)[1]
+    warnings += load_chimerism_sources(config, base, patients)[2]
+    warnings += unused_column_warnings(config, base)
     resp = optional("response")
     if resp is not None:
         vocab = base / str(ep.get("response_vocab", "config/vocab/response_categories.yaml"))

@@ -117,3 +117,45 @@ def test_gate_tree_marker_missing_from_the_panel(tmp_path):
         match=r"gate tree 'nk_v1' uses marker\(s\) CD16 that panel 'nk_v1' does not declare",
     ):
         validate_inputs(cfg, base_dir=base)
+
+
+def test_configured_tube_name_the_sheet_cannot_have_is_refused(tmp_path):
+    base = _copy_project(tmp_path)
+    raw = _base()
+    raw["endpoints"]["tubes"] = {"nk": "NK1", "treg": "treg"}
+    cfg = validate_config(raw, source="config.yaml")
+    with pytest.raises(ConfigError) as exc:
+        validate_inputs(cfg, base_dir=base)
+    assert str(exc.value) == (
+        "config: field 'endpoints.tubes.nk': found 'NK1'; expected a tube name the sample sheet "
+        "allows: nk, treg; fix: use one of those"
+    )
+
+
+def test_configured_population_missing_from_the_gate_tree_is_refused(tmp_path):
+    """A misspelt subset left its column empty with no reason; now it stops validation."""
+    base = _copy_project(tmp_path)
+    raw = _base()
+    raw["endpoints"]["populations"]["nk_cd56bright"] = "cd56bright"
+    cfg = validate_config(raw, source="config.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"field 'endpoints.populations.nk_cd56bright': found 'cd56bright', which gate tree "
+        r"'nk_v1' \(nk tube, e.g. sample P01-D00\) does not define; expected one of its "
+        r"populations: singlets, viable_singlets, lymphocytes, live, nk, nk_cd56bright",
+    ):
+        validate_inputs(cfg, base_dir=base)
+
+
+def test_unknown_chimerism_fraction_stops_validate_inputs(tmp_path):
+    base = _copy_project(tmp_path)
+    sheet = base / "data/sample/chimerism.tsv"
+    sheet.write_text(sheet.read_text().replace("\tCD56\t", "\tCD65\t", 1))
+    cfg = validate_config(_base(), source="config.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"chimerism.tsv: column 'fraction': found 'CD65' in 1 row\(s\): row 2 "
+        r"\(patient_id='P01', date='2025-03-10', fraction='CD65'\); expected a fraction of "
+        r".*config/vocab/chimerism_fractions.yaml",
+    ):
+        validate_inputs(cfg, base_dir=base)

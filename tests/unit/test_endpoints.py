@@ -542,3 +542,34 @@ def test_zero_nk_events_is_a_fail_without_an_interval_not_a_crash():
     assert (e["verdict"], e["reason"]) == ("FAIL", "not_above_threshold")
     assert e["verdict_basis"] == "donor_nk_per_ul 0 <= 100"
     assert "low_nk_events" in e["flags"]
+
+
+def test_fraction_aliases_give_identical_tables_and_an_absent_preference_is_warned(
+    tmp_path, monkeypatch, clean
+):
+    """CD56 written as 'CD56+' / 'NK' changes no byte of visits or endpoints; a preferred
+    fraction the tables never have reaches sheet_warnings.tsv on every merge."""
+    d = tmp_path / "c"
+    shutil.copytree(FIX, d)
+    chim = (d / "chimerism.tsv").read_text()
+    (d / "chimerism.tsv").write_text(
+        chim.replace("\tCD56\t", "\tCD56+\t").replace("\tPB\t", "\twhole blood\t")
+    )
+    _edit(d / "str_samples.tsv", "\tCD56\n", "\tNK\n")
+    _edit(
+        d / "config.yaml",
+        "  chimerism_preference: [CD56, PB]\n",
+        "  chimerism_preference: [CD19, CD56, PB]\n",
+    )
+    run_cohort(d, monkeypatch)
+    for name in ("visits.tsv", "endpoints.tsv", "str_results.tsv"):
+        assert (d / "out" / name).read_bytes() == (clean[0] / "out" / name).read_bytes(), name
+    warnings = (d / "out" / "sheet_warnings.tsv").read_text().splitlines()
+    assert [w for w in warnings if "never occurs" in w] == [
+        "chimerism.tsv and str_samples.tsv: column 'fraction': preferred fraction 'CD19' "
+        "(endpoints.chimerism_preference) never occurs; fractions found: CD3, CD56 (as CD56+, "
+        "NK), PB (as whole blood); visits use CD56 instead; fix: if the lab names CD19 "
+        "differently, add that spelling as an alias of CD19 in the fraction vocabulary "
+        "(endpoints.chimerism_fractions), otherwise remove CD19 from "
+        "endpoints.chimerism_preference"
+    ]

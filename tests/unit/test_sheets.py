@@ -14,6 +14,8 @@ from nkflow.errors import ConfigError
 FIX = Path(__file__).parent / "clinical_fixtures"
 SAMPLE_HEADER = "sample_id\tpatient_id\tcollection_date\ttube\tpanel\tgating\tfcs_file\n"
 PANELS, GATINGS = ["nk_v1", "treg_v1"], ["nk_v1", "treg_v1"]
+VOCAB_PATH = Path(__file__).parents[2] / "config" / "vocab" / "chimerism_fractions.yaml"
+FRACTIONS = sheets.load_fraction_vocab(VOCAB_PATH)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -206,7 +208,7 @@ def test_chimerism_unknown_patient_ignored_and_out_of_range_invalid(tmp_path):
         "patient_id\tdate\tfraction\tdonor_pct\nP1\t2024-01-15\tCD56\t72\nP1\t2024-01-15\tPB\t120\n"
         "PX\t2024-01-15\tCD56\t50\n",
     )
-    df, warnings = sheets.load_chimerism(p, ["P1"])
+    df, warnings = sheets.load_chimerism(p, ["P1"], fractions=FRACTIONS)
     assert list(df["chimerism_status"]) == ["ok", "invalid"]
     assert df.loc[1, "donor_pct_value"] is None
     assert (
@@ -272,7 +274,7 @@ def test_str_peak_file_missing_from_mapping(tmp_path):
         ConfigError,
         match=r"column 'Sample File Name': found 'mystery.fsa'; expected a file listed in",
     ):
-        sheets.load_str_peaks(p, tmp_path / "str_samples.tsv")
+        sheets.load_str_peaks(p, tmp_path / "str_samples.tsv", fractions=FRACTIONS)
 
 
 def fixture_copy(tmp_path: Path) -> tuple[dict, Path]:
@@ -357,3 +359,257 @@ def test_spreadsheet_export_with_bom_and_crlf_loads(tmp_path):
     p.write_bytes(("\ufeff" + SAMPLE_HEADER + row() + "\n").replace("\n", "\r\n").encode("utf-8"))
     df = sheets.load_samples(p, PANELS, GATINGS)
     assert (list(df.columns[:2]), df.loc[0, "fcs_file"]) == (["row", "sample_id"], "fcs/S1.fcs")
+
+
+# --- chimerism fraction vocabulary: aliases canonicalised, unknown spellings refused
+
+CHIM_HEADER = "patient_id\tdate\tfraction\tdonor_pct\n"
+
+
+def test_fraction_aliases_are_canonical_and_the_spelling_is_kept(tmp_path):
+    p = write(
+        tmp_path,
+        "chimerism.tsv",
+        CHIM_HEADER + "P1\t2024-01-15\tCD56+\t72\nP1\t2024-01-15\t whole  BLOOD\t60\n"
+        "P1\t2024-01-16\tcd56 sorted\t70\nP1\t2024-01-17\tT cells\t40\nP1\t2024-01-18\tPBMC\t65\n",
+    )
+    df, warnings = sheets.load_chimerism(p, ["P1"], fractions=FRACTIONS)
+    assert list(df["fraction"]) == ["CD56", "PB", "CD56", "CD3", "PBMC"]
+    assert list(df["fraction_as_written"]) == [
+        "CD56+",
+        " whole  BLOOD",
+        "cd56 sorted",
+        "T cells",
+        "PBMC",
+    ]
+    assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("CD56+", "CD56"),
+        ("CD56 sorted", "CD56"),
+        ("NK", "CD56"),
+        ("CD3+", "CD3"),
+        ("T cells", "CD3"),
+        ("CD33+", "CD33"),
+        ("myeloid", "CD33"),
+        ("PB", "PB"),
+        ("whole blood", "PB"),
+        ("PBMC", "PBMC"),
+        ("BM", "BM"),
+    ],
+)
+def test_default_vocabulary_covers_the_spellings_labs_use(spelling, canonical):
+    assert FRACTIONS.canonical(spelling) == canonical
+    assert FRACTIONS.canonical(spelling.lower()) == canonical
+
+
+def test_negative_fraction_is_not_an_alias():
+    assert FRACTIONS.canonical("CD56-") is None
+
+
+def test_unknown_fraction_is_refused_naming_rows_value_and_allowed_names(tmp_path):
+    p = write(
+        tmp_path,
+        "chimerism.tsv",
+        CHIM_HEADER + "P1\t2024-01-15\tPB\t72\nP1\t2024-01-15\tCD65\t60\nP2\t2024-01-16\tCD65\t50\n"
+        "P2\t2024-01-16\tgranulocytes\t50\n",
+    )
+    msg = (
+        f"{p}: column 'fraction': found 'CD65' in 2 row(s): row 2 (patient_id='P1', "
+        "date='2024-01-15', fraction='CD65'), row 3 (patient_id='P2', date='2024-01-16', "
+        "fraction='CD65'); found 'granulocytes' in 1 row(s): row 4 (patient_id='P2', "
+        f"date='2024-01-16', fraction='granulocytes'); expected a fraction of {VOCAB_PATH} "
+        "(case and whitespace ignored): PB (aliases whole blood, peripheral blood, unseparated "
+        "blood), PBMC (aliases mononuclear cells), BM (aliases bone marrow), CD56 (aliases "
+        "CD56+, CD56 sorted, NK, NK cells, CD3-CD56+), CD3 (aliases CD3+, CD3 sorted, T cells), "
+        "CD33 (aliases CD33+, CD33 sorted, myeloid), CD19 (aliases CD19+, CD19 sorted, B cells), "
+        "CD34 (aliases CD34+, CD34 sorted); fix: correct the cell, or add the lab's spelling as "
+        "an alias of the fraction it means in that file (named by endpoints.chimerism_fractions "
+        "in config.yaml)"
+    )
+    with pytest.raises(ConfigError) as exc:
+        sheets.load_chimerism(p, fractions=FRACTIONS)
+    assert str(exc.value) == msg
+
+
+def test_alias_and_canonical_on_one_date_are_a_duplicate(tmp_path):
+    p = write(
+        tmp_path,
+        "chimerism.tsv",
+        CHIM_HEADER + "P1\t2024-01-15\tCD56\t72\nP1\t2024-01-15\tNK\t70\n",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "rows 1 and 2: duplicate key (patient_id='P1', date='2024-01-15', fraction='CD56')"
+        ),
+    ):
+        sheets.load_chimerism(p, fractions=FRACTIONS)
+
+
+def test_str_samples_fraction_goes_through_the_vocabulary(tmp_path):
+    shutil.copy(FIX / "str_peaks.tsv", tmp_path)
+    text = (FIX / "str_samples.tsv").read_text().replace("\tCD56\n", "\tCD56 sorted\n", 1)
+    (tmp_path / "str_samples.tsv").write_text(text)
+    peaks, _ = sheets.load_str_peaks(
+        tmp_path / "str_peaks.tsv", tmp_path / "str_samples.tsv", fractions=FRACTIONS
+    )
+    post = peaks[peaks["role"] == "post"]
+    assert set(post["fraction"]) <= set(FRACTIONS.names)
+    assert "CD56" in set(post["fraction"])
+    (tmp_path / "str_samples.tsv").write_text(text.replace("\tCD56 sorted\n", "\tNK-ish\n", 1))
+    with pytest.raises(
+        ConfigError,
+        match=r"str_samples.tsv: column 'fraction': found 'NK-ish' in 1 row\(s\): row 3 "
+        r"\(sample_file='P012_d14_cd56.fsa'\); expected a fraction of",
+    ):
+        sheets.load_str_peaks(
+            tmp_path / "str_peaks.tsv", tmp_path / "str_samples.tsv", fractions=FRACTIONS
+        )
+
+
+def test_vocabulary_spelling_under_two_fractions_is_refused(tmp_path):
+    vp = write(
+        tmp_path,
+        "fr.yaml",
+        "fractions:\n  PB: {description: blood, aliases: [whole blood]}\n"
+        "  PBMC: {description: mononuclear, aliases: [Whole Blood]}\n",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"{vp}: field 'fractions.PBMC.aliases': spelling 'Whole Blood' already stands for "
+            "fraction 'PB' (matching ignores case and whitespace)"
+        ),
+    ):
+        sheets.load_fraction_vocab(vp)
+
+
+def test_vocabulary_schema_errors_name_the_field(tmp_path):
+    vp = write(tmp_path, "fr.yaml", "fractions:\n  CD56: {aliases: [CD56+]}\n")
+    with pytest.raises(
+        ConfigError, match=r"fr.yaml: field 'fractions.CD56': 'description' is a required property"
+    ):
+        sheets.load_fraction_vocab(vp)
+    with pytest.raises(ConfigError, match=r"nope.yaml: chimerism fraction vocabulary not found"):
+        sheets.load_fraction_vocab(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("pref", "msg"),
+    [
+        (
+            ["CD65", "PB"],
+            "config: field 'endpoints.chimerism_preference[0]': found 'CD65'; expected a fraction "
+            f"of {VOCAB_PATH}: PB, PBMC, BM, CD56, CD3, CD33, CD19, CD34; fix: use one of these "
+            "names, or add the fraction to the vocabulary",
+        ),
+        (
+            ["CD56", "whole blood"],
+            "config: field 'endpoints.chimerism_preference[1]': found 'whole blood', an alias of "
+            f"'PB' in {VOCAB_PATH}; expected a canonical fraction name; fix: write PB",
+        ),
+    ],
+)
+def test_preference_must_name_canonical_fractions(pref, msg):
+    with pytest.raises(ConfigError) as exc:
+        sheets.check_preference(pref, FRACTIONS)
+    assert str(exc.value) == msg
+
+
+def test_unknown_preference_in_config_stops_validate_all(tmp_path):
+    cfg, d = fixture_copy(tmp_path)
+    cfg["endpoints"]["chimerism_preference"] = ["CD56+", "PB"]
+    with pytest.raises(
+        ConfigError, match=r"'endpoints.chimerism_preference\[0\]': found 'CD56\+', an alias"
+    ):
+        sheets.validate_all(cfg, d)
+
+
+def test_preferred_fraction_that_never_occurs_is_a_warning(tmp_path):
+    cfg, d = fixture_copy(tmp_path)
+    cfg["endpoints"]["chimerism_preference"] = ["CD33", "CD56", "PB"]
+    warnings = sheets.validate_all(cfg, d)
+    msg = (
+        f"{d / 'chimerism.tsv'} and {d / 'str_samples.tsv'}: column 'fraction': preferred "
+        "fraction 'CD33' (endpoints.chimerism_preference) never occurs; fractions found: CD3, "
+        "CD56, PB; visits use CD56 instead; fix: if the lab names CD33 differently, add that "
+        "spelling as an alias of CD33 in the fraction vocabulary (endpoints.chimerism_fractions), "
+        "otherwise remove CD33 from endpoints.chimerism_preference"
+    )
+    assert msg in warnings
+    assert sum("never occurs" in w for w in warnings) == 1
+
+
+def test_preference_warning_when_no_preferred_fraction_occurs():
+    got = sheets.preference_warnings(["CD56"], {"PB": {"PB", "whole blood"}}, "chim.tsv")
+    assert got == [
+        "chim.tsv: column 'fraction': preferred fraction 'CD56' (endpoints.chimerism_preference) "
+        "never occurs; fractions found: PB (as PB, whole blood); no visit has chimerism; fix: if "
+        "the lab names CD56 differently, add that spelling as an alias of CD56 in the fraction "
+        "vocabulary (endpoints.chimerism_fractions), otherwise remove CD56 from "
+        "endpoints.chimerism_preference"
+    ]
+
+
+# --- audit: values nkflow cannot use are named, never silently replaced
+
+
+def test_unknown_gate_tree_name_lists_known_ones(tmp_path):
+    p = samples(tmp_path, row().replace("nk_v1\tnk_v1", "nk_v1\tnk_v9"))
+    with pytest.raises(
+        ConfigError,
+        match=r"row 1 \(sample_id='S1', tube='nk'\): column 'gating': found 'nk_v9'; expected "
+        r"one of nk_v1, treg_v1; fix: use a name defined under 'gating:'",
+    ):
+        sheets.load_samples(p, PANELS, GATINGS)
+
+
+def test_response_category_is_case_sensitive_never_guessed(tmp_path):
+    p = write(tmp_path, "response.tsv", RESP_HEADER + "P1\t2024-02-01\tIWG-AML\t2003\tcr\t\n")
+    with pytest.raises(ConfigError, match=r"column 'category': found 'cr'; expected one of"):
+        sheets.load_response(p, VOCAB)
+    p = write(tmp_path, "response.tsv", RESP_HEADER + "P1\t2024-02-01\tIWG-AML\t2003\tCR\tneg\n")
+    with pytest.raises(ConfigError, match=r"column 'mrd_status': found 'neg'; expected"):
+        sheets.load_response(p, VOCAB)
+
+
+@pytest.mark.parametrize("unit", ["cells/mm3", "10^6/L", "x10e3"])
+def test_unknown_alc_unit_is_refused_with_the_row(tmp_path, unit):
+    p = write(tmp_path, "cbc.tsv", CBC_HEADER + f"P1\t2024-01-15\t450\t{unit}\n")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"row 1 (patient_id='P1', date='2024-01-15'): column 'alc_unit': found {unit!r}"
+        ),
+    ):
+        sheets.load_cbc(p)
+
+
+def test_columns_nkflow_does_not_read_are_warned(tmp_path):
+    cfg, d = fixture_copy(tmp_path)
+    for name, col, val in (
+        ("samples.tsv", "cytometer", "LSRFortessa"),
+        ("chimerism.tsv", "method", "qPCR"),
+    ):
+        lines = (d / name).read_text().splitlines()
+        lines = [lines[0] + f"\t{col}"] + [ln + f"\t{val}" for ln in lines[1:]]
+        (d / name).write_text("\n".join(lines) + "\n")
+    warnings = [w for w in sheets.validate_all(cfg, d) if "is not read by nkflow" in w]
+    n_samples = len((d / "samples.tsv").read_text().splitlines()) - 1
+    assert warnings[0].startswith(
+        f"{d / 'samples.tsv'}: header: column 'cytometer' is not read by nkflow; its value in all "
+        f"{n_samples} row(s) is ignored; the instrument is taken from each FCS file's $CYT keyword"
+    )
+    assert warnings[1].startswith(
+        f"{d / 'chimerism.tsv'}: header: column 'method' is not read by nkflow; its value in all "
+        "16 row(s) is ignored; every row is read as a % donor result whatever its method"
+    )
+    assert warnings[1].endswith(
+        "columns read: date, donor_pct, fraction, patient_id; fix: remove the column, or rename "
+        "it if it was meant to be one of those"
+    )
+    assert len(warnings) == 2

@@ -5,6 +5,7 @@ rule merge:
         counts=f"{RESULTS}/cohort/counts.tsv",
         qc=f"{RESULTS}/qc/tubes.tsv",
         sheets=list(NKCONFIG["sheets"].values()),
+        fractions=NKCONFIG["endpoints"]["chimerism_fractions"],
     output:
         report(
             f"{RESULTS}/cohort/visits.tsv",

@@ -2,6 +2,7 @@ rule validate:
     """Validate the config and every sheet; record the resolved config and its digest."""
     input:
         sheets=list(NKCONFIG["sheets"].values()),
+        fractions=NKCONFIG["endpoints"]["chimerism_fractions"],
         panels=list(NKCONFIG["panels"].values()),
         gating=list(NKCONFIG["gating"].values()),
     output:

@@ -24,14 +24,16 @@ Nothing here reads files; the caller gives float64 raw events (``FcsSample.event
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from nkflow import transforms as tf
 from nkflow.errors import GatingError
+from nkflow.gating import fit as fit_mod
 from nkflow.gating.tree import Dim, Gate, GateTree
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,10 @@ class GatingResult:
         ``[{gate, code, message}]`` for data-driven gate failures and fallbacks.
     thresholds
         ``{gate: threshold}`` used by each data-driven gate (transformed units).
+    fits
+        One record per boundary fitted to this tube (``gate``, ``marker`` or ``markers``,
+        ``side``, ``method``, ``value`` in gate units, ``raw`` in channel units, ``stats``), in
+        tree order. ``tree`` then holds the gates as evaluated (fitted numbers in place).
     """
 
     tree: GateTree
@@ -82,6 +88,7 @@ class GatingResult:
     not_computed: dict[str, str] = field(default_factory=dict)
     flags: list[dict[str, str]] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
+    fits: list[dict[str, Any]] = field(default_factory=list)
 
     def _check(self, pop: str) -> None:
         if pop not in self.tree.populations:
@@ -514,6 +521,7 @@ def gate_sample(
     controls: dict[str, np.ndarray] | None = None,
     tube: str = "",
     channel_names: Sequence[str] | None = None,
+    ranges: Mapping[str, float] | None = None,
 ) -> GatingResult:
     """Evaluate ``tree`` on one tube.
 
@@ -541,10 +549,15 @@ def gate_sample(
     channel_names
         ``$PnN`` of each event column (``FcsSample.channel_names``); needed to place a
         :class:`nkflow.compensation.Spillover`, which names its channels.
+    ranges
+        Marker -> ``$PnR`` of its channel, for transforms declared ``t: range`` (see
+        :meth:`GateTree.for_ranges`); None leaves them at 2^18.
 
     Returns
     -------
     GatingResult
+        ``res.tree`` is the tree as evaluated: transforms placed on the file's ranges and fitted
+        boundaries written in (a template gate stays where its fit failed).
 
     Raises
     ------
@@ -563,8 +576,11 @@ def gate_sample(
             raise GatingError(
                 f"keep mask has shape {keep.shape}, expected ({n},) to match the events"
             )
+    tree = tree.for_ranges(ranges or {})
     cols = _Columns(tree, ev, marker_index, spill, channel_names)
     res = GatingResult(tree=tree, n_events=n)
+    used: dict[str, Gate] = {}
+    fitted_bounds: dict[tuple[str, str], float] = {}
     res.n_kept = n if keep is None else int(np.count_nonzero(keep))
     res.keep = keep
     res.spill_columns = cols.fcs
@@ -617,6 +633,25 @@ def gate_sample(
                 within = parent
             else:
                 rows = np.flatnonzero(parent)
+
+        if g.fitted:
+            prow = np.flatnonzero(parent) if parent is not None else np.arange(n)
+            try:
+                g = _fit_gate(cols, g, prow, fitted_bounds, res.fits)
+            except fit_mod.FitFailure as exc:
+                where = exc.where or g.id
+                fit_flag = {
+                    "gate": g.id,
+                    "code": exc.code,
+                    "where": where,
+                    "message": f"gate '{g.id}'{label}: {where}: {exc.message}; "
+                    "population not computed",
+                }
+                res.flags.append(fit_flag)
+                logger.warning(fit_flag["message"])
+                fail(pops, f"gate_fit_failed:{where}:{exc.code}")
+                continue
+            used[g.id] = g
 
         def scatter(
             sub: np.ndarray,
@@ -674,7 +709,134 @@ def gate_sample(
             res.members[g.id] = scatter(sub, rows)
         else:  # pragma: no cover - validated in tree
             raise GatingError(f"gate '{g.id}': unsupported type {g.type}")
+        if g.plausible_pct is not None:
+            _plausible(res, g, parent, label)
+    if used:
+        res.tree = tree.with_gates([used.get(g.id, g) for g in tree.gates])
     return res
+
+
+def _plausible(res: GatingResult, g: Gate, parent: np.ndarray | None, label: str) -> None:
+    """Flag a population whose share of its parent is outside the gate's plausible range."""
+    assert g.plausible_pct is not None
+    lo, hi = g.plausible_pct
+    n_par = res.n_kept if parent is None else int(np.count_nonzero(parent))
+    for pop in g.population_ids():
+        n_pop = int(np.count_nonzero(res.members[pop]))
+        pct = 100.0 * n_pop / n_par if n_par else math.nan
+        if not lo <= pct <= hi:
+            msg = (
+                f"gate '{g.id}'{label}: {pop} is {pct:.3g} % of its parent ({n_pop} of "
+                f"{n_par} events), outside the plausible range {lo:g}-{hi:g} % declared in the "
+                "gate tree; the gate does not fit this tube (check the instrument and template)"
+            )
+            res.flags.append({"gate": g.id, "code": "implausible", "where": pop, "message": msg})
+            logger.warning(msg)
+
+
+def _fit_gate(
+    cols: _Columns,
+    g: Gate,
+    prow: np.ndarray,
+    fitted_bounds: dict[tuple[str, str], float],
+    records: list[dict[str, Any]],
+) -> Gate:
+    """The gate with its boundaries fitted on the parent's events ``prow`` (records appended).
+
+    Raises
+    ------
+    FitFailure
+        With ``where`` set to ``<gate>.<marker>`` (or the gate id for a shape).
+    """
+    tree = cols.tree
+    sub = fit_mod.subsample(prow.size, fit_mod.MAX_FIT_EVENTS, 0)
+    rows = prow if sub is None else prow[sub]
+
+    def values(d: Dim) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return np.asarray(_apply(_xf(tree, d), cols.raw(d, rows)), dtype=np.float64)
+
+    def raw_of(d: Dim, v: float) -> float | None:
+        xf = _xf(tree, d)
+        with np.errstate(all="ignore"):
+            r = float(v) if xf is None else float(np.asarray(xf.inverse(np.array([v])))[0])
+        return r if math.isfinite(r) else None
+
+    if g.fit is not None:
+        p = dict(g.fit.params)
+        try:
+            xs = [values(d) for d in g.dims]
+            if g.fit.method == "singlet_band":
+                f = fit_mod.singlet_band(xs[0], xs[1], p)
+                new = replace(g, vertices=f.value, fit=None)
+                boundary: dict[str, Any] = {"vertices": [list(v) for v in f.value]}
+            else:
+                f = fit_mod.scatter_cluster(xs[0], xs[1], p)
+                mean, cov, d2 = f.value
+                new = replace(g, mean=mean, covariance=cov, distance_square=d2, fit=None)
+                boundary = {"mean": list(mean), "covariance": [list(r) for r in cov]}
+                boundary["distance_square"] = d2
+                boundary["raw_mean"] = [raw_of(d, m) for d, m in zip(g.dims, mean, strict=True)]
+        except fit_mod.FitFailure as failure:
+            failure.where = g.id
+            raise
+        records.append(
+            {
+                "gate": g.id,
+                "markers": [d.marker for d in g.dims],
+                "side": "shape",
+                "method": f.method,
+                "value": boundary,
+                "raw": None,
+                "stats": f.stats,
+            }
+        )
+        return new
+    dims = []
+    for d in g.dims:
+        for side in ("min", "max"):
+            fb = getattr(d, f"fit_{side}")
+            if fb is None:
+                continue
+            where = f"{g.id}.{d.marker}"
+            if fb.same_as is not None:
+                key = (fb.same_as, d.marker)
+                if key not in fitted_bounds:
+                    missing = fit_mod.FitFailure(
+                        "reference_not_fitted",
+                        f"its {side} is the bound fitted by gate '{fb.same_as}', which was not "
+                        "fitted on this tube",
+                    )
+                    missing.where = where
+                    raise missing
+                value, method, stats = fitted_bounds[key], "same_as", {"gate": fb.same_as}
+            else:
+                try:
+                    upper = (fb.edge or ("upper" if side == "min" else "lower")) == "upper"
+                    f = fit_mod.fit_bound(values(d), fb.method, fb.bounds, fb.k, upper, fb.fallback)
+                except fit_mod.FitFailure as failure:
+                    failure.where = where
+                    raise
+                value, method, stats = float(f.value), f.method, f.stats
+            fitted_bounds[(g.id, d.marker)] = value
+            d = (
+                replace(d, min=value, fit_min=None)
+                if side == "min"
+                else replace(d, max=value, fit_max=None)
+            )
+            records.append(
+                {
+                    "gate": g.id,
+                    "markers": [d.marker],
+                    "side": side,
+                    "method": method,
+                    "value": value,
+                    "raw": raw_of(d, value),
+                    "stats": stats,
+                }
+            )
+        dims.append(d)
+    return replace(g, dims=tuple(dims))
 
 
 def control_values(

@@ -18,7 +18,8 @@ and the field, what was found and what was expected.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,62 @@ logger = logging.getLogger(__name__)
 
 GATE_TYPES = ("rectangle", "range", "polygon", "ellipse", "quadrant", "boolean", "threshold")
 AUTO_METHODS = ("valley", "gmm", "control")
+#: methods of a fitted rectangle bound (``min: {fit: valley, ...}``), see :mod:`nkflow.gating.fit`
+BOUND_METHODS = ("valley", "tail")
+#: methods of a fitted polygon / ellipse gate (``fit: {method: ...}``)
+SHAPE_METHODS = {"polygon": ("singlet_band",), "ellipse": ("scatter_cluster",)}
+#: scale parameter that a transform may take from the file (``t: range`` = the channel's $PnR)
+FROM_FILE = "range"
+#: the placeholder top of scale of a ``t: range`` transform before a file is known (2^18)
+DEFAULT_RANGE = 262144.0
+
+
+@dataclass(frozen=True)
+class FitBound:
+    """A rectangle bound fitted to each tube (``min: {fit: valley, bounds: [lo, hi]}``).
+
+    Attributes
+    ----------
+    method
+        ``valley`` (deepest density minimum between two modes inside ``bounds``) or ``tail``
+        (the main peak plus ``k`` robust standard deviations, on the side of the bound).
+    bounds
+        Where the boundary may fall, in transformed units; outside is a failed fit.
+    fallback
+        ``tail`` or None: used when no valley is found (one mode: the population is absent),
+        recorded as such.
+    k
+        Standard deviations of the main peak for ``tail``.
+    same_as
+        Id of an earlier gate whose fitted bound on the same marker is reused (no fit here).
+    """
+
+    method: str = "valley"
+    bounds: tuple[float, float] = (0.0, 1.0)
+    fallback: str | None = None
+    k: float = 3.0
+    same_as: str | None = None
+    #: which edge of the main peak ``tail`` takes: ``upper`` (default for a ``min`` bound: the
+    #: gate keeps what lies above the main population) or ``lower`` (default for ``max``); a
+    #: ``max`` bound that keeps the main population itself (live cells below the dead) says
+    #: ``edge: upper``
+    edge: str | None = None
+
+
+@dataclass(frozen=True)
+class ShapeFit:
+    """A polygon or ellipse gate fitted to each tube (``fit: {method: ..., ...}``).
+
+    ``params`` holds the method's declared arguments (bounds included), validated by
+    :func:`nkflow.gating.fit.check_shape_params`.
+    """
+
+    method: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """One declared argument."""
+        return dict(self.params).get(key, default)
 
 
 @dataclass(frozen=True)
@@ -59,6 +116,8 @@ class Dim:
     max: float | None = None
     dividers: tuple[float, ...] = ()
     ratio: bool = False
+    fit_min: FitBound | None = None
+    fit_max: FitBound | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +150,14 @@ class Gate:
     of: tuple[tuple[str, bool], ...] = ()  # (population, complement)
     quadrants: tuple[tuple[str, tuple[tuple[float | None, float | None], ...]], ...] = ()
     auto: AutoSpec | None = None
+    fit: ShapeFit | None = None
+    #: plausible share of the parent, percent (low, high); outside is a QC failure
+    plausible_pct: tuple[float, float] | None = None
+
+    @property
+    def fitted(self) -> bool:
+        """True when some boundary of this gate is fitted to each tube."""
+        return self.fit is not None or any(d.fit_min or d.fit_max for d in self.dims)
 
     def population_ids(self) -> tuple[str, ...]:
         """Populations this gate defines (its id, or its quadrant ids)."""
@@ -128,6 +195,45 @@ class GateTree:
     gates: tuple[Gate, ...] = ()
     matrices: dict[str, Matrix] = field(default_factory=dict, hash=False)
     source: str = "<memory>"
+    #: ids of transforms whose top of scale ``t`` is each channel's ``$PnR`` (``t: range``);
+    #: ``transforms`` holds them at t = 262144 until :meth:`for_ranges` places them on a file
+    scaled: tuple[str, ...] = ()
+
+    def for_ranges(self, ranges: Mapping[str, float]) -> GateTree:
+        """This tree with every ``t: range`` transform set to the range of the channel it reads.
+
+        Parameters
+        ----------
+        ranges
+            Marker -> ``$PnR`` of its channel in this file.
+
+        Returns
+        -------
+        GateTree
+            ``self`` when no transform takes its scale from the file; otherwise a tree whose
+            dims use transforms ``<id>@<range>`` (one per range met), with the same gates.
+        """
+        if not self.scaled:
+            return self
+        xforms = dict(self.transforms)
+        gates = []
+        for g in self.gates:
+            dims = []
+            for d in g.dims:
+                if d.transform in self.scaled and not d.ratio:
+                    r = float(ranges.get(d.marker, DEFAULT_RANGE))
+                    tid = f"{d.transform}@{r:g}"
+                    if tid not in xforms:
+                        spec = {**self.transforms[d.transform].to_dict(), "t": r}
+                        xforms[tid] = tf.from_dict(spec, where=f"{self.source}: {tid}")
+                    d = replace(d, transform=tid)
+                dims.append(d)
+            gates.append(replace(g, dims=tuple(dims)))
+        return replace(self, transforms=xforms, gates=tuple(gates), scaled=())
+
+    def with_gates(self, gates: Sequence[Gate]) -> GateTree:
+        """The same tree with ``gates`` (e.g. the boundaries fitted on one tube)."""
+        return replace(self, gates=tuple(gates))
 
     @property
     def populations(self) -> tuple[str, ...]:
@@ -276,14 +382,71 @@ def _dim(where: str, d: Any, gtype: str, transforms: dict[str, tf.Transform]) ->
             dividers = tuple(_f(where, "dividers", v) for v in d["dividers"])
         else:
             raise ConfigError(f"{where}: quadrant dim '{marker}' needs 'divider: <value>'")
+    lo, fit_lo = _bound(f"{where} dim '{marker}'", "min", d.get("min"), gtype)
+    hi, fit_hi = _bound(f"{where} dim '{marker}'", "max", d.get("max"), gtype)
     return Dim(
         marker=marker,
         transform=xf,
         compensation=comp,
-        min=_opt(where, "min", d.get("min")),
-        max=_opt(where, "max", d.get("max")),
+        min=lo,
+        max=hi,
         dividers=dividers,
         ratio=ratio,
+        fit_min=fit_lo,
+        fit_max=fit_hi,
+    )
+
+
+def _pair(where: str, key: str, v: Any) -> tuple[float, float]:
+    if not isinstance(v, list) or len(v) != 2:
+        raise ConfigError(f"{where}: '{key}' must be [low, high], found {v!r}")
+    lo, hi = _f(where, key, v[0]), _f(where, key, v[1])
+    if lo >= hi:
+        raise ConfigError(f"{where}: '{key}' low {lo:g} must be below high {hi:g}")
+    return lo, hi
+
+
+def _bound(where: str, key: str, v: Any, gtype: str) -> tuple[float | None, FitBound | None]:
+    """A rectangle bound: a number, or ``{fit: valley|tail, bounds: [lo, hi], ...}``."""
+    if not isinstance(v, dict):
+        return _opt(where, key, v), None
+    if gtype != "rectangle":
+        raise ConfigError(f"{where}: a fitted '{key}' is only allowed on rectangle gates")
+    allowed = {"fit", "bounds", "fallback", "k", "same_as", "edge"}
+    unknown = sorted(set(v) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown} in '{key}'; allowed: {sorted(allowed)}"
+        )
+    if "same_as" in v:
+        ref = v["same_as"]
+        if not isinstance(ref, str) or set(v) != {"same_as"}:
+            raise ConfigError(
+                f"{where}: '{key}: {{same_as: <gate id>}}' takes a gate id and nothing else"
+            )
+        return None, FitBound(same_as=ref)
+    method = v.get("fit")
+    if method not in BOUND_METHODS:
+        raise ConfigError(
+            f"{where}: '{key}.fit' must be one of {list(BOUND_METHODS)}, found {method!r}"
+        )
+    fallback = v.get("fallback")
+    if fallback not in (None, "tail") or (fallback and method == "tail"):
+        raise ConfigError(
+            f"{where}: '{key}.fallback' may only be 'tail' (for a valley fit), found {fallback!r}"
+        )
+    edge = v.get("edge")
+    if edge not in (None, "upper", "lower"):
+        raise ConfigError(f"{where}: '{key}.edge' must be 'upper' or 'lower', found {edge!r}")
+    k = _f(where, f"{key}.k", v.get("k", 3.0))
+    if k <= 0:
+        raise ConfigError(f"{where}: '{key}.k' must be > 0, found {k:g}")
+    return None, FitBound(
+        method=method,
+        bounds=_pair(where, f"{key}.bounds", v.get("bounds")),
+        fallback=fallback,
+        k=k,
+        edge=edge,
     )
 
 
@@ -313,9 +476,33 @@ def _gate(
     dims = tuple(_dim(where, d, gtype, transforms) for d in (dims_raw or []))
     kw: dict[str, Any] = {"id": gid, "type": gtype, "parent": parent, "dims": dims}
     kw["complement"] = bool(g.get("complement", False))
-    if gtype == "rectangle":
+    fit = g.get("fit")
+    if fit is not None:
+        from nkflow.gating.fit import check_shape_params
+
+        if gtype not in SHAPE_METHODS or not isinstance(fit, dict):
+            raise ConfigError(
+                f"{where}: 'fit' is a mapping {{method: ...}} on polygon or ellipse gates; "
+                f"for a rectangle, fit each bound (min: {{fit: valley, bounds: [lo, hi]}})"
+            )
+        method = fit.get("method")
+        if method not in SHAPE_METHODS[gtype]:
+            raise ConfigError(
+                f"{where}: fit method {method!r} is not one for a {gtype} gate; "
+                f"expected one of {list(SHAPE_METHODS[gtype])}"
+            )
+        if len(dims) != 2:
+            raise ConfigError(f"{where}: a fitted {gtype} needs exactly 2 dims")
+        params = {k: v for k, v in fit.items() if k != "method"}
+        params = check_shape_params(where, method, params)
+        kw["fit"] = ShapeFit(method=method, params=tuple(sorted(params.items())))
+    if "plausible_pct_of_parent" in g:
+        kw["plausible_pct"] = _pair(where, "plausible_pct_of_parent", g["plausible_pct_of_parent"])
+    if fit is not None:
+        pass  # boundaries come from each tube
+    elif gtype == "rectangle":
         for d in dims:
-            if d.min is None and d.max is None:
+            if d.min is None and d.max is None and d.fit_min is None and d.fit_max is None:
                 raise ConfigError(f"{where}: dim '{d.marker}' needs 'min' and/or 'max'")
             if d.min is not None and d.max is not None and d.min >= d.max:
                 raise ConfigError(
@@ -457,9 +644,15 @@ def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:
     xforms_raw = data.get("transforms") or {}
     if not isinstance(xforms_raw, dict):
         raise ConfigError(f"{source}: 'transforms' must be a mapping id -> {{type: ...}}")
-    transforms = {
-        str(k): tf.from_dict(v, where=f"{source}: transforms.{k}") for k, v in xforms_raw.items()
-    }
+    transforms: dict[str, tf.Transform] = {}
+    scaled: list[str] = []
+    for k, v in xforms_raw.items():
+        if isinstance(v, dict) and v.get("t") == FROM_FILE:
+            if v.get("type") == "ratio":
+                raise ConfigError(f"{source}: transforms.{k}: a ratio transform has no 't'")
+            scaled.append(str(k))
+            v = {**v, "t": DEFAULT_RANGE}
+        transforms[str(k)] = tf.from_dict(v, where=f"{source}: transforms.{k}")
     matrices: dict[str, Matrix] = {}
     for mid, m in (data.get("matrices") or {}).items():
         try:
@@ -479,6 +672,7 @@ def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:
         raise ConfigError(f"{source}: 'gates' must be a non-empty list")
     seen: dict[str, str] = {}
     gates = tuple(_gate(source, i, g, transforms, seen) for i, g in enumerate(gates_raw))
+    _check_same_as(source, gates)
     for g in gates:
         for d in g.dims:
             if d.compensation not in (None, "FCS") and d.compensation not in matrices:
@@ -493,7 +687,39 @@ def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:
         gates=gates,
         matrices=matrices,
         source=source,
+        scaled=tuple(scaled),
     )
+
+
+def _check_same_as(source: str, gates: tuple[Gate, ...]) -> None:
+    """``same_as`` must name an earlier gate with a fitted bound on the same marker."""
+    before: dict[str, Gate] = {}
+    for g in gates:
+        for d in g.dims:
+            for fb in (d.fit_min, d.fit_max):
+                if fb is None or fb.same_as is None:
+                    continue
+                ref = before.get(fb.same_as)
+                ok = ref is not None and any(
+                    rd.marker == d.marker and (rd.fit_min or rd.fit_max) for rd in ref.dims
+                )
+                if not ok:
+                    raise ConfigError(
+                        f"{source}: gate '{g.id}' dim '{d.marker}': same_as '{fb.same_as}' "
+                        f"must name an earlier gate with a fitted bound on {d.marker}"
+                    )
+        before[g.id] = g
+
+
+def _bound_to_dict(b: FitBound) -> dict[str, Any]:
+    if b.same_as is not None:
+        return {"same_as": b.same_as}
+    out: dict[str, Any] = {"fit": b.method, "bounds": list(b.bounds), "k": b.k}
+    if b.fallback:
+        out["fallback"] = b.fallback
+    if b.edge:
+        out["edge"] = b.edge
+    return out
 
 
 def _dim_to_dict(g: Gate, d: Dim) -> dict[str, Any]:
@@ -508,6 +734,10 @@ def _dim_to_dict(g: Gate, d: Dim) -> dict[str, Any]:
         out["min"] = d.min
     if d.max is not None:
         out["max"] = d.max
+    if d.fit_min is not None:
+        out["min"] = _bound_to_dict(d.fit_min)
+    if d.fit_max is not None:
+        out["max"] = _bound_to_dict(d.fit_max)
     if g.type == "quadrant":
         if len(d.dividers) == 1:
             out["divider"] = d.dividers[0]
@@ -525,7 +755,11 @@ def tree_to_dict(tree: GateTree) -> dict[str, Any]:
             e["dims"] = [_dim_to_dict(g, d) for d in g.dims]
         if g.complement:
             e["complement"] = True
-        if g.type == "polygon":
+        if g.plausible_pct is not None:
+            e["plausible_pct_of_parent"] = list(g.plausible_pct)
+        if g.fit is not None:
+            e["fit"] = {"method": g.fit.method, **{k: _plain(v) for k, v in g.fit.params}}
+        elif g.type == "polygon":
             e["vertices"] = [list(v) for v in g.vertices]
         elif g.type == "ellipse":
             e["mean"] = list(g.mean)
@@ -549,7 +783,10 @@ def tree_to_dict(tree: GateTree) -> dict[str, Any]:
             )
         gates.append(e)
     out: dict[str, Any] = {"name": tree.name, "panel": tree.panel}
-    out["transforms"] = {k: v.to_dict() for k, v in tree.transforms.items()}
+    out["transforms"] = {
+        k: {**v.to_dict(), "t": FROM_FILE} if k in tree.scaled else v.to_dict()
+        for k, v in tree.transforms.items()
+    }
     if tree.matrices:
         out["matrices"] = {
             k: {
@@ -561,3 +798,10 @@ def tree_to_dict(tree: GateTree) -> dict[str, Any]:
         }
     out["gates"] = gates
     return out
+
+
+def _plain(v: Any) -> Any:
+    """Tuples (frozen fit arguments) back to YAML lists."""
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -641,28 +641,73 @@ def viability_check(n_dead: int | None, n_singlets: int | None, cfg: QcConfig) -
     )
 
 
-def gate_flag_checks(flags: Iterable[Mapping[str, Any] | Any], cfg: QcConfig) -> list[Check]:
+def gate_flag_checks(
+    flags: Iterable[Mapping[str, Any] | Any],
+    cfg: QcConfig,
+    critical: Collection[str] | None = None,
+) -> list[Check]:
     """Turn the gating engine's flags into checks.
 
     Parameters
     ----------
     flags
-        ``res.flags`` of the gating engine: mappings (or objects) with ``gate``, ``code`` and
-        ``message`` (e.g. a data-driven threshold that found no valley, a fallback used).
+        ``res.flags`` of the gating engine: mappings (or objects) with ``gate``, ``code``,
+        ``message`` and optionally ``where`` (``<gate>.<marker>`` of a fitted boundary, or the
+        population of an implausible share).
     cfg
         Severity of ``gate_<code>`` in ``qc.severity``, else of ``gate_flag`` (WARN by default).
+    critical
+        Gates the endpoints depend on. A flag on any other gate gets reason
+        ``gate_subset_<code>`` (severity ``gate_subset``, WARN by default): a CD56bright fit that
+        fails does not make the NK endpoint unusable. None: every gate is critical.
 
     Returns
     -------
     list[Check]
-        One ``gate:<gate id>`` check per flag, reason code ``gate_<code>``; empty when no flags.
+        One ``gate:<gate id>`` check per flag, reason code ``gate_<code>[:<where>]``; empty when
+        no flags.
     """
     out = []
     for f in flags:
         get = f.get if isinstance(f, Mapping) else lambda k, d=None, f=f: getattr(f, k, d)
         gate = str(get("gate", "") or "?")
         code = str(get("code", "") or "flag")
-        reason = code if code.startswith("gate_") else f"gate_{code}"
+        code = code[5:] if code.startswith("gate_") else code
+        sub = critical is not None and gate not in critical
+        reason = f"gate_subset_{code}" if sub else f"gate_{code}"
+        where = get("where")
+        if where:
+            reason += f":{where}"
         message = str(get("message", "") or f"gate {gate}: {code}")
         out.append(make_check(cfg, f"gate:{gate}", reason, None, None, message))
+    return out
+
+
+def gate_fit_checks(fits: Iterable[Mapping[str, Any]], cfg: QcConfig) -> list[Check]:
+    """One ``gate_fit`` check (PASS, a record) per boundary fitted to the tube.
+
+    ``value`` is a 1-D boundary in gate units (empty for a shape); the message gives the method,
+    the boundary in gate and channel units and the fit statistics.
+    """
+    out = []
+    for f in fits:
+        markers = "/".join(f["markers"])
+        stats = ", ".join(
+            f"{k} {v}" for k, v in f["stats"].items() if k not in ("components", "fallback_from")
+        )
+        if f["side"] == "shape":
+            val = None
+            where = f"{f['gate']} ({markers})"
+            shape = f["value"]
+            what = f"mean {shape['mean']}" if "mean" in shape else f"vertices {shape['vertices']}"
+        else:
+            val = float(f["value"])
+            where = f"{f['gate']}.{markers} {f['side']}"
+            raw = f["raw"]
+            what = f"{val:.4g}" + (f" (channel value {raw:.6g})" if raw is not None else "")
+        fallback = f["stats"].get("fallback_from")
+        msg = f"{where}: {f['method']} boundary {what}; {stats}"
+        if fallback:
+            msg += f"; no valley ({fallback}), so the population beyond the main peak is absent"
+        out.append(make_check(cfg, f"fit:{f['gate']}.{markers}", "gate_fit", val, None, msg))
     return out

@@ -51,6 +51,19 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
         "compensation_nonfinite": "FAIL",
         "over_compensation": "WARN",
         "compensation_not_assessed": "PASS",
+        # gates fitted to the tube (nkflow.gating.fit): a gate the endpoints depend on that
+        # cannot be fitted, or whose population is implausible, leaves nothing to stand behind
+        "gate_no_valley": "FAIL",
+        "gate_out_of_bounds": "FAIL",
+        "gate_too_few_events": "FAIL",
+        "gate_no_cluster": "FAIL",
+        "gate_degenerate_fit": "FAIL",
+        "gate_reference_not_fitted": "FAIL",
+        "gate_implausible": "FAIL",
+        # ... the same on a gate no endpoint depends on (CD56bright/dim, NKT-like)
+        "gate_subset": "WARN",
+        # a fitted boundary, recorded
+        "gate_fit": "PASS",
         # gate flags (default for any gate_<code> not listed)
         "gate_flag": "WARN",
     }
@@ -471,12 +484,20 @@ class QcConfig:
     def severity_of(self, reason_code: str) -> str | None:
         """Severity configured for ``reason_code``; ``None`` when the code is not QC's own.
 
-        ``ok`` is always ``PASS``; ``gate_<code>`` without an entry falls back to ``gate_flag``.
+        ``ok`` is always ``PASS``. A gate code may name where it arose after a colon
+        (``gate_no_valley:nk.CD56``): the part before the colon is looked up.
+        ``gate_subset_<code>`` without an entry takes ``gate_subset``; any other ``gate_<code>``
+        without an entry falls back to ``gate_flag``.
         """
         if reason_code == "ok":
             return "PASS"
         if reason_code in self.severity:
             return self.severity[reason_code]
-        if reason_code.startswith("gate_"):
+        base = reason_code.split(":", 1)[0]
+        if base in self.severity:
+            return self.severity[base]
+        if base.startswith("gate_subset_"):
+            return self.severity["gate_subset"]
+        if base.startswith("gate_"):
             return self.severity["gate_flag"]
         return None

@@ -122,9 +122,13 @@ def test_config_errors_name_the_key(raw, match):
 
 
 def test_config_accepts_gate_codes_in_severity_map():
-    cfg = QcConfig.from_dict({"severity": {"gate_no_valley": "FAIL"}})
-    assert cfg.severity_of("gate_no_valley") == "FAIL"
-    assert cfg.severity_of("gate_too_few_events") == "WARN"  # falls back to gate_flag
+    cfg = QcConfig.from_dict({"severity": {"gate_no_valley": "WARN"}})
+    assert cfg.severity_of("gate_no_valley") == "WARN"
+    # the part after the colon names where; the code before it is looked up
+    assert cfg.severity_of("gate_no_valley:nk.CD56") == "WARN"
+    assert cfg.severity_of("gate_too_few_events:nk.CD3") == "FAIL"  # fitted-gate default
+    assert cfg.severity_of("gate_subset_no_valley:nk_cd56bright.CD56") == "WARN"
+    assert cfg.severity_of("gate_missing_control") == "WARN"  # falls back to gate_flag
     assert cfg.severity_of("date_mismatch") is None  # not a qc reason code
 
 
@@ -604,14 +608,36 @@ def test_gate_flags_become_checks():
     ]
     checks = gate_flag_checks(flags, CFG)
     assert [(c.check, c.status, c.reason_code) for c in checks] == [
-        ("gate:foxp3_pos", "WARN", "gate_no_valley"),
+        ("gate:foxp3_pos", "FAIL", "gate_no_valley"),
         ("gate:ki67_pos", "WARN", "gate_no_valley_fallback"),
     ]
     assert checks[0].message == "gate 'foxp3_pos': no valley"
-    strict = QcConfig.from_dict({"severity": {"gate_no_valley": "FAIL"}})
-    status, reasons = tube_status(checks, strict)
+    status, reasons = tube_status(checks, CFG)
     assert status == "FAIL" and [c.check for c in reasons] == ["gate:foxp3_pos"]
+    lenient = QcConfig.from_dict({"severity": {"gate_no_valley": "WARN"}})
+    assert tube_status(checks, lenient)[0] == "WARN"
     assert gate_flag_checks([], CFG) == []
+
+
+def test_fit_flags_name_the_gate_and_only_endpoint_gates_fail_the_tube():
+    flags = [
+        {"gate": "nk", "code": "no_valley", "where": "nk.CD56", "message": "m1"},
+        {
+            "gate": "nk_cd56bright",
+            "code": "no_valley",
+            "where": "nk_cd56bright.CD56",
+            "message": "m2",
+        },
+        {"gate": "lymphocytes", "code": "implausible", "where": "lymphocytes", "message": "m3"},
+    ]
+    checks = gate_flag_checks(flags, CFG, critical={"nk", "lymphocytes"})
+    assert [(c.status, c.reason_code) for c in checks] == [
+        ("FAIL", "gate_no_valley:nk.CD56"),
+        ("WARN", "gate_subset_no_valley:nk_cd56bright.CD56"),
+        ("FAIL", "gate_implausible:lymphocytes"),
+    ]
+    only_subset = gate_flag_checks(flags[1:2], CFG, critical={"nk"})
+    assert tube_status(only_subset, CFG)[0] == "WARN"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -114,8 +114,8 @@ def run_tube(
     from nkflow.config import config_digest
     from nkflow.provenance import sha256_file, software_versions, write_json
 
-    qc_cfg = qc.QcConfig.from_dict(settings.get("qc", {}))
     denominator = settings.get("endpoints", {}).get("lymphocyte_population", "live")
+    qc_cfg = _qc_config(settings, denominator)
     fig_cfg = settings.get("figures", {})
     tree = _cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
@@ -251,7 +251,9 @@ def run_tube(
     if margins.keep is not None:
         keep &= margins.keep
 
-    # ---- gate
+    # ---- gate (transforms declared `t: range` take each channel's $PnR; boundaries declared
+    # `fit:` are fitted on this tube)
+    channel_ranges = {m: float(sample.channels[i].pnr) for m, i in marker_index.items()}
     result = gating_mod.gate_sample(
         tree,
         sample.events,
@@ -260,17 +262,27 @@ def run_tube(
         keep=keep,
         tube=f"{sample_id}/{tube}",
         channel_names=sample.channel_names,
+        ranges=channel_ranges,
     )
+    prov["scales"] = {
+        tid: result.tree.transforms[tid].to_dict()
+        for tid in sorted({d.transform for g in result.tree.gates for d in g.dims if d.transform})
+    }
+    prov["fitted_gates"] = result.fits
     counts = result.counts_table(denominator=denominator)
     counts.insert(0, "tube", tube)
     counts.insert(0, "sample_id", sample_id)
     counts = counts[COUNT_COLUMNS]
-    checks.extend(qc.gate_flag_checks(result.flags, qc_cfg))
+    endpoint_pops = _endpoint_populations(settings)
+    checks.extend(
+        qc.gate_flag_checks(result.flags, qc_cfg, critical=_critical_gates(tree, endpoint_pops))
+    )
+    checks.extend(qc.gate_fit_checks(result.fits, qc_cfg))
     checks.extend(
         qc.event_floor_checks(
             counts,
             qc_cfg,
-            endpoint_populations=_endpoint_populations(settings),
+            endpoint_populations=endpoint_pops,
             n_total=sample.n_events,
         )
     )
@@ -283,7 +295,7 @@ def run_tube(
     from nkflow.figures import gating_figure
 
     gating_figure(
-        tree,
+        result.tree,
         sample.events,
         marker_index,
         result,
@@ -316,6 +328,37 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
             [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
         )
     )
+
+
+def _qc_config(settings: dict[str, Any], denominator: str) -> Any:
+    """QC settings; the lymphocyte floor checks the endpoint's denominator unless configured.
+
+    The endpoint divides by ``endpoints.lymphocyte_population`` (``live``); a floor on the
+    larger ``lymphocytes`` gate let a tube with 366 denominator events pass a 500-event floor.
+    """
+    from dataclasses import replace
+
+    from nkflow import qc
+
+    raw = settings.get("qc", {}) or {}
+    cfg = qc.QcConfig.from_dict(raw)
+    if "lymphocyte_population" not in (raw.get("floors") or {}):
+        cfg = replace(cfg, floors=replace(cfg.floors, lymphocyte_population=denominator))
+    return cfg
+
+
+def _critical_gates(tree: Any, populations: tuple[str, ...]) -> set[str]:
+    """Gates that define an endpoint population or one of its ancestors."""
+    out: set[str] = set()
+    for pop in populations:
+        if pop not in tree.populations:
+            continue
+        p: str | None = pop
+        while p is not None:
+            node = tree.population(p)
+            out.add(node.gate)
+            p = node.parent
+    return out
 
 
 @functools.lru_cache(maxsize=8)

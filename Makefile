@@ -1,6 +1,7 @@
 # nkflow: the two commands a user needs.
 #   make run    set up .venv, run the workflow on data/sample, print where the report is
 #   make test   set up .venv (and the system packages the tests drive), lint, run every test
+#   (both first generate the sample FCS files from the committed seed when missing)
 #
 # make run CONFIG=my/config.yaml CORES=8   runs on your own data.
 
@@ -11,10 +12,10 @@ CORES  ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nkflow-installed
 
-.PHONY: run test lint setup system-deps sample-data bench clean help
+.PHONY: run test lint setup system-deps sample-data sample-ensure bench clean help
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,7p' Makefile
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'" >&2; exit 1; }
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) sample-ensure
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) \
 		--profile workflow/profiles/default
 	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -c "import sys,yaml; \
@@ -46,11 +47,17 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/lint_workflow.py
 
-test: $(STAMP) lint system-deps
+test: $(STAMP) lint system-deps sample-ensure
 	PATH="$(abspath $(BIN)):$$PATH" NKFLOW_PUBLIC_DATA="$${NKFLOW_PUBLIC_DATA:-$(abspath ../shared/data/public)}" \
 		$(BIN)/python -m pytest -p no:cacheprovider tests; \
 		status=$$?; bash tests/cluster/local-slurm.sh down || true; exit $$status
 
+# data/sample/fcs and truth/labels are not committed: regenerate them from the seed when a file
+# listed in data/sample/MANIFEST.sha256 is missing or differs (fails if it cannot reproduce them).
+sample-ensure: $(STAMP)
+	$(BIN)/python scripts/make_sample_data.py --out data/sample --ensure
+
+# rewrite data/sample and its manifest (after changing the generator; commit the result)
 sample-data: $(STAMP)
 	$(BIN)/python scripts/make_sample_data.py --out data/sample
 

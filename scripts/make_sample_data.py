@@ -3,23 +3,45 @@
 
 Contract
 --------
-``make_sample_data.py [--seed N] [--out DIR]`` writes, deterministically for a given seed
-(same seed -> byte-identical files, no timestamps):
+``make_sample_data.py [--seed N] [--variant default|validation] [--out DIR] [--ensure]``
+writes, deterministically for a given seed and variant (same arguments -> byte-identical
+files, no timestamps):
 
 - ``fcs/<sample_id>_<tube>.fcs``: one FCS file per tube (``nk`` panel nk_v1, ``treg`` panel
-  treg_v1) in one of two instrument styles (BD LSRFortessa: FCS 3.1, little-endian floats,
-  ``$SPILLOVER``; Beckman/Cytek-like: FCS 3.0, big-endian floats, ``SPILL``).
+  treg_v1). Each patient is acquired on one instrument style (``STYLES``); styles differ the
+  way real instruments do: FCS version, ``$DATATYPE`` (F float32, or I 32-bit unsigned
+  integers clipped to ``[0, $PnR-1]``), ``$PnR`` (2^18, 2^20, 2^22, 2^24), byte order,
+  spillover keyword (``$SPILLOVER`` / ``SPILL``) and the order of its detector list, channel
+  naming (marker in ``$PnS``, marker plus fluorochrome in ``$PnS``, marker in ``$PnN`` with
+  ``$PnS`` empty), scatter gains (lymphocyte FSC-A / SSC-A medians at different fractions of
+  the range, FSC-H/FSC-A ratio) and per-marker positive levels.
 - ``samples.tsv``, ``infusions.tsv``, ``cbc.tsv``, ``chimerism.tsv``: the side tables in the
   formats of docs/DEVELOPING.md ("Sheets"); FCS paths are relative to the sheet.
 - ``truth/populations.tsv``, ``truth/visits.tsv``, ``truth/endpoints.tsv``,
-  ``truth/tubes.tsv`` and ``truth/README.md``: the generator's own labels and the endpoint
-  numbers they imply.
+  ``truth/tubes.tsv``, ``truth/styles.tsv``, ``truth/label_codes.tsv`` and
+  ``truth/README.md``: the generator's own labels and the endpoint numbers they imply.
+- ``truth/labels/<sample_id>_<tube>.npy``: one uint8 label code per event, in file order
+  (``numpy.load``); ``truth/label_codes.tsv`` names the codes and the populations.tsv rows
+  each code counts toward.
+- ``MANIFEST.sha256`` (``sha256sum -c`` format): the digest of every file above.
 
-Events are simulated per cell type as true fluorescence (log-normal positive levels on top of
-autofluorescence), mixed by a spillover matrix (observed = true @ S), plus detector noise
-(constant electronic noise and a photon-statistics term proportional to sqrt(signal)). The
-spillover matrix is stored in the file, so compensation (observed @ inv(S)) is required.
-Population counts are exact integers chosen per tube, so the truth percentages are exact.
+The FCS files and per-event labels are large (~90 MB) and are not committed: ``--ensure``
+regenerates them when any file listed in ``DIR/MANIFEST.sha256`` is missing or differs, and
+exits with status 1 (naming the files) if the regeneration does not reproduce the manifest.
+Without ``--ensure`` the cohort is written and the manifest rewritten.
+
+``--variant validation`` (default seed ``VALIDATION_SEED``) writes a second cohort with the same
+scenarios and truth layout on other instrument settings (``VALIDATION_STYLES``: other gains,
+positions, per-marker multipliers and a 2^24 integer style) that gates were not developed on.
+
+Events are simulated per cell type on a reference scale (2^18) as scatter plus true
+fluorescence (log-normal positive levels on top of autofluorescence). Per style, scatter is
+multiplied by the style's gains, autofluorescence and noise scale with the range, and positive
+levels scale with the range times the style's per-marker multiplier. Fluorescence is mixed by
+the style's spillover matrix (observed = true @ S), plus detector noise (constant electronic
+noise and a photon-statistics term proportional to sqrt(signal)). The spillover matrix is
+stored in the file, so compensation (observed @ inv(S)) is required. Population counts are
+exact integers chosen per tube, so the truth percentages are exact.
 
 This is a developer tool, not part of the package; it prints a one-line summary.
 """
@@ -29,6 +51,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import sys
+import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,8 +60,11 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_SEED = 20260101
-RANGE = 262144.0
-MAX_VALUE = 262143.0
+VALIDATION_SEED = 20260707
+REF_RANGE = 262144.0  # the reference scale events are simulated on
+N_EVENTS = 15_000  # events per tube (plus junk)
+N_EVENTS_DAY14 = 50_000  # both tubes of the visit the endpoint is read from
+MANIFEST = "MANIFEST.sha256"
 
 # ------------------------------------------------------------------------------------------
 # Panels (marker order inside the generator) and instrument styles
@@ -48,89 +75,406 @@ TREG_MARKERS = ("Viability", "CD3", "CD4", "CD8", "CD25", "CD127", "FoxP3", "Ki-
 MARKERS = {"nk": NK_MARKERS, "treg": TREG_MARKERS}
 PANEL_OF_TUBE = {"nk": "nk_v1", "treg": "treg_v1"}
 
+Fluor = tuple[str, str, float]  # ($PnN, $PnS, multiplier on the positive level)
+
 
 @dataclass(frozen=True)
 class Style:
-    """One instrument style: names, FCS version, byte order, spillover keyword."""
+    """One instrument style.
+
+    ``fluor`` maps tube -> marker -> (``$PnN``, ``$PnS``, positive-level multiplier); the
+    order of that mapping is the detector (data column) order. ``lymph_fsc`` / ``lymph_ssc``
+    are the lymphocyte FSC-A / SSC-A medians as fractions of ``range``; ``fsc_h_ratio`` is the
+    singlet FSC-H/FSC-A ratio. ``spill_base`` = (next detector, previous detector, two away)
+    spill fractions; ``spill_order`` 'data' lists the spillover detectors in data order,
+    'sorted' alphabetically, 'reversed' backwards.
+    """
 
     key: str
     cytometer: str
     version: str
+    datatype: str  # 'F' float32 or 'I' uint32
+    range: int
     byteorder: str  # '<' little, '>' big
     spill_keyword: str
+    spill_base: tuple[float, float, float]
+    spill_order: str
     timestep: float
+    lymph_fsc: float
+    lymph_ssc: float
+    fsc_h_ratio: float
     scatter: dict[str, tuple[str, str]]
     time_name: str
-    fluor: dict[str, dict[str, tuple[str, str]]]  # tube -> marker -> ($PnN, $PnS)
+    fluor: dict[str, dict[str, Fluor]]
     extra: dict[str, str] = field(default_factory=dict)
+    note: str = ""
 
+    @property
+    def scale(self) -> float:
+        """Fluorescence scale relative to the reference range."""
+        return self.range / REF_RANGE
+
+
+_SCATTER_STD = {"FSC-A": ("FSC-A", ""), "FSC-H": ("FSC-H", ""), "SSC-A": ("SSC-A", "")}
+_SRC = {"$SRC": "NKFLOW-SYNTHETIC"}
 
 BD = Style(
     key="bd_fortessa",
     cytometer="LSRFortessa",
     version="FCS3.1",
+    datatype="F",
+    range=2**18,
     byteorder="<",
     spill_keyword="$SPILLOVER",
+    spill_base=(0.22, 0.08, 0.03),
+    spill_order="data",
     timestep=0.01,
-    scatter={"FSC-A": ("FSC-A", ""), "FSC-H": ("FSC-H", ""), "SSC-A": ("SSC-A", "")},
+    lymph_fsc=0.236,
+    lymph_ssc=0.061,
+    fsc_h_ratio=0.82,
+    scatter=_SCATTER_STD,
     time_name="Time",
     fluor={
         "nk": {
-            "CD16": ("FITC-A", "CD16"),
-            "CD19": ("PerCP-Cy5-5-A", "CD19"),
-            "CD56": ("PE-Cy7-A", "CD56"),
-            "CD3": ("APC-H7-A", "CD3"),
-            "CD14": ("BV605-A", "CD14"),
-            "CD45": ("BV510-A", "CD45"),
-            "Viability": ("BV421-A", "Viability"),
+            "CD16": ("FITC-A", "CD16", 1.0),
+            "CD19": ("PerCP-Cy5-5-A", "CD19", 1.0),
+            "CD56": ("PE-Cy7-A", "CD56", 1.0),
+            "CD3": ("APC-H7-A", "CD3", 1.0),
+            "CD14": ("BV605-A", "CD14", 1.0),
+            "CD45": ("BV510-A", "CD45", 1.0),
+            "Viability": ("BV421-A", "Viability", 1.0),
         },
         "treg": {
-            "FoxP3": ("PE-A", "FoxP3"),
-            "CD25": ("BB515-A", "CD25"),
-            "CD127": ("PE-Cy7-A", "CD127"),
-            "Ki-67": ("AF647-A", "Ki-67"),
-            "CD3": ("APC-H7-A", "CD3"),
-            "CD4": ("BV605-A", "CD4"),
-            "CD8": ("BV510-A", "CD8"),
-            "Viability": ("BV421-A", "LIVE DEAD"),
+            "FoxP3": ("PE-A", "FoxP3", 1.0),
+            "CD25": ("BB515-A", "CD25", 1.0),
+            "CD127": ("PE-Cy7-A", "CD127", 1.0),
+            "Ki-67": ("AF647-A", "Ki-67", 1.0),
+            "CD3": ("APC-H7-A", "CD3", 1.0),
+            "CD4": ("BV605-A", "CD4", 1.0),
+            "CD8": ("BV510-A", "CD8", 1.0),
+            "Viability": ("BV421-A", "LIVE DEAD", 1.0),
         },
     },
-    extra={"$CYTSN": "H64710000", "$SRC": "NKFLOW-SYNTHETIC", "CREATOR": "BD FACSDiva 9.0"},
+    extra={"$CYTSN": "H64710000", **_SRC, "CREATOR": "BD FACSDiva 9.0"},
+    note="marker in $PnS",
 )
 
-BECKMAN = Style(
-    key="beckman_cytek",
+CYTOFLEX = Style(
+    key="cytoflex",
     cytometer="CytoFLEX LX",
     version="FCS3.0",
+    datatype="I",
+    range=2**20,
     byteorder=">",
     spill_keyword="SPILL",
+    spill_base=(0.28, 0.1, 0.04),
+    spill_order="data",
     timestep=0.1,
+    lymph_fsc=0.118,
+    lymph_ssc=0.074,
+    fsc_h_ratio=0.93,
+    scatter=_SCATTER_STD,
+    time_name="TIME",
+    fluor={
+        "nk": {
+            "CD16": ("FL1-A", "CD16 FITC", 0.7),
+            "CD56": ("FL2-A", "CD56 PE", 2.2),
+            "CD19": ("FL3-A", "CD19 ECD", 1.0),
+            "CD14": ("FL4-A", "CD14 PC5.5", 0.8),
+            "CD3": ("FL5-A", "BV785 - CD3", 1.6),
+            "CD45": ("FL6-A", "CD45 KrO", 0.5),
+            "Viability": ("FL7-A", "7-AAD", 1.3),
+        },
+        "treg": {
+            "CD25": ("FL1-A", "CD25 FITC", 0.6),
+            "FoxP3": ("FL2-A", "FoxP3 PE", 1.8),
+            "CD127": ("FL3-A", "CD127 PC7", 1.4),
+            "Ki-67": ("FL4-A", "Ki-67 AF647", 1.2),
+            "CD3": ("FL5-A", "BV785 - CD3", 1.6),
+            "CD4": ("FL6-A", "CD4 BV605", 0.9),
+            "CD8": ("FL7-A", "CD8 BV510", 0.7),
+            "Viability": ("FL8-A", "Zombie NIR", 1.1),
+        },
+    },
+    extra={"$CYTSN": "AX00123", **_SRC, "CREATOR": "CytExpert 2.4"},
+    note="detector FLn-A in $PnN, marker + fluorochrome in $PnS",
+)
+
+AURORA = Style(
+    key="aurora",
+    cytometer="Aurora",
+    version="FCS3.1",
+    datatype="F",
+    range=2**22,
+    byteorder="<",
+    spill_keyword="$SPILLOVER",
+    spill_base=(0.015, 0.006, 0.0),  # unmixed: only a small residual remains
+    spill_order="sorted",
+    timestep=0.001,
+    lymph_fsc=0.168,
+    lymph_ssc=0.034,
+    fsc_h_ratio=0.70,
+    scatter=_SCATTER_STD,
+    time_name="Time",
+    fluor={
+        "nk": {
+            "CD45": ("BUV395-A", "CD45 BUV395", 1.4),
+            "Viability": ("Zombie NIR-A", "Zombie NIR", 0.9),
+            "CD16": ("BB515-A", "CD16 BB515", 1.5),
+            "CD3": ("BV510-A", "CD3 BV510", 0.8),
+            "CD56": ("BV605-A", "CD56 BV605", 0.6),
+            "CD19": ("PerCP-eFluor 710-A", "CD19 PerCP-eFluor 710", 0.9),
+            "CD14": ("APC-A", "CD14 APC", 1.3),
+        },
+        "treg": {
+            "CD4": ("BUV496-A", "CD4 BUV496", 1.3),
+            "CD25": ("BV421-A", "CD25 BV421", 1.1),
+            "CD8": ("BV711-A", "CD8 BV711", 1.7),
+            "FoxP3": ("PE-A", "FoxP3 PE", 2.0),
+            "CD127": ("PE-Cy7-A", "CD127 PE-Cy7", 1.2),
+            "Ki-67": ("AF700-A", "Ki-67 AF700", 0.5),
+            "CD3": ("BUV805-A", "CD3 BUV805", 0.8),
+            "Viability": ("LIVE DEAD Blue-A", "Live/Dead Blue", 1.0),
+        },
+    },
+    extra={"$CYTSN": "R0042", **_SRC, "CREATOR": "SpectroFlo 3.0.3"},
+    note="unmixed; fluorochrome-A in $PnN, marker + fluorochrome in $PnS",
+)
+
+ATTUNE = Style(
+    key="attune",
+    cytometer="Attune NxT Acoustic Focusing Cytometer",
+    version="FCS3.1",
+    datatype="F",
+    range=2**20,
+    byteorder="<",
+    spill_keyword="$SPILLOVER",
+    spill_base=(0.18, 0.12, 0.05),
+    spill_order="reversed",
+    timestep=0.001,
+    lymph_fsc=0.295,
+    lymph_ssc=0.046,
+    fsc_h_ratio=0.88,
+    scatter=_SCATTER_STD,
+    time_name="Time",
+    fluor={
+        "nk": {
+            "CD16": ("CD16 FITC-A", "", 0.8),
+            "CD56": ("CD56 PE-A", "", 3.0),
+            "CD19": ("CD19 PerCP-Cy5.5-A", "", 1.1),
+            "CD14": ("CD14 APC-A", "", 1.5),
+            "CD3": ("CD3 APC-Cy7-A", "", 0.5),
+            "CD45": ("CD45 Pacific Orange-A", "", 0.8),
+            "Viability": ("Viability eFluor 450-A", "", 1.2),
+        },
+        "treg": {
+            "CD25": ("CD25 FITC-A", "", 0.7),
+            "FoxP3": ("FoxP3 PE-A", "", 2.5),
+            "CD127": ("CD127 PE-Cy7-A", "", 0.9),
+            "Ki-67": ("Ki-67 APC-A", "", 1.4),
+            "CD3": ("CD3 APC-Cy7-A", "", 0.5),
+            "CD4": ("CD4 BV605-A", "", 1.2),
+            "CD8": ("CD8 BV510-A", "", 0.8),
+            "Viability": ("Viability eFluor 450-A", "", 1.2),
+        },
+    },
+    extra={"$CYTSN": "2AFC3310", **_SRC, "CREATOR": "Attune NxT Software v3.2"},
+    note="marker in $PnN (renamed parameters), $PnS empty",
+)
+
+# The validation cohort: instrument settings no gate was drawn on.
+ACCURI = Style(
+    key="accuri",
+    cytometer="BD Accuri C6 Plus",
+    version="FCS3.0",
+    datatype="I",
+    range=2**24,
+    byteorder=">",
+    spill_keyword="$SPILLOVER",
+    spill_base=(0.25, 0.05, 0.02),
+    spill_order="reversed",
+    timestep=0.01,
+    lymph_fsc=0.031,
+    lymph_ssc=0.0042,
+    fsc_h_ratio=0.78,
+    scatter=_SCATTER_STD,
+    time_name="Time",
+    fluor={
+        "nk": {
+            "CD16": ("FL1-A", "FITC-A CD16", 1.2),
+            "CD56": ("FL2-A", "PE-A CD56", 0.5),
+            "CD19": ("FL3-A", "PerCP-A CD19", 1.6),
+            "CD14": ("FL4-A", "APC-A CD14", 0.6),
+            "CD3": ("FL5-A", "BV421-A CD3", 2.4),
+            "CD45": ("FL6-A", "BV510-A CD45", 1.8),
+            "Viability": ("FL7-A", "APC-Cy7-A Viability", 0.7),
+        },
+        "treg": {
+            "CD25": ("FL1-A", "FITC-A CD25", 1.5),
+            "FoxP3": ("FL2-A", "PE-A FoxP3", 0.6),
+            "CD127": ("FL3-A", "PE-Cy7-A CD127", 2.0),
+            "Ki-67": ("FL4-A", "APC-A Ki-67", 0.8),
+            "CD3": ("FL5-A", "BV421-A CD3", 2.4),
+            "CD4": ("FL6-A", "BV510-A CD4", 0.6),
+            "CD8": ("FL7-A", "BV605-A CD8", 1.4),
+            "Viability": ("FL8-A", "APC-Cy7-A Viability", 0.7),
+        },
+    },
+    extra={"$CYTSN": "C6P-2211", **_SRC, "CREATOR": "BD CSampler Plus 1.0"},
+    note="detector FLn-A in $PnN, fluorochrome then marker in $PnS",
+)
+
+NAVIOS = Style(
+    key="navios",
+    cytometer="Navios EX",
+    version="FCS3.0",
+    datatype="F",
+    range=2**20,
+    byteorder=">",
+    spill_keyword="SPILL",
+    spill_base=(0.3, 0.14, 0.06),
+    spill_order="sorted",
+    timestep=0.1,
+    lymph_fsc=0.205,
+    lymph_ssc=0.052,
+    fsc_h_ratio=0.9,
     scatter={"FSC-A": ("FS INT", ""), "FSC-H": ("FS PEAK", ""), "SSC-A": ("SS INT", "")},
     time_name="TIME",
     fluor={
         "nk": {
-            "CD16": ("FL1-A", "CD16 FITC"),
-            "CD56": ("FL2-A", "CD56 PE"),
-            "CD19": ("FL3-A", "CD19 ECD"),
-            "CD14": ("FL4-A", "CD14 PC5.5"),
-            "CD3": ("FL5-A", "BV785 - CD3"),
-            "CD45": ("FL6-A", "CD45 KrO"),
-            "Viability": ("FL7-A", "7-AAD"),
+            "CD16": ("FL1 INT", "CD16 FITC", 1.1),
+            "CD56": ("FL2 INT", "CD56 PE", 1.7),
+            "CD19": ("FL3 INT", "CD19 ECD", 0.8),
+            "CD14": ("FL4 INT", "CD14 PC5.5", 1.2),
+            "CD3": ("FL5 INT", "CD3 PC7", 1.3),
+            "CD45": ("FL10 INT", "CD45 KrO", 0.7),
+            "Viability": ("FL6 INT", "7-AAD", 0.9),
         },
         "treg": {
-            "CD25": ("FL1-A", "CD25 FITC"),
-            "FoxP3": ("FL2-A", "FoxP3 PE"),
-            "CD127": ("FL3-A", "CD127 PC7"),
-            "Ki-67": ("FL4-A", "Ki-67 AF647"),
-            "CD3": ("FL5-A", "BV785 - CD3"),
-            "CD4": ("FL6-A", "CD4 BV605"),
-            "CD8": ("FL7-A", "CD8 BV510"),
-            "Viability": ("FL8-A", "Zombie NIR"),
+            "CD25": ("FL1 INT", "CD25 FITC", 0.8),
+            "FoxP3": ("FL2 INT", "FoxP3 PE", 1.4),
+            "CD127": ("FL5 INT", "CD127 PC7", 1.1),
+            "Ki-67": ("FL6 INT", "Ki-67 APC", 1.6),
+            "CD3": ("FL8 INT", "CD3 APC-A750", 1.0),
+            "CD4": ("FL9 INT", "CD4 PB", 1.3),
+            "CD8": ("FL10 INT", "CD8 KrO", 0.6),
+            "Viability": ("FL7 INT", "Zombie NIR", 1.0),
         },
     },
-    extra={"$CYTSN": "AX00123", "$SRC": "NKFLOW-SYNTHETIC", "CREATOR": "CytExpert 2.4"},
+    extra={"$CYTSN": "AW40133", **_SRC, "CREATOR": "Navios EX 2.0"},
+    note="detector 'FLn INT' in $PnN, marker + fluorochrome in $PnS",
 )
-STYLES = {s.key: s for s in (BD, BECKMAN)}
+
+AURORA_5L = Style(
+    key="aurora_5l",
+    cytometer="Aurora 5L",
+    version="FCS3.1",
+    datatype="F",
+    range=2**22,
+    byteorder="<",
+    spill_keyword="$SPILLOVER",
+    spill_base=(0.01, 0.02, 0.005),
+    spill_order="reversed",
+    timestep=0.0001,
+    lymph_fsc=0.262,
+    lymph_ssc=0.049,
+    fsc_h_ratio=0.74,
+    scatter=_SCATTER_STD,
+    time_name="Time",
+    fluor={
+        "nk": {
+            "Viability": ("Zombie UV-A", "Zombie UV", 1.3),
+            "CD3": ("BUV805-A", "CD3 BUV805", 1.9),
+            "CD45": ("BV786-A", "CD45 BV786", 0.6),
+            "CD56": ("PE-A", "CD56 PE", 2.6),
+            "CD16": ("BUV737-A", "CD16 BUV737", 0.7),
+            "CD14": ("BV650-A", "CD14 BV650", 1.1),
+            "CD19": ("Spark NIR 685-A", "CD19 Spark NIR 685", 0.8),
+        },
+        "treg": {
+            "Viability": ("Zombie UV-A", "Zombie UV", 1.3),
+            "FoxP3": ("AF647-A", "FoxP3 AF647", 0.7),
+            "CD25": ("PE-A", "CD25 PE", 1.9),
+            "CD127": ("BV421-A", "CD127 BV421", 1.3),
+            "Ki-67": ("BV711-A", "Ki-67 BV711", 1.1),
+            "CD3": ("BUV805-A", "CD3 BUV805", 1.9),
+            "CD4": ("cFluor YG584-A", "CD4 cFluor YG584", 0.8),
+            "CD8": ("BUV563-A", "CD8 BUV563", 1.2),
+        },
+    },
+    extra={"$CYTSN": "V0519", **_SRC, "CREATOR": "SpectroFlo 3.3.0"},
+    note="unmixed; fluorochrome-A in $PnN, marker + fluorochrome in $PnS",
+)
+
+ATTUNE_INT = Style(
+    key="attune_int",
+    cytometer="Attune NxT Flow Cytometer",
+    version="FCS3.1",
+    datatype="I",
+    range=2**22,
+    byteorder="<",
+    spill_keyword="$SPILLOVER",
+    spill_base=(0.2, 0.06, 0.04),
+    spill_order="data",
+    timestep=0.01,
+    lymph_fsc=0.142,
+    lymph_ssc=0.067,
+    fsc_h_ratio=0.85,
+    scatter=_SCATTER_STD,
+    time_name="Time",
+    fluor={
+        "nk": {
+            "CD3": ("CD3-A", "", 1.2),
+            "CD16": ("CD16-A", "", 1.4),
+            "CD56": ("CD56-A", "", 0.8),
+            "CD45": ("CD45-A", "", 1.1),
+            "CD14": ("CD14-A", "", 0.9),
+            "CD19": ("CD19-A", "", 1.3),
+            "Viability": ("Viability-A", "", 1.5),
+        },
+        "treg": {
+            "CD3": ("CD3-A", "", 1.2),
+            "CD4": ("CD4-A", "", 1.5),
+            "CD8": ("CD8-A", "", 0.9),
+            "CD25": ("CD25-A", "", 1.2),
+            "CD127": ("CD127-A", "", 0.7),
+            "FoxP3": ("FoxP3-A", "", 1.3),
+            "Ki-67": ("Ki-67-A", "", 0.9),
+            "Viability": ("Viability-A", "", 1.5),
+        },
+    },
+    extra={"$CYTSN": "2AFC1207", **_SRC, "CREATOR": "Attune NxT Software v4.2"},
+    note="marker in $PnN ('CD56-A'), $PnS empty",
+)
+
+STYLES = {s.key: s for s in (BD, CYTOFLEX, AURORA, ATTUNE)}
+VALIDATION_STYLES = {s.key: s for s in (ACCURI, NAVIOS, AURORA_5L, ATTUNE_INT)}
+ALL_STYLES = {**STYLES, **VALIDATION_STYLES}
+
+# Patient -> instrument style per variant: every style has a PASS and a FAIL or NOT_EVALUABLE.
+ASSIGNMENT = {
+    "default": {
+        "P01": "bd_fortessa",
+        "P03": "bd_fortessa",
+        "P02": "cytoflex",
+        "P06": "cytoflex",
+        "P05": "aurora",
+        "P08": "aurora",
+        "P07": "attune",
+        "P04": "attune",
+    },
+    "validation": {
+        "P01": "accuri",
+        "P08": "accuri",
+        "P02": "navios",
+        "P05": "navios",
+        "P03": "aurora_5l",
+        "P06": "aurora_5l",
+        "P04": "attune_int",
+        "P07": "attune_int",
+    },
+}
+SEED_OF_VARIANT = {"default": DEFAULT_SEED, "validation": VALIDATION_SEED}
 
 
 # ------------------------------------------------------------------------------------------
@@ -205,34 +549,38 @@ def _scatter(rng: np.random.Generator, n: int, cls: str) -> np.ndarray:
     return np.column_stack([fsc_a, fsc_h, ssc_a])
 
 
+Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # scatter, autofluorescence, positive part
+
+
 def _cells(
     rng: np.random.Generator,
     n: int,
     pheno: tuple[str, dict[str, Level]],
     markers: tuple[str, ...],
-    af_class: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scatter (n, 3) and true fluorescence (n, len(markers)) for one cell type."""
+) -> Block:
+    """Scatter (n, 3), autofluorescence and positive fluorescence (n, len(markers))."""
     cls, levels = pheno
     sc = _scatter(rng, n, cls)
-    fl = np.empty((n, len(markers)))
+    af = np.empty((n, len(markers)))
+    pos = np.zeros((n, len(markers)))
     for j, m in enumerate(markers):
-        fl[:, j] = _autofluor(rng, n, AUTOFLUOR[af_class or cls])
+        af[:, j] = _autofluor(rng, n, AUTOFLUOR[cls])
         lev = levels.get(m, NEG)
         if lev is not NEG:
-            fl[:, j] += _level(rng, n, lev)
-    return sc, fl
+            pos[:, j] = _level(rng, n, lev)
+    return sc, af, pos
 
 
-def _debris(rng: np.random.Generator, n: int, markers: tuple[str, ...]) -> tuple:
+def _debris(rng: np.random.Generator, n: int, markers: tuple[str, ...]) -> Block:
     fsc_a = 2000.0 + rng.exponential(6000.0, n)
     fsc_h = fsc_a * rng.normal(0.8, 0.06, n)
     ssc_a = 5000.0 * np.exp(rng.normal(0.0, 0.6, n))
-    fl = np.column_stack([_autofluor(rng, n, AUTOFLUOR["debris"]) for _ in markers])
+    af = np.column_stack([_autofluor(rng, n, AUTOFLUOR["debris"]) for _ in markers])
+    pos = np.zeros_like(af)
     vi = markers.index("Viability")
     dead = rng.random(n) < 0.6
-    fl[dead, vi] += _level(rng, int(dead.sum()), (3.6, 0.4))
-    return np.column_stack([fsc_a, fsc_h, ssc_a]), fl
+    pos[dead, vi] = _level(rng, int(dead.sum()), (3.6, 0.4))
+    return np.column_stack([fsc_a, fsc_h, ssc_a]), af, pos
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,8 +596,8 @@ class Visit:
     treg_pct_cd4: float
     alc: str  # value as written in cbc.tsv
     chimerism: dict[str, float]  # fraction -> donor_pct
-    n_nk: int = 2400
-    n_treg: int = 2400
+    n_nk: int = N_EVENTS
+    n_treg: int = N_EVENTS
     junk: int = 0  # clog burst events in the nk tube
 
 
@@ -258,7 +606,6 @@ class Patient:
     """One patient scenario."""
 
     pid: str
-    style: str
     first_infusion: date
     infusion_days: tuple[int, ...]
     weight_kg: float
@@ -276,10 +623,10 @@ WINDOW = (12, 16)  # day 14 +/- 2
 def _cohort() -> tuple[Patient, ...]:
     """The scenario table (see truth/README.md for the story of each patient)."""
     v = Visit
+    big = N_EVENTS_DAY14
     return (
         Patient(
             "P01",
-            "bd_fortessa",
             date(2025, 3, 3),
             (0, 2, 4),
             72.0,
@@ -288,15 +635,14 @@ def _cohort() -> tuple[Patient, ...]:
             "10^3/uL",
             (
                 v(0, 11.0, 0.55, 8.0, "0.45", {}),
-                v(7, 14.0, 0.65, 3.5, "0.95", {"PB": 71.0, "CD56": 93.0}, n_treg=5000),
-                v(14, 27.0, 0.40, 4.5, "1.80", {"PB": 88.0, "CD56": 98.0}, n_nk=5000),
+                v(7, 14.0, 0.65, 3.5, "0.95", {"PB": 71.0, "CD56": 93.0}),
+                v(14, 27.0, 0.40, 4.5, "1.80", {"PB": 88.0, "CD56": 98.0}, n_nk=big, n_treg=big),
                 v(28, 19.0, 0.25, 5.5, "1.60", {"PB": 84.0, "CD56": 96.0}),
             ),
             "clear PASS (expander); day-7 Treg 3.5 % of CD4; 3 infusions",
         ),
         Patient(
             "P02",
-            "beckman_cytek",
             date(2025, 3, 10),
             (0,),
             81.5,
@@ -305,15 +651,14 @@ def _cohort() -> tuple[Patient, ...]:
             "10^9/L",
             (
                 v(0, 9.0, 0.60, 9.0, "0.38", {}),
-                v(7, 6.0, 0.60, 9.5, "0.52", {"PB": 52.0}, n_treg=5000),
-                v(14, 8.0, 0.50, 10.0, "0.60", {"PB": 85.0}, n_nk=5000),
+                v(7, 6.0, 0.60, 9.5, "0.52", {"PB": 52.0}),
+                v(14, 8.0, 0.50, 10.0, "0.60", {"PB": 85.0}, n_nk=big, n_treg=big),
                 v(28, 6.5, 0.30, 9.0, "0.70", {"PB": 60.0}),
             ),
             "clear FAIL (~41 donor NK/uL)",
         ),
         Patient(
             "P03",
-            "bd_fortessa",
             date(2025, 3, 17),
             (0, 7),
             64.0,
@@ -322,15 +667,14 @@ def _cohort() -> tuple[Patient, ...]:
             "cells/uL",
             (
                 v(0, 12.0, 0.50, 7.0, "420", {}),
-                v(7, 15.0, 0.60, 4.0, "880", {"PB": 74.0}, n_treg=5000),
-                v(14, 20.0, 0.45, 5.0, "QNS", {"PB": 90.0}, n_nk=5000),
+                v(7, 15.0, 0.60, 4.0, "880", {"PB": 74.0}),
+                v(14, 20.0, 0.45, 5.0, "QNS", {"PB": 90.0}, n_nk=big, n_treg=big),
                 v(28, 16.0, 0.30, 6.0, "1150", {"PB": 81.0}),
             ),
             "NOT_EVALUABLE: day-14 ALC reported as QNS (quantity not sufficient)",
         ),
         Patient(
             "P04",
-            "beckman_cytek",
             date(2025, 3, 24),
             (0,),
             77.0,
@@ -339,15 +683,14 @@ def _cohort() -> tuple[Patient, ...]:
             "10^3/uL",
             (
                 v(0, 10.5, 0.55, 8.5, "0.50", {}),
-                v(7, 9.0, 0.60, 6.5, "0.70", {"PB": 60.0}, n_treg=5000),
-                v(17, 12.0, 0.45, 6.0, "0.90", {"PB": 72.0}, n_nk=5000),
+                v(7, 9.0, 0.60, 6.5, "0.70", {"PB": 60.0}),
+                v(17, 12.0, 0.45, 6.0, "0.90", {"PB": 72.0}, n_nk=big, n_treg=big),
                 v(28, 10.0, 0.30, 6.5, "1.00", {"PB": 70.0}),
             ),
             "NOT_EVALUABLE: no sample in the day-14 window (visit drawn on day 17)",
         ),
         Patient(
             "P05",
-            "bd_fortessa",
             date(2025, 4, 7),
             (0, 2),
             58.0,
@@ -356,15 +699,14 @@ def _cohort() -> tuple[Patient, ...]:
             "cells/uL",
             (
                 v(0, 9.5, 0.50, 7.5, "510", {}),
-                v(7, 6.5, 0.60, 6.0, "1210", {"PB": 90.0}, n_treg=5000),
-                v(14, 7.3, 0.45, 6.5, "1500", {"PB": 97.0}, n_nk=5000),
+                v(7, 6.5, 0.60, 6.0, "1210", {"PB": 90.0}),
+                v(14, 7.0, 0.45, 6.5, "1500", {"PB": 97.0}, n_nk=big, n_treg=big),
                 v(28, 6.0, 0.35, 7.0, "1450", {"PB": 95.0}),
             ),
-            "borderline PASS: ~106 donor NK/uL, few NK events, 95 % interval contains 100",
+            "borderline PASS: ~102 donor NK/uL, 95 % interval contains 100",
         ),
         Patient(
             "P06",
-            "beckman_cytek",
             date(2025, 4, 14),
             (0, 7),
             69.0,
@@ -373,8 +715,8 @@ def _cohort() -> tuple[Patient, ...]:
             "10^9/L",
             (
                 v(0, 13.0, 0.60, 8.0, "0.41", {}),
-                v(7, 12.0, 0.70, 4.5, "0.55", {"PB": 40.0, "CD56": 88.0}, n_treg=5000),
-                v(13, 20.0, 0.50, 5.0, "0.70", {"PB": 55.0, "CD56": 92.0}, n_nk=5000),
+                v(7, 12.0, 0.70, 4.5, "0.55", {"PB": 40.0, "CD56": 88.0}),
+                v(13, 20.0, 0.50, 5.0, "0.70", {"PB": 55.0, "CD56": 92.0}, n_nk=big, n_treg=big),
                 v(28, 15.0, 0.35, 5.5, "0.80", {"PB": 50.0, "CD56": 90.0}),
             ),
             "off-day day-14 sample (day 13) with PB and CD56 chimerism: PASS with CD56, "
@@ -382,7 +724,6 @@ def _cohort() -> tuple[Patient, ...]:
         ),
         Patient(
             "P07",
-            "bd_fortessa",
             date(2025, 4, 22),
             (0, 7),
             88.0,
@@ -391,15 +732,14 @@ def _cohort() -> tuple[Patient, ...]:
             "10^9/L",
             (
                 v(0, 12.5, 0.50, 7.0, "0.60", {}),
-                v(7, 16.0, 0.60, 4.8, "0.90", {"PB": 97.0}, n_treg=5000),
-                v(14, 24.0, 0.40, 5.0, "1.10", {"PB": 96.0}, n_nk=5000),
+                v(7, 16.0, 0.60, 4.8, "0.90", {"PB": 97.0}),
+                v(14, 24.0, 0.40, 5.0, "1.10", {"PB": 96.0}, n_nk=big, n_treg=big),
                 v(28, 18.0, 0.30, 5.5, "1.20", {"PB": 97.0}),
             ),
             "NK donor is the HSCT donor: PASS, flagged (STR cannot separate infused NK cells)",
         ),
         Patient(
             "P08",
-            "beckman_cytek",
             date(2025, 5, 5),
             (0,),
             75.0,
@@ -408,8 +748,8 @@ def _cohort() -> tuple[Patient, ...]:
             "cells/uL",
             (
                 v(0, 10.0, 0.55, 8.0, "480", {}),
-                v(7, 6.0, 0.60, 7.0, "900", {"PB": 80.0}, n_treg=5000),
-                v(14, 7.0, 0.45, 7.5, "1200", {"PB": 90.0}, n_nk=5000, junk=180),
+                v(7, 6.0, 0.60, 7.0, "900", {"PB": 80.0}),
+                v(14, 7.0, 0.45, 7.5, "1200", {"PB": 90.0}, n_nk=big, n_treg=big, junk=1800),
                 v(28, 6.5, 0.35, 7.0, "1250", {"PB": 88.0}),
             ),
             "flow-rate anomaly on the day-14 nk tube: clog then a junk burst; truth FAIL, "
@@ -433,12 +773,12 @@ def alc_per_ul(value: str, unit: str) -> float | None:
 # Spillover
 # ------------------------------------------------------------------------------------------
 def spillover(style: Style, tube: str) -> tuple[list[str], np.ndarray]:
-    """Detector names ($PnN, file order) and the spillover matrix S (rows = dyes)."""
-    names = [pnn for pnn, _ in style.fluor[tube].values()]
+    """Detector names ($PnN, data order) and the spillover matrix S (rows = dyes)."""
+    names = [pnn for pnn, _, _ in style.fluor[tube].values()]
     k = len(names)
     s = np.eye(k)
     # Fixed, instrument-specific pattern: neighbours in detector order spill the most.
-    base = {"bd_fortessa": (0.22, 0.08, 0.03), "beckman_cytek": (0.28, 0.1, 0.04)}[style.key]
+    base = style.spill_base
     for i in range(k):
         for j in range(k):
             d = j - i
@@ -451,9 +791,51 @@ def spillover(style: Style, tube: str) -> tuple[list[str], np.ndarray]:
     return names, np.round(s, 4)
 
 
+def spill_listing(style: Style, names: list[str], s: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The detector order the file's spillover keyword lists (rows and columns permuted)."""
+    idx = list(range(len(names)))
+    if style.spill_order == "sorted":
+        idx = sorted(idx, key=lambda i: names[i])
+    elif style.spill_order == "reversed":
+        idx = idx[::-1]
+    return [names[i] for i in idx], s[np.ix_(idx, idx)]
+
+
 def spill_text(names: list[str], s: np.ndarray) -> str:
     vals = ",".join(f"{x:.4f}".rstrip("0").rstrip(".") if x != 0 else "0" for x in s.ravel())
     return f"{len(names)},{','.join(names)},{vals}"
+
+
+# ------------------------------------------------------------------------------------------
+# Per-event labels
+# ------------------------------------------------------------------------------------------
+# code -> (label, populations.tsv rows of its tube the label counts toward). 'singlets'
+# counts every label except doublet and junk; 'events_in_file' every label.
+LABEL_CODES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("debris", "both", ()),
+    ("doublet", "both", ()),
+    ("dead", "both", ()),
+    ("gran", "both", ()),
+    ("mono", "both", ()),
+    ("junk", "nk", ("junk",)),
+    ("t", "nk", ("lymphocytes", "live", "cd3")),
+    ("nkt_like", "nk", ("lymphocytes", "live", "cd3", "nkt_like")),
+    ("b", "both", ("lymphocytes", "live")),
+    ("nk_cd56bright", "nk", ("lymphocytes", "live", "nk", "nk_cd56bright")),
+    ("nk_cd56dim", "nk", ("lymphocytes", "live", "nk", "nk_cd56dim")),
+    ("cd4_conv", "treg", ("lymphocytes", "live", "cd3", "cd4")),
+    ("cd4_act", "treg", ("lymphocytes", "live", "cd3", "cd4")),
+    ("treg", "treg", ("lymphocytes", "live", "cd3", "cd4", "treg")),
+    ("treg_ki67", "treg", ("lymphocytes", "live", "cd3", "cd4", "treg", "treg_ki67")),
+    ("cd8", "treg", ("lymphocytes", "live", "cd3")),
+    ("dn_t", "treg", ("lymphocytes", "live", "cd3")),
+    ("nk", "treg", ("lymphocytes", "live")),
+)
+CODE_OF = {name: i for i, (name, _, _) in enumerate(LABEL_CODES)}
+
+
+def label_codes_rows() -> list[list[object]]:
+    return [[i, name, tube, ",".join(pops)] for i, (name, tube, pops) in enumerate(LABEL_CODES)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -461,12 +843,13 @@ def spill_text(names: list[str], s: np.ndarray) -> str:
 # ------------------------------------------------------------------------------------------
 @dataclass
 class TubeResult:
-    """Events (file channel order), channel names and truth of one tube."""
+    """Events (file channel order), channel names, truth and per-event labels of one tube."""
 
     events: np.ndarray
     pnn: list[str]
     pns: list[str]
     truth: dict[str, int]
+    labels: np.ndarray  # uint8 codes (LABEL_CODES), file order
     n_junk: int
     gap: tuple[float, float] | None
     burst: tuple[float, float] | None
@@ -519,31 +902,31 @@ def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -
                 "nk": nk_frac,
             },
         )
-    blocks_sc, blocks_fl, labels = [], [], []
+    blocks: list[Block] = []
+    labels: list[np.ndarray] = []
 
-    def add(label: str, sc: np.ndarray, fl: np.ndarray) -> None:
-        blocks_sc.append(sc)
-        blocks_fl.append(fl)
-        labels.extend([label] * len(sc))
+    def add(label: str | np.ndarray, block: Block) -> None:
+        blocks.append(block)
+        if isinstance(label, str):
+            label = np.full(len(block[0]), CODE_OF[label], dtype=np.uint8)
+        labels.append(label)
 
     vi = markers.index("Viability")
     for name in sorted(sub):
-        sc, fl = _cells(rng, sub[name], pheno[name], markers)
+        sc, af, pos = _cells(rng, sub[name], pheno[name], markers)
         if tube == "treg" and name == "treg":
             k = int(round(sub[name] * 0.30))
-            fl[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
-            labels_ki = ["treg_ki67"] * k + ["treg"] * (sub[name] - k)
-            blocks_sc.append(sc)
-            blocks_fl.append(fl)
-            labels.extend(labels_ki)
+            pos[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
+            codes = np.full(sub[name], CODE_OF["treg"], dtype=np.uint8)
+            codes[:k] = CODE_OF["treg_ki67"]
+            add(codes, (sc, af, pos))
             continue
         if tube == "treg" and name in ("cd4_conv", "cd8"):
             k = int(round(sub[name] * 0.05))
-            fl[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
-        add(name, sc, fl)
+            pos[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
+        add(name, (sc, af, pos))
     for name in ("mono", "gran"):
-        sc, fl = _cells(rng, top[name], pheno[name], markers)
-        add(name, sc, fl)
+        add(name, _cells(rng, top[name], pheno[name], markers))
     # dead cells: lymphocyte phenotypes with dimmer staining, shrunken, viability bright
     lymph_types = sorted(sub)
     picks = rng.choice(len(lymph_types), top["dead"])
@@ -553,34 +936,30 @@ def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -
             continue
         cls, levels = pheno[name]
         dim = {k: (mu - 0.3, sd) for k, (mu, sd) in levels.items()}
-        sc, fl = _cells(rng, m, ("dead", dim), markers)
-        fl[:, vi] += _level(rng, m, VIAB_DEAD)
-        add("dead", sc, fl)
-    sc, fl = _debris(rng, top["debris"], markers)
-    add("debris", sc, fl)
+        sc, af, pos = _cells(rng, m, ("dead", dim), markers)
+        pos[:, vi] += _level(rng, m, VIAB_DEAD)
+        add("dead", (sc, af, pos))
+    add("debris", _debris(rng, top["debris"], markers))
     # doublets: two singlet events summed; FSC-H grows less than FSC-A
     nd = top["doublets"]
-    pool_sc = np.vstack(blocks_sc)
-    pool_fl = np.vstack(blocks_fl)
-    lab = np.array(labels)
-    ok = np.flatnonzero(np.isin(lab, ["debris", "dead"], invert=True))
+    pool_sc, pool_af, pool_pos = (np.vstack([b[i] for b in blocks]) for i in range(3))
+    lab = np.concatenate(labels)
+    ok = np.flatnonzero(np.isin(lab, [CODE_OF["debris"], CODE_OF["dead"]], invert=True))
     a = rng.choice(ok, nd)
     b = rng.choice(ok, nd)
     dsc = pool_sc[a] + pool_sc[b]
     dsc[:, 1] = np.maximum(pool_sc[a, 1], pool_sc[b, 1]) * rng.normal(1.12, 0.05, nd)
-    add("doublet", dsc, pool_fl[a] + pool_fl[b])
+    add("doublet", (dsc, pool_af[a] + pool_af[b], pool_pos[a] + pool_pos[b]))
     # clog burst junk (nk tube only)
     if visit.junk and tube == "nk":
-        sc, fl = _cells(rng, visit.junk, pheno["junk"], markers)
-        add("junk", sc, fl)
-    scat = np.vstack(blocks_sc)
-    true_fl = np.vstack(blocks_fl)
-    lab = np.array(labels)
+        add("junk", _cells(rng, visit.junk, pheno["junk"], markers))
+    scat, af, pos = (np.vstack([b[i] for b in blocks]) for i in range(3))
+    lab = np.concatenate(labels)
     total = len(lab)
 
     # acquisition time: Poisson arrivals at a constant rate, one clog gap, one burst
     duration = 60.0
-    is_junk = lab == "junk"
+    is_junk = lab == CODE_OF["junk"]
     n_reg = int((~is_junk).sum())
     gap = burst = None
     t = np.empty(total)
@@ -596,71 +975,71 @@ def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -
         t[~is_junk] = rng.random(n_reg) * duration
     order = np.argsort(t, kind="stable")
 
-    # mix into detectors, add noise
+    # the instrument: fluorescence scales with the range, positive levels carry the style's
+    # per-marker multiplier; mix into detectors, add noise
     fl_map = style.fluor[tube]
+    k_range = style.scale
+    mult = np.array([fl_map[m][2] for m in markers])
+    true_fl = k_range * (af + pos * mult)
     det_names, s = spillover(style, tube)
-    det_index = {pnn: i for i, pnn in enumerate(det_names)}
     true_det_order = np.column_stack(
         [true_fl[:, markers.index(m)] for m in fl_map]  # dye order == detector order
     )
     observed = true_det_order @ s
-    observed += rng.normal(0.0, 35.0, observed.shape)
-    observed += rng.normal(0.0, 1.0, observed.shape) * np.sqrt(np.abs(observed)) * 2.6
-    scat_obs = scat * rng.normal(1.0, 0.01, scat.shape)
-    assert len(det_index) == observed.shape[1]
+    observed += rng.normal(0.0, 35.0 * k_range, observed.shape)
+    observed += rng.normal(0.0, 1.0, observed.shape) * np.sqrt(np.abs(observed) * k_range) * 2.6
+    lymph = CELL_SCATTER["lymph"]
+    gains = np.array(
+        [
+            style.lymph_fsc * style.range / lymph["fsc"][0],
+            style.lymph_fsc * style.range / lymph["fsc"][0] * style.fsc_h_ratio / 0.82,
+            style.lymph_ssc * style.range / lymph["ssc"][0],
+        ]
+    )
+    scat_obs = scat * gains * rng.normal(1.0, 0.01, scat.shape)
 
     pnn = [style.scatter[m][0] for m in SCATTER] + det_names + [style.time_name]
-    pns = [style.scatter[m][1] for m in SCATTER] + [p for _, p in fl_map.values()] + [""]
+    pns = [style.scatter[m][1] for m in SCATTER] + [p for _, p, _ in fl_map.values()] + [""]
     time_units = np.floor(t / style.timestep)
     ev = np.column_stack([scat_obs, observed, time_units])[order]
-    ev[:, :-1] = np.clip(ev[:, :-1], -5000.0, MAX_VALUE)
-    ev[:, :3] = np.clip(ev[:, :3], 0.0, MAX_VALUE)
-    ev = np.round(ev, 1).astype(np.float32)
+    top_value = style.range - 1.0
+    if style.datatype == "I":
+        # Integer files cannot hold negatives: like the instruments that write them, values
+        # are rounded to whole channels and clipped to [0, $PnR - 1] (noise below zero piles
+        # up at 0).
+        ev = np.clip(np.rint(ev), 0.0, top_value).astype(np.uint32)
+    else:
+        ev[:, :-1] = np.clip(ev[:, :-1], -5000.0 * k_range, top_value)
+        ev[:, :3] = np.clip(ev[:, :3], 0.0, top_value)
+        ev = np.round(ev, 1).astype(np.float32)
 
     lab_o = lab[order]
     truth = _truth_counts(tube, lab_o)
-    return TubeResult(ev, pnn, pns, truth, int(is_junk.sum()), gap, burst, duration)
-
-
-NK_TRUTH_LYMPH = ("t", "nkt_like", "b", "nk_cd56bright", "nk_cd56dim")
-TREG_TRUTH_LYMPH = ("cd4_conv", "cd4_act", "treg", "treg_ki67", "cd8", "dn_t", "b", "nk")
+    return TubeResult(ev, pnn, pns, truth, lab_o, int(is_junk.sum()), gap, burst, duration)
 
 
 def _truth_counts(tube: str, lab: np.ndarray) -> dict[str, int]:
-    def c(*names: str) -> int:
-        return int(np.isin(lab, list(names)).sum())
-
-    singlets = c(*set(lab.tolist()) - {"doublet", "junk"})
-    if tube == "nk":
-        lym = c(*NK_TRUTH_LYMPH)
-        return {
-            "events_in_file": len(lab),
-            "junk": c("junk"),
-            "singlets": singlets,
-            "lymphocytes": lym,
-            "live": lym,
-            "nk": c("nk_cd56bright", "nk_cd56dim"),
-            "nk_cd56bright": c("nk_cd56bright"),
-            "nk_cd56dim": c("nk_cd56dim"),
-            "nkt_like": c("nkt_like"),
-            "cd3": c("t", "nkt_like"),
-        }
-    lym = c(*TREG_TRUTH_LYMPH)
-    return {
-        "events_in_file": len(lab),
-        "junk": c("junk"),
-        "singlets": singlets,
-        "lymphocytes": lym,
-        "live": lym,
-        "cd3": c("cd4_conv", "cd4_act", "treg", "treg_ki67", "cd8", "dn_t"),
-        "cd4": c("cd4_conv", "cd4_act", "treg", "treg_ki67"),
-        "treg": c("treg", "treg_ki67"),
-        "treg_ki67": c("treg_ki67"),
-    }
+    """populations.tsv rows of one tube from its per-event label codes."""
+    rows = ["events_in_file", "junk", "singlets", "lymphocytes", "live"]
+    rows += (
+        ["nk", "nk_cd56bright", "nk_cd56dim", "nkt_like", "cd3"]
+        if tube == "nk"
+        else ["cd3", "cd4", "treg", "treg_ki67"]
+    )
+    counts = np.bincount(lab, minlength=len(LABEL_CODES))
+    out = dict.fromkeys(rows, 0)
+    out["events_in_file"] = len(lab)
+    for code, (name, _, pops) in enumerate(LABEL_CODES):
+        if name not in ("doublet", "junk"):
+            out["singlets"] += int(counts[code])
+        for pop in pops:
+            if pop in out:
+                out[pop] += int(counts[code])
+    return out
 
 
 # ------------------------------------------------------------------------------------------
-# FCS writer (FCS 3.0 / 3.1, float32, either byte order)
+# FCS writer (FCS 3.0 / 3.1, float32 or uint32, either byte order)
 # ------------------------------------------------------------------------------------------
 def write_fcs(
     path: Path,
@@ -670,8 +1049,10 @@ def write_fcs(
     keywords: dict[str, str],
     version: str,
     byteorder: str,
+    datatype: str = "F",
+    pnr: int = 262144,
 ) -> None:
-    """Write a list-mode FCS file with ``$DATATYPE F``; deterministic bytes."""
+    """Write a list-mode FCS file (``$DATATYPE`` F or I, 32 bits); deterministic bytes."""
     n, p = events.shape
     delim = "/"
     kw: dict[str, str] = {
@@ -682,7 +1063,7 @@ def write_fcs(
         "$BEGINDATA": "",
         "$ENDDATA": "",
         "$BYTEORD": "1,2,3,4" if byteorder == "<" else "4,3,2,1",
-        "$DATATYPE": "F",
+        "$DATATYPE": datatype,
         "$MODE": "L",
         "$NEXTDATA": "0",
         "$PAR": str(p),
@@ -695,10 +1076,11 @@ def write_fcs(
             kw[f"$P{k}S"] = pns[i]
         kw[f"$P{k}B"] = "32"
         kw[f"$P{k}E"] = "0,0"
-        kw[f"$P{k}R"] = "262144"
+        kw[f"$P{k}R"] = str(pnr)
         kw[f"$P{k}G"] = "1"
     kw.update(keywords)
-    data = events.astype(byteorder + "f4").tobytes()
+    code = {"F": "f4", "I": "u4"}[datatype]
+    data = events.astype(byteorder + code).tobytes()
     text_start = 58
 
     def build() -> bytes:
@@ -753,15 +1135,25 @@ def used_of(visit: Visit) -> str:
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
-def readme(cohort: tuple[Patient, ...], notes: dict, seed: int) -> str:
+def readme(
+    cohort: tuple[Patient, ...],
+    notes: dict,
+    seed: int,
+    variant: str,
+    styles: dict[str, Style],
+    assignment: dict[str, str],
+) -> str:
     """truth/README.md: every scenario with the numbers the truth tables imply."""
     n = notes
     p05, p06, p08 = n.get("P05", {}), n.get("P06", {}), n.get("P08", {})
     lines = [
         "# Truth of the synthetic sample cohort",
         "",
-        f"Generated by `scripts/make_sample_data.py --seed {seed}` (the committed seed is the",
-        "default). Re-running it gives byte-identical files; nothing here carries a timestamp.",
+        f"Generated by `scripts/make_sample_data.py --seed {seed} --variant {variant}`.",
+        "Re-running it gives byte-identical files (digests in `../MANIFEST.sha256`); nothing",
+        "here carries a timestamp. The FCS files and `labels/` are not committed:",
+        "`make_sample_data.py --out DIR --ensure` (run by `make run` and `make test`)",
+        "regenerates them from the seed and checks them against the manifest.",
         "Check gate trees against this truth with `scripts/check_sample_truth.py`.",
         "",
         "## Files",
@@ -784,8 +1176,15 @@ def readme(cohort: tuple[Patient, ...], notes: dict, seed: int) -> str:
         "  `borderline` (interval contains 100), `reason` codes (`above_threshold` /\n  `not_above_threshold` [+ `interval_contains_threshold`], or why NOT_EVALUABLE), `flags`.",
         "  Interval: donor x exp(+/-1.96 sqrt(1/n_nk + 1/n_lymphocytes)) (log ratio of two",
         "  Poisson counts); only the borderline patient's interval comes near 100.",
-        "- `tubes.tsv`: per tube, instrument style, FCS version, spillover keyword, `$TIMESTEP`,",
-        "  event count, junk count, and the clog gap / burst windows in seconds.",
+        "- `tubes.tsv`: per tube, instrument style, FCS version, `$DATATYPE`, `$PnR`, byte",
+        "  order, spillover keyword, `$TIMESTEP`, event count, junk count, the clog gap / burst",
+        "  windows in seconds and the label file.",
+        "- `styles.tsv`: per instrument style and tube, every setting (names, gains,",
+        "  multipliers, spillover order).",
+        "- `labels/<sample_id>_<tube>.npy`: one uint8 code per event in file order",
+        "  (`numpy.load`); `label_codes.tsv` names each code, the tube it occurs in and the",
+        "  `populations.tsv` rows it counts toward (`singlets`: every code but doublet and junk;",
+        "  `events_in_file`: every code). Counting the codes reproduces `populations.tsv`.",
         "",
         "Chimerism: the truth uses CD56-sorted chimerism when the patient has it, else PB",
         "(configure `endpoints.chimerism_preference` as CD56 then PB to match).",
@@ -793,26 +1192,37 @@ def readme(cohort: tuple[Patient, ...], notes: dict, seed: int) -> str:
         "",
         "## Instrument styles",
         "",
-        "| style | patients | file | names | spillover |",
-        "|---|---|---|---|---|",
-        "| `bd_fortessa` | "
-        + ", ".join(p.pid for p in cohort if p.style == "bd_fortessa")
-        + " | FCS 3.1, float32 little-endian, `$CYT` LSRFortessa, `$TIMESTEP` 0.01 | `$PnN` "
-        "`FSC-A`, `PE-Cy7-A`, `BV421-A`...; marker in `$PnS` (`CD56`, `LIVE DEAD`) | "
-        "`$SPILLOVER` |",
-        "| `beckman_cytek` | "
-        + ", ".join(p.pid for p in cohort if p.style == "beckman_cytek")
-        + " | FCS 3.0, float32 big-endian, `$CYT` CytoFLEX LX, `$TIMESTEP` 0.1 | `$PnN` "
-        "`FS INT`, `FS PEAK`, `SS INT`, `FL1-A`..., `TIME`; `$PnS` `CD56 PE`, `BV785 - CD3`, "
-        "`7-AAD`, `Zombie NIR` | `SPILL` |",
+        "Each patient is acquired on one style (`styles.tsv` lists every setting). Integer",
+        "files (`$DATATYPE` I) hold whole channels clipped to [0, `$PnR` - 1], as the",
+        "instruments that write them do: compensated negatives cannot be stored, noise below",
+        "zero piles up at 0. Float files keep negatives (clipped at -5000 x range / 2^18).",
+        "Lymphocyte FSC-A / SSC-A medians are given as fractions of the range; the",
+        "multipliers scale the positive levels (on top of scaling with the range).",
+        "",
+        "| style | patients | file | range | names | spillover | lymph FSC-A, SSC-A |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for st in styles.values():
+        pids = ", ".join(p.pid for p in cohort if assignment[p.pid] == st.key)
+        ex = st.fluor["nk"]["CD56"]
+        lines.append(
+            f"| `{st.key}` | {pids} | {st.version[:3]} {st.version[3:]}, "
+            f"{'float32' if st.datatype == 'F' else 'uint32'} "
+            f"{'little' if st.byteorder == '<' else 'big'}-endian, `$CYT` {st.cytometer}, "
+            f"`$TIMESTEP` {st.timestep:g} | 2^{int(math.log2(st.range))} | "
+            f"CD56 in `$PnN` `{ex[0]}`, `$PnS` {f'`{ex[1]}`' if ex[1] else 'empty'}; {st.note} | "
+            f"`{st.spill_keyword}`, listed in {st.spill_order} order | "
+            f"{st.lymph_fsc:g}, {st.lymph_ssc:g} |"
+        )
+    lines += [
         "",
         "Fluorescence is simulated as true intensities (log-normal positive levels plus",
         "autofluorescence), mixed by the file's spillover matrix (observed = true @ S) with",
-        "electronic and photon noise: compensate with observed @ inv(S). Scatter is linear,",
-        "values are on an 18-bit scale (0-262143).",
+        "electronic and photon noise: compensate with observed @ inv(S). Scatter is linear.",
         "",
-        "Events per tube: 2,400 (nk) and 2,400 (treg), except the day-14 nk tubes (5,000) and the",
-        "day-7 treg tubes (5,000), where the endpoint and the day-7 Treg read-out are taken.",
+        f"Events per tube: {N_EVENTS:,} (nk and treg), except both tubes of the visit the",
+        f"endpoint is read from (the third visit: day 14, 13 or 17), which have "
+        f"{N_EVENTS_DAY14:,}.",
         "Populations per tube: debris 7 %, doublets 4 %, dead cells 5 %, granulocytes 25 %,",
         "monocytes 7 %, live lymphocytes 52 %; CD56bright fraction of NK falls from 50-70 % at",
         "day 7 to 25-35 % at day 28.",
@@ -838,7 +1248,8 @@ def readme(cohort: tuple[Patient, ...], notes: dict, seed: int) -> str:
         f"- P08 (flow anomaly, `{p08.get('sid')}` nk tube): acquisition runs 60 s with no event",
         "  between 31 s and 39 s (clog), then a burst of "
         f"{p08.get('junk')} junk events between 39.0 s and 39.4 s",
-        "  (on top of the normal ~96 events/s). The junk has lymphocyte scatter, is live and",
+        f"  (on top of the normal ~{_fmt(p08.get('rate'))} events/s). The junk has lymphocyte"
+        " scatter, is live and",
         "  CD3- CD56-dim, so it lands in the NK gate. After removing it: NK "
         f"{_fmt(100.0 * int(p08.get('nk', 0)) / max(int(p08.get('live', 1)), 1))} % of",
         f"  lymphocytes, {_fmt(p08.get('donor'))} donor NK/uL = FAIL (the truth). Without time QC:",
@@ -856,17 +1267,23 @@ def readme(cohort: tuple[Patient, ...], notes: dict, seed: int) -> str:
     return "\n".join(lines)
 
 
-def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
-    """Write the whole cohort under ``out``; return {relative path: sha256}."""
+def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> dict[str, str]:
+    """Write the whole cohort under ``out``; return {relative path: sha256}.
+
+    The manifest is not written here (see :func:`write_manifest`).
+    """
+    styles = STYLES if variant == "default" else VALIDATION_STYLES
+    assignment = ASSIGNMENT[variant]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fcs").mkdir(exist_ok=True)
-    (out / "truth").mkdir(exist_ok=True)
+    for sub in ("fcs", "truth", "truth/labels"):
+        (out / sub).mkdir(exist_ok=True)
     cohort = _cohort()
+    written: list[Path] = []
     samples, infusions, cbc, chim = [], [], [], []
     pops, visits_rows, endpoint_rows, tubes_rows = [], [], [], []
     notes: dict[str, dict[str, float | int | str]] = {}
     for pi, pat in enumerate(cohort):
-        style = STYLES[pat.style]
+        style = styles[assignment[pat.pid]]
         for k, d in enumerate(pat.infusion_days, start=1):
             infusions.append(
                 [
@@ -892,7 +1309,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
                 rng = np.random.default_rng([seed, pi, vi, 0 if tube == "nk" else 1])
                 res = make_tube(rng, style, tube, visit)
                 fname = f"fcs/{sid}_{tube}.fcs"
-                names, s = spillover(style, tube)
+                names, s = spill_listing(style, *spillover(style, tube))
                 t0 = 9 * 3600 + 5 * 60 * vi + (0 if tube == "nk" else 120)
                 t1 = t0 + int(res.duration_s)
                 kw = {
@@ -908,8 +1325,20 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
                     **style.extra,
                 }
                 write_fcs(
-                    out / fname, res.events, res.pnn, res.pns, kw, style.version, style.byteorder
+                    out / fname,
+                    res.events,
+                    res.pnn,
+                    res.pns,
+                    kw,
+                    style.version,
+                    style.byteorder,
+                    style.datatype,
+                    style.range,
                 )
+                label_file = f"truth/labels/{sid}_{tube}.npy"
+                with open(out / label_file, "wb") as fh:
+                    np.save(fh, res.labels, allow_pickle=False)
+                written += [out / fname, out / label_file]
                 samples.append(
                     [
                         sid,
@@ -931,6 +1360,9 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
                         style.key,
                         style.cytometer,
                         style.version,
+                        style.datatype,
+                        style.range,
+                        "little" if style.byteorder == "<" else "big",
                         style.spill_keyword,
                         f"{style.timestep:g}",
                         len(res.events),
@@ -939,6 +1371,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
                         _fmt(res.gap[1]) if res.gap else "",
                         _fmt(res.burst[0]) if res.burst else "",
                         _fmt(res.burst[1]) if res.burst else "",
+                        label_file,
                     ]
                 )
                 if tube == "nk":
@@ -1006,6 +1439,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
             notes[pat.pid]["junk"] = j
             notes[pat.pid]["pct_with_junk"] = pct
             notes[pat.pid]["donor_with_junk"] = alc * pct / 100.0 * frac
+            notes[pat.pid]["rate"] = round((nk_truth["events_in_file"] - j) / 52.0)
         if len(visit.chimerism) > 1:
             notes[pat.pid]["donor_pb"] = (
                 donor / visit.chimerism[used_of(visit)] * visit.chimerism["PB"]
@@ -1096,6 +1530,9 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
             "instrument_style",
             "cytometer",
             "fcs_version",
+            "datatype",
+            "range",
+            "byte_order",
             "spillover_keyword",
             "timestep_s",
             "events_in_file",
@@ -1104,25 +1541,178 @@ def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
             "gap_end_s",
             "burst_start_s",
             "burst_end_s",
+            "label_file",
         ],
         tubes_rows,
     )
-    (out / "truth" / "README.md").write_text(readme(cohort, notes, seed), encoding="utf-8")
+    write_table(out / "truth/styles.tsv", STYLE_COLUMNS, style_rows(styles, assignment))
+    write_table(
+        out / "truth/label_codes.tsv", ["code", "label", "tube", "populations"], label_codes_rows()
+    )
+    (out / "truth" / "README.md").write_text(
+        readme(cohort, notes, seed, variant, styles, assignment), encoding="utf-8"
+    )
+    written += [out / n for n in SHEETS]
     return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file()
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(written)
     }
+
+
+SHEETS = (
+    "samples.tsv",
+    "infusions.tsv",
+    "cbc.tsv",
+    "chimerism.tsv",
+    "truth/populations.tsv",
+    "truth/visits.tsv",
+    "truth/endpoints.tsv",
+    "truth/tubes.tsv",
+    "truth/styles.tsv",
+    "truth/label_codes.tsv",
+    "truth/README.md",
+)
+STYLE_COLUMNS = [
+    "instrument_style",
+    "patients",
+    "tube",
+    "cytometer",
+    "fcs_version",
+    "datatype",
+    "range",
+    "byte_order",
+    "spillover_keyword",
+    "spillover_order",
+    "timestep_s",
+    "lymph_fsc_a_median",
+    "lymph_ssc_a_median",
+    "lymph_fsc_a_frac",
+    "lymph_ssc_a_frac",
+    "fsc_h_ratio",
+    "scatter_pnn",
+    "marker",
+    "pnn",
+    "pns",
+    "positive_multiplier",
+]
+
+
+def style_rows(styles: dict[str, Style], assignment: dict[str, str]) -> list[list[object]]:
+    """truth/styles.tsv: one row per style, tube and marker."""
+    rows: list[list[object]] = []
+    for st in styles.values():
+        pids = ",".join(sorted(p for p, k in assignment.items() if k == st.key))
+        for tube in ("nk", "treg"):
+            for marker, (pnn, pns, mult) in st.fluor[tube].items():
+                rows.append(
+                    [
+                        st.key,
+                        pids,
+                        tube,
+                        st.cytometer,
+                        st.version,
+                        st.datatype,
+                        st.range,
+                        "little" if st.byteorder == "<" else "big",
+                        st.spill_keyword,
+                        st.spill_order,
+                        f"{st.timestep:g}",
+                        f"{st.lymph_fsc * st.range:.0f}",
+                        f"{st.lymph_ssc * st.range:.0f}",
+                        f"{st.lymph_fsc:g}",
+                        f"{st.lymph_ssc:g}",
+                        f"{st.fsc_h_ratio:g}",
+                        ",".join(st.scatter[m][0] for m in SCATTER),
+                        marker,
+                        pnn,
+                        pns,
+                        f"{mult:g}",
+                    ]
+                )
+    return rows
+
+
+def write_manifest(out: Path, digests: dict[str, str]) -> None:
+    """``MANIFEST.sha256`` in ``sha256sum -c`` format."""
+    text = "".join(f"{h}  {name}\n" for name, h in sorted(digests.items()))
+    (out / MANIFEST).write_text(text, encoding="utf-8")
+
+
+def read_manifest(out: Path) -> dict[str, str]:
+    digests = {}
+    for line in (out / MANIFEST).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            h, name = line.split(None, 1)
+            digests[name.strip()] = h
+    return digests
+
+
+def stale_files(out: Path, digests: dict[str, str]) -> list[str]:
+    """Files of the manifest that are missing under ``out`` or whose sha256 differs."""
+    bad = []
+    for name, h in sorted(digests.items()):
+        p = out / name
+        if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != h:
+            bad.append(name)
+    return bad
+
+
+def ensure(out: Path, seed: int, variant: str) -> int:
+    """Regenerate ``out`` when a file of its manifest is missing or differs; 0 when in order."""
+    if not (out / MANIFEST).is_file():
+        print(
+            f"error: {out / MANIFEST} not found; run without --ensure to write it", file=sys.stderr
+        )
+        return 1
+    want = read_manifest(out)
+    stale = stale_files(out, want)
+    if not stale:
+        print(f"{out}: all {len(want)} files match {MANIFEST}")
+        return 0
+    t0 = time.perf_counter()
+    print(f"{out}: {len(stale)} of {len(want)} files missing or changed; generating ...")
+    got = generate(out, seed, variant)
+    differ = sorted(
+        set(n for n in want if got.get(n) != want[n]) | set(n for n in got if n not in want)
+    )
+    if differ:
+        print(
+            f"error: regenerating {out} (seed {seed}, variant {variant}) does not reproduce "
+            f"{MANIFEST}: {len(differ)} file(s) differ: {', '.join(differ[:8])}"
+            + (" ..." if len(differ) > 8 else "")
+            + ". If the generator changed on purpose, run "
+            "`scripts/make_sample_data.py --out DIR` (without --ensure) and commit the sheets and "
+            "the manifest.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"generated {len(got)} files in {time.perf_counter() - t0:.1f} s; manifest matches")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--seed", type=int, default=None, help="default: the variant's seed")
+    ap.add_argument("--variant", choices=sorted(ASSIGNMENT), default="default")
     ap.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "data" / "sample")
+    ap.add_argument(
+        "--ensure",
+        action="store_true",
+        help="generate only if a file of DIR/MANIFEST.sha256 is missing or differs; "
+        "fail if the regeneration does not reproduce the manifest",
+    )
     args = ap.parse_args(argv)
-    digests = generate(args.out, args.seed)
+    seed = SEED_OF_VARIANT[args.variant] if args.seed is None else args.seed
+    if args.ensure:
+        return ensure(args.out, seed, args.variant)
+    t0 = time.perf_counter()
+    digests = generate(args.out, seed, args.variant)
+    write_manifest(args.out, digests)
     size = sum((args.out / k).stat().st_size for k in digests)
-    print(f"wrote {len(digests)} files, {size / 1e6:.2f} MB, to {args.out}")
+    print(
+        f"wrote {len(digests)} files, {size / 1e6:.2f} MB, to {args.out} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 

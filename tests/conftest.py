@@ -16,6 +16,22 @@ BIN = Path(sys.executable).parent
 WORKFLOW_TIMEOUT_S = 900
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Generate data/sample's FCS files and labels (not committed) when missing or stale.
+
+    ``make test`` does this first (``make sample-ensure``); here it covers a bare ``pytest``.
+    """
+    script = ROOT / "scripts" / "make_sample_data.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--out", str(ROOT / "data" / "sample"), "--ensure"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.exit(f"data/sample could not be generated:\n{proc.stdout}{proc.stderr}", 1)
+
+
 def public_data_root() -> str | None:
     """``$NKFLOW_PUBLIC_DATA`` when it names an existing directory, else None.
 

@@ -9,7 +9,8 @@ prints, per tube, gated vs true NK % of lymphocytes (denominator ``live``) and, 
 Treg % of CD4 and Ki-67+ % of Treg; then the worst relative NK % error. Exit status 0 when every
 tube is within 2 % relative of truth, 1 otherwise.
 
-Engines:
+Engines (``nkflow`` is the default: the shipped trees are fitted to each tube, which the ``own``
+evaluator does not do; it still checks trees with fixed coordinates):
 
 - ``own`` (default): an independent minimal evaluator written here (panel aliases matched
   exactly, case-insensitively, on ``$PnS`` then ``$PnN``; compensation from the file's
@@ -137,7 +138,10 @@ def gate_nkflow(path: Path, panel_path: Path, tree_path: Path) -> tuple[dict, np
     index = {m: ch.index for m, ch in res.channels.items() if ch is not None}
     sp = compensation.spillover_for(s)
     gtree = tree.load_tree(tree_path)
-    out = evaluate.gate_sample(gtree, s.events, index, spill=sp, channel_names=s.channel_names)
+    ranges = {m: s.channels[i].pnr for m, i in index.items()}
+    out = evaluate.gate_sample(
+        gtree, s.events, index, spill=sp, channel_names=s.channel_names, ranges=ranges
+    )
     members = {p: out.membership(p) for p in gtree.populations if p not in out.not_computed}
     t = s.events[:, index["Time"]]  # FlowKit raw scale: $TIMESTEP already applied
     return members, t
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=Path, default=ROOT / "data" / "sample")
     ap.add_argument("--config", type=Path, default=ROOT / "config")
-    ap.add_argument("--engine", choices=("own", "nkflow"), default="own")
+    ap.add_argument("--engine", choices=("own", "nkflow"), default="nkflow")
     ap.add_argument("--no-time-qc", action="store_true")
     args = ap.parse_args(argv)
 

@@ -637,7 +637,7 @@ def gate_sample(
         if g.fitted:
             prow = np.flatnonzero(parent) if parent is not None else np.arange(n)
             try:
-                g = _fit_gate(cols, g, prow, fitted_bounds, res.fits)
+                g = _fit_gate(cols, g, prow, fitted_bounds, res.fits, res.members)
             except fit_mod.FitFailure as exc:
                 where = exc.where or g.id
                 fit_flag = {
@@ -740,6 +740,7 @@ def _fit_gate(
     prow: np.ndarray,
     fitted_bounds: dict[tuple[str, str], float],
     records: list[dict[str, Any]],
+    members: Mapping[str, np.ndarray],
 ) -> Gate:
     """The gate with its boundaries fitted on the parent's events ``prow`` (records appended).
 
@@ -752,9 +753,18 @@ def _fit_gate(
     sub = fit_mod.subsample(prow.size, fit_mod.MAX_FIT_EVENTS, 0)
     rows = prow if sub is None else prow[sub]
 
-    def values(d: Dim) -> np.ndarray:
+    def values(d: Dim, on: str | None = None) -> np.ndarray:
+        at = rows
+        if on is not None:
+            if on not in members:
+                raise fit_mod.FitFailure(
+                    "reference_not_fitted", f"population '{on}' to fit on was not computed"
+                )
+            orow = np.flatnonzero(members[on])
+            osub = fit_mod.subsample(orow.size, fit_mod.MAX_FIT_EVENTS, 0)
+            at = orow if osub is None else orow[osub]
         with np.errstate(all="ignore"):
-            return np.asarray(_apply(_xf(tree, d), cols.raw(d, rows)), dtype=np.float64)
+            return np.asarray(_apply(_xf(tree, d), cols.raw(d, at)), dtype=np.float64)
 
     def raw_of(d: Dim, v: float) -> float | None:
         xf = _xf(tree, d)
@@ -813,11 +823,15 @@ def _fit_gate(
             else:
                 try:
                     upper = (fb.edge or ("upper" if side == "min" else "lower")) == "upper"
-                    f = fit_mod.fit_bound(values(d), fb.method, fb.bounds, fb.k, upper, fb.fallback)
+                    f = fit_mod.fit_bound(
+                        values(d, fb.on), fb.method, fb.bounds, fb.k, upper, fb.fallback
+                    )
                 except fit_mod.FitFailure as failure:
                     failure.where = where
                     raise
                 value, method, stats = float(f.value), f.method, f.stats
+                if fb.on is not None:
+                    stats = {**stats, "fitted_on": fb.on}
             fitted_bounds[(g.id, d.marker)] = value
             d = (
                 replace(d, min=value, fit_min=None)

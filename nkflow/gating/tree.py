@@ -65,6 +65,10 @@ class FitBound:
     fallback: str | None = None
     k: float = 3.0
     same_as: str | None = None
+    #: population to fit on instead of the gate's parent (an ancestor where both modes are
+    #: present: FoxP3 on all CD4 cells, not on the CD25hi CD127lo cells that are nearly all
+    #: FoxP3+)
+    on: str | None = None
     #: which edge of the main peak ``tail`` takes: ``upper`` (default for a ``min`` bound: the
     #: gate keeps what lies above the main population) or ``lower`` (default for ``max``); a
     #: ``max`` bound that keeps the main population itself (live cells below the dead) says
@@ -412,7 +416,7 @@ def _bound(where: str, key: str, v: Any, gtype: str) -> tuple[float | None, FitB
         return _opt(where, key, v), None
     if gtype != "rectangle":
         raise ConfigError(f"{where}: a fitted '{key}' is only allowed on rectangle gates")
-    allowed = {"fit", "bounds", "fallback", "k", "same_as", "edge"}
+    allowed = {"fit", "bounds", "fallback", "k", "same_as", "edge", "fit_on"}
     unknown = sorted(set(v) - allowed)
     if unknown:
         raise ConfigError(
@@ -447,6 +451,7 @@ def _bound(where: str, key: str, v: Any, gtype: str) -> tuple[float | None, FitB
         fallback=fallback,
         k=k,
         edge=edge,
+        on=v.get("fit_on"),
     )
 
 
@@ -675,6 +680,18 @@ def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:
     _check_same_as(source, gates)
     for g in gates:
         for d in g.dims:
+            for fb in (d.fit_min, d.fit_max):
+                if (
+                    fb is not None
+                    and fb.on is not None
+                    and (fb.on not in seen or seen[fb.on] == g.id)
+                ):
+                    raise ConfigError(
+                        f"{source}: gate '{g.id}' dim '{d.marker}': 'fit_on: {fb.on}' must name a "
+                        "population defined before this gate"
+                    )
+    for g in gates:
+        for d in g.dims:
             if d.compensation not in (None, "FCS") and d.compensation not in matrices:
                 raise ConfigError(
                     f"{source}: gate '{g.id}' dim '{d.marker}' uses compensation "
@@ -719,6 +736,8 @@ def _bound_to_dict(b: FitBound) -> dict[str, Any]:
         out["fallback"] = b.fallback
     if b.edge:
         out["edge"] = b.edge
+    if b.on:
+        out["fit_on"] = b.on
     return out
 
 

@@ -733,7 +733,13 @@ def test_sample_cohort_flow_anomaly_verdict_needs_time_qc():
 
     def donor_nk_per_ul(keep):
         r = evaluate.gate_sample(
-            gtree, s.events, index, spill=spill, keep=keep, channel_names=s.channel_names
+            gtree,
+            s.events,
+            index,
+            spill=spill,
+            keep=keep,
+            channel_names=s.channel_names,
+            ranges={m: s.channels[i].pnr for m, i in index.items()},
         )
         pct = 100.0 * r.count("nk") / r.count("live")
         return pct, visit.alc_per_ul * pct / 100 * visit.donor_chimerism_pct / 100

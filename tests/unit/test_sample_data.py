@@ -477,39 +477,37 @@ def test_day7_treg_below_5pct_of_cd4_for_an_expander():
 
 
 # --------------------------------------------------------------------------- gates vs truth
-GATES_DO_NOT_TRAVEL = pytest.mark.xfail(
-    reason="fixed gates do not travel; data-driven gates land next", strict=False
-)
-
-
-@GATES_DO_NOT_TRAVEL
-def test_committed_gates_recover_nk_percent_within_2pct(capsys):
-    status = check.main(["--engine", "own"])
-    out = capsys.readouterr().out
-    worst = float(out.strip().splitlines()[-1].split(":")[1].split("%")[0])
-    assert status == 0
-    assert worst < 2.0
-    assert "P08-D14\tnk\tnk/live" in out and "time QC removed" in out
+# The shipped (fitted) trees against the per-event truth of every style: tests/unit/test_gating_fit.py
 
 
 def test_compensation_is_required_to_find_live_lymphocytes():
-    import yaml
+    from nkflow import compensation, io
+    from nkflow import panel as panel_mod
+    from nkflow.gating import gate_sample, load_tree
 
-    panel = yaml.safe_load((ROOT / "config/panels/nk_v1.yaml").read_text())
-    tree = yaml.safe_load((ROOT / "config/gating/nk_v1.yaml").read_text())
-    raw, comp, index, _ = check.load_own(SAMPLE / "fcs" / "P01-D14_nk.fcs", panel)
-    assert not np.allclose(raw, comp)
+    s = io.read_fcs(SAMPLE / "fcs" / "P01-D14_nk.fcs")
+    pnl = panel_mod.load_panel(ROOT / "config/panels/nk_v1.yaml")
+    res = panel_mod.resolve(pnl, s)
+    mi = {m: res.index_for(m) for m in pnl.markers if res.index_for(m) is not None}
+    ranges = {m: s.channels[i].pnr for m, i in mi.items()}
+    tree = load_tree(ROOT / "config/gating/nk_v1.yaml")
     live_true = next(
         int(r["events"])
         for r in _rows(SAMPLE / "truth" / "populations.tsv")
         if (r["sample_id"], r["tube"], r["population"]) == ("P01-D14", "nk", "live")
     )
     assert live_true == 26_000  # 52 % of 50,000 events by design
-    compensated = check.gate_own(tree, raw, comp, index)
-    uncompensated = check.gate_own(tree, raw, raw, index)
-    assert abs(int(compensated["live"].sum()) - live_true) <= 0.01 * live_true
-    # bright CD45 spills into the viability detector: without compensation most cells look dead
-    assert int(uncompensated["live"].sum()) < 0.5 * live_true
+    spill = compensation.spillover_for(s)
+    comp = gate_sample(
+        tree, s.events, mi, spill=spill, channel_names=s.channel_names, ranges=ranges
+    )
+    raw = gate_sample(tree, s.events, mi, spill=None, ranges=ranges)
+    assert abs(comp.count("live") - live_true) <= 0.03 * live_true
+    # uncompensated, CD45 spills into the viability detector and CD56 into CD3's: the fits do
+    # not find the populations, and say so, or they find other numbers
+    nk_true = 0.27
+    raw_nk = raw.count("nk")
+    assert raw.flags or raw_nk is None or abs(raw_nk / raw.count("live") - nk_true) > 0.02
 
 
 def test_populations_are_mixed_over_acquisition_time():

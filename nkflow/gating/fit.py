@@ -342,7 +342,7 @@ def singlet_band(area: np.ndarray, height: np.ndarray, p: Mapping[str, Any]) -> 
         "ratio_high": round(hi, 5),
     }
     _in_bounds(lo, p["ratio_bounds"], "lower FSC-H/FSC-A ratio", stats)
-    x = 1.5 * max(1.0, float(np.max(a)))
+    x = 1.02 * max(1.0, float(np.max(a)))  # just past the top of the scale
     verts = ((0.0, 0.0), (x, lo * x), (x, hi * x))
     return Fit("singlet_band", verts, stats)
 

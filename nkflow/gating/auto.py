@@ -12,6 +12,7 @@ inside ``spec.bounds``. A flag is ``{code, message}`` with codes
 ``out_of_bounds``   the mixture or control threshold falls outside the bounds;
 ``missing_control`` a control gate was evaluated without its control tube.
 
+The valley is found by :func:`nkflow.gating.fit.valley`, the same finder the fitted gates use.
 The caller (``gate_sample``) names the gate and tube and decides on the fallback; this module
 never substitutes a default. Randomness only through ``spec.random_state``.
 """
@@ -23,14 +24,13 @@ import math
 
 import numpy as np
 
+from nkflow.gating import fit
 from nkflow.gating.tree import AutoSpec
 
 logger = logging.getLogger(__name__)
 
-MIN_EVENTS = 50
-GRID = 512
-#: a valley must be at most this fraction of the lower of its two neighbouring peaks
-VALLEY_DEPTH = 0.8
+#: the same floor as the fitted gates' (one valley finder: :func:`nkflow.gating.fit.valley`)
+MIN_EVENTS = fit.MIN_EVENTS
 #: smallest mixture weight and Ashman's D (Ashman et al. 1994) for a usable two-component fit
 MIN_WEIGHT = 0.01
 MIN_ASHMAN_D = 2.0
@@ -38,49 +38,6 @@ MIN_ASHMAN_D = 2.0
 
 def _flag(code: str, message: str) -> tuple[None, dict[str, str]]:
     return None, {"code": code, "message": message}
-
-
-def density(values: np.ndarray, lo: float, hi: float, n: int = GRID) -> tuple[np.ndarray, ...]:
-    """Gaussian kernel density (Scott bandwidth) on a regular grid from ``lo`` to ``hi``."""
-    v = values[np.isfinite(values)]
-    grid = np.linspace(lo, hi, n)
-    step = grid[1] - grid[0]
-    counts, _ = np.histogram(v, bins=n, range=(lo - step / 2, hi + step / 2))
-    bw = 1.06 * float(np.std(v)) * v.size ** (-1 / 5) if v.size > 1 else step
-    sig = max(bw / step, 1.0)
-    half = int(np.ceil(4 * sig))
-    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
-    dens = np.convolve(counts.astype(np.float64), k / k.sum(), mode="same")
-    return grid, dens
-
-
-def valley_threshold(values: np.ndarray, bounds: tuple[float, float]) -> tuple[float | None, str]:
-    """Deepest density minimum inside ``bounds`` lying between two higher modes.
-
-    Returns
-    -------
-    (threshold or None, explanation)
-    """
-    v = values[np.isfinite(values)]
-    lo, hi = float(np.quantile(v, 0.001)), float(np.quantile(v, 0.999))
-    lo, hi = min(lo, bounds[0]), max(hi, bounds[1])
-    grid, dens = density(v, lo, hi)
-    inside = np.flatnonzero((grid >= bounds[0]) & (grid <= bounds[1]))
-    best: tuple[float, int] | None = None
-    for i in inside:
-        if i == 0 or i == len(grid) - 1:
-            continue
-        if not (dens[i] <= dens[i - 1] and dens[i] <= dens[i + 1]):
-            continue
-        left, right = dens[:i].max(), dens[i + 1 :].max()
-        if dens[i] <= VALLEY_DEPTH * min(left, right) and (best is None or dens[i] < best[0]):
-            best = (float(dens[i]), int(i))
-    if best is None:
-        return None, (
-            f"no density valley between two modes within bounds "
-            f"[{bounds[0]:g}, {bounds[1]:g}] ({v.size} events)"
-        )
-    return float(grid[best[1]]), "valley"
 
 
 def gmm_threshold(
@@ -166,10 +123,10 @@ def find_threshold(
     if n < MIN_EVENTS:
         return _flag("too_few_events", f"{n} events in the parent population, need {MIN_EVENTS}")
     if spec.method == "valley":
-        vcut, why = valley_threshold(v, spec.bounds)
-        if vcut is None:
-            return _flag("no_valley", why)
-        return vcut, None
+        try:
+            return fit.valley(v, spec.bounds).value, None
+        except fit.FitFailure as exc:
+            return _flag(exc.code, exc.message)
     gcut, code, why = gmm_threshold(v, spec.bounds, spec.random_state)
     if gcut is None:
         return _flag(code, why)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,7 +214,7 @@ def valley(values: np.ndarray, bounds: tuple[float, float]) -> Fit:
         where = ", ".join(f"{grid[p]:.3f}" for p in peaks) or "none"
         raise FitFailure(
             "no_valley",
-            f"no density valley between two modes inside bounds [{bounds[0]:g}, {bounds[1]:g}] "
+            f"no density valley between two modes within bounds [{bounds[0]:g}, {bounds[1]:g}] "
             f"({v.size} events; modes at {where})",
             {"n_events": int(v.size), "modes": [round(float(grid[p]), 4) for p in peaks]},
         )
@@ -366,8 +367,6 @@ def scatter_cluster(x: np.ndarray, y: np.ndarray, p: Mapping[str, Any]) -> Fit:
         raise FitFailure("too_few_events", f"{pts.shape[0]} events to fit a scatter cluster on")
     sub = subsample(pts.shape[0], p["max_events"], p["random_state"])
     fit_pts = pts if sub is None else pts[sub]
-    import warnings
-
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm = GaussianMixture(

@@ -309,3 +309,109 @@ def test_a_fixed_template_on_another_instruments_scale_is_not_evaluable():
     checks = qc.gate_flag_checks(out.flags, qc.QcConfig(), critical={"lymphocytes"})
     assert checks[0].reason_code == "gate_implausible:lymphocytes"
     assert qc.tube_status(checks, qc.QcConfig())[0] == "FAIL"
+
+
+def _one_gate(**gate) -> dict:
+    base = {
+        "id": "pos",
+        "parent": None,
+        "type": "rectangle",
+        "dims": [{"marker": "CD3", "min": {"fit": "valley", "bounds": [0.2, 0.8]}}],
+    }
+    return {"name": "t", "gates": [{**base, **gate}]}
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        (
+            {"dims": [{"marker": "CD3", "min": {"fit": "mode", "bounds": [0.2, 0.8]}}]},
+            r"gate 'pos' dim 'CD3': 'min.fit' must be one of \['valley', 'tail'\], found 'mode'",
+        ),
+        (
+            {"dims": [{"marker": "CD3", "min": {"fit": "valley", "bound": [0.2, 0.8]}}]},
+            r"unknown key\(s\) \['bound'\] in 'min'",
+        ),
+        (
+            {
+                "dims": [
+                    {"marker": "CD3", "min": {"fit": "tail", "fallback": "tail", "bounds": [0, 1]}}
+                ]
+            },
+            r"'min.fallback' may only be 'tail' \(for a valley fit\), found 'tail'",
+        ),
+        (
+            {"dims": [{"marker": "CD3", "min": {"fit": "tail", "edge": "left", "bounds": [0, 1]}}]},
+            r"'min.edge' must be 'upper' or 'lower', found 'left'",
+        ),
+        (
+            {"dims": [{"marker": "CD3", "min": {"fit": "tail", "k": 0, "bounds": [0, 1]}}]},
+            r"'min.k' must be > 0, found 0",
+        ),
+        (
+            {"dims": [{"marker": "CD3", "min": {"same_as": "x", "k": 2}}]},
+            r"'min: \{same_as: <gate id>\}' takes a gate id and nothing else",
+        ),
+        (
+            {
+                "dims": [
+                    {"marker": "CD3", "min": {"fit": "valley", "fit_on": "pos", "bounds": [0, 1]}}
+                ]
+            },
+            r"'fit_on: pos' must name a population defined before this gate",
+        ),
+        (
+            {
+                "type": "polygon",
+                "fit": {"method": "scatter_cluster"},
+                "dims": [{"marker": "FSC-A"}, {"marker": "SSC-A"}],
+            },
+            r"fit method 'scatter_cluster' is not one for a polygon gate; expected one of "
+            r"\['singlet_band'\]",
+        ),
+        (
+            {
+                "type": "ellipse",
+                "fit": {"method": "scatter_cluster", "coverage": 1.5},
+                "dims": [{"marker": "FSC-A"}, {"marker": "SSC-A"}],
+            },
+            r"fit 'coverage' must be between 0 and 1, found 1.5",
+        ),
+        (
+            {
+                "type": "ellipse",
+                "fit": {"method": "scatter_cluster", "colour": 1},
+                "dims": [{"marker": "FSC-A"}, {"marker": "SSC-A"}],
+            },
+            r"unknown fit argument\(s\) \['colour'\] for scatter_cluster",
+        ),
+        (
+            {
+                "type": "ellipse",
+                "fit": {"method": "scatter_cluster", "mean_bounds": [0, 1]},
+                "dims": [{"marker": "FSC-A"}, {"marker": "SSC-A"}],
+            },
+            r"fit 'mean_bounds' must look like \[\[0.0, 1.0\], \[0.0, 1.0\]\], found \[0, 1\]",
+        ),
+        (
+            {"fit": {"method": "singlet_band"}},
+            r"'fit' is a mapping \{method: \.\.\.\} on polygon or ellipse gates",
+        ),
+        (
+            {"plausible_pct_of_parent": [90, 10]},
+            r"'plausible_pct_of_parent' low 90 must be below high 10",
+        ),
+    ],
+)
+def test_fitted_gate_syntax_errors_name_the_gate_and_the_fix(gate, message):
+    with pytest.raises(ConfigError, match=message):
+        tree_from_dict(_one_gate(**gate), source="t.yaml")
+
+
+def test_a_ratio_transform_cannot_take_its_scale_from_the_file():
+    data = _one_gate()
+    data["transforms"] = {
+        "r": {"type": "ratio", "numerator": "A", "denominator": "B", "t": "range"}
+    }
+    with pytest.raises(ConfigError, match=r"transforms.r: a ratio transform has no 't'"):
+        tree_from_dict(data, source="t.yaml")

@@ -18,25 +18,12 @@ from typing import Any
 import yaml
 
 from nkflow.errors import ConfigError
+from nkflow.schemas import check_against_schema, load_schema
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-
-#: sub-schemas checked for top-level blocks, when the schema file exists
-_BLOCK_SCHEMAS = {"qc": "qc.schema.yaml", "endpoints": "endpoints.schema.yaml"}
-
-
-def load_schema(name: str) -> dict[str, Any]:
-    """Return the JSON schema ``name`` from ``workflow/schemas``."""
-    path = SCHEMA_DIR / name
-    with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
-def _field_path(parts: Any) -> str:
-    path = ".".join(str(p) for p in parts)
-    return path or "(top level)"
+#: sub-schemas checked for top-level blocks
+_BLOCK_SCHEMAS = {"qc": "qc", "endpoints": "endpoints"}
 
 
 def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
@@ -50,56 +37,6 @@ def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
             instance[key] = json.loads(json.dumps(sub["default"]))
         if key in instance:
             _fill_defaults(instance[key], sub)
-
-
-def check_against_schema(
-    data: Any, schema: dict[str, Any], *, source: str, prefix: str = ""
-) -> None:
-    """Validate ``data`` against ``schema``; raise ConfigError naming the first bad field.
-
-    Parameters
-    ----------
-    data
-        The parsed document (or block of it).
-    schema
-        A JSON schema (draft 2020-12).
-    source
-        The file (or option) the data came from, used in the message.
-    prefix
-        Dotted path of ``data`` inside the document, for messages about a block.
-
-    Raises
-    ------
-    ConfigError
-        With file, field, found value, expectation and the schema's description as the fix.
-    """
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
-    if not errors:
-        return
-    err = errors[0]
-    parts = ([prefix] if prefix else []) + list(err.absolute_path)
-    field = _field_path(parts)
-    hint = err.schema.get("description") if isinstance(err.schema, dict) else None
-    if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        msg = f"{source}: field '{field}': {err.message}; allowed keys: {', '.join(allowed)}"
-    elif err.validator == "required":
-        msg = f"{source}: field '{field}': {err.message}"
-    else:
-        found = json.dumps(err.instance, default=str)
-        if len(found) > 80:
-            found = found[:77] + "..."
-        msg = (
-            f"{source}: field '{field}': found {found}, expected {err.message.split(' is ', 1)[-1]}"
-        )
-        if err.validator not in ("type", "enum", "pattern", "minimum", "maximum"):
-            msg = f"{source}: field '{field}': {err.message}"
-    if hint:
-        msg += f" -- '{field}' is: {hint.strip()} (see the comments in config/config.yaml)"
-    raise ConfigError(msg)
 
 
 def validate_config(data: Any, *, source: str) -> dict[str, Any]:
@@ -123,7 +60,7 @@ def validate_config(data: Any, *, source: str) -> dict[str, Any]:
             f"found {type(data).__name__}"
         )
     cfg = json.loads(json.dumps(data, default=str))
-    schema = load_schema("config.schema.yaml")
+    schema = load_schema("config")
     check_against_schema(cfg, schema, source=source)
     _fill_defaults(cfg, schema)
     for block, schema_name in _BLOCK_SCHEMAS.items():
@@ -255,10 +192,10 @@ def _check_roles(cfg: dict[str, Any], samples: Any, trees: dict[str, Any]) -> No
     ConfigError
         Naming the field, the value, and the names that are allowed.
     """
-    from nkflow import endpoints, sheets
+    from nkflow.endpoint_settings import settings
 
-    s = endpoints.settings(cfg)
-    allowed_tubes = sheets.load_schema("samples")["properties"]["tube"]["enum"]
+    s = settings(cfg)
+    allowed_tubes = load_schema("samples")["properties"]["tube"]["enum"]
     for role, name in s["tubes"].items():
         if name not in allowed_tubes:
             raise ConfigError(

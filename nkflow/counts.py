@@ -7,7 +7,7 @@ Contract
 * A missing input gives ``None``, never 0. ALC text that is not a number (``QNS``, empty) is
   ``missing``; a negative number is ``invalid``; both keep the source value and unit.
 * Units: ``cells/uL`` (x1), ``10^3/uL`` (x1000), ``10^9/L`` (x1000; 1e9/L = 1e9/1e6 uL), plus the
-  aliases listed in :data:`nkflow.sheets.ALC_UNIT_FACTORS` (case-insensitive, ``µ`` = ``u``).
+  aliases listed in :data:`ALC_UNIT_FACTORS` (case-insensitive, ``µ`` = ``u``).
 * Intervals are on the log scale, ``v x exp(+/- z cv)``, with ``cv`` the relative standard error
   from Poisson counting statistics (:func:`dual_platform_cv`, :func:`single_platform_cv`)
   combined in quadrature with any extra relative error (the chimerism SD / % donor when % donor
@@ -47,6 +47,19 @@ class Alc:
     message: str = ""
 
 
+#: accepted ALC units (lower-case, no spaces, ``µ`` as ``u``) -> factor to cells/uL
+ALC_UNIT_FACTORS = {
+    "cells/ul": 1.0,
+    "/ul": 1.0,
+    "10^3/ul": 1000.0,
+    "x10^3/ul": 1000.0,
+    "k/ul": 1000.0,
+    "10^9/l": 1000.0,
+    "x10^9/l": 1000.0,
+    "g/l": 1000.0,
+}
+
+
 def unit_factor(unit: str) -> float:
     """Return the factor that converts ``unit`` to cells/uL.
 
@@ -55,8 +68,6 @@ def unit_factor(unit: str) -> float:
     ConfigError
         For an unknown unit, listing the accepted ones.
     """
-    from nkflow.sheets import ALC_UNIT_FACTORS
-
     key = unit.strip().replace("µ", "u").replace("μ", "u").replace(" ", "").lower()
     if key not in ALC_UNIT_FACTORS:
         raise ConfigError(

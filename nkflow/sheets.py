@@ -31,7 +31,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nkflow.counts import parse_alc
 from nkflow.errors import ConfigError
+from nkflow.schemas import check_against_schema, load_schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,43 +43,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # symlink to workflow/schemas
 SEX_MARKERS_DEFAULT = ("AMEL", "DYS391", "Yindel")
-ALC_UNIT_FACTORS = {
-    "cells/ul": 1.0,
-    "/ul": 1.0,
-    "10^3/ul": 1000.0,
-    "x10^3/ul": 1000.0,
-    "k/ul": 1000.0,
-    "10^9/l": 1000.0,
-    "x10^9/l": 1000.0,
-    "g/l": 1000.0,
-}
 
 
 def is_safe_id(value: str) -> bool:
     """Return True when ``value`` is a valid id (restricted characters, no ``..``)."""
     return bool(ID_RE.match(value)) and ".." not in value
-
-
-def load_schema(name: str) -> dict[str, Any]:
-    """Load ``workflow/schemas/<name>.schema.yaml``.
-
-    Raises
-    ------
-    ConfigError
-        When the schema file is missing (the installation is incomplete).
-    """
-    import yaml
-
-    path = SCHEMA_DIR / f"{name}.schema.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: schema for sheet '{name}' not found; expected it in {SCHEMA_DIR}; "
-            "fix: reinstall nkflow from the repository (pip install -e .)"
-        )
-    with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -360,8 +331,6 @@ def load_cbc(
     """
     import pandas as pd
 
-    from nkflow.counts import parse_alc
-
     ids = ("patient_id", "date")
     p, df = _load(path, "cbc", ids, ids)
     df = _parse_dates(df, ["date"], p, ids)
@@ -396,7 +365,6 @@ def load_fraction_vocab(path: str | Path) -> FractionVocab:
     import yaml
 
     from nkflow.chimerism import FractionVocab, fraction_key
-    from nkflow.config import check_against_schema
 
     vp = Path(path)
     if not vp.is_file():
@@ -608,7 +576,7 @@ def load_chimerism_sources(
     -------
     (chimerism, peaks or None, warnings)
     """
-    from nkflow.endpoints import settings
+    from nkflow.endpoint_settings import settings
 
     base = Path(base_dir)
     sheets = config.get("sheets") or {}

@@ -492,9 +492,11 @@ def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypa
 def test_config_defaults_schema_and_code_agree():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "endpoints.schema.yaml").read_text())
     from_schema = {k: v["default"] for k, v in schema["properties"].items()}
-    assert from_schema == ep.DEFAULTS
+    from nkflow.endpoint_settings import DEFAULTS
+
+    assert from_schema == DEFAULTS
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    assert cfg["endpoints"] == ep.DEFAULTS
+    assert cfg["endpoints"] == DEFAULTS
 
 
 def test_visits_round_trip_keeps_bytes_and_numeric_looking_ids(tmp_path):

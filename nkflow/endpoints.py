@@ -870,7 +870,35 @@ def write_excel(visits: pd.DataFrame, endpoints: pd.DataFrame, path: str | Path)
         sheet.freeze_panes = "B2"
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    wb.save(p)
+    p.write_bytes(_fixed_time_xlsx(wb, fixed))
+
+
+def _fixed_time_xlsx(wb: Any, when: dt.datetime) -> bytes:
+    """The workbook's bytes with no clock in them.
+
+    ``Workbook.save`` stamps ``modified`` with the current time and every zip member with the
+    local time: the same inputs then gave a different file each second. Here the document
+    properties and the zip entries all carry ``when``.
+    """
+    import io
+    import zipfile
+
+    from openpyxl.writer.excel import ExcelWriter
+
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        ExcelWriter(wb, archive).save()  # writes the properties as set (no 'now')
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(raw) as src,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for info in src.infolist():
+            fixed = zipfile.ZipInfo(info.filename, date_time=when.timetuple()[:6])
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = info.external_attr
+            dst.writestr(fixed, src.read(info.filename))
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------------------------------

@@ -236,8 +236,14 @@ def test_outputs_deterministic_and_json_excel(clean, tmp_path, monkeypatch):
     d2 = tmp_path / "again"
     shutil.copytree(FIX, d2)
     run_cohort(d2, monkeypatch)
-    for name in ("endpoints.tsv", "visits.tsv", "patients/P001.json", "str_loci.tsv"):
-        assert (d / "out" / name).read_bytes() == (d2 / "out" / name).read_bytes()
+    for name in (
+        "endpoints.tsv",
+        "visits.tsv",
+        "patients/P001.json",
+        "str_loci.tsv",
+        "endpoints.xlsx",
+    ):
+        assert (d / "out" / name).read_bytes() == (d2 / "out" / name).read_bytes(), name
     import json
 
     import openpyxl
@@ -575,3 +581,17 @@ def test_fraction_aliases_give_identical_tables_and_an_absent_preference_is_warn
         "(endpoints.chimerism_fractions), otherwise remove CD19 from "
         "endpoints.chimerism_preference"
     ]
+
+
+def test_excel_workbook_carries_no_clock(tmp_path):
+    """Two writes more than a zip time step (2 s) apart give the same bytes."""
+    import time
+
+    import pandas as pd
+
+    e = pd.DataFrame([{"patient_id": "P001", "verdict": "PASS", "donor_nk_per_ul": 123.12}])
+    v = pd.DataFrame([{"patient_id": "P001", "sample_id": "P001-D14"}])
+    ep.write_excel(v, e, tmp_path / "a.xlsx")
+    time.sleep(2.1)
+    ep.write_excel(v, e, tmp_path / "b.xlsx")
+    assert (tmp_path / "a.xlsx").read_bytes() == (tmp_path / "b.xlsx").read_bytes()

@@ -119,15 +119,10 @@ def check_shape_params(where: str, method: str, params: Mapping[str, Any]) -> di
                 arr = np.asarray(v, dtype=np.float64)
             except (TypeError, ValueError):
                 arr = np.zeros(0)
-            if arr.shape != np.asarray(d).shape:
-                raise ConfigError(
-                    f"{where}: fit '{k}' must look like {list(map(list, d)) if isinstance(d[0], tuple) else list(d)}, found {v!r}"
-                )
-            out[k] = (
-                tuple(tuple(float(x) for x in r) for r in arr)
-                if arr.ndim == 2
-                else tuple(float(x) for x in arr)
-            )
+            like = np.asarray(d)
+            if arr.shape != like.shape:
+                raise ConfigError(f"{where}: fit '{k}' must look like {like.tolist()}, found {v!r}")
+            out[k] = tuple(map(tuple, arr.tolist())) if arr.ndim == 2 else tuple(arr.tolist())
         elif isinstance(d, int) and not isinstance(d, bool):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{where}: fit '{k}' must be a whole number >= 0, found {v!r}")

@@ -503,9 +503,7 @@ def _gate(
         kw["fit"] = ShapeFit(method=method, params=tuple(sorted(params.items())))
     if "plausible_pct_of_parent" in g:
         kw["plausible_pct"] = _pair(where, "plausible_pct_of_parent", g["plausible_pct_of_parent"])
-    if fit is not None:
-        pass  # boundaries come from each tube
-    elif gtype == "rectangle":
+    if gtype == "rectangle":
         for d in dims:
             if d.min is None and d.max is None and d.fit_min is None and d.fit_max is None:
                 raise ConfigError(f"{where}: dim '{d.marker}' needs 'min' and/or 'max'")
@@ -514,7 +512,8 @@ def _gate(
                     f"{where}: dim '{d.marker}' has min {d.min:g} >= max {d.max:g}; "
                     "min must be below max"
                 )
-    elif gtype == "polygon":
+    # a fitted polygon or ellipse takes its vertices / mean from each tube: nothing to check
+    elif fit is None and gtype == "polygon":
         v = g.get("vertices")
         if len(dims) != 2 or not isinstance(v, list) or len(v) < 3:
             raise ConfigError(f"{where}: a polygon needs 2 dims and at least 3 vertices [x, y]")
@@ -523,7 +522,7 @@ def _gate(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: vertices must be pairs [x, y], found {v!r}") from exc
         kw["vertices"] = verts
-    elif gtype == "ellipse":
+    elif fit is None and gtype == "ellipse":
         mean, cov = g.get("mean"), g.get("covariance")
         n = len(dims)
         if n < 2 or not isinstance(mean, list) or len(mean) != n:

@@ -514,7 +514,10 @@ def build_visits(
                 v["treg_pct_of_cd4"] = _pct(treg, cd4)
                 v["treg_ki67_pct_of_cd4"] = _pct(tki, cd4)
                 v["treg_ki67_pct_of_treg"] = _pct(tki, treg)
-                if beads_method:
+                if not cd4:
+                    # no CD4 cells to take Tregs from: Treg/uL is not computed, not 0
+                    flags.append("treg_not_computed:no_cd4_events")
+                elif beads_method:
                     tb, _ = cidx.events(sid, t, pops["beads"])
                     bpt, vol = tr_row.get("beads_per_test"), tr_row.get("sample_volume_ul")
                     v["treg_per_ul"] = cnt.single_platform(treg, tb, bpt, vol)
@@ -625,11 +628,17 @@ def build_endpoints(
                 e["donor_nk_per_ul"] = e["donor_nk_per_ul_lo95"] = e["donor_nk_per_ul_hi95"] = None
             else:
                 above = bool(visit["above_threshold"])
-                e["borderline"] = bool(visit["interval_contains_threshold"])
                 # PASS and FAIL carry reason codes too, so every verdict says why
                 codes = ["above_threshold" if above else "not_above_threshold"]
-                if e["borderline"]:
-                    codes.append("interval_contains_threshold")
+                contains = visit.get("interval_contains_threshold")
+                if contains is None:
+                    # no interval (0 NK events): borderline is not computed, never 'false'
+                    e["borderline"] = None
+                    codes.append("interval_not_computed")
+                else:
+                    e["borderline"] = bool(contains)
+                    if e["borderline"]:
+                        codes.append("interval_contains_threshold")
                 e["verdict"], e["reason"] = ("PASS" if above else "FAIL"), ";".join(codes)
                 donor = visit["donor_nk_per_ul"]
                 lo, hi = visit["donor_nk_per_ul_lo95"], visit["donor_nk_per_ul_hi95"]

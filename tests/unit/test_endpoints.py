@@ -406,22 +406,29 @@ def test_choose_visit_window_and_ties(days, rule, chosen):
 
 
 def _mini(
-    method: str, chim_pct: str, beads: tuple[str, str] = ("50000", "50"), nk_events: str = "2000"
+    method: str,
+    chim_pct: str,
+    beads: tuple[str, str] = ("50000", "50"),
+    nk_events: str = "2000",
+    treg: dict[str, str] | None = None,
 ):
+    """One patient, one day-14 sample; ``treg`` adds a treg tube with these population events."""
+    tubes = ["nk"] + (["treg"] if treg is not None else [])
     samples = pd.DataFrame(
-        [{"sample_id": "S1", "patient_id": "P1", "collection_date": dt.date(2024, 1, 15), "tube": "nk",
-          "fcs_file": "s1.fcs", "beads_per_test": float(beads[0]) if beads[0] else None,
-          "sample_volume_ul": float(beads[1]) if beads[1] else None}]
+        [{"sample_id": "S1", "patient_id": "P1", "collection_date": dt.date(2024, 1, 15), "tube": t,
+          "fcs_file": f"s1_{t}.fcs", "beads_per_test": float(beads[0]) if beads[0] else None,
+          "sample_volume_ul": float(beads[1]) if beads[1] else None} for t in tubes]
     )  # fmt: skip
     counts = pd.DataFrame(
         [
             ["S1", "nk", p, e, "ok", ""]
             for p, e in (("live", "10000"), ("nk", nk_events), ("beads", "10000"))
-        ],
+        ]
+        + [["S1", "treg", p, e, "ok", ""] for p, e in (treg or {}).items()],
         columns=["sample_id", "tube", "population", "events", "status", "reason"],
     )
     qc = pd.DataFrame(
-        [["S1", "nk", "PASS", "PASS", ""]],
+        [["S1", t, "PASS", "PASS", ""] for t in tubes],
         columns=["sample_id", "tube", "tube_status", "status", "reason_code"],
     )
     inf = pd.DataFrame([{"patient_id": "P1", "infusion_number": 1, "infusion_date": dt.date(2024, 1, 1),
@@ -547,9 +554,24 @@ ENDPOINT_HEADER = list(ep.ENDPOINT_COLUMNS)
 def test_zero_nk_events_is_a_fail_without_an_interval_not_a_crash():
     v, e = _mini("dual_platform", "90", nk_events="0")
     assert v["donor_nk_per_ul"] == 0
-    assert (e["verdict"], e["reason"]) == ("FAIL", "not_above_threshold")
+    # no interval: borderline is not computed (empty), never derived as 'false'
+    assert (e["verdict"], e["reason"]) == ("FAIL", "not_above_threshold;interval_not_computed")
+    assert e["borderline"] is None
     assert e["verdict_basis"] == "donor_nk_per_ul 0 <= 100"
     assert "low_nk_events" in e["flags"]
+
+
+def test_treg_per_ul_is_empty_not_zero_without_cd4_events():
+    no_cd4 = {"live": "9000", "cd4": "0", "treg": "0", "treg_ki67": "0"}
+    v, _ = _mini("dual_platform", "90", treg=no_cd4)
+    assert v["treg_per_ul"] is None and v["treg_ki67_per_ul"] is None
+    assert v["treg_pct_of_cd4"] is None
+    assert "treg_not_computed:no_cd4_events" in v["flags"].split(";")
+    some = {"live": "9000", "cd4": "4500", "treg": "0", "treg_ki67": "0"}
+    v, _ = _mini("dual_platform", "90", treg=some)
+    # CD4 cells but no Treg among them: a real 0
+    assert (v["treg_per_ul"], v["treg_pct_of_cd4"]) == (0.0, 0.0)
+    assert "treg_not_computed" not in v["flags"]
 
 
 def test_fraction_aliases_give_identical_tables_and_an_absent_preference_is_warned(

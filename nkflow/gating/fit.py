@@ -33,6 +33,9 @@ Methods (the ideas of flowDensity ``deGate`` and OpenCyto's ``mindensity``, ``ta
   its 2.5-sigma ellipse are merged into it, and the gate is its ellipse holding ``coverage`` of a
   Gaussian (distance^2 = -2 ln(1 - coverage)).
 
+Events piled on exactly the lowest value (integer files clip negatives to 0, mass cytometry
+writes exact zeros) are left out of the 1-D fits: a pile is not a population.
+
 Randomness only through the declared ``random_state``; subsampling is a seeded choice of at most
 ``max_events`` events, so identical input gives identical boundaries.
 """
@@ -263,9 +266,27 @@ def tail(values: np.ndarray, bounds: tuple[float, float], k: float, upper: bool)
 
 
 def _need(values: np.ndarray) -> np.ndarray:
-    v = _finite(values)
+    v = _without_floor_pile(_finite(values))
     if v.size < MIN_EVENTS:
         raise FitFailure("too_few_events", f"{v.size} events to fit on, need at least {MIN_EVENTS}")
+    return v
+
+
+def _without_floor_pile(v: np.ndarray) -> np.ndarray:
+    """``v`` without the events piled on its lowest value, when they are a pile.
+
+    Integer files clip negatives to 0 and mass cytometry writes exact zeros: hundreds of events
+    on one value make a spike that the density takes for the main population (a ``tail`` cut
+    then lands below every cell). A pile is at least ``MIN_SIDE_EVENTS`` events and 0.5 % of
+    them on exactly the minimum; it holds no information about where a boundary lies.
+    """
+    if v.size == 0:
+        return v
+    floor = v.min()
+    at = v == floor
+    n_at = int(np.count_nonzero(at))
+    if n_at >= max(MIN_SIDE_EVENTS, MIN_SIDE_FRAC * v.size):
+        return v[~at]
     return v
 
 

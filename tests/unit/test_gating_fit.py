@@ -415,3 +415,14 @@ def test_a_ratio_transform_cannot_take_its_scale_from_the_file():
     }
     with pytest.raises(ConfigError, match=r"transforms.r: a ratio transform has no 't'"):
         tree_from_dict(data, source="t.yaml")
+
+
+def test_a_pile_of_clipped_zeros_is_not_the_main_peak():
+    """Integer files clip negatives to 0: 40 % of the negatives on exactly 0 must not become
+    the 'main peak' whose edge a tail cut takes (the cut would land below every cell)."""
+    rng = np.random.default_rng(8)
+    neg = rng.normal(0.3, 0.05, 6000)
+    v = np.r_[np.zeros(4000), neg, rng.normal(0.75, 0.04, 1500)]
+    f = fit.tail(v, (0.2, 0.9), 3.0, upper=True)
+    assert f.value == pytest.approx(0.45, abs=0.02)
+    assert fit.valley(v, (0.2, 0.9)).value == pytest.approx(0.55, abs=0.06)

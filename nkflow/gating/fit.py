@@ -34,7 +34,8 @@ Methods (the ideas of flowDensity ``deGate`` and OpenCyto's ``mindensity``, ``ta
   Gaussian (distance^2 = -2 ln(1 - coverage)).
 
 Events piled on exactly the lowest value (integer files clip negatives to 0, mass cytometry
-writes exact zeros) are left out of the 1-D fits: a pile is not a population.
+writes exact zeros) are left out when ``tail`` looks for the main peak: a pile is not a
+population. A valley keeps them: they are the low end of the negatives and anchor that side.
 
 Randomness only through the declared ``random_state``; subsampling is a seeded choice of at most
 ``max_events`` events, so identical input gives identical boundaries.
@@ -245,7 +246,7 @@ def tail(values: np.ndarray, bounds: tuple[float, float], k: float, upper: bool)
     FitFailure
         ``too_few_events``, ``degenerate_fit`` (no spread) or ``out_of_bounds``.
     """
-    v = _need(values)
+    v = _without_floor_pile(_need(values))
     grid, dens = _grid_for(v, bounds)
     top = int(np.argmax(dens))
     mode = float(grid[top])
@@ -266,7 +267,7 @@ def tail(values: np.ndarray, bounds: tuple[float, float], k: float, upper: bool)
 
 
 def _need(values: np.ndarray) -> np.ndarray:
-    v = _without_floor_pile(_finite(values))
+    v = _finite(values)
     if v.size < MIN_EVENTS:
         raise FitFailure("too_few_events", f"{v.size} events to fit on, need at least {MIN_EVENTS}")
     return v
@@ -278,7 +279,7 @@ def _without_floor_pile(v: np.ndarray) -> np.ndarray:
     Integer files clip negatives to 0 and mass cytometry writes exact zeros: hundreds of events
     on one value make a spike that the density takes for the main population (a ``tail`` cut
     then lands below every cell). A pile is at least ``MIN_SIDE_EVENTS`` events and 0.5 % of
-    them on exactly the minimum; it holds no information about where a boundary lies.
+    them on exactly the minimum.
     """
     if v.size == 0:
         return v

@@ -425,4 +425,3 @@ def test_a_pile_of_clipped_zeros_is_not_the_main_peak():
     v = np.r_[np.zeros(4000), neg, rng.normal(0.75, 0.04, 1500)]
     f = fit.tail(v, (0.2, 0.9), 3.0, upper=True)
     assert f.value == pytest.approx(0.45, abs=0.02)
-    assert fit.valley(v, (0.2, 0.9)).value == pytest.approx(0.55, abs=0.06)

@@ -89,7 +89,9 @@ def config_digest(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def tube_settings(cfg: dict[str, Any], panel: str | None = None) -> dict[str, Any]:
+def tube_settings(
+    cfg: dict[str, Any], panel: str | None = None, gating: str | None = None
+) -> dict[str, Any]:
     """The part of a validated configuration that a tube's results depend on.
 
     The workflow hands exactly this to ``nkflow tubes`` (so a change elsewhere, say the visit
@@ -102,6 +104,9 @@ def tube_settings(cfg: dict[str, Any], panel: str | None = None) -> dict[str, An
         A configuration returned by :func:`validate_config`.
     panel
         The tube's panel: a spillover CSV configured for it is part of its settings.
+    gating
+        The tube's gate-tree name: its per-instrument trees (``gating_by_instrument``) are part
+        of its settings, as ``instrument_trees: [[cytometer, tree path], ...]``.
     """
     endpoints = cfg.get("endpoints", {})
     out: dict[str, Any] = {k: cfg.get(k, {}) for k in ("qc", "figures")}
@@ -111,6 +116,9 @@ def tube_settings(cfg: dict[str, Any], panel: str | None = None) -> dict[str, An
     spill = cfg.get("spillover", {}).get(panel) if panel else None
     if spill:
         out["spillover"] = spill
+    by_instrument = cfg.get("gating_by_instrument", {}).get(gating) if gating else None
+    if by_instrument:
+        out["instrument_trees"] = [[e["cytometer"], e["tree"]] for e in by_instrument]
     return out
 
 
@@ -154,6 +162,24 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
     for name, path_text in cfg["gating"].items():
         path = _check_file("gating", name, path_text, base_dir)
         trees[name] = gating.load_tree(path)
+    for name, entries in cfg.get("gating_by_instrument", {}).items():
+        if name not in cfg["gating"]:
+            raise ConfigError(
+                f"config: field 'gating_by_instrument.{name}': no gate tree of that name under "
+                f"'gating:'; known: {', '.join(sorted(cfg['gating']))}; fix: use one of those"
+            )
+        for i, entry in enumerate(entries):
+            where = f"gating_by_instrument.{name}[{i}]"
+            alt = gating.load_tree(
+                _check_file("gating_by_instrument", where, entry["tree"], base_dir)
+            )
+            missing = sorted(set(trees[name].populations) - set(alt.populations))
+            if missing:
+                raise ConfigError(
+                    f"config: field '{where}': tree {entry['tree']} lacks population(s) "
+                    f"{', '.join(missing)} of '{name}'; expected the same populations, so that "
+                    "every instrument's tubes feed the same endpoints"
+                )
     for name, path_text in cfg.get("spillover", {}).items():
         if name not in cfg["panels"]:
             raise ConfigError(

@@ -180,6 +180,15 @@ def run_tube(
     for warning in sample.warnings:
         note("reader", "WARN", "fcs_tolerance", warning)
 
+    # ---- the gate tree validated for this instrument, if the lab declared one
+    cyt = str(sample.keywords.get("$CYT", "")).strip()
+    chosen = _instrument_tree(settings, cyt)
+    if chosen is not None:
+        gating = chosen
+        tree = _cached_tree(str(gating))
+        prov["gating_file"], prov["gating_sha256"] = str(gating), sha256_file(gating)
+    prov["gating_selected_by"] = f"$CYT {cyt!r} (gating_by_instrument)" if chosen else "default"
+
     # ---- markers
     try:
         resolution = panel_mod.resolve(pnl, sample)
@@ -328,6 +337,15 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
             [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
         )
     )
+
+
+def _instrument_tree(settings: dict[str, Any], cytometer: str) -> Path | None:
+    """The tree declared for this ``$CYT`` under ``gating_by_instrument`` (case-insensitive)."""
+    key = cytometer.strip().casefold()
+    for cyt, tree in settings.get("instrument_trees", []):
+        if key and str(cyt).strip().casefold() == key:
+            return Path(tree)
+    return None
 
 
 def _qc_config(settings: dict[str, Any], denominator: str) -> Any:

@@ -626,7 +626,9 @@ def _provenance(
     config_rows = [("config digest (sha256 of canonical JSON)", digest)]
     # tubes record the digest of the settings they depend on (nkflow.config.tube_settings)
     expected = {config_digest(tube_settings(inp.config))} | {
-        config_digest(tube_settings(inp.config, p)) for p in inp.config.get("panels", {})
+        config_digest(tube_settings(inp.config, p, g))
+        for p in inp.config.get("panels", {})
+        for g in (None, *inp.config.get("gating", {}))
     }
     recorded = sorted(
         {

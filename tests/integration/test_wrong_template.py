@@ -53,3 +53,40 @@ def test_a_wrong_template_gives_not_evaluable_with_the_gate_named(tmp_path):
             assert "qc_fail:" in reason and "gate_implausible:" in reason, (pid, reason)
             assert got[pid]["donor_nk_per_ul"] == "", (pid, got[pid])
     assert judged >= 5  # every non-BD patient with a verdict in truth
+
+
+def test_a_lab_validated_template_per_instrument_is_chosen_by_cyt(tmp_path):
+    """The same fixed BD template, declared for the instrument it was drawn on
+    (``gating_by_instrument``): BD tubes are gated with it, every other instrument with the
+    fitted tree, and every verdict matches truth."""
+    import json
+
+    workdir = copy_workflow(tmp_path / "run")
+    shutil.copy(
+        ROOT / "tests/data/gating/nk_v1_fixed_bd.yaml",
+        workdir / "config/gating/nk_v1_fortessa.yaml",
+    )
+    with (workdir / "config/config.yaml").open("a", encoding="utf-8") as fh:
+        fh.write(
+            "\ngating_by_instrument:\n"
+            "  nk_v1:\n"
+            "    - {cytometer: lsrfortessa, tree: config/gating/nk_v1_fortessa.yaml}\n"
+        )
+    run_snakemake(workdir)
+    got = _rows(workdir / "results/cohort/endpoints.tsv")
+    truth = _rows(ROOT / "data/sample/truth/endpoints.tsv")
+    for pid, t in truth.items():
+        assert (got[pid]["verdict"], got[pid]["borderline"]) == (t["verdict"], t["borderline"])
+    index = {
+        (r["sample_id"], r["tube"]): r
+        for r in csv.DictReader(
+            (workdir / "results/cohort/tubes.tsv").open(encoding="utf-8"), delimiter="\t"
+        )
+    }
+    bd = json.loads((workdir / index[("P01-D14", "nk")]["provenance"]).read_text())
+    other = json.loads((workdir / index[("P02-D14", "nk")]["provenance"]).read_text())
+    assert bd["gating_selected_by"] == "$CYT 'LSRFortessa' (gating_by_instrument)"
+    assert bd["gating_file"] == "config/gating/nk_v1_fortessa.yaml" and not bd["fitted_gates"]
+    assert other["gating_selected_by"] == "default" and other["fitted_gates"]
+    page = (workdir / "results/reports/P01.html").read_text(encoding="utf-8")
+    assert "(same)" in page and "DIFFERS from this report" not in page

@@ -159,3 +159,38 @@ def test_unknown_chimerism_fraction_stops_validate_inputs(tmp_path):
         r".*config/vocab/chimerism_fractions.yaml",
     ):
         validate_inputs(cfg, base_dir=base)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (
+            {"nk_v2": [{"cytometer": "LSRFortessa", "tree": "config/gating/nk_v1.yaml"}]},
+            r"field 'gating_by_instrument.nk_v2': no gate tree of that name under 'gating:'; "
+            r"known: nk_v1, treg_v1",
+        ),
+        (
+            {"nk_v1": [{"cytometer": "LSRFortessa", "tree": "config/gating/nope.yaml"}]},
+            r"gating_by_instrument 'gating_by_instrument.nk_v1\[0\]': file "
+            r"'config/gating/nope.yaml' not found",
+        ),
+        (
+            {"nk_v1": [{"cytometer": "LSRFortessa", "tree": "config/gating/treg_v1.yaml"}]},
+            r"field 'gating_by_instrument.nk_v1\[0\]': tree config/gating/treg_v1.yaml lacks "
+            r"population\(s\) nk, nk_cd56bright, nk_cd56dim, nkt_like of 'nk_v1'",
+        ),
+    ],
+)
+def test_gating_by_instrument_names_a_known_tree_with_the_same_populations(
+    tmp_path, entries, message
+):
+    base = _copy_project(tmp_path)
+    cfg = validate_config({**_base(), "gating_by_instrument": entries}, source="config.yaml")
+    with pytest.raises(ConfigError, match=message):
+        validate_inputs(cfg, base_dir=base)
+
+
+def test_gating_by_instrument_entries_are_schema_checked():
+    bad = {**_base(), "gating_by_instrument": {"nk_v1": [{"cyt": "X", "tree": "t.yaml"}]}}
+    with pytest.raises(ConfigError, match=r"field 'gating_by_instrument.nk_v1.0'"):
+        validate_config(bad, source="config.yaml")

@@ -78,6 +78,9 @@ def batch_inputs(wildcards):
         "fcs": [fcs for _, _, fcs in b["tubes"]],
         "panel": NKCONFIG["panels"][b["panel"]],
         "gating": NKCONFIG["gating"][b["gating"]],
+        "instrument_trees": [
+            e["tree"] for e in NKCONFIG.get("gating_by_instrument", {}).get(b["gating"], [])
+        ],
     }
 
 
@@ -91,7 +94,8 @@ def batch_tube_args(wildcards):
 
 def batch_settings(wildcards):
     """The settings a batch's tubes depend on (a change elsewhere does not re-gate them)."""
-    settings = tube_settings(NKCONFIG, BATCHES[wildcards.batch]["panel"])
+    b = BATCHES[wildcards.batch]
+    settings = tube_settings(NKCONFIG, b["panel"], b["gating"])
     return json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
 

@@ -94,12 +94,16 @@ def cmd_tubes(args: argparse.Namespace) -> int:
     from nkflow.tube import run_batch
 
     settings = json.loads(args.settings) if args.settings else {}
+    fmo: dict[tuple[str, str], dict[str, Path]] = {}
+    for s, t, marker, f in args.fmo or []:
+        fmo.setdefault((s, t), {})[marker] = Path(f)
     statuses = run_batch(
         tubes=[(s, t, Path(f)) for s, t, f in args.tube],
         panel=Path(args.panel),
         gating=Path(args.gating),
         settings=settings,
         outdir=Path(args.outdir),
+        fmo=fmo,
     )
     counts = {s: sum(1 for v in statuses.values() if v == s) for s in ("PASS", "WARN", "FAIL")}
     logger.info("batch of %d tube(s): %s", len(statuses), counts)
@@ -216,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar=("SAMPLE_ID", "TUBE", "FCS"),
         help="one tube (repeat the option for each tube of the batch)",
+    )
+    p.add_argument(
+        "--fmo",
+        nargs=4,
+        action="append",
+        metavar=("SAMPLE_ID", "TUBE", "MARKER", "FCS"),
+        help="an FMO control tube of one tube, for one marker (repeatable)",
     )
     p.set_defaults(func=cmd_tubes)
 

@@ -204,6 +204,19 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
                 f"'{row.gating}' uses marker(s) {', '.join(unknown)} that panel '{row.panel}' "
                 f"does not declare; add them to the panel or pick a matching gate tree"
             )
+        fmo_markers = sorted(
+            {d.marker for g in tree.gates for d in g.dims for b in (d.fit_min, d.fit_max)
+             if b is not None and b.fmo_percentile is not None}
+        )  # fmt: skip
+        for marker in row.fmo_paths:
+            if marker not in fmo_markers:
+                raise ConfigError(
+                    f"{cfg['sheets']['samples']}: sample {row.sample_id} tube {row.tube}: column "
+                    f"'fmo': found an FMO tube for {marker!r}; expected a marker whose boundary "
+                    f"gate tree '{row.gating}' sets from an FMO tube (fmo_percentile): "
+                    f"{', '.join(fmo_markers) or 'none'}; fix: correct the marker name, or "
+                    "remove the FMO tube, which would otherwise be unused"
+                )
     return warnings
 
 

@@ -237,8 +237,9 @@ def load_samples(path: str | Path, panels: Iterable[str], gatings: Iterable[str]
     -------
     DataFrame
         Columns of the sheet (``collection_date`` as ``datetime.date``, ``beads_per_test`` and
-        ``sample_volume_ul`` as float or None) plus ``row`` (1-based) and ``fcs_path`` (absolute,
-        resolved against the sheet's directory).
+        ``sample_volume_ul`` as float or None) plus ``row`` (1-based), ``fcs_path`` (absolute,
+        resolved against the sheet's directory) and ``fmo_paths`` (marker -> absolute path of
+        the FMO control tube, from the optional ``fmo`` column).
 
     Raises
     ------
@@ -276,6 +277,13 @@ def load_samples(path: str | Path, panels: Iterable[str], gatings: Iterable[str]
             df[col] = [None if v == "" else float(v) for v in df[col]]
     base = p.resolve().parent
     df["fcs_path"] = [str((base / f).resolve()) for f in df["fcs_file"]]
+    fmo_col = df["fmo"] if "fmo" in df.columns else [""] * len(df)
+    df["fmo_paths"] = [
+        {m: str((base / f).resolve()) for m, f in (pair.split("=", 1) for pair in v.split(";"))}
+        if v
+        else {}
+        for v in fmo_col
+    ]
     return df
 
 
@@ -881,11 +889,15 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
                 f" found {rec['patient_id']!r}; expected a patient listed in "
                 f"{sheet('infusions')}; fix: add the patient's infusions or correct the id"
             )
+        where = f"{sp}: row {rec['row']} (sample_id={rec['sample_id']!r}, tube={rec['tube']!r})"
         if not Path(rec["fcs_path"]).is_file():
-            warnings.append(
-                f"{sp}: row {rec['row']} (sample_id={rec['sample_id']!r}, tube={rec['tube']!r}): "
-                f"column 'fcs_file': file {rec['fcs_path']} not found"
-            )
+            warnings.append(f"{where}: column 'fcs_file': file {rec['fcs_path']} not found")
+        for marker, fmo in rec["fmo_paths"].items():
+            if not Path(fmo).is_file():
+                warnings.append(
+                    f"{where}: column 'fmo': {marker} FMO file {fmo} not found; that boundary "
+                    "is fitted on the tube itself"
+                )
     warnings += load_cbc(sheet("cbc"), patients)[1]
     warnings += load_chimerism_sources(config, base, patients)[2]
     warnings += unused_column_warnings(config, base)

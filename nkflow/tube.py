@@ -87,6 +87,7 @@ def run_tube(
     tube: str,
     settings: dict[str, Any],
     outputs: TubeOutputs,
+    fmo: dict[str, Path] | None = None,
 ) -> str:
     """Process one tube and write its outputs.
 
@@ -100,6 +101,9 @@ def run_tube(
         ``{"qc": {...}, "endpoints": {...}, "figures": {...}, "spillover": path or None}``.
     outputs
         Where to write.
+    fmo
+        Marker -> FMO control FCS of this tube (the sample sheet's ``fmo`` column): the
+        boundaries the tree sets from an FMO tube (``fmo_percentile``) come from it.
 
     Returns
     -------
@@ -194,11 +198,7 @@ def run_tube(
         resolution = panel_mod.resolve(pnl, sample)
     except PanelError as exc:
         return fail("panel_ambiguous", exc)
-    marker_index: dict[str, int] = {}
-    for m in pnl.markers:
-        idx = resolution.index_for(m)
-        if idx is not None and m not in resolution.missing:
-            marker_index[m] = idx
+    marker_index = _marker_index(pnl, resolution)
     prov["panel_resolution"] = [list(map(str, row)) for row in resolution.table()]
     for marker in resolution.missing:
         note(
@@ -260,6 +260,9 @@ def run_tube(
     if margins.keep is not None:
         keep &= margins.keep
 
+    # ---- FMO control tubes: the events that set the boundaries declared fmo_percentile
+    controls = _fmo_controls(tree, pnl, fmo or {}, settings, prov, note)
+
     # ---- gate (transforms declared `t: range` take each channel's $PnR; boundaries declared
     # `fit:` are fitted on this tube)
     channel_ranges = {m: float(sample.channels[i].pnr) for m, i in marker_index.items()}
@@ -272,6 +275,7 @@ def run_tube(
         tube=f"{sample_id}/{tube}",
         channel_names=sample.channel_names,
         ranges=channel_ranges,
+        controls=controls,
     )
     prov["scales"] = {
         tid: result.tree.transforms[tid].to_dict()
@@ -337,6 +341,69 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
             [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
         )
     )
+
+
+def _marker_index(pnl: Any, resolution: Any) -> dict[str, int]:
+    """Marker -> event column, for the markers this file has."""
+    out: dict[str, int] = {}
+    for m in pnl.markers:
+        idx = resolution.index_for(m)
+        if idx is not None and m not in resolution.missing:
+            out[m] = idx
+    return out
+
+
+def _fmo_controls(
+    tree: Any, pnl: Any, fmo: dict[str, Path], settings: dict[str, Any], prov: dict, note: Any
+) -> dict[str, Any]:
+    """``{"<gate>.<marker>": raw values}`` from each FMO tube, for gate_sample's controls.
+
+    An FMO tube that cannot be read or gated is a WARN naming it; that boundary is then
+    fitted on the tube itself, as without an FMO tube.
+    """
+    from nkflow import compensation, io
+    from nkflow import panel as panel_mod
+    from nkflow.gating import fmo_values
+    from nkflow.provenance import sha256_file
+
+    controls: dict[str, Any] = {}
+    used: dict[str, Any] = {}
+    for marker, path in sorted(fmo.items()):
+        gates = [
+            g.id
+            for g in tree.gates
+            for d in g.dims
+            if d.marker == marker
+            and any(b is not None and b.fmo_percentile is not None for b in (d.fit_min, d.fit_max))
+        ]
+        try:
+            f = io.read_fcs(path)
+            mi = _marker_index(pnl, panel_mod.resolve(pnl, f))
+            override = settings.get("spillover")
+            spill = compensation.spillover_for(f, override=Path(override) if override else None)
+            ranges = {m: float(f.channels[i].pnr) for m, i in mi.items()}
+            for gid in gates:
+                controls[f"{gid}.{marker}"] = fmo_values(
+                    tree, gid, marker, f.events, mi, spill=spill,
+                    channel_names=f.channel_names, ranges=ranges,
+                )  # fmt: skip
+            used[marker] = {"file": str(path), "sha256": f.sha256, "gates": gates}
+        except NkflowError as exc:
+            used[marker] = {
+                "file": str(path),
+                "sha256": sha256_file(path) if path.is_file() else None,
+                "error": str(exc),
+            }
+            note(
+                "fmo",
+                "WARN",
+                "fmo_unusable",
+                f"FMO tube for {marker} ({path}) could not be used ({exc}); the {marker} boundary "
+                "was fitted on the tube itself",
+            )
+    if used:
+        prov["fmo"] = used
+    return controls
 
 
 def _instrument_tree(settings: dict[str, Any], cytometer: str) -> Path | None:
@@ -422,6 +489,7 @@ def run_batch(
     gating: Path,
     settings: dict[str, Any],
     outdir: Path,
+    fmo: dict[tuple[str, str], dict[str, Path]] | None = None,
 ) -> dict[tuple[str, str], str]:
     """Process several tubes that share a panel and gate tree, in one process.
 
@@ -463,6 +531,7 @@ def run_batch(
                 figure=d / "gating.png",
                 provenance=d / "provenance.json",
             ),
+            fmo=(fmo or {}).get((sample_id, tube)),
         )
         logger.info(
             "tube %s/%s: QC %s, %.3f s CPU",

@@ -15,7 +15,7 @@ Importing this package is light: FlowKit, pandas and scikit-learn are imported i
 functions that need them.
 """
 
-from nkflow.gating.evaluate import GatingResult, control_values, gate_sample
+from nkflow.gating.evaluate import GatingResult, control_values, fmo_values, gate_sample
 from nkflow.gating.flowjo import from_flowjo_wsp
 from nkflow.gating.gatingml import from_flowkit, from_gatingml, to_flowkit, to_gatingml
 from nkflow.gating.tree import (
@@ -38,6 +38,7 @@ __all__ = [
     "GatingResult",
     "Population",
     "control_values",
+    "fmo_values",
     "from_flowjo_wsp",
     "from_flowkit",
     "from_gatingml",

@@ -541,9 +541,10 @@ def gate_sample(
     keep
         Boolean mask of events that survived time QC; None keeps all.
     controls
-        ``{gate_id: values}`` for ``method: control`` gates: raw (compensated if the gate is)
-        values of the gate's marker in the control (FMO) tube's parent population; see
-        :func:`nkflow.gating.control_values`.
+        ``{gate_id: values}`` for ``method: control`` gates, and ``{"<gate>.<marker>": values}``
+        for fitted bounds that declare ``fmo_percentile``: raw (compensated if the gate is)
+        values of the marker in the control (FMO) tube's population; see
+        :func:`nkflow.gating.control_values` and :func:`fmo_values`.
     tube
         Label used in flag messages (e.g. ``"P003-D14/treg"``).
     channel_names
@@ -637,7 +638,7 @@ def gate_sample(
         if g.fitted:
             prow = np.flatnonzero(parent) if parent is not None else np.arange(n)
             try:
-                g = _fit_gate(cols, g, prow, fitted_bounds, res.fits, res.members)
+                g = _fit_gate(cols, g, prow, fitted_bounds, res.fits, res.members, controls or {})
             except fit_mod.FitFailure as exc:
                 where = exc.where or g.id
                 fit_flag = {
@@ -741,6 +742,7 @@ def _fit_gate(
     fitted_bounds: dict[tuple[str, str], float],
     records: list[dict[str, Any]],
     members: Mapping[str, np.ndarray],
+    controls: Mapping[str, np.ndarray],
 ) -> Gate:
     """The gate with its boundaries fitted on the parent's events ``prow`` (records appended).
 
@@ -823,9 +825,15 @@ def _fit_gate(
             else:
                 try:
                     upper = (fb.edge or ("upper" if side == "min" else "lower")) == "upper"
-                    f = fit_mod.fit_bound(
-                        values(d, fb.on), fb.method, fb.bounds, fb.k, upper, fb.fallback
-                    )
+                    fmo = controls.get(where) if fb.fmo_percentile is not None else None
+                    if fmo is not None:
+                        with np.errstate(all="ignore"):
+                            ctrl = _apply(_xf(tree, d), np.asarray(fmo, dtype=np.float64))
+                        f = fit_mod.control_percentile(ctrl, fb.bounds, fb.fmo_percentile)
+                    else:
+                        f = fit_mod.fit_bound(
+                            values(d, fb.on), fb.method, fb.bounds, fb.k, upper, fb.fallback
+                        )
                 except fit_mod.FitFailure as failure:
                     failure.where = where
                     raise
@@ -893,3 +901,57 @@ def control_values(
             f"control tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'"
         )
     return np.array(cols.raw(g.dims[0], rows), dtype=np.float64)
+
+
+def fmo_values(
+    tree: GateTree,
+    gate_id: str,
+    marker: str,
+    events: np.ndarray,
+    marker_index: Mapping[str, int | None],
+    spill: Any = None,
+    keep: np.ndarray | None = None,
+    channel_names: Sequence[str] | None = None,
+    ranges: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """Raw values of ``marker`` in an FMO tube, in the population a fitted bound is fitted on.
+
+    The FMO tube is gated with the same tree (its own fits) up to that population
+    (``fit_on``, else the gate's parent); the result goes to
+    ``gate_sample(..., controls={"<gate>.<marker>": values})``.
+
+    Raises
+    ------
+    GatingError
+        The gate has no fitted bound on ``marker``, or the population was not computed in the
+        FMO tube (the reason is named).
+    """
+    g = tree.gate(gate_id)
+    dim = next((d for d in g.dims if d.marker == marker and (d.fit_min or d.fit_max)), None)
+    if dim is None:
+        raise GatingError(f"gate '{gate_id}' has no fitted bound on {marker}")
+    fb = dim.fit_min or dim.fit_max
+    assert fb is not None
+    on = fb.on or g.parent
+    res = gate_sample(
+        tree,
+        events,
+        marker_index,
+        spill=spill,
+        keep=keep,
+        channel_names=channel_names,
+        ranges=ranges,
+    )
+    if on is None:
+        rows = np.flatnonzero(keep) if keep is not None else np.arange(len(events))
+    elif on in res.not_computed:
+        raise GatingError(
+            f"FMO tube: population '{on}' (where gate '{gate_id}' fits {marker}) was not "
+            f"computed ({res.not_computed[on]})"
+        )
+    else:
+        rows = np.flatnonzero(res.members[on])
+    cols = _Columns(res.tree, np.asarray(events), marker_index, spill, channel_names)
+    if cols.missing(g) is not None:
+        raise GatingError(f"FMO tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'")
+    return np.array(cols.raw(dim, rows), dtype=np.float64)

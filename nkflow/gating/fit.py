@@ -320,6 +320,26 @@ def fit_bound(
         return Fit("tail", fit.value, {**fit.stats, "fallback_from": "valley: " + exc.message})
 
 
+def control_percentile(control: np.ndarray, bounds: tuple[float, float], pct: float) -> Fit:
+    """The ``pct`` percentile of an FMO control tube's values (gate units).
+
+    Raises
+    ------
+    FitFailure
+        ``too_few_events`` in the control population, or ``out_of_bounds``.
+    """
+    c = _finite(control)
+    if c.size < MIN_EVENTS:
+        raise FitFailure(
+            "too_few_events",
+            f"the FMO tube has {c.size} events to set the boundary from, need {MIN_EVENTS}",
+        )
+    cut = float(np.percentile(c, pct))
+    stats = {"n_events": int(c.size), "percentile": pct}
+    _in_bounds(cut, bounds, f"FMO {pct:g}th percentile", stats)
+    return Fit("fmo", cut, stats)
+
+
 # ----------------------------------------------------------------------------- 2-D
 
 

@@ -69,6 +69,9 @@ class FitBound:
     #: present: FoxP3 on all CD4 cells, not on the CD25hi CD127lo cells that are nearly all
     #: FoxP3+)
     on: str | None = None
+    #: percentile of the FMO control tube's events (same population) that becomes the boundary
+    #: when the sample sheet names an FMO tube for this marker; without one, ``method`` is used
+    fmo_percentile: float | None = None
     #: which edge of the main peak ``tail`` takes: ``upper`` (default for a ``min`` bound: the
     #: gate keeps what lies above the main population) or ``lower`` (default for ``max``); a
     #: ``max`` bound that keeps the main population itself (live cells below the dead) says
@@ -416,7 +419,7 @@ def _bound(where: str, key: str, v: Any, gtype: str) -> tuple[float | None, FitB
         return _opt(where, key, v), None
     if gtype != "rectangle":
         raise ConfigError(f"{where}: a fitted '{key}' is only allowed on rectangle gates")
-    allowed = {"fit", "bounds", "fallback", "k", "same_as", "edge", "fit_on"}
+    allowed = {"fit", "bounds", "fallback", "k", "same_as", "edge", "fit_on", "fmo_percentile"}
     unknown = sorted(set(v) - allowed)
     if unknown:
         raise ConfigError(
@@ -443,6 +446,11 @@ def _bound(where: str, key: str, v: Any, gtype: str) -> tuple[float | None, FitB
     if edge not in (None, "upper", "lower"):
         raise ConfigError(f"{where}: '{key}.edge' must be 'upper' or 'lower', found {edge!r}")
     k = _f(where, f"{key}.k", v.get("k", 3.0))
+    fmo = _opt(where, f"{key}.fmo_percentile", v.get("fmo_percentile"))
+    if fmo is not None and not 50 <= fmo < 100:
+        raise ConfigError(
+            f"{where}: '{key}.fmo_percentile' must be at least 50 and below 100, found {fmo:g}"
+        )
     if k <= 0:
         raise ConfigError(f"{where}: '{key}.k' must be > 0, found {k:g}")
     return None, FitBound(
@@ -452,6 +460,7 @@ def _bound(where: str, key: str, v: Any, gtype: str) -> tuple[float | None, FitB
         k=k,
         edge=edge,
         on=v.get("fit_on"),
+        fmo_percentile=fmo,
     )
 
 
@@ -737,6 +746,8 @@ def _bound_to_dict(b: FitBound) -> dict[str, Any]:
         out["edge"] = b.edge
     if b.on:
         out["fit_on"] = b.on
+    if b.fmo_percentile is not None:
+        out["fmo_percentile"] = b.fmo_percentile
     return out
 
 

@@ -194,3 +194,38 @@ def test_gating_by_instrument_entries_are_schema_checked():
     bad = {**_base(), "gating_by_instrument": {"nk_v1": [{"cyt": "X", "tree": "t.yaml"}]}}
     with pytest.raises(ConfigError, match=r"field 'gating_by_instrument.nk_v1.0'"):
         validate_config(bad, source="config.yaml")
+
+
+def _with_fmo(base: Path, value: str) -> None:
+    sheet = base / "data/sample/samples.tsv"
+    lines = sheet.read_text().splitlines()
+    rows = [lines[0] + "\tfmo"] + [
+        line + ("\t" + value if line.startswith("P01-D14\tP01\t2025-03-17\ttreg") else "\t")
+        for line in lines[1:]
+    ]
+    sheet.write_text("\n".join(rows) + "\n")
+
+
+def test_an_fmo_tube_for_a_marker_the_tree_does_not_set_from_fmo_is_an_error(tmp_path):
+    base = _copy_project(tmp_path)
+    lines = (base / "data/sample/samples.tsv").read_text().splitlines()
+    assert any(line.startswith("P01-D14\tP01\t2025-03-17\ttreg") for line in lines)
+    _with_fmo(base, "CD25=fcs/P01-D14_treg.fcs")
+    cfg = validate_config(_base(), source="config.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"sample P01-D14 tube treg: column 'fmo': found an FMO tube for 'CD25'; expected a "
+        r"marker whose boundary gate tree 'treg_v1' sets from an FMO tube \(fmo_percentile\): "
+        r"FoxP3, Ki-67; fix:",
+    ):
+        validate_inputs(cfg, base_dir=base)
+
+
+def test_a_missing_fmo_file_is_a_warning_naming_the_row(tmp_path):
+    base = _copy_project(tmp_path)
+    _with_fmo(base, "FoxP3=fcs/nope.fcs")
+    cfg = validate_config(_base(), source="config.yaml")
+    warnings = validate_inputs(cfg, base_dir=base)
+    hits = [w for w in warnings if "column 'fmo'" in w]
+    assert len(hits) == 1 and "FoxP3 FMO file" in hits[0] and "nope.fcs not found" in hits[0]
+    assert "(sample_id='P01-D14', tube='treg')" in hits[0]

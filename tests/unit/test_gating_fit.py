@@ -17,7 +17,7 @@ import pytest
 
 from nkflow import compensation, io, panel, qc
 from nkflow.errors import ConfigError
-from nkflow.gating import fit, gate_sample, load_tree, tree_from_dict
+from nkflow.gating import fit, fmo_values, gate_sample, load_tree, tree_from_dict
 from nkflow.gating.tree import tree_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,19 +256,26 @@ def _tube(visit_kw: dict, style_key: str = "bd_fortessa", seed: int = 5):
     return gen, res
 
 
-def _gate_events(gen, res, style_key, tree):
+def _gate_events(gen, res, style_key, tree, kind="nk", controls=None):
     style = gen.STYLES[style_key]
-    pnl = panel.load_panel(ROOT / "config" / "panels" / "nk_v1.yaml")
+    mi, spill, rng_of = _placement(gen, res, style, kind)
+    return gate_sample(
+        tree, res.events.astype(np.float64), mi, spill=spill, ranges=rng_of, controls=controls
+    )
+
+
+def _placement(gen, res, style, kind):
+    """Marker index, spillover and ranges of a generated tube (no file written)."""
+    pnl = panel.load_panel(ROOT / "config" / "panels" / f"{kind}_v1.yaml")
     names = res.pnn
     mi = {}
     for m, spec in pnl.markers.items():
         for i, (pnn, pns) in enumerate(zip(res.pnn, res.pns, strict=True)):
             if pns.strip() in spec.aliases or pnn in spec.aliases:
                 mi.setdefault(m, i)
-    det, s = gen.spillover(style, "nk")
+    det, s = gen.spillover(style, kind)
     spill = ([names.index(c) for c in det], s)
-    rng_of = {m: float(style.range) for m in mi}
-    return gate_sample(tree, res.events.astype(np.float64), mi, spill=spill, ranges=rng_of)
+    return mi, spill, {m: float(style.range) for m in mi}
 
 
 def test_absent_nk_is_a_real_zero_not_a_failed_fit():
@@ -425,3 +432,47 @@ def test_a_pile_of_clipped_zeros_is_not_the_main_peak():
     v = np.r_[np.zeros(4000), neg, rng.normal(0.75, 0.04, 1500)]
     f = fit.tail(v, (0.2, 0.9), 3.0, upper=True)
     assert f.value == pytest.approx(0.45, abs=0.02)
+
+
+def test_an_fmo_tube_sets_the_foxp3_boundary_when_given(monkeypatch, tmp_path):
+    """With a FoxP3 FMO tube (same cells, FoxP3 unstained) the FoxP3 cut is its 99.5th
+    percentile on CD4 cells, recorded as method fmo; the Treg % stays within 5 % of truth."""
+    from tests.generated import generator, labels_as_names, placed, write_tube
+
+    gen = generator()
+    style = gen.STYLES["aurora"]
+    visit = gen.Visit(
+        day=14, nk_pct=7.0, bright_frac=0.5, treg_pct_cd4=6.5, alc="1", chimerism={},
+        n_treg=30000,
+    )  # fmt: skip
+    stained = gen.make_tube(np.random.default_rng(21), style, "treg", visit)
+    unstained = {
+        k: (cls, {m: lev for m, lev in levels.items() if m != "FoxP3"})
+        for k, (cls, levels) in gen.TREG_PHENO.items()
+    }
+    monkeypatch.setattr(gen, "TREG_PHENO", unstained)
+    fmo = gen.make_tube(np.random.default_rng(22), style, "treg", visit)
+    tree = load_tree(ROOT / "config" / "gating" / "treg_v1.yaml")
+    f, fmi, fspill, franges = placed(write_tube(style, "treg", fmo, tmp_path / "fmo.fcs"), "treg")
+    ctrl = fmo_values(
+        tree, "treg", "FoxP3", f.events, fmi, spill=fspill, channel_names=f.channel_names,
+        ranges=franges,
+    )  # fmt: skip
+    s, mi, spill, ranges = placed(write_tube(style, "treg", stained, tmp_path / "t.fcs"), "treg")
+
+    def gate(controls=None):
+        return gate_sample(
+            tree, s.events, mi, spill=spill, channel_names=s.channel_names, ranges=ranges,
+            controls=controls,
+        )  # fmt: skip
+
+    out = gate({"treg.FoxP3": ctrl})
+    rec = next(f for f in out.fits if f["gate"] == "treg" and f["markers"] == ["FoxP3"])
+    assert rec["method"] == "fmo" and rec["stats"]["percentile"] == 99.5
+    assert rec["stats"]["n_events"] == ctrl.size > 5000
+    lab = labels_as_names(stained.labels)
+    truth = np.isin(lab, TREG_LABELS).sum() / np.isin(lab, CD4_LABELS).sum()
+    got = out.count("treg") / out.count("cd4")
+    assert abs(got - truth) / truth < 0.05, (got, truth)
+    without = gate()
+    assert next(f for f in without.fits if f["gate"] == "treg")["method"] == "valley"

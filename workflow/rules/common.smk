@@ -53,6 +53,10 @@ def _make_batches():
             # relative to the run directory: results do not depend on where the checkout is
             (row.sample_id, row.tube, os.path.relpath(row.fcs_path))
         )
+        for marker, path in row.fmo_paths.items():
+            FMO.setdefault((row.sample_id, row.tube), {})[marker] = os.path.relpath(
+                path
+            )
     batches = {}
     for (gating, panel), members in groups.items():
         for k in range(0, len(members), size):
@@ -65,6 +69,7 @@ def _make_batches():
     return batches
 
 
+FMO = {}  # (sample_id, tube) -> {marker: FMO control FCS}, from the sheet's fmo column
 BATCHES = _make_batches()
 
 
@@ -78,17 +83,27 @@ def batch_inputs(wildcards):
         "fcs": [fcs for _, _, fcs in b["tubes"]],
         "panel": NKCONFIG["panels"][b["panel"]],
         "gating": NKCONFIG["gating"][b["gating"]],
+        "fmo": [f for s, t, _ in b["tubes"] for f in FMO.get((s, t), {}).values()],
         "instrument_trees": [
-            e["tree"] for e in NKCONFIG.get("gating_by_instrument", {}).get(b["gating"], [])
+            e["tree"]
+            for e in NKCONFIG.get("gating_by_instrument", {}).get(b["gating"], [])
         ],
     }
 
 
 def batch_tube_args(wildcards):
     """The --tube options of one batch, shell-quoted."""
+    tubes = BATCHES[wildcards.batch]["tubes"]
     return " ".join(
-        f"--tube {shlex.quote(s)} {shlex.quote(t)} {shlex.quote(f)}"
-        for s, t, f in BATCHES[wildcards.batch]["tubes"]
+        [
+            f"--tube {shlex.quote(s)} {shlex.quote(t)} {shlex.quote(f)}"
+            for s, t, f in tubes
+        ]
+        + [
+            f"--fmo {shlex.quote(s)} {shlex.quote(t)} {shlex.quote(m)} {shlex.quote(f)}"
+            for s, t, _ in tubes
+            for m, f in sorted(FMO.get((s, t), {}).items())
+        ]
     )
 
 

@@ -5,7 +5,8 @@ Contract
 ``gating_figure(tree, events, marker_index, res, path, ...)`` writes one PNG with one panel per
 gate (boolean gates excepted): the parent population's events in the gate's transformed units
 (a 2-D density for two or more dims, a histogram for one), the gate outline, and each defined
-population's event count and percent of parent (from ``res``, never recomputed). Axes are
+population's event count and percent of parent (from ``res``, never recomputed), and for a
+gate fitted to the tube the methods that placed it (``fitted: valley, tail``). Axes are
 labelled with marker names and transform ids. A gate that was not computed gets a panel saying
 why. The figure is a pure function of its inputs: subsampling uses ``random_state`` and the PNG
 carries no timestamp, so the same input gives the same bytes.
@@ -436,6 +437,9 @@ def gating_figure(
     tdraw = ImageDraw.Draw(txt)
     if title:
         _text(txt, (size[0] // 2, TITLE_H // 2), title, 15, "mm")
+    methods: dict[str, list[str]] = {}
+    for f in res.fits:
+        methods.setdefault(f["gate"], []).append(f["method"])
     for k, g in enumerate(gates):
         ox, oy = (k % NCOLS) * PANEL_W, TITLE_H + (k // NCOLS) * PANEL_H
         px0, py0 = ox + PLOT_L, oy + PLOT_T
@@ -467,14 +471,11 @@ def gating_figure(
         vals = _values(cols, tree, g, rows)
         if len(vals) >= 2:
             d0, d1 = g.dims[0], g.dims[1]
-            xlim = _limits(
-                vals[0],
-                [d0.min, d0.max, *d0.dividers] + ([v[0] for v in g.vertices] if g.vertices else []),
-            )
-            ylim = _limits(
-                vals[1],
-                [d1.min, d1.max, *d1.dividers] + ([v[1] for v in g.vertices] if g.vertices else []),
-            )
+            # a fitted shape reaches past the data (the singlet band runs to the top of the
+            # scale): the axes follow the events, not its vertices
+            verts = g.vertices if g.vertices and g.id not in methods else ()
+            xlim = _limits(vals[0], [d0.min, d0.max, *d0.dividers] + [v[0] for v in verts])
+            ylim = _limits(vals[1], [d1.min, d1.max, *d1.dividers] + [v[1] for v in verts])
             ok = np.isfinite(vals[0]) & np.isfinite(vals[1])
             bins = DENSITY_BINS if rows.size >= 20_000 else DENSITY_BINS // 2
             plot = Image.fromarray(_density(vals[0][ok], vals[1][ok], xlim, ylim, bins))
@@ -496,7 +497,10 @@ def gating_figure(
                 pd.line([(x, 0), (x, PLOT_H)], fill=GATE_I, width=2)
             img.paste(plot, (px0, py0))
             _axes(txt, draw, tdraw, ox, oy, xlim, (0.0, ymax), _label(tree, g, 0), "events")
-        _text_box(img, tdraw, [_stats(res, p, parent_n) for p in pops], px0 + 1, py0 + 1)
+        notes = [_stats(res, p, parent_n) for p in pops]
+        if g.id in methods:
+            notes.append("fitted: " + ", ".join(dict.fromkeys(methods[g.id])))
+        _text_box(img, tdraw, notes, px0 + 1, py0 + 1)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     t = np.asarray(txt)

@@ -51,6 +51,7 @@ def _not_computed_counts(tree: Any, sample_id: str, tube: str, reason: str):
                 "pct_of_lymphocytes": None,
                 "status": "not_computed",
                 "reason": reason,
+                "boundary": "",
             }
         )
     return pd.DataFrame(rows, columns=COUNT_COLUMNS)

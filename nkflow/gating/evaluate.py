@@ -48,6 +48,7 @@ COUNT_COLUMNS = (
     "pct_of_lymphocytes",
     "status",
     "reason",
+    "boundary",
 )
 
 _EPS = 1e-9
@@ -132,7 +133,9 @@ class GatingResult:
         -------
         pandas.DataFrame
             Columns ``population, parent, events, parent_events, pct_of_parent,
-            pct_of_lymphocytes, status, reason``; numbers are empty (NA) when not computed.
+            pct_of_lymphocytes, status, reason, boundary``; numbers are empty (NA) when not
+            computed; ``boundary`` gives the boundaries fitted to this tube for the population's
+            gate (empty for a fixed gate).
         """
         import pandas as pd
 
@@ -144,12 +147,14 @@ class GatingResult:
             par = tree.population(p).parent
             if par in under:
                 under.add(p)
+        fitted = _boundaries(self.fits)
         rows: list[tuple[Any, ...]] = []
         for p in tree.populations:
-            par = tree.population(p).parent
+            node = tree.population(p)
+            par, bound = node.parent, fitted.get(node.gate, "")
             if p in self.not_computed:
                 rows.append(
-                    (p, par or "", None, None, None, None, "not_computed", self.not_computed[p])
+                    (p, par or "", None, None, None, None, "not_computed", self.not_computed[p], "")
                 )
                 continue
             ev = self.count(p)
@@ -157,7 +162,7 @@ class GatingResult:
             pe = self.n_kept if par is None else self.count(par)
             pct_par = 100.0 * ev / pe if pe else None
             pct_l = 100.0 * ev / den if (den and p in under) else None
-            rows.append((p, par or "", ev, pe, pct_par, pct_l, "ok", ""))
+            rows.append((p, par or "", ev, pe, pct_par, pct_l, "ok", "", bound))
         df = pd.DataFrame(
             rows,
             columns=list(COUNT_COLUMNS),
@@ -178,6 +183,25 @@ class GatingResult:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _boundaries(fits: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Gate id -> its fitted boundaries in words, e.g. ``CD3 max 0.4821 (valley)``."""
+    out: dict[str, list[str]] = {}
+    for f in fits:
+        if f["side"] == "shape":
+            v, st = f["value"], f["stats"]
+            if "mean" in v:
+                what = "ellipse mean " + ", ".join(f"{m:.4g}" for m in v["mean"])
+                what += f" (d2 {v['distance_square']:.3g})"
+            else:
+                what = f"ratio {st['ratio_low']:.4g}-{st['ratio_high']:.4g}"
+            out.setdefault(f["gate"], []).append(f"{'/'.join(f['markers'])} {what} ({f['method']})")
+        else:
+            out.setdefault(f["gate"], []).append(
+                f"{f['markers'][0]} {f['side']} {float(f['value']):.4g} ({f['method']})"
+            )
+    return {g: "; ".join(v) for g, v in out.items()}
 
 
 def _spill_parts(

@@ -111,7 +111,9 @@ def test_counts_table(tiny) -> None:
         "pct_of_lymphocytes",
         "status",
         "reason",
+        "boundary",
     ]
+    assert set(t["boundary"]) == {""}  # fixed gates: nothing fitted
     assert t.loc["cells", "parent"] == "" and t.loc["cells", "parent_events"] == 7
     assert t.loc["c_pos", "events"] == 2 and t.loc["c_pos", "parent_events"] == 6
     assert t.loc["c_pos", "pct_of_parent"] == pytest.approx(100 * 2 / 6)

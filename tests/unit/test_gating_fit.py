@@ -284,6 +284,11 @@ def test_absent_nk_is_a_real_zero_not_a_failed_fit():
     out = _gate_events(gen, res, "bd_fortessa", tree)
     critical = [f for f in out.flags if f["gate"] in ("singlets", "lymphocytes", "live", "nk")]
     assert critical == [], critical
+    bounds = out.counts_table("live").set_index("population")["boundary"]
+    assert bounds["nk"].startswith("CD3 max ") and "CD56 min " in bounds["nk"]
+    # the CD56 valley still exists: NKT-like cells (CD3+ CD56+) are the positive mode
+    assert bounds["nk"].endswith("(valley)")
+    assert bounds["lymphocytes"].startswith("FSC-A/SSC-A ellipse mean ")
     assert out.count("live") > 8000 and out.count("nk") < 0.001 * out.count("live")
 
 

@@ -2,7 +2,7 @@
 
 Writes synthetic FCS 3.1 files (float32, 14 channels: 4 scatter/time + 10 fluorescence of the
 NK/Treg panel, with a $SPILLOVER matrix) of 1M and 5M events, then times, each in its own
-process so peak memory is the process's own (``resource.getrusage``):
+process so peak memory is the process's own (``VmHWM``, see ``_maxrss_bytes``):
 
 * ``flowkit``: ``flowkit.Sample(path)`` + ``GatingStrategy.gate_sample`` on the same tree;
 * ``nkflow``: ``nkflow.io.read_fcs`` + ``spillover_for`` + ``nkflow.gating.gate_sample``;
@@ -267,6 +267,20 @@ def write_fcs(path: Path, events: np.ndarray) -> None:
 
 
 def _maxrss_bytes() -> int:
+    """Peak resident set size of this process image (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux keeps in it the high-water mark of the image that ``exec``
+    replaced, which for a ``subprocess`` worker is the parent's; a worker spawned after the
+    parent had generated a 1M-event file reported the parent's ~430 MB as its own peak (3.5x the
+    raw matrix instead of 2.2x). ``VmHWM`` starts afresh with the new image.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

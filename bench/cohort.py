@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -55,6 +56,24 @@ def load_generator():
     return mod
 
 
+def sized_cohort(original: Any, n_events: int) -> Any:
+    """The generator's scenario table (``original``, its ``_cohort``) with every tube at
+    ``n_events`` events: assign the result to ``gen._cohort`` before ``gen.generate``."""
+
+    def cohort() -> tuple[Any, ...]:
+        return tuple(
+            dataclasses.replace(
+                p,
+                visits=tuple(
+                    dataclasses.replace(v, n_nk=n_events, n_treg=n_events) for v in p.visits
+                ),
+            )
+            for p in original()
+        )
+
+    return cohort
+
+
 def generate_cohort(
     out: Path, n_tubes: int, n_events: int, distinct: int = 4
 ) -> tuple[Path, float]:
@@ -67,19 +86,7 @@ def generate_cohort(
     """
     gen = load_generator()
     original = gen._cohort
-
-    def sized_cohort():
-        return tuple(
-            dataclasses.replace(
-                p,
-                visits=tuple(
-                    dataclasses.replace(v, n_nk=n_events, n_treg=n_events) for v in p.visits
-                ),
-            )
-            for p in original()
-        )
-
-    gen._cohort = sized_cohort
+    gen._cohort = sized_cohort(original, n_events)
     t0 = time.perf_counter()
     merged: dict[str, list[list[str]]] = {s: [] for s in SHEETS}
     headers: dict[str, list[str]] = {}

@@ -2,7 +2,7 @@
 
 Writes synthetic FCS 3.1 files (float32, 14 channels: 4 scatter/time + 10 fluorescence of the
 NK/Treg panel, with a $SPILLOVER matrix) of 1M and 5M events, then times, each in its own
-process so peak memory is the process's own (``resource.getrusage``):
+process so peak memory is the process's own (``VmHWM``, see ``_maxrss_bytes``):
 
 * ``flowkit``: ``flowkit.Sample(path)`` + ``GatingStrategy.gate_sample`` on the same tree;
 * ``nkflow``: ``nkflow.io.read_fcs`` + ``spillover_for`` + ``nkflow.gating.gate_sample``;
@@ -11,7 +11,12 @@ process so peak memory is the process's own (``resource.getrusage``):
 Several rounds per tool; medians are reported. A separate verification process checks that
 every population's per-event membership is identical between the two engines.
 
+``--fitted`` instead times the shipped data-driven trees (``config/gating``) on the sample
+cohort's day-14 tubes written at ``--events`` events each (4 instrument styles): nkflow read +
+fit + evaluate against FlowKit evaluating the fitted tree (``res.tree``) on the same file.
+
 Run: ``.venv/bin/python bench/gating.py [--events 1000000 5000000] [--rounds 5]``
+or ``.venv/bin/python bench/gating.py --fitted --events 100000 --rounds 5``
 Results go to stdout (a Markdown table) and are copied by hand into ``bench/README.md``.
 """
 
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -267,6 +273,20 @@ def write_fcs(path: Path, events: np.ndarray) -> None:
 
 
 def _maxrss_bytes() -> int:
+    """Peak resident set size of this process image (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux keeps in it the high-water mark of the image that ``exec``
+    replaced, which for a ``subprocess`` worker is the parent's; a worker spawned after the
+    parent had generated a 1M-event file reported the parent's ~430 MB as its own peak (3.5x the
+    raw matrix instead of 2.2x). ``VmHWM`` starts afresh with the new image.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -380,6 +400,239 @@ def verify(path: Path) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- fitted trees
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fitted_tubes(root: Path, n: int) -> list[dict[str, str]]:
+    """The sample cohort's day-14 tubes, every tube at ``n`` events (generated once in ``root``).
+
+    ``scripts/make_sample_data.py`` writes the 64-tube cohort (4 instrument styles, 2 patients
+    each) with every visit at ``n`` events; the nk and treg tubes of the visits in the day-14
+    endpoint window (day 12-16: 14 tubes with the default seed) are returned with their style,
+    panel and gate tree.
+    """
+    import csv
+    import importlib.util
+
+    out = root / f"sample_cohort_{n}"
+    if not (out / "samples.tsv").exists():
+        spec = importlib.util.spec_from_file_location(
+            "bench_cohort", Path(__file__).with_name("cohort.py")
+        )
+        assert spec is not None and spec.loader is not None
+        cohort = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cohort)
+        gen = cohort.load_generator()
+        original = gen._cohort
+        gen._cohort = cohort.sized_cohort(original, n)
+        try:
+            gen.generate(out, seed=gen.DEFAULT_SEED)
+        finally:
+            gen._cohort = original
+    with (out / "samples.tsv").open(newline="") as fh:
+        sheet = {(r["sample_id"], r["tube"]): r for r in csv.DictReader(fh, delimiter="\t")}
+    with (out / "truth" / "tubes.tsv").open(newline="") as fh:
+        styles = {
+            (r["sample_id"], r["tube"]): r["instrument_style"]
+            for r in csv.DictReader(fh, delimiter="\t")
+        }
+    return [
+        {
+            "path": str(out / r["fcs_file"]),
+            "sample": sid,
+            "tube": tube,
+            "style": styles[(sid, tube)],
+            "panel": r["panel"],
+            "gating": r["gating"],
+        }
+        for (sid, tube), r in sheet.items()
+        if 12 <= int(sid.rsplit("-D", 1)[1]) <= 16
+    ]
+
+
+def _open_tube(t: dict[str, str]) -> tuple[Any, dict[str, int], Any, dict[str, float]]:
+    """Read a tube as ``nkflow tubes`` does: events, marker index, spillover, ranges."""
+    from nkflow import compensation, io, panel
+
+    sample = io.read_fcs(t["path"])
+    pnl = panel.load_panel(REPO / "config" / "panels" / f"{t['panel']}.yaml")
+    res = panel.resolve(pnl, sample)
+    mi = {}
+    for m in pnl.markers:
+        idx = res.index_for(m)
+        if idx is not None and m not in res.missing:
+            mi[m] = idx
+    spill = compensation.spillover_for(sample)
+    ranges = {m: float(sample.channels[i].pnr) for m, i in mi.items()}
+    return sample, mi, spill, ranges
+
+
+def _gate_tube(
+    tree: Any, sample: Any, mi: dict[str, int], spill: Any, ranges: dict[str, float] | None
+) -> Any:
+    from nkflow.gating import gate_sample
+
+    return gate_sample(
+        tree, sample.events, mi, spill=spill, channel_names=sample.channel_names, ranges=ranges
+    )
+
+
+def fitted_worker(tool: str, manifest: Path, rounds: int) -> dict:
+    """Time the shipped data-driven trees (nkflow) or their fitted form (FlowKit) per tube.
+
+    The first tube is run once more before the others, untimed (imports, caches). ``fit_nkflow``,
+    per round: read (``read_fcs`` + panel + spillover), ``gate_sample`` with the
+    shipped tree (fit + evaluate; the fit is the time spent in ``_fit_gate``), then
+    ``gate_sample`` with ``res.tree`` (evaluate only). ``fit_flowkit``: ``flowkit.Sample`` +
+    ``GatingStrategy.gate_sample`` of ``to_flowkit(res.tree)`` (the strategy is built untimed
+    from an nkflow fit in this process), and the per-event comparison with nkflow.
+    """
+    import gc
+
+    from nkflow.gating import evaluate, load_tree
+
+    tubes = json.loads(manifest.read_text())
+    trees = {
+        t["gating"]: load_tree(REPO / "config" / "gating" / f"{t['gating']}.yaml") for t in tubes
+    }
+    clock = {"cpu": 0.0, "wall": 0.0, "by_gate": {}}
+    fit_gate = evaluate._fit_gate
+
+    def timed_fit(cols: Any, g: Any, *args: Any) -> Any:
+        c0, w0 = time.process_time(), time.perf_counter()
+        try:
+            return fit_gate(cols, g, *args)
+        finally:
+            dc = time.process_time() - c0
+            clock["cpu"] += dc
+            clock["wall"] += time.perf_counter() - w0
+            clock["by_gate"][g.id] = clock["by_gate"].get(g.id, 0.0) + dc
+
+    evaluate._fit_gate = timed_fit
+    out = []
+    if tool == "fit_flowkit":
+        import flowkit as fk
+
+        from nkflow.gating import to_flowkit
+    for k, t in enumerate([tubes[0], *tubes]):  # tubes[0] twice: the first pass warms up
+        tree = trees[t["gating"]]
+        rec: dict[str, Any] = {**t, "rounds": []}
+        if tool == "fit_nkflow":
+            for _ in range(rounds):
+                gc.collect()
+                clock.update(cpu=0.0, wall=0.0, by_gate={})
+                c0, w0 = time.process_time(), time.perf_counter()
+                sample, mi, spill, ranges = _open_tube(t)
+                c1 = time.process_time()
+                res = _gate_tube(tree, sample, mi, spill, ranges)
+                c2, w2 = time.process_time(), time.perf_counter()
+                _gate_tube(res.tree, sample, mi, spill, None)
+                c3 = time.process_time()
+                rec["rounds"].append(
+                    {
+                        "read_cpu": c1 - c0,
+                        "gate_cpu": c2 - c1,
+                        "fit_cpu": clock["cpu"],
+                        "eval_only_cpu": c3 - c2,
+                        "total_wall": w2 - w0,
+                        "fit_by_gate_cpu": dict(clock["by_gate"]),
+                    }
+                )
+            rec["n_events"] = int(sample.n_events)
+            rec["not_computed"] = sorted(res.not_computed)
+            rec["flags"] = [f["code"] for f in res.flags]
+        elif tool == "fit_flowkit":
+            sample, mi, spill, ranges = _open_tube(t)
+            res = _gate_tube(tree, sample, mi, spill, ranges)
+            names = {m: sample.channels[i].pnn for m, i in mi.items()}
+            gs = to_flowkit(res.tree, channel_names=names, spill=spill)
+            pops = [p for p in res.tree.populations if p not in res.not_computed]
+            for _ in range(rounds):
+                gc.collect()
+                c0, w0 = time.process_time(), time.perf_counter()
+                fr = gs.gate_sample(fk.Sample(t["path"]))
+                rec["rounds"].append(
+                    {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0}
+                )
+            rec["diff"] = {
+                p: int((fr.get_gate_membership(p) != res.membership(p)).sum()) for p in pops
+            }
+        else:
+            raise SystemExit(f"unknown tool {tool}")
+        if k:
+            out.append(rec)
+    evaluate._fit_gate = fit_gate
+    return {"tool": tool, "tubes": out}
+
+
+def _agg(recs: list[dict], idx: list[int], f: Any) -> float:
+    """Median over the tubes ``idx`` of each tube's median over rounds of ``f(round)``."""
+    return statistics.median(statistics.median(f(r) for r in recs[i]["rounds"]) for i in idx)
+
+
+def fitted_main(a: argparse.Namespace, tmp: Path) -> int:
+    """``--fitted``: the shipped data-driven trees per tube, nkflow fit + evaluate vs FlowKit."""
+    med = statistics.median
+    print(f"load average (1, 5, 15 min) at start: {os.getloadavg()}\n")
+    for n in a.events:
+        tubes = fitted_tubes(tmp, n)
+        manifest = tmp / f"fitted_{n}.json"
+        manifest.write_text(json.dumps(tubes))
+        common = ["--file", str(manifest), "--rounds", str(a.rounds)]
+        ours = _spawn(["--worker", "fit_nkflow", *common])["tubes"]
+        theirs = _spawn(["--worker", "fit_flowkit", *common])["tubes"]
+        print(
+            f"## data-driven trees, {n:,}-event tubes (day-14 tubes of the sample cohort, "
+            f"{a.rounds} rounds, medians over rounds then over the tubes of a row; CPU s)\n"
+        )
+        print(
+            "| style | tube | tubes | read | fit | evaluate | nkflow total | nkflow eval-only "
+            "(fitted tree) | FlowKit (Sample + gate_sample of res.tree) | FlowKit / nkflow total "
+            "| FlowKit / nkflow read+evaluate | nkflow wall | FlowKit wall | identical |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, t in enumerate(ours):
+            groups.setdefault((t["style"], t["tube"]), []).append(i)
+        groups[("all", "all")] = list(range(len(ours)))
+        for (style, tube), idx in groups.items():
+            read = _agg(ours, idx, lambda r: r["read_cpu"])
+            fit = _agg(ours, idx, lambda r: r["fit_cpu"])
+            evl = _agg(ours, idx, lambda r: r["gate_cpu"] - r["fit_cpu"])
+            only = _agg(ours, idx, lambda r: r["eval_only_cpu"])
+            total = _agg(ours, idx, lambda r: r["read_cpu"] + r["gate_cpu"])
+            wall = _agg(ours, idx, lambda r: r["total_wall"])
+            fk_cpu = _agg(theirs, idx, lambda r: r["cpu"])
+            fk_wall = _agg(theirs, idx, lambda r: r["wall"])
+            same = all(v == 0 for i in idx for v in theirs[i]["diff"].values())
+            print(
+                f"| {style} | {tube} | {len(idx)} | {read:.3f} | {fit:.3f} | {evl:.3f} | "
+                f"{total:.3f} | {only:.3f} | {fk_cpu:.3f} | {fk_cpu / total:.1f}x | "
+                f"{fk_cpu / (read + evl):.1f}x | {wall:.3f} | {fk_wall:.3f} | {same} |",
+                flush=True,
+            )
+        print("\nFit CPU per gate (ms, median over tubes and rounds):\n")
+        print("| tree | gate | fit ms |")
+        print("|---|---|---|")
+        for gating in sorted({t["gating"] for t in ours}):
+            per: dict[str, list[float]] = {}
+            for t in ours:
+                if t["gating"] == gating:
+                    for r in t["rounds"]:
+                        for g, v in r["fit_by_gate_cpu"].items():
+                            per.setdefault(g, []).append(v)
+            for g, vs in per.items():
+                print(f"| {gating} | {g} | {1000 * med(vs):.1f} |")
+        flagged = {
+            f"{t['sample']}/{t['tube']}": t["not_computed"] for t in ours if t["not_computed"]
+        }
+        print(f"\n<!-- not computed: {json.dumps(flagged)} -->", flush=True)
+        print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}\n", flush=True)
+    return 0
+
+
 def _spawn(args: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, check=True
@@ -393,15 +646,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None, help="where to write the FCS files")
-    ap.add_argument("--worker", choices=["flowkit", "nkflow", "rawread", "verify"])
+    ap.add_argument(
+        "--fitted",
+        action="store_true",
+        help="time the shipped data-driven trees on the sample cohort's day-14 tubes",
+    )
+    ap.add_argument(
+        "--worker", choices=["flowkit", "nkflow", "rawread", "verify", "fit_nkflow", "fit_flowkit"]
+    )
     ap.add_argument("--file", type=Path)
     a = ap.parse_args(argv)
     if a.worker:
-        res = verify(a.file) if a.worker == "verify" else worker(a.worker, a.file, a.rounds)
+        if a.worker == "verify":
+            res = verify(a.file)
+        elif a.worker.startswith("fit_"):
+            res = fitted_worker(a.worker, a.file, a.rounds)
+        else:
+            res = worker(a.worker, a.file, a.rounds)
         print(json.dumps(res))
         return 0
     tmp = a.dir or Path(tempfile.mkdtemp(prefix="nkflow_bench_"))
     tmp.mkdir(parents=True, exist_ok=True)
+    if a.fitted:
+        return fitted_main(a, tmp)
     print(f"# nkflow gating benchmark ({os.cpu_count()} CPUs, {a.rounds} rounds, medians)\n")
     uptime = os.getloadavg()[0]
     print(

@@ -7,8 +7,9 @@ gate (boolean gates excepted): the parent population's events in the gate's tran
 (a 2-D density for two or more dims, a histogram for one), the gate outline, and each defined
 population's event count and percent of parent (from ``res``, never recomputed), and for a
 gate fitted to the tube the methods that placed it (``fitted: valley, tail``). Axes are
-labelled with marker names and transform ids. A gate that was not computed gets a panel saying
-why. The figure is a pure function of its inputs: subsampling uses ``random_state`` and the PNG
+labelled with marker names and transform ids. A gate whose fit failed shows the parent events it
+was tried on, no boundary, and the failure; any other gate that was not computed gets a panel
+saying why. The figure is a pure function of its inputs: subsampling uses ``random_state`` and the PNG
 carries no timestamp, so the same input gives the same bytes.
 
 Drawing uses Pillow directly (no matplotlib figure: its axes and tick artists cost ~10x the whole
@@ -445,8 +446,14 @@ def gating_figure(
         px0, py0 = ox + PLOT_L, oy + PLOT_T
         pops = g.population_ids()
         _text(txt, (px0 + PLOT_W // 2, oy + 4), f"{g.id} (of {g.parent or 'all events'})", 13, "mt")
-        if any(p in res.not_computed for p in pops) or (
-            g.parent is not None and g.parent in res.not_computed
+        # a gate whose fit failed on a computed parent: draw the parent's events it was tried on
+        why = res.not_computed.get(pops[0], "")
+        fit_failed = why.startswith("gate_fit_failed:") and (
+            g.parent is None or g.parent not in res.not_computed
+        )
+        if not fit_failed and (
+            any(p in res.not_computed for p in pops)
+            or (g.parent is not None and g.parent in res.not_computed)
         ):
             reason = res.not_computed.get(pops[0], res.not_computed.get(g.parent or "", ""))
             draw.rectangle([px0 - 1, py0 - 1, px0 + PLOT_W, py0 + PLOT_H], outline=AXIS_I)
@@ -479,7 +486,8 @@ def gating_figure(
             ok = np.isfinite(vals[0]) & np.isfinite(vals[1])
             bins = DENSITY_BINS if rows.size >= 20_000 else DENSITY_BINS // 2
             plot = Image.fromarray(_density(vals[0][ok], vals[1][ok], xlim, ylim, bins))
-            _outline(ImageDraw.Draw(plot), g, _Map(xlim, ylim), xlim, ylim)
+            if not fit_failed:
+                _outline(ImageDraw.Draw(plot), g, _Map(xlim, ylim), xlim, ylim)
             img.paste(plot, (px0, py0))
             _axes(txt, draw, tdraw, ox, oy, xlim, ylim, _label(tree, g, 0), _label(tree, g, 1))
         else:
@@ -498,7 +506,9 @@ def gating_figure(
             img.paste(plot, (px0, py0))
             _axes(txt, draw, tdraw, ox, oy, xlim, (0.0, ymax), _label(tree, g, 0), "events")
         notes = [_stats(res, p, parent_n) for p in pops]
-        if g.id in methods:
+        if fit_failed:
+            notes.append("fit FAILED: " + why.removeprefix("gate_fit_failed:"))
+        elif g.id in methods:
             notes.append("fitted: " + ", ".join(dict.fromkeys(methods[g.id])))
         _text_box(img, tdraw, notes, px0 + 1, py0 + 1)
     out = Path(path)

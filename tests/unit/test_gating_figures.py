@@ -219,3 +219,56 @@ def test_display_transform_table_matches_exact_logicle() -> None:
     assert np.nanmax(np.abs(fast - exact)) < 1e-6
     assert np.array_equal(np.isnan(fast), np.isnan(exact))
     assert F._display_apply(xf, x[:100]).tolist() == pytest.approx(exact[:100].tolist())
+
+
+def test_a_failed_fit_shows_the_events_it_was_tried_on(tmp_path: Path) -> None:
+    """A fitted gate that finds no valley: its panel draws the parent's events (the data a
+    reviewer needs to see why), no boundary, and the failure in words."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    one_mode = np.column_stack([rng.normal(50, 5, 4000), rng.uniform(0, 100, 4000)])
+    two_modes = np.column_stack(
+        [np.r_[rng.normal(20, 4, 2000), rng.normal(80, 4, 2000)], rng.uniform(0, 100, 4000)]
+    )
+    tree = tree_from_dict(
+        {
+            "name": "fits",
+            "gates": [
+                {
+                    "id": "pos",
+                    "parent": None,
+                    "type": "rectangle",
+                    "dims": [{"marker": "A", "min": {"fit": "valley", "bounds": [30, 70]}}],
+                },
+                {
+                    "id": "box",
+                    "parent": None,
+                    "type": "ellipse",
+                    "dims": [{"marker": "A"}, {"marker": "B"}],
+                    "fit": {"method": "scatter_cluster", "mean_bounds": [[0, 1], [0, 1]]},
+                },
+            ],
+        }
+    )
+    res = gate_sample(tree, one_mode, {"A": 0, "B": 1})
+    assert res.not_computed == {
+        "pos": "gate_fit_failed:pos.A:no_valley",
+        "box": "gate_fit_failed:box:out_of_bounds",
+    }
+    img = np.asarray(
+        Image.open(
+            gating_figure(res.tree, one_mode, {"A": 0, "B": 1}, res, tmp_path / "f.png")
+        ).convert("RGB")
+    )
+    hist, shape = _panel(img, 0), _panel(img, 1)
+    assert _has(hist, F.HIST_RGB) > 1000 and _has(hist, F.GATE_RGB) == 0
+    assert _viridis_pixels(shape) > 1000 and _has(shape, F.GATE_RGB) == 0
+    ok = gate_sample(tree, two_modes, {"A": 0, "B": 1})
+    assert "pos" not in ok.not_computed  # the same gate with two modes is drawn with its cut
+    img2 = np.asarray(
+        Image.open(
+            gating_figure(ok.tree, two_modes, {"A": 0, "B": 1}, ok, tmp_path / "g.png")
+        ).convert("RGB")
+    )
+    assert _has(_panel(img2, 0), F.GATE_RGB) >= F.PLOT_H

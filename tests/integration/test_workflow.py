@@ -47,6 +47,24 @@ def test_nk_percent_of_lymphocytes_within_2pct_of_truth(sample_run):
     assert rel_err[worst] <= 0.02, rel_err
 
 
+def test_donor_nk_per_ul_within_3pct_of_truth_on_every_instrument_style(sample_run):
+    """The endpoint number itself, per instrument style (truth/tubes.tsv names the style)."""
+    truth = _read(TRUTH / "visits.tsv").set_index("sample_id")
+    visits = _read(sample_run / "results/cohort/visits.tsv").set_index("sample_id")
+    style = _read(TRUTH / "tubes.tsv").query("tube == 'nk'").set_index("sample_id")
+    err: dict[str, list[float]] = {}
+    for sid, row in truth.iterrows():
+        if pd.isna(row["donor_nk_per_ul"]):
+            continue  # day 0 (no chimerism) or QNS ALC: no number in truth either
+        got = visits.loc[sid, "donor_nk_per_ul"]
+        assert pd.notna(got), f"{sid}: donor NK/uL missing"
+        rel = abs(got - row["donor_nk_per_ul"]) / row["donor_nk_per_ul"]
+        err.setdefault(style.loc[sid, "instrument_style"], []).append(rel)
+    print({k: f"{max(v):.2%} worst of {len(v)}" for k, v in sorted(err.items())})
+    assert len(err) >= 3
+    assert all(max(v) <= 0.03 for v in err.values()), err
+
+
 def test_every_verdict_matches_truth(sample_run):
     truth = _read(TRUTH / "endpoints.tsv").set_index("patient_id")
     got = _read(sample_run / "results/cohort/endpoints.tsv").set_index("patient_id")

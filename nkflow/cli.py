@@ -111,13 +111,11 @@ def cmd_tubes(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from nkflow.sheets import load_samples
+    from nkflow.sheets import load_configured_samples
     from nkflow.tube import collect_batches
 
     settings = _load_settings(args)
-    samples = load_samples(
-        Path(settings["sheets"]["samples"]), panels=settings["panels"], gatings=settings["gating"]
-    )
+    samples = load_configured_samples(settings)
     collect_batches(
         [Path(p) for p in args.batches],
         list(zip(samples["sample_id"], samples["tube"], strict=True)),

@@ -189,10 +189,16 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
         _check_file("spillover", name, path_text, base_dir)
     for key, path_text in cfg["sheets"].items():
         _check_file("sheets", key, path_text, base_dir)
+    for key in cfg.get("sheet_format") or {}:
+        if not cfg["sheets"].get(key):
+            raise ConfigError(
+                f"config: field 'sheet_format.{key}': describes a sheet that 'sheets:' does not "
+                f"name, so it would never be used; expected one of: "
+                f"{', '.join(sorted(k for k, v in cfg['sheets'].items() if v))}; fix: add "
+                f"'sheets: {{{key}: path}}' or remove 'sheet_format.{key}'"
+            )
     warnings = list(sheets.validate_all(cfg, base_dir))
-    samples = sheets.load_samples(
-        base_dir / cfg["sheets"]["samples"], panels=cfg["panels"], gatings=cfg["gating"]
-    )
+    samples = sheets.load_configured_samples(cfg, base_dir)
     _check_roles(cfg, samples, trees)
     for row in samples.itertuples(index=False):
         tree = trees[row.gating]
@@ -234,7 +240,7 @@ def _check_roles(cfg: dict[str, Any], samples: Any, trees: dict[str, Any]) -> No
     from nkflow.endpoint_settings import settings
 
     s = settings(cfg)
-    allowed_tubes = load_schema("samples")["properties"]["tube"]["enum"]
+    allowed_tubes = load_schema("samples")["properties"]["tube"]["roles"]
     for role, name in s["tubes"].items():
         if name not in allowed_tubes:
             raise ConfigError(

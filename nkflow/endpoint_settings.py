@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "chimerism_assay_limit_pct": 5.0,
     "response_vocab": "config/vocab/response_categories.yaml",
     "chimerism_fractions": "config/vocab/chimerism_fractions.yaml",
+    "dose_plausible_per_kg": [1.0e5, 1.0e8],
 }
 
 

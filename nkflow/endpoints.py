@@ -159,6 +159,8 @@ INT_COLUMNS = {
     "max_ctcae_grade",
     "n_related_adverse_events",
 }
+#: a yes/no column's value when the inputs cannot say (``nk_donor_is_hsct_donor`` without ids)
+UNKNOWN = "unknown"
 BOOL_COLUMNS = {
     "above_threshold",
     "interval_contains_threshold",
@@ -686,15 +688,30 @@ def build_endpoints(
         ]
         if bad:
             flags.append("dose_out_of_range:" + ",".join(bad))
-        same = any(str(r["nk_donor_id"]) == str(r["hsct_donor_id"]) for r in infs)
+        same = nk_donor_is_hsct_donor(infs)
         e["nk_donor_is_hsct_donor"] = same
-        if same:
+        if same is True:
             flags.append("nk_donor_is_hsct_donor")
+        elif same == UNKNOWN:
+            flags.append("nk_donor_relation_unknown")
         _response_summary(e, resp_by.get(pid, []))
         _ae_summary(e, ae_by.get(pid, []), adverse)
         e["flags"] = ";".join(dict.fromkeys(f for f in flags if f))
         rows.append(e)
     return pd.DataFrame(rows, columns=list(ENDPOINT_COLUMNS), dtype=object)
+
+
+def nk_donor_is_hsct_donor(infusions: Sequence[dict[str, Any]]) -> bool | str:
+    """True when an infusion's NK donor is the HSCT donor, False when every infusion names two
+    different donors, :data:`UNKNOWN` when a donor id is missing and none is known to match."""
+    pairs = [
+        (str(r.get("nk_donor_id") or ""), str(r.get("hsct_donor_id") or "")) for r in infusions
+    ]
+    if any(a and a == b for a, b in pairs):
+        return True
+    if all(a and b for a, b in pairs):
+        return False
+    return UNKNOWN
 
 
 def _group(df: pd.DataFrame | None, key: str) -> dict[str, list[dict[str, Any]]]:
@@ -748,7 +765,7 @@ def format_cell(col: str, v: Any) -> str:
     if v is None:
         return ""
     if col in BOOL_COLUMNS:
-        return "true" if bool(v) else "false"
+        return v if v == UNKNOWN else ("true" if bool(v) else "false")
     if col in INT_COLUMNS:
         return str(int(v))
     if isinstance(v, dt.date):
@@ -784,7 +801,7 @@ def _json_value(col: str, v: Any) -> Any:
     if v is None:
         return None
     if col in BOOL_COLUMNS:
-        return bool(v)
+        return v if v == UNKNOWN else bool(v)
     if col in INT_COLUMNS:
         return int(v)
     if isinstance(v, dt.date):
@@ -915,20 +932,6 @@ def _fixed_time_xlsx(wb: Any, when: dt.datetime) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def _optional_sheet(config: dict[str, Any], name: str) -> Path | None:
-    v = (config.get("sheets") or {}).get(name)
-    return Path(str(v)) if v else None
-
-
-def _sheet_path(config: dict[str, Any], name: str) -> Path:
-    p = _optional_sheet(config, name)
-    if p is None:
-        raise ConfigError(
-            f"config: field 'sheets.{name}': missing; expected a path; fix: add it to config.yaml"
-        )
-    return p
-
-
 def _read_text_table(path: str | Path) -> pd.DataFrame:
     import pandas as pd
 
@@ -949,12 +952,10 @@ def run_merge(
 
     s = settings(config)
     out = Path(out_visits)
-    samples = sheets.load_samples(
-        _sheet_path(config, "samples"), config.get("panels") or {}, config.get("gating") or {}
-    )
-    infusions, warnings = sheets.load_infusions(_sheet_path(config, "infusions"))
+    samples = sheets.load_configured_samples(config)
+    infusions, warnings = sheets.load_configured_infusions(config)
     patients = sorted(set(infusions["patient_id"]))
-    cbc, w = sheets.load_cbc(_sheet_path(config, "cbc"), patients)
+    cbc, w = sheets.load_cbc(sheets.required_sheet(config, "cbc"), patients)
     warnings += w
     chimerism, peaks, w = sheets.load_chimerism_sources(config, Path(), patients)
     warnings += w
@@ -992,13 +993,13 @@ def run_endpoints(
 
     s = settings(config)
     visits = read_visits(visits_path)
-    infusions, _ = sheets.load_infusions(_sheet_path(config, "infusions"))
+    infusions, _ = sheets.load_configured_infusions(config)
     patients = sorted(set(infusions["patient_id"]))
     response = adverse = None
-    rp = _optional_sheet(config, "response")
+    rp = sheets.sheet(config, "response")
     if rp is not None:
         response, _ = sheets.load_response(rp, Path(str(s["response_vocab"])), patients)
-    ap = _optional_sheet(config, "adverse_events")
+    ap = sheets.sheet(config, "adverse_events")
     if ap is not None:
         adverse, _ = sheets.load_adverse_events(ap, patients)
     endpoints = build_endpoints(config, visits, infusions, response, adverse)

@@ -36,6 +36,46 @@ def load_schema(name: str) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+_EXPECTED_TYPE = {
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "text",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping of names to values",
+    "null": "nothing (null)",
+}
+
+
+def expected_text(err: Any) -> str:
+    """What a failing JSON-schema keyword expects, in words (not jsonschema's message)."""
+    kw, v = err.validator, err.validator_value
+    if kw == "type":
+        kinds = [v] if isinstance(v, str) else list(v)
+        return " or ".join(_EXPECTED_TYPE.get(k, k) for k in kinds)
+    if kw == "enum":
+        return "one of " + ", ".join(map(str, v))
+    if kw == "const":
+        return repr(v)
+    one = v == 1
+    words = {
+        "minimum": f"a value of at least {v}",
+        "maximum": f"a value of at most {v}",
+        "exclusiveMinimum": f"a value greater than {v}",
+        "exclusiveMaximum": f"a value less than {v}",
+        "minItems": "a non-empty list" if one else f"a list of at least {v} items",
+        "maxItems": f"a list of at most {v} item{'' if one else 's'}",
+        "minLength": "non-empty text" if one else f"text of at least {v} characters",
+        "maxLength": f"text of at most {v} characters",
+        "minProperties": "a non-empty mapping" if one else f"a mapping of at least {v} entries",
+        "pattern": f"text matching the pattern {v}",
+        "uniqueItems": "a list without repeats",
+    }
+    if kw in words:
+        return words[kw]
+    return err.message
+
+
 def _field_path(parts: Any) -> str:
     path = ".".join(str(p) for p in parts)
     return path or "(top level)"
@@ -76,16 +116,17 @@ def check_against_schema(
         allowed = sorted(err.schema.get("properties", {}))
         msg = f"{source}: field '{field}': {err.message}; allowed keys: {', '.join(allowed)}"
     elif err.validator == "required":
-        msg = f"{source}: field '{field}': {err.message}"
+        have = err.instance if isinstance(err.instance, dict) else {}
+        gone = [k for k in err.validator_value if k not in have]
+        msg = (
+            f"{source}: field '{field}': required key(s) {', '.join(gone)} missing; found keys "
+            f"{', '.join(map(str, have)) or 'none'}"
+        )
     else:
         found = json.dumps(err.instance, default=str)
         if len(found) > 80:
             found = found[:77] + "..."
-        msg = (
-            f"{source}: field '{field}': found {found}, expected {err.message.split(' is ', 1)[-1]}"
-        )
-        if err.validator not in ("type", "enum", "pattern", "minimum", "maximum"):
-            msg = f"{source}: field '{field}': {err.message}"
+        msg = f"{source}: field '{field}': found {found}; expected {expected_text(err)}"
     if hint:
         msg += f" -- '{field}' is: {hint.strip()} (see the comments in config/config.yaml)"
     raise ConfigError(msg)

@@ -3,8 +3,13 @@ response and adverse events.
 
 Contract
 --------
-* Every sheet is a tab-separated file read entirely as text (no type guessing, empty cell = ``""``)
-  and checked row by row against its JSON schema in ``workflow/schemas/<sheet>.schema.yaml`` (``nkflow/schemas`` links there).
+* Every sheet is a text table (``.csv`` comma-separated, otherwise tab-separated, or the
+  configured ``sheet_format.<sheet>.delimiter``) read entirely as text (no type guessing, empty
+  cell = ``""``), renamed to nkflow's columns by ``sheet_format.<sheet>.columns`` (a
+  :class:`Sheet`), and checked row by row against its JSON schema in
+  ``workflow/schemas/<sheet>.schema.yaml`` (``nkflow/schemas`` links there). Columns the schema
+  marks ``kind: date`` are parsed by :func:`parse_date` (ISO, ISO with a time, ``06-Feb-2024``,
+  and ``06/02/2024`` only with a stated ``date_order``).
 * A wrong *setup* raises :class:`~nkflow.errors.ConfigError` whose message names the file, the
   1-based data row and its id, the column, what was found, what was expected and how to fix it.
   Duplicate keys are refused naming both rows (never last-row-wins). Ids are restricted to
@@ -18,7 +23,9 @@ Contract
   to another value. Chimerism fractions are canonicalised through the fraction vocabulary
   (``fraction`` holds the canonical name, ``fraction_as_written`` the cell as written). A column
   nkflow does not read (``cytometer``, ``method``, ...) is a warning naming it.
-* ``load_samples`` returns a DataFrame; every other ``load_*`` returns ``(DataFrame, warnings)``.
+* ``load_samples`` returns a DataFrame (a combined ``nk;treg`` row expanded into one row per
+  tube); every other ``load_*`` returns ``(DataFrame, warnings)``. Loaders take a path (read
+  with nkflow's own column names) or a :class:`Sheet` from :func:`sheet`.
 * Loaders are pure apart from reading the named files; nothing here runs a command.
 """
 
@@ -27,13 +34,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nkflow.counts import parse_alc
 from nkflow.errors import ConfigError
-from nkflow.schemas import check_against_schema, load_schema
+from nkflow.schemas import check_against_schema, expected_text, load_schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,34 +59,178 @@ def is_safe_id(value: str) -> bool:
     return bool(ID_RE.match(value)) and ".." not in value
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a TSV as text: every cell a ``str``, empty cells ``""``, surrounding spaces kept.
+#: the sheet keys of ``sheets:`` in config.yaml -> (schema, $defs entry or '')
+SHEET_SCHEMAS = {
+    "samples": ("samples", ""),
+    "infusions": ("infusions", ""),
+    "cbc": ("cbc", ""),
+    "chimerism": ("chimerism", ""),
+    "str_peaks": ("str_peaks", ""),
+    "str_samples": ("str_peaks", "str_sample"),
+    "response": ("response", ""),
+    "adverse_events": ("adverse_events", ""),
+}
+DELIMITERS = {"tab": "\t", "comma": ",", "semicolon": ";"}
+_DELIMITER_OF_SUFFIX = {".csv": "comma", ".tsv": "tab", ".tab": "tab", ".txt": "tab"}
+DATE_ORDERS = ("day_first", "month_first")
+DATE_FORMATS = (
+    "YYYY-MM-DD, YYYY-MM-DD HH:MM (the time is not used), DD-Mon-YYYY (e.g. 06-Feb-2024), or "
+    "DD/MM/YYYY or MM/DD/YYYY when the sheet's sheet_format.<sheet>.date_order is set"
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+_TIME = r"(?:[ T](?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]+)?)?)?"
+_ISO_DATE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})" + _TIME + "$")
+_MON_DATE = re.compile(r"^([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})" + _TIME + "$")
+_NUM_DATE = re.compile(r"^([0-9]{1,2})([/.])([0-9]{1,2})\2([0-9]{4})" + _TIME + "$")
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """One configured sheet: where it is and how the lab wrote it (``sheet_format.<key>``).
+
+    ``columns`` maps an nkflow column to the column of the file that holds it; ``delimiter``
+    is ``tab``, ``comma`` or ``semicolon`` (default from the file name: ``.csv`` comma, anything
+    else tab); ``date_order`` (``day_first`` | ``month_first``) is needed only for dates written
+    ``06/02/2024``.
+    """
+
+    key: str
+    path: Path
+    columns: Mapping[str, str] = field(default_factory=dict)
+    delimiter: str = ""
+    date_order: str | None = None
+
+    def column(self, col: str) -> str:
+        """``col`` as the file spells it, for messages: ``'alc' (alc_value)`` when mapped."""
+        src = self.columns.get(col)
+        return f"'{src}' ({col})" if src and src != col else f"'{col}'"
+
+    @property
+    def separator(self) -> str:
+        """The field separator used to read the file."""
+        name = self.delimiter or _DELIMITER_OF_SUFFIX.get(self.path.suffix.lower(), "tab")
+        return DELIMITERS[name]
+
+
+def sheet(config: dict[str, Any], key: str, base_dir: str | Path = ".") -> Sheet | None:
+    """The configured sheet ``key`` (``sheets.<key>`` and ``sheet_format.<key>``), or None."""
+    path_text = (config.get("sheets") or {}).get(key)
+    if not path_text:
+        return None
+    fmt = (config.get("sheet_format") or {}).get(key) or {}
+    return Sheet(
+        key,
+        Path(base_dir) / str(path_text),
+        dict(fmt.get("columns") or {}),
+        str(fmt.get("delimiter") or ""),
+        fmt.get("date_order"),
+    )
+
+
+def required_sheet(config: dict[str, Any], key: str, base_dir: str | Path = ".") -> Sheet:
+    """:func:`sheet`, refusing a sheet that is not configured.
 
     Raises
     ------
     ConfigError
-        When the file does not exist or is not a readable TSV.
+        Naming the missing ``sheets.<key>`` field.
+    """
+    out = sheet(config, key, base_dir)
+    if out is None:
+        raise ConfigError(
+            f"config: field 'sheets.{key}': missing; expected a path to the {key} sheet (TSV or "
+            f"CSV); fix: add 'sheets: {{{key}: path/to/{key}.tsv}}' to config.yaml"
+        )
+    return out
+
+
+def _as_sheet(source: Sheet | str | Path, key: str) -> Sheet:
+    return source if isinstance(source, Sheet) else Sheet(key, Path(source))
+
+
+def _schema_props(key: str) -> dict[str, Any]:
+    name, sub = SHEET_SCHEMAS[key]
+    schema = load_schema(name)
+    return dict((schema["$defs"][sub] if sub else schema).get("properties", {}))
+
+
+def read_table(source: Sheet | str | Path) -> pd.DataFrame:
+    """Read a sheet as text under nkflow's column names.
+
+    Every cell is a ``str`` (empty cells ``""``, surrounding spaces kept). The separator comes
+    from ``sheet_format.<key>.delimiter`` or the file name (``.csv`` comma, else tab); the
+    ``columns`` mapping of a :class:`Sheet` renames the lab's columns to nkflow's.
+
+    Raises
+    ------
+    ConfigError
+        The file does not exist or cannot be parsed; a mapping names a column nkflow does not
+        read from this sheet, a column the file does not have, or a column the file also has
+        under nkflow's own name.
     """
     import pandas as pd
 
-    p = Path(path)
+    sh = _as_sheet(source, "")
+    p = sh.path
     if not p.is_file():
         raise ConfigError(f"{p}: file not found; fix: check the path in config.yaml 'sheets:'")
     try:
         df = pd.read_csv(
             p,
-            sep="\t",
+            sep=sh.separator,
             dtype=str,
             keep_default_na=False,
             na_filter=False,
             encoding="utf-8-sig",  # spreadsheet exports often start with a byte-order mark
         )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        sep = next(k for k, v in DELIMITERS.items() if v == sh.separator)
         raise ConfigError(
-            f"{p}: cannot be read as a tab-separated table ({exc}); "
-            "fix: save the sheet as UTF-8 text with tab separators and one header line"
+            f"{p}: cannot be read as a {sep}-separated table ({exc}); fix: save the sheet as "
+            "UTF-8 text with one header line (name it .csv for commas, .tsv for tabs, or set "
+            f"sheet_format.{sh.key or '<sheet>'}.delimiter)"
         ) from exc
+    if sh.columns:
+        df = _map_columns(df, sh)
     return df
+
+
+def _map_columns(df: pd.DataFrame, sh: Sheet) -> pd.DataFrame:
+    field_ = f"config: field 'sheet_format.{sh.key}.columns"
+    props = _schema_props(sh.key) if sh.key in SHEET_SCHEMAS else {}
+    header = [str(c) for c in df.columns]
+    seen: dict[str, str] = {}
+    for ours, theirs in sh.columns.items():
+        if props and ours not in props:
+            raise ConfigError(
+                f"{field_}.{ours}': found {ours!r}, which is not a column of the {sh.key} sheet; "
+                f"expected one of: {', '.join(sorted(props))}; fix: map each nkflow column to "
+                f"the column of your file that holds it ({{nkflow column: your column}})"
+            )
+        if theirs not in header:
+            raise ConfigError(
+                f"{sh.path}: header: column {theirs!r} (mapped to {ours} by "
+                f"sheet_format.{sh.key}.columns) not found; found columns {', '.join(header)}; "
+                f"fix: correct the mapping in config.yaml or the file's header"
+            )
+        if theirs in seen:
+            raise ConfigError(
+                f"{field_}': column {theirs!r} is mapped to both {seen[theirs]} and {ours}; "
+                "expected each column of the file to stand for one nkflow column; fix: keep one"
+            )
+        seen[theirs] = ours
+        if ours != theirs and ours in header:
+            raise ConfigError(
+                f"{sh.path}: header: columns {ours!r} and {theirs!r} (mapped to {ours} by "
+                f"sheet_format.{sh.key}.columns) would both be read as {ours}; expected one; "
+                f"fix: remove the mapping or rename one of the two columns"
+            )
+    return df.rename(columns=seen)
 
 
 def _text(v: Any) -> str:
@@ -91,11 +243,15 @@ def _row_label(i: int, row: dict[str, str], id_cols: tuple[str, ...]) -> str:
 
 
 def validate_rows(
-    df: pd.DataFrame, schema: dict[str, Any], path: str | Path, id_cols: tuple[str, ...]
+    df: pd.DataFrame,
+    schema: dict[str, Any],
+    path: str | Path | Sheet,
+    id_cols: tuple[str, ...],
 ) -> None:
     """Check the header and every row of ``df`` against ``schema``.
 
-    Rows are numbered from 1 (the first data row after the header).
+    Rows are numbered from 1 (the first data row after the header). ``path`` may be the
+    :class:`Sheet`, so that messages name a mapped column as the file spells it.
 
     Raises
     ------
@@ -105,14 +261,23 @@ def validate_rows(
     """
     import jsonschema
 
+    sh = _as_sheet(path, "")
     props: dict[str, Any] = schema.get("properties", {})
     required: list[str] = schema.get("required", [])
     missing = [c for c in required if c not in df.columns]
     if missing:
+        hint = ""
+        if len(df.columns) == 1 and any(s in str(df.columns[0]) for s in ",;\t"):
+            hint = (
+                " (the header is one column holding separators: the file is not "
+                f"{next(k for k, v in DELIMITERS.items() if v == sh.separator)}-separated; name "
+                f"it .csv for commas, or set sheet_format.{sh.key or '<sheet>'}.delimiter)"
+            )
         raise ConfigError(
-            f"{path}: header: required column(s) {', '.join(missing)} missing; found columns "
-            f"{', '.join(map(str, df.columns))}; expected {', '.join(required)}; "
-            "fix: add the column(s) to the header line (tab-separated)"
+            f"{sh.path}: header: required column(s) {', '.join(missing)} missing{hint}; found "
+            f"columns {', '.join(map(str, df.columns))}; expected {', '.join(required)}; "
+            "fix: add the column(s) to the header line, or map your own column names to them "
+            f"with sheet_format.{sh.key or '<sheet>'}.columns in config.yaml"
         )
     validator = jsonschema.Draft202012Validator(schema)
     for i, rec in enumerate(df.to_dict(orient="records"), start=1):
@@ -124,13 +289,13 @@ def validate_rows(
         col = str(err.path[0]) if err.path else "?"
         spec = props.get(col, {})
         found = row.get(col, "")
-        expected = spec.get("description", err.message)
+        expected = spec.get("description", expected_text(err))
         if err.validator == "enum":
             expected += "; allowed: " + ", ".join(map(str, spec.get("enum", [])))
         fix = spec.get("fix", "correct the cell")
         raise ConfigError(
-            f"{path}: {_row_label(i, rec, id_cols)}: column '{col}': found {found!r}; "
-            f"expected {expected}; fix: {fix}"
+            f"{sh.path}: {_row_label(i, rec, id_cols)}: column {sh.column(col)}: found "
+            f"{found!r}; expected {expected}; fix: {fix}"
         )
 
 
@@ -139,6 +304,10 @@ def check_unique(
 ) -> None:
     """Refuse a duplicate ``key``, naming both rows (never last-row-wins).
 
+    Dates are compared as dates, so ``2024-02-06`` and ``06-Feb-2024`` are the same key. Rows
+    are numbered by their ``row`` column when there is one (a combined sample-sheet row expands
+    into several rows with one number), else by position.
+
     Raises
     ------
     ConfigError
@@ -146,50 +315,114 @@ def check_unique(
     """
     seen: dict[tuple[str, ...], int] = {}
     for i, rec in enumerate(df.to_dict(orient="records"), start=1):
-        k = tuple(str(rec[c]) for c in key)
+        n = int(rec.get("row", i))
+        k = tuple(_text(rec[c]) for c in key)
         if k in seen:
             what = ", ".join(f"{c}={v!r}" for c, v in zip(key, k, strict=True))
+            rows = f"rows {seen[k]} and {n}" if seen[k] != n else f"row {n}"
             raise ConfigError(
-                f"{path}: rows {seen[k]} and {i}: duplicate key ({what}) in columns "
+                f"{path}: {rows}: duplicate key ({what}) in columns "
                 f"{', '.join(key)}; expected each key once; fix: remove or correct one of the "
-                f"two rows (rows {seen[k]} and {i}; nothing is silently overwritten)"
+                f"two ({rows}; nothing is silently overwritten)"
             )
-        seen[k] = i
+        seen[k] = n
     _ = id_cols
 
 
-def parse_date(value: str, path: str | Path, i: int, label: str, col: str) -> dt.date:
-    """Parse ``YYYY-MM-DD``; raise ConfigError naming the cell when it is not a real date."""
+def parse_date(
+    value: str,
+    path: str | Path,
+    label: str,
+    col: str,
+    *,
+    order: str | None = None,
+    sheet_key: str = "",
+) -> dt.date:
+    """Parse a date as lab systems write it (:data:`DATE_FORMATS`); a time part is not used.
+
+    ``06/02/2024`` (or ``06.02.2024``) is read only with ``order`` (``day_first`` or
+    ``month_first``): without it the day and month cannot be told apart.
+
+    Raises
+    ------
+    ConfigError
+        Naming the cell, when it is not a real calendar date in one of those forms, or when a
+        day/month date has no stated order.
+    """
+    where = f"{path}: {label}: column {col}: found {value!r}"
+    text = value.strip()
+    ymd: tuple[int, int, int] | None = None
+    if m := _ISO_DATE.match(text):
+        ymd = (int(m[1]), int(m[2]), int(m[3]))
+    elif (m := _MON_DATE.match(text)) and m[2].lower() in _MONTHS:
+        ymd = (int(m[3]), _MONTHS[m[2].lower()], int(m[1]))
+    elif m := _NUM_DATE.match(text):
+        if order not in DATE_ORDERS:
+            raise ConfigError(
+                f"{where}; expected a date whose day/month order is known: {text} could be "
+                f"day {int(m[1])} of month {int(m[3])} or month {int(m[1])} day {int(m[3])}; "
+                f"fix: set sheet_format.{sheet_key or '<sheet>'}.date_order to day_first "
+                f"({m[1]}{m[2]}{m[3]} = day {int(m[1])}) or month_first in config.yaml, or "
+                "write dates as YYYY-MM-DD"
+            )
+        a, b = int(m[1]), int(m[3])
+        day, month = (a, b) if order == "day_first" else (b, a)
+        ymd = (int(m[4]), month, day)
     try:
-        return dt.date.fromisoformat(value)
+        if ymd is None:
+            raise ValueError(text)
+        return dt.date(*ymd)
     except ValueError as exc:
         raise ConfigError(
-            f"{path}: {label}: column '{col}': found {value!r}; expected a real calendar date "
-            f"YYYY-MM-DD; fix: correct the date"
+            f"{where}; expected a real calendar date: {DATE_FORMATS}; fix: correct the date"
         ) from exc
 
 
-def _parse_dates(df: pd.DataFrame, cols: Iterable[str], path: Path, id_cols: tuple[str, ...]):
-    for col in cols:
+def date_columns(schema: dict[str, Any]) -> list[str]:
+    """The columns a sheet schema marks ``kind: date``."""
+    return [c for c, spec in schema.get("properties", {}).items() if spec.get("kind") == "date"]
+
+
+def _parse_dates(
+    df: pd.DataFrame, schema: dict[str, Any], sh: Sheet, id_cols: tuple[str, ...]
+) -> pd.DataFrame:
+    """Replace every ``kind: date`` column present by ``datetime.date`` (empty -> None)."""
+    for col in date_columns(schema):
         if col not in df.columns:
             continue
         out = []
         for i, rec in enumerate(df.to_dict(orient="records"), start=1):
             v = rec[col]
+            label = _row_label(int(rec.get("row", i)), rec, id_cols)
             out.append(
-                None if v == "" else parse_date(v, path, i, _row_label(i, rec, id_cols), col)
+                None
+                if v == ""
+                else parse_date(
+                    v, sh.path, label, sh.column(col), order=sh.date_order, sheet_key=sh.key
+                )
             )
         df[col] = out
     return df
 
 
-def _load(path: str | Path, schema_name: str, key: tuple[str, ...], id_cols: tuple[str, ...]):
-    p = Path(path)
-    df = read_table(p)
-    validate_rows(df, load_schema(schema_name), p, id_cols)
-    check_unique(df, key, p, id_cols)
+def _load(
+    source: Sheet | str | Path,
+    sheet_key: str,
+    key: tuple[str, ...],
+    id_cols: tuple[str, ...],
+) -> tuple[Sheet, pd.DataFrame]:
+    """Read, map, validate and date-parse a sheet; refuse duplicate keys; number the rows."""
+    sh = _as_sheet(source, sheet_key)
+    name, sub = SHEET_SCHEMAS[sheet_key]
+    schema = load_schema(name)
+    if sub:
+        schema = dict(schema["$defs"][sub])
+    df = read_table(sh)
+    validate_rows(df, schema, sh, id_cols)
+    df = _parse_dates(df, schema, sh, id_cols)
+    check_unique(df, key, sh.path, id_cols)
     df.insert(0, "row", range(1, len(df) + 1))
-    return p, df
+    return sh, df
 
 
 def _to_float(value: str) -> float | None:
@@ -223,13 +456,70 @@ def _drop_unknown_patients(
     return df[keep].reset_index(drop=True)
 
 
-def load_samples(path: str | Path, panels: Iterable[str], gatings: Iterable[str]) -> pd.DataFrame:
+def _split(value: str) -> list[str]:
+    return [x.strip() for x in str(value).split(";")]
+
+
+def expand_combined(df: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """One row per tube: a row whose ``tube`` lists several (``nk;treg``) becomes one per tube.
+
+    Such a row is one FCS file holding several stains: ``gating`` lists one gate tree per tube
+    in the same order, and ``panel`` either one panel per tube or one panel for all. The new
+    rows keep the sheet's ``row`` number and file, so messages still cite the row as written.
+
+    Raises
+    ------
+    ConfigError
+        A tube listed twice, or a ``gating``/``panel`` list whose length does not match.
+    """
+    import pandas as pd
+
+    out: list[dict[str, Any]] = []
+    for rec in df.to_dict(orient="records"):
+        tubes = _split(rec["tube"])
+        if len(tubes) == 1:
+            out.append(rec)
+            continue
+        label = _row_label(rec["row"], rec, ("sample_id", "tube"))
+        if len(set(tubes)) != len(tubes):
+            raise ConfigError(
+                f"{path}: {label}: column 'tube': found {rec['tube']!r}, a tube listed twice; "
+                "expected each tube of a combined file once (e.g. nk;treg); fix: remove the repeat"
+            )
+        parts: dict[str, list[str]] = {}
+        for col in ("gating", "panel"):
+            vals = _split(rec[col])
+            if col == "panel" and len(vals) == 1:
+                vals = vals * len(tubes)
+            if len(vals) != len(tubes):
+                one = " (or one panel for all)" if col == "panel" else ""
+                raise ConfigError(
+                    f"{path}: {label}: column '{col}': found {rec[col]!r} ({len(vals)} "
+                    f"name(s)) for tubes {rec['tube']!r}; expected one {col} per tube{one}, in "
+                    f"the same order, separated by ';'; fix: e.g. {col} = "
+                    + ";".join(f"<{col} of {t}>" for t in tubes)
+                )
+            parts[col] = vals
+        for j, tube in enumerate(tubes):
+            out.append(
+                {**rec, "tube": tube, "gating": parts["gating"][j], "panel": parts["panel"][j]}
+            )
+    return pd.DataFrame(out, columns=df.columns).reset_index(drop=True)
+
+
+def load_samples(
+    path: Sheet | str | Path, panels: Iterable[str], gatings: Iterable[str]
+) -> pd.DataFrame:
     """Load and validate the sample sheet (one row per tube; key (sample_id, tube)).
+
+    A row may stand for one FCS file holding several stains (``tube`` ``nk;treg``, ``gating``
+    ``nk_v1;treg_v1``): it is expanded into one row per tube (:func:`expand_combined`), each
+    keeping the sheet's row number.
 
     Parameters
     ----------
     path
-        ``samples.tsv``.
+        ``samples.tsv`` (or a :class:`Sheet` with its ``sheet_format``).
     panels, gatings
         Names defined in config.yaml; every row must use one of them.
 
@@ -237,9 +527,9 @@ def load_samples(path: str | Path, panels: Iterable[str], gatings: Iterable[str]
     -------
     DataFrame
         Columns of the sheet (``collection_date`` as ``datetime.date``, ``beads_per_test`` and
-        ``sample_volume_ul`` as float or None) plus ``row`` (1-based), ``fcs_path`` (absolute,
-        resolved against the sheet's directory) and ``fmo_paths`` (marker -> absolute path of
-        the FMO control tube, from the optional ``fmo`` column).
+        ``sample_volume_ul`` as float or None) plus ``row`` (1-based, the sheet's row),
+        ``fcs_path`` (absolute, resolved against the sheet's directory) and ``fmo_paths``
+        (marker -> absolute path of the FMO control tube, from the optional ``fmo`` column).
 
     Raises
     ------
@@ -248,18 +538,32 @@ def load_samples(path: str | Path, panels: Iterable[str], gatings: Iterable[str]
         duplicate (sample_id, tube), a sample whose tubes disagree on patient or date.
     """
     ids = ("sample_id", "tube")
-    p, df = _load(path, "samples", ("sample_id", "tube"), ids)
+    sh = _as_sheet(path, "samples")
+    schema = load_schema("samples")
+    df = read_table(sh)
+    validate_rows(df, schema, sh, ids)
+    df.insert(0, "row", range(1, len(df) + 1))
+    df = _parse_dates(df, schema, sh, ids)
+    p = sh.path
+    df = expand_combined(df, p)
+    check_unique(df, ("sample_id", "tube"), p, ids)
     panels_s, gatings_s = sorted(set(panels)), sorted(set(gatings))
+    tube_spec = schema["properties"]["tube"]
     for rec in df.to_dict(orient="records"):
         label = _row_label(rec["row"], rec, ids)
+        if rec["tube"] not in tube_spec["roles"]:
+            raise ConfigError(
+                f"{p}: {label}: column {sh.column('tube')}: found {rec['tube']!r}; expected "
+                f"{tube_spec['description']}; allowed: {', '.join(tube_spec['roles'])}; fix: "
+                f"{tube_spec['fix']}"
+            )
         for col, known in (("panel", panels_s), ("gating", gatings_s)):
             if rec[col] not in known:
                 raise ConfigError(
-                    f"{p}: {label}: column '{col}': found {rec[col]!r}; expected one of "
-                    f"{', '.join(known) or '(none defined)'}; fix: use a name defined under "
+                    f"{p}: {label}: column {sh.column(col)}: found {rec[col]!r}; expected one "
+                    f"of {', '.join(known) or '(none defined)'}; fix: use a name defined under "
                     f"'{'panels' if col == 'panel' else 'gating'}:' in config.yaml or add it there"
                 )
-    df = _parse_dates(df, ["collection_date"], p, ids)
     first: dict[str, dict[str, Any]] = {}
     for rec in df.to_dict(orient="records"):
         f = first.setdefault(rec["sample_id"], rec)
@@ -267,8 +571,9 @@ def load_samples(path: str | Path, panels: Iterable[str], gatings: Iterable[str]
             if rec[col] != f[col]:
                 raise ConfigError(
                     f"{p}: rows {f['row']} and {rec['row']} (sample_id={rec['sample_id']!r}): "
-                    f"column '{col}': found {str(f[col])!r} and {str(rec[col])!r}; expected the "
-                    f"same {col} on every tube of a sample; fix: correct one of the two rows"
+                    f"column {sh.column(col)}: found {_text(f[col])!r} and {_text(rec[col])!r}; "
+                    f"expected the same {col} on every tube of a sample; fix: correct one of the "
+                    "two rows"
                 )
     for col in ("beads_per_test", "sample_volume_ul"):
         if col not in df.columns:
@@ -287,39 +592,131 @@ def load_samples(path: str | Path, panels: Iterable[str], gatings: Iterable[str]
     return df
 
 
-def load_infusions(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """Load infusions (key (patient_id, infusion_number)); derive ``cells_per_kg`` per infusion.
+def _dose_columns(rec: dict[str, Any], sh: Sheet, label: str) -> tuple[float, float]:
+    """(cells_infused, cells_per_kg) of one infusion row from whichever of the two it gives."""
+    weight = float(rec["body_weight_kg"])
+    where = f"{sh.path}: {label}"
+    if weight <= 0:
+        raise ConfigError(
+            f"{where}: column {sh.column('body_weight_kg')}: found {rec['body_weight_kg']!r}; "
+            "expected a positive weight in kg; fix: enter the patient's weight"
+        )
+    total_text, per_kg_text = rec.get("cells_infused", ""), rec.get("cells_per_kg", "")
+    if not total_text and not per_kg_text:
+        raise ConfigError(
+            f"{where}: columns {sh.column('cells_infused')}/{sh.column('cells_per_kg')}: both "
+            "empty; expected the NK cells infused, as a total (cells_infused) or per kg body "
+            "weight (cells_per_kg); fix: fill one of the two"
+        )
+    if total_text and per_kg_text:
+        total, per_kg = float(total_text), float(per_kg_text)
+        if abs(total / weight - per_kg) > 0.005 * per_kg:
+            raise ConfigError(
+                f"{where}: columns {sh.column('cells_infused')} and {sh.column('cells_per_kg')}:"
+                f" found {total_text} cells and {per_kg_text} cells/kg, but {total_text} / "
+                f"{rec['body_weight_kg']} kg = {total / weight:.4g} cells/kg; expected the two to "
+                "agree within 0.5 %; fix: keep the one the infusion record states, empty the other"
+            )
+        return total, per_kg
+    if per_kg_text:
+        per_kg = float(per_kg_text)
+        return per_kg * weight, per_kg
+    total = float(total_text)
+    return total, total / weight
+
+
+def _check_plausible_dose(
+    rec: dict[str, Any], sh: Sheet, label: str, per_kg: float, plausible: tuple[float, float]
+) -> None:
+    lo, hi = plausible
+    if lo <= per_kg <= hi:
+        return
+    given_total = bool(rec.get("cells_infused", ""))
+    col = "cells_infused" if given_total else "cells_per_kg"
+    cell = rec[col]
+    if given_total and per_kg < lo:
+        why = (
+            f"{cell} cells / {rec['body_weight_kg']} kg = {per_kg:.3g} cells/kg, below the "
+            f"plausible {lo:.3g}; {cell} looks like a dose per kg written in the total column; "
+            "fix: move it to a cells_per_kg column (or map the lab's per-kg column to "
+            "cells_per_kg), or correct the total"
+        )
+    elif not given_total and per_kg > hi:
+        why = (
+            f"{cell} cells/kg is above the plausible {hi:.3g}; it looks like a total number of "
+            "cells written in the per-kg column; fix: move it to cells_infused, or correct it"
+        )
+    else:
+        side = "below" if per_kg < lo else "above"
+        why = (
+            f"{per_kg:.3g} cells/kg is {side} the plausible range; fix: check the value and its "
+            "unit (cells_infused is the total number of NK cells, cells_per_kg per kg body weight)"
+        )
+    raise ConfigError(
+        f"{sh.path}: {label}: column {sh.column(col)}: found {cell!r}; expected a dose within "
+        f"the plausible {lo:.3g}-{hi:.3g} NK cells/kg (endpoints.dose_plausible_per_kg; the "
+        f"protocol range is endpoints.dose_range_per_kg); {why}"
+    )
+
+
+def load_infusions(
+    path: Sheet | str | Path,
+    plausible_per_kg: tuple[float, float] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Load infusions (key (patient_id, infusion_number)); ``cells_per_kg`` per infusion.
+
+    The dose is given either as ``cells_infused`` (total NK cells) or ``cells_per_kg`` (per kg
+    of ``body_weight_kg``), or both when they agree within 0.5 %. Donor ids are optional: an
+    empty ``nk_donor_id`` or ``hsct_donor_id`` is kept as ``""`` (unknown, never "different").
+
+    Parameters
+    ----------
+    path
+        ``infusions.tsv`` (or a :class:`Sheet`).
+    plausible_per_kg
+        ``endpoints.dose_plausible_per_kg`` (None: its default): a dose outside it is refused as
+        a data-entry error (a per-kg value in the total column, or a total in the per-kg column).
 
     Returns
     -------
     (DataFrame, warnings)
         ``infusion_number`` int, ``infusion_date`` date, ``cells_infused``, ``body_weight_kg``,
-        ``cells_per_kg`` floats; warnings is empty (dose flags are computed in endpoints).
+        ``cells_per_kg`` floats, ``dose_given_as`` (``total`` | ``per_kg`` | ``both``);
+        warnings is empty (protocol dose flags are computed in endpoints).
 
     Raises
     ------
     ConfigError
-        Schema failure, duplicate key, zero body weight.
+        Schema failure, duplicate key, zero body weight, no dose or two that disagree, an
+        implausible dose.
     """
+    from nkflow.endpoint_settings import DEFAULTS
+
+    lo, hi = plausible_per_kg or tuple(DEFAULTS["dose_plausible_per_kg"])
     ids = ("patient_id", "infusion_number")
-    p, df = _load(path, "infusions", ids, ids)
-    df = _parse_dates(df, ["infusion_date"], p, ids)
-    df["infusion_number"] = df["infusion_number"].astype(int)
-    df["cells_infused"] = df["cells_infused"].astype(float)
-    df["body_weight_kg"] = df["body_weight_kg"].astype(float)
+    sh, df = _load(path, "infusions", ids, ids)
+    for col in ("cells_infused", "cells_per_kg", "nk_donor_id", "hsct_donor_id"):
+        if col not in df.columns:
+            df[col] = ""
+    totals, per_kgs, given = [], [], []
     for rec in df.to_dict(orient="records"):
-        if rec["body_weight_kg"] <= 0:
-            raise ConfigError(
-                f"{p}: {_row_label(rec['row'], rec, ids)}: column 'body_weight_kg': found "
-                f"{rec['body_weight_kg']!r}; expected a positive weight in kg; fix: enter the "
-                "patient's weight"
-            )
-    df["cells_per_kg"] = df["cells_infused"] / df["body_weight_kg"]
+        label = _row_label(rec["row"], rec, ids)
+        total, per_kg = _dose_columns(rec, sh, label)
+        _check_plausible_dose(rec, sh, label, per_kg, (float(lo), float(hi)))
+        totals.append(total)
+        per_kgs.append(per_kg)
+        both = rec["cells_infused"] and rec["cells_per_kg"]
+        given.append("both" if both else "total" if rec["cells_infused"] else "per_kg")
+    df["infusion_number"] = df["infusion_number"].astype(int)
+    df["body_weight_kg"] = df["body_weight_kg"].astype(float)
+    df["cells_infused"] = totals
+    df["cells_per_kg"] = per_kgs
+    df["dose_given_as"] = given
     return df, []
 
 
 def load_cbc(
-    path: str | Path, patients: Iterable[str] | None = None
+    path: Sheet | str | Path, patients: Iterable[str] | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
     """Load the CBC table and normalise ALC to cells/uL (key (patient_id, date)).
 
@@ -340,8 +737,8 @@ def load_cbc(
     import pandas as pd
 
     ids = ("patient_id", "date")
-    p, df = _load(path, "cbc", ids, ids)
-    df = _parse_dates(df, ["date"], p, ids)
+    sh, df = _load(path, "cbc", ids, ids)
+    p = sh.path
     warnings: list[str] = []
     df = _drop_unknown_patients(df, patients, p, warnings, ids)
     vals, stats = [], []
@@ -351,8 +748,8 @@ def load_cbc(
         stats.append(alc.status)
         if alc.status != "ok":
             warnings.append(
-                f"{p}: {_row_label(rec['row'], rec, ids)}: column 'alc_value': found "
-                f"{rec['alc_value']!r}; {alc.status}_alc: {alc.message}"
+                f"{p}: {_row_label(rec['row'], rec, ids)}: column {sh.column('alc_value')}: "
+                f"found {rec['alc_value']!r}; {alc.status}_alc: {alc.message}"
             )
     df["alc_source_value"] = df["alc_value"]
     df["alc_source_unit"] = df["alc_unit"]
@@ -427,7 +824,7 @@ def check_preference(preference: Iterable[str], vocab: FractionVocab) -> None:
 
 
 def _canonical_fractions(
-    df: pd.DataFrame, vocab: FractionVocab, path: Path, id_cols: tuple[str, ...], empty: str = ""
+    df: pd.DataFrame, vocab: FractionVocab, sh: Sheet, id_cols: tuple[str, ...], empty: str = ""
 ) -> pd.DataFrame:
     """Replace ``fraction`` by its canonical name; keep the cell in ``fraction_as_written``.
 
@@ -453,7 +850,7 @@ def _canonical_fractions(
             for raw, rows in unknown.items()
         )
         raise ConfigError(
-            f"{path}: column 'fraction': {found}; expected a fraction of {vocab.source} "
+            f"{sh.path}: column {sh.column('fraction')}: {found}; expected a fraction of {vocab.source} "
             f"(case and whitespace ignored): {vocab.allowed()}; fix: correct the cell, or add "
             "the lab's spelling as an alias of the fraction it means in that file (named by "
             "endpoints.chimerism_fractions in config.yaml)"
@@ -467,7 +864,7 @@ def _canonical_fractions(
     for (raw, canon), rows in spelled.items():
         logger.info(
             "%s: column 'fraction': %r read as %s (%s) in row(s) %s",
-            path,
+            sh.path,
             raw,
             canon,
             vocab.source,
@@ -477,7 +874,7 @@ def _canonical_fractions(
 
 
 def load_chimerism(
-    path: str | Path, patients: Iterable[str] | None = None, *, fractions: FractionVocab
+    path: Sheet | str | Path, patients: Iterable[str] | None = None, *, fractions: FractionVocab
 ) -> tuple[pd.DataFrame, list[str]]:
     """Load laboratory STR results (key (patient_id, date, fraction), fraction canonical).
 
@@ -506,13 +903,15 @@ def load_chimerism(
     import pandas as pd
 
     ids = ("patient_id", "date", "fraction")
-    p = Path(path)
-    df = read_table(p)
-    validate_rows(df, load_schema("chimerism"), p, ids)
-    df = _canonical_fractions(df, fractions, p, ids)
+    sh = _as_sheet(path, "chimerism")
+    p = sh.path
+    schema = load_schema("chimerism")
+    df = read_table(sh)
+    validate_rows(df, schema, sh, ids)
+    df = _parse_dates(df, schema, sh, ids)
+    df = _canonical_fractions(df, fractions, sh, ids)
     check_unique(df, ids, p, ids)
     df.insert(0, "row", range(1, len(df) + 1))
-    df = _parse_dates(df, ["date"], p, ids)
     warnings: list[str] = []
     df = _drop_unknown_patients(df, patients, p, warnings, ids)
     vals, stats = [], []
@@ -528,8 +927,8 @@ def load_chimerism(
         stats.append(status)
         if status != "ok":
             warnings.append(
-                f"{p}: {_row_label(rec['row'], rec, ids)}: column 'donor_pct': found "
-                f"{rec['donor_pct']!r}; {status}_chimerism: expected a number 0-100; row not used"
+                f"{p}: {_row_label(rec['row'], rec, ids)}: column {sh.column('donor_pct')}: "
+                f"found {rec['donor_pct']!r}; {status}_chimerism: expected a number 0-100; row not used"
             )
     df["donor_pct_value"] = pd.Series(vals, index=df.index, dtype=object)
     df["chimerism_status"] = stats
@@ -587,21 +986,22 @@ def load_chimerism_sources(
     from nkflow.endpoint_settings import settings
 
     base = Path(base_dir)
-    sheets = config.get("sheets") or {}
     ep = settings(config)
     vocab = load_fraction_vocab(base / str(ep["chimerism_fractions"]))
     preference = list(ep["chimerism_preference"])
     check_preference(preference, vocab)
-    chim_p = base / str(sheets["chimerism"])
-    chim, warnings = load_chimerism(chim_p, patients, fractions=vocab)
+    chim_sheet = required_sheet(config, "chimerism", base)
+    chim_p = chim_sheet.path
+    chim, warnings = load_chimerism(chim_sheet, patients, fractions=vocab)
     occurring: dict[str, set[str]] = {}
     for canon, raw in zip(chim["fraction"], chim["fraction_as_written"], strict=True):
         occurring.setdefault(canon, set()).add(raw)
     sources = str(chim_p)
     peaks = None
-    if sheets.get("str_peaks") and sheets.get("str_samples"):
-        map_p = base / str(sheets["str_samples"])
-        peaks, w = load_str_peaks(base / str(sheets["str_peaks"]), map_p, patients, fractions=vocab)
+    peaks_sheet, map_sheet = sheet(config, "str_peaks", base), sheet(config, "str_samples", base)
+    if peaks_sheet is not None and map_sheet is not None:
+        map_p = map_sheet.path
+        peaks, w = load_str_peaks(peaks_sheet, map_sheet, patients, fractions=vocab)
         warnings += w
         post = peaks[peaks["role"] == "post"]
         for canon, raw in zip(post["fraction"], post["fraction_as_written"], strict=True):
@@ -611,8 +1011,8 @@ def load_chimerism_sources(
 
 
 def load_str_peaks(
-    path: str | Path,
-    samples_path: str | Path,
+    path: Sheet | str | Path,
+    samples_path: Sheet | str | Path,
     patients: Iterable[str] | None = None,
     *,
     fractions: FractionVocab,
@@ -647,10 +1047,11 @@ def load_str_peaks(
     import pandas as pd
 
     schema = load_schema("str_peaks")
-    sp = Path(samples_path)
-    smap = read_table(sp)
+    ssh = _as_sheet(samples_path, "str_samples")
+    sp = ssh.path
+    smap = read_table(ssh)
     sschema = dict(schema["$defs"]["str_sample"])
-    validate_rows(smap, sschema, sp, ("sample_file",))
+    validate_rows(smap, sschema, ssh, ("sample_file",))
     check_unique(smap, ("sample_file",), sp, ("sample_file",))
     smap.insert(0, "row", range(1, len(smap) + 1))
     warnings: list[str] = []
@@ -663,8 +1064,8 @@ def load_str_peaks(
                 f"{sp}: row {rec['row']} (sample_file={rec['sample_file']!r}): column 'date': "
                 "found ''; expected the collection date of a post-transplant sample; fix: add it"
             )
-    smap = _parse_dates(smap, ["date"], sp, ("sample_file",))
-    smap = _canonical_fractions(smap, fractions, sp, ("sample_file",), empty="PB")
+    smap = _parse_dates(smap, sschema, ssh, ("sample_file",))
+    smap = _canonical_fractions(smap, fractions, ssh, ("sample_file",), empty="PB")
     smap = _drop_unknown_patients(smap, patients, sp, warnings, ("sample_file", "patient_id"))
     for pid, grp in smap.groupby("patient_id", sort=True):
         for role in ("donor", "recipient"):
@@ -675,13 +1076,14 @@ def load_str_peaks(
                     f"expected exactly 1 pre-transplant {role} profile; fix: list one {role} "
                     "sample file for the patient"
                 )
-    p = Path(path)
-    peaks = read_table(p)
+    psh = _as_sheet(path, "str_peaks")
+    p = psh.path
+    peaks = read_table(psh)
     ids = ("Sample File Name", "Marker", "Allele")
-    validate_rows(peaks, schema, p, ids)
+    validate_rows(peaks, schema, psh, ids)
     check_unique(peaks, ids, p, ids)
     peaks.insert(0, "row", range(1, len(peaks) + 1))
-    known_files = set(read_table(sp)["sample_file"])
+    known_files = set(read_table(ssh)["sample_file"])
     for rec in peaks.to_dict(orient="records"):
         if rec["Sample File Name"] not in known_files:
             raise ConfigError(
@@ -740,7 +1142,7 @@ def load_vocab(vocab_path: str | Path) -> dict[tuple[str, str], list[str]]:
 
 
 def load_response(
-    path: str | Path, vocab_path: str | Path, patients: Iterable[str] | None = None
+    path: Sheet | str | Path, vocab_path: str | Path, patients: Iterable[str] | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
     """Load response assessments checked against the versioned vocabulary.
 
@@ -750,7 +1152,8 @@ def load_response(
         Unknown criteria set/version, or a category not in its list (the allowed list is named).
     """
     ids = ("patient_id", "assessment_date", "criteria")
-    p, df = _load(path, "response", ids, ids)
+    sh, df = _load(path, "response", ids, ids)
+    p = sh.path
     if "mrd_status" not in df.columns:
         df["mrd_status"] = ""
     vocab = load_vocab(vocab_path)
@@ -769,36 +1172,24 @@ def load_response(
                 f"{p}: {label}: column 'category': found {rec['category']!r}; expected one of "
                 f"{key[0]} {key[1]}: {', '.join(vocab[key])}; fix: use an allowed category"
             )
-    df = _parse_dates(df, ["assessment_date"], p, ids)
     warnings: list[str] = []
     df = _drop_unknown_patients(df, patients, p, warnings, ids)
     return df, warnings
 
 
 def load_adverse_events(
-    path: str | Path, patients: Iterable[str] | None = None
+    path: Sheet | str | Path, patients: Iterable[str] | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
     """Load adverse events (CTCAE term, grade 1-5, relation to the NK infusion)."""
     ids = ("patient_id", "onset_date", "term")
-    p, df = _load(path, "adverse_events", ids, ids)
-    df = _parse_dates(df, ["onset_date"], p, ids)
+    sh, df = _load(path, "adverse_events", ids, ids)
+    p = sh.path
     df["ctcae_grade"] = df["ctcae_grade"].astype(int)
     warnings: list[str] = []
     df = _drop_unknown_patients(df, patients, p, warnings, ids)
     return df, warnings
 
 
-#: sheet key in config.yaml -> (schema, $defs entry or '')
-_SHEET_SCHEMAS = {
-    "samples": ("samples", ""),
-    "infusions": ("infusions", ""),
-    "cbc": ("cbc", ""),
-    "chimerism": ("chimerism", ""),
-    "str_peaks": ("str_peaks", ""),
-    "str_samples": ("str_peaks", "str_sample"),
-    "response": ("response", ""),
-    "adverse_events": ("adverse_events", ""),
-}
 #: why a column labs often add is not used, for the warning
 _UNUSED_COLUMN_HINTS = {
     "cytometer": "the instrument is taken from each FCS file's $CYT keyword (per-instrument "
@@ -815,29 +1206,45 @@ def unused_column_warnings(config: dict[str, Any], base_dir: str | Path) -> list
     """One warning per column of a configured sheet that nkflow does not read.
 
     A column nkflow ignores (a lab's ``cytometer`` or chimerism ``method``) would otherwise look
-    as if it had been taken into account.
+    as if it had been taken into account. Columns are compared after ``sheet_format.columns``.
     """
-    base = Path(base_dir)
     out = []
-    for key, path_text in (config.get("sheets") or {}).items():
-        if key not in _SHEET_SCHEMAS or not path_text:
+    for key in config.get("sheets") or {}:
+        sh = sheet(config, key, base_dir)
+        if key not in SHEET_SCHEMAS or sh is None:
             continue
-        name, sub = _SHEET_SCHEMAS[key]
-        schema = load_schema(name)
-        props = set((schema["$defs"][sub] if sub else schema).get("properties", {}))
-        p = base / str(path_text)
-        df = read_table(p)
+        props = set(_schema_props(key))
+        df = read_table(sh)
         for col in df.columns:
             if col in props:
                 continue
             why = _UNUSED_COLUMN_HINTS.get(str(col).strip().lower(), "")
             out.append(
-                f"{p}: header: column {col!r} is not read by nkflow; its value in all "
+                f"{sh.path}: header: column {col!r} is not read by nkflow; its value in all "
                 f"{len(df)} row(s) is ignored{'; ' + why if why else ''}; columns read: "
-                f"{', '.join(sorted(props))}; fix: remove the column, or rename it if it was "
-                "meant to be one of those"
+                f"{', '.join(sorted(props))}; fix: remove the column, rename it, or map it "
+                f"with sheet_format.{key}.columns if it was meant to be one of those"
             )
     return out
+
+
+def load_configured_infusions(
+    config: dict[str, Any], base_dir: str | Path = "."
+) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`load_infusions` of ``sheets.infusions`` with the configured plausible dose range."""
+    from nkflow.endpoint_settings import settings
+
+    lo, hi = (float(x) for x in settings(config)["dose_plausible_per_kg"])
+    return load_infusions(required_sheet(config, "infusions", base_dir), (lo, hi))
+
+
+def load_configured_samples(config: dict[str, Any], base_dir: str | Path = ".") -> pd.DataFrame:
+    """:func:`load_samples` of ``sheets.samples`` with the configured panels and gate trees."""
+    return load_samples(
+        required_sheet(config, "samples", base_dir),
+        config.get("panels") or {},
+        config.get("gating") or {},
+    )
 
 
 def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
@@ -846,7 +1253,8 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
     Parameters
     ----------
     config
-        The parsed config.yaml (``sheets``, ``panels``, ``gating``, ``endpoints``).
+        The parsed config.yaml (``sheets``, ``sheet_format``, ``panels``, ``gating``,
+        ``endpoints``).
     base_dir
         Directory the sheet paths in config are relative to (the run directory).
 
@@ -861,51 +1269,42 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
         On the first hard error: schema, duplicate key, hostile id, a sample whose patient has no
         infusion, an unknown response category...
     """
+    from nkflow.endpoint_settings import settings
+
     base = Path(base_dir)
-    sheets = config.get("sheets") or {}
-    ep = config.get("endpoints") or {}
-
-    def optional(name: str) -> Path | None:
-        v = sheets.get(name)
-        return base / str(v) if v else None
-
-    def sheet(name: str) -> Path:
-        p = optional(name)
-        if p is None:
-            raise ConfigError(
-                f"config: field 'sheets.{name}': missing; expected a path to {name}.tsv; "
-                f"fix: add 'sheets: {{{name}: path/to/{name}.tsv}}'"
-            )
-        return p
-
-    samples = load_samples(sheet("samples"), config.get("panels") or {}, config.get("gating") or {})
-    infusions, warnings = load_infusions(sheet("infusions"))
+    ep = settings(config)
+    samples = load_configured_samples(config, base)
+    infusions, warnings = load_configured_infusions(config, base)
     patients = sorted(set(infusions["patient_id"]))
-    sp = sheet("samples")
+    sp = required_sheet(config, "samples", base)
     for rec in samples.to_dict(orient="records"):
         if rec["patient_id"] not in patients:
             raise ConfigError(
-                f"{sp}: {_row_label(rec['row'], rec, ('sample_id', 'tube'))}: column 'patient_id':"
-                f" found {rec['patient_id']!r}; expected a patient listed in "
-                f"{sheet('infusions')}; fix: add the patient's infusions or correct the id"
+                f"{sp.path}: {_row_label(rec['row'], rec, ('sample_id', 'tube'))}: column "
+                f"{sp.column('patient_id')}: found {rec['patient_id']!r}; expected a patient "
+                f"listed in {required_sheet(config, 'infusions', base).path}; fix: add the "
+                "patient's infusions or correct the id"
             )
-        where = f"{sp}: row {rec['row']} (sample_id={rec['sample_id']!r}, tube={rec['tube']!r})"
+        where = (
+            f"{sp.path}: row {rec['row']} (sample_id={rec['sample_id']!r}, tube={rec['tube']!r})"
+        )
         if not Path(rec["fcs_path"]).is_file():
-            warnings.append(f"{where}: column 'fcs_file': file {rec['fcs_path']} not found")
+            warnings.append(
+                f"{where}: column {sp.column('fcs_file')}: file {rec['fcs_path']} not found"
+            )
         for marker, fmo in rec["fmo_paths"].items():
             if not Path(fmo).is_file():
                 warnings.append(
                     f"{where}: column 'fmo': {marker} FMO file {fmo} not found; that boundary "
                     "is fitted on the tube itself"
                 )
-    warnings += load_cbc(sheet("cbc"), patients)[1]
+    warnings += load_cbc(required_sheet(config, "cbc", base), patients)[1]
     warnings += load_chimerism_sources(config, base, patients)[2]
     warnings += unused_column_warnings(config, base)
-    resp = optional("response")
+    resp = sheet(config, "response", base)
     if resp is not None:
-        vocab = base / str(ep.get("response_vocab", "config/vocab/response_categories.yaml"))
-        warnings += load_response(resp, vocab, patients)[1]
-    ae = optional("adverse_events")
+        warnings += load_response(resp, base / str(ep["response_vocab"]), patients)[1]
+    ae = sheet(config, "adverse_events", base)
     if ae is not None:
         warnings += load_adverse_events(ae, patients)[1]
     for w in warnings:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nkflow.errors import ConfigError
+from nkflow.errors import ConfigError, NkflowError
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,26 @@ def _optional_table(path: Path, what: str, missing: list[str]) -> tuple[list[Row
         return [], []
 
 
+def _sheet_rows(config: dict[str, Any], role: str, base: Path, missing: list[str]) -> list[Row]:
+    """A sheet's rows as written, under nkflow's column names (``sheet_format.columns``); a
+    combined sample-sheet row is shown once per tube, as the workflow gates it."""
+    from nkflow import sheets
+
+    sh = sheets.sheet(config, role, base)
+    if sh is None:
+        return []
+    try:
+        df = sheets.read_table(sh)
+        if role == "samples":
+            df.insert(0, "row", range(1, len(df) + 1))
+            df = sheets.expand_combined(df, sh.path).drop(columns="row")
+    except NkflowError as exc:
+        missing.append(f"sheet '{role}' at {sh.path} could not be read: {exc}")
+        logger.warning("report: sheet %s at %s unreadable: %s", role, sh.path, exc)
+        return []
+    return [{str(k): str(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
+
+
 def load_inputs(
     config: dict[str, Any], results_dir: Path, base_dir: Path | None = None
 ) -> ReportInputs:
@@ -178,7 +198,7 @@ def load_inputs(
         if path.is_file():
             inp.input_hashes.append((f"sheet: {role}", str(rel), sha256_file(path)))
             if role in SHOWN_SHEETS:
-                inp.sheets[role], _ = _optional_table(path, f"sheet '{role}'", inp.missing)
+                inp.sheets[role] = _sheet_rows(config, role, base, inp.missing)
                 if role == "samples":
                     inp.samples = inp.sheets[role]
         else:

@@ -53,7 +53,7 @@ def test_config_error_exits_1_with_one_line_and_no_traceback(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1
     assert lines[0].startswith("nkflow validate: error: ")
-    assert "field 'gating': {} should be non-empty" in lines[0]
+    assert "field 'gating': found {}; expected a non-empty mapping" in lines[0]
 
 
 def test_missing_config_file_is_named(capsys):

@@ -110,7 +110,8 @@ def test_impossible_date_and_bad_tube(tmp_path):
         sheets.load_samples(samples(tmp_path, row(date="2024-02-30")), PANELS, GATINGS)
     with pytest.raises(
         ConfigError,
-        match=r"column 'tube': found 'NK'; expected tube role: nk or treg; allowed: nk, treg",
+        match=r"column 'tube': found 'NK'; expected tube role: nk or treg \(one FCS file holding "
+        r"several stains lists them: nk;treg\); allowed: nk, treg; fix:",
     ):
         sheets.load_samples(samples(tmp_path, row(tube="NK")), PANELS, GATINGS)
 
@@ -491,7 +492,7 @@ def test_vocabulary_spelling_under_two_fractions_is_refused(tmp_path):
 def test_vocabulary_schema_errors_name_the_field(tmp_path):
     vp = write(tmp_path, "fr.yaml", "fractions:\n  CD56: {aliases: [CD56+]}\n")
     with pytest.raises(
-        ConfigError, match=r"fr.yaml: field 'fractions.CD56': 'description' is a required property"
+        ConfigError, match=r"fr.yaml: field 'fractions.CD56': required key\(s\) description missing"
     ):
         sheets.load_fraction_vocab(vp)
     with pytest.raises(ConfigError, match=r"nope.yaml: chimerism fraction vocabulary not found"):
@@ -609,7 +610,7 @@ def test_columns_nkflow_does_not_read_are_warned(tmp_path):
         "16 row(s) is ignored; every row is read as a % donor result whatever its method"
     )
     assert warnings[1].endswith(
-        "columns read: date, donor_pct, fraction, patient_id; fix: remove the column, or rename "
-        "it if it was meant to be one of those"
+        "columns read: date, donor_pct, fraction, patient_id; fix: remove the column, rename it, "
+        "or map it with sheet_format.chimerism.columns if it was meant to be one of those"
     )
     assert len(warnings) == 2

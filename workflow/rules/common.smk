@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nkflow.config import tube_settings, validate_config, validate_inputs
 from nkflow.errors import NkflowError
-from nkflow.sheets import load_infusions, load_samples
+from nkflow.sheets import load_configured_infusions, load_configured_samples
 
 try:
     NKCONFIG = validate_config(dict(config), source="config")
@@ -17,19 +17,13 @@ try:
     # file (once per job) skips it: the run it belongs to has already passed.
     if workflow.is_main_process:
         validate_inputs(NKCONFIG, base_dir=Path.cwd())
-    SAMPLES = load_samples(
-        Path(NKCONFIG["sheets"]["samples"]),
-        panels=NKCONFIG["panels"],
-        gatings=NKCONFIG["gating"],
-    )
+    SAMPLES = load_configured_samples(NKCONFIG)
 except NkflowError as exc:
     raise WorkflowError(f"nkflow configuration error: {exc}") from None
 
 RESULTS = NKCONFIG["results"]
 # Every patient in the infusion table gets an endpoint row and a report page.
-PATIENTS = sorted(
-    set(load_infusions(Path(NKCONFIG["sheets"]["infusions"]))[0]["patient_id"])
-)
+PATIENTS = sorted(set(load_configured_infusions(NKCONFIG)[0]["patient_id"]))
 # The whole validated config as JSON, handed to the cohort-level commands; a change re-runs them.
 CONFIG_JSON = json.dumps(NKCONFIG, sort_keys=True, separators=(",", ":"))
 

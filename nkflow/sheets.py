@@ -916,7 +916,9 @@ def load_chimerism(
     df = _drop_unknown_patients(df, patients, p, warnings, ids)
     vals, stats = [], []
     for rec in df.to_dict(orient="records"):
-        v = _to_float(rec["donor_pct"])
+        # '93%' and '93 %' as lab systems print them; anything else that is not a number is
+        # missing, with a warning
+        v = _to_float(re.sub(r"\s*%$", "", rec["donor_pct"].strip()))
         if v is None:
             status = "missing"
         elif not 0.0 <= v <= 100.0:

@@ -328,6 +328,23 @@ def test_a_combined_row_and_a_separate_row_for_the_same_tube_name_one_row(tmp_pa
         sheets.load_samples(p, PANELS, GATINGS)
 
 
+def test_percent_donor_with_a_percent_sign(tmp_path):
+    vocab = sheets.load_fraction_vocab(
+        Path(__file__).parents[2] / "config" / "vocab" / "chimerism_fractions.yaml"
+    )
+    p = write(
+        tmp_path,
+        "chim.csv",
+        "patient_id,date,fraction,donor_pct\nP1,06-Feb-2024,CD56+,93%\nP1,06-Feb-2024,whole blood,"
+        "71.5 %\nP1,07-Feb-2024,PB,<5%\n",
+    )
+    df, warnings = sheets.load_chimerism(sheets.Sheet("chimerism", p), fractions=vocab)
+    assert list(df["fraction"]) == ["CD56", "PB", "PB"]
+    assert list(df["donor_pct_value"]) == [93.0, 71.5, None]
+    assert df.loc[2, "chimerism_status"] == "missing"
+    assert "found '<5%'; missing_chimerism" in warnings[0]
+
+
 # ------------------------------------------------------------------ mappings that are wrong
 
 

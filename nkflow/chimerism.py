@@ -39,7 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -344,7 +344,11 @@ def compute_from_peaks(
 
 @dataclass(frozen=True)
 class Selected:
-    """The chimerism result chosen for a visit (all None when none qualifies)."""
+    """The chimerism result chosen for a visit (all None when none qualifies).
+
+    ``candidate`` is the chosen candidate itself (with whatever keys the caller gave it, e.g.
+    the table row), for reports of which result was used; it takes no part in comparisons.
+    """
 
     fraction: str | None
     date: dt.date | None
@@ -352,6 +356,7 @@ class Selected:
     sd: float | None
     source: str | None  # 'str_peaks' | 'table'
     reason: str  # '' or 'missing_chimerism'
+    candidate: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def select_result(
@@ -400,5 +405,5 @@ def select_result(
             )
         )
         c = pool[0]
-        return Selected(frac, c["date"], c["donor_pct"], c.get("sd"), c["source"], "")
+        return Selected(frac, c["date"], c["donor_pct"], c.get("sd"), c["source"], "", c)
     return Selected(None, None, None, None, None, "missing_chimerism")

@@ -57,6 +57,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.write_resolved:
         cfgmod.write_resolved(settings, warnings, Path(args.write_resolved))
     sys.stdout.write(f"configuration OK ({len(warnings)} warning(s))\n")
+    if args.explain:
+        from nkflow.plan import plan_text, run_plan
+
+        sys.stdout.write("\n" + plan_text(run_plan(settings, log_warnings=False)))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from nkflow.plan import plan_text, run_plan, write_plan_tsv
+
+    plan = run_plan(_load_settings(args))
+    sys.stdout.write(plan_text(plan))
+    if args.tsv:
+        write_plan_tsv(plan, Path(args.tsv))
     return 0
 
 
@@ -185,7 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate the config and every sheet, run nothing")
     _add_config_args(p)
     p.add_argument("--write-resolved", metavar="JSON", help="write the validated config here")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="then print what a run will use (the output of `nkflow plan`)",
+    )
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "plan",
+        help="say what a run will use per patient and visit (day 14, CBC, chimerism); run nothing",
+    )
+    _add_config_args(p)
+    p.add_argument("--tsv", metavar="FILE", help="also write one row per (patient, visit) here")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("inspect", help="describe FCS files: version, channels, markers, spillover")
     p.add_argument("files", nargs="+", metavar="FILE")

@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nkflow import chimerism as chim
 from nkflow import counts as cnt
@@ -287,7 +287,12 @@ def day0_dates(infusions: pd.DataFrame, day0_infusion: int = 1) -> dict[str, dt.
 def chimerism_candidates(
     chimerism: pd.DataFrame | None, str_results: pd.DataFrame | None
 ) -> dict[str, list[dict[str, Any]]]:
-    """Usable chimerism results per patient from the table and from peaks (peaks first)."""
+    """Usable chimerism results per patient from the table and from peaks (peaks first).
+
+    Each candidate: ``fraction`` (canonical), ``date``, ``donor_pct``, ``sd``, ``source``
+    (``str_peaks`` | ``table``), ``row`` (chimerism.tsv data row; None for peaks) and
+    ``fraction_as_written``.
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     if str_results is not None:
         for rec in str_results.to_dict(orient="records"):
@@ -299,6 +304,8 @@ def chimerism_candidates(
                         "donor_pct": float(rec["donor_pct"]),
                         "sd": None if rec["donor_pct_sd"] is None else float(rec["donor_pct_sd"]),
                         "source": "str_peaks",
+                        "row": None,
+                        "fraction_as_written": rec["fraction"],
                     }
                 )
     if chimerism is not None:
@@ -311,9 +318,53 @@ def chimerism_candidates(
                         "donor_pct": float(rec["donor_pct_value"]),
                         "sd": None,
                         "source": "table",
+                        "row": rec.get("row"),
+                        "fraction_as_written": rec.get("fraction_as_written", rec["fraction"]),
                     }
                 )
     return out
+
+
+def str_not_computable(
+    samples: pd.DataFrame, str_results: pd.DataFrame | None, tolerance_days: int
+) -> dict[str, dict[dt.date, list[str]]]:
+    """Patient -> collection date -> fractions whose STR result near that date is not usable.
+
+    A peak-derived result with a status other than ``ok`` (too few informative loci) dated
+    within ``tolerance_days`` of a collection date of the patient; fractions in result order.
+    """
+    out: dict[str, dict[dt.date, list[str]]] = {}
+    if str_results is None:
+        return out
+    dates: dict[str, list[dt.date]] = {
+        str(r["patient_id"]): [] for r in samples.to_dict(orient="records")
+    }
+    for r in samples.to_dict(orient="records"):
+        dates[str(r["patient_id"])].append(r["collection_date"])
+    for rec in str_results.to_dict(orient="records"):
+        if rec["status"] == "ok":
+            continue
+        pid_ = str(rec["patient_id"])
+        for cd in dates.get(pid_, []):
+            if abs((rec["date"] - cd).days) <= tolerance_days:
+                lst = out.setdefault(pid_, {}).setdefault(cd, [])
+                if rec["fraction"] not in lst:
+                    lst.append(rec["fraction"])
+    return out
+
+
+def compute_str_results(
+    peaks: pd.DataFrame, s: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`nkflow.chimerism.compute_from_peaks` with the ``endpoints`` settings ``s``."""
+    return chim.compute_from_peaks(
+        peaks,
+        min_loci=int(s["min_str_loci"]),
+        outlier_sd=float(s["str_outlier_sd"]),
+        ref_min_frac=float(s["str_reference_min_height_frac"]),
+        exclude_markers=s["str_exclude_markers"],
+        stutter_exclusion=bool(s["str_stutter_exclusion"]),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,23 +414,7 @@ def build_visits(
     for rec in cbc.to_dict(orient="records"):
         cbc_by.setdefault(str(rec["patient_id"]), []).append(rec)
     chim_by = chimerism_candidates(chimerism, str_results)
-    str_failed: dict[str, dict[dt.date, list[str]]] = {}
-    if str_results is not None:
-        tol = int(s["chimerism_tolerance_days"])
-        dates: dict[str, list[dt.date]] = {
-            str(r["patient_id"]): [] for r in samples.to_dict(orient="records")
-        }
-        for r in samples.to_dict(orient="records"):
-            dates[str(r["patient_id"])].append(r["collection_date"])
-        for rec in str_results.to_dict(orient="records"):
-            if rec["status"] == "ok":
-                continue
-            pid_ = str(rec["patient_id"])
-            for cd in dates.get(pid_, []):
-                if abs((rec["date"] - cd).days) <= tol:
-                    lst = str_failed.setdefault(pid_, {}).setdefault(cd, [])
-                    if rec["fraction"] not in lst:
-                        lst.append(rec["fraction"])
+    str_failed = str_not_computable(samples, str_results, int(s["chimerism_tolerance_days"]))
     z, thr = float(s["ci_z"]), float(s["threshold_per_ul"])
     beads_method = s["absolute_count_method"] == "single_platform_beads"
     lymph_pop = s["lymphocyte_population"]
@@ -541,6 +576,17 @@ def build_visits(
 # --------------------------------------------------------------------------------------------
 
 
+def window_candidates(
+    visits: Sequence[dict[str, Any]], target: int, before: int, after: int
+) -> list[dict[str, Any]]:
+    """The visits with a study_day inside ``[target - before, target + after]``, in input order."""
+    return [
+        r
+        for r in visits
+        if r.get("study_day") is not None and target - before <= r["study_day"] <= target + after
+    ]
+
+
 def choose_visit(
     visits: Sequence[dict[str, Any]],
     target: int,
@@ -550,11 +596,7 @@ def choose_visit(
 ) -> tuple[dict[str, Any] | None, int]:
     """The visit inside ``[target - before, target + after]``: closest day, then earlier (or later
     with ``closest_then_later``), then sample_id. Returns (visit or None, number in window)."""
-    pool = [
-        r
-        for r in visits
-        if r.get("study_day") is not None and target - before <= r["study_day"] <= target + after
-    ]
+    pool = window_candidates(visits, target, before, after)
     if not pool:
         return None, 0
     sign = 1 if tie_rule == "closest_then_earlier" else -1
@@ -938,6 +980,43 @@ def _read_text_table(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
 
 
+class VisitInputs(NamedTuple):
+    """The sheets behind visits.tsv, loaded as the merge step loads them."""
+
+    samples: pd.DataFrame
+    infusions: pd.DataFrame
+    cbc: pd.DataFrame
+    chimerism: pd.DataFrame
+    peaks: pd.DataFrame | None
+    str_results: pd.DataFrame | None
+    str_loci: pd.DataFrame | None
+    warnings: list[str]
+
+
+def load_visit_inputs(config: dict[str, Any]) -> VisitInputs:
+    """Load the sheets named in ``config['sheets']`` (relative to the cwd) that
+    :func:`build_visits` joins, and compute % donor from STR peaks when they are configured.
+
+    ``warnings`` lists the kept-but-flagged or ignored rows and the unread columns, in the
+    order ``sheet_warnings.tsv`` gives them.
+    """
+    from nkflow import sheets
+
+    s = settings(config)
+    samples = sheets.load_configured_samples(config)
+    infusions, warnings = sheets.load_configured_infusions(config)
+    patients = sorted(set(infusions["patient_id"]))
+    cbc, w = sheets.load_cbc(sheets.required_sheet(config, "cbc"), patients)
+    warnings += w
+    chimerism, peaks, w = sheets.load_chimerism_sources(config, Path(), patients)
+    warnings += w
+    str_results = loci = None
+    if peaks is not None:
+        str_results, loci = compute_str_results(peaks, s)
+    warnings += sheets.unused_column_warnings(config, Path())
+    return VisitInputs(samples, infusions, cbc, chimerism, peaks, str_results, loci, warnings)
+
+
 def run_merge(
     config: dict[str, Any],
     counts_path: str | Path,
@@ -948,35 +1027,28 @@ def run_merge(
     visits.tsv. Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or
     ignored row) and, when raw STR peaks are configured, ``str_results.tsv`` and
     ``str_loci.tsv``."""
-    from nkflow import sheets
-
-    s = settings(config)
     out = Path(out_visits)
-    samples = sheets.load_configured_samples(config)
-    infusions, warnings = sheets.load_configured_infusions(config)
-    patients = sorted(set(infusions["patient_id"]))
-    cbc, w = sheets.load_cbc(sheets.required_sheet(config, "cbc"), patients)
-    warnings += w
-    chimerism, peaks, w = sheets.load_chimerism_sources(config, Path(), patients)
-    warnings += w
-    str_results = None
-    if peaks is not None:
-        str_results, loci = chim.compute_from_peaks(
-            peaks,
-            min_loci=int(s["min_str_loci"]),
-            outlier_sd=float(s["str_outlier_sd"]),
-            ref_min_frac=float(s["str_reference_min_height_frac"]),
-            exclude_markers=s["str_exclude_markers"],
-            stutter_exclusion=bool(s["str_stutter_exclusion"]),
+    inp = load_visit_inputs(config)
+    if inp.str_results is not None and inp.str_loci is not None:
+        _write_if_changed(
+            out.parent / "str_results.tsv", table_bytes(inp.str_results, chim.RESULT_COLUMNS)
         )
         _write_if_changed(
-            out.parent / "str_results.tsv", table_bytes(str_results, chim.RESULT_COLUMNS)
+            out.parent / "str_loci.tsv", table_bytes(inp.str_loci, chim.LOCUS_COLUMNS)
         )
-        _write_if_changed(out.parent / "str_loci.tsv", table_bytes(loci, chim.LOCUS_COLUMNS))
     counts = _read_text_table(counts_path)
     qc = _read_text_table(qc_path)
-    warnings += sheets.unused_column_warnings(config, Path())
-    visits = build_visits(config, samples, counts, qc, infusions, cbc, chimerism, str_results)
+    warnings = inp.warnings
+    visits = build_visits(
+        config,
+        inp.samples,
+        counts,
+        qc,
+        inp.infusions,
+        inp.cbc,
+        inp.chimerism,
+        inp.str_results,
+    )
     write_visits(visits, out)
     for msg in warnings:
         logger.warning(msg)

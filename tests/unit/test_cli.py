@@ -12,6 +12,7 @@ from nkflow.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = [
     "validate",
+    "plan",
     "inspect",
     "tube",
     "tubes",

@@ -537,6 +537,8 @@ def load_samples(
         Bad id (``;``, ``/``, ``..``, spaces, quotes...), bad date, unknown tube/panel/gating,
         duplicate (sample_id, tube), a sample whose tubes disagree on patient or date.
     """
+    import pandas as pd
+
     ids = ("sample_id", "tube")
     sh = _as_sheet(path, "samples")
     schema = load_schema("samples")
@@ -579,7 +581,10 @@ def load_samples(
         if col not in df.columns:
             df[col] = None
         else:
-            df[col] = [None if v == "" else float(v) for v in df[col]]
+            # object dtype: an empty cell stays None (a float column would make it NaN)
+            df[col] = pd.Series(
+                [None if v == "" else float(v) for v in df[col]], index=df.index, dtype=object
+            )
     base = p.resolve().parent
     df["fcs_path"] = [str((base / f).resolve()) for f in df["fcs_file"]]
     fmo_col = df["fmo"] if "fmo" in df.columns else [""] * len(df)

@@ -866,6 +866,34 @@ def _counts(n: int, fracs: dict[str, float]) -> dict[str, int]:
     return out
 
 
+def _lymph_shares(tube: str, visit: Visit) -> dict[str, float]:
+    """Shares of a tube's live lymphocytes per cell type.
+
+    The nk tube: NK (CD56bright and dim), B, NKT-like, other T cells. The treg tube: the T-cell
+    mix (NKT-like cells among its cd8 and dn_t), B, NK.
+    """
+    nk = visit.nk_pct / 100.0
+    nk_side = {
+        "nk_cd56bright": nk * visit.bright_frac,
+        "nk_cd56dim": nk * (1 - visit.bright_frac),
+        "b": 0.08,
+        "nkt_like": 0.04,
+    }
+    t_all = 1.0 - nk - 0.08
+    cd4 = 0.55 * t_all
+    tr = visit.treg_pct_cd4 / 100.0
+    t_side = {
+        "treg": cd4 * tr,
+        "cd4_act": cd4 * 0.03,
+        "cd4_conv": cd4 * (1 - tr - 0.03),
+        "cd8": t_all * 0.40,
+        "dn_t": t_all * 0.05,
+    }
+    if tube == "nk":
+        return {**nk_side, "t": 1.0 - nk - 0.12}
+    return {**t_side, "b": 0.08, "nk": nk}
+
+
 def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -> TubeResult:
     """Simulate one tube; returns events in file channel order and the truth counts."""
     markers = MARKERS[tube]
@@ -874,34 +902,7 @@ def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -
     lymph_frac = 1.0 - sum(MIX.values())
     top = _counts(n, {**MIX, "lymph": lymph_frac})
     n_l = top["lymph"]
-    if tube == "nk":
-        nk = visit.nk_pct / 100.0
-        sub = _counts(
-            n_l,
-            {
-                "nk_cd56bright": nk * visit.bright_frac,
-                "nk_cd56dim": nk * (1 - visit.bright_frac),
-                "b": 0.08,
-                "nkt_like": 0.04,
-                "t": 1.0 - nk - 0.12,
-            },
-        )
-    else:
-        nk_frac = visit.nk_pct / 100.0
-        cd4 = 0.55 * (1.0 - nk_frac - 0.08)
-        tr = visit.treg_pct_cd4 / 100.0
-        sub = _counts(
-            n_l,
-            {
-                "treg": cd4 * tr,
-                "cd4_act": cd4 * 0.03,
-                "cd4_conv": cd4 * (1 - tr - 0.03),
-                "cd8": (1.0 - nk_frac - 0.08) * 0.40,
-                "dn_t": (1.0 - nk_frac - 0.08) * 0.05,
-                "b": 0.08,
-                "nk": nk_frac,
-            },
-        )
+    sub = _counts(n_l, _lymph_shares(tube, visit))
     blocks: list[Block] = []
     labels: list[np.ndarray] = []
 

@@ -3,7 +3,7 @@
 
 Contract
 --------
-``make_sample_data.py [--seed N] [--variant default|validation] [--out DIR] [--ensure]``
+``make_sample_data.py [--seed N] [--variant default|validation|lab] [--out DIR] [--ensure]``
 writes, deterministically for a given seed and variant (same arguments -> byte-identical
 files, no timestamps):
 
@@ -34,6 +34,18 @@ Without ``--ensure`` the cohort is written and the manifest rewritten.
 scenarios and truth layout on other instrument settings (``VALIDATION_STYLES``: other gains,
 positions, per-marker multipliers and a 2^24 integer style) that gates were not developed on.
 
+``--variant lab`` (seed ``LAB_SEED``, default ``--out data/lab``) writes a small cohort (L01-L04,
+scenarios of the default cohort) where every blood draw is ONE combined FCS file,
+``fcs/<sample_id>.fcs``, stained with both panels (tube kind ``combined``: the union of the nk
+and treg markers, one channel each, on the Fortessa and Aurora styles; its per-event labels
+give the truth of both gate trees). It describes those files twice: ``canonical/*.tsv`` in
+nkflow's sheet format (each file listed once per gate tree) with ``config.yaml``, and
+``lab_export/*.csv`` as a lab exports them (its own column names, ``06-Feb-2024`` dates, one
+row per draw with tubes ``nk;treg``, cells per kg with the weight, no donor ids, fractions
+``CD56+`` / ``whole blood``) with ``config_lab.yaml`` mapping the columns (``sheet_format:``).
+Both configs expect the cohort in ``data/lab`` of the run directory; both runs must give the
+same endpoint tables (tests/integration/test_lab_export.py).
+
 Events are simulated per cell type on a reference scale (2^18) as scatter plus true
 fluorescence (log-normal positive levels on top of autofluorescence). Per style, scatter is
 multiplied by the style's gains, autofluorescence and noise scale with the range, and positive
@@ -53,7 +65,7 @@ import hashlib
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -61,6 +73,7 @@ import numpy as np
 
 DEFAULT_SEED = 20260101
 VALIDATION_SEED = 20260707
+LAB_SEED = 20261212
 REF_RANGE = 262144.0  # the reference scale events are simulated on
 N_EVENTS = 15_000  # events per tube (plus junk)
 N_EVENTS_DAY14 = 50_000  # both tubes of the visit the endpoint is read from
@@ -72,8 +85,14 @@ MANIFEST = "MANIFEST.sha256"
 SCATTER = ("FSC-A", "FSC-H", "SSC-A")
 NK_MARKERS = ("CD45", "CD3", "CD56", "CD16", "CD14", "CD19", "Viability")
 TREG_MARKERS = ("Viability", "CD3", "CD4", "CD8", "CD25", "CD127", "FoxP3", "Ki-67")
-MARKERS = {"nk": NK_MARKERS, "treg": TREG_MARKERS}
+# One FCS file stained with both panels (one channel per marker: CD3 and Viability once); the
+# nk_v1 and the treg_v1 gate trees are both applied to it.
+COMBINED_MARKERS = NK_MARKERS + tuple(m for m in TREG_MARKERS if m not in NK_MARKERS)
+MARKERS = {"nk": NK_MARKERS, "treg": TREG_MARKERS, "combined": COMBINED_MARKERS}
 PANEL_OF_TUBE = {"nk": "nk_v1", "treg": "treg_v1"}
+TREES_OF_TUBE = {"nk": ("nk",), "treg": ("treg",), "combined": ("nk", "treg")}
+TUBE_STREAM = {"nk": 0, "treg": 1, "combined": 2}  # the tube's random stream within a draw
+TUBE_NAME = {"nk": "NK", "treg": "TREG", "combined": "NK TREG"}  # FCS keyword TUBE NAME
 
 Fluor = tuple[str, str, float]  # ($PnN, $PnS, multiplier on the positive level)
 
@@ -153,6 +172,22 @@ BD = Style(
             "CD4": ("BV605-A", "CD4", 1.0),
             "CD8": ("BV510-A", "CD8", 1.0),
             "Viability": ("BV421-A", "LIVE DEAD", 1.0),
+        },
+        # one tube per draw with both stains: a 5-laser Fortessa's 13 detectors
+        "combined": {
+            "CD16": ("FITC-A", "CD16", 1.0),
+            "CD19": ("PerCP-Cy5-5-A", "CD19", 1.0),
+            "FoxP3": ("PE-A", "FoxP3", 1.0),
+            "CD25": ("PE-CF594-A", "CD25", 1.0),
+            "CD56": ("PE-Cy7-A", "CD56", 1.0),
+            "Ki-67": ("AF647-A", "Ki-67", 1.0),
+            "CD3": ("APC-H7-A", "CD3", 1.0),
+            "CD14": ("BV605-A", "CD14", 1.0),
+            "CD4": ("BV650-A", "CD4", 1.0),
+            "CD8": ("BV711-A", "CD8", 1.0),
+            "CD127": ("BV786-A", "CD127", 1.0),
+            "CD45": ("BV510-A", "CD45", 1.0),
+            "Viability": ("BV421-A", "Viability", 1.0),
         },
     },
     extra={"$CYTSN": "H64710000", **_SRC, "CREATOR": "BD FACSDiva 9.0"},
@@ -235,6 +270,23 @@ AURORA = Style(
             "Ki-67": ("AF700-A", "Ki-67 AF700", 0.5),
             "CD3": ("BUV805-A", "CD3 BUV805", 0.8),
             "Viability": ("LIVE DEAD Blue-A", "Live/Dead Blue", 1.0),
+        },
+        # both stains in one tube: the nk tube's fluorochromes plus the treg tube's for the
+        # markers only it has
+        "combined": {
+            "CD45": ("BUV395-A", "CD45 BUV395", 1.4),
+            "CD4": ("BUV496-A", "CD4 BUV496", 1.3),
+            "Viability": ("Zombie NIR-A", "Zombie NIR", 0.9),
+            "CD16": ("BB515-A", "CD16 BB515", 1.5),
+            "CD25": ("BV421-A", "CD25 BV421", 1.1),
+            "CD3": ("BV510-A", "CD3 BV510", 0.8),
+            "CD56": ("BV605-A", "CD56 BV605", 0.6),
+            "CD8": ("BV711-A", "CD8 BV711", 1.7),
+            "CD19": ("PerCP-eFluor 710-A", "CD19 PerCP-eFluor 710", 0.9),
+            "FoxP3": ("PE-A", "FoxP3 PE", 2.0),
+            "CD127": ("PE-Cy7-A", "CD127 PE-Cy7", 1.2),
+            "CD14": ("APC-A", "CD14 APC", 1.3),
+            "Ki-67": ("AF700-A", "Ki-67 AF700", 0.5),
         },
     },
     extra={"$CYTSN": "R0042", **_SRC, "CREATOR": "SpectroFlo 3.0.3"},
@@ -449,7 +501,11 @@ ATTUNE_INT = Style(
 
 STYLES = {s.key: s for s in (BD, CYTOFLEX, AURORA, ATTUNE)}
 VALIDATION_STYLES = {s.key: s for s in (ACCURI, NAVIOS, AURORA_5L, ATTUNE_INT)}
+LAB_STYLES = {s.key: s for s in (BD, AURORA)}  # the styles with a combined tube
 ALL_STYLES = {**STYLES, **VALIDATION_STYLES}
+STYLES_OF_VARIANT = {"default": STYLES, "validation": VALIDATION_STYLES, "lab": LAB_STYLES}
+# The tubes of one blood draw: one FCS file each (a combined tube feeds both gate trees).
+TUBES_OF_VARIANT = {"default": ("nk", "treg"), "validation": ("nk", "treg"), "lab": ("combined",)}
 
 # Patient -> instrument style per variant: every style has a PASS and a FAIL or NOT_EVALUABLE.
 ASSIGNMENT = {
@@ -473,8 +529,9 @@ ASSIGNMENT = {
         "P04": "attune_int",
         "P07": "attune_int",
     },
+    "lab": {"L01": "aurora", "L04": "aurora", "L02": "bd_fortessa", "L03": "bd_fortessa"},
 }
-SEED_OF_VARIANT = {"default": DEFAULT_SEED, "validation": VALIDATION_SEED}
+SEED_OF_VARIANT = {"default": DEFAULT_SEED, "validation": VALIDATION_SEED, "lab": LAB_SEED}
 
 
 # ------------------------------------------------------------------------------------------
@@ -525,6 +582,29 @@ TREG_PHENO: dict[str, tuple[str, dict[str, Level]]] = {
     "mono": ("mono", {"CD4": (3.1, 0.15)}),
     "gran": ("gran", {}),
 }
+
+
+def _stained(base: tuple[str, dict[str, Level]], over: tuple[str, dict[str, Level]]):
+    """A cell type stained with both panels: base's levels, over's where both stain a marker."""
+    return base[0], {**base[1], **over[1]}
+
+
+# The combined tube's cell types, from the two tubes' phenotypes: the nk tube's levels for NK
+# cells, NKT-like cells, B cells and myeloid cells, the treg tube's for the T-cell subsets
+# (CD3 included); each takes the other tube's levels for the markers only that tube stains.
+# NKT-like cells (CD3+CD56+) are mostly CD8+: the treg tube's cd8 phenotype, which the treg
+# tube's own T-cell mix already counts them in.
+COMBINED_PHENO: dict[str, tuple[str, dict[str, Level]]] = {
+    "nk_cd56bright": _stained(TREG_PHENO["nk"], NK_PHENO["nk_cd56bright"]),
+    "nk_cd56dim": _stained(TREG_PHENO["nk"], NK_PHENO["nk_cd56dim"]),
+    "nkt_like": _stained(TREG_PHENO["cd8"], NK_PHENO["nkt_like"]),
+    "b": _stained(TREG_PHENO["b"], NK_PHENO["b"]),
+    **{t: _stained(NK_PHENO["t"], TREG_PHENO[t]) for t in ("cd4_conv", "cd4_act", "treg")},
+    **{t: _stained(NK_PHENO["t"], TREG_PHENO[t]) for t in ("cd8", "dn_t")},
+    "mono": _stained(TREG_PHENO["mono"], NK_PHENO["mono"]),
+    "gran": _stained(TREG_PHENO["gran"], NK_PHENO["gran"]),
+}
+PHENO = {"nk": NK_PHENO, "treg": TREG_PHENO, "combined": COMBINED_PHENO}
 KI67: Level = (3.8, 0.15)
 VIAB_DEAD: Level = (4.25, 0.2)
 
@@ -614,6 +694,7 @@ class Patient:
     alc_unit: str
     visits: tuple[Visit, ...]
     scenario: str
+    dose_per_kg: float = 3e6  # NK cells per kg body weight, every infusion
 
 
 PREFERRED_FRACTIONS = ("CD56", "PB")  # the truth assumes the config prefers CD56, then PB
@@ -758,6 +839,47 @@ def _cohort() -> tuple[Patient, ...]:
     )
 
 
+def _lab_cohort() -> tuple[Patient, ...]:
+    """The lab variant's patients: four scenarios of the default cohort, with their visits.
+
+    Other dates, no donor ids (the lab export has none), and one patient at 2.5 x 10^6
+    cells/kg; every dose is exact: total = per kg x weight in decimal and binary floating point.
+    """
+    by_pid = {p.pid: p for p in _cohort()}
+    plan = (  # lab patient, default patient, first NK infusion, cells/kg, scenario
+        (
+            "L01",
+            "P01",
+            date(2024, 2, 6),
+            3e6,
+            "clear PASS (as P01); CD56-sorted and whole-blood chimerism; 3 infusions",
+        ),
+        ("L02", "P02", date(2024, 2, 13), 3e6, "clear FAIL (as P02, ~41 donor NK/uL)"),
+        (
+            "L03",
+            "P06",
+            date(2024, 2, 20),
+            2.5e6,
+            "day-14 draw on day 13 with CD56-sorted and whole-blood chimerism (as P06): PASS "
+            "with CD56, FAIL with PB; 2.5 x 10^6 cells/kg",
+        ),
+        ("L04", "P03", date(2024, 3, 5), 3e6, "NOT_EVALUABLE: day-14 ALC reported as QNS (as P03)"),
+    )
+    return tuple(
+        replace(
+            by_pid[src],
+            pid=pid,
+            first_infusion=first,
+            nk_donor="",
+            hsct_donor="",
+            dose_per_kg=per_kg,
+            scenario=scenario,
+        )
+        for pid, src, first, per_kg, scenario in plan
+    )
+
+
+COHORT_OF_VARIANT = {"default": _cohort, "validation": _cohort, "lab": _lab_cohort}
 ALC_FACTOR = {"cells/uL": 1.0, "10^3/uL": 1000.0, "10^9/L": 1000.0}
 
 
@@ -866,42 +988,47 @@ def _counts(n: int, fracs: dict[str, float]) -> dict[str, int]:
     return out
 
 
+def _lymph_shares(tube: str, visit: Visit) -> dict[str, float]:
+    """Shares of a tube's live lymphocytes per cell type.
+
+    The nk tube: NK (CD56bright and dim), B, NKT-like, other T cells. The treg tube: the T-cell
+    mix (NKT-like cells among its cd8 and dn_t), B, NK. The combined tube: the nk tube's NK, B
+    and NKT-like shares and the treg tube's T-cell mix, whose cd8 share gives up the NKT-like
+    cells: both trees see the lymphocytes their own tube would.
+    """
+    nk = visit.nk_pct / 100.0
+    nk_side = {
+        "nk_cd56bright": nk * visit.bright_frac,
+        "nk_cd56dim": nk * (1 - visit.bright_frac),
+        "b": 0.08,
+        "nkt_like": 0.04,
+    }
+    t_all = 1.0 - nk - 0.08
+    cd4 = 0.55 * t_all
+    tr = visit.treg_pct_cd4 / 100.0
+    t_side = {
+        "treg": cd4 * tr,
+        "cd4_act": cd4 * 0.03,
+        "cd4_conv": cd4 * (1 - tr - 0.03),
+        "cd8": t_all * 0.40,
+        "dn_t": t_all * 0.05,
+    }
+    if tube == "nk":
+        return {**nk_side, "t": 1.0 - nk - 0.12}
+    if tube == "treg":
+        return {**t_side, "b": 0.08, "nk": nk}
+    return {**nk_side, **t_side, "cd8": t_all * 0.40 - 0.04}
+
+
 def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -> TubeResult:
     """Simulate one tube; returns events in file channel order and the truth counts."""
     markers = MARKERS[tube]
-    pheno = NK_PHENO if tube == "nk" else TREG_PHENO
-    n = visit.n_nk if tube == "nk" else visit.n_treg
+    pheno = PHENO[tube]
+    n = visit.n_treg if tube == "treg" else visit.n_nk
     lymph_frac = 1.0 - sum(MIX.values())
     top = _counts(n, {**MIX, "lymph": lymph_frac})
     n_l = top["lymph"]
-    if tube == "nk":
-        nk = visit.nk_pct / 100.0
-        sub = _counts(
-            n_l,
-            {
-                "nk_cd56bright": nk * visit.bright_frac,
-                "nk_cd56dim": nk * (1 - visit.bright_frac),
-                "b": 0.08,
-                "nkt_like": 0.04,
-                "t": 1.0 - nk - 0.12,
-            },
-        )
-    else:
-        nk_frac = visit.nk_pct / 100.0
-        cd4 = 0.55 * (1.0 - nk_frac - 0.08)
-        tr = visit.treg_pct_cd4 / 100.0
-        sub = _counts(
-            n_l,
-            {
-                "treg": cd4 * tr,
-                "cd4_act": cd4 * 0.03,
-                "cd4_conv": cd4 * (1 - tr - 0.03),
-                "cd8": (1.0 - nk_frac - 0.08) * 0.40,
-                "dn_t": (1.0 - nk_frac - 0.08) * 0.05,
-                "b": 0.08,
-                "nk": nk_frac,
-            },
-        )
+    sub = _counts(n_l, _lymph_shares(tube, visit))
     blocks: list[Block] = []
     labels: list[np.ndarray] = []
 
@@ -914,14 +1041,14 @@ def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -
     vi = markers.index("Viability")
     for name in sorted(sub):
         sc, af, pos = _cells(rng, sub[name], pheno[name], markers)
-        if tube == "treg" and name == "treg":
+        if tube != "nk" and name == "treg":
             k = int(round(sub[name] * 0.30))
             pos[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
             codes = np.full(sub[name], CODE_OF["treg"], dtype=np.uint8)
             codes[:k] = CODE_OF["treg_ki67"]
             add(codes, (sc, af, pos))
             continue
-        if tube == "treg" and name in ("cd4_conv", "cd8"):
+        if tube != "nk" and name in ("cd4_conv", "cd8"):
             k = int(round(sub[name] * 0.05))
             pos[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
         add(name, (sc, af, pos))
@@ -1018,14 +1145,21 @@ def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -
     return TubeResult(ev, pnn, pns, truth, lab_o, int(is_junk.sum()), gap, burst, duration)
 
 
+TREE_ROWS = {
+    "nk": ("nk", "nk_cd56bright", "nk_cd56dim", "nkt_like", "cd3"),
+    "treg": ("cd3", "cd4", "treg", "treg_ki67"),
+}
+
+
 def _truth_counts(tube: str, lab: np.ndarray) -> dict[str, int]:
-    """populations.tsv rows of one tube from its per-event label codes."""
+    """populations.tsv rows of one tube from its per-event label codes.
+
+    ``tube`` is a gate tree's tube (``nk``, ``treg``): a combined file is counted once per
+    tree, on the same labels (``combined`` gives the rows of both).
+    """
     rows = ["events_in_file", "junk", "singlets", "lymphocytes", "live"]
-    rows += (
-        ["nk", "nk_cd56bright", "nk_cd56dim", "nkt_like", "cd3"]
-        if tube == "nk"
-        else ["cd3", "cd4", "treg", "treg_ki67"]
-    )
+    for tree in TREES_OF_TUBE[tube]:
+        rows += [r for r in TREE_ROWS[tree] if r not in rows]
     counts = np.bincount(lab, minlength=len(LABEL_CODES))
     out = dict.fromkeys(rows, 0)
     out["events_in_file"] = len(lab)
@@ -1270,14 +1404,18 @@ def readme(
 def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> dict[str, str]:
     """Write the whole cohort under ``out``; return {relative path: sha256}.
 
-    The manifest is not written here (see :func:`write_manifest`).
+    The manifest is not written here (see :func:`write_manifest`). The lab variant writes
+    its canonical sheets to ``canonical/`` (FCS paths ``../fcs/...``), the same content as the
+    lab's own export in ``lab_export/``, and a config for each (:func:`write_lab_sheets`).
     """
-    styles = STYLES if variant == "default" else VALIDATION_STYLES
+    styles = STYLES_OF_VARIANT[variant]
     assignment = ASSIGNMENT[variant]
+    lab = variant == "lab"
+    sheet_dir = "canonical/" if lab else ""
     out.mkdir(parents=True, exist_ok=True)
-    for sub in ("fcs", "truth", "truth/labels"):
+    for sub in ("fcs", "truth", "truth/labels") + (("canonical", "lab_export") if lab else ()):
         (out / sub).mkdir(exist_ok=True)
-    cohort = _cohort()
+    cohort = COHORT_OF_VARIANT[variant]()
     written: list[Path] = []
     samples, infusions, cbc, chim = [], [], [], []
     pops, visits_rows, endpoint_rows, tubes_rows = [], [], [], []
@@ -1290,7 +1428,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
                     pat.pid,
                     k,
                     (pat.first_infusion + timedelta(days=d)).isoformat(),
-                    f"{int(pat.weight_kg * 3e6):d}",
+                    f"{int(pat.weight_kg * pat.dose_per_kg):d}",
                     f"{pat.weight_kg:g}",
                     pat.nk_donor,
                     pat.hsct_donor,
@@ -1304,13 +1442,14 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
             for frac in ("PB", "CD56"):
                 if frac in visit.chimerism:
                     chim.append([pat.pid, when.isoformat(), frac, f"{visit.chimerism[frac]:g}"])
-            nk_truth: dict[str, int] = {}
-            for tube in ("nk", "treg"):
-                rng = np.random.default_rng([seed, pi, vi, 0 if tube == "nk" else 1])
+            truths: dict[str, dict[str, int]] = {}
+            for tube in TUBES_OF_VARIANT[variant]:
+                rng = np.random.default_rng([seed, pi, vi, TUBE_STREAM[tube]])
                 res = make_tube(rng, style, tube, visit)
-                fname = f"fcs/{sid}_{tube}.fcs"
+                stem = sid if tube == "combined" else f"{sid}_{tube}"
+                fname = f"fcs/{stem}.fcs"
                 names, s = spill_listing(style, *spillover(style, tube))
-                t0 = 9 * 3600 + 5 * 60 * vi + (0 if tube == "nk" else 120)
+                t0 = 9 * 3600 + 5 * 60 * vi + (120 if tube == "treg" else 0)
                 t1 = t0 + int(res.duration_s)
                 kw = {
                     "$CYT": style.cytometer,
@@ -1318,9 +1457,9 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
                     "$BTIM": f"{t0 // 3600:02d}:{t0 // 60 % 60:02d}:{t0 % 60:02d}",
                     "$ETIM": f"{t1 // 3600:02d}:{t1 // 60 % 60:02d}:{t1 % 60:02d}",
                     "$TIMESTEP": f"{style.timestep:g}",
-                    "$FIL": f"{sid}_{tube}.fcs",
+                    "$FIL": f"{stem}.fcs",
                     "$SMNO": sid,
-                    "TUBE NAME": tube.upper(),
+                    "TUBE NAME": TUBE_NAME[tube],
                     style.spill_keyword: spill_text(names, s),
                     **style.extra,
                 }
@@ -1335,49 +1474,51 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
                     style.datatype,
                     style.range,
                 )
-                label_file = f"truth/labels/{sid}_{tube}.npy"
+                label_file = f"truth/labels/{stem}.npy"
                 with open(out / label_file, "wb") as fh:
                     np.save(fh, res.labels, allow_pickle=False)
                 written += [out / fname, out / label_file]
-                samples.append(
-                    [
-                        sid,
-                        pat.pid,
-                        when.isoformat(),
-                        tube,
-                        PANEL_OF_TUBE[tube],
-                        PANEL_OF_TUBE[tube],
-                        fname,
-                    ]
-                )
-                for popname, cnt in res.truth.items():
-                    pops.append([sid, tube, popname, cnt])
-                tubes_rows.append(
-                    [
-                        sid,
-                        tube,
-                        fname,
-                        style.key,
-                        style.cytometer,
-                        style.version,
-                        style.datatype,
-                        style.range,
-                        "little" if style.byteorder == "<" else "big",
-                        style.spill_keyword,
-                        f"{style.timestep:g}",
-                        len(res.events),
-                        res.n_junk,
-                        _fmt(res.gap[0]) if res.gap else "",
-                        _fmt(res.gap[1]) if res.gap else "",
-                        _fmt(res.burst[0]) if res.burst else "",
-                        _fmt(res.burst[1]) if res.burst else "",
-                        label_file,
-                    ]
-                )
-                if tube == "nk":
-                    nk_truth = res.truth
-                else:
-                    treg_truth = res.truth
+                # one row per gate tree the file feeds (a combined file: nk and treg), each
+                # with the truth counted on the same labels
+                for tree in TREES_OF_TUBE[tube]:
+                    truth = _truth_counts(tree, res.labels)
+                    truths[tree] = truth
+                    samples.append(
+                        [
+                            sid,
+                            pat.pid,
+                            when.isoformat(),
+                            tree,
+                            PANEL_OF_TUBE[tree],
+                            PANEL_OF_TUBE[tree],
+                            ("../" if lab else "") + fname,
+                        ]
+                    )
+                    for popname, cnt in truth.items():
+                        pops.append([sid, tree, popname, cnt])
+                    tubes_rows.append(
+                        [
+                            sid,
+                            tree,
+                            fname,
+                            style.key,
+                            style.cytometer,
+                            style.version,
+                            style.datatype,
+                            style.range,
+                            "little" if style.byteorder == "<" else "big",
+                            style.spill_keyword,
+                            f"{style.timestep:g}",
+                            len(res.events),
+                            res.n_junk,
+                            _fmt(res.gap[0]) if res.gap else "",
+                            _fmt(res.gap[1]) if res.gap else "",
+                            _fmt(res.burst[0]) if res.burst else "",
+                            _fmt(res.burst[1]) if res.burst else "",
+                            label_file,
+                        ]
+                    )
+            nk_truth, treg_truth = truths["nk"], truths["treg"]
             nk_pct = 100.0 * nk_truth["nk"] / nk_truth["live"]
             alc = alc_per_ul(visit.alc, pat.alc_unit)
             used = next((f for f in PREFERRED_FRACTIONS if f in visit.chimerism), None)
@@ -1410,7 +1551,8 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
             )
             if WINDOW[0] <= visit.day <= WINDOW[1] and day14 is None:
                 day14 = (sid, visit, nk_truth, alc, donor)
-        flags = "nk_donor_is_hsct_donor" if pat.nk_donor == pat.hsct_donor else ""
+        same_donor = pat.nk_donor != "" and pat.nk_donor == pat.hsct_donor
+        flags = "nk_donor_is_hsct_donor" if same_donor else ""
         if day14 is None:
             endpoint_rows.append(
                 [pat.pid, "", "", "", "", "", "NOT_EVALUABLE", "", "no_sample_in_window", flags]
@@ -1463,26 +1605,11 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
             ]
         )
 
-    write_table(
-        out / "samples.tsv",
-        ["sample_id", "patient_id", "collection_date", "tube", "panel", "gating", "fcs_file"],
-        samples,
-    )
-    write_table(
-        out / "infusions.tsv",
-        [
-            "patient_id",
-            "infusion_number",
-            "infusion_date",
-            "cells_infused",
-            "body_weight_kg",
-            "nk_donor_id",
-            "hsct_donor_id",
-        ],
-        infusions,
-    )
-    write_table(out / "cbc.tsv", ["patient_id", "date", "alc_value", "alc_unit"], cbc)
-    write_table(out / "chimerism.tsv", ["patient_id", "date", "fraction", "donor_pct"], chim)
+    canonical = out / sheet_dir
+    write_table(canonical / "samples.tsv", SHEET_COLUMNS["samples"], samples)
+    write_table(canonical / "infusions.tsv", SHEET_COLUMNS["infusions"], infusions)
+    write_table(canonical / "cbc.tsv", SHEET_COLUMNS["cbc"], cbc)
+    write_table(canonical / "chimerism.tsv", SHEET_COLUMNS["chimerism"], chim)
     write_table(out / "truth/populations.tsv", ["sample_id", "tube", "population", "events"], pops)
     write_table(
         out / "truth/visits.tsv",
@@ -1545,25 +1672,54 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
         ],
         tubes_rows,
     )
-    write_table(out / "truth/styles.tsv", STYLE_COLUMNS, style_rows(styles, assignment))
+    write_table(
+        out / "truth/styles.tsv",
+        STYLE_COLUMNS,
+        style_rows(styles, assignment, TUBES_OF_VARIANT[variant]),
+    )
     write_table(
         out / "truth/label_codes.tsv", ["code", "label", "tube", "populations"], label_codes_rows()
     )
-    (out / "truth" / "README.md").write_text(
-        readme(cohort, notes, seed, variant, styles, assignment), encoding="utf-8"
+    text = (
+        lab_readme(cohort, notes, seed, styles, assignment)
+        if lab
+        else readme(cohort, notes, seed, variant, styles, assignment)
     )
-    written += [out / n for n in SHEETS]
+    (out / "truth" / "README.md").write_text(text, encoding="utf-8")
+    written += [out / sheet_dir / n for n in SHEETS]
+    written += [out / n for n in TRUTH_FILES]
+    if lab:
+        written += write_lab_sheets(out, samples, infusions, cbc, chim)
     return {
         p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(written)
     }
 
 
-SHEETS = (
-    "samples.tsv",
-    "infusions.tsv",
-    "cbc.tsv",
-    "chimerism.tsv",
+SHEET_COLUMNS = {
+    "samples": [
+        "sample_id",
+        "patient_id",
+        "collection_date",
+        "tube",
+        "panel",
+        "gating",
+        "fcs_file",
+    ],
+    "infusions": [
+        "patient_id",
+        "infusion_number",
+        "infusion_date",
+        "cells_infused",
+        "body_weight_kg",
+        "nk_donor_id",
+        "hsct_donor_id",
+    ],
+    "cbc": ["patient_id", "date", "alc_value", "alc_unit"],
+    "chimerism": ["patient_id", "date", "fraction", "donor_pct"],
+}
+SHEETS = tuple(f"{key}.tsv" for key in SHEET_COLUMNS)
+TRUTH_FILES = (
     "truth/populations.tsv",
     "truth/visits.tsv",
     "truth/endpoints.tsv",
@@ -1597,12 +1753,14 @@ STYLE_COLUMNS = [
 ]
 
 
-def style_rows(styles: dict[str, Style], assignment: dict[str, str]) -> list[list[object]]:
+def style_rows(
+    styles: dict[str, Style], assignment: dict[str, str], tubes: tuple[str, ...] = ("nk", "treg")
+) -> list[list[object]]:
     """truth/styles.tsv: one row per style, tube and marker."""
     rows: list[list[object]] = []
     for st in styles.values():
         pids = ",".join(sorted(p for p, k in assignment.items() if k == st.key))
-        for tube in ("nk", "treg"):
+        for tube in tubes:
             for marker, (pnn, pns, mult) in st.fluor[tube].items():
                 rows.append(
                     [
@@ -1630,6 +1788,309 @@ def style_rows(styles: dict[str, Style], assignment: dict[str, str]) -> list[lis
                     ]
                 )
     return rows
+
+
+# ------------------------------------------------------------------------------------------
+# The lab variant: the same cohort as a lab exports it, and a config for each shape
+# ------------------------------------------------------------------------------------------
+LAB_DIR = "data/lab"  # where the lab variant's configs expect it, relative to the run directory
+PROTOCOL_DAYS = (0, 7, 14, 28)  # the lab's visit labels ("Day 14" for a draw on day 13)
+LAB_FRACTION = {"CD56": "CD56+", "PB": "whole blood"}  # aliases of config/vocab
+# Per sheet: nkflow column -> the lab export's column (config_lab.yaml's sheet_format columns).
+LAB_COLUMNS = {
+    "samples": {
+        "sample_id": "specimen_id",
+        "patient_id": "patient",
+        "collection_date": "sample_date",
+        "tube": "tubes",
+        "panel": "panels",
+        "gating": "gate_trees",
+        "fcs_file": "fcs",
+    },
+    "infusions": {
+        "patient_id": "patient",
+        "infusion_number": "dose_no",
+        "infusion_date": "infusion_date",
+        "cells_per_kg": "cells_per_kg",
+        "body_weight_kg": "weight_kg",
+    },
+    "cbc": {
+        "patient_id": "patient",
+        "date": "sample_date",
+        "alc_value": "alc",
+        "alc_unit": "alc_unit",
+    },
+    "chimerism": {
+        "patient_id": "patient",
+        "date": "sample_date",
+        "fraction": "cell_fraction",
+        "donor_pct": "pct_donor",
+    },
+}
+# Header of each export file; 'visit' is the lab's own column, not mapped (nkflow ignores it).
+LAB_HEADER = {
+    "samples": [
+        "specimen_id",
+        "patient",
+        "visit",
+        "sample_date",
+        "tubes",
+        "panels",
+        "gate_trees",
+        "fcs",
+    ],
+    "infusions": ["patient", "dose_no", "infusion_date", "weight_kg", "cells_per_kg"],
+    "cbc": ["patient", "sample_date", "alc", "alc_unit"],
+    "chimerism": ["patient", "sample_date", "cell_fraction", "pct_donor"],
+}
+
+
+def lab_date(iso: str) -> str:
+    """``2024-02-06`` as the lab writes it: ``06-Feb-2024``."""
+    d = date.fromisoformat(iso)
+    return f"{d.day:02d}-{MONTHS[d.month - 1].title()}-{d.year}"
+
+
+def lab_dose_per_kg(cells_infused: str, weight_kg: str) -> str:
+    """Cells per kg as the lab writes it (``3.0E+06``), exactly total / weight."""
+    per_kg = float(cells_infused) / float(weight_kg)
+    text = f"{per_kg:.1E}"
+    if float(text) != per_kg or float(text) * float(weight_kg) != float(cells_infused):
+        raise ValueError(f"dose {cells_infused} / {weight_kg} kg is not exact as {text}")
+    return text
+
+
+def write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    """A comma-separated export (quoted only where a value needs it), ``\\n`` line ends."""
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        for r in rows:
+            w.writerow([r[c] for c in header])
+
+
+def lab_export_rows(
+    samples: list[list[object]],
+    infusions: list[list[object]],
+    cbc: list[list[object]],
+    chim: list[list[object]],
+) -> dict[str, list[dict[str, str]]]:
+    """The canonical sheets' rows as the lab's export: one sample row per draw (its tubes,
+    panels and gate trees joined with ';'), dd-Mon-YYYY dates, cells per kg with the weight and
+    no donor ids, the lab's fraction names."""
+    canon = {
+        key: [dict(zip(SHEET_COLUMNS[key], map(str, r), strict=True)) for r in rows]
+        for key, rows in (("samples", samples), ("infusions", infusions), ("cbc", cbc))
+    }
+    canon["chimerism"] = [
+        dict(zip(SHEET_COLUMNS["chimerism"], map(str, r), strict=True)) for r in chim
+    ]
+    first: dict[str, date] = {}
+    out: dict[str, list[dict[str, str]]] = {key: [] for key in LAB_COLUMNS}
+    for r in canon["infusions"]:
+        if r["nk_donor_id"] or r["hsct_donor_id"]:
+            raise ValueError(f"{r['patient_id']}: the lab export has no donor ids")
+        d = date.fromisoformat(r["infusion_date"])
+        first[r["patient_id"]] = min(first.get(r["patient_id"], d), d)
+        out["infusions"].append(
+            {
+                "patient": r["patient_id"],
+                "dose_no": r["infusion_number"],
+                "infusion_date": lab_date(r["infusion_date"]),
+                "weight_kg": r["body_weight_kg"],
+                "cells_per_kg": lab_dose_per_kg(r["cells_infused"], r["body_weight_kg"]),
+            }
+        )
+    draws: dict[str, list[dict[str, str]]] = {}
+    for r in canon["samples"]:
+        draws.setdefault(r["sample_id"], []).append(r)
+    for sid, rows in draws.items():
+        r = rows[0]
+        if {x["fcs_file"] for x in rows} != {r["fcs_file"]}:
+            raise ValueError(f"{sid}: the tubes of one draw are in different files")
+        day = (date.fromisoformat(r["collection_date"]) - first[r["patient_id"]]).days
+        out["samples"].append(
+            {
+                "specimen_id": sid,
+                "patient": r["patient_id"],
+                "visit": f"Day {min(PROTOCOL_DAYS, key=lambda d: abs(d - day))}",
+                "sample_date": lab_date(r["collection_date"]),
+                "tubes": ";".join(x["tube"] for x in rows),
+                "panels": ";".join(x["panel"] for x in rows),
+                "gate_trees": ";".join(x["gating"] for x in rows),
+                "fcs": r["fcs_file"],
+            }
+        )
+    for r in canon["cbc"]:
+        lab_r = {LAB_COLUMNS["cbc"][k]: v for k, v in r.items()}
+        out["cbc"].append({**lab_r, "sample_date": lab_date(r["date"])})
+    for r in canon["chimerism"]:
+        lab_r = {LAB_COLUMNS["chimerism"][k]: v for k, v in r.items()}
+        lab_r["sample_date"] = lab_date(r["date"])
+        lab_r["cell_fraction"] = LAB_FRACTION[r["fraction"]]
+        out["chimerism"].append(lab_r)
+    return out
+
+
+def _config_text(title: list[str], sheets: dict[str, str], results: str, extra: list[str]) -> str:
+    lines = [f"# {t}" if t else "#" for t in title]
+    lines += ["sheets:"] + [f"  {k}: {v}" for k, v in sheets.items()]
+    lines += ["panels:"] + [f"  {p}: config/panels/{p}.yaml" for p in PANEL_OF_TUBE.values()]
+    lines += ["gating:"] + [f"  {p}: config/gating/{p}.yaml" for p in PANEL_OF_TUBE.values()]
+    lines += extra + [f"results: {results}", ""]
+    return "\n".join(lines)
+
+
+def lab_configs() -> dict[str, str]:
+    """``config.yaml`` (the canonical sheets) and ``config_lab.yaml`` (the lab's export)."""
+    run = [
+        "Paths are relative to the run directory (the repository root), with this cohort in",
+        f"{LAB_DIR}:",
+        f"  scripts/make_sample_data.py --variant lab --out {LAB_DIR} --ensure",
+        f"  snakemake --cores 2 --configfile {LAB_DIR}/CONFIG",
+        "Keys not given here take the defaults of config/config.yaml.",
+    ]
+    canonical = _config_text(
+        [
+            "The lab-export cohort (scripts/make_sample_data.py --variant lab) in nkflow's own",
+            "sheet format: TSV, ISO dates, one row per tube (each combined FCS file is listed",
+            "twice, once per gate tree), total NK cells infused, canonical chimerism fractions,",
+            "empty donor ids. config_lab.yaml reads the same data as the lab exported it.",
+            *(t.replace("CONFIG", "config.yaml") for t in run),
+        ],
+        {key: f"{LAB_DIR}/canonical/{key}.tsv" for key in SHEET_COLUMNS},
+        "results/lab_canonical",
+        [],
+    )
+    fmt = ["sheet_format:"]
+    for key, cols in LAB_COLUMNS.items():
+        pairs = ", ".join(f"{k}: {v}" for k, v in cols.items())
+        fmt += [f"  {key}:", f"    columns: {{{pairs}}}"]
+    export = _config_text(
+        [
+            "The lab-export cohort (scripts/make_sample_data.py --variant lab) read as the lab",
+            "exported it (lab_export/): CSV, dates as 06-Feb-2024, the lab's own column names",
+            "(mapped below: nkflow column: the lab's column), one row per blood draw feeding",
+            "both gate trees (tubes nk;treg), cells per kg with the body weight, no donor ids,",
+            "fractions 'CD56+' and 'whole blood'. Same data as config.yaml's canonical sheets:",
+            "the endpoint tables of the two runs are identical.",
+            *(t.replace("CONFIG", "config_lab.yaml") for t in run),
+        ],
+        {key: f"{LAB_DIR}/lab_export/{key}.csv" for key in LAB_COLUMNS},
+        "results/lab_export",
+        fmt,
+    )
+    return {"config.yaml": canonical, "config_lab.yaml": export}
+
+
+def write_lab_sheets(
+    out: Path,
+    samples: list[list[object]],
+    infusions: list[list[object]],
+    cbc: list[list[object]],
+    chim: list[list[object]],
+) -> list[Path]:
+    """``lab_export/*.csv`` and both configs; returns the paths written."""
+    written = []
+    for key, rows in lab_export_rows(samples, infusions, cbc, chim).items():
+        path = out / "lab_export" / f"{key}.csv"
+        write_csv(path, LAB_HEADER[key], rows)
+        written.append(path)
+    for name, text in lab_configs().items():
+        (out / name).write_text(text, encoding="utf-8")
+        written.append(out / name)
+    return written
+
+
+def lab_readme(
+    cohort: tuple[Patient, ...],
+    notes: dict,
+    seed: int,
+    styles: dict[str, Style],
+    assignment: dict[str, str],
+) -> str:
+    """truth/README.md of the lab variant."""
+    lines = [
+        "# Truth of the lab-export cohort",
+        "",
+        f"Generated by `scripts/make_sample_data.py --seed {seed} --variant lab`; byte-identical",
+        "on every run (digests in `../MANIFEST.sha256`). The FCS files and `labels/` are not",
+        f"committed: `make_sample_data.py --variant lab --out {LAB_DIR} --ensure` regenerates",
+        "them.",
+        "",
+        "## What it is for",
+        "",
+        "The same cohort in two shapes: nkflow's canonical sheets (`canonical/*.tsv`,",
+        "`config.yaml`) and a lab's own export (`lab_export/*.csv`, `config_lab.yaml`):",
+        "",
+        "| | canonical | lab export |",
+        "|---|---|---|",
+        "| format | TSV | CSV |",
+        "| dates | 2024-02-06 | 06-Feb-2024 |",
+        "| samples | one row per tube: each combined file twice (tube nk, panel nk_v1; tube treg, "
+        "panel treg_v1) | one row per draw: tubes `nk;treg`, panels `nk_v1;treg_v1`, gate trees "
+        "`nk_v1;treg_v1` |",
+        "| dose | `cells_infused` (total) and `body_weight_kg` | `cells_per_kg` and `weight_kg` |",
+        "| donor ids | columns present, cells empty | no columns |",
+        "| chimerism fractions | `CD56`, `PB` | `CD56+`, `whole blood` |",
+        "| column names | nkflow's | the lab's (`patient`, `sample_date`, `alc`, ...), mapped "
+        "in `config_lab.yaml` `sheet_format:` |",
+        "",
+        "Both describe the same FCS files (`fcs/<sample_id>.fcs`, `../fcs/...` from either sheet",
+        "folder), so both runs give identical endpoint tables. Doses are exact: total = per kg x",
+        "weight in decimal and in binary floating point. Without donor ids, whether the NK donor",
+        "is the HSCT donor is unknown. The export's own `visit` column (`Day 14` for the",
+        "day-13 draw) is not mapped: nkflow computes the study day from the dates.",
+        "",
+        "## The combined tube",
+        "",
+        "Every draw is ONE FCS file stained with both panels: the markers of nk_v1 and treg_v1,",
+        f"one channel each (CD3 and viability once), {len(COMBINED_MARKERS)} fluorescence detectors"
+        " with spillover",
+        "across all of them. Every cell type carries a phenotype on every marker, from the two",
+        "tubes' own phenotypes (`COMBINED_PHENO` in the generator): NK cells CD3- CD56+ CD4-",
+        "CD8-, T-cell subsets CD45+ CD3+ with the treg tube's CD4/CD8/CD25/CD127/FoxP3 levels",
+        "(Treg CD4+ CD25hi CD127lo FoxP3+, ~30 % Ki-67+), NKT-like cells CD3+ CD56+ CD8+, B",
+        "cells CD19+, monocytes CD14+ CD4dim. Lymphocyte shares: NK, B (8 %) and NKT-like (4 %)",
+        "as in the nk tube, the T-cell mix as in the treg tube (its CD8 share holding the",
+        "NKT-like cells).",
+        "Debris 7 %, doublets 4 %, dead cells 5 %, granulocytes 25 %, monocytes 7 %.",
+        "",
+        "`populations.tsv` and `tubes.tsv` have one row per (sample, gate tree): `nk` and `treg`",
+        "rows of a draw count the same file's labels (`labels/<sample_id>.npy`; codes in",
+        "`label_codes.tsv`, whose `tube` column names the separate tube a label occurs in; a",
+        "combined file has the labels of both). Events per file: "
+        f"{N_EVENTS:,}, {N_EVENTS_DAY14:,} for the",
+        "day-14 draw.",
+        "",
+        "## Instrument styles",
+        "",
+        "| style | patients | combined tube detectors ($PnN: $PnS) |",
+        "|---|---|---|",
+    ]
+    for st in styles.values():
+        pids = ", ".join(p.pid for p in cohort if assignment[p.pid] == st.key)
+        dets = ", ".join(f"`{n}`: `{s}`" for n, s, _ in st.fluor["combined"].values())
+        lines.append(f"| `{st.key}` ({st.cytometer}) | {pids} | {dets} |")
+    lines += [
+        "",
+        "## Scenarios",
+        "",
+        "| patient | infusions (study day) | cells/kg | scenario | donor NK/uL (truth) |",
+        "|---|---|---|---|---|",
+    ]
+    for p in cohort:
+        days = ", ".join(str(d) for d in p.infusion_days)
+        donor = _fmt(notes.get(p.pid, {}).get("donor"))
+        lines.append(f"| {p.pid} | {days} | {p.dose_per_kg:.1e} | {p.scenario} | {donor or '-'} |")
+    lines += [
+        "",
+        "The files of `truth/` mean what they mean for data/sample (see its README).",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def write_manifest(out: Path, digests: dict[str, str]) -> None:
@@ -1694,7 +2155,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=None, help="default: the variant's seed")
     ap.add_argument("--variant", choices=sorted(ASSIGNMENT), default="default")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "data" / "sample")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"default: data/sample ({LAB_DIR} for --variant lab)",
+    )
     ap.add_argument(
         "--ensure",
         action="store_true",
@@ -1703,6 +2169,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     seed = SEED_OF_VARIANT[args.variant] if args.seed is None else args.seed
+    if args.out is None:
+        root = Path(__file__).parents[1]
+        args.out = root / (LAB_DIR if args.variant == "lab" else "data/sample")
     if args.ensure:
         return ensure(args.out, seed, args.variant)
     t0 = time.perf_counter()

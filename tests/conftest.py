@@ -50,11 +50,12 @@ PUBLIC_DATA_SKIP = (
 )
 
 
-def copy_workflow(dest: Path) -> Path:
-    """Copy what a run needs (Snakefile, workflow/, config/, data/sample/) into ``dest``."""
+def copy_workflow(dest: Path, data: tuple[str, ...] = ("data/sample",)) -> Path:
+    """Copy what a run needs (Snakefile, workflow/, config/ and the ``data`` folders) into
+    ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / "Snakefile", dest / "Snakefile")
-    for sub in ("workflow", "config", "data/sample"):
+    for sub in ("workflow", "config", *data):
         shutil.copytree(
             ROOT / sub, dest / sub, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
         )

@@ -14,7 +14,7 @@ import csv
 import hashlib
 import importlib.util
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -522,3 +522,189 @@ def test_populations_are_mixed_over_acquisition_time():
     half = len(ev) // 2
     assert abs(gran[:half].mean() - gran[half:].mean()) < 0.03
     assert 0.2 < gran.mean() < 0.3  # 25 % granulocytes by design
+
+
+# --------------------------------------------------------------------------- combined tube
+def _combined(style_key: str, n: int = 8000):
+    visit = gen.Visit(14, 20.0, 0.5, 5.0, "1.0", {}, n_nk=n, n_treg=n)
+    res = gen.make_tube(np.random.default_rng(11), gen.LAB_STYLES[style_key], "combined", visit)
+    return visit, res
+
+
+@pytest.mark.parametrize("style_key", sorted(gen.LAB_STYLES))
+def test_combined_tube_is_read_by_both_panels_one_channel_per_marker(tmp_path, style_key):
+    from nkflow import panel as panel_mod
+    from tests.generated import placed, write_tube
+
+    _, res = _combined(style_key)
+    path = write_tube(gen.LAB_STYLES[style_key], "combined", res, tmp_path / "draw.fcs")
+    resolved = {}
+    for kind in ("nk", "treg"):
+        sample, mi, spill, _ = placed(path, kind)
+        declared = panel_mod.load_panel(ROOT / "config" / "panels" / f"{kind}_v1.yaml").markers
+        assert sorted(mi) == sorted(declared), kind  # every marker found, nothing missing
+        assert sorted(spill.channels) == sorted(res.pnn[3:-1])  # all 13 detectors compensated
+        resolved[kind] = mi
+    assert len(res.pnn) == len(set(res.pnn)) == 3 + len(gen.COMBINED_MARKERS) + 1
+    assert set(gen.COMBINED_MARKERS) == set(gen.NK_MARKERS) | set(gen.TREG_MARKERS)
+    for shared in ("CD3", "Viability", "FSC-A", "SSC-A", "Time"):
+        assert resolved["nk"][shared] == resolved["treg"][shared], shared
+    only = {m: i for kind in resolved for m, i in resolved[kind].items()}
+    assert len(set(only.values())) == len(only)  # one channel per marker across both panels
+
+
+@pytest.mark.parametrize("style_key", sorted(gen.LAB_STYLES))
+def test_combined_tube_labels_give_both_trees_truth_with_consistent_phenotypes(style_key):
+    visit, res = _combined(style_key)
+    names = {gen.LABEL_CODES[c][0] for c in np.unique(res.labels)}
+    assert names == set(gen.COMBINED_PHENO) | {"treg_ki67", "debris", "doublet", "dead"}
+    nk, treg = gen._truth_counts("nk", res.labels), gen._truth_counts("treg", res.labels)
+    for row in ("events_in_file", "singlets", "lymphocytes", "live", "cd3"):
+        assert nk[row] == treg[row], row
+    assert res.truth == {**nk, **treg}
+    assert 100 * nk["nk"] / nk["live"] == pytest.approx(visit.nk_pct, abs=0.01)
+    assert 100 * treg["treg"] / treg["cd4"] == pytest.approx(visit.treg_pct_cd4, abs=0.05)
+    assert treg["treg_ki67"] == pytest.approx(0.30 * treg["treg"], abs=1)
+    # true phenotypes on the compensated detectors: each population where both trees expect it
+    names_, s = gen.spillover(gen.LAB_STYLES[style_key], "combined")
+    comp = res.events[:, 3:-1].astype(float) @ np.linalg.inv(s)
+    col = {
+        m: names_.index(pnn)
+        for m, (pnn, _, _) in gen.LAB_STYLES[style_key].fluor["combined"].items()
+    }
+    lab = np.array([gen.LABEL_CODES[c][0] for c in res.labels])
+
+    def median(label: str, marker: str) -> float:
+        return float(np.median(comp[lab == label, col[marker]]))
+
+    for nk_label in ("nk_cd56bright", "nk_cd56dim"):
+        for t_label in ("cd4_conv", "cd8"):
+            assert median(nk_label, "CD3") < median(t_label, "CD3") / 10
+            assert median(nk_label, "CD56") > 10 * median(t_label, "CD56")
+        assert median(nk_label, "CD4") < median("cd4_conv", "CD4") / 10
+    assert median("treg", "FoxP3") > 10 * median("cd4_conv", "FoxP3")
+    assert median("treg", "CD25") > 5 * median("cd4_conv", "CD25")
+    assert median("treg", "CD127") < median("cd4_conv", "CD127") / 3
+    assert median("nkt_like", "CD56") > 10 * median("cd8", "CD56")
+    assert median("nkt_like", "CD8") > 10 * median("cd4_conv", "CD8")
+    assert median("dead", "Viability") > 10 * median("cd4_conv", "Viability")
+
+
+# --------------------------------------------------------------------------- lab variant
+LAB = ROOT / "data" / "lab"
+
+
+@pytest.fixture(scope="module")
+def lab_cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lab")
+    assert gen.main(["--variant", "lab", "--out", str(out)]) == 0
+    return out
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_lab_variant_reproduces_its_committed_manifest(lab_cohort, capsys):
+    manifest = gen.read_manifest(lab_cohort)
+    assert manifest == gen.read_manifest(LAB)
+    committed = {n: h for n, h in manifest.items() if not n.startswith(("fcs/", "truth/labels/"))}
+    assert gen.stale_files(LAB, committed) == []  # the committed sheets, configs and truth
+    assert len([n for n in manifest if n.startswith("fcs/")]) == 16  # one file per draw
+    assert gen.main(["--variant", "lab", "--out", str(lab_cohort), "--ensure"]) == 0
+    assert f"all {len(manifest)} files match" in capsys.readouterr().out
+    # the lab variant leaves the default cohort's streams alone (its manifest test above)
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/data/lab/fcs/" in ignored and "/data/lab/truth/labels/" in ignored
+
+
+def test_lab_export_holds_the_canonical_sheets_in_the_labs_shape(lab_cohort):
+    """The export read back through config_lab.yaml's column mapping, its dates, its tube
+    lists, its doses and the fraction vocabulary gives the canonical rows: the two shapes
+    describe the same cohort (nkflow's own reading of them is the workflow test's business)."""
+    import yaml
+
+    configs = {
+        n: yaml.safe_load((lab_cohort / n).read_text()) for n in ("config.yaml", "config_lab.yaml")
+    }
+    canon_cfg, lab_cfg = configs["config.yaml"], configs["config_lab.yaml"]
+    assert {k: v for k, v in canon_cfg.items() if k not in ("sheets", "results")} == {
+        k: v for k, v in lab_cfg.items() if k not in ("sheets", "results", "sheet_format")
+    }
+    assert canon_cfg["results"] != lab_cfg["results"]
+    vocab = yaml.safe_load((ROOT / "config/vocab/chimerism_fractions.yaml").read_text())
+    fraction = {
+        a.lower(): f for f, spec in vocab["fractions"].items() for a in [f, *spec["aliases"]]
+    }
+    iso = lambda text: datetime.strptime(text, "%d-%b-%Y").date().isoformat()  # noqa: E731
+    for key in ("samples", "infusions", "cbc", "chimerism"):
+        canon_path = lab_cohort / canon_cfg["sheets"][key].removeprefix(gen.LAB_DIR + "/")
+        lab_path = lab_cohort / lab_cfg["sheets"][key].removeprefix(gen.LAB_DIR + "/")
+        assert canon_path.suffix == ".tsv" and lab_path.suffix == ".csv"
+        canon = _rows(canon_path)
+        cols = lab_cfg["sheet_format"][key]["columns"]
+        mapped = [{ours: r[theirs] for ours, theirs in cols.items()} for r in _csv(lab_path)]
+        same_name = {ours for ours, theirs in cols.items() if ours == theirs}
+        assert same_name <= {"alc_unit", "cells_per_kg", "infusion_date"}  # the rest: renamed
+        got: list[dict[str, str]] = []
+        for r in mapped:
+            for c in ("collection_date", "date", "infusion_date"):
+                if c in r:
+                    assert r[c] != iso(r[c])  # written dd-Mon-YYYY, never ISO
+                    r[c] = iso(r[c])
+            if key == "samples":
+                trees = zip(*(r[c].split(";") for c in ("tube", "panel", "gating")), strict=True)
+                got += [{**r, "tube": t, "panel": p, "gating": g} for t, p, g in trees]
+                continue
+            if key == "infusions":
+                per_kg, weight = float(r.pop("cells_per_kg")), float(r["body_weight_kg"])
+                r["cells_infused"] = per_kg * weight
+            if key == "chimerism":
+                assert r["fraction"] in ("CD56+", "whole blood")
+                r["fraction"] = fraction[r["fraction"].lower()]
+            got.append(r)
+        if key == "infusions":
+            for c, g in zip(canon, got, strict=True):
+                assert (c["nk_donor_id"], c["hsct_donor_id"]) == ("", "")
+                total, weight = float(c.pop("cells_infused")), float(c["body_weight_kg"])
+                assert g.pop("cells_infused") == total  # exact: per kg x weight = total
+                assert total / weight == float(
+                    next(
+                        x["cells_per_kg"] for x in _csv(lab_path) if x["patient"] == c["patient_id"]
+                    )
+                )
+                del c["nk_donor_id"], c["hsct_donor_id"]
+        assert got == canon, key
+    samples = _rows(lab_cohort / "canonical" / "samples.tsv")
+    assert all(r["fcs_file"] == f"../fcs/{r['sample_id']}.fcs" for r in samples)
+    assert len(_csv(lab_cohort / "lab_export" / "samples.csv")) * 2 == len(samples)
+
+
+def test_lab_truth_counts_both_trees_on_one_file_per_draw(lab_cohort):
+    tubes = _rows(lab_cohort / "truth" / "tubes.tsv")
+    pops = {
+        (r["sample_id"], r["tube"], r["population"]): int(r["events"])
+        for r in _rows(lab_cohort / "truth" / "populations.tsv")
+    }
+    by_sid: dict[str, list[dict[str, str]]] = {}
+    for r in tubes:
+        by_sid.setdefault(r["sample_id"], []).append(r)
+    for sid, rows in by_sid.items():
+        assert [r["tube"] for r in rows] == ["nk", "treg"]
+        assert {r["fcs_file"] for r in rows} == {f"fcs/{sid}.fcs"}
+        lab = np.load(lab_cohort / rows[0]["label_file"])
+        for tree in ("nk", "treg"):
+            want = gen._truth_counts(tree, lab)
+            assert {p: pops[(sid, tree, p)] for p in want} == want
+        n = int(rows[0]["events_in_file"])
+        assert (
+            n
+            == len(lab)
+            == (50_000 if sid in ("L01-D14", "L02-D14", "L03-D13", "L04-D14") else 15_000)
+        )
+    ends = {r["patient_id"]: r for r in _rows(lab_cohort / "truth" / "endpoints.tsv")}
+    assert {p: r["verdict"] for p, r in ends.items()} == {
+        "L01": "PASS", "L02": "FAIL", "L03": "PASS", "L04": "NOT_EVALUABLE",
+    }  # fmt: skip
+    assert ends["L03"]["study_day"] == "13" and all(not r["flags"] for r in ends.values())

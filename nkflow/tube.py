@@ -201,13 +201,10 @@ def run_tube(
         return fail("panel_ambiguous", exc)
     marker_index = _marker_index(pnl, resolution)
     prov["panel_resolution"] = [list(map(str, row)) for row in resolution.table()]
-    for marker in resolution.missing:
-        note(
-            "panel",
-            "WARN",
-            "missing_marker",
-            f"marker {marker} not found in {fcs.name}; populations that need it are not computed",
-        )
+    missing = _missing_markers(tree, pnl, resolution.missing)
+    prov["missing_markers"] = missing
+    for marker, needed_by in missing.items():
+        checks.append(_missing_marker_check(qc_cfg, marker, needed_by, fcs.name, tree, pnl))
 
     # ---- spillover
     try:
@@ -341,6 +338,52 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
         dict.fromkeys(
             [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
         )
+    )
+
+
+def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str, list[str]]:
+    """Each panel marker the file lacks -> what needs it: the gates of ``tree`` that read it,
+    and ``required`` when the panel declares it so (empty: nothing needs it)."""
+    out: dict[str, list[str]] = {}
+    for marker in missing:
+        needed = [g.id for g in tree.gates if marker in tree.gate_markers(g)]
+        if marker in pnl.required:
+            needed.append("required")
+        out[marker] = needed
+    return out
+
+
+def _missing_marker_check(
+    cfg: Any, marker: str, needed_by: list[str], fcs_name: str, tree: Any, pnl: Any
+) -> Any:
+    """``missing_marker`` (WARN) for a marker a gate or the panel needs; otherwise
+    ``unused_marker_missing`` (PASS): a panel marker no gate reads changes no number."""
+    from nkflow import qc
+
+    gates = [g for g in needed_by if g != "required"]
+    if not needed_by:
+        return qc.make_check(
+            cfg,
+            "panel",
+            "unused_marker_missing",
+            None,
+            None,
+            f"marker {marker} of panel {pnl.name} not found in {fcs_name}; no gate of tree "
+            f"{tree.name} reads it, so no population is affected",
+        )
+    why = []
+    if gates:
+        why.append(f"gate(s) {', '.join(gates)} of tree {tree.name} read it")
+    if "required" in needed_by:
+        why.append(f"panel {pnl.name} declares it required")
+    return qc.make_check(
+        cfg,
+        "panel",
+        "missing_marker",
+        None,
+        None,
+        f"marker {marker} not found in {fcs_name} ({'; '.join(why)}); populations that need it "
+        "are not computed",
     )
 
 

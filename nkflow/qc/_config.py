@@ -47,6 +47,10 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
         "low_viability": "WARN",
         "very_low_viability": "FAIL",
         "viability_not_assessed": "PASS",
+        # panel markers the file lacks: one a gate reads (or the panel requires), or one no
+        # gate reads (recorded only: it changes no number)
+        "missing_marker": "WARN",
+        "unused_marker_missing": "PASS",
         # compensation
         "compensation_nonfinite": "FAIL",
         "over_compensation": "WARN",

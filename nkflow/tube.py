@@ -179,6 +179,8 @@ def run_tube(
             "fcs_version": sample.version,
             "n_events": int(sample.n_events),
             "instrument": sample.keywords.get("$CYT", ""),
+            # as written (None: no $DATE); nkflow collect compares it with collection_date
+            "fcs_date": sample.keywords.get("$DATE"),
             "reader_warnings": list(sample.warnings),
         }
     )
@@ -594,6 +596,8 @@ def collect_batches(
     out_counts: Path,
     out_qc: Path,
     out_index: Path,
+    collection_dates: dict[tuple[str, str], Any] | None = None,
+    qc_settings: dict[str, Any] | None = None,
 ) -> None:
     """Concatenate the per-tube tables of every batch, in sample-sheet order.
 
@@ -606,12 +610,23 @@ def collect_batches(
     out_counts, out_qc, out_index
         The cohort counts table, the cohort QC table and the tube index (sample_id, tube,
         batch, fcs file and sha256, QC status, paths of the tube's figure and provenance).
+    collection_dates
+        ``(sample_id, tube)`` -> the sample sheet's ``collection_date``: each tube's ``$DATE``
+        (recorded in its provenance) is checked against it (``acquisition_date`` in the cohort
+        QC table, :func:`nkflow.qc.acquisition_date_check`) and the tube status in the QC table
+        and the index follows. Done here, not in the tube job, so that correcting a date or
+        ``qc.dates`` re-gates no tube.
+    qc_settings
+        The ``qc`` block of the configuration (``qc.dates`` and the severities).
     """
     import json
 
     import pandas as pd
 
+    from nkflow import qc
     from nkflow.tables import read_tsv, write_tsv
+
+    qc_cfg = qc.QcConfig.from_dict(qc_settings or {})
 
     found: dict[tuple[str, str], Path] = {}
     for bdir in batch_dirs:
@@ -630,8 +645,14 @@ def collect_batches(
     for key in order:
         d = found[key]
         counts.append(read_tsv(d / "counts.tsv"))
-        qcs.append(read_tsv(d / "qc.tsv"))
+        table = read_tsv(d / "qc.tsv")
         prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
+        status = prov.get("qc_status", "FAIL")
+        if collection_dates is not None and key in collection_dates:
+            check = _date_check(prov, collection_dates[key], qc_cfg)
+            table = qc.add_checks(table, key[0], key[1], [check], qc_cfg)
+            status = str(table["tube_status"].iloc[0])
+        qcs.append(table)
         index.append(
             {
                 "sample_id": key[0],
@@ -639,7 +660,7 @@ def collect_batches(
                 "batch": d.parent.parent.name,
                 "fcs_file": prov.get("fcs_file", ""),
                 "fcs_sha256": prov.get("fcs_sha256", ""),
-                "qc_status": prov.get("qc_status", "FAIL"),
+                "qc_status": status,
                 "figure": str(d / "gating.png"),
                 "provenance": str(d / "provenance.json"),
             }
@@ -647,3 +668,21 @@ def collect_batches(
     write_tsv(pd.concat(counts, ignore_index=True), out_counts)
     write_tsv(pd.concat(qcs, ignore_index=True), out_qc)
     write_tsv(pd.DataFrame(index), out_index)
+
+
+def _date_check(prov: dict[str, Any], collection_date: Any, cfg: Any) -> Any:
+    """The ``acquisition_date`` check of one tube from its ``provenance.json``."""
+    from nkflow import qc
+
+    name = Path(str(prov.get("fcs_file", ""))).name or "the FCS file"
+    unknown = None
+    if "fcs_date" not in prov:
+        unknown = (
+            f"{name} could not be read ({prov['error'].get('code', 'error')})"
+            if isinstance(prov.get("error"), dict)
+            else f"the provenance.json of {name} records no $DATE (written before nkflow "
+            "recorded it); re-run the tube to check it"
+        )
+    return qc.acquisition_date_check(
+        prov.get("fcs_date"), collection_date, cfg, name, unknown=unknown
+    )

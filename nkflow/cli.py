@@ -130,12 +130,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     settings = _load_settings(args)
     samples = load_configured_samples(settings)
+    keys = list(zip(samples["sample_id"], samples["tube"], strict=True))
     collect_batches(
         [Path(p) for p in args.batches],
-        list(zip(samples["sample_id"], samples["tube"], strict=True)),
+        keys,
         out_counts=Path(args.counts),
         out_qc=Path(args.qc),
         out_index=Path(args.index),
+        collection_dates=dict(zip(keys, samples["collection_date"], strict=True)),
+        qc_settings=settings.get("qc", {}),
     )
     return 0
 

@@ -110,6 +110,8 @@ def tube_settings(
     """
     endpoints = cfg.get("endpoints", {})
     out: dict[str, Any] = {k: cfg.get(k, {}) for k in ("qc", "figures")}
+    # qc.dates is applied by `nkflow collect` (it needs the sample sheet), never by a tube
+    out["qc"] = {k: v for k, v in out["qc"].items() if k != "dates"}
     out["endpoints"] = {
         k: endpoints[k] for k in ("lymphocyte_population", "populations") if k in endpoints
     }

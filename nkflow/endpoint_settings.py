@@ -12,6 +12,11 @@ from typing import Any
 from nkflow import counts as cnt
 from nkflow.errors import ConfigError
 
+#: Where the default ``dose_range_per_kg`` comes from (stated in the report when it fires).
+DOSE_RANGE_SOURCE = (
+    "the protocol's dosing scheme of 2-5 x 10^6 NK cells/kg per infusion (DOMAIN.md section 1)"
+)
+
 DEFAULTS: dict[str, Any] = {
     "day0_infusion": 1,
     "target_day": 14,
@@ -83,6 +88,13 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"config: field 'endpoints.tie_rule': found {out['tie_rule']!r}; expected "
             "closest_then_earlier or closest_then_later"
+        )
+    lo, hi = out["dose_range_per_kg"]
+    if lo > hi:
+        raise ConfigError(
+            f"config: field 'endpoints.dose_range_per_kg': found [{lo:g}, {hi:g}]; expected "
+            "[low, high] NK cells/kg per infusion with low <= high, e.g. [2.0e+6, 5.0e+6]; "
+            "fix: swap the two numbers"
         )
     if not out["chimerism_preference"]:
         raise ConfigError(

@@ -264,17 +264,19 @@ def parse_fcs_date(value: str) -> date | None:
     Returns
     -------
     datetime.date or None
-        None when empty or not recognised.
+        None when empty, not recognised, or ambiguous: ``03/02/2024`` reads as 3 February
+        day-first and 2 March month-first, and the file does not say which it means.
     """
     text = value.strip()
     if not text:
         return None
+    readings: set[date] = set()
     for fmt in _DATE_FORMATS:
         try:
-            return datetime.strptime(text, fmt).date()
+            readings.add(datetime.strptime(text, fmt).date())
         except ValueError:
             continue
-    return None
+    return readings.pop() if len(readings) == 1 else None
 
 
 def _decode_text(raw: bytes, where: int, name: str, warns: list[str]) -> str:

@@ -179,6 +179,8 @@ def run_tube(
             "fcs_version": sample.version,
             "n_events": int(sample.n_events),
             "instrument": sample.keywords.get("$CYT", ""),
+            # as written (None: no $DATE); nkflow collect compares it with collection_date
+            "fcs_date": sample.keywords.get("$DATE"),
             "reader_warnings": list(sample.warnings),
         }
     )
@@ -201,13 +203,10 @@ def run_tube(
         return fail("panel_ambiguous", exc)
     marker_index = _marker_index(pnl, resolution)
     prov["panel_resolution"] = [list(map(str, row)) for row in resolution.table()]
-    for marker in resolution.missing:
-        note(
-            "panel",
-            "WARN",
-            "missing_marker",
-            f"marker {marker} not found in {fcs.name}; populations that need it are not computed",
-        )
+    missing = _missing_markers(tree, pnl, resolution.missing)
+    prov["missing_markers"] = missing
+    for marker, needed_by in missing.items():
+        checks.append(_missing_marker_check(qc_cfg, marker, needed_by, fcs.name, tree, pnl))
 
     # ---- spillover
     try:
@@ -341,6 +340,52 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
         dict.fromkeys(
             [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
         )
+    )
+
+
+def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str, list[str]]:
+    """Each panel marker the file lacks -> what needs it: the gates of ``tree`` that read it,
+    and ``required`` when the panel declares it so (empty: nothing needs it)."""
+    out: dict[str, list[str]] = {}
+    for marker in missing:
+        needed = [g.id for g in tree.gates if marker in tree.gate_markers(g)]
+        if marker in pnl.required:
+            needed.append("required")
+        out[marker] = needed
+    return out
+
+
+def _missing_marker_check(
+    cfg: Any, marker: str, needed_by: list[str], fcs_name: str, tree: Any, pnl: Any
+) -> Any:
+    """``missing_marker`` (WARN) for a marker a gate or the panel needs; otherwise
+    ``unused_marker_missing`` (PASS): a panel marker no gate reads changes no number."""
+    from nkflow import qc
+
+    gates = [g for g in needed_by if g != "required"]
+    if not needed_by:
+        return qc.make_check(
+            cfg,
+            "panel",
+            "unused_marker_missing",
+            None,
+            None,
+            f"marker {marker} of panel {pnl.name} not found in {fcs_name}; no gate of tree "
+            f"{tree.name} reads it, so no population is affected",
+        )
+    why = []
+    if gates:
+        why.append(f"gate(s) {', '.join(gates)} of tree {tree.name} read it")
+    if "required" in needed_by:
+        why.append(f"panel {pnl.name} declares it required")
+    return qc.make_check(
+        cfg,
+        "panel",
+        "missing_marker",
+        None,
+        None,
+        f"marker {marker} not found in {fcs_name} ({'; '.join(why)}); populations that need it "
+        "are not computed",
     )
 
 
@@ -551,6 +596,8 @@ def collect_batches(
     out_counts: Path,
     out_qc: Path,
     out_index: Path,
+    collection_dates: dict[tuple[str, str], Any] | None = None,
+    qc_settings: dict[str, Any] | None = None,
 ) -> None:
     """Concatenate the per-tube tables of every batch, in sample-sheet order.
 
@@ -563,12 +610,23 @@ def collect_batches(
     out_counts, out_qc, out_index
         The cohort counts table, the cohort QC table and the tube index (sample_id, tube,
         batch, fcs file and sha256, QC status, paths of the tube's figure and provenance).
+    collection_dates
+        ``(sample_id, tube)`` -> the sample sheet's ``collection_date``: each tube's ``$DATE``
+        (recorded in its provenance) is checked against it (``acquisition_date`` in the cohort
+        QC table, :func:`nkflow.qc.acquisition_date_check`) and the tube status in the QC table
+        and the index follows. Done here, not in the tube job, so that correcting a date or
+        ``qc.dates`` re-gates no tube.
+    qc_settings
+        The ``qc`` block of the configuration (``qc.dates`` and the severities).
     """
     import json
 
     import pandas as pd
 
+    from nkflow import qc
     from nkflow.tables import read_tsv, write_tsv
+
+    qc_cfg = qc.QcConfig.from_dict(qc_settings or {})
 
     found: dict[tuple[str, str], Path] = {}
     for bdir in batch_dirs:
@@ -587,8 +645,14 @@ def collect_batches(
     for key in order:
         d = found[key]
         counts.append(read_tsv(d / "counts.tsv"))
-        qcs.append(read_tsv(d / "qc.tsv"))
+        table = read_tsv(d / "qc.tsv")
         prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
+        status = prov.get("qc_status", "FAIL")
+        if collection_dates is not None and key in collection_dates:
+            check = _date_check(prov, collection_dates[key], qc_cfg)
+            table = qc.add_checks(table, key[0], key[1], [check], qc_cfg)
+            status = str(table["tube_status"].iloc[0])
+        qcs.append(table)
         index.append(
             {
                 "sample_id": key[0],
@@ -596,7 +660,7 @@ def collect_batches(
                 "batch": d.parent.parent.name,
                 "fcs_file": prov.get("fcs_file", ""),
                 "fcs_sha256": prov.get("fcs_sha256", ""),
-                "qc_status": prov.get("qc_status", "FAIL"),
+                "qc_status": status,
                 "figure": str(d / "gating.png"),
                 "provenance": str(d / "provenance.json"),
             }
@@ -604,3 +668,21 @@ def collect_batches(
     write_tsv(pd.concat(counts, ignore_index=True), out_counts)
     write_tsv(pd.concat(qcs, ignore_index=True), out_qc)
     write_tsv(pd.DataFrame(index), out_index)
+
+
+def _date_check(prov: dict[str, Any], collection_date: Any, cfg: Any) -> Any:
+    """The ``acquisition_date`` check of one tube from its ``provenance.json``."""
+    from nkflow import qc
+
+    name = Path(str(prov.get("fcs_file", ""))).name or "the FCS file"
+    unknown = None
+    if "fcs_date" not in prov:
+        unknown = (
+            f"{name} could not be read ({prov['error'].get('code', 'error')})"
+            if isinstance(prov.get("error"), dict)
+            else f"the provenance.json of {name} records no $DATE (written before nkflow "
+            "recorded it); re-run the tube to check it"
+        )
+    return qc.acquisition_date_check(
+        prov.get("fcs_date"), collection_date, cfg, name, unknown=unknown
+    )

@@ -24,14 +24,18 @@ def generator() -> Any:
     return sys.modules[name]
 
 
-def write_tube(style: Any, tube: str, res: Any, path: Path) -> Path:
-    """Write a generated tube (``make_tube`` result) as the style's FCS file."""
+def write_tube(
+    style: Any, tube: str, res: Any, path: Path, extra: dict[str, str] | None = None
+) -> Path:
+    """Write a generated tube (``make_tube`` result) as the style's FCS file, with ``extra``
+    TEXT keywords (e.g. ``{"$DATE": "06-FEB-2024"}``)."""
     gen = generator()
     names, s = gen.spill_listing(style, *gen.spillover(style, tube))
     kw = {
         "$CYT": style.cytometer,
         "$TIMESTEP": f"{style.timestep:g}",
         style.spill_keyword: gen.spill_text(names, s),
+        **(extra or {}),
     }
     gen.write_fcs(
         path, res.events, res.pnn, res.pns, kw, style.version, style.byteorder,

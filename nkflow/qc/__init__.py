@@ -19,6 +19,11 @@ The per-tube pipeline calls, in order::
     gate_flag_checks(res.flags, cfg)
     status, reasons = tube_status(all_checks, cfg)
     checks_table(sample_id, tube, all_checks, cfg)       # -> qc.tsv
+
+``nkflow collect`` then adds, per tube, the check that needs the sample sheet::
+
+    add_checks(qc_table, sample_id, tube, [acquisition_date_check($DATE, collection_date, cfg,
+               fcs_name)], cfg)                          # -> results/qc/tubes.tsv
 """
 
 from nkflow.qc._checks import (
@@ -28,6 +33,8 @@ from nkflow.qc._checks import (
     Check,
     MarginCount,
     MarginResult,
+    acquisition_date_check,
+    add_checks,
     checks_table,
     compensation_sanity,
     effective_severity,
@@ -46,6 +53,7 @@ from nkflow.qc._config import (
     REASON_CODES,
     SEVERITIES,
     CompensationQcConfig,
+    DateQcConfig,
     FloorConfig,
     MarginConfig,
     QcConfig,
@@ -63,6 +71,7 @@ __all__ = [
     "SEVERITIES",
     "Check",
     "CompensationQcConfig",
+    "DateQcConfig",
     "FloorConfig",
     "MarginConfig",
     "MarginCount",
@@ -71,6 +80,8 @@ __all__ = [
     "TimeQcConfig",
     "TimeQcResult",
     "ViabilityConfig",
+    "acquisition_date_check",
+    "add_checks",
     "checks_table",
     "compensation_sanity",
     "effective_severity",

@@ -10,6 +10,7 @@ severity override changes the tube status without recomputing anything.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -104,7 +105,7 @@ def effective_severity(check: Check, cfg: QcConfig) -> str:
     """What ``check`` contributes to the tube status under ``cfg`` (PASS, WARN or FAIL).
 
     QC's own reason codes (and ``gate_*``) take their severity from ``cfg.severity``; a reason
-    code QC does not know (e.g. one the reader added, such as ``date_mismatch``) keeps the check's
+    code QC does not know (e.g. one the pipeline added, such as ``fmo_unusable``) keeps the check's
     own status, and a ``NOT_ASSESSED`` check with an unknown code counts as PASS.
     """
     configured = cfg.severity_of(check.reason_code)
@@ -639,6 +640,125 @@ def viability_check(n_dead: int | None, n_singlets: int | None, cfg: QcConfig) -
         vc.max_dead_frac,
         f"{text} (limit {100 * vc.max_dead_frac:g}%)",
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Acquisition date
+# ------------------------------------------------------------------------------------------------
+
+
+def acquisition_date_check(
+    fcs_date: str | None,
+    collection_date: dt.date,
+    cfg: QcConfig,
+    fcs_name: str,
+    *,
+    unknown: str | None = None,
+) -> Check:
+    """The file's ``$DATE`` against the sample sheet's ``collection_date``.
+
+    Parameters
+    ----------
+    fcs_date
+        The ``$DATE`` keyword as written; ``None`` when the file has none.
+    collection_date
+        The draw date of the sample sheet (authoritative).
+    cfg
+        ``cfg.dates``: days the acquisition may follow (``max_days_after_collection``) or
+        precede (``max_days_before_collection``) the draw.
+    fcs_name
+        The file, for the message.
+    unknown
+        Why ``$DATE`` is not known at all (e.g. the file could not be read); overrides
+        ``fcs_date``.
+
+    Returns
+    -------
+    Check
+        ``acquisition_date``, value = days from collection to acquisition: ``date_mismatch``
+        outside the allowance (threshold = the limit crossed, negative before the draw),
+        ``ok`` inside it, NOT_ASSESSED ``date_not_assessed`` when ``$DATE`` is absent, not a
+        date, or readable both day-first and month-first (``nkflow.io.parse_fcs_date``).
+    """
+    from nkflow.io import parse_fcs_date
+
+    dc = cfg.dates
+    after, before = dc.max_days_after_collection, dc.max_days_before_collection
+    allowance = (
+        f"qc.dates.max_days_after_collection = {after}, "
+        f"qc.dates.max_days_before_collection = {before}"
+    )
+
+    def not_assessed(why: str) -> Check:
+        return make_check(
+            cfg,
+            "acquisition_date",
+            "date_not_assessed",
+            None,
+            None,
+            f"{why}; the acquisition date was not compared with collection_date "
+            f"{collection_date.isoformat()}",
+            not_assessed=True,
+        )
+
+    if unknown is not None:
+        return not_assessed(unknown)
+    if fcs_date is None or not fcs_date.strip():
+        return not_assessed(f"{fcs_name} has no $DATE")
+    acquired = parse_fcs_date(fcs_date)
+    if acquired is None:
+        return not_assessed(
+            f"{fcs_name}: $DATE {fcs_date!r} is not a date nkflow can read unambiguously "
+            "(expected dd-mmm-yyyy, e.g. 06-FEB-2024, as FCS 3.0/3.1 write it)"
+        )
+    days = (acquired - collection_date).days
+    seen = (
+        f"{fcs_name}: $DATE {fcs_date!r} ({acquired.isoformat()}) is {abs(days)} day(s) "
+        f"{'after' if days >= 0 else 'before'} collection_date {collection_date.isoformat()}"
+    )
+    if days > after:
+        return make_check(
+            cfg,
+            "acquisition_date",
+            "date_mismatch",
+            float(days),
+            float(after),
+            f"{seen}, later than qc.dates.max_days_after_collection = {after}; check that the "
+            "file belongs to this sample and that the sheet's date is right (collection_date is "
+            "used as written; a lab that acquires later raises the setting)",
+        )
+    if -days > before:
+        return make_check(
+            cfg,
+            "acquisition_date",
+            "date_mismatch",
+            float(days),
+            -float(before),
+            f"{seen}, earlier than qc.dates.max_days_before_collection = {before}: a tube is "
+            "not acquired before the draw; check that the file belongs to this sample, the "
+            "sheet's date and the instrument clock (collection_date is used as written)",
+        )
+    return make_check(
+        cfg, "acquisition_date", "ok", float(days), float(after), f"{seen} ({allowance})"
+    )
+
+
+def add_checks(
+    table: pd.DataFrame, sample_id: str, tube: str, checks: Sequence[Check], cfg: QcConfig
+) -> pd.DataFrame:
+    """A tube's qc.tsv table with ``checks`` appended, ``tube_status`` updated on every row.
+
+    The tube status is the worst severity of its checks (:func:`tube_status`), so the new
+    status is the worse of the table's and the new checks' own; nothing else is recomputed.
+    """
+    import pandas as pd
+
+    new = checks_table(sample_id, tube, checks, cfg)
+    statuses = [str(s) for s in table["tube_status"].unique()] + [str(new["tube_status"].iloc[0])]
+    worst = max(statuses, key=lambda s: _RANK.get(s, 0))
+    out = pd.concat([table, new], ignore_index=True) if len(table) else new
+    out["tube_status"] = worst
+    return out
 
 
 def gate_flag_checks(

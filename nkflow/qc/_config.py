@@ -47,6 +47,13 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
         "low_viability": "WARN",
         "very_low_viability": "FAIL",
         "viability_not_assessed": "PASS",
+        # panel markers the file lacks: one a gate reads (or the panel requires), or one no
+        # gate reads (recorded only: it changes no number)
+        "missing_marker": "WARN",
+        "unused_marker_missing": "PASS",
+        # the file's $DATE against the sample sheet's collection_date
+        "date_mismatch": "WARN",
+        "date_not_assessed": "PASS",
         # compensation
         "compensation_nonfinite": "FAIL",
         "over_compensation": "WARN",
@@ -381,6 +388,35 @@ class CompensationQcConfig:
         )
 
 
+@dataclass(frozen=True)
+class DateQcConfig:
+    """The file's ``$DATE`` against the sample sheet's ``collection_date`` (``qc.dates``)."""
+
+    max_days_after_collection: int = 1
+    max_days_before_collection: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> DateQcConfig:
+        """Build from ``qc.dates``; absent keys take the defaults.
+
+        Raises
+        ------
+        ConfigError
+            Unknown key or a value of the wrong type or range.
+        """
+        d = _section(raw, "dates", _known(cls))
+        base = cls()
+
+        def days(key: str) -> int:
+            where = _path("dates", key)
+            return int(_number(d.get(key, getattr(base, key)), where, minimum=0, integer=True))
+
+        return cls(
+            max_days_after_collection=days("max_days_after_collection"),
+            max_days_before_collection=days("max_days_before_collection"),
+        )
+
+
 def _severity_map(raw: Any) -> Mapping[str, str]:
     if raw is None:
         raw = {}
@@ -407,7 +443,7 @@ def _severity_map(raw: Any) -> Mapping[str, str]:
     return MappingProxyType(merged)
 
 
-_SECTIONS = ("time", "margins", "floors", "viability", "compensation", "severity")
+_SECTIONS = ("time", "margins", "floors", "viability", "compensation", "dates", "severity")
 
 
 @dataclass(frozen=True)
@@ -419,6 +455,7 @@ class QcConfig:
     floors: FloorConfig = field(default_factory=FloorConfig)
     viability: ViabilityConfig = field(default_factory=ViabilityConfig)
     compensation: CompensationQcConfig = field(default_factory=CompensationQcConfig)
+    dates: DateQcConfig = field(default_factory=DateQcConfig)
     severity: Mapping[str, str] = field(default_factory=lambda: _severity_map(None))
 
     def __eq__(self, other: object) -> bool:
@@ -436,6 +473,7 @@ class QcConfig:
                 self.floors,
                 self.viability,
                 self.compensation,
+                self.dates,
                 tuple(sorted(self.severity.items())),
             )
         )
@@ -478,6 +516,7 @@ class QcConfig:
             floors=FloorConfig.from_dict(raw.get("floors")),
             viability=ViabilityConfig.from_dict(raw.get("viability")),
             compensation=CompensationQcConfig.from_dict(raw.get("compensation")),
+            dates=DateQcConfig.from_dict(raw.get("dates")),
             severity=_severity_map(raw.get("severity")),
         )
 

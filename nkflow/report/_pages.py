@@ -171,7 +171,50 @@ def patient_samples(inp: ReportInputs, pid: str) -> list[str]:
     return seen
 
 
-def _banner(ep: Row, threshold: float) -> str:
+def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
+    """What the flag ``dose_out_of_range:<n>`` says: which infusions, their cells/kg (from
+    endpoints.tsv) and the configured range with its source; ``""`` without the flag."""
+    from nkflow.endpoint_settings import DEFAULTS, DOSE_RANGE_SOURCE, settings
+
+    flagged = [
+        f.split(":", 1)[1]
+        for f in ep.get("flags", "").split(";")
+        if f.startswith("dose_out_of_range:")
+    ]
+    if not flagged:
+        return ""
+    infusions = sorted(
+        _patient_rows(inp.sheets.get("infusions", []), pid),
+        key=lambda r: to_float(r.get("infusion_number", "")) or 0.0,
+    )
+    per_kg = [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
+    by_number = (
+        {
+            f"{to_float(r.get('infusion_number', ''))}": k
+            for r, k in zip(infusions, per_kg, strict=True)
+        }
+        if len(infusions) == len(per_kg)
+        else {}
+    )
+    doses = ", ".join(
+        f"infusion {n} ({by_number.get(f'{to_float(n)}', NOT_RECORDED)} cells/kg)"
+        for n in flagged[0].split(",")
+        if n
+    )
+    lo, hi = (float(x) for x in settings(inp.config)["dose_range_per_kg"])
+    d_lo, d_hi = (float(x) for x in DEFAULTS["dose_range_per_kg"])
+    source = (
+        f"the default, from {DOSE_RANGE_SOURCE}"
+        if (lo, hi) == (d_lo, d_hi)
+        else f"as configured; the default {d_lo:g}–{d_hi:g} is from {DOSE_RANGE_SOURCE}"
+    )
+    return (
+        f"Dose outside the configured range: {doses}; range {lo:g}–{hi:g} NK cells/kg per "
+        f"infusion (endpoints.dose_range_per_kg, {source})."
+    )
+
+
+def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
     verdict = ep.get("verdict", "") or "NOT_EVALUABLE"
     cls = verdict if verdict in VERDICTS else "NOT_EVALUABLE"
     value = ep.get("donor_nk_per_ul", "")
@@ -210,6 +253,8 @@ def _banner(ep: Row, threshold: float) -> str:
     flags = split_codes(ep.get("flags", ""))
     if flags:
         lines.append("<div>Flags: " + "".join(h.badge(f, "flag") for f in flags) + "</div>")
+    if dose_note:
+        lines.append(f"<div>{h.esc(dose_note)}</div>")
     word = h.esc(verdict)
     if truthy(ep.get("borderline", "")):
         word += '<br><span class="badge borderline">borderline</span>'
@@ -437,6 +482,9 @@ def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
             body = [[*row, k] for row, k in zip(body, per_kg, strict=True)]
         parts.append(h.table(cols, body))
         parts.append(h.note(f"Source: {sheets.get('infusions', 'infusion sheet')}."))
+        dose_note = dose_range_text(pid, ep, inp)
+        if dose_note:
+            parts.append(f"<p>{h.esc(dose_note)}</p>")
     else:
         parts.append(h.note("No infusion rows for this patient in the infusion sheet."))
     totals = [
@@ -718,7 +766,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
     )
     body = "\n".join(
         [
-            _banner(ep, threshold),
+            _banner(ep, threshold, dose_range_text(patient_id, ep, inp)),
             _numbers(ep, inp),
             _kinetics(patient_id, ep, inp, threshold),
             _dose(patient_id, ep, inp),

@@ -89,6 +89,13 @@ def _misnamed_spillover(kw):
     kw[key] = ",".join(fields)
 
 
+def _late_date(kw):
+    import datetime as dt
+
+    drawn = dt.datetime.strptime(kw["$DATE"], "%d-%b-%Y").date()
+    kw["$DATE"] = (drawn + dt.timedelta(days=3)).strftime("%d-%b-%Y").upper()
+
+
 def _rows_by_patient(path):
     lines = path.read_text().splitlines()
     return {ln.split("\t", 1)[0]: ln for ln in lines[1:]}
@@ -141,6 +148,8 @@ def damaged_run(tmp_path_factory):
             _with_keywords(path, _singular_spillover)
     # a Treg tube with a spillover naming a channel the file lacks: Treg numbers go, NK stays
     _with_keywords(_fcs_of(workdir, _day14("P08"), "treg"), _misnamed_spillover)
+    # P08's day-14 NK tube acquired 3 days after the draw: a flag, the number and verdict kept
+    _with_keywords(_fcs_of(workdir, _day14("P08"), "nk"), _late_date)
     # $TOT one too small on a day-7 tube: refused, but not the endpoint's tube
     _with_keywords(
         _fcs_of(workdir, "P08-D07", "nk"), lambda kw: kw.update({"$TOT": str(int(kw["$TOT"]) - 1)})
@@ -196,6 +205,31 @@ def test_treg_tube_failure_leaves_the_nk_endpoint(damaged_run, sample_run):
     assert got.loc["P08", "donor_nk_per_ul"] == clean.loc["P08", "donor_nk_per_ul"]
     visits = _read(damaged_run / "results/cohort/visits.tsv").set_index("sample_id")
     assert pd.isna(visits.loc[_day14("P08"), "treg_pct_of_cd4"])
+
+
+def test_a_late_acquisition_is_a_flag_that_keeps_the_verdict(damaged_run, sample_run):
+    sid = _day14("P08")
+    qc = _read(damaged_run / "results/qc/tubes.tsv")
+    row = qc[(qc["sample_id"] == sid) & (qc["tube"] == "nk") & (qc["check"] == "acquisition_date")]
+    assert row["reason_code"].tolist() == ["date_mismatch"]
+    assert row["status"].tolist() == ["WARN"]
+    assert row["message"].iloc[0].startswith(f"{sid}_nk.fcs: $DATE ")
+    assert "3 day(s) after collection_date" in row["message"].iloc[0]
+    visits = _read(damaged_run / "results/cohort/visits.tsv").set_index("sample_id")
+    assert "date_mismatch" in visits.loc[sid, "flags"].split(";")
+    clean = _read(sample_run / "results/cohort/endpoints.tsv").set_index("patient_id")
+    got = _read(damaged_run / "results/cohort/endpoints.tsv").set_index("patient_id")
+    assert "date_mismatch" in got.loc["P08", "flags"].split(";")
+    assert "date_mismatch" not in clean.loc["P08", "flags"]
+    assert got.loc["P08", "qc_status"] == "WARN"
+    assert got.loc["P08", "verdict"] == clean.loc["P08", "verdict"]
+    assert got.loc["P08", "reason"] == clean.loc["P08", "reason"]
+    # every clean tube's $DATE is its collection date: no mismatch anywhere else
+    cq = _read(sample_run / "results/qc/tubes.tsv")
+    dates = cq[cq["check"] == "acquisition_date"]
+    assert len(dates) == len(cq.groupby(["sample_id", "tube"])) and set(dates["reason_code"]) == {
+        "ok"
+    }
 
 
 def test_every_other_patient_is_byte_identical(damaged_run, sample_run):

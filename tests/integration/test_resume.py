@@ -164,6 +164,50 @@ def _dry_run_jobs(text: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
     return counts, tubes
 
 
+def test_a_date_correction_or_qc_dates_change_regates_no_tube(reference: Path) -> None:
+    """The $DATE check needs the sheet's collection_date, so `nkflow collect` makes it: a
+    corrected date, or another `qc.dates` allowance, re-runs collect and what follows only."""
+    import datetime as dt
+
+    import yaml
+
+    sheet = reference / SHEET
+    text, stat = sheet.read_text(), sheet.stat()
+    rows = text.splitlines(keepends=True)
+    header = rows[0].rstrip("\n").split("\t")
+    col_sid, col_date = header.index("sample_id"), header.index("collection_date")
+    target = rows[-1].split("\t")[col_sid]  # the last sample, on every row of its tubes
+
+    def corrected(line: str) -> str:
+        cells = line.split("\t")
+        if cells[col_sid] == target:
+            drawn = dt.date.fromisoformat(cells[col_date])
+            cells[col_date] = (drawn + dt.timedelta(days=1)).isoformat()
+        return "\t".join(cells)
+
+    try:
+        sheet.write_text(rows[0] + "".join(corrected(r) for r in rows[1:]))
+        dry = snakemake(reference, "--dry-run", "--printshellcmds")
+        assert dry.returncode == 0, dry.stderr[-4000:]
+        counts, tubes = _dry_run_jobs(dry.stdout + dry.stderr)
+        assert tubes == set() and "tubes" not in counts, counts
+        assert counts["collect"] == 1 and counts["merge"] == 1
+    finally:
+        sheet.write_text(text)
+        os.utime(sheet, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    cfg = yaml.safe_load((reference / "config/config.yaml").read_text())
+    cfg["qc"]["dates"]["max_days_after_collection"] = 2
+    (reference / "config/dates.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    dry = snakemake(reference, "--dry-run", "--printshellcmds", "--configfile", "config/dates.yaml")
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    counts, tubes = _dry_run_jobs(dry.stdout + dry.stderr)
+    assert tubes == set() and "tubes" not in counts, counts
+    assert counts["collect"] == 1
+    after = snakemake(reference, "--dry-run")
+    assert "Nothing to be done" in after.stdout + after.stderr
+
+
 def test_gate_file_change_reruns_only_its_tubes_and_downstream(reference: Path) -> None:
     with (reference / SHEET).open(newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))

@@ -473,6 +473,16 @@ def test_settings_refuse_unknown_keys_and_methods():
         ep.settings({"endpoints": {"absolute_count_method": "trucount"}})
 
 
+def test_a_dose_range_upside_down_is_refused_not_a_flag_on_every_infusion():
+    with pytest.raises(
+        ConfigError,
+        match=r"field 'endpoints.dose_range_per_kg': found \[5e\+06, 2e\+06\]; expected "
+        r"\[low, high\] NK cells/kg per infusion with low <= high",
+    ):
+        ep.settings({"endpoints": {"dose_range_per_kg": [5e6, 2e6]}})
+    assert ep.settings({"endpoints": {"dose_range_per_kg": [3e6, 3e6]}})["dose_range_per_kg"]
+
+
 # --- the synthetic sample cohort: truth counts in, truth endpoints out
 
 REPO = Path(__file__).parents[2]

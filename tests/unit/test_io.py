@@ -260,6 +260,21 @@ def test_parse_fcs_date_unknown_is_none():
     assert parse_fcs_date("yesterday") is None
 
 
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("03/02/2024", None),  # 3 February day-first, 2 March month-first: not guessed
+        ("13/02/2024", "2024-02-13"),  # only day-first is a date
+        ("02/13/2024", "2024-02-13"),  # only month-first is a date
+        ("05/05/2024", "2024-05-05"),  # both readings agree
+        ("19-May-15", "2015-05-19"),  # FCS 2.0 two-digit year (Data001.fcs, FlowCal)
+    ],
+)
+def test_parse_fcs_date_never_guesses_the_day_month_order(text, iso):
+    got = parse_fcs_date(text)
+    assert (got.isoformat() if got else None) == iso
+
+
 # ----------------------------------------------------------------------------- tolerances
 
 

@@ -129,7 +129,7 @@ def test_config_accepts_gate_codes_in_severity_map():
     assert cfg.severity_of("gate_too_few_events:nk.CD3") == "FAIL"  # fitted-gate default
     assert cfg.severity_of("gate_subset_no_valley:nk_cd56bright.CD56") == "WARN"
     assert cfg.severity_of("gate_missing_control") == "WARN"  # falls back to gate_flag
-    assert cfg.severity_of("date_mismatch") is None  # not a qc reason code
+    assert cfg.severity_of("fmo_unusable") is None  # not a qc reason code
 
 
 # ------------------------------------------------------------------------------------------------
@@ -648,13 +648,13 @@ def test_fit_flags_name_the_gate_and_only_endpoint_gates_fail_the_tube():
 def test_checks_table_columns_and_foreign_reason_codes():
     checks = [
         Check("time_qc", "NOT_ASSESSED", "time_not_assessed", None, None, "no Time channel"),
-        Check("fcs_date", "WARN", "date_mismatch", None, None, "$DATE 2024-03-14 != sheet"),
+        Check("fmo", "WARN", "fmo_unusable", None, None, "FMO tube for FoxP3 unreadable"),
         viability_check(5, 100, CFG),
     ]
     table = checks_table("P1-D14", "nk", checks, CFG)
     assert tuple(table.columns) == QC_COLUMNS
     assert table["status"].tolist() == ["NOT_ASSESSED", "WARN", "PASS"]
-    assert table["reason_code"].tolist() == ["time_not_assessed", "date_mismatch", "ok"]
+    assert table["reason_code"].tolist() == ["time_not_assessed", "fmo_unusable", "ok"]
     assert set(table["tube_status"]) == {"WARN"}
     assert math.isnan(table["value"][0]) and table["value"][2] == 0.05
     assert table["value"].dtype == np.float64

@@ -659,6 +659,53 @@ def test_tube_index_wins_over_leftover_batch_directories(tmp_path):
     assert "f" * 64 not in prov
 
 
+def _with_low_second_dose(root: Path, config: dict[str, Any]) -> None:
+    """P01's infusion 2 at 4e7 cells (1.2e6/kg for 33.3 kg), as endpoints.tsv then reports it."""
+    import csv
+
+    table = root / "results" / "cohort" / "endpoints.tsv"
+    with table.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    for r in rows:
+        if r["patient_id"] == "P01":
+            r["flags"] = "dose_out_of_range:2"
+            r["cells_per_kg_infusions"] = "3e+06,1.2e+06,3e+06"
+    _tsv(table, list(rows[0]), [list(r.values()) for r in rows])
+    sheet = root / "sheets" / "infusions.tsv"
+    lines = sheet.read_text(encoding="utf-8").splitlines()
+    lines = [ln.replace("100000000", "40000000") if ln.startswith("P01\t2\t") else ln
+             for ln in lines]  # fmt: skip
+    sheet.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_an_out_of_range_dose_is_stated_with_the_range_and_its_source(tmp_path):
+    config, results = build_fixture(tmp_path)
+    _with_low_second_dose(tmp_path, config)
+    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    page = (tmp_path / "r" / "P01.html").read_text(encoding="utf-8")
+    said = (
+        "Dose outside the configured range: infusion 2 (1.2e+06 cells/kg); range 2e+06–5e+06 NK "
+        "cells/kg per infusion (endpoints.dose_range_per_kg, the default, from the protocol's "
+        "dosing scheme of 2-5 x 10^6 NK cells/kg per infusion (DOMAIN.md section 1))."
+    )
+    banner = html.unescape(_section(page, "verdict"))
+    assert '<span class="badge flag">dose_out_of_range:2</span>' in banner
+    assert said in banner
+    dose = html.unescape(_section(page, "dose"))
+    assert "<td>2</td><td>2024-01-02</td><td>40000000</td><td>33.3</td><td>1.2e+06</td>" in dose
+    assert said in dose
+    other = (tmp_path / "r" / "P02.html").read_text(encoding="utf-8")
+    assert "Dose outside" not in other
+
+    config["endpoints"]["dose_range_per_kg"] = [1.0e6, 2.5e6]
+    run_report(config, results, tmp_path / "r2", RUN_DATE, base_dir=tmp_path)
+    banner = html.unescape(_section((tmp_path / "r2" / "P01.html").read_text(), "verdict"))
+    assert (
+        "range 1e+06–2.5e+06 NK cells/kg per infusion (endpoints.dose_range_per_kg, as "
+        "configured; the default 2e+06–5e+06 is from the protocol's dosing scheme" in banner
+    )
+
+
 def test_the_alc_formula_is_shown_for_dual_platform_counts_only(rendered, tmp_path):
     numbers = _section(rendered["P01"], "numbers")
     assert '<p class="formula">donor NK/µL = ALC × NK fraction × donor fraction = ' in numbers

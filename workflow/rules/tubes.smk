@@ -32,7 +32,9 @@ rule tubes:
 rule collect:
     """Cohort tables in sample-sheet order: population counts, QC checks, tube index."""
     input:
-        BATCH_DIRS,
+        batches=BATCH_DIRS,
+        # its collection_date is checked against each tube's $DATE (qc.dates)
+        samples=NKCONFIG["sheets"]["samples"],
     output:
         counts=report(
             f"{RESULTS}/cohort/counts.tsv",
@@ -53,5 +55,5 @@ rule collect:
     params:
         config=CONFIG_JSON,
     shell:
-        "nkflow collect --config-json {params.config:q} --batches {input:q}"
+        "nkflow collect --config-json {params.config:q} --batches {input.batches:q}"
         " --counts {output.counts} --qc {output.qc} --index {output.index} 2> {log}"

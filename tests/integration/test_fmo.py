@@ -34,7 +34,7 @@ def test_fmo_tube_from_the_sheet_sets_the_foxp3_boundary(tmp_path, monkeypatch):
         k: (cls, {m: lev for m, lev in levels.items() if m != "FoxP3"})
         for k, (cls, levels) in gen.TREG_PHENO.items()
     }
-    monkeypatch.setattr(gen, "TREG_PHENO", unstained)
+    monkeypatch.setitem(gen.PHENO, "treg", unstained)
     fmo = gen.make_tube(np.random.default_rng(5), style, "treg", visit)
     write_tube(style, "treg", fmo, workdir / "data/sample/fcs/P05-D14_treg_fmo_foxp3.fcs")
     sheet = workdir / "data/sample/samples.tsv"

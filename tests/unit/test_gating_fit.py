@@ -455,7 +455,7 @@ def test_an_fmo_tube_sets_the_foxp3_boundary_when_given(monkeypatch, tmp_path):
         k: (cls, {m: lev for m, lev in levels.items() if m != "FoxP3"})
         for k, (cls, levels) in gen.TREG_PHENO.items()
     }
-    monkeypatch.setattr(gen, "TREG_PHENO", unstained)
+    monkeypatch.setitem(gen.PHENO, "treg", unstained)
     fmo = gen.make_tube(np.random.default_rng(22), style, "treg", visit)
     tree = load_tree(ROOT / "config" / "gating" / "treg_v1.yaml")
     f, fmi, fspill, franges = placed(write_tube(style, "treg", fmo, tmp_path / "fmo.fcs"), "treg")

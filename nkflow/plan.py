@@ -306,7 +306,7 @@ def _chimerism_text(r: dict[str, Any], s: dict[str, Any]) -> str:
     pref = list(s["chimerism_preference"])
     tol = int(s["chimerism_tolerance_days"])
     if r["chimerism_fraction"] is None:
-        return f"chimerism: no {', '.join(pref)} result within {tol} d"
+        return f"chimerism: no {' or '.join(pref)} result within {tol} d"
     frac = str(r["chimerism_fraction"])
     notes = []
     written = r["chimerism_fraction_as_written"]

@@ -77,12 +77,6 @@ class Spillover:
     matrix: np.ndarray = field(repr=False)
     source: str
 
-    def reordered(self, order: Sequence[str]) -> Spillover:
-        """Return the same matrix with rows and columns in ``order`` (a permutation)."""
-        idx = [self.channels.index(c) for c in order]
-        m = self.matrix[np.ix_(idx, idx)]
-        return Spillover(channels=tuple(order), matrix=m, source=self.source)
-
 
 def _clean_name(name: str) -> str:
     text = name.strip().strip('"').strip()

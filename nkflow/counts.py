@@ -77,11 +77,6 @@ def unit_factor(unit: str) -> float:
     return ALC_UNIT_FACTORS[key]
 
 
-def normalise_alc(value: float, unit: str) -> float:
-    """Convert an ALC ``value`` in ``unit`` to cells/uL (``0.45 10^9/L -> 450``)."""
-    return value * unit_factor(unit)
-
-
 def parse_alc(value: str, unit: str) -> Alc:
     """Parse one CBC cell: number -> cells/uL; QNS/empty/text -> missing; negative -> invalid."""
     factor = unit_factor(unit)

@@ -1077,9 +1077,3 @@ def run_endpoints(
     endpoints = build_endpoints(config, visits, infusions, response, adverse)
     write_outputs(visits, endpoints, outdir)
     return endpoints
-
-
-def patient_rows(path: str | Path) -> dict[str, str]:
-    """Map patient_id -> the serialised line of an endpoints.tsv (for byte comparisons)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return {ln.split("\t", 1)[0]: ln for ln in lines[1:]}

@@ -51,12 +51,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SEX_MARKERS_DEFAULT = ("AMEL", "DYS391", "Yindel")
-
-
-def is_safe_id(value: str) -> bool:
-    """Return True when ``value`` is a valid id (restricted characters, no ``..``)."""
-    return bool(ID_RE.match(value)) and ".." not in value
 
 
 #: the sheet keys of ``sheets:`` in config.yaml -> (schema, $defs entry or '')

@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -178,13 +178,6 @@ def checks_table(sample_id: str, tube: str, checks: Sequence[Check], cfg: QcConf
 # ------------------------------------------------------------------------------------------------
 # Margin events
 # ------------------------------------------------------------------------------------------------
-
-
-class ChannelLike(Protocol):
-    """What :func:`margin_events` needs of a channel (``nkflow.io.Channel`` fits)."""
-
-    pnn: str
-    pnr: float
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,6 @@ class TimeQcResult:
     median_rate_per_s: float = math.nan
     gaps: list[tuple[float, float]] = field(default_factory=list)
 
-    @property
-    def removed_frac(self) -> float:
-        """Fraction of events removed (0 when there are no events)."""
-        return self.n_removed / self.n_events if self.n_events else 0.0
-
 
 def _not_assessed(n: int, cfg: QcConfig, message: str, code: str = "time_not_assessed"):
     check = make_check(cfg, "time_qc", code, None, None, message, not_assessed=True)

@@ -21,7 +21,9 @@ from nkflow.errors import ConfigError
     ],
 )
 def test_unit_conversions(value, unit, expected):
-    assert cnt.normalise_alc(value, unit) == pytest.approx(expected, rel=1e-12)
+    alc = cnt.parse_alc(str(value), unit)
+    assert alc.status == "ok"
+    assert alc.per_ul == pytest.approx(expected, rel=1e-12)
 
 
 def test_unknown_unit_names_the_unit_and_the_accepted_ones():

@@ -78,12 +78,6 @@ def test_hostile_patient_id_is_refused(tmp_path, bad):
         sheets.load_samples(p, PANELS, GATINGS)
 
 
-def test_ids_are_safe_helper():
-    assert sheets.is_safe_id("P001-D14_a.b")
-    assert not sheets.is_safe_id("P..1")
-    assert not sheets.is_safe_id("-P1")
-
-
 def test_duplicate_sample_is_refused_naming_both_rows(tmp_path):
     p = samples(tmp_path, row(), row(sid="S2"), row(fcs="other.fcs"))
     msg = (

@@ -893,13 +893,12 @@ def write_visits(visits: pd.DataFrame, path: str | Path) -> None:
 
 
 def write_outputs(visits: pd.DataFrame, endpoints: pd.DataFrame, outdir: str | Path) -> None:
-    """Write ``visits.tsv``, ``endpoints.tsv``, ``endpoints.xlsx`` and ``patients/<id>.json``.
+    """Write ``endpoints.tsv``, ``endpoints.xlsx`` and ``patients/<id>.json``.
 
-    Files whose bytes would not change are left untouched (visits.tsv written by the merge step
-    keeps its time stamp).
+    ``visits`` (the merge step's visits.tsv, this step's input) is read, never rewritten. Files
+    whose bytes would not change are left untouched.
     """
     out = Path(outdir)
-    write_visits(visits, out / "visits.tsv")
     _write_if_changed(out / "endpoints.tsv", table_bytes(endpoints, ENDPOINT_COLUMNS))
     write_excel(visits, endpoints, out / "endpoints.xlsx")
     vis = visits.to_dict(orient="records")

@@ -109,3 +109,9 @@ def batch_settings(wildcards):
 
 
 BATCH_DIRS = [f"{RESULTS}/tubes/{b}" for b in BATCHES]
+# Written by the merge step beside visits.tsv when % donor is computed from raw STR peaks.
+STR_TABLES = (
+    [f"{RESULTS}/cohort/str_results.tsv", f"{RESULTS}/cohort/str_loci.tsv"]
+    if NKCONFIG["sheets"].get("str_peaks") and NKCONFIG["sheets"].get("str_samples")
+    else []
+)

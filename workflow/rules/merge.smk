@@ -7,11 +7,14 @@ rule merge:
         sheets=list(NKCONFIG["sheets"].values()),
         fractions=NKCONFIG["endpoints"]["chimerism_fractions"],
     output:
-        report(
+        visits=report(
             f"{RESULTS}/cohort/visits.tsv",
             caption="../report/visits.rst",
             category="Cohort tables",
         ),
+        warnings=f"{RESULTS}/cohort/sheet_warnings.tsv",
+        # % donor from raw STR peaks: only when sheets.str_peaks and str_samples are given
+        str_tables=STR_TABLES,
     log:
         f"{RESULTS}/logs/merge.log",
     benchmark:
@@ -21,4 +24,4 @@ rule merge:
         config=CONFIG_JSON,
     shell:
         "nkflow merge --config-json {params.config:q} --counts {input.counts}"
-        " --qc {input.qc} --out {output} 2> {log}"
+        " --qc {input.qc} --out {output.visits} 2> {log}"

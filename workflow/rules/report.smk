@@ -7,6 +7,7 @@ rule report:
         counts=f"{RESULTS}/cohort/counts.tsv",
         patients=f"{RESULTS}/cohort/patients",
         index=f"{RESULTS}/cohort/tubes.tsv",
+        str_tables=STR_TABLES,
         batches=BATCH_DIRS,
     output:
         index=report(

@@ -936,12 +936,18 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
     ts_raw = lay.keywords.get("$TIMESTEP")
     if ts_raw is not None and time_index is not None:
         ts = _float_or_none(ts_raw)
-        if ts is None and ts_raw.strip() == "":
-            ts = 1.0
         if ts is None:
+            why = "empty" if ts_raw.strip() == "" else "not a number, possibly anonymised"
             warns.append(
-                f"$TIMESTEP is {ts_raw[:40]!r} (not a number, possibly anonymised); the time "
+                f"$TIMESTEP is {ts_raw[:40]!r} ({why}); the time "
                 f"channel {lay.channels[time_index].pnn!r} is left in raw units"
+            )
+        elif ts <= 0:
+            # FlowIO multiplies by it: 0 would erase the clock, a negative value reverse it
+            warns.append(
+                f"$TIMESTEP is {ts_raw.strip()[:40]!r}; a time step must be > 0 seconds per "
+                f"unit (FCS 3.1 $TIMESTEP), so the time channel "
+                f"{lay.channels[time_index].pnn!r} is left in raw units"
             )
         else:
             events[:, time_index] *= ts

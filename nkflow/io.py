@@ -965,7 +965,7 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             np.power(10.0, col, out=col)
             np.multiply(col, log0, out=col)
         gain = 1.0 if ch.index == time_index else ch.png
-        if gain != 1.0 and gain != 0:
+        if gain > 0 and gain != 1.0:
             events[:, ch.index] /= gain
     if float_log:
         found = ", ".join(
@@ -986,6 +986,29 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
         warns.append(
             f"non-compliant log amplification {', '.join(zero_log)} (log0 must be > 0); read as "
             "log0=1 as the FCS standard prescribes"
+        )
+    bad_gain = [c for c in lay.channels if c.index != time_index and c.png <= 0]
+    if bad_gain:
+        found = ", ".join(f"$P{c.index + 1}G={c.png:g} ({c.pnn})" for c in bad_gain)
+        warns.append(
+            f"{found}: an amplifier gain must be > 0 (FCS 3.1 $PnG); no gain was applied to "
+            "these channels (FlowIO skips a gain of 0 and divides by a negative one)"
+        )
+    log_gain = [
+        c
+        for c in lay.channels
+        if c.index != time_index and c.pne[0] > 0 and c.index not in kept_linear and c.png > 0
+        and c.png != 1.0
+    ]  # fmt: skip
+    if log_gain:
+        found = ", ".join(
+            f"$P{c.index + 1}E={c.pne[0]:g},{c.pne[1]:g} with $P{c.index + 1}G={c.png:g} ({c.pnn})"
+            for c in log_gain
+        )
+        warns.append(
+            f"log_with_gain: {found}; FCS 3.2 §3.3.46: $PnG shall not be used with logarithmic "
+            "$PnE, so the scale of these channels is uncertain. Read as FlowIO/FlowKit do: "
+            "10 ** (decades x value / $PnR) x log0, then divided by the gain"
         )
 
 

@@ -58,3 +58,50 @@ def test_timestep_scales_only_the_channel_named_time(tmp_path):
     s = read_fcs(_write(tmp_path, blob))
     np.testing.assert_allclose(s.events, [[0.1, 7.0, 100.0], [0.2, 9.0, 300.0]], rtol=1e-15)
     assert s.warnings == ()
+
+
+# ----------------------------------------------------------------------------- $PnG
+
+
+@pytest.mark.parametrize("datatype", ["I", "F"])
+def test_gain_divides_linear_channels_of_integer_and_float_data(tmp_path, datatype):
+    """FCS 3.1 $PnG: the amplifier gain of a linear parameter; the scale value is the stored
+    value divided by it. Float parameters are linear by definition ($PnE 0,0), so the gain
+    applies to them too.
+    """
+    ev = np.array([[10.0, 100.0], [20.0, 300.0]])
+    blob = build_fcs(["FSC-H", "SSC-H"], ev, datatype=datatype, pnr=[1024, 1024], png=[4.0, 8.0])
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, ev / [4.0, 8.0])
+    assert s.warnings == ()
+
+
+@pytest.mark.parametrize("gain", [0.0, -2.0])
+def test_gain_zero_or_negative_is_not_applied_and_is_recorded(tmp_path, gain):
+    """FCS 3.1 $PnG is an amplifier gain, > 0. FlowIO skips 0 silently and divides by a
+    negative gain (every event changes sign); nkflow applies neither and says so.
+    """
+    ev = np.array([[10.0, 100.0], [20.0, 300.0]])
+    blob = build_fcs(["FSC-H", "SSC-H"], ev, datatype="I", pnr=[1024, 1024], png=[gain, 1.0])
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, ev)
+    assert s.warnings == (
+        f"$P1G={gain:g} (FSC-H): an amplifier gain must be > 0 (FCS 3.1 $PnG); no gain was "
+        "applied to these channels (FlowIO skips a gain of 0 and divides by a negative one)",
+    )
+
+
+def test_gain_on_a_log_channel_is_read_as_flowkit_and_recorded(tmp_path):
+    """FCS 3.2 §3.3.46: $PnG shall not be used when $PnE declares log amplification. The scale
+    of such a channel is not defined; nkflow reads it as FlowIO/FlowKit (log, then / gain) so
+    the numbers stay comparable, and records ``log_with_gain``.
+    """
+    ev = np.array([[0.0], [512.0]])
+    blob = build_fcs(["FL1-H"], ev, datatype="I", pnr=[1024], pne=["4,1"], png=[2.0])
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_allclose(s.events[:, 0], [0.5, 50.0], rtol=1e-14)
+    assert s.warnings == (
+        "log_with_gain: $P1E=4,1 with $P1G=2 (FL1-H); FCS 3.2 §3.3.46: $PnG shall not be used "
+        "with logarithmic $PnE, so the scale of these channels is uncertain. Read as "
+        "FlowIO/FlowKit do: 10 ** (decades x value / $PnR) x log0, then divided by the gain",
+    )

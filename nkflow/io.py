@@ -430,10 +430,14 @@ def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> 
         if pnr_raw is None:
             raise FcsError(f"{name}: $P{n}R (range of channel {pnn!r}) is missing")
         pnr = _float_or_none(pnr_raw)
-        if pnr is None or (datatype == "I" and not re.fullmatch(r"\s*\d+\s*", pnr_raw)):
+        if pnr is None or (
+            datatype == "I" and (not re.fullmatch(r"\s*\d+\s*", pnr_raw) or pnr < 1)
+        ):
+            # FCS 3.1 $PnR: integer values lie in 0 .. $PnR - 1 and are masked to it, so a
+            # range of 0 would mask every value to 0
             raise FcsError(
                 f"{name}: $P{n}R (range of channel {pnn!r}) is {pnr_raw[:40]!r}; expected "
-                + ("a whole number for integer data" if datatype == "I" else "a number")
+                + ("a whole number >= 1 for integer data" if datatype == "I" else "a number")
             )
         pne_raw = kw.get(f"$P{n}E")
         if pne_raw is None:
@@ -447,6 +451,11 @@ def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> 
                     "expected 'decades,log0' such as '0,0' or '4,1'"
                 )
             pne = (float(vals[0]), float(vals[1]))  # type: ignore[arg-type]
+            if pne[0] < 0 or pne[1] < 0:
+                raise FcsError(
+                    f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
+                    "FCS 3.1 $PnE/f1,f2/ has f1 (log decades) >= 0 and f2 (log0) >= 0"
+                )
         png_raw = kw.get(f"$P{n}G")
         png = 1.0
         if png_raw is not None:

@@ -7,12 +7,14 @@ values follow from the clause and how the file was built, not from a reader's ou
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from nkflow.errors import FcsError
 from nkflow.io import read_fcs
 from tests.unit.conftest_io import build_fcs
 
@@ -105,3 +107,100 @@ def test_gain_on_a_log_channel_is_read_as_flowkit_and_recorded(tmp_path):
         "with logarithmic $PnE, so the scale of these channels is uncertain. Read as "
         "FlowIO/FlowKit do: 10 ** (decades x value / $PnR) x log0, then divided by the gain",
     )
+
+
+# ----------------------------------------------------------------------------- $PnE
+
+
+def test_integer_log_amplification_follows_the_spec_formula(tmp_path):
+    """FCS 3.1 $PnE/f1,f2/: f1 log decades, f2 the linear value of channel 0; a stored value x
+    of a parameter with range r ($PnR) is 10 ** (f1 * x / r) * f2. Beckman writes '4.0,0.1024'.
+    Integer values are masked to $PnR first (0xFFFF & 1023 = 1023).
+    """
+    ev = np.array([[0.0, 0.0], [256.0, 512.0], [0xFFFF, 1023.0]])
+    blob = build_fcs(
+        ["FL1 Log", "FL2 Log"], ev, datatype="I", pnr=[1024, 1024], pne=["4,1", " 4.0,0.1024"]
+    )
+    s = read_fcs(_write(tmp_path, blob))
+    x = np.array([[0.0, 0.0], [256.0, 512.0], [1023.0, 1023.0]])
+    expected = 10.0 ** (4 * x / 1024) * [1.0, 0.1024]
+    np.testing.assert_allclose(s.events, expected, rtol=1e-14)
+    assert s.channels[1].pne == (4.0, 0.1024)
+    assert s.warnings == ()
+
+
+def test_pne_0_0_is_linear_whatever_the_range_display_or_name(tmp_path):
+    """FCS 3.1 $PnE/0,0/ is linear amplification. A 1024-channel range, a channel called
+    'FL1 Log' or a $PnD 'Logarithmic' display hint (FCS 3.1 $PnD: visualisation only) do not
+    make it log: nkflow never guesses an amplification the file does not declare.
+    """
+    ev = np.array([[0.0], [256.0], [1023.0]])
+    blob = build_fcs(
+        ["FL1 Log"], ev, datatype="I", pnr=[1024], pne=["0,0"],
+        extra={"$P1D": "Logarithmic,4,0.1", "$P1DISPLAY": "LOG"},
+    )  # fmt: skip
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, ev)
+    assert s.warnings == ()
+
+
+@pytest.mark.parametrize("pne", ["-4,1", "4,-1"])
+def test_negative_pne_is_refused(tmp_path, pne):
+    """FCS 3.1 $PnE/f1,f2/: f1 and f2 are >= 0 (linear is 0,0)."""
+    blob = build_fcs(["FL1-H"], np.zeros((2, 1)), datatype="I", pnr=[1024], pne=[pne])
+    with pytest.raises(
+        FcsError,
+        match=re.escape(
+            f"t.fcs: $P1E (amplification of channel 'FL1-H') is '{pne}'; FCS 3.1 $PnE/f1,f2/ "
+            "has f1 (log decades) >= 0 and f2 (log0) >= 0"
+        ),
+    ):
+        read_fcs(_write(tmp_path, blob))
+
+
+# ----------------------------------------------------------------------------- $PnR
+
+
+def test_integer_range_zero_is_refused(tmp_path):
+    """FCS 3.1 $PnR: integer values lie in 0 .. $PnR - 1 and the reader masks them with
+    (next power of 2 of $PnR) - 1; a range of 0 would mask every event to 0.
+    """
+    blob = build_fcs(["FL1-H"], np.ones((2, 1)), datatype="I", pnr=[0])
+    with pytest.raises(
+        FcsError,
+        match=re.escape(
+            "t.fcs: $P1R (range of channel 'FL1-H') is '0'; expected a whole number >= 1 for "
+            "integer data"
+        ),
+    ):
+        read_fcs(_write(tmp_path, blob))
+
+
+@pytest.mark.parametrize(
+    ("bits", "pnr", "stored", "expected"),
+    [
+        (16, 1024, [0xFFFF, 1024 + 7], [1023, 7]),  # power of 2: the 6 high bits dropped
+        (16, 1000, [0xFFFF, 1000, 1023], [1023, 1000, 1023]),  # mask of next power 2 (1024)
+        (32, 262144, [0xFFFFFFFF, 262143], [262143, 262143]),
+        (8, 256, [255, 7], [255, 7]),  # full width: nothing to mask
+    ],
+)
+def test_integer_values_are_masked_to_the_next_power_of_two_of_pnr(
+    tmp_path, bits, pnr, stored, expected
+):
+    """FCS 3.1 $PnR / $PnB: bits above those needed for $PnR are not data and are masked off;
+    when $PnR is not a power of 2 the next power of 2 sets the mask (so 1000 keeps values up to
+    1023). Float data is never masked (next test).
+    """
+    ev = np.array(stored, dtype=np.float64)[:, None]
+    blob = build_fcs(["FL1-H"], ev, datatype="I", bits=bits, pnr=[pnr])
+    np.testing.assert_array_equal(read_fcs(_write(tmp_path, blob)).events[:, 0], expected)
+
+
+def test_float_values_above_pnr_are_kept(tmp_path):
+    """FCS 3.1 $PnR on float data is the range, not a mask: values beyond it (and negatives,
+    from compensation or baseline restoration) are stored values and are kept.
+    """
+    ev = np.array([[-150.5], [300000.25], [1e7]])
+    s = read_fcs(_write(tmp_path, build_fcs(["FL1-A"], ev, pnr=[262144])))
+    np.testing.assert_array_equal(s.events, ev.astype(np.float32))

@@ -573,6 +573,13 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
         raise FcsError(f"{name}: $TOT is 0: the file holds no events")
     tot = _int_kw(kw, "$TOT", name, minimum=1)
     channels = _channels_from_keywords(kw, name, datatype)
+    no_pne = [c for c in channels if f"$P{c.index + 1}E" not in kw]
+    if no_pne and version != "FCS2.0":
+        # $PnE is optional in FCS 2.0 but required from FCS 3.0 on
+        warns.append(
+            f"required keyword $PnE is missing for {', '.join(repr(c.pnn) for c in no_pne)} "
+            f"({version} requires it for every parameter); read as linear ($PnE 0,0)"
+        )
     bpe = _bytes_per_event(channels, datatype, name, warns)
     expected = tot * bpe
 

@@ -144,6 +144,22 @@ def test_pne_0_0_is_linear_whatever_the_range_display_or_name(tmp_path):
     assert s.warnings == ()
 
 
+def test_missing_pne_in_fcs3_is_read_linear_and_recorded(tmp_path):
+    """$PnE is optional in FCS 2.0 and required from FCS 3.0 on (FCS 3.1 required keywords)."""
+    ev = np.array([[10.0, 100.0], [20.0, 300.0]])
+    blob = build_fcs(["FL1-H", "FL2-H"], ev, datatype="I", pnr=[1024, 1024], version="FCS3.0")
+    blob = blob.replace(b"/$P2E/0,0/", b"/XP2E/0,0/")  # same length: offsets stay valid
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, ev)
+    assert s.warnings == (
+        "required keyword $PnE is missing for 'FL2-H' (FCS3.0 requires it for every "
+        "parameter); read as linear ($PnE 0,0)",
+    )
+    fcs2 = build_fcs(["FL1-H", "FL2-H"], ev, datatype="I", pnr=[1024, 1024], version="FCS2.0")
+    fcs2 = fcs2.replace(b"/$P2E/0,0/", b"/XP2E/0,0/")
+    assert read_fcs(_write(tmp_path, fcs2)).warnings == ()
+
+
 @pytest.mark.parametrize("pne", ["-4,1", "4,-1"])
 def test_negative_pne_is_refused(tmp_path, pne):
     """FCS 3.1 $PnE/f1,f2/: f1 and f2 are >= 0 (linear is 0,0)."""

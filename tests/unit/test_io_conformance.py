@@ -220,3 +220,145 @@ def test_float_values_above_pnr_are_kept(tmp_path):
     ev = np.array([[-150.5], [300000.25], [1e7]])
     s = read_fcs(_write(tmp_path, build_fcs(["FL1-A"], ev, pnr=[262144])))
     np.testing.assert_array_equal(s.events, ev.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- $PnB, $BYTEORD
+
+
+@pytest.mark.parametrize(
+    ("version", "datatype", "bits", "byteord", "order"),
+    [
+        ("FCS3.1", "I", 16, "1,2,3,4", "<"),  # FCS 3.1: $BYTEORD only tells the endianness
+        ("FCS3.1", "I", 32, "4,3,2,1", ">"),
+        ("FCS3.0", "I", 16, "1,2", "<"),  # FCS 2.0/3.0: the byte order of one $PnB value
+        ("FCS2.0", "I", 16, "2,1", ">"),
+        ("FCS3.0", "F", 32, "1,2", "<"),  # a 2-byte order on 4-byte floats: still little endian
+        ("FCS3.1", "D", 64, "4,3,2,1", ">"),
+    ],
+)
+def test_byteord_gives_the_endianness_of_every_value(
+    tmp_path, version, datatype, bits, byteord, order
+):
+    """FCS 3.1 $BYTEORD is 1,2,3,4 (little endian) or 4,3,2,1 (big endian) whatever $PnB; FCS
+    2.0/3.0 wrote the order of the bytes of one value (1,2 / 2,1 for 16 bits). The bytes are
+    written here in the named order, independently of the reader.
+    """
+    ev = np.array([[1.0, 258.0], [65535.0 if datatype == "I" else 0.5, 3.0]])
+    blob = build_fcs(["A", "B"], ev, version=version, datatype=datatype, bits=bits,
+                     byteord=byteord, pnr=[65536, 65536])  # fmt: skip
+    code = {"I": f"u{bits // 8}", "F": "f4", "D": "f8"}[datatype]
+    assert ev.astype(order + code).tobytes() in blob  # the layout is what the clause says
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, ev)
+    assert s.byte_order == ("little" if order == "<" else "big")
+
+
+def test_byteord_other_than_little_or_big_endian_is_refused(tmp_path):
+    """FCS 3.1 allows only 1,2,3,4 and 4,3,2,1; mixed orders (3,4,1,2, PDP-11) are refused."""
+    blob = build_fcs(["A"], np.ones((2, 1)), byteord="1,2,3,4").replace(
+        b"$BYTEORD/1,2,3,4/", b"$BYTEORD/2,1,4,3/"
+    )
+    with pytest.raises(FcsError, match=re.escape("$BYTEORD is '2,1,4,3'; expected '1,2,3,4'")):
+        read_fcs(_write(tmp_path, blob))
+
+
+def test_mixed_integer_widths_are_read_per_channel(tmp_path):
+    """FCS 3.1 $PnB: bits of parameter n; since $BYTEORD only gives the endianness, integer
+    parameters may have different widths (8, 16 and 32 here), each masked to its own $PnR.
+    """
+    ev = np.array([[255.0, 65535.0, 70000.0], [3.0, 1025.0, 5.0]])
+    blob = build_fcs(["A", "B", "C"], ev, datatype="I", bits=[8, 16, 32], pnr=[256, 1024, 262144])
+    assert int(blob[34:42]) - int(blob[26:34]) + 1 == 2 * (1 + 2 + 4)  # 7 bytes per event
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, [[255.0, 1023.0, 70000.0], [3.0, 1.0, 5.0]])
+    assert [c.pnb for c in s.channels] == [8, 16, 32]
+
+
+def test_float_pnb_other_than_the_type_width_is_read_at_the_type_width(tmp_path):
+    """FCS 3.1: $DATATYPE F values are 32-bit; a $PnB of 16 on float data is a writer's slip.
+    The DATA length (checked against $TOT x $PAR x 4) decides, and the slip is recorded.
+    """
+    ev = np.array([[1.5, 2.5], [3.5, 4.5]])
+    blob = build_fcs(["A", "B"], ev).replace(b"$P2B/32/", b"$P2B/16/")
+    s = read_fcs(_write(tmp_path, blob))
+    np.testing.assert_array_equal(s.events, ev)
+    assert s.warnings == ("$DATATYPE F needs 32-bit values but $PnB is [16]; read as 32-bit",)
+
+
+# ----------------------------------------------------------------------------- $SPILLOVER
+
+SPILL_NAMES = ["FSC-A", "FITC-A", "PE-A", "APC-A", "Time"]
+SPILL_EVENTS = np.array([[100.0, 1000.0, 100.0, 5.0, 1.0], [200.0, 100.0, 500.0, 6.0, 2.0]])
+
+
+def _spill_sample(tmp_path, value, pns=None):
+    blob = build_fcs(SPILL_NAMES, SPILL_EVENTS, datatype="D", pns=pns, extra={"$SPILLOVER": value})
+    return read_fcs(_write(tmp_path, blob, "spill.fcs"))
+
+
+def test_spillover_values_keep_every_digit_written(tmp_path):
+    """FCS 3.1 $SPILLOVER/n,[param 1],...,[param n],[val 1,1],...,[val n,n]/: values are
+    floating-point numbers as written; they are parsed to the nearest double, with exponent
+    notation, not rounded to a display precision.
+    """
+    from nkflow.compensation import spillover_for
+
+    s = _spill_sample(tmp_path, "2,FITC-A,PE-A,1,0.12345678901234567,1.5E-3,1.0")
+    spill = spillover_for(s)
+    assert spill.matrix[0, 1] == float("0.12345678901234567") == 0.12345678901234566
+    assert spill.matrix[1, 0] == 0.0015
+
+
+def test_spillover_names_parameters_by_pnn_and_may_list_a_subset(tmp_path):
+    """FCS 3.1 $SPILLOVER lists the parameters it applies to by $PnN, in any order and any
+    subset. nkflow compensates exactly those (APC-A, FSC-A and Time untouched). FlowKit instead
+    expects the matrix to list every channel not named FSC-/SSC-/Time and refuses this one.
+    """
+    import flowkit
+
+    from nkflow.compensation import compensate, spillover_for
+
+    s = _spill_sample(tmp_path, "2,PE-A,FITC-A,1,0.2,0.1,1")
+    comp = compensate(s.events, s.channel_names, spillover_for(s))
+    # FITC 1000 spills 10 % into PE (100), PE 500 spills 20 % into FITC (100): true signals
+    np.testing.assert_allclose(comp[:, 1:3], [[1000.0, 0.0], [0.0, 500.0]], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(comp[:, [0, 3, 4]], SPILL_EVENTS[:, [0, 3, 4]])
+    fk = flowkit.Sample(str(tmp_path / "spill.fcs"))
+    with pytest.raises(ValueError, match="APC-A"):
+        flowkit.Matrix(fk.metadata["spillover"], [fk.pnn_labels[i] for i in fk.fluoro_indices])
+
+
+def test_spillover_naming_pns_labels_is_refused(tmp_path):
+    """FCS 3.1 $SPILLOVER parameter names are $PnN; a matrix written with the stain names
+    ($PnS) does not say which detector is which and is refused, naming the file's $PnN.
+    """
+    from nkflow.compensation import spillover_for
+    from nkflow.errors import CompensationError
+
+    s = _spill_sample(
+        tmp_path, "2,CD3 FITC,CD8 PE,1,0.1,0.2,1", pns=["", "CD3 FITC", "CD8 PE", "", ""]
+    )
+    with pytest.raises(CompensationError, match=r"names channel\(s\) \['CD3 FITC', 'CD8 PE'\]"):
+        spillover_for(s)
+
+
+# ----------------------------------------------------------------------------- $PnD, $PnL, $PnO
+
+
+def test_display_and_informational_keywords_change_no_value(tmp_path):
+    """FCS 3.1 $PnD (suggested visualisation scale), $PnL (excitation wavelength), $PnO
+    (excitation power), $PnV (detector voltage), $PnF (optical filter) and $PnCALIBRATION
+    describe the acquisition or its display; none changes a stored value. Events equal those of
+    the same file without them, and the keywords are kept as written.
+    """
+    ev = np.array([[10.0, 100.0], [20.0, 300.0]])
+    extra = {
+        "$P1D": "Logarithmic,4,0.1", "$P2D": "Linear,0,1000", "$P1L": "488", "$P2L": "405,488",
+        "$P1O": "50", "$P2O": "100", "$P1V": "450", "$P2F": "530/30",
+        "$P2CALIBRATION": "1.234,MESF",
+    }  # fmt: skip
+    plain = read_fcs(_write(tmp_path, build_fcs(["FL1-A", "FL2-A"], ev), "plain.fcs"))
+    s = read_fcs(_write(tmp_path, build_fcs(["FL1-A", "FL2-A"], ev, extra=extra)))
+    np.testing.assert_array_equal(s.events, plain.events)
+    assert s.warnings == ()
+    assert {k: s.keywords[k] for k in extra} == extra

@@ -47,6 +47,9 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
         "low_viability": "WARN",
         "very_low_viability": "FAIL",
         "viability_not_assessed": "PASS",
+        # events lost at acquisition ($LOST computer busy, $ABRT electronic coincidence)
+        "events_lost": "WARN",
+        "events_lost_not_assessed": "PASS",
         # compensation
         "compensation_nonfinite": "FAIL",
         "over_compensation": "WARN",
@@ -381,6 +384,33 @@ class CompensationQcConfig:
         )
 
 
+@dataclass(frozen=True)
+class AcquisitionConfig:
+    """Events the instrument detected but did not record (``qc.acquisition``)."""
+
+    max_lost_frac: float = 0.05
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> AcquisitionConfig:
+        """Build from ``qc.acquisition``; absent keys take the defaults.
+
+        Raises
+        ------
+        ConfigError
+            Unknown key or a value of the wrong type or range.
+        """
+        d = _section(raw, "acquisition", _known(cls))
+        base = cls()
+        return cls(
+            max_lost_frac=_number(
+                d.get("max_lost_frac", base.max_lost_frac),
+                _path("acquisition", "max_lost_frac"),
+                minimum=0,
+                maximum=1,
+            )
+        )
+
+
 def _severity_map(raw: Any) -> Mapping[str, str]:
     if raw is None:
         raw = {}
@@ -407,7 +437,15 @@ def _severity_map(raw: Any) -> Mapping[str, str]:
     return MappingProxyType(merged)
 
 
-_SECTIONS = ("time", "margins", "floors", "viability", "compensation", "severity")
+_SECTIONS = (
+    "time",
+    "margins",
+    "floors",
+    "viability",
+    "compensation",
+    "acquisition",
+    "severity",
+)
 
 
 @dataclass(frozen=True)
@@ -419,6 +457,7 @@ class QcConfig:
     floors: FloorConfig = field(default_factory=FloorConfig)
     viability: ViabilityConfig = field(default_factory=ViabilityConfig)
     compensation: CompensationQcConfig = field(default_factory=CompensationQcConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     severity: Mapping[str, str] = field(default_factory=lambda: _severity_map(None))
 
     def __eq__(self, other: object) -> bool:
@@ -436,6 +475,7 @@ class QcConfig:
                 self.floors,
                 self.viability,
                 self.compensation,
+                self.acquisition,
                 tuple(sorted(self.severity.items())),
             )
         )
@@ -478,6 +518,7 @@ class QcConfig:
             floors=FloorConfig.from_dict(raw.get("floors")),
             viability=ViabilityConfig.from_dict(raw.get("viability")),
             compensation=CompensationQcConfig.from_dict(raw.get("compensation")),
+            acquisition=AcquisitionConfig.from_dict(raw.get("acquisition")),
             severity=_severity_map(raw.get("severity")),
         )
 

@@ -362,3 +362,41 @@ def test_display_and_informational_keywords_change_no_value(tmp_path):
     np.testing.assert_array_equal(s.events, plain.events)
     assert s.warnings == ()
     assert {k: s.keywords[k] for k in extra} == extra
+
+
+# ----------------------------------------------------------------------------- $LOST, $ABRT
+
+
+def test_lost_and_aborted_events_reach_tube_qc_and_provenance(tmp_path):
+    """FCS 3.1 $LOST (events lost, computer busy) and $ABRT (events lost to electronic
+    coincidence) are reported: in provenance as written, and as the ``acquisition`` QC row
+    (``events_lost``, WARN above qc.acquisition.max_lost_frac).
+    """
+    import json
+
+    from nkflow.tube import TubeOutputs, run_tube
+
+    root = Path(__file__).resolve().parents[2]
+    ev = np.array([[50_000.0, 20_000.0, 3490.0], [60_000.0, 30_000.0, 9910.0]] * 50)
+    blob = build_fcs(
+        ["FSC-A", "SSC-A", "CD56"], ev, extra={"$LOST": "20", "$ABRT": "5"}
+    )  # 25 lost of 125 detected: 20 %
+    fcs = _write(tmp_path, blob, "nk.fcs")
+    out = TubeOutputs(*(tmp_path / n for n in ("c.tsv", "qc.tsv", "f.png", "prov.json")))
+    run_tube(
+        fcs=fcs,
+        panel=root / "config/panels/nk_v1.yaml",
+        gating=root / "config/gating/nk_v1.yaml",
+        sample_id="S1",
+        tube="nk",
+        settings={},
+        outputs=out,
+    )
+    rows = [r.split("\t") for r in out.qc.read_text().splitlines()]
+    got = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    lost = [r for r in got if r["check"] == "acquisition"]
+    assert [(r["status"], r["reason_code"], r["value"]) for r in lost] == [
+        ("WARN", "events_lost", "0.2")
+    ]
+    prov = json.loads(out.provenance.read_text())
+    assert prov["acquisition_losses"] == {"$TOT": "100", "$LOST": "20", "$ABRT": "5"}

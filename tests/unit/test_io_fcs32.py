@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nkflow.errors import FcsError
+from nkflow.errors import FcsError, PanelError
 from nkflow.io import read_fcs
 from tests.unit.conftest_io import build_fcs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # An Aurora-style spectral tube: scatter and time typed (values spelled as Cytek SpectroFlo
 # writes them), markers in $PnANALYTE, $PnS empty for two markers (the case $PnANALYTE is for).
@@ -170,6 +172,67 @@ def test_pndatatype_other_than_i_f_d_is_refused(tmp_path):
         ),
     ):
         read_fcs(_write(tmp_path, blob))
+
+
+# ----------------------------------------------------------------------------- panels
+
+
+def _resolve(path: Path, panel: str = "nk_v1"):
+    from nkflow.panel import load_panel, resolve
+
+    return resolve(load_panel(ROOT / "config" / "panels" / f"{panel}.yaml"), read_fcs(path))
+
+
+def test_fcs32_markers_from_pnanalyte_where_pns_is_empty(tmp_path):
+    """$PnANALYTE names the marker; nkflow reads it after $PnS and before $PnN."""
+    r = _resolve(_fcs32(tmp_path))
+    assert r.channel_for("CD3").pnn == "BV785-A"
+    assert r.how["CD3"] == "$PnS 'CD3'"
+    assert r.channel_for("CD56").pnn == "PE-A"
+    assert r.how["CD56"] == "$PnANALYTE 'CD56'"
+    assert r.channel_for("CD16").pnn == "FITC-A"
+    assert (r.channel_for("FSC-A").pnn, r.channel_for("Time").pnn) == ("FSC-A", "Time")
+
+
+def test_fcs32_scatter_and_time_found_by_type_where_names_say_nothing(tmp_path):
+    """Scatter and time channels a vendor names its own way ('FS', 'FS Pk', 'Violet SS',
+    'Clock') match no alias; their $PnTYPE and $PnFEATURE say what they are."""
+    names = ["Clock", "FS", "FS Pk", "Violet SS", "BV785-A", "PE-A", "FITC-A"]
+    blob = build_fcs(names, EVENTS, pns=PNS, version="FCS3.2", pn=PN, extra=KW)
+    r = _resolve(_write(tmp_path, blob))
+    assert {m: r.channel_for(m).pnn for m in ("FSC-A", "FSC-H", "SSC-A", "Time")} == {
+        "FSC-A": "FS",
+        "FSC-H": "FS Pk",
+        "SSC-A": "Violet SS",
+        "Time": "Clock",
+    }
+    assert r.how["FSC-H"] == "$PnTYPE 'Forward_Scatter' + $PnFEATURE 'Height' ($PnN 'FS Pk')"
+    assert r.how["Time"] == "$PnTYPE 'Time' ($PnN 'Clock')"
+    # the same file without $PnTYPE: nothing to go on, the markers are missing
+    plain = build_fcs(names, EVENTS, pns=PNS, version="FCS3.2", extra=KW)
+    assert set(_resolve(_write(tmp_path, plain, "plain.fcs")).missing) >= {
+        "FSC-A", "FSC-H", "SSC-A", "Time",
+    }  # fmt: skip
+
+
+def test_fcs32_type_keeps_markers_off_scatter_and_time_channels(tmp_path):
+    """A channel typed Forward_Scatter/Side_Scatter/Time carries no marker and a fluorescence
+    channel no scatter, whatever its labels say: here a Time channel whose $PnS reads 'CD3'
+    and a fluorescence detector named 'SSC-A' (spectral instruments name detectors freely)."""
+    names = ["Time", "FSC-A", "FSC-H", "SSC-A", "BV785-A", "PE-A", "FITC-A"]
+    pn = {**PN, "TYPE": ["Time", "Forward_Scatter", "Forward_Scatter", "Raw_Fluorescence",
+                         "Unmixed_Fluorescence", "Unmixed_Fluorescence", "Side_Scatter"],
+          "FEATURE": [None, "Area", "Height", "Area", "Area", "Area", "Area"]}  # fmt: skip
+    pns = ["CD3", "", "", "", "CD3", "", ""]
+    r = _resolve(_write(tmp_path, build_fcs(names, EVENTS, pns=pns, version="FCS3.2", pn=pn)))
+    assert r.channel_for("CD3").pnn == "BV785-A"  # not the Time channel
+    assert r.channel_for("SSC-A").pnn == "FITC-A"  # the one Side_Scatter Area channel
+    assert r.how["SSC-A"] == "$PnTYPE 'Side_Scatter' + $PnFEATURE 'Area' ($PnN 'FITC-A')"
+    # without types the labels decide, and the Time channel's 'CD3' makes CD3 ambiguous
+    with pytest.raises(
+        PanelError, match=re.escape("CD3 of panel 'nk_v1' matches 2 channels by $PnS")
+    ):
+        _resolve(_write(tmp_path, build_fcs(names, EVENTS, pns=pns, version="FCS3.1"), "x.fcs"))
 
 
 def test_pntype_spellings_are_one_kind():

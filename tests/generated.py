@@ -24,8 +24,12 @@ def generator() -> Any:
     return sys.modules[name]
 
 
-def write_tube(style: Any, tube: str, res: Any, path: Path) -> Path:
-    """Write a generated tube (``make_tube`` result) as the style's FCS file."""
+def write_tube(style: Any, tube: str, res: Any, path: Path, *, fcs32: bool = False) -> Path:
+    """Write a generated tube (``make_tube`` result) as the style's FCS file.
+
+    ``fcs32`` writes it as FCS 3.2 with ``$PnTYPE``/``$PnFEATURE``/``$PnANALYTE``
+    (``fcs32_keywords``) instead of the style's version.
+    """
     gen = generator()
     names, s = gen.spill_listing(style, *gen.spillover(style, tube))
     kw = {
@@ -33,9 +37,11 @@ def write_tube(style: Any, tube: str, res: Any, path: Path) -> Path:
         "$TIMESTEP": f"{style.timestep:g}",
         style.spill_keyword: gen.spill_text(names, s),
     }
+    if fcs32:
+        kw.update(gen.fcs32_keywords(style, tube))
     gen.write_fcs(
-        path, res.events, res.pnn, res.pns, kw, style.version, style.byteorder,
-        style.datatype, style.range,
+        path, res.events, res.pnn, res.pns, kw, "FCS3.2" if fcs32 else style.version,
+        style.byteorder, style.datatype, style.range,
     )  # fmt: skip
     return path
 

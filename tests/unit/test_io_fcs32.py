@@ -243,3 +243,40 @@ def test_pntype_spellings_are_one_kind():
             "Time", "Unmixed Fluorescence", "Raw_Fluorescence", "Mass", "")] == [
         "scatter", "scatter", "scatter", "time", "fluorescence", "fluorescence", "other", "",
     ]  # fmt: skip
+
+
+def test_generated_tube_as_fcs32_gates_like_its_fcs31_original(tmp_path):
+    """The sample generator's writer, asked for FCS 3.2 (``fcs32_keywords``): the same NK tube
+    with vendor scatter/time names and every $PnS blank (markers only in $PnANALYTE) resolves
+    every marker to the same column as the FCS 3.1 original and gives the same counts."""
+    import dataclasses
+
+    from nkflow.gating import gate_sample, load_tree
+    from tests.generated import generator, placed, write_tube
+
+    gen = generator()
+    style = gen.STYLES["bd_fortessa"]
+    visit = gen.Visit(day=14, nk_pct=7.0, bright_frac=0.1, treg_pct_cd4=6.0, alc="1",
+                      chimerism={}, n_nk=8000)  # fmt: skip
+    res = gen.make_tube(np.random.default_rng(5), style, "nk", visit)
+    vendor = dataclasses.replace(
+        res,
+        pnn=["FS Int", "FS Pk", "SS Int", *res.pnn[3:-1], "Clock"],
+        pns=[""] * len(res.pns),
+    )
+    orig = placed(write_tube(style, "nk", res, tmp_path / "v31.fcs"), "nk")
+    new = placed(write_tube(style, "nk", vendor, tmp_path / "v32.fcs", fcs32=True), "nk")
+    assert (orig[0].version, new[0].version) == ("FCS3.1", "FCS3.2")
+    assert new[1] == orig[1]  # marker -> column, Time and scatter included
+    np.testing.assert_array_equal(new[0].events[:, :-1], orig[0].events[:, :-1])
+    # $TIMESTEP scales the parameter named Time (FCS 3.2 §3.3.48 names it so); 'Clock' keeps
+    # its ticks in the reader and time QC scales it (nkflow.qc.time_in_seconds)
+    np.testing.assert_allclose(new[0].events[:, -1] * style.timestep, orig[0].events[:, -1])
+    tree = load_tree(ROOT / "config" / "gating" / "nk_v1.yaml")
+    counts = [
+        gate_sample(tree, s.events, mi, spill=sp, channel_names=s.channel_names, ranges=rg)
+        .counts_table()["events"]
+        .tolist()
+        for s, mi, sp, rg in (orig, new)
+    ]
+    assert counts[0] == counts[1] and sum(counts[0]) > 0

@@ -6,10 +6,14 @@ Contract
 ``Sample(path).get_events(source='raw')`` (``$PnE`` log amplification, ``$PnG`` gain and
 ``$TIMESTEP`` applied) for every file FlowKit reads, or raises :class:`~nkflow.errors.FcsError`
 naming the file and the exact problem. Nothing else escapes: a reader exception of any other
-type is turned into an ``FcsError`` at this boundary. One deliberate difference: float data
+type is turned into an ``FcsError`` at this boundary. Where FlowKit departs from the FCS
+standard nkflow follows the standard (docs/fcs-conformance.md, clause by clause): float data
 (``$DATATYPE`` F or D) is linear by FCS 3.1, so a ``$PnE`` with log decades on a float channel
 is not applied (FlowKit applies it: stored 1 to 10,000 become 1 to 1e39, inf in float32); the
-stored values are kept and the non-compliance is recorded as ``float_pne_ignored``.
+stored values are kept and the non-compliance is recorded as ``float_pne_ignored``. A
+``$TIMESTEP`` <= 0 and a ``$PnG`` <= 0 are not applied (FlowKit multiplies by the first and
+divides by a negative gain), both recorded. FCS 3.2 files are read, including layouts whose
+columns differ in value type (``$PnDATATYPE``), which FlowKit misreads.
 
 nkflow parses the HEADER and TEXT segments itself (keywords keep their ``$``; keys are
 upper-cased) and checks integrity before any event is decoded:
@@ -21,12 +25,17 @@ upper-cased) and checks integrity before any event is decoded:
   ``nextdata_offset``) and every switch used is recorded in ``FcsSample.warnings``;
 * float channels declaring log amplification (``$PnE`` decades > 0, against FCS 3.1) are read
   linear, as stored, and recorded in ``FcsSample.warnings`` (``float_pne_ignored``);
+* non-compliant scaling keywords are recorded: ``$PnE`` ``f1,0`` (read as ``f1,1``), a missing
+  ``$PnE`` in FCS 3.x (linear), ``$PnG`` with log ``$PnE`` (``log_with_gain``), ``$PnG`` or
+  ``$TIMESTEP`` <= 0 (not applied); an integer ``$PnR`` of 0 or a negative ``$PnE`` is refused;
+* FCS 3.2 ``$PnTYPE``, ``$PnFEATURE`` and ``$PnANALYTE`` are kept on each :class:`Channel`
+  (panel resolution uses them); ``$MODE`` may be absent in FCS 3.2;
 * TEXT that is not valid UTF-8 is decoded as Latin-1, with a warning;
 * integer widths FlowIO cannot decode (for example 24 bit) are refused with the reason.
 
-FlowIO decodes float/double DATA and parses TEXT as a cross-check; integer DATA that FlowIO
-would mask or split in a per-byte Python loop (``$PnR`` masks, mixed ``$PnB``) is decoded here in
-numpy with the same semantics. The scaling to "raw" values is done in numpy, in place, with the
+FlowIO parses TEXT as a cross-check and decodes unmasked integer DATA; float/double DATA, and
+integer DATA that FlowIO would mask or split in a per-byte Python loop (``$PnR`` masks, mixed
+``$PnB``, FCS 3.2 mixed value types), are decoded here in numpy with the same semantics. The scaling to "raw" values is done in numpy, in place, with the
 same operations and order as FlowIO's ``FlowData.as_array(preprocess=True)``. Peak memory is at
 most about two copies of the float64 event matrix (measured 1.3x int16, 1.5x float32, 2.1x
 float64 for 1 M x 12 events).
@@ -130,7 +139,7 @@ class FcsSample:
     sha256 : str
         Hex sha256 of the whole file.
     version : str
-        ``'FCS2.0'``, ``'FCS3.0'`` or ``'FCS3.1'`` (of the data set read).
+        ``'FCS2.0'``, ``'FCS3.0'``, ``'FCS3.1'`` or ``'FCS3.2'`` (of the data set read).
     keywords : dict of str to str
         TEXT keywords, keys upper-cased with their ``$`` (``'$TOT'``, ``'$SPILLOVER'``,
         ``'SPILL'``), values as written.
@@ -178,7 +187,8 @@ class FcsSample:
 
     @property
     def datatype(self) -> str:
-        """``$DATATYPE`` upper-cased: ``'I'``, ``'F'`` or ``'D'``."""
+        """``$DATATYPE`` upper-cased: ``'I'``, ``'F'`` or ``'D'`` (an FCS 3.2 column may
+        differ: :attr:`Channel.datatype`)."""
         return self.keywords.get("$DATATYPE", "").strip().upper()
 
     @property
@@ -1139,7 +1149,7 @@ def read_fcs(
     Parameters
     ----------
     path : str or Path
-        FCS 2.0, 3.0 or 3.1 file.
+        FCS 2.0, 3.0, 3.1 or 3.2 file.
     dtype : numpy dtype
         Event dtype. ``float64`` (default) is bit-identical to FlowKit's raw events (except
         a log ``$PnE`` on float data, kept linear: see the module contract); ``float32`` halves

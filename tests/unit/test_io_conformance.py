@@ -8,7 +8,6 @@ values follow from the clause and how the file was built, not from a reader's ou
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np

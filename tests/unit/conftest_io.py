@@ -7,6 +7,7 @@ can state exactly what a file holds and then damage it in a known way.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -129,6 +130,13 @@ def build_fcs(
     )
     assert len(header) == 58
     return header + text + data
+
+
+def write_file(tmp_path: Path, blob: bytes, name: str = "t.fcs") -> Path:
+    """Write ``blob`` as ``tmp_path / name`` and return the path."""
+    p = tmp_path / name
+    p.write_bytes(blob)
+    return p
 
 
 def with_nextdata(first: bytes, offset: int) -> bytes:

@@ -16,13 +16,7 @@ import pytest
 from nkflow.errors import FcsError
 from nkflow.io import read_fcs
 from tests.unit.conftest_io import build_fcs
-
-
-def _write(tmp_path: Path, blob: bytes, name: str = "t.fcs") -> Path:
-    p = tmp_path / name
-    p.write_bytes(blob)
-    return p
-
+from tests.unit.conftest_io import write_file as _write
 
 # ----------------------------------------------------------------------------- $TIMESTEP
 

@@ -22,6 +22,7 @@ import pytest
 from nkflow.errors import FcsError, PanelError
 from nkflow.io import read_fcs
 from tests.unit.conftest_io import build_fcs
+from tests.unit.conftest_io import write_file as _write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,12 +45,6 @@ EVENTS = np.array(
     ]
 )
 KW = {"$CYT": "Aurora", "$BEGINDATETIME": "2021-03-05T10:12:01.22+01:00", "$TIMESTEP": "0.1"}
-
-
-def _write(tmp_path: Path, blob: bytes, name: str = "t.fcs") -> Path:
-    p = tmp_path / name
-    p.write_bytes(blob)
-    return p
 
 
 def _fcs32(tmp_path, **kw) -> Path:

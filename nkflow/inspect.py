@@ -107,6 +107,10 @@ def describe_file(path: Path, panel: Any | None = None) -> dict[str, Any]:
             "pnb": c.pnb,
             "pnr": c.pnr,
             "pne": [c.pne[0], c.pne[1]],
+            "datatype": c.datatype,
+            "pntype": c.pntype,
+            "feature": c.feature,
+            "analyte": c.analyte,
             "marker": markers.get(c.pnn, ""),
         }
         for c in sample.channels

@@ -6,10 +6,14 @@ Contract
 ``Sample(path).get_events(source='raw')`` (``$PnE`` log amplification, ``$PnG`` gain and
 ``$TIMESTEP`` applied) for every file FlowKit reads, or raises :class:`~nkflow.errors.FcsError`
 naming the file and the exact problem. Nothing else escapes: a reader exception of any other
-type is turned into an ``FcsError`` at this boundary. One deliberate difference: float data
+type is turned into an ``FcsError`` at this boundary. Where FlowKit departs from the FCS
+standard nkflow follows the standard (docs/fcs-conformance.md, clause by clause): float data
 (``$DATATYPE`` F or D) is linear by FCS 3.1, so a ``$PnE`` with log decades on a float channel
 is not applied (FlowKit applies it: stored 1 to 10,000 become 1 to 1e39, inf in float32); the
-stored values are kept and the non-compliance is recorded as ``float_pne_ignored``.
+stored values are kept and the non-compliance is recorded as ``float_pne_ignored``. A
+``$TIMESTEP`` <= 0 and a ``$PnG`` <= 0 are not applied (FlowKit multiplies by the first and
+divides by a negative gain), both recorded. FCS 3.2 files are read, including layouts whose
+columns differ in value type (``$PnDATATYPE``), which FlowKit misreads.
 
 nkflow parses the HEADER and TEXT segments itself (keywords keep their ``$``; keys are
 upper-cased) and checks integrity before any event is decoded:
@@ -21,12 +25,17 @@ upper-cased) and checks integrity before any event is decoded:
   ``nextdata_offset``) and every switch used is recorded in ``FcsSample.warnings``;
 * float channels declaring log amplification (``$PnE`` decades > 0, against FCS 3.1) are read
   linear, as stored, and recorded in ``FcsSample.warnings`` (``float_pne_ignored``);
+* non-compliant scaling keywords are recorded: ``$PnE`` ``f1,0`` (read as ``f1,1``), a missing
+  ``$PnE`` in FCS 3.x (linear), ``$PnG`` with log ``$PnE`` (``log_with_gain``), ``$PnG`` or
+  ``$TIMESTEP`` <= 0 (not applied); an integer ``$PnR`` of 0 or a negative ``$PnE`` is refused;
+* FCS 3.2 ``$PnTYPE``, ``$PnFEATURE`` and ``$PnANALYTE`` are kept on each :class:`Channel`
+  (panel resolution uses them); ``$MODE`` may be absent in FCS 3.2;
 * TEXT that is not valid UTF-8 is decoded as Latin-1, with a warning;
 * integer widths FlowIO cannot decode (for example 24 bit) are refused with the reason.
 
-FlowIO decodes float/double DATA and parses TEXT as a cross-check; integer DATA that FlowIO
-would mask or split in a per-byte Python loop (``$PnR`` masks, mixed ``$PnB``) is decoded here in
-numpy with the same semantics. The scaling to "raw" values is done in numpy, in place, with the
+FlowIO parses TEXT as a cross-check and decodes unmasked integer DATA; float/double DATA, and
+integer DATA that FlowIO would mask or split in a per-byte Python loop (``$PnR`` masks, mixed
+``$PnB``, FCS 3.2 mixed value types), are decoded here in numpy with the same semantics. The scaling to "raw" values is done in numpy, in place, with the
 same operations and order as FlowIO's ``FlowData.as_array(preprocess=True)``. Peak memory is at
 most about two copies of the float64 event matrix (measured 1.3x int16, 1.5x float32, 2.1x
 float64 for 1 M x 12 events).
@@ -60,7 +69,7 @@ __all__ = [
     "sha256_file",
 ]
 
-SUPPORTED_VERSIONS = ("FCS2.0", "FCS3.0", "FCS3.1")
+SUPPORTED_VERSIONS = ("FCS2.0", "FCS3.0", "FCS3.1", "FCS3.2")
 _HEADER_LEN = 58
 _LARGE_FILE_LIMIT = 99_999_999
 _MAX_DATASETS = 16
@@ -88,6 +97,16 @@ class Channel:
         ``$PnG`` gain; 1.0 when absent.
     pnb : int
         ``$PnB`` bits per value.
+    datatype : str
+        Value type of this column: ``'I'``, ``'F'`` or ``'D'``; FCS 3.2 ``$PnDATATYPE`` when
+        given, else ``$DATATYPE``.
+    pntype : str
+        FCS 3.2 ``$PnTYPE`` (``Forward_Scatter``, ``Side_Scatter``, ``Raw_Fluorescence``,
+        ``Unmixed_Fluorescence``, ``Time``, ...) as written; ``''`` when absent.
+    feature : str
+        FCS 3.2 ``$PnFEATURE`` (``Area``, ``Height``, ``Width``); ``''`` when absent.
+    analyte : str
+        FCS 3.2 ``$PnANALYTE`` (the marker measured, e.g. ``CD56``); ``''`` when absent.
     """
 
     index: int
@@ -97,6 +116,16 @@ class Channel:
     pne: tuple[float, float]
     png: float
     pnb: int = 0
+    datatype: str = ""
+    pntype: str = ""
+    feature: str = ""
+    analyte: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``$PnTYPE`` reduced to ``'scatter'``, ``'time'``, ``'fluorescence'``, ``'other'``,
+        or ``''`` when the file does not say (case, spaces and underscores ignored)."""
+        return pntype_kind(self.pntype)
 
 
 @dataclass(frozen=True)
@@ -110,7 +139,7 @@ class FcsSample:
     sha256 : str
         Hex sha256 of the whole file.
     version : str
-        ``'FCS2.0'``, ``'FCS3.0'`` or ``'FCS3.1'`` (of the data set read).
+        ``'FCS2.0'``, ``'FCS3.0'``, ``'FCS3.1'`` or ``'FCS3.2'`` (of the data set read).
     keywords : dict of str to str
         TEXT keywords, keys upper-cased with their ``$`` (``'$TOT'``, ``'$SPILLOVER'``,
         ``'SPILL'``), values as written.
@@ -158,7 +187,8 @@ class FcsSample:
 
     @property
     def datatype(self) -> str:
-        """``$DATATYPE`` upper-cased: ``'I'``, ``'F'`` or ``'D'``."""
+        """``$DATATYPE`` upper-cased: ``'I'``, ``'F'`` or ``'D'`` (an FCS 3.2 column may
+        differ: :attr:`Channel.datatype`)."""
         return self.keywords.get("$DATATYPE", "").strip().upper()
 
     @property
@@ -168,8 +198,12 @@ class FcsSample:
 
     @property
     def acquisition_date(self) -> str | None:
-        """``$DATE`` as ISO ``YYYY-MM-DD``, or None when absent or unparseable."""
+        """``$DATE`` as ISO ``YYYY-MM-DD``, else the date of FCS 3.2 ``$BEGINDATETIME``
+        (ISO 8601, which 3.2 prefers to the deprecated ``$DATE``); None when neither parses."""
         parsed = parse_fcs_date(self.keywords.get("$DATE", ""))
+        if parsed is None:
+            begin = self.keywords.get("$BEGINDATETIME", "").strip()
+            parsed = parse_fcs_date(begin[:10]) if re.match(r"\d{4}-\d{2}-\d{2}", begin) else None
         return parsed.isoformat() if parsed else None
 
 
@@ -195,6 +229,29 @@ class FcsHeader:
 
 
 # --------------------------------------------------------------------------- helpers
+
+_PNTYPE_KINDS = {
+    "FORWARDSCATTER": "scatter",
+    "SIDESCATTER": "scatter",
+    "TIME": "time",
+    "RAWFLUORESCENCE": "fluorescence",
+    "UNMIXEDFLUORESCENCE": "fluorescence",
+}
+
+
+def pntype_kind(pntype: str) -> str:
+    """Reduce an FCS 3.2 ``$PnTYPE`` value to the kind nkflow acts on.
+
+    ``Forward_Scatter``/``Side_Scatter`` -> ``'scatter'``, ``Time`` -> ``'time'``,
+    ``Raw_Fluorescence``/``Unmixed_Fluorescence`` -> ``'fluorescence'``, any other value
+    (``Mass``, ``Electronic_Volume``, ``Index``, ``Classification``, vendor types) ->
+    ``'other'``, absent -> ``''``. Case, spaces, hyphens and underscores are ignored: FCS 3.2
+    writers spell the values ``Forward_Scatter`` (Cytek) or ``Forward Scatter``.
+    """
+    key = re.sub(r"[\s_-]+", "", pntype).upper()
+    if not key:
+        return ""
+    return _PNTYPE_KINDS.get(key, "other")
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -371,7 +428,7 @@ def _read_header(fh: Any, base: int, file_size: int, name: str) -> tuple[str, li
     if not re.fullmatch(r"FCS\d\.\d", version):
         raise FcsError(
             f"{name}: does not start with an FCS version (found {head[:6]!r} at byte {base}); "
-            "expected 'FCS2.0', 'FCS3.0' or 'FCS3.1'"
+            "expected 'FCS2.0', 'FCS3.0', 'FCS3.1' or 'FCS3.2'"
         )
     if version not in SUPPORTED_VERSIONS:
         raise FcsError(
@@ -406,11 +463,14 @@ def _read_header(fh: Any, base: int, file_size: int, name: str) -> tuple[str, li
     return version, offsets
 
 
-def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> list[Channel]:
+def _channels_from_keywords(
+    kw: Mapping[str, str], name: str, file_datatype: str, version: str, warns: list[str]
+) -> list[Channel]:
     par = _int_kw(kw, "$PAR", name, minimum=1)
     if par > 10_000:
         raise FcsError(f"{name}: $PAR is {par}; expected at most 10000 parameters")
     out: list[Channel] = []
+    ignored_pndatatype: list[str] = []
     for n in range(1, par + 1):
         pnn = kw.get(f"$P{n}N")
         if pnn is None:
@@ -418,6 +478,18 @@ def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> 
                 f"{name}: $PAR is {par} but keyword $P{n}N is missing; every parameter needs "
                 "a $PnN name"
             )
+        datatype = file_datatype
+        pndt = kw.get(f"$P{n}DATATYPE")
+        if pndt is not None and version == "FCS3.2":
+            # FCS 3.2: $PnDATATYPE overrides $DATATYPE for parameter n (mixed layouts)
+            datatype = pndt.strip().upper()
+            if datatype not in ("I", "F", "D"):
+                raise FcsError(
+                    f"{name}: $P{n}DATATYPE (value type of channel {pnn!r}) is {pndt[:40]!r}; "
+                    "expected I (integer), F (float) or D (double)"
+                )
+        elif pndt is not None and pndt.strip().upper() != file_datatype:
+            ignored_pndatatype.append(f"$P{n}DATATYPE={pndt.strip()[:10]}")
         pnb_raw = kw.get(f"$P{n}B", "").strip()
         try:
             pnb = int(pnb_raw)
@@ -432,10 +504,14 @@ def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> 
         if pnr_raw is None:
             raise FcsError(f"{name}: $P{n}R (range of channel {pnn!r}) is missing")
         pnr = _float_or_none(pnr_raw)
-        if pnr is None or (datatype == "I" and not re.fullmatch(r"\s*\d+\s*", pnr_raw)):
+        if pnr is None or (
+            datatype == "I" and (not re.fullmatch(r"\s*\d+\s*", pnr_raw) or pnr < 1)
+        ):
+            # FCS 3.1 $PnR: integer values lie in 0 .. $PnR - 1 and are masked to it, so a
+            # range of 0 would mask every value to 0
             raise FcsError(
                 f"{name}: $P{n}R (range of channel {pnn!r}) is {pnr_raw[:40]!r}; expected "
-                + ("a whole number for integer data" if datatype == "I" else "a number")
+                + ("a whole number >= 1 for integer data" if datatype == "I" else "a number")
             )
         pne_raw = kw.get(f"$P{n}E")
         if pne_raw is None:
@@ -449,6 +525,11 @@ def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> 
                     "expected 'decades,log0' such as '0,0' or '4,1'"
                 )
             pne = (float(vals[0]), float(vals[1]))  # type: ignore[arg-type]
+            if pne[0] < 0 or pne[1] < 0:
+                raise FcsError(
+                    f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
+                    "FCS 3.1 $PnE/f1,f2/ has f1 (log decades) >= 0 and f2 (log0) >= 0"
+                )
         png_raw = kw.get(f"$P{n}G")
         png = 1.0
         if png_raw is not None:
@@ -460,6 +541,10 @@ def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> 
                 )
             png = g
         pns = kw.get(f"$P{n}S", "")
+        fcs32 = {
+            key: kw.get(f"$P{n}{key.upper()}", "").strip() if version == "FCS3.2" else ""
+            for key in ("type", "feature", "analyte")
+        }
         out.append(
             Channel(
                 index=n - 1,
@@ -469,31 +554,46 @@ def _channels_from_keywords(kw: Mapping[str, str], name: str, datatype: str) -> 
                 pne=pne,
                 png=png,
                 pnb=pnb,
+                datatype=datatype,
+                pntype=fcs32["type"],
+                feature=fcs32["feature"],
+                analyte=fcs32["analyte"],
             )
+        )
+    if ignored_pndatatype:
+        warns.append(
+            f"{', '.join(ignored_pndatatype)} ignored: $PnDATATYPE is an FCS 3.2 keyword and "
+            f"this is an {version} file, whose values are all $DATATYPE {file_datatype}"
         )
     return out
 
 
-def _bytes_per_event(channels: list[Channel], datatype: str, name: str, warns: list[str]) -> int:
-    if datatype == "I":
-        bad = [c for c in channels if c.pnb not in _INT_WIDTHS]
-        if bad:
-            c = bad[0]
-            raise FcsError(
-                f"{name}: integer data with {c.pnb}-bit values ($P{c.index + 1}B={c.pnb}, "
-                f"channel {c.pnn!r}); the FCS reader (FlowIO) decodes only 8, 16 and 32-bit "
-                "integers. Re-export the file from the acquisition software as FCS 3.1 "
-                "float data"
-            )
-        return sum(c.pnb for c in channels) // 8
-    width = 4 if datatype == "F" else 8
-    odd = [c for c in channels if c.pnb not in (0, width * 8)]
-    if odd:
-        warns.append(
-            f"$DATATYPE {datatype} needs {width * 8}-bit values but $PnB is "
-            f"{sorted({c.pnb for c in odd})}; read as {width * 8}-bit"
+def _value_bytes(c: Channel) -> int:
+    """Bytes of one value of channel ``c`` in DATA."""
+    if c.datatype == "I":
+        return c.pnb // 8
+    return 4 if c.datatype == "F" else 8
+
+
+def _bytes_per_event(channels: list[Channel], name: str, warns: list[str]) -> int:
+    bad = [c for c in channels if c.datatype == "I" and c.pnb not in _INT_WIDTHS]
+    if bad:
+        c = bad[0]
+        raise FcsError(
+            f"{name}: integer data with {c.pnb}-bit values ($P{c.index + 1}B={c.pnb}, "
+            f"channel {c.pnn!r}); the FCS reader (FlowIO) decodes only 8, 16 and 32-bit "
+            "integers. Re-export the file from the acquisition software as FCS 3.1 "
+            "float data"
         )
-    return width * len(channels)
+    for dt in ("F", "D"):
+        width = 4 if dt == "F" else 8
+        odd = [c for c in channels if c.datatype == dt and c.pnb not in (0, width * 8)]
+        if odd:
+            warns.append(
+                f"$DATATYPE {dt} needs {width * 8}-bit values but $PnB is "
+                f"{sorted({c.pnb for c in odd})}; read as {width * 8}-bit"
+            )
+    return sum(_value_bytes(c) for c in channels)
 
 
 @dataclass
@@ -547,7 +647,8 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
         raise FcsError(
             f"{name}: $MODE is {mode!r} (histogram data); only list mode 'L' holds events"
         )
-    if "$MODE" not in kw:
+    if "$MODE" not in kw and version != "FCS3.2":
+        # FCS 3.2 deprecated $MODE (list mode is the only mode left), so it may be absent there
         raise FcsError(f"{name}: required keyword $MODE is missing; expected 'L' (list mode)")
     byteord_raw = kw.get("$BYTEORD", "")
     if _norm_byteord(byteord_raw) not in _BYTE_ORDERS:
@@ -565,8 +666,15 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
     if kw.get("$TOT", "").strip() == "0":
         raise FcsError(f"{name}: $TOT is 0: the file holds no events")
     tot = _int_kw(kw, "$TOT", name, minimum=1)
-    channels = _channels_from_keywords(kw, name, datatype)
-    bpe = _bytes_per_event(channels, datatype, name, warns)
+    channels = _channels_from_keywords(kw, name, datatype, version, warns)
+    no_pne = [c for c in channels if f"$P{c.index + 1}E" not in kw]
+    if no_pne and version != "FCS2.0":
+        # $PnE is optional in FCS 2.0 but required from FCS 3.0 on
+        warns.append(
+            f"required keyword $PnE is missing for {', '.join(repr(c.pnn) for c in no_pne)} "
+            f"({version} requires it for every parameter); read as linear ($PnE 0,0)"
+        )
+    bpe = _bytes_per_event(channels, name, warns)
     expected = tot * bpe
 
     nextdata_raw = kw.get("$NEXTDATA", "0").strip() or "0"
@@ -625,7 +733,7 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
                     "both hold the expected bytes, so nkflow cannot tell which is right"
                     if cands
                     else f"neither holds $TOT x $PAR x bytes per value = {tot} x "
-                    f"{len(channels)} x {_bpv_text(channels, datatype)} = {expected} bytes "
+                    f"{len(channels)} x {_bpv_text(channels)} = {expected} bytes "
                     f"outside TEXT and inside the {file_size}-byte file"
                 )
                 + "; refusing misaligned data. Re-export the file from the acquisition software"
@@ -648,7 +756,7 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
         raise FcsError(
             f"{name}: file is truncated: DATA segment should span bytes {base + d0}-{base + d1} "
             f"({d1 - d0 + 1} bytes; $TOT x $PAR x bytes per value = {tot} x {len(channels)} x "
-            f"{_bpv_text(channels, datatype)} = {expected}) but the file has {file_size} bytes, "
+            f"{_bpv_text(channels)} = {expected}) but the file has {file_size} bytes, "
             f"so only {have} bytes ({have // bpe if bpe else 0} whole events of {tot}) are present"
         )
     if seg == expected + 1:
@@ -662,7 +770,7 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
         raise FcsError(
             f"{name}: DATA segment length mismatch: bytes {d0}-{d1} hold {seg} bytes but "
             f"$TOT x $PAR x bytes per value = {tot} x {len(channels)} x "
-            f"{_bpv_text(channels, datatype)} = {expected} bytes "
+            f"{_bpv_text(channels)} = {expected} bytes "
             f"(the segment holds {found_events:g} events, $TOT says {tot}); "
             "the file is corrupt or $TOT is wrong, refusing partial data"
         )
@@ -680,13 +788,11 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
     )
 
 
-def _bpv_text(channels: list[Channel], datatype: str) -> str:
-    if datatype == "I":
-        widths = sorted({c.pnb // 8 for c in channels})
-        if len(widths) == 1:
-            return str(widths[0])
-        return f"({'+'.join(str(c.pnb // 8) for c in channels)})/{len(channels)}"
-    return "4" if datatype == "F" else "8"
+def _bpv_text(channels: list[Channel]) -> str:
+    widths = [_value_bytes(c) for c in channels]
+    if len(set(widths)) == 1:
+        return str(widths[0])
+    return f"({'+'.join(str(w) for w in widths)})/{len(channels)}"
 
 
 def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
@@ -804,8 +910,17 @@ def _next_pow2(x: int) -> int:
     return 1 if x == 0 else 2 ** (x - 1).bit_length()
 
 
+def _is_mixed_type(lay: _Layout) -> bool:
+    """True for an FCS 3.2 layout whose columns have different value types ($PnDATATYPE)."""
+    return len({c.datatype for c in lay.channels}) > 1
+
+
 def _int_needs_numpy(lay: _Layout) -> bool:
-    """True when FlowIO would decode integers in a per-byte Python loop (masks, mixed widths)."""
+    """True when FlowIO would decode integers in a per-byte Python loop (masks, mixed widths),
+    or cannot decode the layout at all (FCS 3.2 columns of different types: FlowIO reads every
+    value as $DATATYPE)."""
+    if _is_mixed_type(lay):
+        return True
     if lay.keywords.get("$DATATYPE", "").strip().upper() != "I":
         return False
     widths = {c.pnb for c in lay.channels}
@@ -815,13 +930,18 @@ def _int_needs_numpy(lay: _Layout) -> bool:
 
 
 def _decode_int_numpy(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
-    """Decode integer DATA with FlowIO's semantics (mask to next power of 2 of $PnR) in numpy.
+    """Decode integer (or FCS 3.2 mixed-type) DATA with FlowIO's integer semantics in numpy.
 
-    FlowIO does the same in a per-byte Python loop (seconds per million events); the public
-    file tests check this path bit for bit against FlowIO/FlowKit.
+    Integer columns are masked to the next power of 2 of $PnR, as FlowIO does in a per-byte
+    Python loop (seconds per million events); the public file tests check this path bit for bit
+    against FlowIO/FlowKit. Float and double columns of a mixed FCS 3.2 layout are read as
+    stored.
     """
     order = "<" if _BYTE_ORDERS[lay.keywords["$BYTEORD"]] == "little" else ">"
-    fields = [(f"c{c.index}", f"{order}u{c.pnb // 8}") for c in lay.channels]
+    codes = {"F": "f4", "D": "f8"}
+    fields = [
+        (f"c{c.index}", f"{order}{codes.get(c.datatype) or f'u{c.pnb // 8}'}") for c in lay.channels
+    ]
     rec = np.dtype(fields)
     tot = int(lay.keywords["$TOT"].strip())
     offset = lay.base + lay.data_start
@@ -837,6 +957,9 @@ def _decode_int_numpy(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
     events = np.empty((tot, len(lay.channels)), dtype=dtype)
     for c in lay.channels:
         col = raw[f"c{c.index}"]
+        if c.datatype != "I":
+            events[:, c.index] = col
+            continue
         mask = _next_pow2(int(c.pnr)) - 1
         if 2**c.pnb > mask + 1:
             col = col & np.asarray(mask, dtype=col.dtype.newbyteorder("="))
@@ -876,7 +999,7 @@ def _decode_events(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
     name = path.name
     opts = dict(lay.options)
     fast_int = _int_needs_numpy(lay)
-    fast_float = lay.keywords.get("$DATATYPE", "").strip().upper() in ("F", "D")
+    fast_float = not fast_int and lay.keywords.get("$DATATYPE", "").strip().upper() in ("F", "D")
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
@@ -893,11 +1016,9 @@ def _decode_events(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
     par = len(lay.channels)
     tot = int(lay.keywords["$TOT"].strip())
     if (fd.channel_count, fd.event_count) != (par, tot) or [
-        int(fd.text.get(f"p{i}b", "0") or 0)
-        if lay.keywords.get("$DATATYPE", "").upper() == "I"
-        else 0
-        for i in range(1, par + 1)
-    ] != [c.pnb if lay.keywords.get("$DATATYPE", "").upper() == "I" else 0 for c in lay.channels]:
+        int(fd.text.get(f"p{c.index + 1}b", "0") or 0) if c.datatype == "I" else 0
+        for c in lay.channels
+    ] != [c.pnb if c.datatype == "I" else 0 for c in lay.channels]:
         raise FcsError(
             f"{name}: the FCS reader (FlowIO) parsed TEXT differently from nkflow "
             f"($PAR {fd.channel_count} vs {par}, $TOT {fd.event_count} vs {tot}, or $PnB); "
@@ -938,17 +1059,23 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
     ts_raw = lay.keywords.get("$TIMESTEP")
     if ts_raw is not None and time_index is not None:
         ts = _float_or_none(ts_raw)
-        if ts is None and ts_raw.strip() == "":
-            ts = 1.0
         if ts is None:
+            why = "empty" if ts_raw.strip() == "" else "not a number, possibly anonymised"
             warns.append(
-                f"$TIMESTEP is {ts_raw[:40]!r} (not a number, possibly anonymised); the time "
+                f"$TIMESTEP is {ts_raw[:40]!r} ({why}); the time "
                 f"channel {lay.channels[time_index].pnn!r} is left in raw units"
+            )
+        elif ts <= 0:
+            # FlowIO multiplies by it: 0 would erase the clock, a negative value reverse it
+            warns.append(
+                f"$TIMESTEP is {ts_raw.strip()[:40]!r}; a time step must be > 0 seconds per "
+                f"unit (FCS 3.1 $TIMESTEP), so the time channel "
+                f"{lay.channels[time_index].pnn!r} is left in raw units"
             )
         else:
             events[:, time_index] *= ts
     datatype = lay.keywords.get("$DATATYPE", "").strip().upper()
-    float_log = [c for c in lay.channels if datatype in ("F", "D") and c.pne[0] > 0]
+    float_log = [c for c in lay.channels if c.datatype in ("F", "D") and c.pne[0] > 0]
     kept_linear = {c.index for c in float_log}
     for ch in lay.channels:
         decades, log0 = ch.pne
@@ -961,14 +1088,19 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             np.power(10.0, col, out=col)
             np.multiply(col, log0, out=col)
         gain = 1.0 if ch.index == time_index else ch.png
-        if gain != 1.0 and gain != 0:
+        if gain > 0 and gain != 1.0:
             events[:, ch.index] /= gain
     if float_log:
         found = ", ".join(
             f"$P{c.index + 1}E={c.pne[0]:g},{c.pne[1]:g} ({c.pnn})" for c in float_log
         )
+        stores = (
+            f"$DATATYPE {datatype} (floating point) data"
+            if all(c.datatype == datatype for c in float_log)
+            else "floating-point values ($PnDATATYPE F or D)"
+        )
         warns.append(
-            f"float_pne_ignored: {name} stores $DATATYPE {datatype} (floating point) data but "
+            f"float_pne_ignored: {name} stores {stores} but "
             f"declares log amplification {found}; FCS 3.1 ($PnE): when $DATATYPE is F or D, "
             "all parameters are stored as linear and $PnE shall be 0,0. No log amplification "
             "was applied: the stored values were kept linear"
@@ -983,6 +1115,29 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             f"non-compliant log amplification {', '.join(zero_log)} (log0 must be > 0); read as "
             "log0=1 as the FCS standard prescribes"
         )
+    bad_gain = [c for c in lay.channels if c.index != time_index and c.png <= 0]
+    if bad_gain:
+        found = ", ".join(f"$P{c.index + 1}G={c.png:g} ({c.pnn})" for c in bad_gain)
+        warns.append(
+            f"{found}: an amplifier gain must be > 0 (FCS 3.1 $PnG); no gain was applied to "
+            "these channels (FlowIO skips a gain of 0 and divides by a negative one)"
+        )
+    log_gain = [
+        c
+        for c in lay.channels
+        if c.index != time_index and c.pne[0] > 0 and c.index not in kept_linear and c.png > 0
+        and c.png != 1.0
+    ]  # fmt: skip
+    if log_gain:
+        found = ", ".join(
+            f"$P{c.index + 1}E={c.pne[0]:g},{c.pne[1]:g} with $P{c.index + 1}G={c.png:g} ({c.pnn})"
+            for c in log_gain
+        )
+        warns.append(
+            f"log_with_gain: {found}; FCS 3.2 §3.3.46: $PnG shall not be used with logarithmic "
+            "$PnE, so the scale of these channels is uncertain. Read as FlowIO/FlowKit do: "
+            "10 ** (decades x value / $PnR) x log0, then divided by the gain"
+        )
 
 
 def read_fcs(
@@ -996,7 +1151,7 @@ def read_fcs(
     Parameters
     ----------
     path : str or Path
-        FCS 2.0, 3.0 or 3.1 file.
+        FCS 2.0, 3.0, 3.1 or 3.2 file.
     dtype : numpy dtype
         Event dtype. ``float64`` (default) is bit-identical to FlowKit's raw events (except
         a log ``$PnE`` on float data, kept linear: see the module contract); ``float32`` halves

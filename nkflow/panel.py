@@ -9,12 +9,20 @@ one channel:
 
 1. a per-instrument pin (``channel: {"<$CYT>": "<$PnN>"}``, or ``channel: "<$PnN>"`` for any
    instrument) wins;
-2. otherwise ``$PnS`` is searched, then ``$PnN``, comparing normalised labels (case, spaces
-   and punctuation ignored, fluorochrome/filter parts split off: ``CD56 PE``, ``CD56-PE``,
-   ``BV785 - CD3``, ``CD19;APC-H7;780/60@640/A``, ``Comp-PE-A``, ``Ki-67`` = ``KI67``);
-3. two channels for one marker (or one channel claimed by two markers) raise
+2. otherwise ``$PnS`` is searched, then FCS 3.2 ``$PnANALYTE``, then ``$PnN``, comparing
+   normalised labels (case, spaces and punctuation ignored, fluorochrome/filter parts split
+   off: ``CD56 PE``, ``CD56-PE``, ``BV785 - CD3``, ``CD19;APC-H7;780/60@640/A``, ``Comp-PE-A``,
+   ``Ki-67`` = ``KI67``);
+3. where an FCS 3.2 file declares ``$PnTYPE``, it decides what a channel can be before any
+   label is compared: a ``scatter`` marker only takes a ``Forward_Scatter``/``Side_Scatter``
+   channel, a ``time`` marker only a ``Time`` channel, and any other marker never takes
+   either (a channel without ``$PnTYPE`` can be anything). A scatter or time marker that no
+   label finds is then found by type: the one ``Time`` channel, or the one scatter channel of
+   the direction (``FSC``/``FS`` forward, ``SSC``/``SS`` side) and ``$PnFEATURE`` (``-A``/``INT``
+   Area, ``-H``/``PEAK`` Height, ``-W`` Width) the marker's name says;
+4. two channels for one marker (or one channel claimed by two markers) raise
    :class:`~nkflow.errors.PanelError` listing the candidates and how to pin one;
-4. a marker with no channel is listed in ``Resolution.missing``. Nothing is substituted.
+5. a marker with no channel is listed in ``Resolution.missing``. Nothing is substituted.
 
 Only bad *setup* raises; a tube whose file lacks a marker is not an error here.
 """
@@ -331,6 +339,54 @@ def _matches(keys: Iterable[str], label: str) -> bool:
     return bool(set(keys) & normalise(label))
 
 
+def _eligible(spec: MarkerSpec, ch: Channel) -> bool:
+    """Whether the channel's FCS 3.2 ``$PnTYPE`` (when given) allows it to carry ``spec``."""
+    kind = ch.kind
+    if not kind:
+        return True
+    if spec.time:
+        return kind == "time"
+    if spec.scatter:
+        return kind == "scatter"
+    return kind not in ("scatter", "time")
+
+
+_FEATURES = (("AREA", ("A", "AREA", "INT")), ("HEIGHT", ("H", "HEIGHT", "PEAK")),
+             ("WIDTH", ("W", "WIDTH")))  # fmt: skip
+
+
+def _scatter_wanted(spec: MarkerSpec) -> tuple[str, str] | None:
+    """(``FORWARDSCATTER``/``SIDESCATTER``, ``AREA``/``HEIGHT``/``WIDTH``) that the scatter
+    marker's name and aliases agree on, or None when they do not say or disagree."""
+    wanted: set[tuple[str, str]] = set()
+    for label in spec.aliases:
+        toks = [t for t in re.split(r"[\s_\-]+", label.strip().upper()) if t]
+        if len(toks) < 2:
+            continue
+        direction = {"FSC": "FORWARDSCATTER", "FS": "FORWARDSCATTER", "SSC": "SIDESCATTER",
+                     "SS": "SIDESCATTER"}.get(toks[0])  # fmt: skip
+        feature = next((f for f, names in _FEATURES if toks[-1] in names), None)
+        if direction and feature:
+            wanted.add((direction, feature))
+    return wanted.pop() if len(wanted) == 1 else None
+
+
+def _by_type(spec: MarkerSpec, chans: Iterable[Channel]) -> tuple[list[Channel], str]:
+    """Channels an FCS 3.2 ``$PnTYPE``/``$PnFEATURE`` gives a scatter or time marker."""
+    if spec.time:
+        return [c for c in chans if c.kind == "time"], "$PnTYPE 'Time'"
+    wanted = _scatter_wanted(spec) if spec.scatter else None
+    if wanted is None:
+        return [], ""
+    direction, feature = wanted
+    hits = [
+        c
+        for c in chans
+        if c.kind == "scatter" and _canon(c.pntype) == direction and _canon(c.feature) == feature
+    ]
+    return hits, f"$PnTYPE {hits[0].pntype!r} + $PnFEATURE {hits[0].feature!r}" if hits else ""
+
+
 def _pin_for(spec: MarkerSpec, instrument: str) -> str | None:
     if not spec.channel:
         return None
@@ -381,10 +437,13 @@ def resolve(panel: Panel, sample: _HasChannels) -> Resolution:
             continue
         keys = {_canon(_COMP_PREFIX.sub("", a)) for a in spec.aliases} - {""}
         chosen: Channel | None = None
-        for field_name in ("pns", "pnn"):
-            hits = [c for c in chans if _matches(keys, getattr(c, field_name))]
+        eligible = [c for c in chans if _eligible(spec, c)]
+        for field_name, label in (("pns", "$PnS"), ("analyte", "$PnANALYTE"), ("pnn", "$PnN")):
+            hits = [c for c in eligible if _matches(keys, getattr(c, field_name))]
+            by_type = not hits and field_name == "pnn"
+            if by_type:
+                hits, label = _by_type(spec, eligible)
             if len(hits) > 1:
-                label = "$PnS" if field_name == "pns" else "$PnN"
                 listed = " and ".join(_describe(c) for c in hits)
                 raise PanelError(
                     f"{fname}: marker {mname} of panel '{panel.name}' matches {len(hits)} "
@@ -394,8 +453,8 @@ def resolve(panel: Panel, sample: _HasChannels) -> Resolution:
                 )
             if hits:
                 chosen = hits[0]
-                value = getattr(chosen, field_name)
-                how[mname] = f"{'$PnS' if field_name == 'pns' else '$PnN'} {value!r}"
+                value = chosen.pnn if by_type else getattr(chosen, field_name)
+                how[mname] = f"{label} ($PnN {value!r})" if by_type else f"{label} {value!r}"
                 break
         found[mname] = chosen
         if chosen is None:

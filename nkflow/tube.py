@@ -186,6 +186,9 @@ def run_tube(
     )
     for warning in sample.warnings:
         note("reader", "WARN", "fcs_tolerance", warning)
+    # events the instrument detected but did not write (FCS $LOST, $ABRT), as written
+    prov["acquisition_losses"] = {k: sample.keywords.get(k) for k in ("$TOT", "$LOST", "$ABRT")}
+    checks.append(qc.events_lost_check(sample.keywords, sample.n_events, qc_cfg))
 
     # ---- the gate tree validated for this instrument, if the lab declared one
     cyt = str(sample.keywords.get("$CYT", "")).strip()

@@ -1239,6 +1239,31 @@ def write_fcs(
     path.write_bytes(header + text + data + b"00000000")
 
 
+def fcs32_keywords(style: Style, tube: str) -> dict[str, str]:
+    """FCS 3.2 per-parameter descriptors of a generated tube, from what the generator knows.
+
+    Columns are the scatter channels (SCATTER order), the detectors of ``style.fluor[tube]``
+    and Time (as :func:`make_tube` writes them): ``$PnTYPE`` Forward_Scatter / Side_Scatter /
+    Raw_Fluorescence / Time, ``$PnFEATURE`` Area or Height, ``$PnANALYTE`` the marker. Pass
+    them with ``version='FCS3.2'`` to :func:`write_fcs`. No sample style uses them.
+    """
+    kw: dict[str, str] = {}
+    cols: list[tuple[str, str, str]] = [
+        ("Forward_Scatter" if m.startswith("FSC") else "Side_Scatter",
+         "Height" if m.endswith("-H") else "Area", "")
+        for m in SCATTER
+    ]  # fmt: skip
+    cols += [("Raw_Fluorescence", "Area", marker) for marker in style.fluor[tube]]
+    cols.append(("Time", "", ""))
+    for k, (kind, feature, analyte) in enumerate(cols, start=1):
+        kw[f"$P{k}TYPE"] = kind
+        if feature:
+            kw[f"$P{k}FEATURE"] = feature
+        if analyte:
+            kw[f"$P{k}ANALYTE"] = analyte
+    return kw
+
+
 # ------------------------------------------------------------------------------------------
 # Tables
 # ------------------------------------------------------------------------------------------

@@ -25,10 +25,20 @@ def generator() -> Any:
 
 
 def write_tube(
-    style: Any, tube: str, res: Any, path: Path, extra: dict[str, str] | None = None
+    style: Any,
+    tube: str,
+    res: Any,
+    path: Path,
+    extra: dict[str, str] | None = None,
+    *,
+    fcs32: bool = False,
 ) -> Path:
     """Write a generated tube (``make_tube`` result) as the style's FCS file, with ``extra``
-    TEXT keywords (e.g. ``{"$DATE": "06-FEB-2024"}``)."""
+    TEXT keywords (e.g. ``{"$DATE": "06-FEB-2024"}``).
+
+    ``fcs32`` writes it as FCS 3.2 with ``$PnTYPE``/``$PnFEATURE``/``$PnANALYTE``
+    (``fcs32_keywords``) instead of the style's version.
+    """
     gen = generator()
     names, s = gen.spill_listing(style, *gen.spillover(style, tube))
     kw = {
@@ -37,9 +47,11 @@ def write_tube(
         style.spill_keyword: gen.spill_text(names, s),
         **(extra or {}),
     }
+    if fcs32:
+        kw.update(gen.fcs32_keywords(style, tube))
     gen.write_fcs(
-        path, res.events, res.pnn, res.pns, kw, style.version, style.byteorder,
-        style.datatype, style.range,
+        path, res.events, res.pnn, res.pns, kw, "FCS3.2" if fcs32 else style.version,
+        style.byteorder, style.datatype, style.range,
     )  # fmt: skip
     return path
 

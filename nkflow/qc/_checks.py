@@ -754,6 +754,77 @@ def add_checks(
     return out
 
 
+def events_lost_check(keywords: Mapping[str, str], n_recorded: int, cfg: QcConfig) -> Check:
+    """Events the instrument detected but did not record, from ``$LOST`` and ``$ABRT``.
+
+    FCS 3.1: ``$LOST`` is the number of events lost because the computer was busy, ``$ABRT``
+    the number lost to electronic coincidence. Neither is in the DATA segment, so the file's
+    ``$TOT`` events are ``1 - lost fraction`` of what passed the laser. Fractions of
+    lymphocytes stay unbiased when the losses are random; a high loss says the acquisition ran
+    too fast (coincidences, doublets) and a count from the tube is an undercount.
+
+    Parameters
+    ----------
+    keywords
+        The file's TEXT keywords (``$LOST`` and ``$ABRT`` are read, both optional).
+    n_recorded
+        Events in the file (``$TOT``).
+    cfg
+        ``cfg.acquisition.max_lost_frac``.
+
+    Returns
+    -------
+    Check
+        ``acquisition`` with value = (lost + aborted) / (recorded + lost + aborted):
+        ``events_lost`` above ``max_lost_frac``, ``ok`` otherwise; NOT_ASSESSED
+        (``events_lost_not_assessed``) when the file has neither keyword or one is not a
+        whole number >= 0.
+    """
+    limit = cfg.acquisition.max_lost_frac
+    counts: dict[str, int] = {}
+    bad: list[str] = []
+    for key in ("$LOST", "$ABRT"):
+        raw = keywords.get(key)
+        if raw is None:
+            continue
+        text = raw.strip()
+        if text.isdigit():
+            counts[key] = int(text)
+        else:
+            bad.append(f"{key} is {raw[:40]!r}, not a whole number >= 0")
+    if bad or not counts:
+        why = "; ".join(bad) if bad else "the file has neither $LOST nor $ABRT"
+        return make_check(
+            cfg,
+            "acquisition",
+            "events_lost_not_assessed",
+            None,
+            limit,
+            f"events lost at acquisition not assessed: {why}",
+            not_assessed=True,
+        )
+    lost = sum(counts.values())
+    detected = n_recorded + lost
+    frac = lost / detected if detected else 0.0
+    parts = " + ".join(f"{k} {v}" for k, v in counts.items())
+    text = (
+        f"{parts} = {lost} events lost at acquisition, {100 * frac:.2f}% of {detected} "
+        f"detected ({n_recorded} recorded)"
+    )
+    if frac > limit:
+        return make_check(
+            cfg,
+            "acquisition",
+            "events_lost",
+            frac,
+            limit,
+            f"{text}, above qc.acquisition.max_lost_frac {100 * limit:g}%: the acquisition ran "
+            "too fast or the instrument was busy; fractions are unbiased only if the losses "
+            "were random, and a count from this tube is an undercount",
+        )
+    return make_check(cfg, "acquisition", "ok", frac, limit, f"{text} (limit {100 * limit:g}%)")
+
+
 def gate_flag_checks(
     flags: Iterable[Mapping[str, Any] | Any],
     cfg: QcConfig,

@@ -54,6 +54,9 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
         # the file's $DATE against the sample sheet's collection_date
         "date_mismatch": "WARN",
         "date_not_assessed": "PASS",
+        # events lost at acquisition ($LOST computer busy, $ABRT electronic coincidence)
+        "events_lost": "WARN",
+        "events_lost_not_assessed": "PASS",
         # compensation
         "compensation_nonfinite": "FAIL",
         "over_compensation": "WARN",
@@ -417,6 +420,33 @@ class DateQcConfig:
         )
 
 
+@dataclass(frozen=True)
+class AcquisitionConfig:
+    """Events the instrument detected but did not record (``qc.acquisition``)."""
+
+    max_lost_frac: float = 0.05
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> AcquisitionConfig:
+        """Build from ``qc.acquisition``; absent keys take the defaults.
+
+        Raises
+        ------
+        ConfigError
+            Unknown key or a value of the wrong type or range.
+        """
+        d = _section(raw, "acquisition", _known(cls))
+        base = cls()
+        return cls(
+            max_lost_frac=_number(
+                d.get("max_lost_frac", base.max_lost_frac),
+                _path("acquisition", "max_lost_frac"),
+                minimum=0,
+                maximum=1,
+            )
+        )
+
+
 def _severity_map(raw: Any) -> Mapping[str, str]:
     if raw is None:
         raw = {}
@@ -443,7 +473,16 @@ def _severity_map(raw: Any) -> Mapping[str, str]:
     return MappingProxyType(merged)
 
 
-_SECTIONS = ("time", "margins", "floors", "viability", "compensation", "dates", "severity")
+_SECTIONS = (
+    "time",
+    "margins",
+    "floors",
+    "viability",
+    "compensation",
+    "dates",
+    "acquisition",
+    "severity",
+)
 
 
 @dataclass(frozen=True)
@@ -456,6 +495,7 @@ class QcConfig:
     viability: ViabilityConfig = field(default_factory=ViabilityConfig)
     compensation: CompensationQcConfig = field(default_factory=CompensationQcConfig)
     dates: DateQcConfig = field(default_factory=DateQcConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     severity: Mapping[str, str] = field(default_factory=lambda: _severity_map(None))
 
     def __eq__(self, other: object) -> bool:
@@ -474,6 +514,7 @@ class QcConfig:
                 self.viability,
                 self.compensation,
                 self.dates,
+                self.acquisition,
                 tuple(sorted(self.severity.items())),
             )
         )
@@ -517,6 +558,7 @@ class QcConfig:
             viability=ViabilityConfig.from_dict(raw.get("viability")),
             compensation=CompensationQcConfig.from_dict(raw.get("compensation")),
             dates=DateQcConfig.from_dict(raw.get("dates")),
+            acquisition=AcquisitionConfig.from_dict(raw.get("acquisition")),
             severity=_severity_map(raw.get("severity")),
         )
 

@@ -304,3 +304,18 @@ def test_omip021_markers_resolve(root):
     assert r.channel_for("CD45RA").pnn == "710/50Blue-A"
     assert r.channel_for("Viability").pnn == "525/50Violet-A"
     assert r.missing_required == ("CD56",)
+
+
+def test_lost_events_of_public_files(root):
+    """$LOST/$ABRT (FCS 3.1) in the public files: the CyAn and the Attune write $LOST 0 (no
+    event lost), no file writes $ABRT; every other file is "not assessed"."""
+    from nkflow.io import read_fcs_metadata
+    from nkflow.qc import QcConfig, events_lost_check
+
+    found = {}
+    for rel in sorted(row[0] for row in LOADED):
+        h = read_fcs_metadata(root / rel)
+        c = events_lost_check(h.keywords, int(h.keywords["$TOT"]), QcConfig())
+        found[rel] = (c.reason_code, c.value)
+    with_lost = {k: v for k, v in found.items() if v[0] != "events_lost_not_assessed"}
+    assert with_lost == {CYAN: ("ok", 0.0), "flowio_fcs_quirks/fcs_files/G11.fcs": ("ok", 0.0)}

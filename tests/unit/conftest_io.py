@@ -7,6 +7,7 @@ can state exactly what a file holds and then damage it in a known way.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def build_fcs(
     pns: Sequence[str] | None = None,
     version: str = "FCS3.1",
     datatype: str = "F",
-    bits: int | None = None,
+    bits: int | Sequence[int] | None = None,
     byteord: str = "1,2,3,4",
     pnr: Sequence[int] | None = None,
     pne: Sequence[str] | None = None,
@@ -41,19 +42,40 @@ def build_fcs(
     end_data_shift: int = 0,
     header_data: tuple[int, int] | None = None,
     text_data: tuple[int, int] | None = None,
+    pn: Mapping[str, Sequence[str | None]] | None = None,
 ) -> bytes:
     """Return the bytes of a one-data-set FCS file.
 
     ``tot`` overrides ``$TOT`` (defaults to the row count); ``end_data_shift`` moves the
     declared DATA end (HEADER and TEXT) by that many bytes; ``header_data``/``text_data`` force
     offsets; ``text_bytes`` replaces the encoded TEXT body after the first delimiter.
+
+    ``bits`` may give one width per channel (mixed integer widths, FCS 3.1). ``pn`` adds
+    per-parameter keywords by suffix, one value per channel (None: not written), for example
+    ``{"TYPE": ["Forward_Scatter", ...], "DATATYPE": [None, "I"]}``: an FCS 3.2 ``$PnDATATYPE``
+    makes that column's value type differ from ``$DATATYPE``.
     """
     events = np.asarray(events)
     n_par = len(names)
+    pn = dict(pn or {})
+    types = [t or datatype for t in pn.get("DATATYPE", [None] * n_par)]
+    default_bits = {"F": 32, "D": 64, "I": 16}
     if bits is None:
-        bits = {"F": 32, "D": 64, "I": 16}[datatype]
-    dt = _dtype(datatype, bits, byteord)
-    data = np.ascontiguousarray(events.astype(dt)).tobytes()
+        widths = [default_bits[t] for t in types]
+    elif isinstance(bits, int):
+        widths = [bits if t == datatype else default_bits[t] for t in types]
+    else:
+        widths = list(bits)
+    rec = np.dtype(
+        [
+            (f"c{i}", _dtype(t, b, byteord))
+            for i, (t, b) in enumerate(zip(types, widths, strict=True))
+        ]
+    )
+    table = np.empty(events.shape[0], dtype=rec)
+    for i in range(n_par):
+        table[f"c{i}"] = events[:, i]
+    data = table.tobytes()
     kw: dict[str, str] = {
         "$BYTEORD": byteord,
         "$DATATYPE": datatype,
@@ -64,13 +86,16 @@ def build_fcs(
     }
     for i, nm in enumerate(names, start=1):
         kw[f"$P{i}N"] = nm
-        kw[f"$P{i}B"] = str(bits)
+        kw[f"$P{i}B"] = str(widths[i - 1])
         kw[f"$P{i}E"] = pne[i - 1] if pne else "0,0"
         kw[f"$P{i}R"] = str(pnr[i - 1] if pnr else 262144)
         if pns and pns[i - 1]:
             kw[f"$P{i}S"] = pns[i - 1]
         if png:
             kw[f"$P{i}G"] = repr(float(png[i - 1]))
+        for suffix, values in pn.items():
+            if values[i - 1] is not None:
+                kw[f"$P{i}{suffix}"] = str(values[i - 1])
     kw.update(extra or {})
     with_offsets = version != "FCS2.0"
     if with_offsets:
@@ -105,6 +130,13 @@ def build_fcs(
     )
     assert len(header) == 58
     return header + text + data
+
+
+def write_file(tmp_path: Path, blob: bytes, name: str = "t.fcs") -> Path:
+    """Write ``blob`` as ``tmp_path / name`` and return the path."""
+    p = tmp_path / name
+    p.write_bytes(blob)
+    return p
 
 
 def with_nextdata(first: bytes, offset: int) -> bytes:

@@ -400,11 +400,12 @@ def test_24_bit_integers_are_refused_with_reason(tmp_path):
         (
             b"PK\x03\x04" + b" " * 60,
             "t.fcs: does not start with an FCS version (found b'PK\\x03\\x04  ' at byte 0); "
-            "expected 'FCS2.0', 'FCS3.0' or 'FCS3.1'",
+            "expected 'FCS2.0', 'FCS3.0', 'FCS3.1' or 'FCS3.2'",
         ),
         (
             b"FCS4.0" + b" " * 60,
-            "t.fcs: FCS version 'FCS4.0' is not supported; expected one of FCS2.0, FCS3.0, FCS3.1",
+            "t.fcs: FCS version 'FCS4.0' is not supported; expected one of FCS2.0, FCS3.0, FCS3.1, "
+            "FCS3.2",
         ),
     ],
 )

@@ -22,6 +22,7 @@ from nkflow.qc import (
     checks_table,
     compensation_sanity,
     event_floor_checks,
+    events_lost_check,
     gate_flag_checks,
     margin_events,
     time_qc,
@@ -599,6 +600,38 @@ def test_viability_check():
     assert na.message == "viability not assessed: no viability marker in this tube"
     with pytest.raises(ValueError, match="n_dead=101, n_singlets=100"):
         viability_check(101, 100, CFG)
+
+
+def test_events_lost_check_from_lost_and_abrt():
+    """FCS 3.1 $LOST (computer busy) and $ABRT (electronic coincidence) count detected events
+    that are not in DATA: lost fraction = (LOST + ABRT) / (TOT + LOST + ABRT)."""
+    c = events_lost_check({"$LOST": "600", "$ABRT": " 400 "}, 9000, CFG)
+    assert (c.check, c.status, c.reason_code, c.value, c.threshold) == (
+        "acquisition",
+        "WARN",
+        "events_lost",
+        0.1,
+        0.05,
+    )
+    assert c.message.startswith(
+        "$LOST 600 + $ABRT 400 = 1000 events lost at acquisition, 10.00% of 10000 detected "
+        "(9000 recorded), above qc.acquisition.max_lost_frac 5%"
+    )
+    ok = events_lost_check({"$LOST": "0"}, 5785, CFG)
+    assert (ok.status, ok.reason_code, ok.value) == ("PASS", "ok", 0.0)
+    assert ok.message == (
+        "$LOST 0 = 0 events lost at acquisition, 0.00% of 5785 detected (5785 recorded) (limit 5%)"
+    )
+    lax = QcConfig.from_dict({"acquisition": {"max_lost_frac": 0.2}})
+    assert events_lost_check({"$ABRT": "1000"}, 9000, lax).reason_code == "ok"
+    na = events_lost_check({}, 100, CFG)
+    assert (na.status, na.reason_code) == ("NOT_ASSESSED", "events_lost_not_assessed")
+    assert na.message.endswith("the file has neither $LOST nor $ABRT")
+    bad = events_lost_check({"$LOST": "n/a", "$ABRT": "3"}, 100, CFG)
+    assert bad.reason_code == "events_lost_not_assessed"
+    assert bad.message.endswith("$LOST is 'n/a', not a whole number >= 0")
+    with pytest.raises(ConfigError, match=r"qc\.acquisition\.max_lost_frac: found 2"):
+        QcConfig.from_dict({"acquisition": {"max_lost_frac": 2}})
 
 
 def test_gate_flags_become_checks():

@@ -23,7 +23,7 @@ from nkflow.schemas import check_against_schema, fill_defaults, load_schema
 logger = logging.getLogger(__name__)
 
 #: sub-schemas checked for top-level blocks
-_BLOCK_SCHEMAS = {"qc": "qc", "endpoints": "endpoints"}
+_BLOCK_SCHEMAS = {"qc": "qc", "endpoints": "endpoints", "uncertainty": "uncertainty"}
 
 
 def validate_config(data: Any, *, source: str) -> dict[str, Any]:
@@ -100,6 +100,8 @@ def tube_settings(
     out["endpoints"] = {
         k: endpoints[k] for k in ("lymphocyte_population", "populations") if k in endpoints
     }
+    # the re-gatings of the NK tube (docs/uncertainty.md) are written by the tube job
+    out["perturbation"] = cfg.get("uncertainty", {}).get("perturbation", {})
     spill = cfg.get("spillover", {}).get(panel) if panel else None
     if spill:
         out["spillover"] = spill

@@ -26,12 +26,13 @@ COUNT_COLUMNS = ["sample_id", "tube", *GATING_COUNT_COLUMNS]
 
 @dataclass(frozen=True)
 class TubeOutputs:
-    """Paths of the four files one tube produces."""
+    """Paths of the files one tube produces (``perturbation``: the NK tube's re-gatings)."""
 
     counts: Path
     qc: Path
     figure: Path
     provenance: Path
+    perturbation: Path | None = None
 
 
 def _not_computed_counts(tree: Any, sample_id: str, tube: str, reason: str):
@@ -306,6 +307,7 @@ def run_tube(
 
     status, _reasons = qc.tube_status(checks, qc_cfg)
     _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
+    _write_perturbation(result, settings, sample_id, tube, denominator, outputs, prov)
     from nkflow.figures import gating_figure
 
     gating_figure(
@@ -322,6 +324,41 @@ def run_tube(
     prov["qc_status"] = status
     write_json(prov, outputs.provenance)
     return status
+
+
+def _write_perturbation(
+    result: Any,
+    settings: dict[str, Any],
+    sample_id: str,
+    tube: str,
+    denominator: str,
+    outputs: TubeOutputs,
+    prov: dict[str, Any],
+) -> None:
+    """The tube's re-gatings (``perturbation.tsv``) when its tree defines the NK population.
+
+    The table feeds the endpoint's uncertainty (docs/uncertainty.md); a tube whose NK or
+    denominator population was not computed, or whose tree cannot be perturbed, writes none and
+    says why in ``provenance.json`` under ``perturbation`` (the endpoint then flags
+    ``uncertainty_not_computed``).
+    """
+    from nkflow.gating import perturb
+    from nkflow.tables import write_tsv
+
+    nk = (settings.get("endpoints", {}).get("populations") or {}).get("nk", "nk")
+    if outputs.perturbation is None or nk not in result.tree.populations:
+        return
+    s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
+    out = perturb.perturb_counts(result, nk, denominator, s, perturb.tube_seed(sample_id, tube))
+    if isinstance(out, str):
+        prov["perturbation"] = {"computed": False, "reason": out}
+        logger.warning("%s/%s: gate perturbation not computed: %s", sample_id, tube, out)
+        return
+    table = out.table
+    table.insert(0, "tube", tube)
+    table.insert(0, "sample_id", sample_id)
+    write_tsv(table, outputs.perturbation)
+    prov["perturbation"] = {"computed": True, "populations": [nk, denominator], **out.record()}
 
 
 def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
@@ -531,6 +568,7 @@ def run_batch(
                 qc=d / "qc.tsv",
                 figure=d / "gating.png",
                 provenance=d / "provenance.json",
+                perturbation=d / "perturbation.tsv",
             ),
             fmo=(fmo or {}).get((sample_id, tube)),
         )
@@ -551,6 +589,7 @@ def collect_batches(
     out_counts: Path,
     out_qc: Path,
     out_index: Path,
+    out_perturbation: Path | None = None,
 ) -> None:
     """Concatenate the per-tube tables of every batch, in sample-sheet order.
 
@@ -563,6 +602,9 @@ def collect_batches(
     out_counts, out_qc, out_index
         The cohort counts table, the cohort QC table and the tube index (sample_id, tube,
         batch, fcs file and sha256, QC status, paths of the tube's figure and provenance).
+    out_perturbation
+        The cohort table of every tube's re-gatings (``perturbation.tsv``, NK tubes only; only
+        the leading columns when no tube wrote one).
     """
     import json
 
@@ -583,11 +625,13 @@ def collect_batches(
     missing = [f"{s}/{t}" for s, t in order if (s, t) not in found]
     if missing:
         raise NkflowError(f"collect: no outputs for tube(s) {', '.join(missing)}")
-    counts, qcs, index = [], [], []
+    counts, qcs, index, perturbations = [], [], [], []
     for key in order:
         d = found[key]
         counts.append(read_tsv(d / "counts.tsv"))
         qcs.append(read_tsv(d / "qc.tsv"))
+        if out_perturbation is not None and (d / "perturbation.tsv").is_file():
+            perturbations.append(read_tsv(d / "perturbation.tsv"))
         prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
         index.append(
             {
@@ -604,3 +648,13 @@ def collect_batches(
     write_tsv(pd.concat(counts, ignore_index=True), out_counts)
     write_tsv(pd.concat(qcs, ignore_index=True), out_qc)
     write_tsv(pd.DataFrame(index), out_index)
+    if out_perturbation is not None:
+        from nkflow.gating.perturb import COLUMNS
+
+        lead = ["sample_id", "tube", *COLUMNS]
+        table = (
+            pd.concat(perturbations, ignore_index=True)
+            if perturbations
+            else pd.DataFrame(columns=lead)
+        )
+        write_tsv(table, out_perturbation)

@@ -178,7 +178,9 @@ def _ranges(
             continue
         if f["side"] == "shape":
             bid = f"{f['gate']}.scale"
-            moved.append(Boundary(bid, f["gate"], "", "scale", f["method"], 1.0, 1 / f_scale, f_scale))
+            moved.append(
+                Boundary(bid, f["gate"], "", "scale", f["method"], 1.0, 1 / f_scale, f_scale)
+            )
             continue
         marker, side, value = f["markers"][0], f["side"], float(f["value"])
         bid = f"{f['gate']}.{marker}.{side}"

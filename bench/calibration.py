@@ -3,7 +3,8 @@
 
 Contract
 --------
-``python bench/calibration.py [--patients 200] [--events 15000] [--seed 17] [--out FILE]``
+``python bench/calibration.py [--patients 300] [--events 15000] [--seed 17] [--cd56dim MU SD]
+[--out FILE]``
 
 Each synthetic patient has a known true day-14 donor NK/uL near the threshold and goes through
 the same code as the workflow, on a real FCS file:
@@ -60,9 +61,22 @@ def _lymph_events(gen: Any, n: int) -> int:
 
 
 def simulate(
-    i: int, *, seed: int, n_events: int, low: float, high: float, workdir: Path
+    i: int,
+    *,
+    seed: int,
+    n_events: int,
+    low: float,
+    high: float,
+    workdir: Path,
+    cd56dim: tuple[float, float] | None = None,
+    perturbation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One synthetic patient through gating, re-gating and the endpoint draws (module doc)."""
+    """One synthetic patient through gating, re-gating and the endpoint draws (module doc).
+
+    ``cd56dim``: (log10 median, sd) of CD56 on CD56dim NK cells instead of the generator's
+    (3.0, 0.25 gives a shallow CD56 valley, where gate placement matters); ``perturbation``:
+    ``uncertainty.perturbation`` settings other than the shipped defaults.
+    """
     gen = generator()
     rng = np.random.default_rng([seed, i])
     truth = float(rng.uniform(low, high))
@@ -81,7 +95,14 @@ def simulate(
         chimerism={},
         n_nk=n_events,
     )
-    tube = gen.make_tube(np.random.default_rng([seed, i, 1]), style, "nk", visit)
+    saved = gen.NK_PHENO
+    if cd56dim is not None:
+        levels = dict(saved["nk_cd56dim"][1], CD56=tuple(cd56dim))
+        gen.NK_PHENO = {**saved, "nk_cd56dim": ("lymph", levels)}
+    try:
+        tube = gen.make_tube(np.random.default_rng([seed, i, 1]), style, "nk", visit)
+    finally:
+        gen.NK_PHENO = saved
     path = write_tube(style, "nk", tube, workdir / f"p{i}.fcs")
     s, mi, spill, ranges = placed(path, "nk")
     res = gate_sample(
@@ -108,7 +129,7 @@ def simulate(
     k0, n0 = int(res.count("nk") or 0), int(res.count("live") or 0)
     reported = alc * k0 / n0 * chim / 100.0
     pert = pt.perturb_counts(
-        res, "nk", "live", pt.PerturbSettings.from_dict({}), pt.tube_seed(f"C{i}", "nk")
+        res, "nk", "live", pt.PerturbSettings.from_dict(perturbation), pt.tube_seed(f"C{i}", "nk")
     )
     assert not isinstance(pert, str), pert
     gate = unc.gate_draws(pert.table.to_dict(orient="records"))
@@ -193,20 +214,30 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--patients", type=int, default=200)
+    ap.add_argument("--patients", type=int, default=300)
     ap.add_argument("--events", type=int, default=15000)
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--low", type=float, default=70.0)
     ap.add_argument("--high", type=float, default=130.0)
     ap.add_argument("--out", type=Path, help="per-patient TSV")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="an uncertainty.perturbation setting, e.g. valley_density_frac=0.5 (repeatable)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cd56dim", type=float, nargs=2, metavar=("LOG10_MEDIAN", "SD"),
+        help="CD56 level of CD56dim NK cells (3.0 0.25: a shallow CD56 valley)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    overrides = {k: float(v) for k, v in (x.split("=", 1) for x in args.set)}
     rows = []
     t0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.patients):
             r = simulate(
                 i, seed=args.seed, n_events=args.events, low=args.low, high=args.high,
-                workdir=Path(tmp),
+                workdir=Path(tmp), cd56dim=tuple(args.cd56dim) if args.cd56dim else None,
+                perturbation=overrides,
             )  # fmt: skip
             rows.append(r)
             if r["status"] == "ok":
@@ -223,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     summary["cpu_s"] = round(time.process_time() - t0, 1)
     summary["events_per_tube"] = args.events
     summary["seed"] = args.seed
+    summary["cd56dim"] = args.cd56dim
+    summary["perturbation"] = overrides
     print(json.dumps(summary, indent=2))
     if args.out:
         import pandas as pd

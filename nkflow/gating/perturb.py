@@ -333,8 +333,8 @@ def _condition(
         d2 = (np.dot(tr, inv) * tr).sum(axis=1)  # as flowutils.points_in_ellipsoid
         c = _Condition(everyone)
         scale = values[f"{g.id}.scale"]
-        # inclusive, as the engine: d2 <= D  <=>  not (d2 >= D + ulp)
-        c.add(d2, np.nextafter(float(g.distance_square) * scale**2, np.inf), False)
+        # inclusive, as the engine: d2 <= D  <=>  d2 < the next float above D
+        c.add(d2, np.nextafter(float(g.distance_square or 0.0) * scale**2, np.inf), False)
         return c
     if g.type in ("rectangle", "polygon", "ellipse"):
         cols = res.columns

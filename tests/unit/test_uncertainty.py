@@ -262,3 +262,36 @@ def test_small_calibration_run_covers_the_truth(tmp_path):
     assert s["coverage"] >= 0.8, s
     for r in rows:
         assert r["lo95"] < r["reported"] < r["hi95"], r
+
+
+# ----------------------------------------------------------------------------- settings, figure
+
+
+def test_shipped_config_writes_the_schema_defaults_and_bad_values_are_named():
+    import yaml
+
+    from nkflow.config import validate_config
+    from nkflow.errors import ConfigError
+    from nkflow.schemas import fill_defaults, load_schema
+
+    shipped = yaml.safe_load((ROOT / "config/config.yaml").read_text())["uncertainty"]
+    defaults: dict = {}
+    fill_defaults(defaults, load_schema("uncertainty"))
+    assert shipped == defaults
+    base = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    base["uncertainty"] = {"perturbation": {"draws": 0}}
+    with pytest.raises(ConfigError, match=r"field 'uncertainty.perturbation.draws': found 0"):
+        validate_config(base, source="config.yaml")
+    base["uncertainty"] = {"chimerism_sd": 2}
+    with pytest.raises(ConfigError, match=r"uncertainty.*chimerism_sd"):
+        validate_config(base, source="config.yaml")
+
+
+def test_distribution_figure_is_the_same_png_for_the_same_histogram():
+    from nkflow.report._figures import distribution_figure
+
+    r = _combine(_const(2000, 10000), sd=3.0)
+    args = (r.histogram["bin_edges"], r.histogram["counts"], 100.0, 100.0, (r.lo95, r.hi95), "P1")
+    a, b = distribution_figure(*args), distribution_figure(*args)
+    assert a == b and a.startswith("data:image/png;base64,") and len(a) > 5000
+    assert distribution_figure(*args[:3], None, (None, None), "P1") != a

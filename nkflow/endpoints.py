@@ -10,6 +10,8 @@ Contract
   earlier day, then sample_id; chosen on the day alone, never on the result) and gives PASS
   (donor NK/uL strictly > threshold), FAIL or NOT_EVALUABLE with reason codes. One row per patient
   of the infusion table, sorted by patient_id; columns :data:`ENDPOINT_COLUMNS`.
+* Given the cohort ``perturbation.tsv``, each PASS/FAIL also says how sure it is
+  (:mod:`nkflow.uncertainty`, docs/uncertainty.md); the verdict itself never depends on it.
 * A missing number is None (an empty cell), never 0. The threshold test is done on the unrounded
   value in :func:`build_visits` (``above_threshold``) so that reading visits.tsv back cannot flip a
   verdict through rounding.

@@ -336,6 +336,9 @@ def _condition(
         # inclusive, as the engine: d2 <= D  <=>  d2 < the next float above D
         c.add(d2, np.nextafter(float(g.distance_square or 0.0) * scale**2, np.inf), False)
         return c
+    if any(bid.startswith(f"{g.id}.") for bid in values):
+        # a moved boundary this test cannot move (a complement gate): say so, never hold it
+        return f"moving the fitted boundaries of {g.type} gate '{g.id}' is not supported"
     if g.type in ("rectangle", "polygon", "ellipse"):
         cols = res.columns
         fn = ev._rectangle if g.type == "rectangle" else ev._shape

@@ -98,6 +98,7 @@ def cmd_tube(args: argparse.Namespace) -> int:
             qc=Path(args.qc),
             figure=Path(args.figure),
             provenance=Path(args.provenance),
+            perturbation=Path(args.perturbation) if args.perturbation else None,
         ),
     )
     logger.info("tube %s/%s finished with QC status %s", args.sample_id, args.tube, status)
@@ -139,6 +140,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         out_index=Path(args.index),
         collection_dates=dict(zip(keys, samples["collection_date"], strict=True)),
         qc_settings=settings.get("qc", {}),
+        out_perturbation=Path(args.perturbation) if args.perturbation else None,
     )
     return 0
 
@@ -153,7 +155,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_endpoints(args: argparse.Namespace) -> int:
     from nkflow.endpoints import run_endpoints
 
-    run_endpoints(_load_settings(args), Path(args.visits), Path(args.outdir))
+    run_endpoints(
+        _load_settings(args),
+        Path(args.visits),
+        Path(args.outdir),
+        perturbation_path=Path(args.perturbation) if args.perturbation else None,
+    )
     return 0
 
 
@@ -234,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qc", required=True)
     p.add_argument("--figure", required=True)
     p.add_argument("--provenance", required=True)
+    p.add_argument("--perturbation", help="the NK tube's re-gatings (perturbation.tsv)")
     p.set_defaults(func=cmd_tube)
 
     p = sub.add_parser("tubes", help="process a batch of tubes sharing a panel and gate tree")
@@ -264,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", required=True)
     p.add_argument("--qc", required=True)
     p.add_argument("--index", required=True)
+    p.add_argument("--perturbation", help="cohort table of every NK tube's re-gatings")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("merge", help="join counts, ALC and chimerism per visit")
@@ -277,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--visits", required=True)
     p.add_argument("--outdir", required=True)
+    p.add_argument(
+        "--perturbation", help="cohort perturbation.tsv (gate placement in the uncertainty)"
+    )
     p.set_defaults(func=cmd_endpoints)
 
     p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")

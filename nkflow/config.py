@@ -18,25 +18,12 @@ from typing import Any
 import yaml
 
 from nkflow.errors import ConfigError
-from nkflow.schemas import check_against_schema, load_schema
+from nkflow.schemas import check_against_schema, fill_defaults, load_schema
 
 logger = logging.getLogger(__name__)
 
 #: sub-schemas checked for top-level blocks
-_BLOCK_SCHEMAS = {"qc": "qc", "endpoints": "endpoints"}
-
-
-def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
-    """Insert ``default`` values of object properties that are absent (in place)."""
-    if not isinstance(instance, dict) or not isinstance(schema, dict):
-        return
-    for key, sub in schema.get("properties", {}).items():
-        if not isinstance(sub, dict):
-            continue
-        if key not in instance and "default" in sub:
-            instance[key] = json.loads(json.dumps(sub["default"]))
-        if key in instance:
-            _fill_defaults(instance[key], sub)
+_BLOCK_SCHEMAS = {"qc": "qc", "endpoints": "endpoints", "uncertainty": "uncertainty"}
 
 
 def validate_config(data: Any, *, source: str) -> dict[str, Any]:
@@ -62,12 +49,12 @@ def validate_config(data: Any, *, source: str) -> dict[str, Any]:
     cfg = json.loads(json.dumps(data, default=str))
     schema = load_schema("config")
     check_against_schema(cfg, schema, source=source)
-    _fill_defaults(cfg, schema)
+    fill_defaults(cfg, schema)
     for block, schema_name in _BLOCK_SCHEMAS.items():
         sub_schema = load_schema(schema_name)
         cfg.setdefault(block, {})
         check_against_schema(cfg[block], sub_schema, source=source, prefix=block)
-        _fill_defaults(cfg[block], sub_schema)
+        fill_defaults(cfg[block], sub_schema)
     return cfg
 
 
@@ -115,6 +102,8 @@ def tube_settings(
     out["endpoints"] = {
         k: endpoints[k] for k in ("lymphocyte_population", "populations") if k in endpoints
     }
+    # the re-gatings of the NK tube (docs/uncertainty.md) are written by the tube job
+    out["perturbation"] = cfg.get("uncertainty", {}).get("perturbation", {})
     spill = cfg.get("spillover", {}).get(panel) if panel else None
     if spill:
         out["spillover"] = spill

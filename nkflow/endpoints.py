@@ -10,6 +10,8 @@ Contract
   earlier day, then sample_id; chosen on the day alone, never on the result) and gives PASS
   (donor NK/uL strictly > threshold), FAIL or NOT_EVALUABLE with reason codes. One row per patient
   of the infusion table, sorted by patient_id; columns :data:`ENDPOINT_COLUMNS`.
+* Given the cohort ``perturbation.tsv``, each PASS/FAIL also says how sure it is
+  (:mod:`nkflow.uncertainty`, docs/uncertainty.md); the verdict itself never depends on it.
 * A missing number is None (an empty cell), never 0. The threshold test is done on the unrounded
   value in :func:`build_visits` (``above_threshold``) so that reading visits.tsv back cannot flip a
   verdict through rounding.
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nkflow import chimerism as chim
 from nkflow import counts as cnt
+from nkflow import uncertainty as unc_mod
 from nkflow.endpoint_settings import settings
 from nkflow.errors import ConfigError
 
@@ -101,6 +104,16 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "donor_nk_per_ul_lo95",
     "donor_nk_per_ul_hi95",
     "borderline",
+    "borderline_basis",
+    "p_above_threshold",
+    "donor_nk_per_ul_all_lo95",
+    "donor_nk_per_ul_all_hi95",
+    "verdict_unstable",
+    "dominant_spread_source",
+    "gate_variance_frac",
+    "counting_variance_frac",
+    "chimerism_variance_frac",
+    "uncertainty_status",
     "verdict_basis",
     "flags",
     "qc_status",
@@ -165,6 +178,7 @@ BOOL_COLUMNS = {
     "above_threshold",
     "interval_contains_threshold",
     "borderline",
+    "verdict_unstable",
     "treg_below_5pct_day7",
     "nk_donor_is_hsct_donor",
 }
@@ -190,6 +204,12 @@ FLOAT_COLUMNS = {
     "treg_ki67_pct_of_treg",
     "treg_per_ul",
     "treg_ki67_per_ul",
+    "p_above_threshold",
+    "donor_nk_per_ul_all_lo95",
+    "donor_nk_per_ul_all_hi95",
+    "gate_variance_frac",
+    "counting_variance_frac",
+    "chimerism_variance_frac",
 }
 RELATED = ("possible", "probable", "definite")
 
@@ -616,6 +636,7 @@ def build_endpoints(
     infusions: pd.DataFrame,
     response: pd.DataFrame | None = None,
     adverse: pd.DataFrame | None = None,
+    perturbation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per patient of ``infusions`` (sorted by patient_id): the day-14 verdict.
 
@@ -625,6 +646,16 @@ def build_endpoints(
     interval are left empty too: the visit keeps them in visits.tsv). Kinetics and the peak use
     the evaluable visits only (status ``ok``). Flags add
     ``dose_out_of_range:<infusion numbers>`` and ``nk_donor_is_hsct_donor``.
+
+    With ``perturbation`` (the cohort ``perturbation.tsv``), a PASS or FAIL also gets how sure it
+    is (:mod:`nkflow.uncertainty`, docs/uncertainty.md): ``p_above_threshold``, the 95 % interval
+    of gate placement, counting and chimerism together, each source's share of the variance,
+    ``verdict_unstable`` (flag ``verdict_unstable:<gate>:<range>``), and ``borderline`` then
+    means that interval contains the threshold or the verdict is unstable (``borderline_basis``
+    ``all_sources``). Without usable re-gatings (``uncertainty_status``
+    ``not_computed:<reason>``) borderline keeps its counting-interval meaning
+    (``borderline_basis`` ``counting``). The draws' histogram per patient is in
+    ``df.attrs["distributions"]`` (written to the per-patient JSON).
     """
     import pandas as pd
 
@@ -642,6 +673,8 @@ def build_endpoints(
     resp_by = _group(response, "patient_id")
     ae_by = _group(adverse, "patient_id")
     day0 = day0_dates(infusions, s["day0_infusion"])
+    pert_by = _perturbation_rows(perturbation)
+    distributions: dict[str, dict[str, Any]] = {}
 
     rows = []
     for pid in sorted(inf_by):
@@ -674,13 +707,25 @@ def build_endpoints(
                 above = bool(visit["above_threshold"])
                 # PASS and FAIL carry reason codes too, so every verdict says why
                 codes = ["above_threshold" if above else "not_above_threshold"]
+                unc = _uncertainty(e, visit, pert_by, s, config, thr, above)
                 contains = visit.get("interval_contains_threshold")
-                if contains is None:
+                if not isinstance(unc, str):
+                    lo_all, hi_all = e["donor_nk_per_ul_all_lo95"], e["donor_nk_per_ul_all_hi95"]
+                    inside = bool(lo_all <= thr <= hi_all)
+                    e["borderline"] = inside or bool(e["verdict_unstable"])
+                    e["borderline_basis"] = "all_sources"
+                    if inside:
+                        codes.append("interval_contains_threshold")
+                    # named in the flags (verdict_unstable:<gate>:<range>), not a reason code
+                    flags.extend(unc.unstable)
+                    distributions[pid] = unc.histogram
+                elif contains is None:
                     # no interval (0 NK events): borderline is not computed, never 'false'
                     e["borderline"] = None
                     codes.append("interval_not_computed")
                 else:
                     e["borderline"] = bool(contains)
+                    e["borderline_basis"] = "counting"
                     if e["borderline"]:
                         codes.append("interval_contains_threshold")
                 e["verdict"], e["reason"] = ("PASS" if above else "FAIL"), ";".join(codes)
@@ -740,7 +785,76 @@ def build_endpoints(
         _ae_summary(e, ae_by.get(pid, []), adverse)
         e["flags"] = ";".join(dict.fromkeys(f for f in flags if f))
         rows.append(e)
-    return pd.DataFrame(rows, columns=list(ENDPOINT_COLUMNS), dtype=object)
+    out = pd.DataFrame(rows, columns=list(ENDPOINT_COLUMNS), dtype=object)
+    out.attrs["distributions"] = distributions
+    return out
+
+
+def _perturbation_rows(
+    perturbation: pd.DataFrame | None,
+) -> dict[tuple[str, str], list[dict[str, Any]]] | None:
+    """(sample_id, tube) -> that tube's re-gating rows; None when no table was given."""
+    if perturbation is None:
+        return None
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rec in perturbation.to_dict(orient="records"):
+        out.setdefault((str(rec["sample_id"]), str(rec["tube"])), []).append(rec)
+    return out
+
+
+def _uncertainty(
+    e: dict[str, Any],
+    visit: dict[str, Any],
+    pert_by: dict[tuple[str, str], list[dict[str, Any]]] | None,
+    s: dict[str, Any],
+    config: dict[str, Any],
+    thr: float,
+    above: bool,
+) -> unc_mod.Uncertainty | str:
+    """Fill the uncertainty columns of one PASS/FAIL endpoint row; the result or why not."""
+
+    def not_computed(reason: str) -> str:
+        e["uncertainty_status"] = f"not_computed:{reason}"
+        return reason
+
+    if pert_by is None:
+        return not_computed("no_perturbation_table")
+    if s["absolute_count_method"] != "dual_platform":
+        return not_computed("single_platform_beads")
+    rows = pert_by.get((str(visit["sample_id"]), str(s["tubes"]["nk"])))
+    if not rows:
+        return not_computed("no_perturbation")
+    gate = unc_mod.gate_draws(rows)
+    if isinstance(gate, str):
+        return not_computed(gate)
+    if gate.base != (visit["nk_events"], visit["lymphocyte_events"]):
+        # the table is not from the gating the counts came from (a stale or foreign table)
+        return not_computed("perturbation_mismatch")
+    us = unc_mod.UncertaintySettings.from_config(config)
+    # an SD is recorded only for % donor computed from STR peaks (across its loci)
+    sd = visit["donor_chimerism_sd"]
+    if sd is None:
+        sd = us.chimerism_assay_sd_pct
+    res = unc_mod.combine(
+        alc_per_ul=float(visit["alc_per_ul"]),
+        chimerism_pct=float(visit["donor_chimerism_pct"]),
+        chimerism_sd=float(sd),
+        gate=gate,
+        threshold=thr,
+        above=above,
+        settings=us,
+        seed=unc_mod.endpoint_seed(str(e["patient_id"]), str(visit["sample_id"])),
+    )
+    if isinstance(res, str):
+        return not_computed(res)
+    e["uncertainty_status"] = "computed"
+    e["p_above_threshold"] = res.p_above
+    e["donor_nk_per_ul_all_lo95"], e["donor_nk_per_ul_all_hi95"] = res.lo95, res.hi95
+    e["verdict_unstable"] = bool(res.unstable)
+    e["dominant_spread_source"] = res.dominant
+    for src in unc_mod.SOURCES:
+        e[f"{src}_variance_frac"] = res.variance_frac[src]
+    return res
 
 
 def nk_donor_is_hsct_donor(infusions: Sequence[dict[str, Any]]) -> bool | str:
@@ -902,9 +1016,10 @@ def write_outputs(visits: pd.DataFrame, endpoints: pd.DataFrame, outdir: str | P
     _write_if_changed(out / "endpoints.tsv", table_bytes(endpoints, ENDPOINT_COLUMNS))
     write_excel(visits, endpoints, out / "endpoints.xlsx")
     vis = visits.to_dict(orient="records")
+    distributions = endpoints.attrs.get("distributions", {})
     for rec in endpoints.to_dict(orient="records"):
         pid = str(rec["patient_id"])
-        doc = {
+        doc: dict[str, Any] = {
             "patient_id": pid,
             "endpoint": {c: _json_value(c, rec.get(c)) for c in ENDPOINT_COLUMNS},
             "visits": [
@@ -913,6 +1028,9 @@ def write_outputs(visits: pd.DataFrame, endpoints: pd.DataFrame, outdir: str | P
                 if str(v["patient_id"]) == pid
             ],
         }
+        if pid in distributions:
+            # the day-14 donor NK/uL draws (docs/uncertainty.md), as a histogram
+            doc["donor_nk_per_ul_distribution"] = distributions[pid]
         data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         _write_if_changed(out / "patients" / f"{pid}.json", data)
 
@@ -1057,9 +1175,13 @@ def run_merge(
 
 
 def run_endpoints(
-    config: dict[str, Any], visits_path: str | Path, outdir: str | Path
+    config: dict[str, Any],
+    visits_path: str | Path,
+    outdir: str | Path,
+    perturbation_path: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Read visits.tsv and the infusion/response/AE sheets; write every cohort output."""
+    """Read visits.tsv, the infusion/response/AE sheets and (when given) the cohort
+    perturbation.tsv; write every cohort output."""
     from nkflow import sheets
 
     s = settings(config)
@@ -1073,6 +1195,11 @@ def run_endpoints(
     ap = sheets.sheet(config, "adverse_events")
     if ap is not None:
         adverse, _ = sheets.load_adverse_events(ap, patients)
-    endpoints = build_endpoints(config, visits, infusions, response, adverse)
+    perturbation = None
+    if perturbation_path is not None:
+        from nkflow.tables import read_tsv
+
+        perturbation = read_tsv(Path(perturbation_path))
+    endpoints = build_endpoints(config, visits, infusions, response, adverse, perturbation)
     write_outputs(visits, endpoints, outdir)
     return endpoints

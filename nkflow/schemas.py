@@ -1,6 +1,7 @@
 """JSON Schemas of the configuration and the sheets (``workflow/schemas``): loading and checking.
 
-Contract: :func:`load_schema` returns one schema; :func:`check_against_schema` raises
+Contract: :func:`load_schema` returns one schema; :func:`fill_defaults` inserts its declared
+defaults; :func:`check_against_schema` raises
 :class:`~nkflow.errors.ConfigError` naming the file, the field (dotted path), what was found and
 what was expected. The bottom of the validation stack: it imports nothing else of nkflow.
 """
@@ -74,6 +75,19 @@ def expected_text(err: Any) -> str:
     if kw in words:
         return words[kw]
     return err.message
+
+
+def fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
+    """Insert ``default`` values of object properties that are absent (in place)."""
+    if not isinstance(instance, dict) or not isinstance(schema, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if not isinstance(sub, dict):
+            continue
+        if key not in instance and "default" in sub:
+            instance[key] = json.loads(json.dumps(sub["default"]))
+        if key in instance:
+            fill_defaults(instance[key], sub)
 
 
 def _field_path(parts: Any) -> str:

@@ -26,12 +26,13 @@ COUNT_COLUMNS = ["sample_id", "tube", *GATING_COUNT_COLUMNS]
 
 @dataclass(frozen=True)
 class TubeOutputs:
-    """Paths of the four files one tube produces."""
+    """Paths of the files one tube produces (``perturbation``: the NK tube's re-gatings)."""
 
     counts: Path
     qc: Path
     figure: Path
     provenance: Path
+    perturbation: Path | None = None
 
 
 def _not_computed_counts(tree: Any, sample_id: str, tube: str, reason: str):
@@ -308,6 +309,7 @@ def run_tube(
 
     status, _reasons = qc.tube_status(checks, qc_cfg)
     _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
+    _write_perturbation(result, settings, sample_id, tube, denominator, outputs, prov)
     from nkflow.figures import gating_figure
 
     gating_figure(
@@ -324,6 +326,41 @@ def run_tube(
     prov["qc_status"] = status
     write_json(prov, outputs.provenance)
     return status
+
+
+def _write_perturbation(
+    result: Any,
+    settings: dict[str, Any],
+    sample_id: str,
+    tube: str,
+    denominator: str,
+    outputs: TubeOutputs,
+    prov: dict[str, Any],
+) -> None:
+    """The tube's re-gatings (``perturbation.tsv``) when its tree defines the NK population.
+
+    The table feeds the endpoint's uncertainty (docs/uncertainty.md); a tube whose NK or
+    denominator population was not computed, or whose tree cannot be perturbed, writes none and
+    says why in ``provenance.json`` under ``perturbation`` (the endpoint then flags
+    ``uncertainty_not_computed``).
+    """
+    from nkflow.gating import perturb
+    from nkflow.tables import write_tsv
+
+    nk = (settings.get("endpoints", {}).get("populations") or {}).get("nk", "nk")
+    if outputs.perturbation is None or nk not in result.tree.populations:
+        return
+    s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
+    out = perturb.perturb_counts(result, nk, denominator, s, perturb.tube_seed(sample_id, tube))
+    if isinstance(out, str):
+        prov["perturbation"] = {"computed": False, "reason": out}
+        logger.warning("%s/%s: gate perturbation not computed: %s", sample_id, tube, out)
+        return
+    table = out.table
+    table.insert(0, "tube", tube)
+    table.insert(0, "sample_id", sample_id)
+    write_tsv(table, outputs.perturbation)
+    prov["perturbation"] = {"computed": True, "populations": [nk, denominator], **out.record()}
 
 
 def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
@@ -579,6 +616,7 @@ def run_batch(
                 qc=d / "qc.tsv",
                 figure=d / "gating.png",
                 provenance=d / "provenance.json",
+                perturbation=d / "perturbation.tsv",
             ),
             fmo=(fmo or {}).get((sample_id, tube)),
         )
@@ -601,6 +639,7 @@ def collect_batches(
     out_index: Path,
     collection_dates: dict[tuple[str, str], Any] | None = None,
     qc_settings: dict[str, Any] | None = None,
+    out_perturbation: Path | None = None,
 ) -> None:
     """Concatenate the per-tube tables of every batch, in sample-sheet order.
 
@@ -621,6 +660,9 @@ def collect_batches(
         ``qc.dates`` re-gates no tube.
     qc_settings
         The ``qc`` block of the configuration (``qc.dates`` and the severities).
+    out_perturbation
+        The cohort table of every tube's re-gatings (``perturbation.tsv``, NK tubes only; only
+        the leading columns when no tube wrote one).
     """
     import json
 
@@ -644,11 +686,13 @@ def collect_batches(
     missing = [f"{s}/{t}" for s, t in order if (s, t) not in found]
     if missing:
         raise NkflowError(f"collect: no outputs for tube(s) {', '.join(missing)}")
-    counts, qcs, index = [], [], []
+    counts, qcs, index, perturbations = [], [], [], []
     for key in order:
         d = found[key]
         counts.append(read_tsv(d / "counts.tsv"))
         table = read_tsv(d / "qc.tsv")
+        if out_perturbation is not None and (d / "perturbation.tsv").is_file():
+            perturbations.append(read_tsv(d / "perturbation.tsv"))
         prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
         status = prov.get("qc_status", "FAIL")
         if collection_dates is not None and key in collection_dates:
@@ -671,6 +715,16 @@ def collect_batches(
     write_tsv(pd.concat(counts, ignore_index=True), out_counts)
     write_tsv(pd.concat(qcs, ignore_index=True), out_qc)
     write_tsv(pd.DataFrame(index), out_index)
+    if out_perturbation is not None:
+        from nkflow.gating.perturb import COLUMNS
+
+        lead = ["sample_id", "tube", *COLUMNS]
+        perturbation_table = (
+            pd.concat(perturbations, ignore_index=True)
+            if perturbations
+            else pd.DataFrame(columns=lead)
+        )
+        write_tsv(perturbation_table, out_perturbation)
 
 
 def _date_check(prov: dict[str, Any], collection_date: Any, cfg: Any) -> Any:

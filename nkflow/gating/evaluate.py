@@ -90,6 +90,9 @@ class GatingResult:
     flags: list[dict[str, str]] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
     fits: list[dict[str, Any]] = field(default_factory=list)
+    #: ``{"<gate>.<marker>.<side>": {"grid", "density", "peaks", "bounds"}}``: the density each
+    #: valley boundary was fitted on (not serialised; :mod:`nkflow.gating.perturb` reads it)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def _check(self, pop: str) -> None:
         if pop not in self.tree.populations:
@@ -662,7 +665,10 @@ def gate_sample(
         if g.fitted:
             prow = np.flatnonzero(parent) if parent is not None else np.arange(n)
             try:
-                g = _fit_gate(cols, g, prow, fitted_bounds, res.fits, res.members, controls or {})
+                g = _fit_gate(
+                    cols, g, prow, fitted_bounds, res.fits, res.members, controls or {},
+                    profiles=res.profiles,
+                )  # fmt: skip
             except fit_mod.FitFailure as exc:
                 where = exc.where or g.id
                 fit_flag = {
@@ -767,8 +773,10 @@ def _fit_gate(
     records: list[dict[str, Any]],
     members: Mapping[str, np.ndarray],
     controls: Mapping[str, np.ndarray],
+    profiles: dict[str, dict[str, Any]] | None = None,
 ) -> Gate:
-    """The gate with its boundaries fitted on the parent's events ``prow`` (records appended).
+    """The gate with its boundaries fitted on the parent's events ``prow`` (records appended;
+    the density profile of each valley into ``profiles``).
 
     Raises
     ------
@@ -862,6 +870,11 @@ def _fit_gate(
                     failure.where = where
                     raise
                 value, method, stats = float(f.value), f.method, f.stats
+                if f.profile is not None and profiles is not None:
+                    grid, dens, a, b = f.profile
+                    profiles[f"{where}.{side}"] = {
+                        "grid": grid, "density": dens, "peaks": (a, b), "bounds": fb.bounds,
+                    }  # fmt: skip
                 if fb.on is not None:
                     stats = {**stats, "fitted_on": fb.on}
             fitted_bounds[(g.id, d.marker)] = value

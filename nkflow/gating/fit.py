@@ -99,6 +99,11 @@ class Fit:
     method: str
     value: Any
     stats: dict[str, Any] = field(default_factory=dict)
+    #: a valley's density profile ``(grid, density, i_low_peak, i_high_peak)``, kept for the
+    #: plausible range of the boundary (:mod:`nkflow.gating.perturb`); not part of the record
+    profile: tuple[np.ndarray, np.ndarray, int, int] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 def check_shape_params(where: str, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,6 +234,7 @@ def valley(values: np.ndarray, bounds: tuple[float, float]) -> Fit:
             "peak_high": round(float(grid[b]), 4),
             "frac_below": round(below, 4),
         },
+        profile=(grid, dens, a, b),
     )
 
 

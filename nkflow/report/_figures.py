@@ -225,3 +225,61 @@ def cohort_figure(points: Sequence[CohortPoint], threshold: float) -> str:
     ax.set_xlabel(f"day-14 donor NK cells / µL (log); dashed line = {threshold:g}/µL")
     ax.grid(True, axis="x", alpha=0.3)
     return _to_uri(fig)
+
+
+def distribution_figure(
+    bin_edges: Sequence[float],
+    counts: Sequence[int],
+    threshold: float,
+    reported: float | None,
+    interval: tuple[float | None, float | None],
+    patient_id: str,
+) -> str:
+    """Histogram of the day-14 donor NK/uL draws, the threshold and the reported value.
+
+    Parameters
+    ----------
+    bin_edges, counts
+        The histogram as written to the per-patient JSON (``donor_nk_per_ul_distribution``).
+    threshold
+        The endpoint threshold (dashed red line).
+    reported
+        The reported donor NK/uL (solid black line), or None.
+    interval
+        The all-sources 95 % interval (shaded), either end None when not recorded.
+    patient_id
+        Used in the title.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 3.0))
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.17, top=0.88)
+    edges = [float(e) for e in bin_edges]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    colours = ["#1b7a3a" if a >= threshold else "#b3261e" for a in edges[:-1]]
+    ax.bar(edges[:-1], counts, width=widths, align="edge", color=colours, alpha=0.55)
+    lo, hi = (_number(x) for x in interval)
+    if lo is not None and hi is not None:
+        ax.axvspan(lo, hi, color="#888888", alpha=0.15, linewidth=0)
+    ax.axvline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
+    ax.text(threshold, 1.0, f" {threshold:g}/µL", color="#b3261e", va="top",
+            transform=ax.get_xaxis_transform())  # fmt: skip
+    value = _number(reported)
+    if value is not None:
+        ax.axvline(value, color="#202124", linewidth=1.5)
+        ax.text(value, 0.88, f" reported {value:g}", color="#202124", va="top",
+                transform=ax.get_xaxis_transform())  # fmt: skip
+    lows = [edges[0], threshold, *([value] if value is not None else [])]
+    highs = [edges[-1], threshold, *([value] if value is not None else [])]
+    pad = 0.04 * (max(highs) - min(lows) or 1.0)
+    ax.set_xlim(min(lows) - pad, max(highs) + pad)
+    ax.set_xlabel("day-14 donor NK cells / µL")
+    ax.set_ylabel("draws")
+    ax.set_title(f"{patient_id}: donor NK/µL under gate placement, counting and chimerism error",
+                 y=1.0, fontsize=9)  # fmt: skip
+    ax.grid(True, axis="x", alpha=0.3)
+    return _to_uri(fig)

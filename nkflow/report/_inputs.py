@@ -3,7 +3,8 @@
 Contract: this is the only part of :mod:`nkflow.report` that touches the file system on the
 input side. The per-patient JSON (``cohort/patients/<id>.json``) holds the same endpoint and visit
 rows as the two cohort tables, so the pages read the tables and the sheets (infusions, response,
-adverse events) instead. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
+adverse events) instead; only its donor NK/uL histogram (``donor_nk_per_ul_distribution``) is
+read from it. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
 reaches the page exactly as the producing step wrote it. A missing endpoints table is a setup
 error (:class:`~nkflow.errors.ConfigError`); any other missing or unreadable input becomes a
 note on the page (and a log warning), never a crash, so a partial run still gets a report.
@@ -58,6 +59,8 @@ class ReportInputs:
         ``(role, path, sha256)`` for every side table, panel, gate tree and cohort table read.
     gate_trees
         gate tree name -> (path, parsed YAML document or None).
+    distributions
+        patient_id -> the day-14 donor NK/uL histogram from the per-patient JSON.
     missing
         Human-readable notes about inputs that were absent or unreadable.
     """
@@ -79,6 +82,9 @@ class ReportInputs:
     input_hashes: list[tuple[str, str, str]] = field(default_factory=list)
     gate_trees: dict[str, tuple[str, Any]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    #: patient_id -> ``donor_nk_per_ul_distribution`` of ``cohort/patients/<id>.json`` (the
+    #: histogram of the day-14 donor NK/uL draws; absent when not computed)
+    distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_text_table(path: Path) -> tuple[list[Row], list[str]]:
@@ -203,6 +209,7 @@ def load_inputs(
                     inp.samples = inp.sheets[role]
         else:
             inp.missing.append(f"sheet '{role}' not found at {path}")
+    _load_distributions(inp, results_dir / "cohort" / "patients")
     for attr, name in (("str_results", "str_results.tsv"), ("str_loci", "str_loci.tsv")):
         path = results_dir / "cohort" / name
         if path.is_file():  # optional: only written when raw STR peaks are configured
@@ -255,6 +262,25 @@ def load_inputs(
         except (OSError, ValueError) as exc:
             inp.missing.append(f"{prov} unreadable: {exc}")
     return inp
+
+
+def _load_distributions(inp: ReportInputs, patients_dir: Path) -> None:
+    """The donor NK/uL histogram of every patient whose JSON has one (the only part of the
+    per-patient JSON that the tables do not hold)."""
+    for row in inp.endpoints:
+        if not row.get("p_above_threshold"):
+            continue
+        path = patients_dir / f"{row['patient_id']}.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            inp.missing.append(f"{path} unreadable: {exc}")
+            continue
+        dist = doc.get("donor_nk_per_ul_distribution")
+        if isinstance(dist, dict):
+            inp.distributions[row["patient_id"]] = dist
+        else:
+            inp.missing.append(f"{path}: no donor_nk_per_ul_distribution")
 
 
 def _run_path(text: str, base: Path, results_dir: Path) -> Path:

@@ -19,7 +19,13 @@ from typing import Any
 
 from nkflow.qc import QC_COLUMNS
 from nkflow.report import _html as h
-from nkflow.report._figures import CohortPoint, Series, cohort_figure, kinetics_figure
+from nkflow.report._figures import (
+    CohortPoint,
+    Series,
+    cohort_figure,
+    distribution_figure,
+    kinetics_figure,
+)
 from nkflow.report._inputs import ReportInputs, Row
 
 logger = logging.getLogger(__name__)
@@ -222,6 +228,9 @@ def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
     if value:
         headline = f"Donor NK cells at day 14: <b>{h.esc(value)} /µL</b>"
         headline += f" (95 % interval {h.esc(ci)})" if ci else " (95 % interval not recorded)"
+        ci_all = interval_text(ep, "donor_nk_per_ul_all")
+        if ci_all:
+            headline += f"; with gate placement and chimerism {h.esc(ci_all)}"
     else:
         headline = "Donor NK cells at day 14: <b>not available</b>"
     day = ep.get("study_day", "")
@@ -244,8 +253,9 @@ def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
         lines.append(
             "<div>"
             + h.badge("borderline", "borderline")
-            + f" the 95 % interval contains {threshold:g}/µL: the verdict could change with "
-            "counting error alone.</div>"
+            + " "
+            + _borderline_text(ep, threshold)
+            + "</div>"
         )
     reasons = split_codes(ep.get("reason", ""))
     if reasons:
@@ -262,6 +272,112 @@ def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
         f'<section id="verdict" class="banner v-{h.esc(cls)}">'
         f'<div class="verdict-word">{word}</div><div>{"".join(lines)}</div></section>'
     )
+
+
+def _borderline_text(ep: Row, threshold: float) -> str:
+    """Why the verdict is marked borderline, in the terms of its ``borderline_basis``."""
+    if ep.get("borderline_basis", "") != "all_sources":
+        text = (
+            f"the 95 % interval contains {threshold:g}/µL: the verdict could change with "
+            "counting error alone."
+        )
+        if ep.get("borderline_basis", "") == "counting":
+            status = h.esc(ep.get("uncertainty_status", "") or NOT_RECORDED)
+            text += f" Gate placement and chimerism were not assessed ({status})."
+        return text
+    parts = []
+    lo, hi = ep.get("donor_nk_per_ul_all_lo95", ""), ep.get("donor_nk_per_ul_all_hi95", "")
+    if lo and hi and (to_float(lo) or 0.0) <= threshold <= (to_float(hi) or 0.0):
+        parts.append(
+            f"the 95 % interval of gate placement, counting and chimerism ({h.esc(lo)} – "
+            f"{h.esc(hi)}) contains {threshold:g}/µL"
+        )
+    if truthy(ep.get("verdict_unstable", "")):
+        parts.append("a plausible re-gating gives the other verdict (see How sure)")
+    p = ep.get("p_above_threshold", "")
+    return "; ".join(parts) + (f"; P(> {threshold:g}/µL) = {h.esc(p)}." if p else ".")
+
+
+def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
+    """How sure the verdict is: the donor NK/uL draws, p above the threshold, the sources."""
+    status = ep.get("uncertainty_status", "")
+    if ep.get("verdict", "") not in ("PASS", "FAIL") or not status:
+        why = "uncertainty_status not recorded" if status == "" else status
+        text = "No verdict to assess (NOT_EVALUABLE)." if ep.get("verdict", "") not in (
+            "PASS", "FAIL") else f"Not assessed ({why})."  # fmt: skip
+        return h.section("uncertainty", "How sure is the verdict", h.note(text))
+    if status != "computed":
+        return h.section(
+            "uncertainty",
+            "How sure is the verdict",
+            h.note(
+                f"Gate placement, counting and chimerism error were not combined ({status}); "
+                "borderline uses the counting interval alone. docs/uncertainty.md."
+            ),
+        )
+    body = ""
+    dist = inp.distributions.get(pid)
+    if dist:
+        uri = distribution_figure(
+            dist.get("bin_edges", []),
+            dist.get("counts", []),
+            threshold,
+            to_float(ep.get("donor_nk_per_ul", "")),
+            (
+                to_float(ep.get("donor_nk_per_ul_all_lo95", "")),
+                to_float(ep.get("donor_nk_per_ul_all_hi95", "")),
+            ),
+            pid,
+        )
+        body += h.img(
+            uri,
+            f"distribution of day-14 donor NK cells per µL for {pid}",
+            f"{dist.get('draws', '')} draws of donor NK/µL: each fitted gate boundary moved within "
+            "its plausible range, counting error of the gated events, and the chimerism SD "
+            f"(shaded: 95 % interval; dashed: {threshold:g}/µL; solid: the reported value; green "
+            "bins above the threshold, red at or below).",
+        )
+    else:
+        body += h.note("The distribution's histogram (patients/<id>.json) was not found.")
+    unstable = [f for f in split_codes(ep.get("flags", "")) if f.startswith("verdict_unstable:")]
+    rows = [
+        ["P(donor NK/µL > threshold)", ep.get("p_above_threshold", "")],
+        [
+            "95 % interval, all sources",
+            interval_text(ep, "donor_nk_per_ul_all") or NOT_RECORDED,
+        ],
+        ["95 % interval, counting only", interval_text(ep) or NOT_RECORDED],
+        ["dominant source of spread", ep.get("dominant_spread_source", "") or NOT_RECORDED],
+        [
+            "variance share: gate / counting / chimerism",
+            " / ".join(
+                ep.get(f"{src}_variance_frac", "") or "-"
+                for src in ("gate", "counting", "chimerism")
+            ),
+        ],
+        ["verdict unstable", ep.get("verdict_unstable", "")],
+        ["boundaries that flip it (gate units)", "; ".join(unstable) or "none"],
+        ["borderline basis", ep.get("borderline_basis", "")],
+    ]
+    body += h.table(["quantity", "value"], rows)
+    nk_tube = str(((inp.config.get("endpoints") or {}).get("tubes") or {}).get("nk", "nk"))
+    key = (ep.get("sample_id", ""), nk_tube)
+    record = inp.tube_provenance.get(key, {}).get("perturbation")
+    if isinstance(record, dict) and record.get("boundaries"):
+        ranges = [
+            [
+                str(b.get("id", "")),
+                str(b.get("method", "")),
+                f"{float(b.get('fitted', 0.0)):.4g}",
+                f"{float(b.get('low', 0.0)):.4g} – {float(b.get('high', 0.0)):.4g}",
+            ]
+            for b in record["boundaries"]
+        ]
+        body += h.details(
+            f"Plausible boundary ranges of tube {key[0]}/{key[1]} (provenance.json)",
+            h.table(["boundary", "fitted by", "fitted", "plausible range"], ranges),
+        )
+    return h.section("uncertainty", "How sure is the verdict", body)
 
 
 def _numbers(ep: Row, inp: ReportInputs) -> str:
@@ -768,6 +884,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
         [
             _banner(ep, threshold, dose_range_text(patient_id, ep, inp)),
             _numbers(ep, inp),
+            _uncertainty(patient_id, ep, inp, threshold),
             _kinetics(patient_id, ep, inp, threshold),
             _dose(patient_id, ep, inp),
             _qc(samples, inp),
@@ -779,6 +896,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
         [
             ("index.html", "← cohort index"),
             ("#numbers", "numbers"),
+            ("#uncertainty", "how sure"),
             ("#kinetics", "kinetics"),
             ("#dose", "dose"),
             ("#qc", "QC"),

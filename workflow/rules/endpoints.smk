@@ -1,7 +1,9 @@
 rule endpoints:
-    """Per patient: the day-14 sample, donor NK/uL with its interval, and the verdict."""
+    """Per patient: the day-14 sample, donor NK/uL with its interval, and the verdict, with
+    how sure it is (gate placement, counting and chimerism error)."""
     input:
         visits=f"{RESULTS}/cohort/visits.tsv",
+        perturbation=f"{RESULTS}/cohort/perturbation.tsv",
         sheets=list(NKCONFIG["sheets"].values()),
     output:
         endpoints=report(
@@ -21,4 +23,4 @@ rule endpoints:
         outdir=lambda w, output: os.path.dirname(output.endpoints),
     shell:
         "nkflow endpoints --config-json {params.config:q} --visits {input.visits}"
-        " --outdir {params.outdir} 2> {log}"
+        " --outdir {params.outdir} --perturbation {input.perturbation} 2> {log}"

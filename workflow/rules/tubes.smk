@@ -1,7 +1,8 @@
 rule tubes:
     """Read, compensate, time-QC and gate a batch of tubes sharing a panel and gate tree.
 
-    Each tube gets <batch>/<sample>/<tube>/{counts.tsv,qc.tsv,gating.png,provenance.json}.
+    Each tube gets <batch>/<sample>/<tube>/{counts.tsv,qc.tsv,gating.png,provenance.json},
+    and an NK tube its re-gatings, perturbation.tsv (docs/uncertainty.md).
     """
     input:
         unpack(batch_inputs),
@@ -30,7 +31,8 @@ rule tubes:
 
 
 rule collect:
-    """Cohort tables in sample-sheet order: population counts, QC checks, tube index."""
+    """Cohort tables in sample-sheet order: population counts, QC checks, tube index, and the
+    NK tubes' re-gatings."""
     input:
         batches=BATCH_DIRS,
         # its collection_date is checked against each tube's $DATE (qc.dates)
@@ -47,6 +49,7 @@ rule collect:
             category="Quality control",
         ),
         index=f"{RESULTS}/cohort/tubes.tsv",
+        perturbation=f"{RESULTS}/cohort/perturbation.tsv",
     log:
         f"{RESULTS}/logs/collect.log",
     benchmark:
@@ -56,4 +59,5 @@ rule collect:
         config=CONFIG_JSON,
     shell:
         "nkflow collect --config-json {params.config:q} --batches {input.batches:q}"
-        " --counts {output.counts} --qc {output.qc} --index {output.index} 2> {log}"
+        " --counts {output.counts} --qc {output.qc} --index {output.index}"
+        " --perturbation {output.perturbation} 2> {log}"

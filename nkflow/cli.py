@@ -140,6 +140,13 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_readout(args: argparse.Namespace) -> int:
+    from nkflow.kinetics import run_kinetics
+
+    run_kinetics(_load_settings(args), Path(args.visits), Path(args.kinetics))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from nkflow.report import run_report
 
@@ -248,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--visits", required=True)
     p.add_argument("--outdir", required=True)
     p.set_defaults(func=cmd_endpoints)
+
+    p = sub.add_parser("readout", help="per-patient cellular kinetics from visits.tsv")
+    _add_config_args(p)
+    p.add_argument("--visits", required=True)
+    p.add_argument("--kinetics", required=True, help="kinetics.tsv to write")
+    p.set_defaults(func=cmd_readout)
 
     p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")
     _add_config_args(p)

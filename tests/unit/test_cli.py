@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     "collect",
     "merge",
     "endpoints",
+    "readout",
     "report",
     "gates",
 ]

@@ -31,5 +31,6 @@ rule all:
         f"{RESULTS}/cohort/endpoints.tsv",
         f"{RESULTS}/cohort/visits.tsv",
         f"{RESULTS}/cohort/kinetics.tsv",
+        EXPORTS,
         f"{RESULTS}/qc/tubes.tsv",
         f"{RESULTS}/reports/index.html",

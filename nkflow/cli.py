@@ -141,9 +141,9 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_readout(args: argparse.Namespace) -> int:
-    from nkflow.kinetics import run_kinetics
+    from nkflow.exports import run_readout
 
-    run_kinetics(_load_settings(args), Path(args.visits), Path(args.kinetics))
+    run_readout(_load_settings(args), Path(args.visits), Path(args.kinetics), Path(args.exports))
     return 0
 
 
@@ -256,10 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.set_defaults(func=cmd_endpoints)
 
-    p = sub.add_parser("readout", help="per-patient cellular kinetics from visits.tsv")
+    p = sub.add_parser("readout", help="cellular kinetics and the statistician's exports")
     _add_config_args(p)
     p.add_argument("--visits", required=True)
     p.add_argument("--kinetics", required=True, help="kinetics.tsv to write")
+    p.add_argument("--exports", required=True, help="directory of the exports")
     p.set_defaults(func=cmd_readout)
 
     p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")

@@ -139,6 +139,8 @@ def cell_problems(column: Column, text: str) -> list[str]:
         return []
     kind = column.type
     bad = False
+    if kind == "boolean" and column.allowed:
+        kind = "text"  # a yes/no column that may also say 'unknown': its allowed values decide
     if kind == "integer":
         bad = not re.fullmatch(r"-?\d+", text)
     elif kind == "number":

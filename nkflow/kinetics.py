@@ -6,7 +6,7 @@ Contract
   :func:`nkflow.endpoints.read_visits` returns them) and the ``endpoints`` settings, and returns
   one record per patient and measure (:data:`MEASURES`, in that order), sorted by patient_id,
   with the columns of :data:`KINETICS` (``cohort/kinetics.tsv``). Pure: nothing is read or
-  written here except by :func:`run_kinetics`.
+  written here.
 * A visit enters a measure when it has a study day and the measure's value is usable there
   (:func:`measure_value`): donor NK/uL only on an evaluable visit (status ``ok``); total and
   subset NK/uL whenever the nk tube and the ALC gave a number (a visit that is not evaluable only
@@ -37,10 +37,9 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from nkflow.columns import Column, Table, table_text
+from nkflow.columns import Column, Table
 from nkflow.endpoint_settings import settings
 
 logger = logging.getLogger(__name__)
@@ -394,12 +393,3 @@ def build_kinetics(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     return [
         kinetic_record(pid, m, by_patient[pid], s) for pid in sorted(by_patient) for m in MEASURES
     ]
-
-
-def run_kinetics(config: dict[str, Any], visits_path: str | Path, out: str | Path) -> None:
-    """Read visits.tsv, write ``kinetics.tsv`` (bytes unchanged when the content is)."""
-    from nkflow.endpoints import _write_if_changed, read_visits
-
-    records = build_kinetics(config, read_visits(visits_path))
-    _write_if_changed(Path(out), table_text(KINETICS, records).encode("utf-8"))
-    logger.info("kinetics: %d records (%d measures) to %s", len(records), len(MEASURES), out)

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from nkflow import kinetics as kin
-from nkflow.columns import check_rows
+from nkflow.columns import check_rows, table_text
 
 CONFIG: dict = {"endpoints": {}}
 
@@ -210,7 +210,7 @@ def test_a_qc_failure_of_the_nk_tube_removes_the_visit_from_every_nk_measure():
 
 def test_the_written_table_matches_its_declaration(tmp_path):
     visits = [visit(0, 0.0), visit(7, 60.0), visit(14, 80.0), visit(28, 0.0), visit(None, 5.0)]
-    text = kin.table_text(kin.KINETICS, kin.build_kinetics(CONFIG, visits))
+    text = table_text(kin.KINETICS, kin.build_kinetics(CONFIG, visits))
     lines = [ln.split("\t") for ln in text.splitlines()]
     assert check_rows(kin.KINETICS, lines[0], lines[1:]) == []
     assert len(lines) == 1 + len(kin.MEASURES)

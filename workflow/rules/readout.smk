@@ -1,6 +1,14 @@
+EXPORTS = [
+    f"{RESULTS}/cohort/exports/{stem}.{ext}"
+    for stem in ("measurements", "cp", "data_dictionary")
+    for ext in ("tsv", "csv")
+]
+
+
 rule readout:
     """Per patient: cellular kinetics (Cmax, Tmax, AUC, Clast, Tlast, fold expansion,
-    persistence) of donor, total and subset NK cells and Tregs."""
+    persistence) of donor, total and subset NK cells and Tregs; and the exports for a trial
+    statistician (tidy long table, SDTM-style CP dataset, data dictionary)."""
     input:
         visits=f"{RESULTS}/cohort/visits.tsv",
     output:
@@ -9,6 +17,7 @@ rule readout:
             caption="../report/kinetics.rst",
             category="Cohort tables",
         ),
+        exports=EXPORTS,
     log:
         f"{RESULTS}/logs/readout.log",
     benchmark:
@@ -16,6 +25,7 @@ rule readout:
     localrule: True
     params:
         config=CONFIG_JSON,
+        exports=lambda w, output: os.path.dirname(output.exports[0]),
     shell:
         "nkflow readout --config-json {params.config:q} --visits {input.visits}"
-        " --kinetics {output.kinetics} 2> {log}"
+        " --kinetics {output.kinetics} --exports {params.exports} 2> {log}"

@@ -31,6 +31,7 @@ rule all:
         f"{RESULTS}/cohort/endpoints.tsv",
         f"{RESULTS}/cohort/visits.tsv",
         f"{RESULTS}/cohort/kinetics.tsv",
+        f"{RESULTS}/cohort/kinetics_summary.tsv",
         EXPORTS,
         f"{RESULTS}/qc/tubes.tsv",
         f"{RESULTS}/reports/index.html",

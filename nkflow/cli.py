@@ -143,7 +143,13 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 def cmd_readout(args: argparse.Namespace) -> int:
     from nkflow.exports import run_readout
 
-    run_readout(_load_settings(args), Path(args.visits), Path(args.kinetics), Path(args.exports))
+    run_readout(
+        _load_settings(args),
+        Path(args.visits),
+        Path(args.endpoints),
+        Path(args.kinetics),
+        Path(args.exports),
+    )
     return 0
 
 
@@ -259,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("readout", help="cellular kinetics and the statistician's exports")
     _add_config_args(p)
     p.add_argument("--visits", required=True)
-    p.add_argument("--kinetics", required=True, help="kinetics.tsv to write")
+    p.add_argument("--endpoints", required=True, help="endpoints.tsv (groups of the summary)")
+    p.add_argument("--kinetics", required=True, help="kinetics.tsv to write (the summary beside)")
     p.add_argument("--exports", required=True, help="directory of the exports")
     p.set_defaults(func=cmd_readout)
 

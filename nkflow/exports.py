@@ -29,7 +29,14 @@ from typing import Any
 from nkflow import endpoints as ep
 from nkflow.columns import TYPES, Column, Definition, Table, declare_from_writer, table_text
 from nkflow.endpoint_settings import settings
-from nkflow.kinetics import KINETICS, MEASURE_NAMES, build_kinetics, measure_value
+from nkflow.kinetics import (
+    KINETICS,
+    KINETICS_SUMMARY,
+    MEASURE_NAMES,
+    build_kinetics,
+    measure_value,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -710,7 +717,15 @@ DICTIONARY = Table(
         Column("allowed_values", "text", "", "the allowed values, ' | '-joined (empty: any)"),
     ),
 )
-TABLES: tuple[Table, ...] = (VISITS, ENDPOINTS, KINETICS, MEASUREMENTS, CP, DICTIONARY)
+TABLES: tuple[Table, ...] = (
+    VISITS,
+    ENDPOINTS,
+    KINETICS,
+    KINETICS_SUMMARY,
+    MEASUREMENTS,
+    CP,
+    DICTIONARY,
+)
 
 
 def data_dictionary() -> list[dict[str, Any]]:
@@ -774,12 +789,23 @@ def write_exports(config: dict[str, Any], visits: Any, outdir: str | Path) -> li
 
 
 def run_readout(
-    config: dict[str, Any], visits_path: str | Path, kinetics: str | Path, exports: str | Path
+    config: dict[str, Any],
+    visits_path: str | Path,
+    endpoints_path: str | Path,
+    kinetics: str | Path,
+    exports: str | Path,
 ) -> None:
-    """The ``readout`` rule: ``kinetics.tsv`` and the exports directory from visits.tsv."""
+    """The ``readout`` rule: ``kinetics.tsv``, ``kinetics_summary.tsv`` beside it (groups from
+    endpoints.tsv) and the exports directory, from visits.tsv."""
     visits = ep.read_visits(visits_path)
     records = build_kinetics(config, visits)
     ep._write_if_changed(Path(kinetics), table_text(KINETICS, records).encode("utf-8"))
+    endpoint_rows = ep._read_text_table(endpoints_path).to_dict(orient="records")
+    summary = summarize(records, endpoint_rows)
+    ep._write_if_changed(
+        Path(kinetics).with_name("kinetics_summary.tsv"),
+        table_text(KINETICS_SUMMARY, summary).encode("utf-8"),
+    )
     paths = write_exports(config, visits, exports)
     logger.info(
         "readout: %d kinetic records to %s; exports %s",

@@ -393,3 +393,113 @@ def build_kinetics(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     return [
         kinetic_record(pid, m, by_patient[pid], s) for pid in sorted(by_patient) for m in MEASURES
     ]
+
+
+# --------------------------------------------------------------------------- cohort summary
+
+#: the kinetic parameters summarised per group (columns of :data:`KINETICS`)
+SUMMARY_PARAMETERS = (
+    "baseline_per_ul",
+    "cmax_per_ul",
+    "tmax_day",
+    "clast_per_ul",
+    "tlast_day",
+    "fold_expansion",
+    "persistence_day",
+    "auc_per_ul_x_day",
+)
+NOT_ASSESSED = "not assessed"
+
+KINETICS_SUMMARY = Table(
+    "kinetics_summary",
+    "cohort/kinetics_summary.tsv",
+    "one per grouping, group, measure and parameter: all patients, then by day-14 verdict "
+    "(PASS, FAIL, NOT_EVALUABLE), then by last response category (alphabetical, 'not assessed' "
+    "last)",
+    (
+        Column("grouping", "text", "", "how patients are grouped", ("all", "verdict", "response")),
+        Column(
+            "group",
+            "text",
+            "",
+            "the group: 'all patients', a verdict of endpoints.tsv, or its last_response "
+            f"('{NOT_ASSESSED}' when empty)",
+        ),
+        Column("measure", "text", "", "the kinetic measure (kinetics.tsv)", MEASURE_NAMES),
+        Column(
+            "parameter",
+            "text",
+            "",
+            "the kinetics.tsv column summarised (its unit is in its name)",
+            SUMMARY_PARAMETERS,
+        ),
+        Column("n_patients", "integer", "patients", "patients in the group"),
+        Column(
+            "n", "integer", "patients", "patients of the group with a value (the others: empty)"
+        ),
+        Column("median", "number", "as the parameter", "median of the n values"),
+        Column(
+            "q1",
+            "number",
+            "as the parameter",
+            "first quartile (linear interpolation between order statistics: R type 7, numpy's "
+            "default; with n = 1 the value itself)",
+        ),
+        Column("q3", "number", "as the parameter", "third quartile (same method)"),
+    ),
+)
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(q1, median, q3) by linear interpolation between order statistics (R type 7)."""
+    xs = sorted(values)
+
+    def q(p: float) -> float:
+        h = (len(xs) - 1) * p
+        lo = math.floor(h)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+    return q(0.25), q(0.5), q(0.75)
+
+
+def summarize(
+    records: Sequence[Mapping[str, Any]], endpoints: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """n, median and quartiles of each kinetic parameter, for all patients, by verdict and by
+    last response category (``endpoints`` rows: patient_id, verdict, last_response)."""
+    verdict = {str(e["patient_id"]): str(e.get("verdict") or "NOT_EVALUABLE") for e in endpoints}
+    response = {
+        str(e["patient_id"]): str(e.get("last_response") or "") or NOT_ASSESSED for e in endpoints
+    }
+    patients = sorted({str(r["patient_id"]) for r in records} | set(verdict))
+    responses = sorted({response.get(p, NOT_ASSESSED) for p in patients} - {NOT_ASSESSED})
+    groups: list[tuple[str, str, list[str]]] = [("all", "all patients", patients)]
+    for v in ("PASS", "FAIL", "NOT_EVALUABLE"):
+        groups.append(("verdict", v, [p for p in patients if verdict.get(p) == v]))
+    for c in [*responses, NOT_ASSESSED]:
+        members = [p for p in patients if response.get(p, NOT_ASSESSED) == c]
+        if members or c != NOT_ASSESSED:
+            groups.append(("response", c, members))
+    by = {(str(r["patient_id"]), str(r["measure"])): r for r in records}
+    out = []
+    for grouping, group, members in groups:
+        for m in MEASURE_NAMES:
+            for param in SUMMARY_PARAMETERS:
+                vals = [
+                    float(by[(p, m)][param])
+                    for p in members
+                    if (p, m) in by and by[(p, m)].get(param) is not None
+                ]
+                row: dict[str, Any] = {
+                    "grouping": grouping,
+                    "group": group,
+                    "measure": m,
+                    "parameter": param,
+                    "n_patients": len(members),
+                    "n": len(vals),
+                }
+                if vals:
+                    row["q1"], row["median"], row["q3"] = quartiles(vals)
+                out.append(row)
+    return out

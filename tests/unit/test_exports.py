@@ -30,6 +30,7 @@ def cohort(tmp_path_factory) -> Path:
     mp = pytest.MonkeyPatch()
     run_cohort(d, mp)
     args = ["readout", "--config", "config.yaml", "--visits", "out/visits.tsv"]
+    args += ["--endpoints", "out/endpoints.tsv"]
     assert main([*args, "--kinetics", "out/kinetics.tsv", "--exports", "out/exports"]) == 0
     mp.undo()
     return d / "out"
@@ -224,7 +225,11 @@ def test_readout_bytes_are_identical_on_a_second_run(cohort, tmp_path):
     import yaml
 
     cfg = yaml.safe_load((cohort.parent / "config.yaml").read_text())
-    ex.run_readout(cfg, cohort / "visits.tsv", tmp_path / "k.tsv", tmp_path / "x")
+    ex.run_readout(
+        cfg, cohort / "visits.tsv", cohort / "endpoints.tsv", tmp_path / "k.tsv", tmp_path / "x"
+    )
     assert (tmp_path / "k.tsv").read_bytes() == (cohort / "kinetics.tsv").read_bytes()
+    summary = tmp_path / "kinetics_summary.tsv"
+    assert summary.read_bytes() == (cohort / "kinetics_summary.tsv").read_bytes()
     for f in sorted((cohort / "exports").iterdir()):
         assert (tmp_path / "x" / f.name).read_bytes() == f.read_bytes(), f.name

@@ -216,3 +216,37 @@ def test_the_written_table_matches_its_declaration(tmp_path):
     assert len(lines) == 1 + len(kin.MEASURES)
     row = dict(zip(lines[0], lines[1], strict=True))
     assert row["fold_expansion"] == "" and math.isclose(float(row["auc_per_ul_x_day"]), 1260.0)
+
+
+def test_quartiles_by_hand():
+    # R type 7: position (n - 1) p; [1, 2, 3, 4]: q1 at 0.75 -> 1.75, median 2.5, q3 at 2.25 -> 3.25
+    assert kin.quartiles([4.0, 1.0, 3.0, 2.0]) == (1.75, 2.5, 3.25)
+    assert kin.quartiles([7.0]) == (7.0, 7.0, 7.0)
+
+
+def test_summary_by_verdict_and_response():
+    recs = [
+        {"patient_id": "A", "measure": "donor_nk_per_ul", "cmax_per_ul": 400.0},
+        {"patient_id": "B", "measure": "donor_nk_per_ul", "cmax_per_ul": 200.0},
+        {"patient_id": "C", "measure": "donor_nk_per_ul", "cmax_per_ul": None},
+    ]
+    endpoints = [
+        {"patient_id": "A", "verdict": "PASS", "last_response": "CR"},
+        {"patient_id": "B", "verdict": "PASS", "last_response": ""},
+        {"patient_id": "C", "verdict": "NOT_EVALUABLE", "last_response": "CR"},
+    ]
+    rows = [
+        r
+        for r in kin.summarize(recs, endpoints)
+        if r["measure"] == "donor_nk_per_ul" and r["parameter"] == "cmax_per_ul"
+    ]
+    got = {(r["grouping"], r["group"]): (r["n_patients"], r["n"], r.get("median")) for r in rows}
+    assert got == {
+        ("all", "all patients"): (3, 2, 300.0),
+        ("verdict", "PASS"): (2, 2, 300.0),
+        ("verdict", "FAIL"): (0, 0, None),
+        ("verdict", "NOT_EVALUABLE"): (1, 0, None),
+        ("response", "CR"): (2, 1, 400.0),
+        ("response", "not assessed"): (1, 1, 200.0),
+    }
+    assert [r["group"] for r in rows][-1] == "not assessed"  # last, after the categories

@@ -11,12 +11,14 @@ rule readout:
     statistician (tidy long table, SDTM-style CP dataset, data dictionary)."""
     input:
         visits=f"{RESULTS}/cohort/visits.tsv",
+        endpoints=f"{RESULTS}/cohort/endpoints.tsv",
     output:
         kinetics=report(
             f"{RESULTS}/cohort/kinetics.tsv",
             caption="../report/kinetics.rst",
             category="Cohort tables",
         ),
+        summary=f"{RESULTS}/cohort/kinetics_summary.tsv",
         exports=EXPORTS,
     log:
         f"{RESULTS}/logs/readout.log",
@@ -28,4 +30,5 @@ rule readout:
         exports=lambda w, output: os.path.dirname(output.exports[0]),
     shell:
         "nkflow readout --config-json {params.config:q} --visits {input.visits}"
-        " --kinetics {output.kinetics} --exports {params.exports} 2> {log}"
+        " --endpoints {input.endpoints} --kinetics {output.kinetics}"
+        " --exports {params.exports} 2> {log}"

@@ -78,7 +78,14 @@ def interval(lo: str, hi: str, fmt: Callable[[str], str] = per_ul) -> str:
     return f"{fmt(lo)} – {fmt(hi)}" if lo and hi else ""
 
 
-COUNT_COLUMNS = {"study_day", "n_visits", "n_infusions", "n_samples_in_window", "treg_study_day7"}
+COUNT_COLUMNS = {
+    "study_day",
+    "n_visits",
+    "n_infusions",
+    "n_samples_in_window",
+    "treg_study_day7",
+    "alc_per_ul",  # a cell count from the analyser
+}
 BOOL_COLUMNS = {
     "above_threshold",
     "interval_contains_threshold",

@@ -452,17 +452,17 @@ def visit_display_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
         for c in cols:
             text = r.get(c, "")
             if c == "donor_nk_per_ul_lo95":
-                cells.append(h.esc(interval_text(r)))
+                cells.append(interval_text(r))
             elif c in ("flags", "reason"):
                 cells.append("".join(h.badge(f, "flag") for f in split_codes(text)))
             else:
                 f = fmt.formatter_for(c)
-                cells.append(h.esc(f(text) if f else text))
+                cells.append(f(text) if f else text)
         body.append(cells)
     return h.table(
         [VISIT_HEADERS.get(c, c) for c in cols],
         body,
-        raw_columns=range(len(cols)),
+        raw_columns=[i for i, c in enumerate(cols) if c in ("flags", "reason")],
         css_class="visits",
     )
 

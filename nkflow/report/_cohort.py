@@ -213,8 +213,13 @@ def swimmer_figure(lanes: Sequence[Lane], window: tuple[float, float]) -> str:
             colour = VERDICT_COLOURS.get(lane.verdict, "#5f6368")
             ax.plot([min(0.0, *days), max(days)], [y, y], color=colour, linewidth=6, alpha=0.25)
         # the y axis runs downward: y - 0.24 is above the lane, y + 0.26 below it
+        shown: tuple[float, str] | None = None
         for d, label in lane.infusions:
             ax.plot([d], [y - 0.24], marker="v", color="#1a5fb4", markersize=7, linestyle="none")
+            # the same dose a day or two later is not written again (the labels would overlap)
+            if shown is not None and shown[1] == label and d - shown[0] < 2.5:
+                continue
+            shown = (d, label)
             ax.annotate(label, (d, y - 0.24), xytext=(0, 5), textcoords="offset points",
                         fontsize=6.5, ha="center", color="#1a5fb4")  # fmt: skip
         for d, ok in lane.visits:
@@ -227,6 +232,12 @@ def swimmer_figure(lanes: Sequence[Lane], window: tuple[float, float]) -> str:
             ax.plot([d], [y + 0.26], marker="s", markersize=6, color="#6a1b9a", linestyle="none")
             ax.annotate(label, (d, y + 0.26), xytext=(5, 0), textcoords="offset points",
                         fontsize=7, va="center", color="#6a1b9a")  # fmt: skip
+    every = [d for ln in lanes for d, _ in (*ln.infusions, *ln.visits, *ln.adverse_events)]
+    every += [d for ln in lanes for d, _ in ln.responses]
+    if every:
+        lo, hi = min(0.0, *every), max(every)
+        # room on the right for the response labels
+        ax.set_xlim(lo - 1.5, hi + max(4.0, 0.14 * (hi - lo)))
     ax.set_yticks(range(len(lanes)))
     ax.set_yticklabels([f"{ln.patient_id} ({ln.verdict})" for ln in lanes], fontsize=8)
     ax.set_ylim(len(lanes) - 0.45, -0.65)
@@ -360,6 +371,11 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
         pid = e["patient_id"]
         lane = Lane(pid, e.get("verdict", "") or "NOT_EVALUABLE")
         day0 = _date(e.get("day0_date", ""), inp, "endpoints")
+        if day0 is None:
+            notes.append(
+                f"{pid}: no day0_date in endpoints.tsv, so infusions, adverse events and "
+                "responses are not placed"
+            )
         infs = sorted(
             (r for r in inp.sheets.get("infusions", []) if r.get("patient_id") == pid),
             key=lambda r: _float(r.get("infusion_number", "")) or 0.0,
@@ -381,7 +397,9 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
                 continue
             when = _date(r.get("onset_date", "") or r.get("date", ""), inp, "adverse_events")
             grade = _float(r.get("ctcae_grade", ""))
-            if day0 is not None and when is not None and grade is not None:
+            if day0 is None:
+                continue
+            if when is not None and grade is not None:
                 lane.adverse_events.append(((when - day0).days, int(grade)))
             else:
                 notes.append(f"{pid}: adverse event row without a usable date or grade")
@@ -389,7 +407,9 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
             if r.get("patient_id") != pid:
                 continue
             when = _date(r.get("assessment_date", ""), inp, "response")
-            if day0 is None or when is None:
+            if day0 is None:
+                continue
+            if when is None:
                 notes.append(f"{pid}: response row without a usable date")
                 continue
             mrd = {"negative": " MRD-", "positive": " MRD+"}.get(r.get("mrd_status", ""), "")

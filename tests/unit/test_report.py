@@ -71,7 +71,12 @@ def _dict_rows(records: list[dict[str, str]]) -> tuple[list[str], list[list[str]
     return cols, [[r.get(c, "") for c in cols] for r in records]
 
 
-_COMMON = {"window_days": "12-16", "count_method": "dual_platform", "n_infusions": "3"}
+_COMMON = {
+    "window_days": "12-16",
+    "count_method": "dual_platform",
+    "n_infusions": "3",
+    "day0_date": "2024-01-01",
+}
 ENDPOINTS: list[dict[str, str]] = [
     {
         "patient_id": "P01", "sample_id": "P01-D14", "study_day": "13", "alc_per_ul": "450",
@@ -720,7 +725,9 @@ def test_cohort_view_summary_table_and_figures(rendered):
         sec = _section(index, anchor)
         assert '<img src="data:image/png;base64,' in sec and f'alt="{alt}"' in sec, anchor
         assert f'<a href="#{anchor}">' in index
-    assert "Not configured" not in _section(index, "swimmer")
+    swimmer = _section(index, "swimmer")
+    assert "Not configured" not in swimmer and "not placed" not in swimmer
+    assert "without a usable" not in swimmer
 
 
 def test_cohort_view_says_what_is_missing(tmp_path):

@@ -89,33 +89,9 @@ VISIT_DEFINITIONS: dict[str, Definition] = {
     "treg_ki67_per_ul": ("cells/uL", "Ki-67+ Treg per uL"),
 }
 
-ENDPOINT_DEFINITIONS: dict[str, Definition] = {
-    **{
-        k: VISIT_DEFINITIONS[k]
-        for k in (
-            "patient_id",
-            "alc_per_ul",
-            "nk_pct_of_lymphocytes",
-            "chimerism_fraction",
-            "donor_chimerism_pct",
-            "qc_status",
-            "collection_date",
-            "day0_date",
-            "count_method",
-            "alc_source_value",
-            "alc_source_unit",
-            "alc_date",
-            "nk_events",
-            "lymphocyte_events",
-            "lymphocyte_population",
-            "chimerism_date",
-            "chimerism_source",
-            "donor_chimerism_sd",
-            "nk_tube_fcs",
-            "nk_cd56bright_pct_of_nk",
-            "nk_cd56dim_pct_of_nk",
-        )
-    },
+#: endpoints.tsv columns whose meaning differs from, or is not in, visits.tsv; the others are
+#: the chosen visit's cells and keep the visits.tsv definition
+ENDPOINT_OWN_DEFINITIONS: dict[str, Definition] = {
     "sample_id": ("", "the day-14 visit chosen (empty: none in the window)"),
     "study_day": ("day", "study day of the chosen visit"),
     "donor_nk_per_ul": ("cells/uL", "the chosen visit's donor NK/uL; empty when NOT_EVALUABLE"),
@@ -152,6 +128,10 @@ ENDPOINT_DEFINITIONS: dict[str, Definition] = {
         "adverse events possibly, probably or definitely related",
     ),
     "adverse_event_summary": ("", "'<date> <term> G<grade> (<relation>)', '; '-joined"),
+}
+ENDPOINT_DEFINITIONS: dict[str, Definition] = {
+    **{k: VISIT_DEFINITIONS[k] for k in ep.ENDPOINT_COLUMNS if k in VISIT_DEFINITIONS},
+    **ENDPOINT_OWN_DEFINITIONS,
 }
 
 #: endpoints.py formats these as numbers, though its FLOAT_COLUMNS does not list them

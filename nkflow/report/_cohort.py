@@ -11,7 +11,6 @@ section, never a crash.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,14 +39,6 @@ MEASURE_LABELS = {
     "nk_cd56dim_per_ul": "CD56dim NK cells/µL",
     "treg_per_ul": "Treg/µL",
 }
-
-
-def _float(text: str) -> float | None:
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _settings(inp: ReportInputs) -> dict[str, Any]:
@@ -343,7 +334,7 @@ def _curves(inp: ReportInputs, column: str, evaluable_only: bool) -> list[Curve]
         for r in inp.visits:
             if r.get("patient_id") != pid or (evaluable_only and r.get("status") != "ok"):
                 continue
-            d, v = _float(r.get("study_day", "")), _float(r.get(column, ""))
+            d, v = fmt.number(r.get("study_day", "")), fmt.number(r.get(column, ""))
             if d is not None and v is not None:
                 pts.append((d, v))
         pts.sort()
@@ -378,7 +369,7 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
             )
         infs = sorted(
             (r for r in inp.sheets.get("infusions", []) if r.get("patient_id") == pid),
-            key=lambda r: _float(r.get("infusion_number", "")) or 0.0,
+            key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
         )
         doses = [x.strip() for x in e.get("cells_per_kg_infusions", "").split(",") if x.strip()]
         for i, r in enumerate(infs):
@@ -386,17 +377,17 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
             if day0 is None or when is None:
                 continue
             label = ""
-            if len(doses) == len(infs) and (v := _float(doses[i])) is not None:
+            if len(doses) == len(infs) and (v := fmt.number(doses[i])) is not None:
                 label = f"{v / 1e6:.1f}"
             lane.infusions.append(((when - day0).days, label))
         for r in inp.visits:
-            if r.get("patient_id") == pid and (d := _float(r.get("study_day", ""))) is not None:
+            if r.get("patient_id") == pid and (d := fmt.number(r.get("study_day", ""))) is not None:
                 lane.visits.append((d, r.get("status") == "ok"))
         for r in inp.sheets.get("adverse_events", []):
             if r.get("patient_id") != pid:
                 continue
             when = _date(r.get("onset_date", "") or r.get("date", ""), inp, "adverse_events")
-            grade = _float(r.get("ctcae_grade", ""))
+            grade = fmt.number(r.get("ctcae_grade", ""))
             if day0 is None:
                 continue
             if when is not None and grade is not None:
@@ -460,7 +451,10 @@ def cohort_sections(inp: ReportInputs, threshold: float) -> list[tuple[str, str,
 
     day7 = []
     for e in inp.endpoints:
-        d, v = _float(e.get("treg_study_day7", "")), _float(e.get("treg_pct_of_cd4_day7", ""))
+        d, v = (
+            fmt.number(e.get("treg_study_day7", "")),
+            fmt.number(e.get("treg_pct_of_cd4_day7", "")),
+        )
         if d is not None and v is not None:
             day7.append(
                 (e["patient_id"], d, v, fmt.yes_no(e.get("treg_below_5pct_day7", "")) == "yes")

@@ -12,8 +12,11 @@ import math
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 
+from nkflow.endpoints import BOOL_COLUMNS
 
-def _float(text: str) -> float | None:
+
+def number(text: str) -> float | None:
+    """A cell as a finite float, or None (empty, not a number, infinite)."""
     try:
         v = float(text)
     except (TypeError, ValueError):
@@ -24,7 +27,7 @@ def _float(text: str) -> float | None:
 def fixed(text: str, decimals: int) -> str:
     """``text`` rounded to ``decimals`` places, half away from zero on the decimal digits as
     written (``12.25`` -> ``12.3``, as a lab rounds; binary floats would give ``12.2``)."""
-    if _float(text) is None:
+    if number(text) is None:
         return text
     step = Decimal(1).scaleb(-decimals)
     return str(Decimal(text.strip()).quantize(step, rounding=ROUND_HALF_UP))
@@ -37,7 +40,7 @@ def per_ul(text: str) -> str:
 
 def pct(text: str) -> str:
     """A percentage: 1 decimal, 2 below 1 % (``0.4871`` -> ``0.49``, ``38.04`` -> ``38.0``)."""
-    v = _float(text)
+    v = number(text)
     if v is None:
         return text
     return fixed(text, 2 if abs(v) < 1 else 1)
@@ -61,7 +64,7 @@ def yes_no(text: str) -> str:
 
 def dose(text: str) -> str:
     """Cells/kg in scientific notation: ``3e+06`` -> ``3.0 x 10^6 cells/kg``."""
-    v = _float(text)
+    v = number(text)
     if v is None:
         return text
     if v == 0:
@@ -86,13 +89,6 @@ COUNT_COLUMNS = {
     "treg_study_day7",
     "alc_per_ul",  # a cell count from the analyser
 }
-BOOL_COLUMNS = {
-    "above_threshold",
-    "interval_contains_threshold",
-    "borderline",
-    "treg_below_5pct_day7",
-    "nk_donor_is_hsct_donor",
-}
 
 
 def formatter_for(column: str) -> Callable[[str], str] | None:
@@ -106,6 +102,6 @@ def formatter_for(column: str) -> Callable[[str], str] | None:
         return count
     if "_per_ul" in column:
         return per_ul
-    if column in BOOL_COLUMNS:
+    if column in BOOL_COLUMNS:  # the yes/no columns of visits.tsv and endpoints.tsv
         return yes_no
     return None

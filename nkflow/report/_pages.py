@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,11 +45,7 @@ def first(row: Row, *names: str) -> str:
 
 def to_float(text: str) -> float | None:
     """Parse a table cell as float for plotting/sorting only; ``None`` when empty/invalid."""
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    return fmt.number(text)
 
 
 def truthy(text: str) -> bool:

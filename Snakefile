@@ -20,6 +20,7 @@ include: "workflow/rules/validate.smk"
 include: "workflow/rules/tubes.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/endpoints.smk"
+include: "workflow/rules/readout.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -29,5 +30,8 @@ rule all:
         f"{RESULTS}/validated/config.json",
         f"{RESULTS}/cohort/endpoints.tsv",
         f"{RESULTS}/cohort/visits.tsv",
+        f"{RESULTS}/cohort/kinetics.tsv",
+        f"{RESULTS}/cohort/kinetics_summary.tsv",
+        EXPORTS,
         f"{RESULTS}/qc/tubes.tsv",
         f"{RESULTS}/reports/index.html",

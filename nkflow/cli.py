@@ -164,6 +164,19 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_readout(args: argparse.Namespace) -> int:
+    from nkflow.exports import run_readout
+
+    run_readout(
+        _load_settings(args),
+        Path(args.visits),
+        Path(args.endpoints),
+        Path(args.kinetics),
+        Path(args.exports),
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from nkflow.report import run_report
 
@@ -290,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--perturbation", help="cohort perturbation.tsv (gate placement in the uncertainty)"
     )
     p.set_defaults(func=cmd_endpoints)
+
+    p = sub.add_parser("readout", help="cellular kinetics and the statistician's exports")
+    _add_config_args(p)
+    p.add_argument("--visits", required=True)
+    p.add_argument("--endpoints", required=True, help="endpoints.tsv (groups of the summary)")
+    p.add_argument("--kinetics", required=True, help="kinetics.tsv to write (the summary beside)")
+    p.add_argument("--exports", required=True, help="directory of the exports")
+    p.set_defaults(func=cmd_readout)
 
     p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")
     _add_config_args(p)

@@ -55,6 +55,16 @@ DEFAULTS: dict[str, Any] = {
     "response_vocab": "config/vocab/response_categories.yaml",
     "chimerism_fractions": "config/vocab/chimerism_fractions.yaml",
     "dose_plausible_per_kg": [1.0e5, 1.0e8],
+    "kinetics_auc_window_days": [0, 28],
+    "kinetics_persistence_per_ul": {
+        "total_nk_per_ul": 100.0,
+        "nk_cd56bright_per_ul": None,
+        "nk_cd56dim_per_ul": None,
+        "treg_per_ul": None,
+    },
+    "visit_schedule_days": [0, 7, 14, 28],
+    "visit_schedule_tolerance_days": 2,
+    "study_id": "NKFLOW",
 }
 
 

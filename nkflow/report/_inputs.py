@@ -51,6 +51,9 @@ class ReportInputs:
     str_results, str_loci
         Rows of ``cohort/str_results.tsv`` and ``cohort/str_loci.tsv`` (written only when raw
         STR peaks are configured; empty otherwise).
+    kinetics, kinetics_summary
+        Rows of ``cohort/kinetics.tsv`` and ``cohort/kinetics_summary.tsv`` (the readout rule;
+        empty, with a note, when absent).
     tube_provenance
         ``(sample_id, tube)`` -> the tube's ``provenance.json`` document.
     gating_png
@@ -77,6 +80,8 @@ class ReportInputs:
     sheets: dict[str, list[Row]] = field(default_factory=dict)
     str_results: list[Row] = field(default_factory=list)
     str_loci: list[Row] = field(default_factory=list)
+    kinetics: list[Row] = field(default_factory=list)
+    kinetics_summary: list[Row] = field(default_factory=list)
     tube_provenance: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     gating_png: dict[tuple[str, str], Path] = field(default_factory=dict)
     input_hashes: list[tuple[str, str, str]] = field(default_factory=list)
@@ -214,6 +219,11 @@ def load_inputs(
         path = results_dir / "cohort" / name
         if path.is_file():  # optional: only written when raw STR peaks are configured
             setattr(inp, attr, _optional_table(path, name, inp.missing)[0])
+            inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
+    for attr, name in (("kinetics", "kinetics.tsv"), ("kinetics_summary", "kinetics_summary.tsv")):
+        path = results_dir / "cohort" / name
+        setattr(inp, attr, _optional_table(path, name, inp.missing)[0])
+        if path.is_file():
             inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
     for kind in ("panels", "gating"):
         for name, rel in sorted((config.get(kind) or {}).items()):

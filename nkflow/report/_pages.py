@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from nkflow.qc import QC_COLUMNS
+from nkflow.report import _format as fmt
 from nkflow.report import _html as h
 from nkflow.report._figures import (
     CohortPoint,
@@ -51,11 +51,7 @@ def first(row: Row, *names: str) -> str:
 
 def to_float(text: str) -> float | None:
     """Parse a table cell as float for plotting/sorting only; ``None`` when empty/invalid."""
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    return fmt.number(text)
 
 
 def truthy(text: str) -> bool:
@@ -88,9 +84,8 @@ def verdict_badges(row: Row) -> str:
 
 
 def interval_text(row: Row, prefix: str = "donor_nk_per_ul") -> str:
-    """``'lo – hi'`` from the ``_lo95``/``_hi95`` columns, or ``''``."""
-    lo, hi = row.get(f"{prefix}_lo95", ""), row.get(f"{prefix}_hi95", "")
-    return f"{lo} – {hi}" if lo and hi else ""
+    """``'lo – hi'`` from the ``_lo95``/``_hi95`` columns (1 decimal), or ``''``."""
+    return fmt.interval(row.get(f"{prefix}_lo95", ""), row.get(f"{prefix}_hi95", ""))
 
 
 def png_uri(path: Path) -> str:
@@ -107,6 +102,8 @@ def flatten(doc: Any, prefix: str = "") -> list[tuple[str, str]]:
     elif isinstance(doc, list) and doc and all(isinstance(x, dict | list) for x in doc):
         for i, x in enumerate(doc):
             out.extend(flatten(x, f"{prefix}[{i}]"))
+    elif isinstance(doc, bool):
+        out.append((prefix, "yes" if doc else "no"))
     else:
         text = json.dumps(doc) if isinstance(doc, list) else ("" if doc is None else str(doc))
         out.append((prefix, text))
@@ -143,7 +140,7 @@ def time_qc_rows(inp: ReportInputs, tube_keys: Iterable[tuple[str, str]]) -> lis
             [
                 key[0],
                 key[1],
-                str(t.get("assessed", "")),
+                fmt.yes_no(str(t.get("assessed", ""))),
                 str(t.get("n_removed", "")),
                 text or "none",
             ]
@@ -226,7 +223,7 @@ def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
     value = ep.get("donor_nk_per_ul", "")
     ci = interval_text(ep)
     if value:
-        headline = f"Donor NK cells at day 14: <b>{h.esc(value)} /µL</b>"
+        headline = f"Donor NK cells at day 14: <b>{h.esc(fmt.per_ul(value))} /µL</b>"
         headline += f" (95 % interval {h.esc(ci)})" if ci else " (95 % interval not recorded)"
         ci_all = interval_text(ep, "donor_nk_per_ul_all")
         if ci_all:
@@ -430,6 +427,9 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
     chim_src.extend(str_loci_text(ep, inp))
 
     result = ep.get("donor_nk_per_ul", "")
+    # shown as a lab reports them; endpoints.tsv keeps full precision
+    alc, nk_pct, donor = fmt.count(alc), fmt.pct(nk_pct), fmt.pct(donor)
+    result = fmt.per_ul(result)
     rows = [
         ["ALC (absolute lymphocyte count)", f"{alc} cells/µL" if alc else nr, "; ".join(alc_src)],
         ["NK (CD56+ CD3−) % of lymphocytes", f"{nk_pct} %" if nk_pct else nr, "; ".join(nk_src)],
@@ -446,7 +446,8 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
     if alc and nk_pct and donor and result and method in ("", "dual_platform"):
         formula = (
             '<p class="formula">donor NK/µL = ALC × NK fraction × donor fraction = '
-            f"{h.esc(alc)} × {h.esc(nk_pct)} % × {h.esc(donor)} % = <b>{h.esc(result)}</b></p>"
+            f"{h.esc(alc)} × {h.esc(nk_pct)} % × {h.esc(donor)} % = <b>{h.esc(result)}</b>"
+            ' <span class="note">(rounded; full precision in endpoints.tsv)</span></p>'
         )
     full = h.details(
         "Full endpoint row (every column of endpoints.tsv)",
@@ -573,9 +574,53 @@ def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         f"{threshold:g}/µL; dotted = day-14 sample). Right: Treg and Ki-67+ Treg % of CD4. "
         "Missing or zero values are not drawn on the log axis; the table lists every visit.",
     )
-    body += rows_table(rows, cols)
+    body += visit_display_table(rows, cols)
     body += h.details("All visit columns (visits.tsv)", rows_table(rows, inp.visits_columns))
     return h.section("kinetics", "Kinetics over visits", body)
+
+
+#: short headers of the visit table (the full column names are in the details below it)
+VISIT_HEADERS = {
+    "sample_id": "sample",
+    "collection_date": "date",
+    "study_day": "day",
+    "alc_per_ul": "ALC /µL",
+    "nk_pct_of_lymphocytes": "NK % of lymph.",
+    "total_nk_per_ul": "total NK /µL",
+    "nk_per_ul": "total NK /µL",
+    "donor_chimerism_pct": "% donor",
+    "donor_nk_per_ul": "donor NK /µL",
+    "donor_nk_per_ul_lo95": "95 % interval",
+    "treg_pct_of_cd4": "Treg % of CD4",
+    "treg_ki67_pct_of_cd4": "Ki-67+ Treg % of CD4",
+    "ki67_treg_pct_of_cd4": "Ki-67+ Treg % of CD4",
+    "treg_ki67_per_ul": "Ki-67+ Treg /µL",
+}
+
+
+def visit_display_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
+    """The visit table as a lab reports it: rounded cells, short headers, the interval in one
+    column, flags as badges that wrap (the raw cells are in the 'All visit columns' table)."""
+    cols = [c for c in columns if c != "donor_nk_per_ul_hi95"]
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            text = r.get(c, "")
+            if c == "donor_nk_per_ul_lo95":
+                cells.append(interval_text(r))
+            elif c in ("flags", "reason"):
+                cells.append("".join(h.badge(f, "flag") for f in split_codes(text)))
+            else:
+                f = fmt.formatter_for(c)
+                cells.append(f(text) if f else text)
+        body.append(cells)
+    return h.table(
+        [VISIT_HEADERS.get(c, c) for c in cols],
+        body,
+        raw_columns=[i for i, c in enumerate(cols) if c in ("flags", "reason")],
+        css_class="visits",
+    )
 
 
 def _patient_rows(rows: Sequence[Row], pid: str) -> list[Row]:
@@ -595,7 +640,7 @@ def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
         body = [[r.get(c, "") for c in cols] for r in inf]
         if len(per_kg) == len(inf):
             cols = [*cols, "cells/kg (endpoints.tsv)"]
-            body = [[*row, k] for row, k in zip(body, per_kg, strict=True)]
+            body = [[*row, fmt.dose(k)] for row, k in zip(body, per_kg, strict=True)]
         parts.append(h.table(cols, body))
         parts.append(h.note(f"Source: {sheets.get('infusions', 'infusion sheet')}."))
         dose_note = dose_range_text(pid, ep, inp)
@@ -604,7 +649,7 @@ def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
     else:
         parts.append(h.note("No infusion rows for this patient in the infusion sheet."))
     totals = [
-        (c, ep[c])
+        (c, (fmt.formatter_for(c) or str)(ep[c]))
         for c in ("n_infusions", "cells_per_kg_total", "nk_donor_is_hsct_donor")
         if ep.get(c, "")
     ]
@@ -937,12 +982,12 @@ def _cohort_table(inp: ReportInputs) -> str:
             [
                 f'<a href="{h.esc(pid)}.html">{h.esc(pid)}</a>',
                 verdict_badges(ep),
-                h.esc(ep.get("donor_nk_per_ul", "")),
+                h.esc(fmt.per_ul(ep.get("donor_nk_per_ul", ""))),
                 h.esc(interval_text(ep)),
                 h.esc(ep.get("study_day", "")),
                 h.esc(ep.get("sample_id", "")),
                 flags,
-                h.esc(ep.get("reason", "")),
+                "".join(h.badge(c, "flag") for c in split_codes(ep.get("reason", ""))),
                 h.esc(ep.get("qc_status", "")),
             ]
         )
@@ -1069,16 +1114,26 @@ def render_index(inp: ReportInputs, run_date: str) -> str:
         "Day-14 donor NK cells/µL per patient (log axis; bars = 95 % interval; dashed line = "
         f"{threshold:g}/µL). Colours: green PASS, red FAIL, grey NOT_EVALUABLE.",
     )
+    from nkflow.report._cohort import cohort_sections
+
+    cohort = cohort_sections(inp, threshold)
     body = "\n".join(
         [
             h.section("patients", "Patients", summary + _cohort_table(inp)),
             h.section("plot", "Cohort plot", plot),
+            *(html for _, _, html in cohort),
             _qc_summary(inp),
             _provenance(inp, run_date, sorted(set(inp.tube_provenance)), None, cohort=True),
         ]
     )
     nav = _nav(
-        [("#patients", "patients"), ("#plot", "plot"), ("#qc", "QC"), ("#provenance", "provenance")]
+        [
+            ("#patients", "patients"),
+            ("#plot", "plot"),
+            *((f"#{anchor}", label) for anchor, label, _ in cohort),
+            ("#qc", "QC"),
+            ("#provenance", "provenance"),
+        ]
     )
     return h.page(
         "nkflow cohort report",

@@ -2,8 +2,11 @@
 
 Checks, on the cohort index and one patient page: every ``<img>`` has loaded
 (``naturalWidth > 0``), the browser console has no SEVERE entries, the verdict text is present,
-every link from the index resolves (file exists and the page loads cleanly), and clicking a
-header sorts the table. Screenshots go to ``results/screenshots/`` for a person to look at.
+every link from the index resolves (file exists and the page loads cleanly), clicking a
+header sorts the table, each cohort figure (spaghetti, swimmer, Treg) has loaded, and the
+index patient table and the visit table fit a 1,366-pixel window without horizontal scrolling.
+Screenshots (1366 x 768 viewport and full page) go to ``results/screenshots/`` for a person to
+look at.
 
 Pages come from ``$NKFLOW_RESULTS/reports`` when ``NKFLOW_RESULTS`` points at a workflow run;
 otherwise they are generated from the hand-built fixture of ``tests/unit/test_report.py``.
@@ -30,7 +33,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = ROOT / "results" / "screenshots"
 VERDICT_WORDS = ("PASS", "FAIL", "NOT_EVALUABLE")
-LAPTOP = (1366, 900)
+LAPTOP = (1366, 768)
 
 ALL_IMAGES_LOADED = """
 return Array.from(document.images).map(function (im) {
@@ -224,7 +227,7 @@ def test_patient_page_verdict_images_collapsed_visits_and_screenshot(driver, rep
     )
     if _is_fixture(report_dir):
         assert first == "P01.html"
-        assert "PASS" in verdict and "123.12 /µL" in banner and "actual study day 13" in banner
+        assert "PASS" in verdict and "123.1 /µL" in banner and "actual study day 13" in banner
         assert closed == 3
     # other visits open with one click, and their figures are loaded images
     summaries = driver.find_elements("css selector", "#gating details > summary")
@@ -293,3 +296,56 @@ def test_each_page_shows_the_verdict_of_the_endpoint_table(driver, report_dir):
         if row.get("borderline") == "true":
             assert "borderline" in driver.find_element("id", "verdict").text.lower()
         assert _severe(driver) == []
+
+
+COHORT_FIGURES = {
+    "spaghetti": "donor NK cells per µL against study day, every patient",
+    "swimmer": "swimmer plot of every patient",
+    "treg": "Treg and Ki-67+ Treg percent of CD4 against study day, every patient",
+}
+
+#: [table, its width, the width its box may use] of every table of the page that overflows
+OVERFLOWING = """
+return Array.from(document.querySelectorAll(arguments[0])).map(function (t) {
+  var box = t.closest('.scroll') || t.parentElement;
+  return [t.id || t.className, t.scrollWidth, box.clientWidth];
+}).filter(function (x) { return x[1] > x[2] + 1; });
+"""
+
+
+def test_each_cohort_figure_loads(driver, report_dir):
+    _open(driver, report_dir / "index.html")
+    for anchor, alt in COHORT_FIGURES.items():
+        state = driver.execute_script(
+            "var im = document.querySelector('#' + arguments[0] + ' img');"
+            "return im === null ? null : [im.alt, im.complete, im.naturalWidth, im.naturalHeight];",
+            anchor,
+        )
+        assert state is not None, f"index.html: section #{anchor} has no figure"
+        assert state[0] == alt and state[1] and state[2] > 400 and state[3] > 150, (anchor, state)
+        driver.execute_script("document.getElementById(arguments[0]).scrollIntoView();", anchor)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOTS / f"index_{anchor}_viewport.png"))
+    summary = driver.find_element("id", "kinetics-summary").text
+    assert "Cmax" in summary and "median" in summary.lower()
+    driver.execute_script("document.getElementById('kinetics-summary').scrollIntoView();")
+    driver.save_screenshot(str(SCREENSHOTS / "index_kinetics-summary_viewport.png"))
+    assert _severe(driver) == []
+
+
+def test_patient_and_visit_tables_fit_a_laptop_window(driver, report_dir):
+    driver.set_window_size(*LAPTOP)
+    _open(driver, report_dir / "index.html")
+    width = driver.execute_script("return document.documentElement.clientWidth")
+    assert width <= LAPTOP[0]
+    assert driver.execute_script(OVERFLOWING, "#cohort") == [], "index patient table scrolls"
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+    pages = sorted(p for p in report_dir.glob("*.html") if p.name != "index.html")
+    assert pages
+    for page in pages:
+        _open(driver, page)
+        over = driver.execute_script(OVERFLOWING, "#kinetics table.visits")
+        assert over == [], f"{page.name}: visit table wider than the window: {over}"
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= width, page
+        driver.execute_script("document.getElementById('kinetics').scrollIntoView();")
+        driver.save_screenshot(str(SCREENSHOTS / f"visits_{page.stem}_viewport.png"))

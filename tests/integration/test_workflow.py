@@ -24,6 +24,13 @@ def test_every_output_exists(sample_run):
         "results/qc/tubes.tsv",
         "results/reports/index.html",
         "results/validated/config.json",
+        "results/cohort/kinetics.tsv",
+        "results/cohort/kinetics_summary.tsv",
+        *(
+            f"results/cohort/exports/{stem}.{ext}"
+            for stem in ("measurements", "cp", "data_dictionary")
+            for ext in ("tsv", "csv")
+        ),
     ):
         assert (sample_run / rel).is_file(), rel
     endpoints = _read(sample_run / "results/cohort/endpoints.tsv")
@@ -134,3 +141,27 @@ def test_report_confirms_the_tubes_ran_under_this_config(sample_run):
     assert "tube settings digest recorded by the tubes" in page
     assert "(same)" in page
     assert "DIFFERS from this report" not in page
+
+
+def test_kinetics_and_exports_of_the_sample_cohort_match_their_dictionary(sample_run):
+    import csv
+
+    from nkflow.columns import check_rows
+    from nkflow.exports import TABLES
+    from nkflow.kinetics import MEASURES
+
+    results = sample_run / "results"
+    for table in TABLES:
+        for path in (results / table.path, (results / table.path).with_suffix(".csv")):
+            if not path.is_file():
+                assert path.suffix == ".csv" and "exports" not in table.path, path
+                continue
+            with path.open(encoding="utf-8", newline="") as fh:
+                rows = list(csv.reader(fh, delimiter="," if path.suffix == ".csv" else "\t"))
+            assert check_rows(table, rows[0], rows[1:]) == [], path
+    kinetics = _read(results / "cohort/kinetics.tsv")
+    endpoints = _read(results / "cohort/endpoints.tsv")
+    assert len(kinetics) == len(endpoints) * len(MEASURES)
+    index = (results / "reports/index.html").read_text(encoding="utf-8")
+    for anchor in ("kinetics-summary", "spaghetti", "swimmer", "treg"):
+        assert f'<section id="{anchor}">' in index, anchor

@@ -19,6 +19,7 @@ SUBCOMMANDS = [
     "collect",
     "merge",
     "endpoints",
+    "readout",
     "report",
     "gates",
 ]

@@ -71,7 +71,12 @@ def _dict_rows(records: list[dict[str, str]]) -> tuple[list[str], list[list[str]
     return cols, [[r.get(c, "") for c in cols] for r in records]
 
 
-_COMMON = {"window_days": "12-16", "count_method": "dual_platform", "n_infusions": "3"}
+_COMMON = {
+    "window_days": "12-16",
+    "count_method": "dual_platform",
+    "n_infusions": "3",
+    "day0_date": "2024-01-01",
+}
 ENDPOINTS: list[dict[str, str]] = [
     {
         "patient_id": "P01", "sample_id": "P01-D14", "study_day": "13", "alc_per_ul": "450",
@@ -283,6 +288,33 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
             ["P04", "2024-01-16", "PB", "TH01", "", "stutter_conflict"],
         ],
     )
+    # kinetics (the readout rule's tables), a few rows written by hand
+    _tsv(
+        results / "cohort" / "kinetics_summary.tsv",
+        ["grouping", "group", "measure", "parameter", "n_patients", "n", "median", "q1", "q3"],
+        [
+            [
+                "all",
+                "all patients",
+                "donor_nk_per_ul",
+                "cmax_per_ul",
+                "4",
+                "3",
+                "150",
+                "62.5",
+                "230.05",
+            ],
+            ["verdict", "PASS", "donor_nk_per_ul", "cmax_per_ul", "1", "1", "310", "310", "310"],
+            ["verdict", "NOT_EVALUABLE", "donor_nk_per_ul", "cmax_per_ul", "1", "0", "", "", ""],
+            ["all", "all patients", "donor_nk_per_ul", "tmax_day", "4", "3", "28", "21", "28"],
+            ["all", "all patients", "treg_per_ul", "cmax_per_ul", "4", "4", "12.25", "10", "14"],
+        ],
+    )
+    _tsv(
+        results / "cohort" / "kinetics.tsv",
+        ["patient_id", "measure", "cmax_per_ul", "tmax_day"],
+        [["P01", "donor_nk_per_ul", "310", "28"]],
+    )
     endpoint_by = {e["patient_id"]: e for e in ENDPOINTS}
     for pid in PATIENTS:
         doc = {
@@ -315,8 +347,8 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     )
     _tsv(
         sheets / "response.tsv",
-        ["patient_id", "assessment_date", "criteria", "category"],
-        [["P01", "2024-02-28", "ELN 2017", "CR"]],
+        ["patient_id", "assessment_date", "criteria", "category", "mrd_status"],
+        [["P01", "2024-02-28", "ELN 2017", "CR", "negative"]],
     )
     _tsv(
         sheets / "adverse_events.tsv",
@@ -363,7 +395,8 @@ def test_banner_shows_verdict_word_value_interval_and_actual_day(rendered):
     banner = _section(rendered["P01"], "verdict")
     assert 'class="banner v-PASS"' in banner
     assert '<div class="verdict-word">PASS</div>' in banner
-    assert "Donor NK cells at day 14: <b>123.12 /µL</b> (95 % interval 101.5 – 148)" in banner
+    # rounded as a lab reports it (endpoints.tsv: 123.12, 101.5-148)
+    assert "Donor NK cells at day 14: <b>123.1 /µL</b> (95 % interval 101.5 – 148.0)" in banner
     assert (
         "Sample P01-D14, actual study day <b>13</b> (visit window 12-16, 1 sample(s) in it)"
         in banner
@@ -388,17 +421,17 @@ def test_numbers_behind_the_verdict_carry_their_sources(rendered):
         "sheets/cbc.tsv data row 3</td>" in numbers
     )
     assert (
-        "<td>38 %</td><td>380 NK events / 1000 live events; tube nk; "
+        "<td>38.0 %</td><td>380 NK events / 1000 live events; tube nk; "
         "FCS file fcs/P01_D14_nk.fcs; absolute-count method dual_platform</td>" in numbers
     )
-    assert "<td>72 %</td><td>fraction CD56; date 2024-01-14; source table</td>" in numbers
-    assert "450 × 38 % × 72 % = <b>123.12</b>" in numbers
+    assert "<td>72.0 %</td><td>fraction CD56; date 2024-01-14; source table</td>" in numbers
+    assert "450 × 38.0 % × 72.0 % = <b>123.1</b>" in numbers
 
 
 def test_chimerism_from_peaks_shows_loci_and_cbc_row_ambiguity(rendered):
     numbers = _section(rendered["P04"], "numbers")
     assert (
-        "<td>70 %</td><td>fraction PB; date 2024-01-16; source str_peaks; SD 3.5; "
+        "<td>70.0 %</td><td>fraction PB; date 2024-01-16; source str_peaks; SD 3.5; "
         "4 informative loci (CV 0.05, 1 excluded as outliers); "
         "loci D3S1358 68, vWA 72, TH01 - [stutter_conflict]</td>" in numbers
     )
@@ -423,8 +456,8 @@ def test_kinetics_dose_response_and_adverse_events(rendered):
         "<th>body_weight_kg</th><th>cells/kg (endpoints.tsv)</th>" in dose
     )
     assert re.findall(r"<tr><td>(\d)</td><td>2024-01-0\d</td>", dose) == ["1", "2", "3"]
-    assert "<td>33.3</td><td>3e+06</td></tr>" in dose
-    assert "<td>cells_per_kg_total</td><td>9e+06</td>" in dose
+    assert "<td>33.3</td><td>3.0 x 10^6 cells/kg</td></tr>" in dose
+    assert "<td>cells_per_kg_total</td><td>9.0 x 10^6 cells/kg</td>" in dose
     assert "<h3>Response assessments</h3>" in dose and "<td>ELN 2017</td><td>CR</td>" in dose
     assert "<td>response_summary</td><td>2024-02-28 CR (ELN 2017)</td>" in dose
     assert "<td>fever</td><td>1</td><td>possible</td>" in dose
@@ -439,8 +472,8 @@ def test_qc_section_lists_statuses_reasons_and_time_qc_removals(rendered):
         "<td>time_qc: FAIL time_burst (removed 6200 events in 10.0-12.5 s)</td>" in qc
     )
     assert "<h3>Time-QC removals</h3>" in qc
-    assert "<td>P03-D14</td><td>nk</td><td>True</td><td>6200</td><td>10–12.5 s</td>" in qc
-    assert "<td>P03-D14</td><td>treg</td><td>True</td><td>0</td><td>none</td>" in qc
+    assert "<td>P03-D14</td><td>nk</td><td>yes</td><td>6200</td><td>10–12.5 s</td>" in qc
+    assert "<td>P03-D14</td><td>treg</td><td>yes</td><td>0</td><td>none</td>" in qc
     not_pass = qc[qc.index("<h3>Time-QC checks not PASS</h3>") : qc.index("Time-QC checks (8)")]
     assert not_pass.count("<tr>") == 2  # header + the failed tube
     assert "<td>P03-D14</td><td>nk</td><td>FAIL</td><td>time_qc</td><td>FAIL</td>" in not_pass
@@ -531,7 +564,7 @@ def test_index_rows_links_flags_and_sort_keys(rendered):
         '<td data-sort="2b"><span class="badge FAIL">FAIL</span>'
         ' <span class="badge borderline">borderline</span></td>' in table
     )
-    assert '<td data-sort="12.25">12.25</td><td>9.1 – 15.8</td><td data-sort="15">15</td>' in table
+    assert '<td data-sort="12.25">12.3</td><td>9.1 – 15.8</td><td data-sort="15">15</td>' in table
     assert '<span class="badge flag">nk_donor_is_hsct_donor</span>' in table
     assert "4 patients: " in index and "function sortBy(table, th, col)" in index
 
@@ -719,3 +752,58 @@ def test_the_alc_formula_is_shown_for_dual_platform_counts_only(rendered, tmp_pa
     numbers = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "numbers")
     assert "single_platform_beads" in numbers
     assert 'class="formula"' not in numbers
+
+
+def test_cohort_view_summary_table_and_figures(rendered):
+    index = rendered["index"]
+    summary = _section(index, "kinetics-summary")
+    # the readout rule's numbers, rounded as a lab reports them
+    assert "<th>all patients (n=4)</th><th>PASS (n=1)</th><th>NOT_EVALUABLE (n=1)</th>" in summary
+    assert "<td>Cmax /µL</td><td>150.0 (62.5–230.1) n=3</td><td>310.0 (310.0–310.0) n=1</td>" in (
+        summary
+    )
+    assert "<td>– (n=0)</td>" in summary and "<td>Tmax (day)</td><td>28 (21–28) n=3</td>" in summary
+    assert "<summary>Treg/µL</summary>" in summary  # the other measures fold away
+    for anchor, alt in (
+        ("spaghetti", "donor NK cells per µL against study day, every patient"),
+        ("swimmer", "swimmer plot of every patient"),
+        ("treg", "Treg and Ki-67+ Treg percent of CD4 against study day, every patient"),
+    ):
+        sec = _section(index, anchor)
+        assert '<img src="data:image/png;base64,' in sec and f'alt="{alt}"' in sec, anchor
+        assert f'<a href="#{anchor}">' in index
+    swimmer = _section(index, "swimmer")
+    assert "Not configured" not in swimmer and "not placed" not in swimmer
+    assert "without a usable" not in swimmer
+
+
+def test_cohort_view_says_what_is_missing(tmp_path):
+    config, results = build_fixture(tmp_path)
+    (results / "cohort" / "kinetics_summary.tsv").unlink()
+    del config["sheets"]["adverse_events"]
+    out = tmp_path / "reports"
+    index = run_report(config, results, out, RUN_DATE, base_dir=tmp_path)[0].read_text()
+    assert "cohort/kinetics_summary.tsv not available (run the readout rule)" in index
+    assert "Not configured: adverse events sheet." in _section(index, "swimmer")
+
+
+def test_lab_rounding_and_words():
+    from nkflow.report import _format as f
+
+    assert (f.per_ul("75.2441"), f.per_ul("12.25"), f.per_ul("")) == ("75.2", "12.3", "")
+    assert f.interval("64.3202", "88.0232") == "64.3 – 88.0" and f.interval("", "1") == ""
+    assert (f.pct("38"), f.pct("0.4871"), f.pct("QNS")) == ("38.0", "0.49", "QNS")
+    assert (f.count("380"), f.count("12.5"), f.count("-3")) == ("380", "13", "-3")
+    assert f.dose("3e+06") == "3.0 x 10^6 cells/kg"
+    assert (
+        f.dose("9.96e+06") == "1.0 x 10^7 cells/kg" and f.dose("2.45e+08") == "2.5 x 10^8 cells/kg"
+    )
+    assert (f.yes_no("true"), f.yes_no("False"), f.yes_no("unknown")) == ("yes", "no", "unknown")
+
+
+def test_visit_table_is_rounded_with_short_headers_and_wrapping_flags(rendered):
+    kin = _section(rendered["P01"], "kinetics")
+    table = kin[: kin.index("All visit columns")]
+    assert "<th>donor NK /µL</th><th>95 % interval</th>" in table
+    assert "donor_nk_per_ul_hi95" not in table
+    assert "<td>123.1</td><td>101.5 – 148.0</td>" in table

@@ -3,6 +3,8 @@ rule report:
     input:
         endpoints=f"{RESULTS}/cohort/endpoints.tsv",
         visits=f"{RESULTS}/cohort/visits.tsv",
+        kinetics=f"{RESULTS}/cohort/kinetics.tsv",
+        kinetics_summary=f"{RESULTS}/cohort/kinetics_summary.tsv",
         qc=f"{RESULTS}/qc/tubes.tsv",
         counts=f"{RESULTS}/cohort/counts.tsv",
         patients=f"{RESULTS}/cohort/patients",

@@ -128,6 +128,34 @@ ENDPOINT_OWN_DEFINITIONS: dict[str, Definition] = {
         "adverse events possibly, probably or definitely related",
     ),
     "adverse_event_summary": ("", "'<date> <term> G<grade> (<relation>)', '; '-joined"),
+    # how sure the verdict is (docs/uncertainty.md)
+    "borderline_basis": (
+        "",
+        "what borderline rests on: all_sources, or counting when the uncertainty is not computed",
+        ("all_sources", "counting"),
+    ),
+    "p_above_threshold": ("", "share of the donor NK/uL draws above the threshold, 0-1"),
+    "donor_nk_per_ul_all_lo95": (
+        "cells/uL",
+        "2.5 % quantile of donor NK/uL under gate placement, counting and chimerism error",
+    ),
+    "donor_nk_per_ul_all_hi95": (
+        "cells/uL",
+        "97.5 % quantile of donor NK/uL under gate placement, counting and chimerism error",
+    ),
+    "verdict_unstable": (
+        "",
+        "moving a fitted boundary within its plausible range flips the verdict (flags name it)",
+    ),
+    "dominant_spread_source": (
+        "",
+        "the largest share of the variance of donor NK/uL",
+        ("gate", "counting", "chimerism"),
+    ),
+    "gate_variance_frac": ("", "gate placement's share of the variance, 0-1"),
+    "counting_variance_frac": ("", "counting error's share of the variance, 0-1"),
+    "chimerism_variance_frac": ("", "chimerism error's share of the variance, 0-1"),
+    "uncertainty_status": ("", "computed, or not_computed:<reason> (config/README.md)"),
 }
 ENDPOINT_DEFINITIONS: dict[str, Definition] = {
     **{k: VISIT_DEFINITIONS[k] for k in ep.ENDPOINT_COLUMNS if k in VISIT_DEFINITIONS},

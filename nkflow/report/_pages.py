@@ -174,6 +174,11 @@ def patient_samples(inp: ReportInputs, pid: str) -> list[str]:
     return seen
 
 
+def _dose_range(lo: float, hi: float) -> str:
+    """``2.0 x 10^6 – 5.0 x 10^6`` (the unit said once, by the caller)."""
+    return " – ".join(fmt.dose(f"{v:g}").removesuffix(" cells/kg") for v in (lo, hi))
+
+
 def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
     """What the flag ``dose_out_of_range:<n>`` says: which infusions, their cells/kg (from
     endpoints.tsv) and the configured range with its source; ``""`` without the flag."""
@@ -200,20 +205,21 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
         else {}
     )
     doses = ", ".join(
-        f"infusion {n} ({by_number.get(f'{to_float(n)}', NOT_RECORDED)} cells/kg)"
+        f"infusion {n} ({fmt.dose(by_number[key]) if key in by_number else NOT_RECORDED})"
         for n in flagged[0].split(",")
         if n
+        for key in [f"{to_float(n)}"]
     )
     lo, hi = (float(x) for x in settings(inp.config)["dose_range_per_kg"])
     d_lo, d_hi = (float(x) for x in DEFAULTS["dose_range_per_kg"])
     source = (
         f"the default, from {DOSE_RANGE_SOURCE}"
         if (lo, hi) == (d_lo, d_hi)
-        else f"as configured; the default {d_lo:g}–{d_hi:g} is from {DOSE_RANGE_SOURCE}"
+        else f"as configured; the default {_dose_range(d_lo, d_hi)} is from {DOSE_RANGE_SOURCE}"
     )
     return (
-        f"Dose outside the configured range: {doses}; range {lo:g}–{hi:g} NK cells/kg per "
-        f"infusion (endpoints.dose_range_per_kg, {source})."
+        f"Dose outside the configured range: {doses}; range {_dose_range(lo, hi)} NK cells/kg "
+        f"per infusion (endpoints.dose_range_per_kg, {source})."
     )
 
 

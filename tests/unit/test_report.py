@@ -717,15 +717,19 @@ def test_an_out_of_range_dose_is_stated_with_the_range_and_its_source(tmp_path):
     run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
     page = (tmp_path / "r" / "P01.html").read_text(encoding="utf-8")
     said = (
-        "Dose outside the configured range: infusion 2 (1.2e+06 cells/kg); range 2e+06–5e+06 NK "
-        "cells/kg per infusion (endpoints.dose_range_per_kg, the default, from the protocol's "
+        "Dose outside the configured range: infusion 2 (1.2 x 10^6 cells/kg); range "
+        "2.0 x 10^6 – 5.0 x 10^6 NK cells/kg per infusion "
+        "(endpoints.dose_range_per_kg, the default, from the protocol's "
         "dosing scheme of 2-5 x 10^6 NK cells/kg per infusion (DOMAIN.md section 1))."
     )
     banner = html.unescape(_section(page, "verdict"))
     assert '<span class="badge flag">dose_out_of_range:2</span>' in banner
     assert said in banner
     dose = html.unescape(_section(page, "dose"))
-    assert "<td>2</td><td>2024-01-02</td><td>40000000</td><td>33.3</td><td>1.2e+06</td>" in dose
+    assert (
+        "<td>2</td><td>2024-01-02</td><td>40000000</td><td>33.3</td><td>1.2 x 10^6 cells/kg</td>"
+        in dose
+    )
     assert said in dose
     other = (tmp_path / "r" / "P02.html").read_text(encoding="utf-8")
     assert "Dose outside" not in other
@@ -734,8 +738,9 @@ def test_an_out_of_range_dose_is_stated_with_the_range_and_its_source(tmp_path):
     run_report(config, results, tmp_path / "r2", RUN_DATE, base_dir=tmp_path)
     banner = html.unescape(_section((tmp_path / "r2" / "P01.html").read_text(), "verdict"))
     assert (
-        "range 1e+06–2.5e+06 NK cells/kg per infusion (endpoints.dose_range_per_kg, as "
-        "configured; the default 2e+06–5e+06 is from the protocol's dosing scheme" in banner
+        "range 1.0 x 10^6 – 2.5 x 10^6 NK cells/kg per infusion (endpoints.dose_range_per_kg, "
+        "as configured; the default 2.0 x 10^6 – 5.0 x 10^6 is from the protocol's dosing "
+        "scheme" in banner
     )
 
 

@@ -1,0 +1,1 @@
+"""Installation and operational qualification (``nkflow qualify``, issue #16)."""

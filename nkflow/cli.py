@@ -52,8 +52,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nkflow import config as cfgmod
 
     settings = _load_settings(args)
-    # the sheet loaders log each row warning as they find it
-    warnings = cfgmod.validate_inputs(settings, base_dir=Path.cwd())
+    # the sheet loaders log each row warning as they find it; paths relative to the run
+    # directory, as in sheet_warnings.tsv, so validated/config.json is the same wherever the
+    # run is (it held the absolute path of the checkout)
+    warnings = cfgmod.validate_inputs(settings, base_dir=Path("."))
     if args.write_resolved:
         cfgmod.write_resolved(settings, warnings, Path(args.write_resolved))
     sys.stdout.write(f"configuration OK ({len(warnings)} warning(s))\n")

@@ -40,57 +40,64 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = "nkflow-qualification/1"
 
 
-def _installation(ctx: Context) -> CheckResult:
+def _run_installation(ctx: Context) -> CheckResult:
     from nkflow.qualify._install import check_installation
 
     return check_installation(ctx.config_path, ctx.base_dir)
 
 
-def _gatingml(ctx: Context) -> CheckResult:
+def _run_gatingml(ctx: Context) -> CheckResult:
     from nkflow.qualify._public import check_gatingml
 
     return check_gatingml(ctx)
 
 
-def _flowjo(ctx: Context) -> CheckResult:
+def _run_flowjo(ctx: Context) -> CheckResult:
     from nkflow.qualify._public import check_flowjo
 
     return check_flowjo(ctx)
 
 
-def _truth(ctx: Context) -> CheckResult:
+def _run_truth(ctx: Context) -> CheckResult:
     from nkflow.qualify._cohort import check_truth_cohort
 
     return check_truth_cohort(ctx)
 
 
-def _determinism(ctx: Context) -> CheckResult:
+def _run_determinism(ctx: Context) -> CheckResult:
     from nkflow.qualify._cohort import check_determinism
 
     return check_determinism(ctx)
 
 
-def _bad_inputs(ctx: Context) -> CheckResult:
+def _run_bad_inputs(ctx: Context) -> CheckResult:
     from nkflow.qualify._badinputs import check_bad_inputs
 
     return check_bad_inputs(ctx)
 
 
-def _precision(ctx: Context) -> CheckResult:
+def _run_precision(ctx: Context) -> CheckResult:
     from nkflow.qualify._precision import check_precision
 
     return check_precision(ctx)
 
 
+def _run_reference(ctx: Context) -> CheckResult:
+    from nkflow.qualify._reference import check_reference
+
+    return check_reference(ctx)
+
+
 #: (id, title, function) of every check, in report order
 CHECKS: tuple[tuple[str, str, Callable[[Context], CheckResult]], ...] = (
-    ("installation", "Installation", _installation),
-    ("gatingml", "Gating-ML 2.0 compliance", _gatingml),
-    ("flowjo", "FlowJo concordance", _flowjo),
-    ("truth_cohort", "Synthetic truth cohort", _truth),
-    ("determinism", "Determinism", _determinism),
-    ("bad_inputs", "Bad-input matrix", _bad_inputs),
-    ("precision", "Counting precision", _precision),
+    ("installation", "Installation", _run_installation),
+    ("gatingml", "Gating-ML 2.0 compliance", _run_gatingml),
+    ("flowjo", "FlowJo concordance", _run_flowjo),
+    ("truth_cohort", "Synthetic truth cohort", _run_truth),
+    ("determinism", "Determinism", _run_determinism),
+    ("bad_inputs", "Bad-input matrix", _run_bad_inputs),
+    ("precision", "Counting precision", _run_precision),
+    ("reference", "Lab reference set (PQ)", _run_reference),
 )
 CHECK_IDS = tuple(c[0] for c in CHECKS)
 
@@ -158,7 +165,7 @@ def run_qualification(
     config
         The lab's configuration (default: ``config/config.yaml`` of the workflow directory).
     reference
-        The lab's reference set (PQ); not used yet.
+        The lab's reference set (PQ); without it that check is not run.
     quick
         The CI subset: the validation cohort is not run.
     workflow_dir

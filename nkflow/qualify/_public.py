@@ -176,15 +176,17 @@ def check_flowjo(ctx: Context) -> CheckResult:
             "flowjo", title, desc, (not_run("flowjo.counts", text, limit, NO_PUBLIC),)
         )
     rows: list[tuple[Any, ...]] = []
-    for wsp, fcs, pop, _listed in FLOWJO_CASES:
+    for wsp, fcs, pop, listed in FLOWJO_CASES:
         try:
             want = flowjo_count(root / FLOWJO_DIR / wsp, pop)
             have = flowjo_case(root, wsp, fcs, pop)
-            rows.append((wsp, fcs, pop, want, have, have == want, ""))
+            # the .wsp's own count must also be the catalogued one (the workspace is unchanged)
+            why = "" if want == listed else f"the .wsp says {want}, its catalogue {listed}"
+            rows.append((wsp, fcs, pop, listed, want, have, have == want == listed, why))
         except Exception as exc:  # a case that cannot be evaluated is a failed case
-            rows.append((wsp, fcs, pop, "", "", False, f"{type(exc).__name__}: {exc}"))
+            rows.append((wsp, fcs, pop, listed, "", "", False, f"{type(exc).__name__}: {exc}"))
     bad = [
-        f"{r[0]}:{r[2]} ({r[6] or f'{r[4]} vs FlowJo {r[3]}'})" for r in rows if r[5] is not True
+        f"{r[0]}:{r[2]} ({r[7] or f'{r[5]} vs FlowJo {r[4]}'})" for r in rows if r[6] is not True
     ]
     crit = judged(
         "flowjo.counts",
@@ -196,7 +198,16 @@ def check_flowjo(ctx: Context) -> CheckResult:
     )
     ev = evidence(
         "Per population",
-        ["workspace", "FCS file", "population", "FlowJo count", "nkflow count", "equal", "error"],
+        [
+            "workspace",
+            "FCS file",
+            "population",
+            "catalogued",
+            "FlowJo count (.wsp)",
+            "nkflow count",
+            "equal",
+            "error",
+        ],  # fmt: skip
         rows,
         note=f"workspaces: {FLOWJO_DIR}/ of the public data folder",
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import logging
 import platform
 import shutil
@@ -40,64 +41,26 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = "nkflow-qualification/1"
 
 
-def _run_installation(ctx: Context) -> CheckResult:
-    from nkflow.qualify._install import check_installation
+def _lazy(module: str, name: str) -> Callable[[Context], CheckResult]:
+    """``nkflow.qualify.<module>.<name>``, imported when the check runs (the CLI stays fast)."""
 
-    return check_installation(ctx.config_path, ctx.base_dir)
+    def run(ctx: Context) -> CheckResult:
+        return getattr(importlib.import_module(f"nkflow.qualify.{module}"), name)(ctx)
 
-
-def _run_gatingml(ctx: Context) -> CheckResult:
-    from nkflow.qualify._public import check_gatingml
-
-    return check_gatingml(ctx)
-
-
-def _run_flowjo(ctx: Context) -> CheckResult:
-    from nkflow.qualify._public import check_flowjo
-
-    return check_flowjo(ctx)
-
-
-def _run_truth(ctx: Context) -> CheckResult:
-    from nkflow.qualify._cohort import check_truth_cohort
-
-    return check_truth_cohort(ctx)
-
-
-def _run_determinism(ctx: Context) -> CheckResult:
-    from nkflow.qualify._cohort import check_determinism
-
-    return check_determinism(ctx)
-
-
-def _run_bad_inputs(ctx: Context) -> CheckResult:
-    from nkflow.qualify._badinputs import check_bad_inputs
-
-    return check_bad_inputs(ctx)
-
-
-def _run_precision(ctx: Context) -> CheckResult:
-    from nkflow.qualify._precision import check_precision
-
-    return check_precision(ctx)
-
-
-def _run_reference(ctx: Context) -> CheckResult:
-    from nkflow.qualify._reference import check_reference
-
-    return check_reference(ctx)
+    run.__name__ = name
+    return run
 
 
 #: (id, title, function) of every check, in report order
 CHECKS: tuple[tuple[str, str, Callable[[Context], CheckResult]], ...] = (
-    ("installation", "Installation", _run_installation),
-    ("gatingml", "Gating-ML 2.0 compliance", _run_gatingml),
-    ("flowjo", "FlowJo concordance", _run_flowjo),
-    ("truth_cohort", "Synthetic truth cohort", _run_truth),
-    ("determinism", "Determinism", _run_determinism),
-    ("bad_inputs", "Bad-input matrix", _run_bad_inputs),
-    ("precision", "Counting precision", _run_precision),
-    ("reference", "Lab reference set (PQ)", _run_reference),
+    ("installation", "Installation", _lazy("_install", "check_installation")),
+    ("gatingml", "Gating-ML 2.0 compliance", _lazy("_public", "check_gatingml")),
+    ("flowjo", "FlowJo concordance", _lazy("_public", "check_flowjo")),
+    ("truth_cohort", "Synthetic truth cohort", _lazy("_cohort", "check_truth_cohort")),
+    ("determinism", "Determinism", _lazy("_cohort", "check_determinism")),
+    ("bad_inputs", "Bad-input matrix", _lazy("_badinputs", "check_bad_inputs")),
+    ("precision", "Counting precision", _lazy("_precision", "check_precision")),
+    ("reference", "Lab reference set (PQ)", _lazy("_reference", "check_reference")),
 )
 CHECK_IDS = tuple(c[0] for c in CHECKS)
 

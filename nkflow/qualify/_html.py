@@ -39,6 +39,11 @@ def _overall(status: str) -> str:
     return kind
 
 
+def _criteria_list(ids: list[str], crit: dict[str, dict[str, Any]]) -> str:
+    items = "".join(f"<li><code>{h.esc(i)}</code>: {h.esc(crit[i]['reason'])}</li>" for i in ids)
+    return f'<ul class="crit">{items}</ul>'
+
+
 def _summary(doc: dict[str, Any]) -> str:
     s = doc["summary"]
     kind = _overall(s["status"])
@@ -54,25 +59,12 @@ def _summary(doc: dict[str, Any]) -> str:
         f"<div><b>{s['failed']}</b>failed</div><div><b>{s['not_run']}</b>not run</div></div>"
     )
     if s["failed_criteria"]:
-        body += (
-            '<h3>Failed</h3><ul class="crit">'
-            + "".join(
-                f"<li><code>{h.esc(i)}</code>: {h.esc(crit[i]['reason'])}</li>"
-                for i in s["failed_criteria"]
-            )
-            + "</ul>"
-        )
+        body += "<h3>Failed</h3>" + _criteria_list(s["failed_criteria"], crit)
     else:
         body += h.note("No criterion failed.")
     if s["not_run_criteria"]:
-        body += (
-            '<h3>Not run (never counted as passed)</h3><ul class="crit">'
-            + "".join(
-                f"<li><code>{h.esc(i)}</code>: {h.esc(crit[i]['reason'])}</li>"
-                for i in s["not_run_criteria"]
-            )
-            + "</ul>"
-        )
+        body += "<h3>Not run (never counted as passed)</h3>"
+        body += _criteria_list(s["not_run_criteria"], crit)
     rows = [
         [f'<a href="#check-{h.esc(ch["id"])}">{h.esc(ch["title"])}</a>', _badge(ch["status"]),
          f"{sum(c['status'] == 'pass' for c in ch['criteria'])}/{len(ch['criteria'])}",

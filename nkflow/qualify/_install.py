@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from nkflow.qualify._context import Context
 from nkflow.qualify._model import CheckResult, Criterion, evidence, judged, not_run
 
 #: the trees of a development checkout whose tracked files make up an installation
@@ -252,7 +253,7 @@ def config_criterion(config_path: Path, base_dir: Path) -> tuple[Criterion, list
     return judged(cid, text, limit, f"valid; digest {digest[:12]}", True), [ev]
 
 
-def check_installation(config_path: Path, base_dir: Path) -> CheckResult:
+def check_installation(ctx: Context) -> CheckResult:
     """Installation qualification (IQ): what is installed, and is it what was installed."""
     env_rows = [
         ("nkflow", metadata.version("nkflow") if _has_dist() else "not installed"),
@@ -274,7 +275,7 @@ def check_installation(config_path: Path, base_dir: Path) -> CheckResult:
         or ("no requirements found in nkflow's metadata" if not deps else ""),
     )
     files_crit, files_ev = files_criterion()
-    cfg_crit, cfg_ev = config_criterion(config_path, base_dir)
+    cfg_crit, cfg_ev = config_criterion(ctx.config_path, ctx.base_dir)
     every = sorted(
         {(d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"]},
         key=lambda r: r[0].lower(),

@@ -30,11 +30,11 @@ def poisson_cv(n: int) -> float:
 def min_nk_events(lymph_events: int, cv_limit: float) -> int | None:
     """Fewest NK events with sqrt(1/n + 1/lymph_events) <= cv_limit (None if none can)."""
     room = cv_limit * cv_limit - 1.0 / lymph_events
-    if room <= 0:
+    if room <= 1e-12:  # the denominator alone uses up the CV (float noise counts as none)
         return None
-    n = math.ceil(1.0 / room)
-    while n > 1 and math.sqrt(1.0 / (n - 1) + 1.0 / lymph_events) <= cv_limit:
-        n -= 1  # guard the ceiling against rounding
+    n = max(1, math.ceil(1.0 / room))
+    if n > 1 and math.sqrt(1.0 / (n - 1) + 1.0 / lymph_events) <= cv_limit:
+        n -= 1  # the ceiling of a rounded quotient can be one too many
     return n
 
 

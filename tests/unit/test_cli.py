@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     "endpoints",
     "report",
     "gates",
+    "qualify",
 ]
 
 

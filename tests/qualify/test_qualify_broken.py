@@ -56,6 +56,19 @@ def test_a_patched_module_fails_naming_it(clone, tmp_path):
     assert "nkflow/gating/extra.py untracked" in reason
 
 
+def test_a_lab_file_added_beside_the_shipped_config_is_listed_not_failed(clone, tmp_path):
+    own = clone / "config/gating/nk_v1_lab.yaml"
+    own.write_text((clone / "config/gating/nk_v1.yaml").read_text())
+    try:
+        code, doc, _ = run_qualify(clone, tmp_path / "q", "--only", "installation")
+    finally:
+        own.unlink()
+    assert code == 0
+    ev = next(c for c in doc["checks"] if c["id"] == "installation")["evidence"]
+    rows = {r[0]: r[-1] for e in ev if e["title"].startswith("Checkout files") for r in e["rows"]}
+    assert rows["config/gating/nk_v1_lab.yaml"] == "untracked (not compared)"
+
+
 def test_a_wheel_install_is_checked_against_its_record(tmp_path):
     site = wheel_install(tmp_path / "site")
     code, doc, log = run_qualify(site, tmp_path / "ok", "--only", "installation", cwd=tmp_path)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
@@ -47,13 +46,9 @@ SHEETS = ("samples", "infusions", "cbc", "chimerism")
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_sample_data", REPO / "scripts" / "make_sample_data.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["make_sample_data"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from nkflow import synthetic
+
+    return synthetic
 
 
 def sized_cohort(original: Any, n_events: int) -> Any:

@@ -52,8 +52,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nkflow import config as cfgmod
 
     settings = _load_settings(args)
-    # the sheet loaders log each row warning as they find it
-    warnings = cfgmod.validate_inputs(settings, base_dir=Path.cwd())
+    # the sheet loaders log each row warning as they find it; paths relative to the run
+    # directory, as in sheet_warnings.tsv, so validated/config.json is the same wherever the
+    # run is (it held the absolute path of the checkout)
+    warnings = cfgmod.validate_inputs(settings, base_dir=Path("."))
     if args.write_resolved:
         cfgmod.write_resolved(settings, warnings, Path(args.write_resolved))
     sys.stdout.write(f"configuration OK ({len(warnings)} warning(s))\n")
@@ -204,6 +206,32 @@ def cmd_gates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qualify(args: argparse.Namespace) -> int:
+    from nkflow.qualify import run_qualification, write_qualification
+
+    doc = run_qualification(
+        Path(args.out),
+        config=Path(args.config) if args.config else None,
+        reference=Path(args.reference) if args.reference else None,
+        quick=args.quick,
+        workflow_dir=Path(args.workflow) if args.workflow else None,
+        cores=args.cores,
+        only=[c for c in args.only.split(",") if c] if args.only else None,
+        keep_events=args.keep_events,
+        command=" ".join(["nkflow", *sys.argv[1:]]),
+    )
+    js, page = write_qualification(doc, Path(args.out))
+    s = doc["summary"]
+    sys.stdout.write(
+        f"qualification {s['status']}: {s['criteria']} criteria, {s['passed']} passed, "
+        f"{s['failed']} failed, {s['not_run']} not run ({doc['run']['seconds']:.0f} s)\n"
+    )
+    for cid in s["failed_criteria"]:
+        sys.stdout.write(f"  FAILED {cid}\n")
+    sys.stdout.write(f"report: {page}\njson: {js}\n")
+    return 1 if s["failed"] else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -330,6 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--sample-id", help="FlowJo sample whose gates to import")
     i.add_argument("--group", default="All Samples", help="FlowJo sample group")
     p.set_defaults(func=cmd_gates)
+
+    p = sub.add_parser(
+        "qualify",
+        help="installation/operational qualification: run the checks, write a signable report",
+    )
+    p.add_argument("--out", required=True, help="directory for qualification.{json,html}")
+    p.add_argument("--config", metavar="FILE", help="the lab's config.yaml (default: shipped)")
+    p.add_argument("--reference", metavar="YAML", help="the lab's locked reference set (PQ)")
+    p.add_argument("--quick", action="store_true", help="the CI subset (no validation cohort)")
+    p.add_argument("--workflow", metavar="DIR", help="directory with Snakefile, workflow/, config/")
+    p.add_argument("--cores", type=int, default=2, help="cores for the workflow runs")
+    p.add_argument("--only", metavar="IDS", help="comma-separated check ids to run")
+    p.add_argument(
+        "--keep-events", action="store_true", help="keep the generated FCS files under OUT/work"
+    )
+    p.set_defaults(func=cmd_qualify)
     return parser
 
 

@@ -1,10 +1,8 @@
-"""Tubes made on the spot with the sample generator (``scripts/make_sample_data.py``), written
+"""Tubes made on the spot with the sample generator (:mod:`nkflow.synthetic`), written
 as real FCS files and read back through nkflow, as a user's files would be."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def generator() -> Any:
-    """The generator script as a module."""
-    name = "_nkflow_generator"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts/make_sample_data.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """The sample generator module (``scripts/make_sample_data.py`` is its command)."""
+    from nkflow import synthetic
+
+    return synthetic
 
 
 def write_tube(

@@ -14,6 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nkflow.qualify._damage import (
+    add_to_tot,
+    misnamed_spillover,
+    rename_marker,
+    singular_spillover,
+    truncate,
+    with_keywords,
+)
 from tests.conftest import ROOT, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -32,61 +40,6 @@ def _fcs_of(workdir, sample_id, tube):
 def _day14(patient_id):
     truth = _read(ROOT / "data/sample/truth/endpoints.tsv").set_index("patient_id")
     return truth.loc[patient_id, "sample_id"]
-
-
-def _parse(path):
-    raw = path.read_bytes()
-    t0, t1, d0, d1 = (int(raw[10 + 8 * i : 18 + 8 * i]) for i in range(4))
-    text = raw[t0 : t1 + 1].decode("utf-8")
-    delim = text[0]
-    parts = text[1:].rstrip(delim).split(delim)
-    kw = dict(zip(parts[0::2], parts[1::2], strict=True))
-    return raw[:6].decode(), kw, raw[d0 : d1 + 1], delim
-
-
-def _write(path, version, kw, data, delim):
-    kw = dict(kw)
-    kw["$BEGINDATA"] = kw["$ENDDATA"] = "0" * 10
-
-    def encode():
-        return (delim + "".join(f"{k}{delim}{v}{delim}" for k, v in kw.items())).encode()
-
-    t0 = 58
-    t1 = t0 + len(encode()) - 1
-    kw["$BEGINDATA"] = str(t1 + 1).zfill(10)
-    kw["$ENDDATA"] = str(t1 + len(data)).zfill(10)
-    text = encode()
-    header = (
-        version.encode()
-        + b"    "
-        + b"".join(str(v).rjust(8).encode() for v in (t0, t1, t1 + 1, t1 + len(data), 0, 0))
-    )
-    path.write_bytes(header + text + data)
-
-
-def _with_keywords(path, change):
-    version, kw, data, delim = _parse(path)
-    change(kw)
-    _write(path, version, kw, data, delim)
-
-
-def _spill_key(kw):
-    return next(k for k in ("$SPILLOVER", "$SPILL", "SPILL") if k in kw)
-
-
-def _singular_spillover(kw):
-    key = _spill_key(kw)
-    fields = kw[key].split(",")
-    n = int(fields[0])
-    # all ones: diagonal 1 (passes that check) but rank 1
-    kw[key] = ",".join(fields[: 1 + n] + ["1"] * (n * n))
-
-
-def _misnamed_spillover(kw):
-    key = _spill_key(kw)
-    fields = kw[key].split(",")
-    fields[1] = fields[1] + "-X"
-    kw[key] = ",".join(fields)
 
 
 def _late_date(kw):
@@ -119,41 +72,21 @@ def damaged_run(tmp_path_factory):
     for pid, (tube, defect, _, _) in DAMAGE.items():
         path = _fcs_of(workdir, _day14(pid), tube)
         if defect == "truncated":
-            path.write_bytes(path.read_bytes()[:-1000])
+            truncate(path)
         elif defect == "cd56_missing":
-            _with_keywords(
-                path,
-                lambda kw: kw.update(
-                    {
-                        k: v.replace("CD56", "CD99")
-                        for k, v in kw.items()
-                        if re.fullmatch(r"\$P\d+[NS]", k)
-                    }
-                ),
-            )
+            with_keywords(path, rename_marker("CD56", "CD99"))
         elif defect == "tot_too_large":
-            _with_keywords(path, lambda kw: kw.update({"$TOT": str(int(kw["$TOT"]) + 1)}))
+            with_keywords(path, add_to_tot(1))
         elif defect == "duplicate_marker":
-            _with_keywords(
-                path,
-                lambda kw: kw.update(
-                    {
-                        k: v.replace("CD16", "CD56")
-                        for k, v in kw.items()
-                        if re.fullmatch(r"\$P\d+S", k)
-                    }
-                ),
-            )
+            with_keywords(path, rename_marker("CD16", "CD56", keys="S"))
         elif defect == "singular_spillover":
-            _with_keywords(path, _singular_spillover)
+            with_keywords(path, singular_spillover)
     # a Treg tube with a spillover naming a channel the file lacks: Treg numbers go, NK stays
-    _with_keywords(_fcs_of(workdir, _day14("P08"), "treg"), _misnamed_spillover)
+    with_keywords(_fcs_of(workdir, _day14("P08"), "treg"), misnamed_spillover)
     # P08's day-14 NK tube acquired 3 days after the draw: a flag, the number and verdict kept
-    _with_keywords(_fcs_of(workdir, _day14("P08"), "nk"), _late_date)
+    with_keywords(_fcs_of(workdir, _day14("P08"), "nk"), _late_date)
     # $TOT one too small on a day-7 tube: refused, but not the endpoint's tube
-    _with_keywords(
-        _fcs_of(workdir, "P08-D07", "nk"), lambda kw: kw.update({"$TOT": str(int(kw["$TOT"]) - 1)})
-    )
+    with_keywords(_fcs_of(workdir, "P08-D07", "nk"), add_to_tot(-1))
     run_snakemake(workdir)
     return workdir
 
@@ -249,7 +182,7 @@ def test_rewritten_files_are_otherwise_valid(tmp_path):
     src = ROOT / "data/sample/fcs" / "P01-D14_nk.fcs"
     dst = tmp_path / "copy.fcs"
     dst.write_bytes(src.read_bytes())
-    _with_keywords(dst, lambda kw: None)
+    with_keywords(dst, lambda kw: None)
     a, b = read_fcs(src), read_fcs(dst)
     assert np.array_equal(a.events, b.events)
     assert a.channel_names == b.channel_names

@@ -22,6 +22,7 @@ SUBCOMMANDS = [
     "readout",
     "report",
     "gates",
+    "qualify",
 ]
 
 

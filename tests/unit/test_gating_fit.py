@@ -8,8 +8,6 @@ cannot: never a confident wrong number.
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +23,9 @@ SAMPLE = ROOT / "data" / "sample"
 
 
 def _gen():
-    path = ROOT / "scripts" / "make_sample_data.py"
-    spec = importlib.util.spec_from_file_location("_nkflow_gen_fit", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from nkflow import synthetic
+
+    return synthetic
 
 
 # ----------------------------------------------------------------------------- methods

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nkflow import synthetic
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
 
@@ -33,7 +35,7 @@ def _load_script(name: str):
     return module
 
 
-gen = _load_script("make_sample_data")
+gen = synthetic
 check = _load_script("check_sample_truth")
 
 

@@ -153,7 +153,93 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_endpoints(args: argparse.Namespace) -> int:
     from nkflow.endpoints import run_endpoints
 
-    run_endpoints(_load_settings(args), Path(args.visits), Path(args.outdir))
+    run_endpoints(
+        _load_settings(args),
+        Path(args.visits),
+        Path(args.outdir),
+        tubes_index=Path(args.tubes_index) if args.tubes_index else None,
+        audit_log=Path(args.audit_log) if args.audit_log else None,
+    )
+    return 0
+
+
+def _password(args: argparse.Namespace, prompt: str) -> str:
+    """The password from one line of stdin (``--password-stdin``) or a terminal prompt."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    return getpass.getpass(prompt)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from nkflow.review import review_settings
+    from nkflow.review.users import add_user
+
+    rs = review_settings(_load_settings(args))
+    password = _password(args, f"password for {args.id}: ")
+    user = add_user(
+        rs.users,
+        rs.audit_log,
+        user_id=args.id,
+        name=args.name,
+        role=args.role,
+        password=password,
+        by=args.by,
+    )
+    sys.stdout.write(f"user {user.id} ({user.name}, {user.role}) saved in {rs.users}\n")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from nkflow.review import audit, review_settings
+    from nkflow.review.users import load_users
+
+    rs = review_settings(_load_settings(args))
+    if args.audit_cmd == "verify":
+        findings = audit.verify(rs.audit_log)
+        if findings:
+            for f in findings:
+                sys.stderr.write(f"nkflow audit verify: {f.message}\n")
+            sys.stderr.write(
+                f"nkflow audit verify: FAILED: {len(findings)} finding(s) in {rs.audit_log}; "
+                "restore the log from a backup and investigate who changed it\n"
+            )
+            return 1
+        n, sha = audit.head(rs.audit_log)
+        sys.stdout.write(f"audit log {rs.audit_log}: OK, {n} entries, head sha256 {sha}\n")
+        return 0
+    names = {u.id: u.name for u in load_users(rs.users).values()}
+    sys.stdout.write(audit.show(rs.audit_log, names, patient=args.patient))
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from nkflow.review import basis, review_settings, signing
+    from nkflow.review.users import load_users
+
+    rs = review_settings(_load_settings(args))
+    bases = basis.run_bases(rs.results, Path.cwd())
+    if args.patient not in bases:
+        raise NkflowError(
+            f"patient {args.patient!r} is not in {rs.results}/cohort/endpoints.tsv; known: "
+            f"{', '.join(sorted(bases))}"
+        )
+    signing.sync_voids(rs.audit_log, bases)
+    entry = signing.sign(
+        rs.audit_log,
+        load_users(rs.users),
+        user_id=args.user,
+        password=_password(args, f"password for {args.user}: "),
+        meaning=args.meaning,
+        basis=bases[args.patient],
+        two_person_rule=rs.two_person_rule,
+    )
+    sys.stdout.write(
+        f"signed: patient {args.patient}, '{args.meaning}' by {entry['data']['name']} "
+        f"({args.user}) at {entry['time_utc']} (audit seq {entry['seq']}); rerun snakemake to "
+        "show it in endpoints.tsv and the report\n"
+    )
     return 0
 
 
@@ -277,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--visits", required=True)
     p.add_argument("--outdir", required=True)
+    p.add_argument("--tubes-index", help="cohort/tubes.tsv (with --audit-log: review status)")
+    p.add_argument("--audit-log", help="the review audit log (review.audit_log), if it exists")
     p.set_defaults(func=cmd_endpoints)
 
     p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")
@@ -297,6 +385,34 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--sample-id", help="FlowJo sample whose gates to import")
     i.add_argument("--group", default="All Samples", help="FlowJo sample group")
     p.set_defaults(func=cmd_gates)
+
+    p = sub.add_parser("users", help="keep the users who may correct gates and sign")
+    usub = p.add_subparsers(dest="users_cmd", required=True)
+    a = usub.add_parser("add", help="add a user, or change one's name, role and password")
+    _add_config_args(a)
+    a.add_argument("--id", required=True, help="user id, e.g. jdoe")
+    a.add_argument("--name", required=True, help="printed name shown on signatures")
+    a.add_argument("--role", required=True, choices=["reviewer", "approver"])
+    a.add_argument("--by", default="admin", help="who makes the change (audit log)")
+    a.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("audit", help="check or print the review audit trail")
+    asub = p.add_subparsers(dest="audit_cmd", required=True)
+    v = asub.add_parser("verify", help="check the hash chain; exit 1 naming any broken entry")
+    _add_config_args(v)
+    s_ = asub.add_parser("show", help="print the trail readably, per patient")
+    _add_config_args(s_)
+    s_.add_argument("--patient", help="only this patient (and cohort-wide events)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("sign", help="sign a patient's current endpoint (reviewed / approved)")
+    _add_config_args(p)
+    p.add_argument("--patient", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--meaning", required=True, choices=["reviewed", "approved"])
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_sign)
     return parser
 
 

@@ -741,6 +741,51 @@ def _provenance(
     return h.section("provenance", "Provenance", body)
 
 
+REVIEW_WORDS = {
+    "approved": "approved",
+    "reviewed": "reviewed, not approved",
+    "void": "approval VOID",
+    "not_reviewed": "not reviewed",
+}
+
+
+def _review(pid: str, ep: Row, inp: ReportInputs) -> str:
+    """Review and approval state, with each signature's manifestation (name, time, meaning)."""
+    status = ep.get("review_status", "") or "not recorded"
+    rec = inp.review.get(pid, {})
+    body = f"<p>Review status: {h.badge(REVIEW_WORDS.get(status, status), 'review-' + status)}</p>"
+    if ep.get("review_note"):
+        body += f"<p>{h.esc(ep['review_note'])}</p>"
+    sigs = rec.get("signatures") or []
+    if sigs:
+        rows = [
+            [
+                h.esc(s.get("name", "")),
+                h.esc(s.get("user", "")),
+                h.esc(s.get("meaning", "")),
+                h.esc(s.get("time_utc", "")),
+                h.esc(s.get("time_local", "")),
+                "VOID: " + h.esc("; ".join(s.get("changed") or [])) if s.get("void") else "holds",
+                h.esc(str(s.get("seq", ""))),
+            ]
+            for s in sigs
+        ]
+        body += "<h3>Signatures</h3>" + h.table(
+            ["printed name", "user id", "meaning", "signed (UTC)", "signed (local)", "standing",
+             "audit seq"],
+            rows,
+            raw_columns=range(7),
+        )  # fmt: skip
+        body += h.note(
+            "Each signature rests on the endpoint row above and the sha256 of every input and "
+            "output of this patient's tubes (audit log, review.audit_log); a change to any of "
+            "them voids it. Check the log with 'nkflow audit verify'."
+        )
+    else:
+        body += h.note("No signature on this patient's results.")
+    return h.section("review", "Review and sign-off", body)
+
+
 def _nav(items: Sequence[tuple[str, str]]) -> str:
     links = "".join(f'<a href="{h.esc(href)}">{h.esc(text)}</a>' for href, text in items)
     return f'<nav class="sections">{links}</nav>'
@@ -767,6 +812,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
     body = "\n".join(
         [
             _banner(ep, threshold, dose_range_text(patient_id, ep, inp)),
+            _review(patient_id, ep, inp),
             _numbers(ep, inp),
             _kinetics(patient_id, ep, inp, threshold),
             _dose(patient_id, ep, inp),
@@ -778,6 +824,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
     nav = _nav(
         [
             ("index.html", "← cohort index"),
+            ("#review", "review"),
             ("#numbers", "numbers"),
             ("#kinetics", "kinetics"),
             ("#dose", "dose"),
@@ -809,6 +856,7 @@ def _cohort_table(inp: ReportInputs) -> str:
         "flags",
         "reason",
         "QC",
+        "review",
     ]
     rows, verdict_keys, value_keys, day_keys = [], [], [], []
     for ep in inp.endpoints:
@@ -826,6 +874,12 @@ def _cohort_table(inp: ReportInputs) -> str:
                 flags,
                 h.esc(ep.get("reason", "")),
                 h.esc(ep.get("qc_status", "")),
+                h.badge(
+                    REVIEW_WORDS.get(ep.get("review_status", ""), ep.get("review_status", "")),
+                    "review-" + (ep.get("review_status", "") or "none"),
+                )
+                if ep.get("review_status")
+                else "",
             ]
         )
         verdict_keys.append(

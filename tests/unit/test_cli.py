@@ -21,6 +21,9 @@ SUBCOMMANDS = [
     "endpoints",
     "report",
     "gates",
+    "users",
+    "audit",
+    "sign",
 ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nkflow.config import tube_settings, validate_config, validate_inputs
 from nkflow.errors import NkflowError
+from nkflow.review import review_settings
 from nkflow.sheets import load_configured_infusions, load_configured_samples
 
 try:
@@ -18,10 +19,14 @@ try:
     if workflow.is_main_process:
         validate_inputs(NKCONFIG, base_dir=Path.cwd())
     SAMPLES = load_configured_samples(NKCONFIG)
+    REVIEW = review_settings(NKCONFIG)  # refuses review paths inside the results
 except NkflowError as exc:
     raise WorkflowError(f"nkflow configuration error: {exc}") from None
 
 RESULTS = NKCONFIG["results"]
+# The review trail (nkflow/review): read by the endpoints step for each patient's review status,
+# never written by the workflow. Absent until someone signs or corrects a gate.
+AUDIT_LOG = NKCONFIG["review"]["audit_log"]
 # Every patient in the infusion table gets an endpoint row and a report page.
 PATIENTS = sorted(set(load_configured_infusions(NKCONFIG)[0]["patient_id"]))
 # The whole validated config as JSON, handed to the cohort-level commands; a change re-runs them.

@@ -111,6 +111,9 @@ def cmd_tubes(args: argparse.Namespace) -> int:
     fmo: dict[tuple[str, str], dict[str, Path]] = {}
     for s, t, marker, f in args.fmo or []:
         fmo.setdefault((s, t), {})[marker] = Path(f)
+    overrides: dict[tuple[str, str], list[Path]] = {}
+    for s, t, f in args.override or []:
+        overrides.setdefault((s, t), []).append(Path(f))
     statuses = run_batch(
         tubes=[(s, t, Path(f)) for s, t, f in args.tube],
         panel=Path(args.panel),
@@ -118,6 +121,7 @@ def cmd_tubes(args: argparse.Namespace) -> int:
         settings=settings,
         outdir=Path(args.outdir),
         fmo=fmo,
+        overrides=overrides,
     )
     counts = {s: sum(1 for v in statuses.values() if v == s) for s in ("PASS", "WARN", "FAIL")}
     logger.info("batch of %d tube(s): %s", len(statuses), counts)
@@ -341,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar=("SAMPLE_ID", "TUBE", "MARKER", "FCS"),
         help="an FMO control tube of one tube, for one marker (repeatable)",
+    )
+    p.add_argument(
+        "--override",
+        nargs=3,
+        action="append",
+        metavar=("SAMPLE_ID", "TUBE", "YAML"),
+        help="a reviewer's gate override file of one tube (repeatable; docs/review.md)",
     )
     p.set_defaults(func=cmd_tubes)
 

@@ -509,7 +509,18 @@ def gating_figure(
         if fit_failed:
             notes.append("fit FAILED: " + why.removeprefix("gate_fit_failed:"))
         elif g.id in methods:
-            notes.append("fitted: " + ", ".join(dict.fromkeys(methods[g.id])))
+            fitted = [m for m in dict.fromkeys(methods[g.id]) if m != "override"]
+            if fitted:
+                notes.append("fitted: " + ", ".join(fitted))
+            authors = sorted(
+                {
+                    str(f["stats"].get("author", "?"))
+                    for f in res.fits
+                    if f["gate"] == g.id and f["method"] == "override"
+                }
+            )
+            if authors:
+                notes.append("OVERRIDE by " + ", ".join(authors))
         _text_box(img, tdraw, notes, px0 + 1, py0 + 1)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

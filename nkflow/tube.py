@@ -32,6 +32,8 @@ class TubeOutputs:
     qc: Path
     figure: Path
     provenance: Path
+    #: the gates actually used for this tube as Gating-ML 2.0 (None: not written)
+    gatingml: Path | None = None
 
 
 def _not_computed_counts(tree: Any, sample_id: str, tube: str, reason: str):
@@ -89,6 +91,7 @@ def run_tube(
     settings: dict[str, Any],
     outputs: TubeOutputs,
     fmo: dict[str, Path] | None = None,
+    overrides: list[Path] | None = None,
 ) -> str:
     """Process one tube and write its outputs.
 
@@ -105,6 +108,10 @@ def run_tube(
     fmo
         Marker -> FMO control FCS of this tube (the sample sheet's ``fmo`` column): the
         boundaries the tree sets from an FMO tube (``fmo_percentile``) come from it.
+    overrides
+        This tube's gate override files (:mod:`nkflow.review.overrides`): each replaces a
+        boundary of one gate where it is fixed for the tube; recorded in provenance.json
+        (``overrides``) and in the counts' ``boundary`` column.
 
     Returns
     -------
@@ -196,6 +203,13 @@ def run_tube(
         prov["gating_file"], prov["gating_sha256"] = str(gating), sha256_file(gating)
     prov["gating_selected_by"] = f"$CYT {cyt!r} (gating_by_instrument)" if chosen else "default"
 
+    # ---- reviewers' corrections (a malformed override is a configuration error: it raises)
+    gate_overrides = _load_overrides(tree, overrides or [])
+    if gate_overrides:
+        from nkflow.review.overrides import provenance_record
+
+        prov["overrides"] = [provenance_record(o) for o in gate_overrides.values()]
+
     # ---- markers
     try:
         resolution = panel_mod.resolve(pnl, sample)
@@ -276,6 +290,7 @@ def run_tube(
         channel_names=sample.channel_names,
         ranges=channel_ranges,
         controls=controls,
+        overrides=gate_overrides,
     )
     prov["scales"] = {
         tid: result.tree.transforms[tid].to_dict()
@@ -318,9 +333,45 @@ def run_tube(
         max_events=int(fig_cfg.get("max_events", 50000)),
         random_state=int(fig_cfg.get("random_state", 0)),
     )
+    if outputs.gatingml is not None:
+        _write_gatingml(result.tree, outputs.gatingml, prov)
     prov["qc_status"] = status
     write_json(prov, outputs.provenance)
     return status
+
+
+def _load_overrides(tree: Any, files: list[Path]) -> dict[str, Any]:
+    """Gate id -> GateOverride from a tube's override files, each checked against ``tree``."""
+    from nkflow.gating.override import check_override
+    from nkflow.review.overrides import read_override
+
+    out: dict[str, Any] = {}
+    for f in sorted(files):
+        ov = read_override(Path(f))
+        check_override(tree, ov)
+        if ov.gate in out:
+            raise NkflowError(
+                f"{f}: a second override of gate {ov.gate!r} for this tube (the first is "
+                f"{out[ov.gate].source}); keep one file per tube and gate"
+            )
+        out[ov.gate] = ov
+    return out
+
+
+def _write_gatingml(tree: Any, path: Path, prov: dict[str, Any]) -> None:
+    """The gates as evaluated on this tube (fitted and overridden boundaries in place) as
+    Gating-ML 2.0; a gate left without coordinates (its fit failed) makes the export fail,
+    recorded in provenance instead."""
+    from nkflow import gating as gating_mod
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        gating_mod.to_gatingml(tree, path)
+        prov["gatingml_file"] = path.name
+    except Exception as exc:  # FlowKit raises several unrelated classes on a template gate
+        path.unlink(missing_ok=True)
+        prov["gatingml_error"] = f"{type(exc).__name__}: {exc}"
+        logger.warning("gates of %s not exported as Gating-ML: %s", path.parent, exc)
 
 
 def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
@@ -536,6 +587,7 @@ def run_batch(
     settings: dict[str, Any],
     outdir: Path,
     fmo: dict[tuple[str, str], dict[str, Path]] | None = None,
+    overrides: dict[tuple[str, str], list[Path]] | None = None,
 ) -> dict[tuple[str, str], str]:
     """Process several tubes that share a panel and gate tree, in one process.
 
@@ -550,6 +602,8 @@ def run_batch(
         ``(sample_id, tube, fcs_path)`` triples, in sample-sheet order.
     panel, gating, settings
         As for :func:`run_tube`.
+    fmo, overrides
+        ``(sample_id, tube)`` -> that tube's FMO controls / override files (see :func:`run_tube`).
     outdir
         The batch directory.
 
@@ -576,8 +630,10 @@ def run_batch(
                 qc=d / "qc.tsv",
                 figure=d / "gating.png",
                 provenance=d / "provenance.json",
+                gatingml=d / "gates.xml",
             ),
             fmo=(fmo or {}).get((sample_id, tube)),
+            overrides=(overrides or {}).get((sample_id, tube)),
         )
         logger.info(
             "tube %s/%s: QC %s, %.3f s CPU",

@@ -34,6 +34,7 @@ import numpy as np
 from nkflow import transforms as tf
 from nkflow.errors import GatingError
 from nkflow.gating import fit as fit_mod
+from nkflow.gating.override import STALE_TOLERANCE, GateOverride
 from nkflow.gating.tree import Dim, Gate, GateTree
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,9 @@ def _boundaries(fits: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     for f in fits:
         if f["side"] == "shape":
             v, st = f["value"], f["stats"]
-            if "mean" in v:
+            if f["method"] == "override":
+                what = f"vertices {v['vertices']}"
+            elif "mean" in v:
                 what = "ellipse mean " + ", ".join(f"{m:.4g}" for m in v["mean"])
                 what += f" (d2 {v['distance_square']:.3g})"
             else:
@@ -546,6 +549,7 @@ def gate_sample(
     tube: str = "",
     channel_names: Sequence[str] | None = None,
     ranges: Mapping[str, float] | None = None,
+    overrides: Mapping[str, GateOverride] | None = None,
 ) -> GatingResult:
     """Evaluate ``tree`` on one tube.
 
@@ -577,6 +581,10 @@ def gate_sample(
     ranges
         Marker -> ``$PnR`` of its channel, for transforms declared ``t: range`` (see
         :meth:`GateTree.for_ranges`); None leaves them at 2^18.
+    overrides
+        Gate id -> a reviewer's :class:`~nkflow.gating.override.GateOverride`, applied where
+        the gate's boundary is fixed for the tube (after its fit, or instead of its declared
+        value); recorded in ``res.fits`` with method ``override`` beside what the fit gave.
 
     Returns
     -------
@@ -659,10 +667,13 @@ def gate_sample(
             else:
                 rows = np.flatnonzero(parent)
 
+        ov = (overrides or {}).get(g.id)
         if g.fitted:
             prow = np.flatnonzero(parent) if parent is not None else np.arange(n)
             try:
-                g = _fit_gate(cols, g, prow, fitted_bounds, res.fits, res.members, controls or {})
+                g = _fit_gate(
+                    cols, g, prow, fitted_bounds, res.fits, res.members, controls or {}, ov
+                )
             except fit_mod.FitFailure as exc:
                 where = exc.where or g.id
                 fit_flag = {
@@ -677,6 +688,11 @@ def gate_sample(
                 fail(pops, f"gate_fit_failed:{where}:{exc.code}")
                 continue
             used[g.id] = g
+        elif ov is not None:
+            g = _override_declared(cols, g, ov, res.fits)
+            used[g.id] = g
+        if ov is not None:
+            res.flags.extend(_stale_flags(g.id, ov, res.fits, label))
 
         def scatter(
             sub: np.ndarray,
@@ -767,8 +783,12 @@ def _fit_gate(
     records: list[dict[str, Any]],
     members: Mapping[str, np.ndarray],
     controls: Mapping[str, np.ndarray],
+    override: GateOverride | None = None,
 ) -> Gate:
     """The gate with its boundaries fitted on the parent's events ``prow`` (records appended).
+
+    A boundary that ``override`` sets takes the override's value; its fit is still tried and
+    recorded beside it, and a failed fit of that boundary is not a failure.
 
     Raises
     ------
@@ -798,6 +818,10 @@ def _fit_gate(
             r = float(v) if xf is None else float(np.asarray(xf.inverse(np.array([v])))[0])
         return r if math.isfinite(r) else None
 
+    if g.fit is not None and override is not None and override.vertices is not None:
+        return _override_shape(g, override, records, lambda: _fit_gate(
+            cols, g, prow, fitted_bounds, [], members, controls
+        ))  # fmt: skip
     if g.fit is not None:
         p = dict(g.fit.params)
         try:
@@ -832,9 +856,28 @@ def _fit_gate(
     for d in g.dims:
         for side in ("min", "max"):
             fb = getattr(d, f"fit_{side}")
-            if fb is None:
+            new_value = None if override is None else override.bounds.get((d.marker, side))
+            if fb is None and new_value is None:
                 continue
             where = f"{g.id}.{d.marker}"
+            if new_value is not None:
+                assert override is not None
+                value, rec = _override_bound(
+                    (lambda d=d: d) if fb is None else (lambda d=d: _fit_gate(
+                        cols, replace(g, dims=(d,)), prow, dict(fitted_bounds), [], members,
+                        controls,
+                    ).dims[0]),
+                    side, new_value, override, g.id, d.marker,
+                )  # fmt: skip
+                if fb is not None:
+                    fitted_bounds[(g.id, d.marker)] = value
+                d = (
+                    replace(d, min=value, fit_min=None)
+                    if side == "min"
+                    else replace(d, max=value, fit_max=None)
+                )
+                records.append({**rec, "raw": raw_of(d, value)})
+                continue
             if fb.same_as is not None:
                 key = (fb.same_as, d.marker)
                 if key not in fitted_bounds:
@@ -883,6 +926,152 @@ def _fit_gate(
             )
         dims.append(d)
     return replace(g, dims=tuple(dims))
+
+
+def _override_bound(
+    fit_one: Any,
+    side: str,
+    new_value: float,
+    ov: GateOverride,
+    gate_id: str,
+    marker: str,
+) -> tuple[float, dict[str, Any]]:
+    """The override's value for one bound, and its record (what the fit gave beside it).
+
+    ``fit_one()`` fits the bound alone (the gate cut to this dimension) and returns the fitted
+    dimension; a failure is recorded, not raised.
+    """
+    fitted: float | None = None
+    failure = ""
+    try:
+        dim = fit_one()
+        fitted = getattr(dim, side)
+    except fit_mod.FitFailure as exc:
+        failure = f"{exc.code}: {exc.message}"
+    stats: dict[str, Any] = {
+        "fitted": None if fitted is None else float(fitted),
+        "old": ov.old_bounds.get((marker, side)),
+        "source": ov.source,
+        **ov.info,
+    }
+    if failure:
+        stats["fit_failed"] = failure
+    rec = {
+        "gate": gate_id,
+        "markers": [marker],
+        "side": side,
+        "method": "override",
+        "value": float(new_value),
+        "stats": stats,
+    }
+    return float(new_value), rec
+
+
+def _override_shape(
+    g: Gate, ov: GateOverride, records: list[dict[str, Any]], fit_shape: Any
+) -> Gate:
+    """A polygon gate with the override's vertices (its fit tried and recorded beside them)."""
+    fitted = None
+    failure = ""
+    if g.fit is not None:
+        try:
+            fitted = [list(v) for v in fit_shape().vertices]
+        except fit_mod.FitFailure as exc:
+            failure = f"{exc.code}: {exc.message}"
+    else:
+        fitted = [list(v) for v in g.vertices]
+    assert ov.vertices is not None
+    stats: dict[str, Any] = {
+        "fitted": fitted,
+        "old": None if ov.old_vertices is None else [list(v) for v in ov.old_vertices],
+        "source": ov.source,
+        **ov.info,
+    }
+    if failure:
+        stats["fit_failed"] = failure
+    records.append(
+        {
+            "gate": g.id,
+            "markers": [d.marker for d in g.dims],
+            "side": "shape",
+            "method": "override",
+            "value": {"vertices": [list(v) for v in ov.vertices]},
+            "raw": None,
+            "stats": stats,
+        }
+    )
+    return replace(g, vertices=tuple(tuple(float(x) for x in v) for v in ov.vertices), fit=None)
+
+
+def _override_declared(
+    cols: _Columns, g: Gate, ov: GateOverride, records: list[dict[str, Any]]
+) -> Gate:
+    """A declared (not fitted) gate with the override's boundaries in place of the declared."""
+    if ov.vertices is not None:
+        return _override_shape(g, ov, records, lambda: g)
+    dims = []
+    for d in g.dims:
+        for side in ("min", "max"):
+            new_value = ov.bounds.get((d.marker, side))
+            if new_value is None:
+                continue
+            value, rec = _override_bound(lambda d=d: d, side, new_value, ov, g.id, d.marker)
+            d = replace(d, min=value) if side == "min" else replace(d, max=value)
+            xf = _xf(cols.tree, d)
+            with np.errstate(all="ignore"):
+                raw = value if xf is None else float(np.asarray(xf.inverse(np.array([value])))[0])
+            records.append({**rec, "raw": raw if math.isfinite(raw) else None})
+        dims.append(d)
+    return replace(g, dims=tuple(dims))
+
+
+def _stale_flags(
+    gate_id: str, ov: GateOverride, fits: Sequence[Mapping[str, Any]], label: str
+) -> list[dict[str, str]]:
+    """``override_stale`` flags: the boundary under an override now fits elsewhere than the
+    ``old`` value the reviewer corrected (the data or the tree changed since)."""
+    out = []
+    for f in fits:
+        if f["gate"] != gate_id or f["method"] != "override":
+            continue
+        st = f["stats"]
+        old, fitted = st.get("old"), st.get("fitted")
+        if old is None:
+            continue
+        if f["side"] == "shape":
+            same = (
+                fitted is not None
+                and np.allclose(
+                    np.asarray(old, float), np.asarray(fitted, float), atol=STALE_TOLERANCE
+                )
+                if np.shape(old) == np.shape(fitted)
+                else False
+            )
+            where = gate_id
+        else:
+            same = fitted is not None and abs(float(fitted) - float(old)) <= STALE_TOLERANCE
+            where = f"{gate_id}.{f['markers'][0]}"
+        if same:
+            continue
+        now = (
+            "no fit"
+            if fitted is None
+            else ("other vertices" if f["side"] == "shape" else f"{float(fitted):.4g}")
+        )
+        was = "its vertices" if f["side"] == "shape" else f"{float(old):.4g}"
+        out.append(
+            {
+                "gate": gate_id,
+                "code": "override_stale",
+                "where": where,
+                "message": (
+                    f"gate '{gate_id}'{label}: the override {ov.source or ''} was made on "
+                    f"{was} but the tube now gives {now}: the data or the tree changed since "
+                    "the correction; review it again"
+                ),
+            }
+        )
+    return out
 
 
 def control_values(

@@ -601,6 +601,7 @@ def _gating(pid: str, ep: Row, samples: Sequence[str], inp: ReportInputs) -> str
                     f"Sample {key[0]}, tube {key[1]}" + (f", FCS file {path}" if path else ""),
                 )
             )
+            out.append(_overrides_table(key, prov))
         return "\n".join(out)
 
     body = ""
@@ -616,6 +617,42 @@ def _gating(pid: str, ep: Row, samples: Sequence[str], inp: ReportInputs) -> str
             day = day_of.get(sid, "")
             body += h.details(f"Sample {sid}" + (f" (study day {day})" if day else ""), figs(sid))
     return h.section("gating", "Gating figures", body)
+
+
+def _overrides_table(key: tuple[str, str], prov: dict[str, Any]) -> str:
+    """The reviewers' corrections applied to one tube: old and new boundary, who, when, why."""
+    recs = prov.get("overrides") or []
+    if not recs:
+        return ""
+    rows = []
+    for r in recs:
+        if r.get("bounds"):
+            change = "; ".join(
+                f"{b['marker']} {b['side']}: "
+                f"{'none (fit failed)' if b.get('old') is None else format(b['old'], '.4g')}"
+                f" → {b['new']:.4g}"
+                for b in r["bounds"]
+            )
+        else:
+            change = f"vertices → {r.get('vertices', {}).get('new')}"
+        rows.append(
+            [
+                r.get("gate", ""),
+                change,
+                r.get("author", ""),
+                r.get("time_utc", ""),
+                r.get("reason", ""),
+                str(r.get("sha256", ""))[:16],
+            ]
+        )
+    return (
+        f'<div class="overrides"><b>Gate overrides applied to {h.esc(key[0])}/{h.esc(key[1])}'
+        "</b>"
+        + h.table(
+            ["gate", "boundary (old → new)", "by", "when (UTC)", "reason", "file sha256"], rows
+        )
+        + "</div>"
+    )
 
 
 def _gate_tree_table(doc: Any) -> str:

@@ -1,7 +1,8 @@
 rule tubes:
     """Read, compensate, time-QC and gate a batch of tubes sharing a panel and gate tree.
 
-    Each tube gets <batch>/<sample>/<tube>/{counts.tsv,qc.tsv,gating.png,provenance.json}.
+    Each tube gets <batch>/<sample>/<tube>/{counts.tsv,qc.tsv,gating.png,provenance.json,
+    gates.xml}; a reviewer's override files of its tubes are inputs (docs/review.md).
     """
     input:
         unpack(batch_inputs),

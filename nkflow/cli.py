@@ -218,31 +218,59 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from nkflow.review import signing
+    from nkflow.review.app import serve
+    from nkflow.review.live import ReviewRun
+
+    run = ReviewRun(_load_settings(args), Path.cwd())
+    run.record_run()
+    signing.sync_voids(run.rs.audit_log, run.bases())
+    serve(run, port=args.port)
+    return 0
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     from nkflow.review import basis, review_settings, signing
+    from nkflow.review.live import ReviewRun, is_pending
     from nkflow.review.users import load_users
 
-    rs = review_settings(_load_settings(args))
+    config = _load_settings(args)
+    rs = review_settings(config)
     bases = basis.run_bases(rs.results, Path.cwd())
     if args.patient not in bases:
         raise NkflowError(
             f"patient {args.patient!r} is not in {rs.results}/cohort/endpoints.tsv; known: "
             f"{', '.join(sorted(bases))}"
         )
-    signing.sync_voids(rs.audit_log, bases)
-    entry = signing.sign(
-        rs.audit_log,
-        load_users(rs.users),
-        user_id=args.user,
-        password=_password(args, f"password for {args.user}: "),
-        meaning=args.meaning,
-        basis=bases[args.patient],
-        two_person_rule=rs.two_person_rule,
+    password = _password(args, f"password for {args.user}: ")
+    tubes = basis.tube_records(basis.read_rows(rs.results / "cohort/tubes.tsv"), Path.cwd())
+    if any(is_pending(t, rs.overrides) for t in tubes):
+        # overrides saved since the run: sign what the rerun will write, as the review app does
+        out = ReviewRun(config, Path.cwd()).sign(args.user, password, args.patient, args.meaning)
+    else:
+        signing.sync_voids(rs.audit_log, bases)
+        entry = signing.sign(
+            rs.audit_log,
+            load_users(rs.users),
+            user_id=args.user,
+            password=password,
+            meaning=args.meaning,
+            basis=bases[args.patient],
+            two_person_rule=rs.two_person_rule,
+        )
+        out = {"entry": entry, "pending": []}
+    entry = out["entry"]
+    pending = (
+        f" (on the recomputation of {', '.join(out['pending'])}, whose overrides the run has not "
+        "applied yet)"
+        if out["pending"]
+        else ""
     )
     sys.stdout.write(
         f"signed: patient {args.patient}, '{args.meaning}' by {entry['data']['name']} "
-        f"({args.user}) at {entry['time_utc']} (audit seq {entry['seq']}); rerun snakemake to "
-        "show it in endpoints.tsv and the report\n"
+        f"({args.user}) at {entry['time_utc']} (audit seq {entry['seq']}){pending}; rerun "
+        "snakemake to show it in endpoints.tsv and the report\n"
     )
     return 0
 
@@ -416,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(s_)
     s_.add_argument("--patient", help="only this patient (and cohort-wide events)")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "review", help="local web app: check, correct and sign the gates of a finished run"
+    )
+    _add_config_args(p)
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("sign", help="sign a patient's current endpoint (reviewed / approved)")
     _add_config_args(p)

@@ -296,10 +296,13 @@ def prepare_tube(
     return prep
 
 
-def gate_tube(prep: PreparedTube, overrides: dict[str, Any] | None = None) -> GatedTube:
+def gate_tube(
+    prep: PreparedTube, overrides: dict[str, Any] | None = None, reuse: Any = None
+) -> GatedTube:
     """Gate a prepared tube (boundaries declared ``fit:`` are fitted on it; ``overrides`` are
     a reviewer's corrections, :class:`~nkflow.gating.override.GateOverride` by gate id) and
-    check the result. ``prep`` is not modified: it can be gated again."""
+    check the result. ``prep`` is not modified: it can be gated again; ``reuse`` is the
+    ``result`` of an earlier gating of the same ``prep`` (see :func:`nkflow.gating.gate_sample`)."""
     from nkflow import gating as gating_mod
     from nkflow import qc
 
@@ -317,6 +320,7 @@ def gate_tube(prep: PreparedTube, overrides: dict[str, Any] | None = None) -> Ga
         ranges=prep.channel_ranges,
         controls=prep.controls,
         overrides=overrides,
+        reuse=reuse,
     )
     counts = result.counts_table(denominator=prep.denominator)
     counts.insert(0, "tube", prep.tube)

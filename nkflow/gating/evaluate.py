@@ -181,6 +181,10 @@ class GatingResult:
     #: the columns gating computed (compensated, transformed inputs), reused by the figure so
     #: that a tube is compensated once
     columns: Any = field(default=None, repr=False)
+    #: ``(gate, marker) -> value`` of every fitted (or overridden) bound, for ``same_as``
+    fitted_bounds: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    #: the overrides this result was computed with (gate id -> GateOverride)
+    overrides: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -550,6 +554,7 @@ def gate_sample(
     channel_names: Sequence[str] | None = None,
     ranges: Mapping[str, float] | None = None,
     overrides: Mapping[str, GateOverride] | None = None,
+    reuse: GatingResult | None = None,
 ) -> GatingResult:
     """Evaluate ``tree`` on one tube.
 
@@ -585,6 +590,13 @@ def gate_sample(
         Gate id -> a reviewer's :class:`~nkflow.gating.override.GateOverride`, applied where
         the gate's boundary is fixed for the tube (after its fit, or instead of its declared
         value); recorded in ``res.fits`` with method ``override`` beside what the fit gave.
+    reuse
+        An earlier result of this call on the same tube (same tree, events, keep, controls and
+        ranges), e.g. the previous step of a reviewer moving a boundary. The gates before the
+        first gate whose override differs are taken from it instead of being fitted and
+        evaluated again: tree order is topological (parents, ``same_as`` and ``fit_on``
+        sources come first), so they cannot depend on the change and the result is exactly
+        that of a full evaluation.
 
     Returns
     -------
@@ -610,7 +622,18 @@ def gate_sample(
                 f"keep mask has shape {keep.shape}, expected ({n},) to match the events"
             )
     tree = tree.for_ranges(ranges or {})
-    cols = _Columns(tree, ev, marker_index, spill, channel_names)
+    same_tube = (
+        reuse is not None
+        and reuse.columns is not None
+        and reuse.columns.events is ev
+        and reuse.keep is keep
+        and reuse.tree.gates[0].id == tree.gates[0].id
+    )
+    cols = (
+        reuse.columns
+        if same_tube and reuse is not None
+        else _Columns(tree, ev, marker_index, spill, channel_names)
+    )
     res = GatingResult(tree=tree, n_events=n)
     used: dict[str, Gate] = {}
     fitted_bounds: dict[tuple[str, str], float] = {}
@@ -618,13 +641,19 @@ def gate_sample(
     res.keep = keep
     res.spill_columns = cols.fcs
     res.columns = cols
+    res.fitted_bounds = fitted_bounds
+    res.overrides = dict(overrides or {})
     label = f" in tube {tube}" if tube else ""
 
     def fail(pops: tuple[str, ...], reason: str) -> None:
         for p in (*pops, *_descendants(tree, pops)):
             res.not_computed.setdefault(p, reason)
 
-    for g in tree.gates:
+    start = 0
+    if same_tube and reuse is not None:
+        start = _reuse_prefix(tree, reuse, res, used, dict(overrides or {}))
+
+    for g in tree.gates[start:]:
         pops = g.population_ids()
         if any(p in res.not_computed for p in pops):
             continue
@@ -755,6 +784,47 @@ def gate_sample(
     if used:
         res.tree = tree.with_gates([used.get(g.id, g) for g in tree.gates])
     return res
+
+
+def _same_override(a: GateOverride | None, b: GateOverride | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.bounds, a.vertices) == (b.bounds, b.vertices)
+
+
+def _reuse_prefix(
+    tree: GateTree,
+    prev: GatingResult,
+    res: GatingResult,
+    used: dict[str, Gate],
+    overrides: dict[str, GateOverride],
+) -> int:
+    """Copy from ``prev`` the gates before the first one whose override changed; returns the
+    index of the first gate to evaluate."""
+    k = next(
+        (
+            i
+            for i, g in enumerate(tree.gates)
+            if not _same_override(overrides.get(g.id), prev.overrides.get(g.id))
+        ),
+        len(tree.gates),
+    )
+    prefix = {g.id for g in tree.gates[:k]}
+    pops = {p for g in tree.gates[:k] for p in g.population_ids()}
+    for p in pops:
+        if p in prev.members:
+            res.members[p] = prev.members[p]
+        if p in prev.not_computed:
+            res.not_computed[p] = prev.not_computed[p]
+    res.flags.extend(f for f in prev.flags if f.get("gate") in prefix)
+    res.fits.extend(f for f in prev.fits if f["gate"] in prefix)
+    res.thresholds.update({g: v for g, v in prev.thresholds.items() if g in prefix})
+    res.fitted_bounds.update({kb: v for kb, v in prev.fitted_bounds.items() if kb[0] in prefix})
+    for g in tree.gates[:k]:
+        was = prev.tree.gate(g.id)
+        if was != g:
+            used[g.id] = was
+    return k
 
 
 def _plausible(res: GatingResult, g: Gate, parent: np.ndarray | None, label: str) -> None:

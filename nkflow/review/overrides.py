@@ -93,8 +93,13 @@ def load_doc(path: Path) -> dict[str, Any]:
     return doc
 
 
-def read_override(path: Path) -> GateOverride:
-    """The gating engine's override from one file (see the module contract)."""
+def read_override(path: Path, label: str | None = None) -> GateOverride:
+    """The gating engine's override from one file (see the module contract).
+
+    ``label`` names the file in messages and provenance (default: ``path`` as given); the
+    workflow gives paths relative to the run directory, and so must anyone predicting its
+    output bytes.
+    """
     p = Path(path)
     doc = load_doc(p)
     info = {
@@ -104,8 +109,14 @@ def read_override(path: Path) -> GateOverride:
         "sha256": file_sha256(p),
     }
     bounds = {(b["marker"], b["side"]): float(b["new"]) for b in doc.get("bounds") or []}
+    # what the fit gave when the override was made (for a correction of a correction, 'old'
+    # is the earlier override): a fit that lands elsewhere now makes the override stale
     old = {
-        (b["marker"], b["side"]): (None if b.get("old") is None else float(b["old"]))
+        (b["marker"], b["side"]): (
+            float(b["fitted"])
+            if b.get("fitted") is not None
+            else (None if b.get("old") is None else float(b["old"]))
+        )
         for b in doc.get("bounds") or []
     }
     vert = doc.get("vertices")
@@ -119,7 +130,7 @@ def read_override(path: Path) -> GateOverride:
             if vert is None or vert.get("old") is None
             else tuple(tuple(map(float, v)) for v in vert["old"])
         ),
-        source=str(p),
+        source=label or str(p),
         info=info,
     )
 
@@ -149,6 +160,32 @@ def describe_change(doc: dict[str, Any]) -> str:
     if doc.get("vertices") is not None:
         parts.append(f"vertices -> {doc['vertices']['new']}")
     return "; ".join(parts)
+
+
+def remove_override(path: Path, *, expected_sha256: str | None) -> str:
+    """Remove one override file (the fitted boundary applies again); returns its sha256.
+
+    Raises
+    ------
+    ReviewError
+        The file is not the one the remover opened (changed or already removed).
+    """
+    import fcntl
+
+    p = Path(path)
+    with (p.parent.parent.parent / ".lock").open("a") as lk:
+        fcntl.flock(lk.fileno(), fcntl.LOCK_EX)
+        try:
+            now = file_sha256(p)
+            if now is None or now != expected_sha256:
+                raise ReviewError(
+                    f"{p.parent.parent.name}/{p.parent.name} gate {p.stem} changed since you "
+                    "opened it; nothing was removed: reload the tube and compare"
+                )
+            p.unlink()
+        finally:
+            fcntl.flock(lk.fileno(), fcntl.LOCK_UN)
+    return now
 
 
 def write_override(

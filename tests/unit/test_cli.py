@@ -23,6 +23,7 @@ SUBCOMMANDS = [
     "gates",
     "users",
     "audit",
+    "review",
     "sign",
 ]
 

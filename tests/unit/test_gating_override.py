@@ -131,6 +131,38 @@ def test_an_override_the_tree_cannot_take_is_refused(ov, message):
         check_override(tree_from_dict(TREE, source="t.yaml"), ov)
 
 
+def _same(a, b) -> None:
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a.counts_table(denominator="a"), b.counts_table(denominator="a"))
+    assert (a.fits, a.flags, a.not_computed) == (b.fits, b.flags, b.not_computed)
+    assert a.tree == b.tree
+    for p in a.members:
+        assert np.array_equal(a.members[p], b.members[p]), p
+
+
+@pytest.mark.parametrize("bimodal_x", [True, False])
+def test_reusing_a_previous_result_gives_exactly_a_full_evaluation(bimodal_x):
+    ev = _events(bimodal_x=bimodal_x)
+    tree = tree_from_dict(TREE, source="t.yaml")
+    steps = [
+        {},
+        {"b": _ov(gate="b", bounds={("Y", "min"): 0.55})},
+        {"b": _ov(gate="b", bounds={("Y", "min"): 0.6})},
+        {"a": _ov(gate="a", bounds={("X", "min"): 0.62}), "b": _ov(gate="b", bounds={("Y", "min"): 0.6})},
+        {"d": _ov(gate="d", bounds={("Y", "min"): 0.4})},
+    ]  # fmt: skip
+    prev = None
+    for ovs in steps:
+        full = gate_sample(tree, ev, MI, overrides=ovs)
+        fast = gate_sample(tree, ev, MI, overrides=ovs, reuse=prev)
+        _same(full, fast)
+        prev = fast
+    # a result of another tube is never reused
+    other = gate_sample(tree, _events(seed=5), MI, reuse=prev)
+    _same(other, gate_sample(tree, _events(seed=5), MI))
+
+
 # ----------------------------------------------------------------------------- files
 
 

@@ -341,7 +341,10 @@ class ReviewRun:
         return ot
 
     def _overrides(
-        self, ot: OpenTube, candidate: dict[tuple[str, str, str], float], author: str = ""
+        self,
+        ot: OpenTube,
+        candidate: dict[tuple[str, str, str], float],
+        author: str = "reviewer (unsaved)",
     ) -> dict[str, Any]:
         from nkflow.gating.override import GateOverride, check_override
 

@@ -209,6 +209,23 @@ def test_saving_needs_a_login_and_a_reason_and_refuses_a_concurrent_save(app):
     assert "0.46" in path.read_text()
 
 
+def test_a_gate_reset_to_its_fit_and_saved_removes_its_override(app):
+    client, application, _, work = app
+    authed(client)
+    assert post(client, application, "/api/login",
+                {"user": "alice", "password": "alice-password"}).status_code == 200  # fmt: skip
+    path = work / "review/overrides/P01-D14/nk/nk.yaml"
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    r = post(client, application, "/api/save", {**TUBE, "bounds": [], "reason": "fit is right",
+                                                 "expected": {"nk": sha}})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["saved"][0]["action"] == "removed" and not path.exists()
+    last = audit.read(work / "review/audit.jsonl")[-1]
+    assert (last["event"], last["data"]["removed_sha256"]) == ("override", sha)
+    r = _save(client, application, 0.46, reason="back to the corrected cut")
+    assert r.status_code == 200 and path.exists()
+
+
 def test_signing_needs_the_password_and_follows_the_two_person_rule(app):
     client, application, clock, work = app
     authed(client)

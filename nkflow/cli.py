@@ -98,7 +98,9 @@ def cmd_tube(args: argparse.Namespace) -> int:
             qc=Path(args.qc),
             figure=Path(args.figure),
             provenance=Path(args.provenance),
+            gatingml=Path(args.gatingml) if args.gatingml else None,
         ),
+        overrides=[Path(f) for f in args.override or []],
     )
     logger.info("tube %s/%s finished with QC status %s", args.sample_id, args.tube, status)
     return 0
@@ -352,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qc", required=True)
     p.add_argument("--figure", required=True)
     p.add_argument("--provenance", required=True)
+    p.add_argument("--gatingml", help="also write the gates used as Gating-ML 2.0 here")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="YAML",
+        help="a reviewer's gate override file of this tube (repeatable; docs/review.md)",
+    )
     p.set_defaults(func=cmd_tube)
 
     p = sub.add_parser("tubes", help="process a batch of tubes sharing a panel and gate tree")

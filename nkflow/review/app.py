@@ -37,7 +37,7 @@ from importlib import resources
 from typing import Any
 
 from nkflow.errors import AuditError, ConfigError, ReviewError
-from nkflow.review.live import ConflictError, ReviewRun
+from nkflow.review.live import VERTICES, ConflictError, ReviewRun
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,9 @@ def create_app(run: ReviewRun, *, token: str, port: int, clock: Any = time.monot
             sid, tube = _tube(request)
             ot = run.open(sid, tube)
             candidate = [
-                {"gate": g, "marker": m, "side": s, "value": v}
+                {"gate": g, "vertices": [list(x) for x in v]}
+                if m == VERTICES
+                else {"gate": g, "marker": m, "side": s, "value": v}
                 for (g, m, s), v in sorted(ot.on_disk.items())
             ]
             preview = run.preview(sid, tube, candidate)
@@ -275,7 +277,7 @@ def create_app(run: ReviewRun, *, token: str, port: int, clock: Any = time.monot
             "<div id='handles'></div></div></div>"
             "<div class='side'><h2>Boundaries</h2><p class='hint'>Gate units (the figure's "
             "axes). Type a value or drag a red handle; numbers update on release.</p>"
-            "<table id='bounds'></table>"
+            "<table id='bounds'></table><table id='polygons'></table>"
             "<h2>Numbers <small id='latency'></small></h2><table id='numbers'></table>"
             "<h2>Populations</h2><table id='populations'></table>"
             "<h2>Save the correction</h2><textarea id='reason' rows='3' placeholder='reason "

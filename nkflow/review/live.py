@@ -51,6 +51,8 @@ RISKS = (
     "low_counts",
 )
 LOW_COUNT_CODES = ("low_numerator_events", "low_lymphocyte_events", "low_total_events")
+#: candidate key of a polygon's vertices: ``(gate, VERTICES, "")`` -> ((x, y), ...)
+VERTICES = "vertices"
 OPEN_TUBES = 4
 
 
@@ -82,6 +84,24 @@ def is_pending(rec: basis.TubeRecord, overrides_dir: Path) -> bool:
     return applied != disk
 
 
+def _vertices(i: int, raw: Any) -> tuple[tuple[float, float], ...]:
+    """Polygon vertices from a request: at least 3 pairs of finite numbers."""
+    if not isinstance(raw, list) or len(raw) < 3:
+        raise ReviewError(f"bounds[{i}]: vertices: expected a list of at least 3 [x, y] pairs")
+    out = []
+    for v in raw:
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            raise ReviewError(f"bounds[{i}]: vertex {v!r} is not an [x, y] pair")
+        try:
+            x, y = float(v[0]), float(v[1])
+        except (TypeError, ValueError):
+            raise ReviewError(f"bounds[{i}]: vertex {v!r} is not a pair of numbers") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ReviewError(f"bounds[{i}]: vertex {v!r} is not a pair of finite numbers")
+        out.append((x, y))
+    return tuple(out)
+
+
 @dataclass
 class OpenTube:
     """One tube being reviewed: prepared once, and its state at open time."""
@@ -92,8 +112,9 @@ class OpenTube:
     prep: Any
     #: gate -> sha256 of its override file when the tube was opened (None: no file)
     file_sha: dict[str, str | None] = field(default_factory=dict)
-    #: the candidate bounds on disk when opened: {(gate, marker, side): value}
-    on_disk: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    #: the candidate on disk when opened: {(gate, marker, side): value} and, for a polygon,
+    #: {(gate, VERTICES, ""): ((x, y), ...)}
+    on_disk: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     #: the last gating result (its unchanged leading gates are reused by the next preview)
     last: Any = None
 
@@ -338,32 +359,48 @@ class ReviewRun:
             ot.file_sha[ov.gate] = ov.info["sha256"]
             for (m, s), v in ov.bounds.items():
                 ot.on_disk[(ov.gate, m, s)] = v
+            if ov.vertices is not None:
+                ot.on_disk[(ov.gate, VERTICES, "")] = tuple(tuple(v) for v in ov.vertices)
         return ot
 
     def _overrides(
         self,
         ot: OpenTube,
-        candidate: dict[tuple[str, str, str], float],
+        candidate: dict[tuple[str, str, str], Any],
         author: str = "reviewer (unsaved)",
     ) -> dict[str, Any]:
         from nkflow.gating.override import GateOverride, check_override
 
         by_gate: dict[str, dict[tuple[str, str], float]] = {}
+        verts: dict[str, Any] = {}
         for (g, m, s), v in candidate.items():
-            by_gate.setdefault(g, {})[(m, s)] = v
+            if m == VERTICES:
+                verts[g] = v
+            else:
+                by_gate.setdefault(g, {})[(m, s)] = v
         out = {}
-        for g, bounds in by_gate.items():
-            ov = GateOverride(gate=g, bounds=bounds, source="candidate", info={"author": author})
+        for g in sorted(set(by_gate) | set(verts)):
+            ov = GateOverride(
+                gate=g,
+                bounds=by_gate.get(g, {}),
+                vertices=verts.get(g),
+                source="candidate",
+                info={"author": author},
+            )
             check_override(ot.prep.tree, ov)
             out[g] = ov
         return out
 
-    def parse_candidate(self, raw: Any) -> dict[tuple[str, str, str], float]:
-        """``[{gate, marker, side, value}]`` from a request, validated (finite numbers)."""
+    def parse_candidate(self, raw: Any) -> dict[tuple[str, str, str], Any]:
+        """``[{gate, marker, side, value} | {gate, vertices: [[x, y], ...]}]`` from a request,
+        validated (finite numbers, at least 3 vertices)."""
         if not isinstance(raw, list):
             raise ReviewError("bounds: expected a list of {gate, marker, side, value}")
-        out = {}
+        out: dict[tuple[str, str, str], Any] = {}
         for i, b in enumerate(raw):
+            if isinstance(b, dict) and "vertices" in b:
+                out[(str(b.get("gate", "")), VERTICES, "")] = _vertices(i, b["vertices"])
+                continue
             if not isinstance(b, dict) or not {"gate", "marker", "side", "value"} <= set(b):
                 raise ReviewError(f"bounds[{i}]: expected gate, marker, side and value")
             try:
@@ -375,7 +412,7 @@ class ReviewRun:
             out[(str(b["gate"]), str(b["marker"]), str(b["side"]))] = v
         return out
 
-    def gate(self, ot: OpenTube, candidate: dict[tuple[str, str, str], float]) -> Any:
+    def gate(self, ot: OpenTube, candidate: dict[tuple[str, str, str], Any]) -> Any:
         """The tube gated with ``candidate`` boundaries (GatedTube)."""
         from nkflow.errors import GatingError
         from nkflow.tube import gate_tube
@@ -474,8 +511,23 @@ class ReviewRun:
         for f in res.fits:
             if f["side"] in ("min", "max"):
                 rec_by[(f["gate"], f["markers"][0], f["side"])] = f
-        out = []
+        out: list[dict[str, Any]] = []
         for g in res.tree.gates:
+            if g.type == "polygon" and g.id not in res.not_computed:
+                f = next((x for x in res.fits if x["gate"] == g.id and x["side"] == "shape"), None)
+                fitted = [list(v) for v in g.vertices]
+                if f is not None and f["method"] == "override":
+                    fitted = f["stats"].get("fitted")
+                out.append(
+                    {
+                        "gate": g.id,
+                        "markers": [d.marker for d in g.dims],
+                        "vertices": [[float(x) for x in v] for v in g.vertices],
+                        "fitted": fitted,
+                        "method": "declared" if f is None else f["method"],
+                    }
+                )
+                continue
             if g.type != "rectangle" or g.id in res.not_computed:
                 continue
             for d in g.dims:
@@ -527,7 +579,8 @@ class ReviewRun:
             "tube": tube,
             "patient_id": ot.patient_id,
             "populations": pops,
-            "bounds": self.editable(gated),
+            "bounds": [b for b in self.editable(gated) if "side" in b],
+            "polygons": [b for b in self.editable(gated) if "vertices" in b],
             "qc_status": status,
             "flags": [f["message"] for f in gated.result.flags],
             "visit": {
@@ -619,9 +672,10 @@ class ReviewRun:
         old = {k: v for k, v in self.parse_candidate(raw_old or []).items()}
         gated = self.gate(ot, candidate)  # validates against the tree
         fits = {
-            (f["gate"], f["markers"][0], f["side"]): f
-            for f in gated.result.fits
+            (f["gate"], f["markers"][0], f["side"])
             if f["side"] in ("min", "max")
+            else (f["gate"], VERTICES, ""): f
+            for f in gated.result.fits
         }
         gates = sorted({g for g, _, _ in candidate} | set(ot.file_sha))
         conflicts = self.conflicts(ot, expected)
@@ -646,18 +700,26 @@ class ReviewRun:
                 written.append(data)
                 continue
             bounds = []
+            shape: dict[str, Any] | None = None
             for (m, s), v in sorted(mine.items()):
                 f = fits.get((g, m, s), {})
                 st = f.get("stats", {})
+                if m == VERTICES:
+                    was = old.get((g, m, s))
+                    shape = {"old": None if was is None else [list(x) for x in was],
+                             "new": [list(x) for x in v]}  # fmt: skip
+                    if st.get("fitted") is not None:
+                        shape["fitted"] = [list(map(float, x)) for x in st["fitted"]]
+                    continue
                 b: dict[str, Any] = {"marker": m, "side": s, "old": old.get((g, m, s)), "new": v}
                 if st.get("fitted") is not None:
                     b["fitted"] = float(st["fitted"])
                 bounds.append(b)
-            doc = {
+            doc: dict[str, Any] = {
                 "sample_id": sample_id,
                 "tube": tube,
                 "gate": g,
-                "bounds": bounds,
+                **({"vertices": shape} if shape is not None else {"bounds": bounds}),
                 "author": user,
                 "author_name": users[user].name if user in users else user,
                 "time_utc": now,
@@ -673,7 +735,7 @@ class ReviewRun:
                 "gate": g,
                 "action": "saved",
                 "change": overrides.describe_change(doc),
-                "bounds": bounds,
+                **({"vertices": shape} if shape is not None else {"bounds": bounds}),
                 "reason": doc["reason"],
                 "file": str(path),
                 "sha256": sha,
@@ -800,7 +862,7 @@ class ConflictError(ReviewError):
     """A save refused because an override file changed since the tube was opened; carries
     both versions (``conflicts``: what is on disk now; ``candidate``: what was to be saved)."""
 
-    def __init__(self, conflicts: list[dict[str, Any]], candidate: dict[Any, float]) -> None:
+    def __init__(self, conflicts: list[dict[str, Any]], candidate: dict[Any, Any]) -> None:
         gates = ", ".join(c["gate"] for c in conflicts)
         super().__init__(
             f"the tube changed since you opened it: override(s) of gate(s) {gates} were saved "
@@ -809,5 +871,8 @@ class ConflictError(ReviewError):
         )
         self.conflicts = conflicts
         self.candidate = [
-            {"gate": g, "marker": m, "side": s, "value": v} for (g, m, s), v in candidate.items()
+            {"gate": g, "vertices": [list(x) for x in v]}
+            if m == VERTICES
+            else {"gate": g, "marker": m, "side": s, "value": v}
+            for (g, m, s), v in candidate.items()
         ]

@@ -120,16 +120,15 @@ def read_override(path: Path, label: str | None = None) -> GateOverride:
         for b in doc.get("bounds") or []
     }
     vert = doc.get("vertices")
+    old_vert = None
+    if vert is not None:
+        old_vert = vert.get("fitted") if vert.get("fitted") is not None else vert.get("old")
     return GateOverride(
         gate=doc["gate"],
         bounds=bounds,
         old_bounds=old,
         vertices=None if vert is None else tuple(tuple(map(float, v)) for v in vert["new"]),
-        old_vertices=(
-            None
-            if vert is None or vert.get("old") is None
-            else tuple(tuple(map(float, v)) for v in vert["old"])
-        ),
+        old_vertices=None if old_vert is None else tuple(tuple(map(float, v)) for v in old_vert),
         source=label or str(p),
         info=info,
     )

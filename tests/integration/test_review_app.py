@@ -226,6 +226,39 @@ def test_a_gate_reset_to_its_fit_and_saved_removes_its_override(app):
     assert r.status_code == 200 and path.exists()
 
 
+def test_a_polygon_vertex_moves_the_count_and_is_saved_as_vertices(app):
+    client, application, _, work = app
+    authed(client)
+    assert post(client, application, "/api/login",
+                {"user": "alice", "password": "alice-password"}).status_code == 200  # fmt: skip
+    nk_path = work / "review/overrides/P01-D14/nk/nk.yaml"
+    nk_bound = {"gate": "nk", "marker": "CD56", "side": "min", "value": 0.46}
+    base = post(client, application, "/api/preview", {**TUBE, "bounds": [nk_bound]}).json()
+    (poly,) = base["polygons"]
+    assert poly["gate"] == "singlets" and len(poly["vertices"]) == 3
+    moved = [list(v) for v in poly["vertices"]]
+    moved[1][1] += 0.05  # raise the lower edge of the singlet band
+    cand = [nk_bound, {"gate": "singlets", "vertices": moved}]
+    after = post(client, application, "/api/preview", {**TUBE, "bounds": cand}).json()
+    count = lambda d, p: int(next(r["events"] for r in d["populations"] if r["population"] == p))  # noqa: E731
+    assert count(after, "singlets") < count(base, "singlets")
+    bad = post(client, application, "/api/preview",
+               {**TUBE, "bounds": [{"gate": "singlets", "vertices": [[0, 0], [1, 1]]}]})  # fmt: skip
+    assert bad.status_code == 400 and "at least 3 [x, y] pairs" in bad.json()["error"]
+    r = post(client, application, "/api/save", {
+        **TUBE, "bounds": cand, "reason": "doublets inside the band",
+        "old": [{"gate": "singlets", "vertices": poly["vertices"]}],
+        "expected": {"nk": hashlib.sha256(nk_path.read_bytes()).hexdigest()},
+    })  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert [s["gate"] for s in r.json()["saved"]] == ["singlets"]  # nk is as saved
+    import yaml
+
+    doc = yaml.safe_load((work / "review/overrides/P01-D14/nk/singlets.yaml").read_text())
+    assert doc["vertices"]["new"] == moved and doc["vertices"]["old"] == poly["vertices"]
+    assert "bounds" not in doc
+
+
 def test_signing_needs_the_password_and_follows_the_two_person_rule(app):
     client, application, clock, work = app
     authed(client)

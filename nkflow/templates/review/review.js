@@ -84,13 +84,52 @@
     function key(b) { return b.gate + "|" + b.marker + "|" + b.side; }
     data.candidate.forEach(function (b) { dirty.set(key(b), b.value); });
 
+    function vkey(gate) { return gate + "|vertices|"; }
     function candidate() {
       var out = [];
       dirty.forEach(function (v, k) {
         var p = k.split("|");
+        if (p[1] === "vertices") { out.push({ gate: p[0], vertices: v }); return; }
         out.push({ gate: p[0], marker: p[1], side: p[2], value: v });
       });
       return out;
+    }
+    function vtext(vs) {
+      return vs.map(function (v) { return fmt(v[0]) + " " + fmt(v[1]); }).join("; ");
+    }
+    function parseVertices(text) {
+      var vs = text.split(";").map(function (p) { return p.trim().split(/[\s,]+/).map(Number); });
+      var ok = vs.length >= 3 && vs.every(function (v) { return v.length === 2 && isFinite(v[0]) && isFinite(v[1]); });
+      return ok ? vs : null;
+    }
+    function setVertices(poly, vs) {
+      var k = vkey(poly.gate);
+      if (!old.has(k)) { old.set(k, poly.vertices); }
+      dirty.set(k, vs);
+      refresh(true);
+    }
+    function renderPolygons() {
+      var t = document.getElementById("polygons");
+      t.textContent = "";
+      if (!current.polygons.length) { return; }
+      row(t, ["polygon", "vertices (x y; x y; ...)", "set by", ""], true);
+      current.polygons.forEach(function (poly) {
+        var k = vkey(poly.gate);
+        var input = el("input", { type: "text", "class": "vertices", id: ("vertices-" + poly.gate).replace(/[^A-Za-z0-9_-]/g, "_"),
+                                  "data-key": k, size: "38" });
+        input.value = vtext(poly.vertices);
+        input.addEventListener("change", function () {
+          var vs = parseVertices(input.value);
+          if (!vs) { msg("vertices: expected at least 3 'x y' pairs separated by ';'", "error"); return; }
+          setVertices(poly, vs);
+        });
+        var reset = el("button", { type: "button", "class": "reset" }, "fitted");
+        reset.disabled = !dirty.has(k);
+        reset.addEventListener("click", function () { dirty.delete(k); refresh(true); });
+        var tr = row(t, [poly.gate + " (" + poly.markers.join(" / ") + ")", input,
+                         dirty.has(k) ? "you (override)" : poly.method, reset]);
+        if (dirty.has(k)) { tr.className = "changed"; }
+      });
     }
     function fmt(v) { return v === null || v === undefined || v === "" ? "" : Number(v).toFixed(4); }
 
@@ -155,6 +194,38 @@
       box.textContent = "";
       if (!img.naturalWidth) { return; }
       var s = img.clientWidth / img.naturalWidth;
+      current.polygons.forEach(function (poly) {
+        var L = layout[poly.gate];
+        if (!L || !L.ylim) { return; }
+        var bx = L.box;
+        function px(v) { return bx[0] + (v[0] - L.xlim[0]) * (bx[2] - 1) / (L.xlim[1] - L.xlim[0]); }
+        function py(v) { return bx[1] + (bx[3] - 1) - (v[1] - L.ylim[0]) * (bx[3] - 1) / (L.ylim[1] - L.ylim[0]); }
+        poly.vertices.forEach(function (v, j) {
+          var x = px(v), y = py(v);
+          if (x < bx[0] || x > bx[0] + bx[2] || y < bx[1] || y > bx[1] + bx[3]) { return; }  // off the plot
+          var h = el("div", { "class": "handle vertex", title: poly.gate + " vertex " + (j + 1),
+                              "data-key": vkey(poly.gate) + j });
+          function place(w) { h.style.left = (px(w) * s - 5) + "px"; h.style.top = (py(w) * s - 5) + "px"; }
+          place(v);
+          var dragging = false, last = v;
+          h.addEventListener("pointerdown", function (ev) { dragging = true; h.setPointerCapture(ev.pointerId); ev.preventDefault(); });
+          h.addEventListener("pointermove", function (ev) {
+            if (!dragging) { return; }
+            var r = img.getBoundingClientRect();
+            var ix = (ev.clientX - r.left) / s, iy = (ev.clientY - r.top) / s;
+            last = [L.xlim[0] + (ix - bx[0]) * (L.xlim[1] - L.xlim[0]) / (bx[2] - 1),
+                    L.ylim[0] + (bx[1] + bx[3] - 1 - iy) * (L.ylim[1] - L.ylim[0]) / (bx[3] - 1)];
+            place(last);
+          });
+          h.addEventListener("pointerup", function () {
+            if (!dragging) { return; }
+            dragging = false;
+            var vs = poly.vertices.map(function (w, i) { return i === j ? [Number(last[0].toFixed(4)), Number(last[1].toFixed(4))] : w; });
+            setVertices(poly, vs);
+          });
+          box.appendChild(h);
+        });
+      });
       current.bounds.forEach(function (b) {
         var L = layout[b.gate];
         if (!L) { return; }
@@ -206,7 +277,7 @@
         if (mine !== busy) { return; }
         if (!r.ok) { msg(r.doc.error, "error"); return; }
         current = r.doc;
-        renderBounds(); renderNumbers(); renderHandles();
+        renderBounds(); renderPolygons(); renderNumbers(); renderHandles();
         document.getElementById("latency").textContent = "recomputed in " +
           Math.round(performance.now() - t0) + " ms (server " + r.doc.elapsed_ms + " ms)";
         document.body.dataset.updated = String(mine);
@@ -229,7 +300,8 @@
       var t = el("table", { id: "conflict-table" });
       row(t, ["", "gate", "boundary", "by", "when", "reason"], true);
       (doc.yours || []).forEach(function (b) {
-        row(t, ["yours (not saved)", b.gate, b.marker + " " + b.side + " " + fmt(b.value), "", "", document.getElementById("reason").value]);
+        var what = b.vertices ? "vertices " + vtext(b.vertices) : b.marker + " " + b.side + " " + fmt(b.value);
+        row(t, ["yours (not saved)", b.gate, what, "", "", document.getElementById("reason").value]);
       });
       (doc.conflicts || []).forEach(function (c) {
         var th = c.theirs;
@@ -237,13 +309,19 @@
         (th.bounds || []).forEach(function (b) {
           row(t, ["on disk now", c.gate, b.marker + " " + b.side + " " + fmt(b["new"]), th.author, th.time_utc, th.reason]);
         });
+        if (th.vertices) {
+          row(t, ["on disk now", c.gate, "vertices " + vtext(th.vertices["new"]), th.author, th.time_utc, th.reason]);
+        }
       });
       box.appendChild(t);
     }
 
     document.getElementById("save").addEventListener("click", function () {
       var olds = [];
-      old.forEach(function (v, k) { var p = k.split("|"); olds.push({ gate: p[0], marker: p[1], side: p[2], value: v }); });
+      old.forEach(function (v, k) {
+        var p = k.split("|");
+        olds.push(p[1] === "vertices" ? { gate: p[0], vertices: v } : { gate: p[0], marker: p[1], side: p[2], value: v });
+      });
       post("/api/save", { sample_id: sid, tube: tube, bounds: candidate(), old: olds,
                           reason: document.getElementById("reason").value, expected: data.expected })
         .then(function (r) {
@@ -272,7 +350,7 @@
       });
     });
 
-    renderBounds(); renderNumbers();
+    renderBounds(); renderPolygons(); renderNumbers();
     if (document.getElementById("figure").complete) { renderHandles(); }
   }
 })();

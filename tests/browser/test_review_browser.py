@@ -26,8 +26,7 @@ import pytest
 from nkflow.review import audit, users
 from tests.browser import test_report_browser
 from tests.conftest import run_snakemake, workflow_env
-from tests.integration.test_resume import copy_subset
-from tests.integration.test_review_overrides import batch_of, rows
+from tests.integration.test_review_overrides import batch_of, finished_subset, rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.workflow, pytest.mark.xdist_group("browser")]
 
@@ -45,10 +44,7 @@ driver = test_report_browser.driver
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    w = copy_subset(tmp_path_factory.mktemp("review_browser") / "work")
-    cfg = w / "config/config.yaml"
-    cfg.write_text(cfg.read_text().replace("tubes_per_job: 16", "tubes_per_job: 4"))
-    run_snakemake(w)
+    w = finished_subset(tmp_path_factory.mktemp("review_browser") / "work")
     for uid, role in (("alice", "reviewer"), ("bob", "approver")):
         users.add_user(w / "review/users.yaml", w / "review/audit.jsonl", user_id=uid,
                        name=uid.title() + " Example", role=role, password=PASSWORDS[uid])  # fmt: skip

@@ -85,6 +85,11 @@ def post(client, application, url, body, **kw):
     return client.post(url, content=json.dumps(body), headers=headers, **kw)
 
 
+def login(client, application, uid: str) -> None:
+    r = post(client, application, "/api/login", {"user": uid, "password": uid + "-password"})
+    assert r.status_code == 200, r.text
+
+
 def test_a_request_without_the_token_is_refused(app):
     client, application, _, _ = app
     from starlette.testclient import TestClient
@@ -177,8 +182,7 @@ def test_saving_needs_a_login_and_a_reason_and_refuses_a_concurrent_save(app):
     assert r.status_code == 400 and "wrong password for user 'alice'" in r.json()["error"]
     r = post(client, application, "/api/login", {"user": "zed", "password": "whatever"})
     assert r.status_code == 400 and "unknown user 'zed'" in r.json()["error"]
-    assert post(client, application, "/api/login",
-                {"user": "alice", "password": "alice-password"}).status_code == 200  # fmt: skip
+    login(client, application, "alice")
     r = _save(client, application, 0.45, reason="   ")
     assert r.status_code == 400 and "a reason is mandatory" in r.json()["error"]
     assert not list(ovdir.rglob("*.yaml"))
@@ -212,8 +216,7 @@ def test_saving_needs_a_login_and_a_reason_and_refuses_a_concurrent_save(app):
 def test_a_gate_reset_to_its_fit_and_saved_removes_its_override(app):
     client, application, _, work = app
     authed(client)
-    assert post(client, application, "/api/login",
-                {"user": "alice", "password": "alice-password"}).status_code == 200  # fmt: skip
+    login(client, application, "alice")
     path = work / "review/overrides/P01-D14/nk/nk.yaml"
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     r = post(client, application, "/api/save", {**TUBE, "bounds": [], "reason": "fit is right",
@@ -229,8 +232,7 @@ def test_a_gate_reset_to_its_fit_and_saved_removes_its_override(app):
 def test_a_polygon_vertex_moves_the_count_and_is_saved_as_vertices(app):
     client, application, _, work = app
     authed(client)
-    assert post(client, application, "/api/login",
-                {"user": "alice", "password": "alice-password"}).status_code == 200  # fmt: skip
+    login(client, application, "alice")
     nk_path = work / "review/overrides/P01-D14/nk/nk.yaml"
     nk_bound = {"gate": "nk", "marker": "CD56", "side": "min", "value": 0.46}
     base = post(client, application, "/api/preview", {**TUBE, "bounds": [nk_bound]}).json()
@@ -263,26 +265,22 @@ def test_signing_needs_the_password_and_follows_the_two_person_rule(app):
     client, application, clock, work = app
     authed(client)
 
-    def login(uid):
-        assert post(client, application, "/api/login",
-                    {"user": uid, "password": uid + "-password"}).status_code == 200  # fmt: skip
-
     def sign(meaning, password):
         return post(client, application, "/api/sign",
                     {"patient_id": "P01", "meaning": meaning, "password": password})  # fmt: skip
 
-    login("bob")
+    login(client, application, "bob")
     r = sign("approved", "not-bobs")
     assert r.status_code == 400 and "wrong password for user 'bob'" in r.json()["error"]
     r = sign("approved", "bob-password")
     assert r.status_code == 400 and "two-person rule" in r.json()["error"]
-    login("alice")
+    login(client, application, "alice")
     r = sign("reviewed", "alice-password")
     assert r.status_code == 200, r.text
     doc = r.json()
     assert (doc["name"], doc["meaning"]) == ("Alice Example", "reviewed")
     assert doc["pending"] == ["P01-D14/nk"]  # the saved override is not applied by the run yet
-    login("bob")
+    login(client, application, "bob")
     r = sign("approved", "bob-password")
     assert r.status_code == 200 and r.json()["review_status"] == "approved"
     assert audit.verify(work / "review/audit.jsonl") == []

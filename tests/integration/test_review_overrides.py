@@ -42,13 +42,18 @@ def batch_of(work: Path, sample_id: str, tube: str) -> str:
     return hit[0]["batch"]
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    w = copy_subset(tmp_path_factory.mktemp("review_ov") / "work")
+def finished_subset(dest: Path) -> Path:
+    """A finished run of P01 and P02 with 4 tubes per batch (one batch per patient and panel)."""
+    w = copy_subset(dest)
     cfg = w / "config/config.yaml"
     cfg.write_text(cfg.read_text().replace("tubes_per_job: 16", "tubes_per_job: 4"))
     run_snakemake(w)
     return w
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return finished_subset(tmp_path_factory.mktemp("review_ov") / "work")
 
 
 def test_an_override_reruns_only_its_batch_and_changes_the_count_and_the_verdict_input(work):

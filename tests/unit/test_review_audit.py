@@ -115,6 +115,14 @@ def _log(tmp_path: Path, n: int = 4) -> Path:
     return log
 
 
+def _tamper(log: Path, edit) -> list[audit.Finding]:
+    """Rewrite the log's lines with ``edit(lines)`` (in place) and verify it."""
+    lines = log.read_text().splitlines()
+    edit(lines)
+    log.write_text("\n".join(lines) + "\n")
+    return audit.verify(log)
+
+
 def test_intact_chain_verifies_and_links_each_entry_to_the_one_before(tmp_path):
     log = _log(tmp_path)
     assert audit.verify(log) == []
@@ -126,34 +134,31 @@ def test_intact_chain_verifies_and_links_each_entry_to_the_one_before(tmp_path):
 
 
 def test_an_edited_entry_is_named(tmp_path):
-    log = _log(tmp_path)
-    lines = log.read_text().splitlines()
-    lines[1] = lines[1].replace('"i":1', '"i":7')
-    log.write_text("\n".join(lines) + "\n")
-    findings = audit.verify(log)
+    def edit(lines):
+        lines[1] = lines[1].replace('"i":1', '"i":7')
+
+    findings = _tamper(_log(tmp_path), edit)
     assert [(f.line, f.seq) for f in findings] == [(2, 2)]
     assert "entry seq 2 (run) was edited" in findings[0].message
 
 
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(tmp_path):
-    log = _log(tmp_path)
-    lines = log.read_text().splitlines()
-    doc = json.loads(lines[1])
-    doc["data"]["i"] = 7
-    doc["sha256"] = audit.entry_sha256(doc)
-    lines[1] = audit.canonical(doc)
-    log.write_text("\n".join(lines) + "\n")
-    findings = audit.verify(log)
+    def edit(lines):
+        doc = json.loads(lines[1])
+        doc["data"]["i"] = 7
+        doc["sha256"] = audit.entry_sha256(doc)
+        lines[1] = audit.canonical(doc)
+
+    findings = _tamper(_log(tmp_path), edit)
     assert [(f.line, f.seq) for f in findings] == [(3, 3)]
     assert "does not chain to the entry before it" in findings[0].message
 
 
 def test_a_deleted_entry_is_named(tmp_path):
-    log = _log(tmp_path)
-    lines = log.read_text().splitlines()
-    del lines[1]
-    log.write_text("\n".join(lines) + "\n")
-    msgs = [f.message for f in audit.verify(log)]
+    def edit(lines):
+        del lines[1]
+
+    msgs = [f.message for f in _tamper(_log(tmp_path), edit)]
     assert any(
         "entry seq 3 found where seq 2 was expected: entries were deleted" in m for m in msgs
     )
@@ -161,11 +166,10 @@ def test_a_deleted_entry_is_named(tmp_path):
 
 
 def test_reordered_entries_are_named(tmp_path):
-    log = _log(tmp_path)
-    lines = log.read_text().splitlines()
-    lines[1], lines[2] = lines[2], lines[1]
-    log.write_text("\n".join(lines) + "\n")
-    order = [f for f in audit.verify(log) if "was expected" in f.message]
+    def edit(lines):
+        lines[1], lines[2] = lines[2], lines[1]
+
+    order = [f for f in _tamper(_log(tmp_path), edit) if "was expected" in f.message]
     assert [(f.line, f.seq) for f in order] == [(2, 3), (3, 2)]
     assert "entry seq 3 found where seq 2 was expected" in order[0].message
     assert "seq 2 found where seq 4 was expected: entries were reordered" in order[1].message

@@ -101,7 +101,9 @@ def cmd_tube(args: argparse.Namespace) -> int:
             figure=Path(args.figure),
             provenance=Path(args.provenance),
             perturbation=Path(args.perturbation) if args.perturbation else None,
+            gatingml=Path(args.gatingml) if args.gatingml else None,
         ),
+        overrides=[Path(f) for f in args.override or []],
     )
     logger.info("tube %s/%s finished with QC status %s", args.sample_id, args.tube, status)
     return 0
@@ -114,6 +116,9 @@ def cmd_tubes(args: argparse.Namespace) -> int:
     fmo: dict[tuple[str, str], dict[str, Path]] = {}
     for s, t, marker, f in args.fmo or []:
         fmo.setdefault((s, t), {})[marker] = Path(f)
+    overrides: dict[tuple[str, str], list[Path]] = {}
+    for s, t, f in args.override or []:
+        overrides.setdefault((s, t), []).append(Path(f))
     statuses = run_batch(
         tubes=[(s, t, Path(f)) for s, t, f in args.tube],
         panel=Path(args.panel),
@@ -121,6 +126,7 @@ def cmd_tubes(args: argparse.Namespace) -> int:
         settings=settings,
         outdir=Path(args.outdir),
         fmo=fmo,
+        overrides=overrides,
     )
     counts = {s: sum(1 for v in statuses.values() if v == s) for s in ("PASS", "WARN", "FAIL")}
     logger.info("batch of %d tube(s): %s", len(statuses), counts)
@@ -162,6 +168,8 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
         Path(args.visits),
         Path(args.outdir),
         perturbation_path=Path(args.perturbation) if args.perturbation else None,
+        tubes_index=Path(args.tubes_index) if args.tubes_index else None,
+        audit_log=Path(args.audit_log) if args.audit_log else None,
     )
     return 0
 
@@ -175,6 +183,114 @@ def cmd_readout(args: argparse.Namespace) -> int:
         Path(args.endpoints),
         Path(args.kinetics),
         Path(args.exports),
+    )
+    return 0
+
+
+def _password(args: argparse.Namespace, prompt: str) -> str:
+    """The password from one line of stdin (``--password-stdin``) or a terminal prompt."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    return getpass.getpass(prompt)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from nkflow.review import review_settings
+    from nkflow.review.users import add_user
+
+    rs = review_settings(_load_settings(args))
+    password = _password(args, f"password for {args.id}: ")
+    user = add_user(
+        rs.users,
+        rs.audit_log,
+        user_id=args.id,
+        name=args.name,
+        role=args.role,
+        password=password,
+        by=args.by,
+    )
+    sys.stdout.write(f"user {user.id} ({user.name}, {user.role}) saved in {rs.users}\n")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from nkflow.review import audit, review_settings
+    from nkflow.review.users import load_users
+
+    rs = review_settings(_load_settings(args))
+    if args.audit_cmd == "verify":
+        findings = audit.verify(rs.audit_log)
+        if findings:
+            for f in findings:
+                sys.stderr.write(f"nkflow audit verify: {f.message}\n")
+            sys.stderr.write(
+                f"nkflow audit verify: FAILED: {len(findings)} finding(s) in {rs.audit_log}; "
+                "restore the log from a backup and investigate who changed it\n"
+            )
+            return 1
+        n, sha = audit.head(rs.audit_log)
+        sys.stdout.write(f"audit log {rs.audit_log}: OK, {n} entries, head sha256 {sha}\n")
+        return 0
+    names = {u.id: u.name for u in load_users(rs.users).values()}
+    sys.stdout.write(audit.show(rs.audit_log, names, patient=args.patient))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from nkflow.review import signing
+    from nkflow.review.app import serve
+    from nkflow.review.live import ReviewRun
+
+    run = ReviewRun(_load_settings(args), Path.cwd())
+    run.record_run()
+    signing.sync_voids(run.rs.audit_log, run.bases())
+    serve(run, port=args.port)
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from nkflow.review import basis, review_settings, signing
+    from nkflow.review.live import ReviewRun, is_pending
+    from nkflow.review.users import load_users
+
+    config = _load_settings(args)
+    rs = review_settings(config)
+    bases = basis.run_bases(rs.results, Path.cwd())
+    if args.patient not in bases:
+        raise NkflowError(
+            f"patient {args.patient!r} is not in {rs.results}/cohort/endpoints.tsv; known: "
+            f"{', '.join(sorted(bases))}"
+        )
+    password = _password(args, f"password for {args.user}: ")
+    tubes = basis.tube_records(basis.read_rows(rs.results / "cohort/tubes.tsv"), Path.cwd())
+    if any(is_pending(t, rs.overrides) for t in tubes):
+        # overrides saved since the run: sign what the rerun will write, as the review app does
+        out = ReviewRun(config, Path.cwd()).sign(args.user, password, args.patient, args.meaning)
+    else:
+        signing.sync_voids(rs.audit_log, bases)
+        entry = signing.sign(
+            rs.audit_log,
+            load_users(rs.users),
+            user_id=args.user,
+            password=password,
+            meaning=args.meaning,
+            basis=bases[args.patient],
+            two_person_rule=rs.two_person_rule,
+        )
+        out = {"entry": entry, "pending": []}
+    entry = out["entry"]
+    pending = (
+        f" (on the recomputation of {', '.join(out['pending'])}, whose overrides the run has not "
+        "applied yet)"
+        if out["pending"]
+        else ""
+    )
+    sys.stdout.write(
+        f"signed: patient {args.patient}, '{args.meaning}' by {entry['data']['name']} "
+        f"({args.user}) at {entry['time_utc']} (audit seq {entry['seq']}){pending}; rerun "
+        "snakemake to show it in endpoints.tsv and the report\n"
     )
     return 0
 
@@ -283,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", required=True)
     p.add_argument("--provenance", required=True)
     p.add_argument("--perturbation", help="the NK tube's re-gatings (perturbation.tsv)")
+    p.add_argument("--gatingml", help="also write the gates used as Gating-ML 2.0 here")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="YAML",
+        help="a reviewer's gate override file of this tube (repeatable; docs/review.md)",
+    )
     p.set_defaults(func=cmd_tube)
 
     p = sub.add_parser("tubes", help="process a batch of tubes sharing a panel and gate tree")
@@ -304,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar=("SAMPLE_ID", "TUBE", "MARKER", "FCS"),
         help="an FMO control tube of one tube, for one marker (repeatable)",
+    )
+    p.add_argument(
+        "--override",
+        nargs=3,
+        action="append",
+        metavar=("SAMPLE_ID", "TUBE", "YAML"),
+        help="a reviewer's gate override file of one tube (repeatable; docs/review.md)",
     )
     p.set_defaults(func=cmd_tubes)
 
@@ -330,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--perturbation", help="cohort perturbation.tsv (gate placement in the uncertainty)"
     )
+    p.add_argument("--tubes-index", help="cohort/tubes.tsv (with --audit-log: review status)")
+    p.add_argument("--audit-log", help="the review audit log (review.audit_log), if it exists")
     p.set_defaults(func=cmd_endpoints)
 
     p = sub.add_parser("readout", help="cellular kinetics and the statistician's exports")
@@ -374,6 +506,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-events", action="store_true", help="keep the generated FCS files under OUT/work"
     )
     p.set_defaults(func=cmd_qualify)
+
+    p = sub.add_parser("users", help="keep the users who may correct gates and sign")
+    usub = p.add_subparsers(dest="users_cmd", required=True)
+    a = usub.add_parser("add", help="add a user, or change one's name, role and password")
+    _add_config_args(a)
+    a.add_argument("--id", required=True, help="user id, e.g. jdoe")
+    a.add_argument("--name", required=True, help="printed name shown on signatures")
+    a.add_argument("--role", required=True, choices=["reviewer", "approver"])
+    a.add_argument("--by", default="admin", help="who makes the change (audit log)")
+    a.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("audit", help="check or print the review audit trail")
+    asub = p.add_subparsers(dest="audit_cmd", required=True)
+    v = asub.add_parser("verify", help="check the hash chain; exit 1 naming any broken entry")
+    _add_config_args(v)
+    s_ = asub.add_parser("show", help="print the trail readably, per patient")
+    _add_config_args(s_)
+    s_.add_argument("--patient", help="only this patient (and cohort-wide events)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "review", help="local web app: check, correct and sign the gates of a finished run"
+    )
+    _add_config_args(p)
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("sign", help="sign a patient's current endpoint (reviewed / approved)")
+    _add_config_args(p)
+    p.add_argument("--patient", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--meaning", required=True, choices=["reviewed", "approved"])
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_sign)
     return parser
 
 

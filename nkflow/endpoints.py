@@ -153,7 +153,11 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "max_ctcae_grade",
     "n_related_adverse_events",
     "adverse_event_summary",
+    "review_status",
+    "review_note",
 )
+#: endpoint columns that describe the signatures on a row (nkflow.review), not what is signed
+REVIEW_COLUMNS: tuple[str, ...] = ("review_status", "review_note")
 
 INT_COLUMNS = {
     "study_day",
@@ -1006,7 +1010,12 @@ def write_visits(visits: pd.DataFrame, path: str | Path) -> None:
     _write_if_changed(Path(path), table_bytes(visits, VISIT_COLUMNS))
 
 
-def write_outputs(visits: pd.DataFrame, endpoints: pd.DataFrame, outdir: str | Path) -> None:
+def write_outputs(
+    visits: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    outdir: str | Path,
+    reviews: dict[str, dict[str, Any]] | None = None,
+) -> None:
     """Write ``endpoints.tsv``, ``endpoints.xlsx`` and ``patients/<id>.json``.
 
     ``visits`` (the merge step's visits.tsv, this step's input) is read, never rewritten. Files
@@ -1022,6 +1031,8 @@ def write_outputs(visits: pd.DataFrame, endpoints: pd.DataFrame, outdir: str | P
         doc: dict[str, Any] = {
             "patient_id": pid,
             "endpoint": {c: _json_value(c, rec.get(c)) for c in ENDPOINT_COLUMNS},
+            # the signatures on this row and whether they still hold (nkflow.review)
+            "review": (reviews or {}).get(pid),
             "visits": [
                 {c: _json_value(c, v.get(c)) for c in VISIT_COLUMNS}
                 for v in vis
@@ -1179,9 +1190,19 @@ def run_endpoints(
     visits_path: str | Path,
     outdir: str | Path,
     perturbation_path: str | Path | None = None,
+    *,
+    tubes_index: str | Path | None = None,
+    audit_log: str | Path | None = None,
+    base_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Read visits.tsv, the infusion/response/AE sheets and (when given) the cohort
-    perturbation.tsv; write every cohort output."""
+    perturbation.tsv; write every cohort output.
+
+    With ``audit_log`` (the review trail, :mod:`nkflow.review.audit`) and ``tubes_index``
+    (``cohort/tubes.tsv``), each patient's ``review_status`` and ``review_note`` say whether
+    the signatures in the log still rest on the current results (:func:`review_columns`);
+    without them every patient is ``not_reviewed``. The log is read, never written.
+    """
     from nkflow import sheets
 
     s = settings(config)
@@ -1201,5 +1222,52 @@ def run_endpoints(
 
         perturbation = read_tsv(Path(perturbation_path))
     endpoints = build_endpoints(config, visits, infusions, response, adverse, perturbation)
-    write_outputs(visits, endpoints, outdir)
+    reviews = review_columns(
+        endpoints,
+        visits,
+        tubes_index=tubes_index,
+        audit_log=audit_log,
+        base_dir=Path.cwd() if base_dir is None else Path(base_dir),
+    )
+    write_outputs(visits, endpoints, outdir, reviews=reviews)
     return endpoints
+
+
+def review_columns(
+    endpoints: pd.DataFrame,
+    visits: pd.DataFrame,
+    *,
+    tubes_index: str | Path | None,
+    audit_log: str | Path | None,
+    base_dir: Path,
+) -> dict[str, dict[str, Any]]:
+    """Fill ``review_status`` / ``review_note`` of ``endpoints`` (in place) from the audit log.
+
+    Returns patient_id -> the review state as JSON (status, note, every signature with its
+    standing), for the per-patient JSON and the report.
+    """
+    from nkflow.review import audit, basis, signing
+
+    if audit_log is None or tubes_index is None or not Path(audit_log).is_file():
+        endpoints["review_status"], endpoints["review_note"] = "not_reviewed", None
+        return {
+            str(pid): signing.ReviewState("not_reviewed", "").to_json()
+            for pid in endpoints["patient_id"]
+        }
+    entries = audit.read(Path(audit_log))
+    vtext = [
+        {c: format_cell(c, r.get(c)) for c in VISIT_COLUMNS}
+        for r in visits.to_dict(orient="records")
+    ]
+    tubes = basis.tube_records(basis.read_rows(Path(tubes_index)), base_dir)
+    out: dict[str, dict[str, Any]] = {}
+    status, note = [], []
+    for rec in endpoints.to_dict(orient="records"):
+        pid = str(rec["patient_id"])
+        cells = {c: format_cell(c, rec.get(c)) for c in ENDPOINT_COLUMNS}
+        state = signing.review_state(entries, pid, basis.patient_basis(pid, cells, vtext, tubes))
+        status.append(state.status)
+        note.append(state.note or None)
+        out[pid] = state.to_json()
+    endpoints["review_status"], endpoints["review_note"] = status, note
+    return out

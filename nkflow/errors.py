@@ -28,3 +28,13 @@ class CompensationError(NkflowError):
 
 class GatingError(NkflowError):
     """A gate tree is invalid or a gate cannot be evaluated."""
+
+
+class ReviewError(NkflowError):
+    """A review action is refused (wrong password, unknown user, missing reason, two-person
+    rule, a tube changed since it was opened); nothing was written."""
+
+
+class AuditError(NkflowError):
+    """The audit log is unreadable or its hash chain is broken (an entry was edited, deleted or
+    reordered)."""

@@ -156,6 +156,13 @@ ENDPOINT_OWN_DEFINITIONS: dict[str, Definition] = {
     "counting_variance_frac": ("", "counting error's share of the variance, 0-1"),
     "chimerism_variance_frac": ("", "chimerism error's share of the variance, 0-1"),
     "uncertainty_status": ("", "computed, or not_computed:<reason> (config/README.md)"),
+    # review and sign-off (docs/review.md)
+    "review_status": (
+        "",
+        "the signatures in the review audit log against this run",
+        ("approved", "reviewed", "void", "not_reviewed"),
+    ),
+    "review_note": ("", "the signatures that hold, or for void what changed since"),
 }
 ENDPOINT_DEFINITIONS: dict[str, Definition] = {
     **{k: VISIT_DEFINITIONS[k] for k in ep.ENDPOINT_COLUMNS if k in VISIT_DEFINITIONS},

@@ -392,6 +392,7 @@ def gating_figure(
     max_events: int = 50_000,
     random_state: int = 0,
     channel_names: Sequence[str] | None = None,
+    layout: dict[str, Any] | None = None,
 ) -> Path:
     """Write the gating figure of one tube as PNG.
 
@@ -410,6 +411,10 @@ def gating_figure(
         At most this many parent events are drawn per panel (seeded subsample).
     random_state
         Seed of the subsample.
+    layout
+        When given, filled with gate id -> ``{"box": [x, y, w, h]`` of its plot area in image
+        pixels, ``"xlim"``, ``"ylim"`` (None for a histogram) and ``"markers"``}``, so that a
+        viewer can map a position on the image to gate units.
 
     Returns
     -------
@@ -490,6 +495,9 @@ def gating_figure(
                 _outline(ImageDraw.Draw(plot), g, _Map(xlim, ylim), xlim, ylim)
             img.paste(plot, (px0, py0))
             _axes(txt, draw, tdraw, ox, oy, xlim, ylim, _label(tree, g, 0), _label(tree, g, 1))
+            if layout is not None:
+                layout[g.id] = {"box": [px0, py0, PLOT_W, PLOT_H], "xlim": list(xlim),
+                                "ylim": list(ylim), "markers": [d0.marker, d1.marker]}  # fmt: skip
         else:
             d0 = g.dims[0]
             cut = res.thresholds.get(g.id)
@@ -505,11 +513,25 @@ def gating_figure(
                 pd.line([(x, 0), (x, PLOT_H)], fill=GATE_I, width=2)
             img.paste(plot, (px0, py0))
             _axes(txt, draw, tdraw, ox, oy, xlim, (0.0, ymax), _label(tree, g, 0), "events")
+            if layout is not None:
+                layout[g.id] = {"box": [px0, py0, PLOT_W, PLOT_H], "xlim": list(xlim),
+                                "ylim": None, "markers": [d0.marker]}  # fmt: skip
         notes = [_stats(res, p, parent_n) for p in pops]
         if fit_failed:
             notes.append("fit FAILED: " + why.removeprefix("gate_fit_failed:"))
         elif g.id in methods:
-            notes.append("fitted: " + ", ".join(dict.fromkeys(methods[g.id])))
+            fitted = [m for m in dict.fromkeys(methods[g.id]) if m != "override"]
+            if fitted:
+                notes.append("fitted: " + ", ".join(fitted))
+            authors = sorted(
+                {
+                    str(f["stats"].get("author", "?"))
+                    for f in res.fits
+                    if f["gate"] == g.id and f["method"] == "override"
+                }
+            )
+            if authors:
+                notes.append("OVERRIDE by " + ", ".join(authors))
         _text_box(img, tdraw, notes, px0 + 1, py0 + 1)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

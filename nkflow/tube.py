@@ -32,6 +32,8 @@ class TubeOutputs:
     qc: Path
     figure: Path
     provenance: Path
+    #: the gates actually used for this tube as Gating-ML 2.0 (None: not written)
+    gatingml: Path | None = None
     perturbation: Path | None = None
 
 
@@ -80,7 +82,70 @@ def _write_tables(counts, checks_df, outputs: TubeOutputs) -> None:
     write_tsv(checks_df, outputs.qc)
 
 
-def run_tube(
+@dataclass
+class PreparedTube:
+    """A tube read and readied for gating: everything :func:`gate_tube` needs, computed once.
+
+    The review app keeps one per open tube and re-gates it with a reviewer's candidate
+    boundaries; :func:`run_tube` prepares, gates once and writes.
+
+    Attributes
+    ----------
+    failure
+        ``(reason code, error)`` when the tube cannot be gated (unreadable file, ambiguous
+        panel, broken spillover); the other event fields are then None.
+    checks, prov
+        The QC checks and provenance recorded so far (reader, markers, compensation, time QC,
+        margins, FMO controls).
+    """
+
+    sample_id: str
+    tube: str
+    fcs: Path
+    settings: dict[str, Any]
+    tree: Any
+    pnl: Any
+    qc_cfg: Any
+    denominator: str
+    prov: dict[str, Any]
+    checks: list[Any]
+    failure: tuple[str, NkflowError] | None = None
+    sample: Any = None
+    marker_index: dict[str, int] | None = None
+    spill: Any = None
+    keep: Any = None
+    controls: dict[str, Any] | None = None
+    channel_ranges: dict[str, float] | None = None
+
+
+@dataclass
+class GatedTube:
+    """One gating of a prepared tube: the engine's result, the counts table, every QC check
+    and the tube's status."""
+
+    result: Any
+    counts: Any
+    checks: list[Any]
+    status: str
+
+
+def _note(checks: list[Any], check: str, status: str, code: str, message: str) -> None:
+    """Record a finding of the pipeline itself (not of a QC threshold) as a check."""
+    from nkflow import qc
+
+    checks.append(
+        qc.Check(
+            check=check,
+            status=status,
+            reason_code=code,
+            value=None,
+            threshold=None,
+            message=message,
+        )
+    )
+
+
+def prepare_tube(
     *,
     fcs: Path,
     panel: Path,
@@ -88,41 +153,21 @@ def run_tube(
     sample_id: str,
     tube: str,
     settings: dict[str, Any],
-    outputs: TubeOutputs,
     fmo: dict[str, Path] | None = None,
-) -> str:
-    """Process one tube and write its outputs.
+) -> PreparedTube:
+    """Read one tube and do everything before gating (see :func:`run_tube` for the arguments).
 
-    Parameters
-    ----------
-    fcs, panel, gating
-        The FCS file, the panel YAML and the gate-tree YAML.
-    sample_id, tube
-        Identifiers carried into every output row.
-    settings
-        ``{"qc": {...}, "endpoints": {...}, "figures": {...}, "spillover": path or None}``.
-    outputs
-        Where to write.
-    fmo
-        Marker -> FMO control FCS of this tube (the sample sheet's ``fmo`` column): the
-        boundaries the tree sets from an FMO tube (``fmo_percentile``) come from it.
-
-    Returns
-    -------
-    str
-        The tube's QC status, PASS, WARN or FAIL.
+    Bad data never raises: it becomes :attr:`PreparedTube.failure`.
     """
     import numpy as np
 
     from nkflow import compensation, io, qc
-    from nkflow import gating as gating_mod
     from nkflow import panel as panel_mod
     from nkflow.config import config_digest
-    from nkflow.provenance import sha256_file, software_versions, write_json
+    from nkflow.provenance import sha256_file, software_versions
 
     denominator = settings.get("endpoints", {}).get("lymphocyte_population", "live")
     qc_cfg = _qc_config(settings, denominator)
-    fig_cfg = settings.get("figures", {})
     tree = _cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
 
@@ -141,33 +186,16 @@ def run_tube(
         "software": software_versions(),
     }
     checks: list[Any] = []
+    prep = PreparedTube(
+        sample_id, tube, Path(fcs), settings, tree, pnl, qc_cfg, denominator, prov, checks
+    )
 
     def note(check: str, status: str, code: str, message: str) -> None:
-        """Record a finding of the pipeline itself (not of a QC threshold) as a check."""
-        checks.append(
-            qc.Check(
-                check=check,
-                status=status,
-                reason_code=code,
-                value=None,
-                threshold=None,
-                message=message,
-            )
-        )
+        _note(checks, check, status, code, message)
 
-    def fail(code: str, exc: NkflowError) -> str:
-        logger.error("%s/%s: %s", sample_id, tube, exc)
-        if prov["fcs_sha256"] is None and fcs.is_file():
-            prov["fcs_sha256"] = sha256_file(fcs)
-        note("input", "FAIL", code, str(exc))
-        counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
-        status, _reasons = qc.tube_status(checks, qc_cfg)
-        _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
-        _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))
-        prov["error"] = {"code": code, "message": str(exc)}
-        prov["qc_status"] = status
-        write_json(prov, outputs.provenance)
-        return status
+    def fail(code: str, exc: NkflowError) -> PreparedTube:
+        prep.failure = (code, exc)
+        return prep
 
     # ---- read
     try:
@@ -196,7 +224,7 @@ def run_tube(
     chosen = _instrument_tree(settings, cyt)
     if chosen is not None:
         gating = chosen
-        tree = _cached_tree(str(gating))
+        tree = prep.tree = _cached_tree(str(gating))
         prov["gating_file"], prov["gating_sha256"] = str(gating), sha256_file(gating)
     prov["gating_selected_by"] = f"$CYT {cyt!r} (gating_by_instrument)" if chosen else "default"
 
@@ -265,32 +293,44 @@ def run_tube(
         keep &= margins.keep
 
     # ---- FMO control tubes: the events that set the boundaries declared fmo_percentile
-    controls = _fmo_controls(tree, pnl, fmo or {}, settings, prov, note)
+    prep.controls = _fmo_controls(tree, pnl, fmo or {}, settings, prov, note)
+    prep.sample, prep.marker_index, prep.spill, prep.keep = sample, marker_index, spill, keep
+    # transforms declared `t: range` take each channel's $PnR
+    prep.channel_ranges = {m: float(sample.channels[i].pnr) for m, i in marker_index.items()}
+    return prep
 
-    # ---- gate (transforms declared `t: range` take each channel's $PnR; boundaries declared
-    # `fit:` are fitted on this tube)
-    channel_ranges = {m: float(sample.channels[i].pnr) for m, i in marker_index.items()}
+
+def gate_tube(
+    prep: PreparedTube, overrides: dict[str, Any] | None = None, reuse: Any = None
+) -> GatedTube:
+    """Gate a prepared tube (boundaries declared ``fit:`` are fitted on it; ``overrides`` are
+    a reviewer's corrections, :class:`~nkflow.gating.override.GateOverride` by gate id) and
+    check the result. ``prep`` is not modified: it can be gated again; ``reuse`` is the
+    ``result`` of an earlier gating of the same ``prep`` (see :func:`nkflow.gating.gate_sample`)."""
+    from nkflow import gating as gating_mod
+    from nkflow import qc
+
+    assert prep.failure is None and prep.sample is not None
+    sample, tree, qc_cfg = prep.sample, prep.tree, prep.qc_cfg
+    checks = list(prep.checks)
     result = gating_mod.gate_sample(
         tree,
         sample.events,
-        marker_index,
-        spill=spill,
-        keep=keep,
-        tube=f"{sample_id}/{tube}",
+        prep.marker_index or {},
+        spill=prep.spill,
+        keep=prep.keep,
+        tube=f"{prep.sample_id}/{prep.tube}",
         channel_names=sample.channel_names,
-        ranges=channel_ranges,
-        controls=controls,
+        ranges=prep.channel_ranges,
+        controls=prep.controls,
+        overrides=overrides,
+        reuse=reuse,
     )
-    prov["scales"] = {
-        tid: result.tree.transforms[tid].to_dict()
-        for tid in sorted({d.transform for g in result.tree.gates for d in g.dims if d.transform})
-    }
-    prov["fitted_gates"] = result.fits
-    counts = result.counts_table(denominator=denominator)
-    counts.insert(0, "tube", tube)
-    counts.insert(0, "sample_id", sample_id)
+    counts = result.counts_table(denominator=prep.denominator)
+    counts.insert(0, "tube", prep.tube)
+    counts.insert(0, "sample_id", prep.sample_id)
     counts = counts[COUNT_COLUMNS]
-    endpoint_pops = _endpoint_populations(settings)
+    endpoint_pops = _endpoint_populations(prep.settings)
     checks.extend(
         qc.gate_flag_checks(result.flags, qc_cfg, critical=_critical_gates(tree, endpoint_pops))
     )
@@ -306,26 +346,145 @@ def run_tube(
     viability = _viability_counts(tree, result)
     if viability is not None:
         checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))
-
     status, _reasons = qc.tube_status(checks, qc_cfg)
-    _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
-    _write_perturbation(result, settings, sample_id, tube, denominator, outputs, prov)
+    return GatedTube(result, counts, checks, status)
+
+
+def run_tube(
+    *,
+    fcs: Path,
+    panel: Path,
+    gating: Path,
+    sample_id: str,
+    tube: str,
+    settings: dict[str, Any],
+    outputs: TubeOutputs,
+    fmo: dict[str, Path] | None = None,
+    overrides: list[Path] | None = None,
+) -> str:
+    """Process one tube and write its outputs.
+
+    Parameters
+    ----------
+    fcs, panel, gating
+        The FCS file, the panel YAML and the gate-tree YAML.
+    sample_id, tube
+        Identifiers carried into every output row.
+    settings
+        ``{"qc": {...}, "endpoints": {...}, "figures": {...}, "spillover": path or None}``.
+    outputs
+        Where to write.
+    fmo
+        Marker -> FMO control FCS of this tube (the sample sheet's ``fmo`` column): the
+        boundaries the tree sets from an FMO tube (``fmo_percentile``) come from it.
+    overrides
+        This tube's gate override files (:mod:`nkflow.review.overrides`): each replaces a
+        boundary of one gate where it is fixed for the tube; recorded in provenance.json
+        (``overrides``) and in the counts' ``boundary`` column.
+
+    Returns
+    -------
+    str
+        The tube's QC status, PASS, WARN or FAIL.
+    """
+    from nkflow import qc
+    from nkflow.provenance import sha256_file, write_json
+
+    prep = prepare_tube(
+        fcs=fcs,
+        panel=panel,
+        gating=gating,
+        sample_id=sample_id,
+        tube=tube,
+        settings=settings,
+        fmo=fmo,
+    )
+    prov, tree, qc_cfg = prep.prov, prep.tree, prep.qc_cfg
+    if prep.failure is not None:
+        code, exc = prep.failure
+        logger.error("%s/%s: %s", sample_id, tube, exc)
+        if prov["fcs_sha256"] is None and fcs.is_file():
+            prov["fcs_sha256"] = sha256_file(fcs)
+        checks = list(prep.checks)
+        _note(checks, "input", "FAIL", code, str(exc))
+        counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
+        status, _reasons = qc.tube_status(checks, qc_cfg)
+        _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
+        _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))
+        prov["error"] = {"code": code, "message": str(exc)}
+        prov["qc_status"] = status
+        write_json(prov, outputs.provenance)
+        return status
+
+    # ---- reviewers' corrections (a malformed override is a configuration error: it raises)
+    gate_overrides = _load_overrides(tree, overrides or [])
+    if gate_overrides:
+        from nkflow.review.overrides import provenance_record
+
+        prov["overrides"] = [provenance_record(o) for o in gate_overrides.values()]
+
+    gated = gate_tube(prep, gate_overrides)
+    result = gated.result
+    prov["scales"] = {
+        tid: result.tree.transforms[tid].to_dict()
+        for tid in sorted({d.transform for g in result.tree.gates for d in g.dims if d.transform})
+    }
+    prov["fitted_gates"] = result.fits
+    _write_tables(gated.counts, qc.checks_table(sample_id, tube, gated.checks, qc_cfg), outputs)
+    _write_perturbation(result, settings, sample_id, tube, prep.denominator, outputs, prov)
     from nkflow.figures import gating_figure
 
+    fig_cfg = settings.get("figures", {})
     gating_figure(
         result.tree,
-        sample.events,
-        marker_index,
+        prep.sample.events,
+        prep.marker_index or {},
         result,
         outputs.figure,
         title=f"{sample_id} / {tube} ({fcs.name})",
-        spill=spill,
+        spill=prep.spill,
         max_events=int(fig_cfg.get("max_events", 50000)),
         random_state=int(fig_cfg.get("random_state", 0)),
     )
-    prov["qc_status"] = status
+    if outputs.gatingml is not None:
+        _write_gatingml(result.tree, outputs.gatingml, prov)
+    prov["qc_status"] = gated.status
     write_json(prov, outputs.provenance)
-    return status
+    return gated.status
+
+
+def _load_overrides(tree: Any, files: list[Path]) -> dict[str, Any]:
+    """Gate id -> GateOverride from a tube's override files, each checked against ``tree``."""
+    from nkflow.gating.override import check_override
+    from nkflow.review.overrides import read_override
+
+    out: dict[str, Any] = {}
+    for f in sorted(files):
+        ov = read_override(Path(f))
+        check_override(tree, ov)
+        if ov.gate in out:
+            raise NkflowError(
+                f"{f}: a second override of gate {ov.gate!r} for this tube (the first is "
+                f"{out[ov.gate].source}); keep one file per tube and gate"
+            )
+        out[ov.gate] = ov
+    return out
+
+
+def _write_gatingml(tree: Any, path: Path, prov: dict[str, Any]) -> None:
+    """The gates as evaluated on this tube (fitted and overridden boundaries in place) as
+    Gating-ML 2.0; a gate left without coordinates (its fit failed) makes the export fail,
+    recorded in provenance instead."""
+    from nkflow import gating as gating_mod
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        gating_mod.to_gatingml(tree, path)
+        prov["gatingml_file"] = path.name
+    except Exception as exc:  # FlowKit raises several unrelated classes on a template gate
+        path.unlink(missing_ok=True)
+        prov["gatingml_error"] = f"{type(exc).__name__}: {exc}"
+        logger.warning("gates of %s not exported as Gating-ML: %s", path.parent, exc)
 
 
 def _write_perturbation(
@@ -576,6 +735,7 @@ def run_batch(
     settings: dict[str, Any],
     outdir: Path,
     fmo: dict[tuple[str, str], dict[str, Path]] | None = None,
+    overrides: dict[tuple[str, str], list[Path]] | None = None,
 ) -> dict[tuple[str, str], str]:
     """Process several tubes that share a panel and gate tree, in one process.
 
@@ -590,6 +750,8 @@ def run_batch(
         ``(sample_id, tube, fcs_path)`` triples, in sample-sheet order.
     panel, gating, settings
         As for :func:`run_tube`.
+    fmo, overrides
+        ``(sample_id, tube)`` -> that tube's FMO controls / override files (see :func:`run_tube`).
     outdir
         The batch directory.
 
@@ -616,9 +778,11 @@ def run_batch(
                 qc=d / "qc.tsv",
                 figure=d / "gating.png",
                 provenance=d / "provenance.json",
+                gatingml=d / "gates.xml",
                 perturbation=d / "perturbation.tsv",
             ),
             fmo=(fmo or {}).get((sample_id, tube)),
+            overrides=(overrides or {}).get((sample_id, tube)),
         )
         logger.info(
             "tube %s/%s: QC %s, %.3f s CPU",

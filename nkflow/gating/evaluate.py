@@ -34,6 +34,7 @@ import numpy as np
 from nkflow import transforms as tf
 from nkflow.errors import GatingError
 from nkflow.gating import fit as fit_mod
+from nkflow.gating.override import STALE_TOLERANCE, GateOverride
 from nkflow.gating.tree import Dim, Gate, GateTree
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,10 @@ class GatingResult:
     #: the columns gating computed (compensated, transformed inputs), reused by the figure so
     #: that a tube is compensated once
     columns: Any = field(default=None, repr=False)
+    #: ``(gate, marker) -> value`` of every fitted (or overridden) bound, for ``same_as``
+    fitted_bounds: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    #: the overrides this result was computed with (gate id -> GateOverride)
+    overrides: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -194,7 +199,9 @@ def _boundaries(fits: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     for f in fits:
         if f["side"] == "shape":
             v, st = f["value"], f["stats"]
-            if "mean" in v:
+            if f["method"] == "override":
+                what = f"vertices {v['vertices']}"
+            elif "mean" in v:
                 what = "ellipse mean " + ", ".join(f"{m:.4g}" for m in v["mean"])
                 what += f" (d2 {v['distance_square']:.3g})"
             else:
@@ -549,6 +556,8 @@ def gate_sample(
     tube: str = "",
     channel_names: Sequence[str] | None = None,
     ranges: Mapping[str, float] | None = None,
+    overrides: Mapping[str, GateOverride] | None = None,
+    reuse: GatingResult | None = None,
 ) -> GatingResult:
     """Evaluate ``tree`` on one tube.
 
@@ -580,6 +589,17 @@ def gate_sample(
     ranges
         Marker -> ``$PnR`` of its channel, for transforms declared ``t: range`` (see
         :meth:`GateTree.for_ranges`); None leaves them at 2^18.
+    overrides
+        Gate id -> a reviewer's :class:`~nkflow.gating.override.GateOverride`, applied where
+        the gate's boundary is fixed for the tube (after its fit, or instead of its declared
+        value); recorded in ``res.fits`` with method ``override`` beside what the fit gave.
+    reuse
+        An earlier result of this call on the same tube (same tree, events, keep, controls and
+        ranges), e.g. the previous step of a reviewer moving a boundary. The gates before the
+        first gate whose override differs are taken from it instead of being fitted and
+        evaluated again: tree order is topological (parents, ``same_as`` and ``fit_on``
+        sources come first), so they cannot depend on the change and the result is exactly
+        that of a full evaluation.
 
     Returns
     -------
@@ -605,7 +625,18 @@ def gate_sample(
                 f"keep mask has shape {keep.shape}, expected ({n},) to match the events"
             )
     tree = tree.for_ranges(ranges or {})
-    cols = _Columns(tree, ev, marker_index, spill, channel_names)
+    same_tube = (
+        reuse is not None
+        and reuse.columns is not None
+        and reuse.columns.events is ev
+        and reuse.keep is keep
+        and reuse.tree.gates[0].id == tree.gates[0].id
+    )
+    cols = (
+        reuse.columns
+        if same_tube and reuse is not None
+        else _Columns(tree, ev, marker_index, spill, channel_names)
+    )
     res = GatingResult(tree=tree, n_events=n)
     used: dict[str, Gate] = {}
     fitted_bounds: dict[tuple[str, str], float] = {}
@@ -613,13 +644,19 @@ def gate_sample(
     res.keep = keep
     res.spill_columns = cols.fcs
     res.columns = cols
+    res.fitted_bounds = fitted_bounds
+    res.overrides = dict(overrides or {})
     label = f" in tube {tube}" if tube else ""
 
     def fail(pops: tuple[str, ...], reason: str) -> None:
         for p in (*pops, *_descendants(tree, pops)):
             res.not_computed.setdefault(p, reason)
 
-    for g in tree.gates:
+    start = 0
+    if same_tube and reuse is not None:
+        start = _reuse_prefix(tree, reuse, res, used, dict(overrides or {}))
+
+    for g in tree.gates[start:]:
         pops = g.population_ids()
         if any(p in res.not_computed for p in pops):
             continue
@@ -662,11 +699,12 @@ def gate_sample(
             else:
                 rows = np.flatnonzero(parent)
 
+        ov = (overrides or {}).get(g.id)
         if g.fitted:
             prow = np.flatnonzero(parent) if parent is not None else np.arange(n)
             try:
                 g = _fit_gate(
-                    cols, g, prow, fitted_bounds, res.fits, res.members, controls or {},
+                    cols, g, prow, fitted_bounds, res.fits, res.members, controls or {}, ov,
                     profiles=res.profiles,
                 )  # fmt: skip
             except fit_mod.FitFailure as exc:
@@ -683,6 +721,11 @@ def gate_sample(
                 fail(pops, f"gate_fit_failed:{where}:{exc.code}")
                 continue
             used[g.id] = g
+        elif ov is not None:
+            g = _override_declared(cols, g, ov, res.fits)
+            used[g.id] = g
+        if ov is not None:
+            res.flags.extend(_stale_flags(g.id, ov, res.fits, label))
 
         def scatter(
             sub: np.ndarray,
@@ -747,6 +790,47 @@ def gate_sample(
     return res
 
 
+def _same_override(a: GateOverride | None, b: GateOverride | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.bounds, a.vertices) == (b.bounds, b.vertices)
+
+
+def _reuse_prefix(
+    tree: GateTree,
+    prev: GatingResult,
+    res: GatingResult,
+    used: dict[str, Gate],
+    overrides: dict[str, GateOverride],
+) -> int:
+    """Copy from ``prev`` the gates before the first one whose override changed; returns the
+    index of the first gate to evaluate."""
+    k = next(
+        (
+            i
+            for i, g in enumerate(tree.gates)
+            if not _same_override(overrides.get(g.id), prev.overrides.get(g.id))
+        ),
+        len(tree.gates),
+    )
+    prefix = {g.id for g in tree.gates[:k]}
+    pops = {p for g in tree.gates[:k] for p in g.population_ids()}
+    for p in pops:
+        if p in prev.members:
+            res.members[p] = prev.members[p]
+        if p in prev.not_computed:
+            res.not_computed[p] = prev.not_computed[p]
+    res.flags.extend(f for f in prev.flags if f.get("gate") in prefix)
+    res.fits.extend(f for f in prev.fits if f["gate"] in prefix)
+    res.thresholds.update({g: v for g, v in prev.thresholds.items() if g in prefix})
+    res.fitted_bounds.update({kb: v for kb, v in prev.fitted_bounds.items() if kb[0] in prefix})
+    for g in tree.gates[:k]:
+        was = prev.tree.gate(g.id)
+        if was != g:
+            used[g.id] = was
+    return k
+
+
 def _plausible(res: GatingResult, g: Gate, parent: np.ndarray | None, label: str) -> None:
     """Flag a population whose share of its parent is outside the gate's plausible range."""
     assert g.plausible_pct is not None
@@ -773,10 +857,14 @@ def _fit_gate(
     records: list[dict[str, Any]],
     members: Mapping[str, np.ndarray],
     controls: Mapping[str, np.ndarray],
+    override: GateOverride | None = None,
     profiles: dict[str, dict[str, Any]] | None = None,
 ) -> Gate:
     """The gate with its boundaries fitted on the parent's events ``prow`` (records appended;
     the density profile of each valley into ``profiles``).
+
+    A boundary that ``override`` sets takes the override's value; its fit is still tried and
+    recorded beside it, and a failed fit of that boundary is not a failure.
 
     Raises
     ------
@@ -806,6 +894,10 @@ def _fit_gate(
             r = float(v) if xf is None else float(np.asarray(xf.inverse(np.array([v])))[0])
         return r if math.isfinite(r) else None
 
+    if g.fit is not None and override is not None and override.vertices is not None:
+        return _override_shape(g, override, records, lambda: _fit_gate(
+            cols, g, prow, fitted_bounds, [], members, controls
+        ))  # fmt: skip
     if g.fit is not None:
         p = dict(g.fit.params)
         try:
@@ -840,9 +932,28 @@ def _fit_gate(
     for d in g.dims:
         for side in ("min", "max"):
             fb = getattr(d, f"fit_{side}")
-            if fb is None:
+            new_value = None if override is None else override.bounds.get((d.marker, side))
+            if fb is None and new_value is None:
                 continue
             where = f"{g.id}.{d.marker}"
+            if new_value is not None:
+                assert override is not None
+                value, rec = _override_bound(
+                    (lambda d=d: d) if fb is None else (lambda d=d: _fit_gate(
+                        cols, replace(g, dims=(d,)), prow, dict(fitted_bounds), [], members,
+                        controls,
+                    ).dims[0]),
+                    side, new_value, override, g.id, d.marker,
+                )  # fmt: skip
+                if fb is not None:
+                    fitted_bounds[(g.id, d.marker)] = value
+                d = (
+                    replace(d, min=value, fit_min=None)
+                    if side == "min"
+                    else replace(d, max=value, fit_max=None)
+                )
+                records.append({**rec, "raw": raw_of(d, value)})
+                continue
             if fb.same_as is not None:
                 key = (fb.same_as, d.marker)
                 if key not in fitted_bounds:
@@ -896,6 +1007,152 @@ def _fit_gate(
             )
         dims.append(d)
     return replace(g, dims=tuple(dims))
+
+
+def _override_bound(
+    fit_one: Any,
+    side: str,
+    new_value: float,
+    ov: GateOverride,
+    gate_id: str,
+    marker: str,
+) -> tuple[float, dict[str, Any]]:
+    """The override's value for one bound, and its record (what the fit gave beside it).
+
+    ``fit_one()`` fits the bound alone (the gate cut to this dimension) and returns the fitted
+    dimension; a failure is recorded, not raised.
+    """
+    fitted: float | None = None
+    failure = ""
+    try:
+        dim = fit_one()
+        fitted = getattr(dim, side)
+    except fit_mod.FitFailure as exc:
+        failure = f"{exc.code}: {exc.message}"
+    stats: dict[str, Any] = {
+        "fitted": None if fitted is None else float(fitted),
+        "old": ov.old_bounds.get((marker, side)),
+        "source": ov.source,
+        **ov.info,
+    }
+    if failure:
+        stats["fit_failed"] = failure
+    rec = {
+        "gate": gate_id,
+        "markers": [marker],
+        "side": side,
+        "method": "override",
+        "value": float(new_value),
+        "stats": stats,
+    }
+    return float(new_value), rec
+
+
+def _override_shape(
+    g: Gate, ov: GateOverride, records: list[dict[str, Any]], fit_shape: Any
+) -> Gate:
+    """A polygon gate with the override's vertices (its fit tried and recorded beside them)."""
+    fitted = None
+    failure = ""
+    if g.fit is not None:
+        try:
+            fitted = [list(v) for v in fit_shape().vertices]
+        except fit_mod.FitFailure as exc:
+            failure = f"{exc.code}: {exc.message}"
+    else:
+        fitted = [list(v) for v in g.vertices]
+    assert ov.vertices is not None
+    stats: dict[str, Any] = {
+        "fitted": fitted,
+        "old": None if ov.old_vertices is None else [list(v) for v in ov.old_vertices],
+        "source": ov.source,
+        **ov.info,
+    }
+    if failure:
+        stats["fit_failed"] = failure
+    records.append(
+        {
+            "gate": g.id,
+            "markers": [d.marker for d in g.dims],
+            "side": "shape",
+            "method": "override",
+            "value": {"vertices": [list(v) for v in ov.vertices]},
+            "raw": None,
+            "stats": stats,
+        }
+    )
+    return replace(g, vertices=tuple(tuple(float(x) for x in v) for v in ov.vertices), fit=None)
+
+
+def _override_declared(
+    cols: _Columns, g: Gate, ov: GateOverride, records: list[dict[str, Any]]
+) -> Gate:
+    """A declared (not fitted) gate with the override's boundaries in place of the declared."""
+    if ov.vertices is not None:
+        return _override_shape(g, ov, records, lambda: g)
+    dims = []
+    for d in g.dims:
+        for side in ("min", "max"):
+            new_value = ov.bounds.get((d.marker, side))
+            if new_value is None:
+                continue
+            value, rec = _override_bound(lambda d=d: d, side, new_value, ov, g.id, d.marker)
+            d = replace(d, min=value) if side == "min" else replace(d, max=value)
+            xf = _xf(cols.tree, d)
+            with np.errstate(all="ignore"):
+                raw = value if xf is None else float(np.asarray(xf.inverse(np.array([value])))[0])
+            records.append({**rec, "raw": raw if math.isfinite(raw) else None})
+        dims.append(d)
+    return replace(g, dims=tuple(dims))
+
+
+def _stale_flags(
+    gate_id: str, ov: GateOverride, fits: Sequence[Mapping[str, Any]], label: str
+) -> list[dict[str, str]]:
+    """``override_stale`` flags: the boundary under an override now fits elsewhere than the
+    ``old`` value the reviewer corrected (the data or the tree changed since)."""
+    out = []
+    for f in fits:
+        if f["gate"] != gate_id or f["method"] != "override":
+            continue
+        st = f["stats"]
+        old, fitted = st.get("old"), st.get("fitted")
+        if old is None:
+            continue
+        if f["side"] == "shape":
+            same = (
+                fitted is not None
+                and np.allclose(
+                    np.asarray(old, float), np.asarray(fitted, float), atol=STALE_TOLERANCE
+                )
+                if np.shape(old) == np.shape(fitted)
+                else False
+            )
+            where = gate_id
+        else:
+            same = fitted is not None and abs(float(fitted) - float(old)) <= STALE_TOLERANCE
+            where = f"{gate_id}.{f['markers'][0]}"
+        if same:
+            continue
+        now = (
+            "no fit"
+            if fitted is None
+            else ("other vertices" if f["side"] == "shape" else f"{float(fitted):.4g}")
+        )
+        was = "its vertices" if f["side"] == "shape" else f"{float(old):.4g}"
+        out.append(
+            {
+                "gate": gate_id,
+                "code": "override_stale",
+                "where": where,
+                "message": (
+                    f"gate '{gate_id}'{label}: the override {ov.source or ''} was made on "
+                    f"{was} but the tube now gives {now}: the data or the tree changed since "
+                    "the correction; review it again"
+                ),
+            }
+        )
+    return out
 
 
 def control_values(

@@ -890,8 +890,24 @@ def gate_fit_checks(fits: Iterable[Mapping[str, Any]], cfg: QcConfig) -> list[Ch
             raw = f["raw"]
             what = f"{val:.4g}" + (f" (channel value {raw:.6g})" if raw is not None else "")
         fallback = f["stats"].get("fallback_from")
-        msg = f"{where}: {f['method']} boundary {what}; {stats}"
+        if f["method"] == "override":
+            st = f["stats"]
+            fitted = st.get("fitted")
+            fitted_text = (
+                st.get("fit_failed", "no fit")
+                if fitted is None
+                else (f"{float(fitted):.4g}" if f["side"] != "shape" else f"{fitted}")
+            )
+            msg = (
+                f"{where}: boundary {what} set by {st.get('author', '?')} at "
+                f"{st.get('time_utc', '?')} (override {st.get('source', '')}); the fit gave "
+                f"{fitted_text}; reason: {st.get('reason', '')}"
+            )
+            code = "gate_override"
+        else:
+            msg = f"{where}: {f['method']} boundary {what}; {stats}"
+            code = "gate_fit"
         if fallback:
             msg += f"; no valley ({fallback}), so the population beyond the main peak is absent"
-        out.append(make_check(cfg, f"fit:{f['gate']}.{markers}", "gate_fit", val, None, msg))
+        out.append(make_check(cfg, f"fit:{f['gate']}.{markers}", code, val, None, msg))
     return out

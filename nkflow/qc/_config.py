@@ -74,6 +74,10 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
         "gate_subset": "WARN",
         # a fitted boundary, recorded
         "gate_fit": "PASS",
+        # a boundary a reviewer set (review overrides), recorded with who, when and why
+        "gate_override": "PASS",
+        # the data under an override changed since it was made (the fit moved): review again
+        "gate_override_stale": "WARN",
         # gate flags (default for any gate_<code> not listed)
         "gate_flag": "WARN",
     }

@@ -90,6 +90,9 @@ class ReportInputs:
     #: patient_id -> ``donor_nk_per_ul_distribution`` of ``cohort/patients/<id>.json`` (the
     #: histogram of the day-14 donor NK/uL draws; absent when not computed)
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: patient_id -> the ``review`` record of ``cohort/patients/<id>.json`` (status, note,
+    #: signatures with their standing; :mod:`nkflow.review.signing`)
+    review: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_text_table(path: Path) -> tuple[list[Row], list[str]]:
@@ -240,6 +243,17 @@ def load_inputs(
             )
             if kind == "gating":
                 inp.gate_trees[name] = (str(rel), _read_yaml(path, inp.missing))
+
+    for row in endpoints:
+        pj = results_dir / "cohort" / "patients" / f"{row['patient_id']}.json"
+        if pj.is_file():
+            try:
+                rec = json.loads(pj.read_text(encoding="utf-8")).get("review")
+            except (OSError, ValueError) as exc:
+                inp.missing.append(f"{pj} unreadable: {exc}")
+                continue
+            if isinstance(rec, dict):
+                inp.review[row["patient_id"]] = rec
 
     tubes_dir = results_dir / "tubes"
     index = results_dir / "cohort" / "tubes.tsv"

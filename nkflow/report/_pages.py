@@ -768,6 +768,7 @@ def _gating(pid: str, ep: Row, samples: Sequence[str], inp: ReportInputs) -> str
                     f"Sample {key[0]}, tube {key[1]}" + (f", FCS file {path}" if path else ""),
                 )
             )
+            out.append(_overrides_table(key, prov))
         return "\n".join(out)
 
     body = ""
@@ -783,6 +784,42 @@ def _gating(pid: str, ep: Row, samples: Sequence[str], inp: ReportInputs) -> str
             day = day_of.get(sid, "")
             body += h.details(f"Sample {sid}" + (f" (study day {day})" if day else ""), figs(sid))
     return h.section("gating", "Gating figures", body)
+
+
+def _overrides_table(key: tuple[str, str], prov: dict[str, Any]) -> str:
+    """The reviewers' corrections applied to one tube: old and new boundary, who, when, why."""
+    recs = prov.get("overrides") or []
+    if not recs:
+        return ""
+    rows = []
+    for r in recs:
+        if r.get("bounds"):
+            change = "; ".join(
+                f"{b['marker']} {b['side']}: "
+                f"{'none (fit failed)' if b.get('old') is None else format(b['old'], '.4g')}"
+                f" → {b['new']:.4g}"
+                for b in r["bounds"]
+            )
+        else:
+            change = f"vertices → {r.get('vertices', {}).get('new')}"
+        rows.append(
+            [
+                r.get("gate", ""),
+                change,
+                r.get("author", ""),
+                r.get("time_utc", ""),
+                r.get("reason", ""),
+                str(r.get("sha256", ""))[:16],
+            ]
+        )
+    return (
+        f'<div class="overrides"><b>Gate overrides applied to {h.esc(key[0])}/{h.esc(key[1])}'
+        "</b>"
+        + h.table(
+            ["gate", "boundary (old → new)", "by", "when (UTC)", "reason", "file sha256"], rows
+        )
+        + "</div>"
+    )
 
 
 def _gate_tree_table(doc: Any) -> str:
@@ -908,6 +945,51 @@ def _provenance(
     return h.section("provenance", "Provenance", body)
 
 
+REVIEW_WORDS = {
+    "approved": "approved",
+    "reviewed": "reviewed, not approved",
+    "void": "approval VOID",
+    "not_reviewed": "not reviewed",
+}
+
+
+def _review(pid: str, ep: Row, inp: ReportInputs) -> str:
+    """Review and approval state, with each signature's manifestation (name, time, meaning)."""
+    status = ep.get("review_status", "") or "not recorded"
+    rec = inp.review.get(pid, {})
+    body = f"<p>Review status: {h.badge(REVIEW_WORDS.get(status, status), 'review-' + status)}</p>"
+    if ep.get("review_note"):
+        body += f"<p>{h.esc(ep['review_note'])}</p>"
+    sigs = rec.get("signatures") or []
+    if sigs:
+        rows = [
+            [
+                h.esc(s.get("name", "")),
+                h.esc(s.get("user", "")),
+                h.esc(s.get("meaning", "")),
+                h.esc(s.get("time_utc", "")),
+                h.esc(s.get("time_local", "")),
+                "VOID: " + h.esc("; ".join(s.get("changed") or [])) if s.get("void") else "holds",
+                h.esc(str(s.get("seq", ""))),
+            ]
+            for s in sigs
+        ]
+        body += "<h3>Signatures</h3>" + h.table(
+            ["printed name", "user id", "meaning", "signed (UTC)", "signed (local)", "standing",
+             "audit seq"],
+            rows,
+            raw_columns=range(7),
+        )  # fmt: skip
+        body += h.note(
+            "Each signature rests on the endpoint row above and the sha256 of every input and "
+            "output of this patient's tubes (audit log, review.audit_log); a change to any of "
+            "them voids it. Check the log with 'nkflow audit verify'."
+        )
+    else:
+        body += h.note("No signature on this patient's results.")
+    return h.section("review", "Review and sign-off", body)
+
+
 def _nav(items: Sequence[tuple[str, str]]) -> str:
     links = "".join(f'<a href="{h.esc(href)}">{h.esc(text)}</a>' for href, text in items)
     return f'<nav class="sections">{links}</nav>'
@@ -934,6 +1016,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
     body = "\n".join(
         [
             _banner(ep, threshold, dose_range_text(patient_id, ep, inp)),
+            _review(patient_id, ep, inp),
             _numbers(ep, inp),
             _uncertainty(patient_id, ep, inp, threshold),
             _kinetics(patient_id, ep, inp, threshold),
@@ -946,6 +1029,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
     nav = _nav(
         [
             ("index.html", "← cohort index"),
+            ("#review", "review"),
             ("#numbers", "numbers"),
             ("#uncertainty", "how sure"),
             ("#kinetics", "kinetics"),
@@ -978,6 +1062,7 @@ def _cohort_table(inp: ReportInputs) -> str:
         "flags",
         "reason",
         "QC",
+        "review",
     ]
     rows, verdict_keys, value_keys, day_keys = [], [], [], []
     for ep in inp.endpoints:
@@ -995,6 +1080,12 @@ def _cohort_table(inp: ReportInputs) -> str:
                 flags,
                 "".join(h.badge(c, "flag") for c in split_codes(ep.get("reason", ""))),
                 h.esc(ep.get("qc_status", "")),
+                h.badge(
+                    REVIEW_WORDS.get(ep.get("review_status", ""), ep.get("review_status", "")),
+                    "review-" + (ep.get("review_status", "") or "none"),
+                )
+                if ep.get("review_status")
+                else "",
             ]
         )
         verdict_keys.append(

@@ -23,6 +23,10 @@ SUBCOMMANDS = [
     "report",
     "gates",
     "qualify",
+    "users",
+    "audit",
+    "review",
+    "sign",
 ]
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from nkflow.config import tube_settings, validate_config, validate_inputs
 from nkflow.errors import NkflowError
+from nkflow.review import review_settings
+from nkflow.review.overrides import tube_files
 from nkflow.sheets import load_configured_infusions, load_configured_samples
 
 try:
@@ -18,10 +20,14 @@ try:
     if workflow.is_main_process:
         validate_inputs(NKCONFIG, base_dir=Path.cwd())
     SAMPLES = load_configured_samples(NKCONFIG)
+    REVIEW = review_settings(NKCONFIG)  # refuses review paths inside the results
 except NkflowError as exc:
     raise WorkflowError(f"nkflow configuration error: {exc}") from None
 
 RESULTS = NKCONFIG["results"]
+# The review trail (nkflow/review): read by the endpoints step for each patient's review status,
+# never written by the workflow. Absent until someone signs or corrects a gate.
+AUDIT_LOG = NKCONFIG["review"]["audit_log"]
 # Every patient in the infusion table gets an endpoint row and a report page.
 PATIENTS = sorted(set(load_configured_infusions(NKCONFIG)[0]["patient_id"]))
 # The whole validated config as JSON, handed to the cohort-level commands; a change re-runs them.
@@ -67,6 +73,15 @@ FMO = {}  # (sample_id, tube) -> {marker: FMO control FCS}, from the sheet's fmo
 BATCHES = _make_batches()
 
 
+def tube_overrides(sample_id, tube):
+    """A tube's gate override files (review.overrides/<sample>/<tube>/<gate>.yaml): inputs of
+    its batch, so adding, changing or removing one re-gates only that batch."""
+    return [
+        os.path.relpath(p)
+        for p in tube_files(Path(NKCONFIG["review"]["overrides"]), sample_id, tube)
+    ]
+
+
 wildcard_constraints:
     batch="|".join(re.escape(b) for b in BATCHES) or "NO_BATCH",
 
@@ -78,6 +93,7 @@ def batch_inputs(wildcards):
         "panel": NKCONFIG["panels"][b["panel"]],
         "gating": NKCONFIG["gating"][b["gating"]],
         "fmo": [f for s, t, _ in b["tubes"] for f in FMO.get((s, t), {}).values()],
+        "overrides": [f for s, t, _ in b["tubes"] for f in tube_overrides(s, t)],
         "instrument_trees": [
             e["tree"]
             for e in NKCONFIG.get("gating_by_instrument", {}).get(b["gating"], [])
@@ -97,6 +113,11 @@ def batch_tube_args(wildcards):
             f"--fmo {shlex.quote(s)} {shlex.quote(t)} {shlex.quote(m)} {shlex.quote(f)}"
             for s, t, _ in tubes
             for m, f in sorted(FMO.get((s, t), {}).items())
+        ]
+        + [
+            f"--override {shlex.quote(s)} {shlex.quote(t)} {shlex.quote(f)}"
+            for s, t, _ in tubes
+            for f in tube_overrides(s, t)
         ]
     )
 

@@ -5,6 +5,10 @@ rule endpoints:
         visits=f"{RESULTS}/cohort/visits.tsv",
         perturbation=f"{RESULTS}/cohort/perturbation.tsv",
         sheets=list(NKCONFIG["sheets"].values()),
+        # review status: the signatures in the log against each patient's tubes
+        index=f"{RESULTS}/cohort/tubes.tsv",
+        batches=BATCH_DIRS,
+        audit=[AUDIT_LOG] if os.path.exists(AUDIT_LOG) else [],
     output:
         endpoints=report(
             f"{RESULTS}/cohort/endpoints.tsv",
@@ -21,6 +25,10 @@ rule endpoints:
     params:
         config=CONFIG_JSON,
         outdir=lambda w, output: os.path.dirname(output.endpoints),
+        audit=lambda w, input: (
+            f"--audit-log {shlex.quote(input.audit[0])}" if input.audit else ""
+        ),
     shell:
         "nkflow endpoints --config-json {params.config:q} --visits {input.visits}"
-        " --outdir {params.outdir} --perturbation {input.perturbation} 2> {log}"
+        " --tubes-index {input.index} {params.audit} --outdir {params.outdir}"
+        " --perturbation {input.perturbation} 2> {log}"

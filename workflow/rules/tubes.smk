@@ -1,8 +1,9 @@
 rule tubes:
     """Read, compensate, time-QC and gate a batch of tubes sharing a panel and gate tree.
 
-    Each tube gets <batch>/<sample>/<tube>/{counts.tsv,qc.tsv,gating.png,provenance.json},
-    and an NK tube its re-gatings, perturbation.tsv (docs/uncertainty.md).
+    Each tube gets <batch>/<sample>/<tube>/{counts.tsv,qc.tsv,gating.png,provenance.json,
+    gates.xml}, an NK tube its re-gatings, perturbation.tsv (docs/uncertainty.md); a reviewer's
+    override files of its tubes are inputs (docs/review.md).
     """
     input:
         unpack(batch_inputs),

@@ -487,6 +487,31 @@ def _write_gatingml(tree: Any, path: Path, prov: dict[str, Any]) -> None:
         logger.warning("gates of %s not exported as Gating-ML: %s", path.parent, exc)
 
 
+def perturbation_table(
+    result: Any, settings: dict[str, Any], sample_id: str, tube: str, denominator: str
+) -> tuple[Any, dict[str, Any] | None]:
+    """The tube's re-gatings as a table, and the ``perturbation`` record of its provenance.
+
+    ``(None, None)`` when the tube's tree does not define the NK population; ``(None, record)``
+    when it cannot be perturbed (the record says why). The tube job writes the table as
+    ``perturbation.tsv``; the review app recomputes it for a corrected tube.
+    """
+    from nkflow.gating import perturb
+
+    nk = (settings.get("endpoints", {}).get("populations") or {}).get("nk", "nk")
+    if nk not in result.tree.populations:
+        return None, None
+    s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
+    out = perturb.perturb_counts(result, nk, denominator, s, perturb.tube_seed(sample_id, tube))
+    if isinstance(out, str):
+        logger.warning("%s/%s: gate perturbation not computed: %s", sample_id, tube, out)
+        return None, {"computed": False, "reason": out}
+    table = out.table
+    table.insert(0, "tube", tube)
+    table.insert(0, "sample_id", sample_id)
+    return table, {"computed": True, "populations": [nk, denominator], **out.record()}
+
+
 def _write_perturbation(
     result: Any,
     settings: dict[str, Any],
@@ -503,23 +528,15 @@ def _write_perturbation(
     says why in ``provenance.json`` under ``perturbation`` (the endpoint then flags
     ``uncertainty_not_computed``).
     """
-    from nkflow.gating import perturb
     from nkflow.tables import write_tsv
 
-    nk = (settings.get("endpoints", {}).get("populations") or {}).get("nk", "nk")
-    if outputs.perturbation is None or nk not in result.tree.populations:
+    if outputs.perturbation is None:
         return
-    s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
-    out = perturb.perturb_counts(result, nk, denominator, s, perturb.tube_seed(sample_id, tube))
-    if isinstance(out, str):
-        prov["perturbation"] = {"computed": False, "reason": out}
-        logger.warning("%s/%s: gate perturbation not computed: %s", sample_id, tube, out)
-        return
-    table = out.table
-    table.insert(0, "tube", tube)
-    table.insert(0, "sample_id", sample_id)
-    write_tsv(table, outputs.perturbation)
-    prov["perturbation"] = {"computed": True, "populations": [nk, denominator], **out.record()}
+    table, record = perturbation_table(result, settings, sample_id, tube, denominator)
+    if record is not None:
+        prov["perturbation"] = record
+    if table is not None:
+        write_tsv(table, outputs.perturbation)
 
 
 def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:

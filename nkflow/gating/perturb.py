@@ -178,6 +178,12 @@ def _ranges(
             continue
         if f["side"] == "shape":
             bid = f"{f['gate']}.scale"
+            if f["method"] not in ("singlet_band", "scatter_cluster"):
+                # a reviewer's override (or any shape not fitted here) is held where it was set
+                fixed.append(
+                    {"id": bid, "method": f["method"], "reason": f"{f['method']} is not moved"}
+                )
+                continue
             moved.append(
                 Boundary(bid, f["gate"], "", "scale", f["method"], 1.0, 1 / f_scale, f_scale)
             )

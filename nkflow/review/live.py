@@ -144,6 +144,9 @@ class ReviewRun:
         }
         self.qc_text = (res / "qc/tubes.tsv").read_text(encoding="utf-8")
         self.counts_text = (res / "cohort/counts.tsv").read_text(encoding="utf-8")
+        # the NK tubes' re-gatings, which the endpoint's uncertainty columns are computed from
+        pert = res / "cohort/perturbation.tsv"
+        self.perturbation_text = pert.read_text(encoding="utf-8") if pert.is_file() else None
         self.qc_rows = basis.read_rows(res / "qc/tubes.tsv")
         self.count_rows = basis.read_rows(res / "cohort/counts.tsv")
         self.samples = load_configured_samples(config)
@@ -424,12 +427,12 @@ class ReviewRun:
         ot.last = gated.result
         return gated
 
-    def _tube_text(self, ot: OpenTube, gated: Any) -> tuple[str, str, str, str]:
-        """(counts.tsv, qc.tsv, cohort counts rows, cohort qc rows) of a gating, as the tube
-        job and then ``nkflow collect`` would write them."""
+    def _tube_text(self, ot: OpenTube, gated: Any) -> tuple[str, str, str, str, str | None]:
+        """(counts.tsv, qc.tsv, cohort counts rows, cohort qc rows, perturbation.tsv or None)
+        of a gating, as the tube job and then ``nkflow collect`` would write them."""
         from nkflow import qc
         from nkflow.tables import format_frame
-        from nkflow.tube import _date_check
+        from nkflow.tube import _date_check, perturbation_table
 
         counts_tsv = format_frame(gated.counts)
         qc_table = qc.checks_table(ot.sample_id, ot.tube, gated.checks, ot.prep.qc_cfg)
@@ -441,13 +444,23 @@ class ReviewRun:
         table = qc.add_checks(
             table, ot.sample_id, ot.tube, [_date_check(prov, row["collection_date"], cfg)], cfg
         )
-        return counts_tsv, qc_tsv, format_frame(_typed_frame(counts_tsv)), format_frame(table)
+        pert, _record = perturbation_table(
+            gated.result, ot.prep.settings, ot.sample_id, ot.tube, ot.prep.denominator
+        )
+        pert_tsv = None if pert is None else format_frame(pert)
+        return (
+            counts_tsv,
+            qc_tsv,
+            format_frame(_typed_frame(counts_tsv)),
+            format_frame(table),
+            pert_tsv,
+        )
 
     def _patient(
-        self, pid: str, replaced: dict[tuple[str, str], tuple[str, str]]
+        self, pid: str, replaced: dict[tuple[str, str], tuple[str, str, str | None]]
     ) -> tuple[list[dict[str, str]], dict[str, str]]:
         """The patient's visit rows and endpoint row (text cells, as written) with the cohort
-        counts/QC rows of the ``replaced`` tubes swapped for recomputed ones."""
+        counts/QC/perturbation rows of the ``replaced`` tubes swapped for recomputed ones."""
         import pandas as pd
 
         from nkflow.endpoints import (
@@ -467,7 +480,7 @@ class ReviewRun:
         qcdf = _text_frame(self.qc_text)
         counts = counts[counts["sample_id"].isin(sids)]
         qcdf = qcdf[qcdf["sample_id"].isin(sids)]
-        for (sid, tube), (ctext, qtext) in replaced.items():
+        for (sid, tube), (ctext, qtext, _ptext) in replaced.items():
             counts = pd.concat(
                 [counts[~((counts["sample_id"] == sid) & (counts["tube"] == tube))],
                  _text_frame(ctext)], ignore_index=True,
@@ -495,7 +508,9 @@ class ReviewRun:
         ap = sheet(self.config, "adverse_events")
         if ap is not None:
             adverse, _ = load_adverse_events(ap, [pid])
-        eps = build_endpoints(self.config, visits, infusions, response, adverse)
+        eps = build_endpoints(
+            self.config, visits, infusions, response, adverse, self._perturbation(sids, replaced)
+        )
         rec = eps.to_dict(orient="records")[0]
         ep = {c: format_cell(c, rec.get(c)) for c in ENDPOINT_COLUMNS}
         vrows = [
@@ -503,6 +518,26 @@ class ReviewRun:
             for r in visits.to_dict(orient="records")
         ]
         return vrows, ep
+
+    def _perturbation(
+        self, sids: set[str], replaced: dict[tuple[str, str], tuple[str, str, str | None]]
+    ) -> Any:
+        """The cohort perturbation table of the patient's tubes, as ``nkflow collect`` would
+        write it with the ``replaced`` tubes re-gated (None: the run has none)."""
+        import pandas as pd
+
+        from nkflow.tables import format_frame
+
+        if self.perturbation_text is None:
+            return None
+        cohort = _typed_frame(self.perturbation_text)
+        keep = cohort["sample_id"].astype(str).isin(sids)
+        for sid, tube in replaced:
+            keep &= ~((cohort["sample_id"].astype(str) == sid) & (cohort["tube"] == tube))
+        parts = [cohort[keep]]
+        parts += [_typed_frame(p) for _c, _q, p in replaced.values() if p is not None]
+        # through the bytes the endpoints step reads (collect's concat, write, read back)
+        return _typed_frame(format_frame(pd.concat(parts, ignore_index=True)))
 
     def editable(self, gated: Any) -> list[dict[str, Any]]:
         """The rectangle bounds of the gating that a reviewer can move, with what set them."""
@@ -559,8 +594,8 @@ class ReviewRun:
         candidate = self.parse_candidate(raw_candidate)
         gated = self.gate(ot, candidate)
         t_gate = time.perf_counter()
-        counts_tsv, _qc_tsv, crow, qrow = self._tube_text(ot, gated)
-        vrows, ep = self._patient(ot.patient_id, {(sample_id, tube): (crow, qrow)})
+        counts_tsv, _qc_tsv, crow, qrow, ptext = self._tube_text(ot, gated)
+        vrows, ep = self._patient(ot.patient_id, {(sample_id, tube): (crow, qrow, ptext)})
         visit = next((v for v in vrows if v["sample_id"] == sample_id), {})
         pops = [
             {
@@ -793,8 +828,8 @@ class ReviewRun:
             from nkflow.tube import gate_tube
 
             gated = gate_tube(ot.prep, gov)
-            counts_tsv, qc_tsv, crow, qrow = self._tube_text(ot, gated)
-            replaced[key] = (crow, qrow)
+            counts_tsv, qc_tsv, crow, qrow, ptext = self._tube_text(ot, gated)
+            replaced[key] = (crow, qrow, ptext)
             tube_files[key] = (counts_tsv, qc_tsv, gov)
         vrows, ep = self._patient(pid, replaced)
         tubes = []

@@ -48,13 +48,11 @@ def make_run(root: Path, n_events: int) -> Path:
     data = work / "data" / "sample"
     gen = cohort.load_generator()
     original = gen._cohort
-    # the generator looks its scenario table up through COHORT_OF_VARIANT (bound at import)
-    sized = cohort.sized_cohort(original, n_events)
-    gen._cohort, gen.COHORT_OF_VARIANT["default"] = sized, sized
+    gen._cohort = cohort.sized_cohort(original, n_events)
     try:
         gen.generate(data, seed=gen.DEFAULT_SEED)
     finally:
-        gen._cohort, gen.COHORT_OF_VARIANT["default"] = original, original
+        gen._cohort = original
     shutil.copy2(REPO / "Snakefile", work / "Snakefile")
     for sub in ("workflow", "config"):
         shutil.copytree(REPO / sub, work / sub, dirs_exist_ok=True)

@@ -883,7 +883,13 @@ def _lab_cohort() -> tuple[Patient, ...]:
     )
 
 
-COHORT_OF_VARIANT = {"default": _cohort, "validation": _cohort, "lab": _lab_cohort}
+# looked up by name when called, so that a benchmark replacing ``_cohort`` (bench/cohort.py)
+# changes what ``generate`` builds
+COHORT_OF_VARIANT = {
+    "default": lambda: _cohort(),
+    "validation": lambda: _cohort(),
+    "lab": lambda: _lab_cohort(),
+}
 ALC_FACTOR = {"cells/uL": 1.0, "10^3/uL": 1000.0, "10^9/L": 1000.0}
 
 

@@ -161,7 +161,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
-    from nkflow.endpoints import run_endpoints
+    from nkflow.stages import run_endpoints
 
     run_endpoints(
         _load_settings(args),

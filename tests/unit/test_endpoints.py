@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from nkflow import endpoints as ep
+from nkflow import stages
 from nkflow.errors import ConfigError
 
 FIX = Path(__file__).parent / "clinical_fixtures"
@@ -507,7 +508,7 @@ def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypa
     monkeypatch.chdir(REPO)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     ep.run_merge(cfg, tmp_path / "counts.tsv", tmp_path / "qc.tsv", tmp_path / "out" / "visits.tsv")
-    ep.run_endpoints(cfg, tmp_path / "out" / "visits.tsv", tmp_path / "out")
+    stages.run_endpoints(cfg, tmp_path / "out" / "visits.tsv", tmp_path / "out")
     got = pd.read_csv(
         tmp_path / "out" / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False
     )

@@ -292,13 +292,13 @@ def _borderline_text(ep: Row, threshold: float) -> str:
     lo, hi = ep.get("donor_nk_per_ul_all_lo95", ""), ep.get("donor_nk_per_ul_all_hi95", "")
     if lo and hi and (to_float(lo) or 0.0) <= threshold <= (to_float(hi) or 0.0):
         parts.append(
-            f"the 95 % interval of gate placement, counting and chimerism ({h.esc(lo)} – "
-            f"{h.esc(hi)}) contains {threshold:g}/µL"
+            f"the 95 % interval of gate placement, counting and chimerism "
+            f"({h.esc(fmt.interval(lo, hi))}) contains {threshold:g}/µL"
         )
     if truthy(ep.get("verdict_unstable", "")):
         parts.append("a plausible re-gating gives the other verdict (see How sure)")
     p = ep.get("p_above_threshold", "")
-    return "; ".join(parts) + (f"; P(> {threshold:g}/µL) = {h.esc(p)}." if p else ".")
+    return "; ".join(parts) + (f"; P(> {threshold:g}/µL) = {h.esc(fmt.fixed(p, 2))}." if p else ".")
 
 
 def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
@@ -344,7 +344,7 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         body += h.note("The distribution's histogram (patients/<id>.json) was not found.")
     unstable = [f for f in split_codes(ep.get("flags", "")) if f.startswith("verdict_unstable:")]
     rows = [
-        ["P(donor NK/µL > threshold)", ep.get("p_above_threshold", "")],
+        ["P(donor NK/µL > threshold)", fmt.fixed(ep.get("p_above_threshold", ""), 3)],
         [
             "95 % interval, all sources",
             interval_text(ep, "donor_nk_per_ul_all") or NOT_RECORDED,
@@ -354,11 +354,11 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         [
             "variance share: gate / counting / chimerism",
             " / ".join(
-                ep.get(f"{src}_variance_frac", "") or "-"
+                fmt.fixed(ep.get(f"{src}_variance_frac", ""), 2) or "-"
                 for src in ("gate", "counting", "chimerism")
             ),
         ],
-        ["verdict unstable", ep.get("verdict_unstable", "")],
+        ["verdict unstable", fmt.yes_no(ep.get("verdict_unstable", ""))],
         ["boundaries that flip it (gate units)", "; ".join(unstable) or "none"],
         ["borderline basis", ep.get("borderline_basis", "")],
     ]
@@ -693,7 +693,27 @@ def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
     return h.section("dose", "Dose, response and adverse events", "\n".join(parts))
 
 
-def _tube_status_rows(qc_rows: Iterable[Row]) -> list[list[str]]:
+def _recorded_only(config: dict[str, Any]) -> Any:
+    """Whether a qc.tsv row is recorded only: NOT_ASSESSED with a configured severity of PASS
+    (a file without ``$LOST``, a panel marker no gate reads); it stays in "Every QC check"."""
+    from nkflow.qc import QcConfig
+
+    severity = QcConfig.from_dict((config or {}).get("qc", {})).severity
+
+    def test(r: Row) -> bool:
+        code = r.get("reason_code", "")
+        return r.get("status", "") == "NOT_ASSESSED" and severity.get(code) == "PASS"
+
+    return test
+
+
+def _all_pass(rows: Sequence[Row], recorded_only: Any) -> str:
+    kept = sorted({r.get("reason_code", "") for r in rows if recorded_only(r)})
+    return "all checks PASS" + (f"; recorded only: {', '.join(kept)}" if kept else "")
+
+
+def _tube_status_rows(qc_rows: Iterable[Row], config: dict[str, Any]) -> list[list[str]]:
+    recorded_only = _recorded_only(config)
     by_tube: dict[tuple[str, str], list[Row]] = {}
     for r in qc_rows:
         by_tube.setdefault((r.get("sample_id", ""), r.get("tube", "")), []).append(r)
@@ -704,14 +724,14 @@ def _tube_status_rows(qc_rows: Iterable[Row]) -> list[list[str]]:
             f"{r.get('check', '')}: {r.get('status', '')} {r.get('reason_code', '')}".strip()
             + (f" ({r['message']})" if r.get("message") else "")
             for r in rs
-            if r.get("status", "") not in ("PASS", "")
+            if r.get("status", "") not in ("PASS", "") and not recorded_only(r)
         ]
         out.append(
             [
                 sid,
                 tube,
                 h.badge(status, status or "flag"),
-                h.esc("; ".join(issues) or "all checks PASS"),
+                h.esc("; ".join(issues) or _all_pass(rs, recorded_only)),
             ]
         )
     return out
@@ -729,7 +749,7 @@ def _qc(samples: Sequence[str], inp: ReportInputs) -> str:
         )
     body = "<h3>Tube status</h3>" + h.table(
         ["sample", "tube", "tube status", "checks not PASS (reason)"],
-        _tube_status_rows(rows),
+        _tube_status_rows(rows, inp.config),
         raw_columns=(2, 3),
     )
     time_rows = [r for r in rows if _is_time_check(r)]
@@ -1124,7 +1144,7 @@ def _qc_summary(inp: ReportInputs) -> str:
     patient_of = {
         r.get("sample_id", ""): r.get("patient_id", "") for r in [*inp.samples, *inp.visits]
     }
-    status_rows = _tube_status_rows(inp.qc)
+    status_rows = _tube_status_rows(inp.qc, inp.config)
     flagged = [r for r in status_rows if 'class="badge PASS"' not in r[2]]
     body += f"<h3>Tubes not PASS ({len(flagged)} of {len(status_rows)})</h3>"
     body += (

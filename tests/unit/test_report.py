@@ -812,3 +812,25 @@ def test_visit_table_is_rounded_with_short_headers_and_wrapping_flags(rendered):
     assert "<th>donor NK /µL</th><th>95 % interval</th>" in table
     assert "donor_nk_per_ul_hi95" not in table
     assert "<td>123.1</td><td>101.5 – 148.0</td>" in table
+
+
+def test_a_check_recorded_only_is_not_listed_as_not_pass():
+    """NOT_ASSESSED with a PASS severity (no $LOST in the file) is recorded, not a QC issue;
+    NOT_ASSESSED with a WARN severity (time QC not assessed) is listed."""
+    from nkflow.report._pages import _tube_status_rows
+
+    def row(check, status, code):
+        return {"sample_id": "S1", "tube": "nk", "tube_status": "PASS", "check": check,
+                "status": status, "reason_code": code, "message": "m"}  # fmt: skip
+
+    rows = [row("acquisition", "NOT_ASSESSED", "events_lost_not_assessed"), row("x", "PASS", "ok")]
+    assert _tube_status_rows(rows, {})[0][3] == (
+        "all checks PASS; recorded only: events_lost_not_assessed"
+    )
+    rows.append(row("time_qc", "NOT_ASSESSED", "time_not_assessed"))
+    assert _tube_status_rows(rows, {})[0][3] == "time_qc: NOT_ASSESSED time_not_assessed (m)"
+    # a lab that makes it a WARN sees it listed
+    cfg = {"qc": {"severity": {"events_lost_not_assessed": "WARN"}}}
+    assert (
+        "acquisition: NOT_ASSESSED events_lost_not_assessed" in _tube_status_rows(rows, cfg)[0][3]
+    )

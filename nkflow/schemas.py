@@ -48,6 +48,20 @@ _EXPECTED_TYPE = {
 }
 
 
+def _describe(schema: Any) -> str:
+    """A sub-schema in words (the alternatives of an ``anyOf``)."""
+    if not isinstance(schema, dict):
+        return str(schema)
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    if "pattern" in schema:
+        return f"text matching the pattern {schema['pattern']}"
+    if "type" in schema:
+        kinds = [schema["type"]] if isinstance(schema["type"], str) else list(schema["type"])
+        return " or ".join(_EXPECTED_TYPE.get(k, k) for k in kinds)
+    return schema.get("description", "a value of another shape")
+
+
 def expected_text(err: Any) -> str:
     """What a failing JSON-schema keyword expects, in words (not jsonschema's message)."""
     kw, v = err.validator, err.validator_value
@@ -58,6 +72,8 @@ def expected_text(err: Any) -> str:
         return "one of " + ", ".join(map(str, v))
     if kw == "const":
         return repr(v)
+    if kw in ("anyOf", "oneOf") and isinstance(v, list):
+        return " or ".join(_describe(sub) for sub in v)
     one = v == 1
     words = {
         "minimum": f"a value of at least {v}",

@@ -93,13 +93,13 @@ def test_the_allowance_is_configurable():
     [
         (
             {"dates": {"max_days_after_collection": -1}},
-            r"config qc\.dates\.max_days_after_collection: found -1; expected an integer >= 0",
+            r"field 'qc\.dates\.max_days_after_collection': found -1; expected a value of at least 0",
         ),
         (
             {"dates": {"max_days_after_collection": 1.5}},
-            r"config qc\.dates\.max_days_after_collection: found 1\.5; expected an integer",
+            r"field 'qc\.dates\.max_days_after_collection': found 1\.5; expected a whole number",
         ),
-        ({"dates": {"max_days": 2}}, r"config qc\.dates: unknown key\(s\) max_days"),
+        ({"dates": {"max_days": 2}}, r"field 'qc\.dates': .*'max_days' was unexpected"),
     ],
 )
 def test_date_settings_errors_name_the_key(raw, match):

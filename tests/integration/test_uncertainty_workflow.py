@@ -14,6 +14,7 @@ import json
 import pytest
 
 from nkflow.cli import main
+from nkflow.report._format import fixed
 
 pytestmark = pytest.mark.workflow
 
@@ -54,7 +55,9 @@ def test_every_day14_verdict_says_how_sure_it_is(sample_run):
     page = (sample_run / "results/reports/P05.html").read_text(encoding="utf-8")
     section = page[page.index('id="uncertainty"') :]
     section = section[: section.index("</section>")]
-    assert "data:image/png;base64," in section and p05["p_above_threshold"] in section
+    # the page rounds p as a lab reports it (3 decimals); the table keeps full precision
+    shown = f">{fixed(p05['p_above_threshold'], 3)}</td>"
+    assert "data:image/png;base64," in section and shown in section, shown
     assert "nk.CD56.min" in section  # the boundary ranges from the tube's provenance
 
 

@@ -189,7 +189,7 @@ def make_events(n: int, seed: int = 0) -> np.ndarray:
     out[:, 3] = np.sort(rng.uniform(0, 3000, n))
     # transformed (logicle) levels per marker, per kind: (mean) ; sd 0.05
     names = [s for _, s in CHANNELS if s]
-    base = {mk: 0.2 for mk in names}
+    base = dict.fromkeys(names, 0.2)
     prof = {
         "t4": {"CD3": 0.7, "CD4": 0.68},
         "t8": {"CD3": 0.7, "CD8": 0.7},

@@ -49,6 +49,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """``nkflow validate``: validate the config and every sheet, run nothing."""
     from nkflow import config as cfgmod
 
     settings = _load_settings(args)
@@ -67,6 +68,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """``nkflow plan``: say what a run will use per patient and visit (day 14, CBC, chimerism); run nothing."""
     from nkflow.plan import plan_text, run_plan, write_plan_tsv
 
     plan = run_plan(_load_settings(args))
@@ -77,6 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """``nkflow inspect``: describe FCS files: version, channels, markers, spillover."""
     from nkflow.inspect import inspect_files
 
     text, status = inspect_files([Path(f) for f in args.files], panel=args.panel, fmt=args.format)
@@ -85,6 +88,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_tube(args: argparse.Namespace) -> int:
+    """``nkflow tube``: read, compensate, QC and gate one tube."""
     from nkflow.tube import TubeOutputs, run_tube
 
     settings = json.loads(args.settings) if args.settings else {}
@@ -110,6 +114,7 @@ def cmd_tube(args: argparse.Namespace) -> int:
 
 
 def cmd_tubes(args: argparse.Namespace) -> int:
+    """``nkflow tubes``: process a batch of tubes sharing a panel and gate tree."""
     from nkflow.tube import run_batch
 
     settings = json.loads(args.settings) if args.settings else {}
@@ -134,6 +139,7 @@ def cmd_tubes(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    """``nkflow collect``: cohort counts, QC and tube index from the batches."""
     from nkflow.sheets import load_configured_samples
     from nkflow.tube import collect_batches
 
@@ -154,6 +160,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    """``nkflow merge``: join counts, ALC and chimerism per visit."""
     from nkflow.endpoints import run_merge
 
     run_merge(_load_settings(args), Path(args.counts), Path(args.qc), Path(args.out))
@@ -161,6 +168,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
+    """``nkflow endpoints``: per-patient day-14 verdicts and cohort tables."""
     from nkflow.stages import run_endpoints
 
     run_endpoints(
@@ -175,6 +183,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_readout(args: argparse.Namespace) -> int:
+    """``nkflow readout``: cellular kinetics and the statistician's exports."""
     from nkflow.exports import run_readout
 
     run_readout(
@@ -197,6 +206,7 @@ def _password(args: argparse.Namespace, prompt: str) -> str:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
+    """``nkflow users``: keep the users who may correct gates and sign."""
     from nkflow.review import review_settings
     from nkflow.review.users import add_user
 
@@ -216,6 +226,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    """``nkflow audit``: check or print the review audit trail."""
     from nkflow.review import audit, review_settings
     from nkflow.review.users import load_users
 
@@ -239,6 +250,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    """``nkflow review``: local web app: check, correct and sign the gates of a finished run."""
     from nkflow.review import signing
     from nkflow.review.app import serve
     from nkflow.review.live import ReviewRun
@@ -251,6 +263,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    """``nkflow sign``: sign a patient's current endpoint (reviewed / approved)."""
     from nkflow.review import basis, review_settings, signing
     from nkflow.review.live import ReviewRun, is_pending
     from nkflow.review.users import load_users
@@ -296,6 +309,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``nkflow report``: per-patient HTML pages and the cohort index."""
     from nkflow.report import run_report
 
     pages = run_report(
@@ -306,6 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_gates(args: argparse.Namespace) -> int:
+    """``nkflow gates``: import or export gate trees (Gating-ML 2.0, FlowJo .wsp)."""
     from nkflow import gating
 
     if args.gates_cmd == "export":
@@ -323,6 +338,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
 
 
 def cmd_qualify(args: argparse.Namespace) -> int:
+    """``nkflow qualify``: installation/operational qualification: run the checks, write a signable report."""
     from nkflow.qualify import run_qualification, write_qualification
 
     doc = run_qualification(
@@ -352,6 +368,7 @@ def cmd_qualify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nkflow`` command line: one subparser per workflow stage and tool."""
     parser = argparse.ArgumentParser(
         prog="nkflow",
         description=(

@@ -242,7 +242,7 @@ def load_spillover_csv(path: str | Path) -> Spillover:
             f"{p}: no header row of channel names followed by numeric rows was found"
         )
     source = f"flowjo:{p}" if header_i > 0 else f"csv:{p}"
-    header = [c for c in rows[header_i]]
+    header = list(rows[header_i])
     body = rows[header_i + 1 :]
     if header and header[0] == "":
         header = header[1:]

@@ -934,6 +934,7 @@ def spill_listing(style: Style, names: list[str], s: np.ndarray) -> tuple[list[s
 
 
 def spill_text(names: list[str], s: np.ndarray) -> str:
+    """A spillover matrix as an FCS keyword value: ``n,names...,values...`` (row-major)."""
     vals = ",".join(f"{x:.4f}".rstrip("0").rstrip(".") if x != 0 else "0" for x in s.ravel())
     return f"{len(names)},{','.join(names)},{vals}"
 
@@ -967,6 +968,7 @@ CODE_OF = {name: i for i, (name, _, _) in enumerate(LABEL_CODES)}
 
 
 def label_codes_rows() -> list[list[object]]:
+    """Rows of truth/label_codes.tsv: code, label, tube, the populations it belongs to."""
     return [[i, name, tube, ",".join(pops)] for i, (name, tube, pops) in enumerate(LABEL_CODES)]
 
 
@@ -1282,6 +1284,7 @@ def _fmt(x: float | None) -> str:
 
 
 def write_table(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    """Write a TSV (``None`` as an empty cell)."""
     lines = ["\t".join(header)]
     for r in rows:
         lines.append("\t".join("" if v is None else str(v) for v in r))
@@ -2141,6 +2144,7 @@ def write_manifest(out: Path, digests: dict[str, str]) -> None:
 
 
 def read_manifest(out: Path) -> dict[str, str]:
+    """The sha256 of every generated file, by relative path, from ``out``'s manifest."""
     digests = {}
     for line in (out / MANIFEST).read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -2174,9 +2178,7 @@ def ensure(out: Path, seed: int, variant: str) -> int:
     t0 = time.perf_counter()
     print(f"{out}: {len(stale)} of {len(want)} files missing or changed; generating ...")
     got = generate(out, seed, variant)
-    differ = sorted(
-        set(n for n in want if got.get(n) != want[n]) | set(n for n in got if n not in want)
-    )
+    differ = sorted({n for n in want if got.get(n) != want[n]} | {n for n in got if n not in want})
     if differ:
         print(
             f"error: regenerating {out} (seed {seed}, variant {variant}) does not reproduce "
@@ -2193,6 +2195,7 @@ def ensure(out: Path, seed: int, variant: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The generator's command (``scripts/make_sample_data.py``); returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=None, help="default: the variant's seed")
     ap.add_argument("--variant", choices=sorted(ASSIGNMENT), default="default")

@@ -481,7 +481,7 @@ def _write_gatingml(tree: Any, path: Path, prov: dict[str, Any]) -> None:
     try:
         gating_mod.to_gatingml(tree, path)
         prov["gatingml_file"] = path.name
-    except Exception as exc:  # FlowKit raises several unrelated classes on a template gate
+    except Exception as exc:  # noqa: BLE001 -- FlowKit raises unrelated classes on a template gate
         path.unlink(missing_ok=True)
         prov["gatingml_error"] = f"{type(exc).__name__}: {exc}"
         logger.warning("gates of %s not exported as Gating-ML: %s", path.parent, exc)

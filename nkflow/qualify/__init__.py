@@ -69,7 +69,7 @@ def _guarded(check_id: str, title: str, func: Callable[[Context], CheckResult], 
     t0 = time.perf_counter()
     try:
         result = func(ctx)
-    except Exception as exc:  # a crashed check is a failure that names itself
+    except Exception as exc:  # noqa: BLE001 -- a crashed check is a failure that names itself
         logger.error("check %s raised:\n%s", check_id, traceback.format_exc())
         result = CheckResult(
             check_id,

@@ -61,6 +61,7 @@ def _asset(name: str) -> bytes:
 
 
 def esc(v: object) -> str:
+    """``v`` as HTML text (``None`` as empty), quotes escaped."""
     return html.escape("" if v is None else str(v), quote=True)
 
 
@@ -73,6 +74,7 @@ class Sessions:
         self.by_id: dict[str, dict[str, Any]] = {}
 
     def new(self, user: str) -> str:
+        """Start a session for ``user``; returns its random id."""
         sid = secrets.token_urlsafe(32)
         self.by_id[sid] = {"user": user, "seen": self.clock()}
         return sid
@@ -467,6 +469,7 @@ def thumbnail(run: ReviewRun, sample_id: str, tube: str, gate: str) -> bytes:
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the app binds to loopback only)."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -89,9 +89,11 @@ class Basis:
 
     @property
     def endpoint_row(self) -> str:
+        """The signed endpoint row as one canonical text."""
         return endpoint_text(self.endpoint)
 
     def summary(self) -> dict[str, str]:
+        """The endpoint cells a signature shows (verdict, donor NK/uL, ...)."""
         return {c: self.endpoint.get(c, "") for c in SUMMARY_COLUMNS}
 
 

@@ -176,12 +176,14 @@ class ReviewRun:
         return sample_id, tube
 
     def check_patient(self, patient_id: str) -> str:
+        """``patient_id`` if it is a safe id of this run's endpoints.tsv; ReviewError otherwise."""
         overrides.check_id("patient_id", patient_id)
         if patient_id not in self.endpoints:
             raise ReviewError(f"patient {patient_id!r} is not in this run's endpoints.tsv")
         return patient_id
 
     def patient_of(self, sample_id: str) -> str:
+        """The patient a sample belongs to (from the sample sheet)."""
         return str(next(r for k, r in self._rows.items() if k[0] == sample_id)["patient_id"])
 
     # ------------------------------------------------------------------ queue
@@ -322,6 +324,7 @@ class ReviewRun:
         return out
 
     def review_states(self) -> dict[str, signing.ReviewState]:
+        """Each patient's review state: the audit log's signatures against the run."""
         return signing.review_states(audit.read(self.rs.audit_log), self.bases())
 
     # ------------------------------------------------------------------ one tube
@@ -704,7 +707,7 @@ class ReviewRun:
             raise ReviewError("a reason is mandatory to save a gate correction; nothing was saved")
         ot = self.open(sample_id, tube)
         candidate = self.parse_candidate(raw_candidate)
-        old = {k: v for k, v in self.parse_candidate(raw_old or []).items()}
+        old = dict(self.parse_candidate(raw_old or []).items())
         gated = self.gate(ot, candidate)  # validates against the tree
         fits = {
             (f["gate"], f["markers"][0], f["side"])

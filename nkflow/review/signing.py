@@ -61,6 +61,7 @@ class ReviewState:
     signatures: tuple[SignatureRecord, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
+        """The state as JSON (status, note, every signature with its standing)."""
         return {
             "status": self.status,
             "note": self.note,

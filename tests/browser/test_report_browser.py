@@ -113,7 +113,7 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
         drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    except Exception as exc:  # selenium raises several unrelated classes here
+    except Exception as exc:  # noqa: BLE001 -- selenium raises several unrelated classes here
         pytest.fail(f"headless Chromium did not start: {type(exc).__name__}: {exc}")
     drv.set_page_load_timeout(60)
     try:

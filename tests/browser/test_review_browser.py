@@ -80,7 +80,7 @@ def _wait(driver: Any, cond: Any, what: str, timeout: float = 30.0) -> Any:
 
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: cond(d))
-    except Exception:
+    except Exception:  # noqa: BLE001 -- any wait failure: keep a screenshot, then fail
         shot = SCREENSHOTS / f"review_timeout_{int(time.time())}.png"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(shot))

@@ -664,6 +664,7 @@ def build_endpoints(
     import pandas as pd
 
     s = settings(config)
+    us = unc_mod.UncertaintySettings.from_config(config)  # read once, not per patient
     target, before, after = int(s["target_day"]), int(s["window_before"]), int(s["window_after"])
     thr = float(s["threshold_per_ul"])
     lo_dose, hi_dose = (float(x) for x in s["dose_range_per_kg"])
@@ -711,7 +712,7 @@ def build_endpoints(
                 above = bool(visit["above_threshold"])
                 # PASS and FAIL carry reason codes too, so every verdict says why
                 codes = ["above_threshold" if above else "not_above_threshold"]
-                unc = _uncertainty(e, visit, pert_by, s, config, thr, above)
+                unc = _uncertainty(e, visit, pert_by, s, us, thr, above)
                 contains = visit.get("interval_contains_threshold")
                 if not isinstance(unc, str):
                     lo_all, hi_all = e["donor_nk_per_ul_all_lo95"], e["donor_nk_per_ul_all_hi95"]
@@ -811,7 +812,7 @@ def _uncertainty(
     visit: dict[str, Any],
     pert_by: dict[tuple[str, str], list[dict[str, Any]]] | None,
     s: dict[str, Any],
-    config: dict[str, Any],
+    us: unc_mod.UncertaintySettings,
     thr: float,
     above: bool,
 ) -> unc_mod.Uncertainty | str:
@@ -834,7 +835,6 @@ def _uncertainty(
     if gate.base != (visit["nk_events"], visit["lymphocyte_events"]):
         # the table is not from the gating the counts came from (a stale or foreign table)
         return not_computed("perturbation_mismatch")
-    us = unc_mod.UncertaintySettings.from_config(config)
     # an SD is recorded only for % donor computed from STR peaks (across its loci)
     sd = visit["donor_chimerism_sd"]
     if sd is None:

@@ -77,8 +77,6 @@ PLAN_COLUMNS: tuple[str, ...] = (
     "flags",
 )
 
-ROLES = ("day14_endpoint", "day14_candidate", "other")
-
 
 @dataclass(frozen=True)
 class Plan:

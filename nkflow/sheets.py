@@ -1051,6 +1051,7 @@ def load_str_peaks(
     ssh = _as_sheet(samples_path, "str_samples")
     sp = ssh.path
     smap = read_table(ssh)
+    known_files = set(smap["sample_file"])  # every listed file, before unknown patients drop
     sschema = dict(schema["$defs"]["str_sample"])
     validate_rows(smap, sschema, ssh, ("sample_file",))
     check_unique(smap, ("sample_file",), sp, ("sample_file",))
@@ -1084,7 +1085,6 @@ def load_str_peaks(
     validate_rows(peaks, schema, psh, ids)
     check_unique(peaks, ids, p, ids)
     peaks.insert(0, "row", range(1, len(peaks) + 1))
-    known_files = set(read_table(ssh)["sample_file"])
     for rec in peaks.to_dict(orient="records"):
         if rec["Sample File Name"] not in known_files:
             raise ConfigError(

@@ -28,7 +28,6 @@ the same numbers, byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,9 +97,10 @@ class Uncertainty:
 
 
 def endpoint_seed(patient_id: str, sample_id: str) -> int:
-    """A 63-bit seed from the patient and sample ids."""
-    digest = hashlib.sha256(f"{patient_id}\t{sample_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    """A 63-bit seed from the patient and sample ids (the tube seed's rule)."""
+    from nkflow.gating.perturb import tube_seed
+
+    return tube_seed(patient_id, sample_id)
 
 
 def _where(boundary: str) -> str:

@@ -1245,7 +1245,7 @@ def fmo_values(
         )
     else:
         rows = np.flatnonzero(res.members[on])
-    cols = _Columns(res.tree, np.asarray(events), marker_index, spill, channel_names)
+    cols = res.columns  # the same tree, events and compensation: not compensated again
     if cols.missing(g) is not None:
         raise GatingError(f"FMO tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'")
     return np.array(cols.raw(dim, rows), dtype=np.float64)

@@ -87,11 +87,6 @@ class Basis:
     #: ``override:<s>/<t>:<gate>`` -> the user id that wrote the override
     override_authors: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def endpoint_row(self) -> str:
-        """The signed endpoint row as one canonical text."""
-        return endpoint_text(self.endpoint)
-
     def summary(self) -> dict[str, str]:
         """The endpoint cells a signature shows (verdict, donor NK/uL, ...)."""
         return {c: self.endpoint.get(c, "") for c in SUMMARY_COLUMNS}

@@ -586,6 +586,7 @@ def test_identical_inputs_and_run_date_give_identical_bytes(rendered, tmp_path):
     paths = run_report(
         rendered["config"], rendered["results"], out2, RUN_DATE, base_dir=rendered["root"]
     )
+    assert paths, "run_report wrote no page"
     for p in paths:
         assert p.read_bytes() == (rendered["out"] / p.name).read_bytes(), p.name
 

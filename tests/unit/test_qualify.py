@@ -128,3 +128,19 @@ def test_report_reads_summary_first_then_environment_checks_provenance(tmp_path)
     pos = [page.index(f"<h2>{t}</h2>") for t in order]
     assert pos == sorted(pos)
     assert "not selected (--only precision)" in page
+
+
+def test_a_zero_truth_is_met_only_exactly(tmp_path):
+    """A truth of 0 donor NK/uL (no donor cells) has no relative error: exact is 0, else 1."""
+    from nkflow.qualify._cohort import truth_errors
+
+    data, res = tmp_path / "data", tmp_path / "res"
+    (data / "truth").mkdir(parents=True)
+    (res / "cohort").mkdir(parents=True)
+    (data / "truth/tubes.tsv").write_text(
+        "sample_id\ttube\tinstrument_style\nS1\tnk\tbd\nS2\tnk\tbd\n"
+    )
+    (data / "truth/visits.tsv").write_text("sample_id\tdonor_nk_per_ul\nS1\t0\nS2\t0\n")
+    (res / "cohort/visits.tsv").write_text("sample_id\tdonor_nk_per_ul\nS1\t0\nS2\t1.5\n")
+    got = {r["sample_id"]: r["rel_err"] for r in truth_errors(data, res)}
+    assert got == {"S1": 0.0, "S2": 1.0}

@@ -43,8 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nkflow import counts as cnt  # noqa: E402
-from nkflow import uncertainty as unc  # noqa: E402
+from nkflow.clinical import counts as cnt  # noqa: E402
+from nkflow.clinical import uncertainty as unc  # noqa: E402
 from nkflow.gating import gate_sample, load_tree  # noqa: E402
 from nkflow.gating import perturb as pt  # noqa: E402
 from nkflow.tables import write_tsv  # noqa: E402

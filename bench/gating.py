@@ -5,7 +5,7 @@ NK/Treg panel, with a $SPILLOVER matrix) of 1M and 5M events, then times, each i
 process so peak memory is the process's own (``VmHWM``, see ``_maxrss_bytes``):
 
 * ``flowkit``: ``flowkit.Sample(path)`` + ``GatingStrategy.gate_sample`` on the same tree;
-* ``nkflow``: ``nkflow.io.read_fcs`` + ``spillover_for`` + ``nkflow.gating.gate_sample``;
+* ``nkflow``: ``nkflow.fcs.io.read_fcs`` + ``spillover_for`` + ``nkflow.gating.gate_sample``;
 * ``rawread``: ``np.fromfile`` of the DATA segment (the read limit).
 
 Several rounds per tool; medians are reported. A separate verification process checks that
@@ -321,7 +321,7 @@ def worker(tool: str, path: Path, rounds: int) -> dict:
             return int(r.get_gate_membership("treg_ki67").sum())
 
     elif tool == "nkflow":
-        from nkflow import compensation, io
+        from nkflow.fcs import compensation, io
         from nkflow.gating import gate_sample, tree_from_dict
 
         tree = tree_from_dict(TREE)
@@ -339,7 +339,7 @@ def worker(tool: str, path: Path, rounds: int) -> dict:
             return int(r.count("treg_ki67") or 0)
 
     elif tool == "rawread":
-        from nkflow import io
+        from nkflow.fcs import io
 
         h = io.read_fcs_metadata(path)
         kw = h.keywords
@@ -376,7 +376,7 @@ def verify(path: Path) -> dict:
     """Per-event identity of every population between nkflow and FlowKit."""
     import flowkit as fk
 
-    from nkflow import compensation, io
+    from nkflow.fcs import compensation, io
     from nkflow.gating import gate_sample, to_flowkit, tree_from_dict
 
     tree = tree_from_dict(TREE)
@@ -454,7 +454,7 @@ def fitted_tubes(root: Path, n: int) -> list[dict[str, str]]:
 
 def _open_tube(t: dict[str, str]) -> tuple[Any, dict[str, int], Any, dict[str, float]]:
     """Read a tube as ``nkflow tubes`` does: events, marker index, spillover, ranges."""
-    from nkflow import compensation, io, panel
+    from nkflow.fcs import compensation, io, panel
 
     sample = io.read_fcs(t["path"])
     pnl = panel.load_panel(REPO / "config" / "panels" / f"{t['panel']}.yaml")

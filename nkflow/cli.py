@@ -80,7 +80,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """``nkflow inspect``: describe FCS files: version, channels, markers, spillover."""
-    from nkflow.inspect import inspect_files
+    from nkflow.fcs.inspect import inspect_files
 
     text, status = inspect_files([Path(f) for f in args.files], panel=args.panel, fmt=args.format)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -140,7 +140,7 @@ def cmd_tubes(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     """``nkflow collect``: cohort counts, QC and tube index from the batches."""
-    from nkflow.sheets import load_configured_samples
+    from nkflow.clinical.sheets import load_configured_samples
     from nkflow.tube import collect_batches
 
     settings = _load_settings(args)
@@ -161,7 +161,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """``nkflow merge``: join counts, ALC and chimerism per visit."""
-    from nkflow.endpoints import run_merge
+    from nkflow.clinical.endpoints import run_merge
 
     run_merge(_load_settings(args), Path(args.counts), Path(args.qc), Path(args.out))
     return 0
@@ -184,7 +184,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 
 def cmd_readout(args: argparse.Namespace) -> int:
     """``nkflow readout``: cellular kinetics and the statistician's exports."""
-    from nkflow.exports import run_readout
+    from nkflow.clinical.exports import run_readout
 
     run_readout(
         _load_settings(args),

@@ -3,11 +3,11 @@
 Contract
 --------
 * A :class:`Table` is an ordered tuple of :class:`Column` (name, type, unit, definition, allowed
-  values). The writers of the tables declared with it (:mod:`nkflow.kinetics`,
-  :mod:`nkflow.exports`) take their header, their cell format and their checks from the
-  declaration, and the data dictionary (:func:`nkflow.exports.data_dictionary`) is generated
+  values). The writers of the tables declared with it (:mod:`nkflow.clinical.kinetics`,
+  :mod:`nkflow.clinical.exports`) take their header, their cell format and their checks from the
+  declaration, and the data dictionary (:func:`nkflow.clinical.exports.data_dictionary`) is generated
   from the same objects, so the two cannot drift.
-* ``visits.tsv`` and ``endpoints.tsv`` keep their writer in :mod:`nkflow.endpoints`; their
+* ``visits.tsv`` and ``endpoints.tsv`` keep their writer in :mod:`nkflow.clinical.endpoints`; their
   declarations here take the names and order from ``VISIT_COLUMNS`` / ``ENDPOINT_COLUMNS`` and
   the types from that module's column sets, and add units and definitions. A column added there
   without a definition here is an error when the table is declared (a unit test declares it),
@@ -226,8 +226,8 @@ def declare_from_writer(
             problems.append(f"defined but not written: {', '.join(extra)}")
         raise ConfigError(
             f"{path}: column declarations out of step with the writer: {'; '.join(problems)}; "
-            "fix: add or remove them in nkflow/exports.py (VISIT_DEFINITIONS / "
-            "ENDPOINT_DEFINITIONS) beside the change to nkflow/endpoints.py"
+            "fix: add or remove them in nkflow/clinical/exports.py (VISIT_DEFINITIONS / "
+            "ENDPOINT_DEFINITIONS) beside the change to nkflow/clinical/endpoints.py"
         )
     out = []
     for c in columns:

@@ -143,7 +143,9 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
     ConfigError
         On the first hard error, naming file, row and column.
     """
-    from nkflow import gating, panel, sheets
+    from nkflow import gating
+    from nkflow.clinical import sheets
+    from nkflow.fcs import panel
 
     panels = {}
     for name, path_text in cfg["panels"].items():
@@ -228,7 +230,7 @@ def _check_roles(cfg: dict[str, Any], samples: Any, trees: dict[str, Any]) -> No
     ConfigError
         Naming the field, the value, and the names that are allowed.
     """
-    from nkflow.endpoint_settings import settings
+    from nkflow.clinical.endpoint_settings import settings
 
     s = settings(cfg)
     allowed_tubes = load_schema("samples")["properties"]["tube"]["roles"]

@@ -9,11 +9,11 @@ Contract
   ``day14_endpoint`` with an empty sample_id and ``missing`` = ``no_sample_in_window``, so that
   the ``day14_endpoint`` records are one per patient of endpoints.tsv.
 * Every choice is made by the function the merge and endpoint steps make it with: day 0 by
-  :func:`nkflow.endpoints.day0_dates`, the CBC row by ``endpoints._closest``, the chimerism
-  result by :func:`nkflow.endpoints.chimerism_candidates` and
-  :func:`nkflow.chimerism.select_result`, the day-14 visit by
-  :func:`nkflow.endpoints.choose_visit` (its window by ``window_candidates``), the settings by
-  :func:`nkflow.endpoint_settings.settings`. Nothing here chooses on its own.
+  :func:`nkflow.clinical.endpoints.day0_dates`, the CBC row by ``endpoints._closest``, the chimerism
+  result by :func:`nkflow.clinical.endpoints.chimerism_candidates` and
+  :func:`nkflow.clinical.chimerism.select_result`, the day-14 visit by
+  :func:`nkflow.clinical.endpoints.choose_visit` (its window by ``window_candidates``), the settings by
+  :func:`nkflow.clinical.endpoint_settings.settings`. Nothing here chooses on its own.
 * Gating and QC results are not known before the tubes run: the plan names the FCS file, gate
   tree and panel that will be read, never a count. % donor from raw STR peaks *is* computed (it
   is cheap, and it decides the choice: a result with too few informative loci is no candidate).
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nkflow import chimerism as chim
-from nkflow import counts as cnt
-from nkflow import endpoints as ep
-from nkflow.endpoint_settings import settings
+from nkflow.clinical import chimerism as chim
+from nkflow.clinical import counts as cnt
+from nkflow.clinical import endpoints as ep
+from nkflow.clinical.endpoint_settings import settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,7 +126,7 @@ def build_plan(
     config
         Parsed config.yaml (``endpoints``, ``gating``, ``sheets``).
     samples, infusions, cbc, chimerism
-        From the ``nkflow.sheets`` loaders (as :func:`nkflow.endpoints.load_visit_inputs`).
+        From the ``nkflow.clinical.sheets`` loaders (as :func:`nkflow.clinical.endpoints.load_visit_inputs`).
     str_results, peaks
         % donor computed from STR peaks, and the peak table (for the post-sample file names).
     fcs_present
@@ -446,7 +446,7 @@ def tube_gating_files(
         if not ts.get("instrument_trees"):
             out[key] = default
             continue
-        from nkflow import io
+        from nkflow.fcs import io
         from nkflow.tube import _instrument_tree
 
         out[key] = ""

@@ -2,7 +2,7 @@
 writes its outputs. The CLI adapts them; the rules call the CLI.
 
 Contract: a driver is the one place a stage reads and writes; it sits above the computing
-modules (:mod:`nkflow.endpoints`, :mod:`nkflow.review.status`), which never import it.
+modules (:mod:`nkflow.clinical.endpoints`, :mod:`nkflow.review.status`), which never import it.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nkflow.endpoint_settings import settings
-from nkflow.endpoints import build_endpoints, read_visits, write_outputs
+from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.endpoints import build_endpoints, read_visits, write_outputs
 from nkflow.review.status import review_columns
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def run_endpoints(
     the signatures in the log still rest on the current results (:func:`review_columns`);
     without them every patient is ``not_reviewed``. The log is read, never written.
     """
-    from nkflow import sheets
+    from nkflow.clinical import sheets
 
     s = settings(config)
     visits = read_visits(visits_path)

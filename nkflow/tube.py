@@ -161,9 +161,10 @@ def prepare_tube(
     """
     import numpy as np
 
-    from nkflow import compensation, io, qc
-    from nkflow import panel as panel_mod
+    from nkflow import qc
     from nkflow.config import config_digest
+    from nkflow.fcs import compensation, io
+    from nkflow.fcs import panel as panel_mod
     from nkflow.provenance import sha256_file, software_versions
 
     denominator = settings.get("endpoints", {}).get("lymphocyte_population", "live")
@@ -378,7 +379,7 @@ def run_tube(
         Marker -> FMO control FCS of this tube (the sample sheet's ``fmo`` column): the
         boundaries the tree sets from an FMO tube (``fmo_percentile``) come from it.
     overrides
-        This tube's gate override files (:mod:`nkflow.review.overrides`): each replaces a
+        This tube's gate override files (:mod:`nkflow.gating.override_files`): each replaces a
         boundary of one gate where it is fixed for the tube; recorded in provenance.json
         (``overrides``) and in the counts' ``boundary`` column.
 
@@ -419,7 +420,7 @@ def run_tube(
     # ---- reviewers' corrections (a malformed override is a configuration error: it raises)
     gate_overrides = _load_overrides(tree, overrides or [])
     if gate_overrides:
-        from nkflow.review.overrides import provenance_record
+        from nkflow.gating.override_files import provenance_record
 
         prov["overrides"] = [provenance_record(o) for o in gate_overrides.values()]
 
@@ -456,7 +457,7 @@ def run_tube(
 def _load_overrides(tree: Any, files: list[Path]) -> dict[str, Any]:
     """Gate id -> GateOverride from a tube's override files, each checked against ``tree``."""
     from nkflow.gating.override import check_override
-    from nkflow.review.overrides import read_override
+    from nkflow.gating.override_files import read_override
 
     out: dict[str, Any] = {}
     for f in sorted(files):
@@ -623,8 +624,8 @@ def _fmo_controls(
     An FMO tube that cannot be read or gated is a WARN naming it; that boundary is then
     fitted on the tube itself, as without an FMO tube.
     """
-    from nkflow import compensation, io
-    from nkflow import panel as panel_mod
+    from nkflow.fcs import compensation, io
+    from nkflow.fcs import panel as panel_mod
     from nkflow.gating import fmo_values
     from nkflow.provenance import sha256_file
 
@@ -718,7 +719,7 @@ def _cached_tree(path: str) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _cached_panel(path: str) -> Any:
-    from nkflow import panel
+    from nkflow.fcs import panel
 
     return panel.load_panel(Path(path))
 

@@ -130,7 +130,7 @@ def time_keep(t_seconds: np.ndarray, bin_s: float = 0.5) -> np.ndarray:
 
 
 def gate_nkflow(path: Path, panel_path: Path, tree_path: Path) -> tuple[dict, np.ndarray]:
-    from nkflow import compensation, io, panel
+    from nkflow.fcs import compensation, io, panel
     from nkflow.gating import evaluate, tree
 
     s = io.read_fcs(path)

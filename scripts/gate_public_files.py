@@ -82,11 +82,11 @@ def gate_file(root: Path, pf: PublicFile, out: Path | None) -> dict[str, Any]:
     ``counts`` and ``pct`` (share of the parent, %) are keyed by population; ``None`` when the
     population was not computed.
     """
-    from nkflow import panel as panel_mod
-    from nkflow.compensation import spillover_for
+    from nkflow.fcs import panel as panel_mod
+    from nkflow.fcs.compensation import spillover_for
+    from nkflow.fcs.io import read_fcs
     from nkflow.figures import gating_figure
     from nkflow.gating import gate_sample, load_tree
-    from nkflow.io import read_fcs
 
     sample = read_fcs(root / pf.path)
     pnl = panel_mod.load_panel(HERE / "panels" / f"{pf.panel}.yaml")

@@ -52,7 +52,7 @@ def write_tube(
 
 def placed(path: Path, kind: str) -> tuple[Any, dict[str, int], Any, dict[str, float]]:
     """(sample, marker index, spillover, ranges) of an FCS file through nkflow's reader."""
-    from nkflow import compensation, io, panel
+    from nkflow.fcs import compensation, io, panel
 
     s = io.read_fcs(path)
     pnl = panel.load_panel(ROOT / "config" / "panels" / f"{kind}_v1.yaml")

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from nkflow import transforms as tf
 from nkflow.errors import GatingError
+from nkflow.fcs import transforms as tf
 from nkflow.gating import fit as fit_mod
 from nkflow.gating.override import STALE_TOLERANCE, GateOverride
 from nkflow.gating.tree import Dim, Gate, GateTree
@@ -246,7 +246,7 @@ def _spill_parts(
         return [names.index(c) for c in chans], np.asarray(mat, dtype=np.float64)
     raise GatingError(
         f"spillover object {type(spill).__name__} has no 'matrix' with 'channels' or 'indices'; "
-        "pass a Spillover from nkflow.compensation or (column_indices, matrix)"
+        "pass a Spillover from nkflow.fcs.compensation or (column_indices, matrix)"
     )
 
 
@@ -585,7 +585,7 @@ def gate_sample(
         Label used in flag messages (e.g. ``"P003-D14/treg"``).
     channel_names
         ``$PnN`` of each event column (``FcsSample.channel_names``); needed to place a
-        :class:`nkflow.compensation.Spillover`, which names its channels.
+        :class:`nkflow.fcs.compensation.Spillover`, which names its channels.
     ranges
         Marker -> ``$PnR`` of its channel, for transforms declared ``t: range`` (see
         :meth:`GateTree.for_ranges`); None leaves them at 2^18.

@@ -25,8 +25,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from nkflow import transforms as tf
 from nkflow.errors import ConfigError, GatingError
+from nkflow.fcs import transforms as tf
 from nkflow.gating.tree import Dim, Gate, GateTree, Matrix, tree_from_dict, tree_to_dict
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def to_flowkit(
         Threshold per data-driven gate (e.g. ``GatingResult.thresholds``); missing ones use the
         gate's ``default``.
     spill
-        A :class:`nkflow.compensation.Spillover` (``channels``, ``matrix``): when given, dims
+        A :class:`nkflow.fcs.compensation.Spillover` (``channels``, ``matrix``): when given, dims
         with ``compensated: true`` use it (as matrix ``nkflow_spill``) instead of FlowKit's own
         reading of the file's spillover keyword.
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nkflow import transforms as tf
 from nkflow.errors import ConfigError
+from nkflow.fcs import transforms as tf
 
 logger = logging.getLogger(__name__)
 

@@ -241,7 +241,7 @@ def margin_events(
         ``(n_events, n_channels)`` raw events (uncompensated, as read).
     channels
         One channel description per column of ``events`` (``pnn``, ``pnr`` and optionally
-        ``pne``, ``png``; ``nkflow.io.Channel`` fits).
+        ``pne``, ``png``; ``nkflow.fcs.io.Channel`` fits).
     cfg
         ``cfg.margins``: ceiling offset, floor, WARN/FAIL fractions, whether to remove.
     scatter_and_key_indices
@@ -671,9 +671,9 @@ def acquisition_date_check(
         ``acquisition_date``, value = days from collection to acquisition: ``date_mismatch``
         outside the allowance (threshold = the limit crossed, negative before the draw),
         ``ok`` inside it, NOT_ASSESSED ``date_not_assessed`` when ``$DATE`` is absent, not a
-        date, or readable both day-first and month-first (``nkflow.io.parse_fcs_date``).
+        date, or readable both day-first and month-first (``nkflow.fcs.io.parse_fcs_date``).
     """
-    from nkflow.io import parse_fcs_date
+    from nkflow.fcs.io import parse_fcs_date
 
     dc = cfg.dates
     after, before = dc.max_days_after_collection, dc.max_days_before_collection

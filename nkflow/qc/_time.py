@@ -129,7 +129,7 @@ def time_in_seconds(
 ) -> tuple[np.ndarray | None, str]:
     """Convert the Time column as read into seconds.
 
-    FlowIO (hence FlowKit's raw events and ``nkflow.io``) already multiplies the channel whose
+    FlowIO (hence FlowKit's raw events and ``nkflow.fcs.io``) already multiplies the channel whose
     ``$PnN`` is ``time`` (any case) by ``$TIMESTEP``; any other time channel (``HDR-T``) is still
     in clock ticks and is multiplied here.
 
@@ -162,7 +162,7 @@ def time_qc(
     Parameters
     ----------
     time
-        The Time column exactly as ``nkflow.io.FcsSample.events`` holds it (FlowKit raw scale), in
+        The Time column exactly as ``nkflow.fcs.io.FcsSample.events`` holds it (FlowKit raw scale), in
         acquisition order; ``None`` when the file has no Time channel.
     signals
         Key channels, name -> 1-D array of the same length (raw or transformed FSC-A, SSC-A, CD3,

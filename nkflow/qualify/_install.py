@@ -225,9 +225,10 @@ def _config_files(cfg: dict[str, Any]) -> list[tuple[str, str]]:
 
 def config_criterion(config_path: Path, base_dir: Path) -> tuple[Criterion, list[Any]]:
     """The configuration validates and every panel, tree and vocabulary it names loads."""
-    from nkflow import gating, panel
+    from nkflow import gating
     from nkflow.config import config_digest, load_config
     from nkflow.errors import NkflowError
+    from nkflow.fcs import panel
 
     cid = "installation.config"
     text = "the configuration validates and every panel and gate tree it names loads"

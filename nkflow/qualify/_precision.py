@@ -2,7 +2,7 @@
 that the lymphocyte floor implies at typical ALC values.
 
 Contract: pure arithmetic on the lab's configuration plus the package's own counting-error
-function (:func:`nkflow.counts.dual_platform_cv`, the one behind every endpoint interval), which
+function (:func:`nkflow.clinical.counts.dual_platform_cv`, the one behind every endpoint interval), which
 is checked against the model stated here. Dual-platform NK/uL = ALC x n_NK / n_lymph, with
 relative SE sqrt(1/n_NK + 1/n_lymph); the LLOQ is the lowest NK/uL whose CV is at most the
 declared limit (:data:`~nkflow.qualify._limits.LIMITS` ``lloq_cv``).
@@ -62,8 +62,8 @@ def _floors(cfg: dict[str, Any]) -> list[tuple[str, int]]:
 
 def check_precision(ctx: Context) -> CheckResult:
     """Poisson CV at the lab configuration's floors, and the NK/uL LLOQ they imply."""
+    from nkflow.clinical.counts import dual_platform_cv
     from nkflow.config import load_config
-    from nkflow.counts import dual_platform_cv
     from nkflow.errors import NkflowError
 
     title = "Counting precision"
@@ -71,7 +71,7 @@ def check_precision(ctx: Context) -> CheckResult:
         "Counting error of the endpoint under the lab's configuration: the Poisson CV "
         "(1/sqrt(n)) at each configured event floor, and the lower limit of quantitation "
         "(LLOQ) of NK/uL that the lymphocyte floor implies at typical ALC values. The same "
-        "model gives each endpoint's 95 % interval (nkflow.counts)."
+        "model gives each endpoint's 95 % interval (nkflow.clinical.counts)."
     )
     try:
         cfg = load_config(Path(ctx.config_path))
@@ -100,7 +100,7 @@ def check_precision(ctx: Context) -> CheckResult:
             "equal to 1e-12 on every pair of the floors' grid",
             f"largest difference {worst:.1e}",
             worst <= 1e-12,
-            f"nkflow.counts.dual_platform_cv differs from the model by {worst:.3g}",
+            f"nkflow.clinical.counts.dual_platform_cv differs from the model by {worst:.3g}",
         ),
         judged(
             "precision.numerator_floor",

@@ -150,8 +150,8 @@ def flowjo_count(wsp: Path, population: str) -> int:
 def flowjo_case(root: Path, wsp: str, fcs: str, population: str) -> int | None:
     """nkflow's count of ``population`` with the workspace's gates on its FCS file (None
     when the population was not computed)."""
+    from nkflow.fcs.io import read_fcs
     from nkflow.gating import from_flowjo_wsp, gate_sample
-    from nkflow.io import read_fcs
 
     d = root / FLOWJO_DIR
     sample = read_fcs(d / fcs)

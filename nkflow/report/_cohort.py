@@ -42,7 +42,7 @@ MEASURE_LABELS = {
 
 
 def _settings(inp: ReportInputs) -> dict[str, Any]:
-    from nkflow.endpoint_settings import settings
+    from nkflow.clinical.endpoint_settings import settings
 
     return settings(inp.config)
 
@@ -343,8 +343,8 @@ def _curves(inp: ReportInputs, column: str, evaluable_only: bool) -> list[Curve]
 
 
 def _date(text: str, inp: ReportInputs, sheet: str) -> dt.date | None:
+    from nkflow.clinical.sheets import parse_date
     from nkflow.errors import NkflowError
-    from nkflow.sheets import parse_date
 
     if not text:
         return None

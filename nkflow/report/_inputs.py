@@ -122,7 +122,7 @@ def _optional_table(path: Path, what: str, missing: list[str]) -> tuple[list[Row
 def _sheet_rows(config: dict[str, Any], role: str, base: Path, missing: list[str]) -> list[Row]:
     """A sheet's rows as written, under nkflow's column names (``sheet_format.columns``); a
     combined sample-sheet row is shown once per tube, as the workflow gates it."""
-    from nkflow import sheets
+    from nkflow.clinical import sheets
 
     sh = sheets.sheet(config, role, base)
     if sh is None:

@@ -182,7 +182,7 @@ def _dose_range(lo: float, hi: float) -> str:
 def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
     """What the flag ``dose_out_of_range:<n>`` says: which infusions, their cells/kg (from
     endpoints.tsv) and the configured range with its source; ``""`` without the flag."""
-    from nkflow.endpoint_settings import DEFAULTS, DOSE_RANGE_SOURCE, settings
+    from nkflow.clinical.endpoint_settings import DEFAULTS, DOSE_RANGE_SOURCE, settings
 
     flagged = [
         f.split(":", 1)[1]

@@ -9,7 +9,7 @@ block of the configuration (:class:`ReviewSettings`):
   scrypt password hash;
 * ``audit_log`` -- an append-only JSONL hash chain (:mod:`nkflow.review.audit`) of every event:
   ``run``, ``override``, ``signature``, ``void``, ``user``;
-* ``overrides`` -- one YAML file per tube and gate (:mod:`nkflow.review.overrides`), read by the
+* ``overrides`` -- one YAML file per tube and gate (:mod:`nkflow.gating.override_files`), read by the
   tube jobs as inputs.
 
 A signature (:mod:`nkflow.review.signing`) records who (id and printed name), when (UTC, with

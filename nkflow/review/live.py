@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from nkflow.errors import ReviewError
-from nkflow.review import audit, basis, overrides, signing
+from nkflow.gating import override_files as overrides
+from nkflow.review import audit, basis, signing
 from nkflow.review.settings import review_settings
 from nkflow.review.users import authenticate, load_users
 
@@ -123,9 +124,9 @@ class ReviewRun:
     """A finished run opened for review (see the module contract)."""
 
     def __init__(self, config: dict[str, Any], base_dir: Path | None = None) -> None:
+        from nkflow.clinical.endpoints import load_visit_inputs
+        from nkflow.clinical.sheets import load_configured_samples
         from nkflow.config import tube_settings
-        from nkflow.endpoints import load_visit_inputs
-        from nkflow.sheets import load_configured_samples
 
         self.config = config
         self.base = Path.cwd() if base_dir is None else Path(base_dir)
@@ -466,7 +467,7 @@ class ReviewRun:
         counts/QC/perturbation rows of the ``replaced`` tubes swapped for recomputed ones."""
         import pandas as pd
 
-        from nkflow.endpoints import (
+        from nkflow.clinical.endpoints import (
             ENDPOINT_COLUMNS,
             VISIT_COLUMNS,
             build_endpoints,
@@ -475,7 +476,7 @@ class ReviewRun:
             read_visits,
             table_bytes,
         )
-        from nkflow.sheets import load_adverse_events, load_response, sheet
+        from nkflow.clinical.sheets import load_adverse_events, load_response, sheet
 
         samples = self.samples[self.samples["patient_id"] == pid]
         sids = set(samples["sample_id"])
@@ -501,7 +502,7 @@ class ReviewRun:
         # the endpoints step reads visits.tsv back: round-trip through its bytes
         visits = read_visits(io.BytesIO(table_bytes(visits, VISIT_COLUMNS)))  # type: ignore[arg-type]
         response = adverse = None
-        from nkflow.endpoint_settings import settings as ep_settings
+        from nkflow.clinical.endpoint_settings import settings as ep_settings
 
         rp = sheet(self.config, "response")
         if rp is not None:

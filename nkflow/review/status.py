@@ -1,7 +1,7 @@
 """Each patient's review state against the run: ``review_status`` / ``review_note``.
 
 Contract: :func:`review_columns` reads the review audit log (never writes it) and fills the two
-columns of an endpoints table in place; it sits above :mod:`nkflow.endpoints` and
+columns of an endpoints table in place; it sits above :mod:`nkflow.clinical.endpoints` and
 :mod:`nkflow.review.signing`, so neither imports the other.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nkflow.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS, format_cell
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS, format_cell
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -177,7 +177,7 @@ def test_every_other_patient_is_byte_identical(damaged_run, sample_run):
 
 def test_rewritten_files_are_otherwise_valid(tmp_path):
     """The re-encoding helper itself round-trips: same events, same keywords."""
-    from nkflow.io import read_fcs
+    from nkflow.fcs.io import read_fcs
 
     src = ROOT / "data/sample/fcs" / "P01-D14_nk.fcs"
     dst = tmp_path / "copy.fcs"

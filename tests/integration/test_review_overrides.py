@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nkflow.review import overrides as ovmod
+from nkflow.gating import override_files as ovmod
 from nkflow.review import users
 from tests.conftest import run_snakemake
 from tests.integration.test_resume import copy_subset

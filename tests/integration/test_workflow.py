@@ -146,9 +146,9 @@ def test_report_confirms_the_tubes_ran_under_this_config(sample_run):
 def test_kinetics_and_exports_of_the_sample_cohort_match_their_dictionary(sample_run):
     import csv
 
+    from nkflow.clinical.exports import TABLES
+    from nkflow.clinical.kinetics import MEASURES
     from nkflow.columns import check_rows
-    from nkflow.exports import TABLES
-    from nkflow.kinetics import MEASURES
 
     results = sample_run / "results"
     for table in TABLES:

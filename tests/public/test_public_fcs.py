@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nkflow.compensation import spillover_for
 from nkflow.errors import CompensationError, FcsError
-from nkflow.io import read_fcs
+from nkflow.fcs.compensation import spillover_for
+from nkflow.fcs.io import read_fcs
 from tests.conftest import PUBLIC_DATA_SKIP, public_data_root
 
 pytestmark = pytest.mark.public
@@ -188,7 +188,7 @@ def test_public_file_loads(
 
 
 def test_float_pne_files_are_all_listed(root):
-    from nkflow.io import read_fcs_metadata
+    from nkflow.fcs.io import read_fcs_metadata
 
     found = {}
     for p in sorted(root.rglob("*")):
@@ -280,7 +280,7 @@ def test_cyan_header_offsets_keep_event_counter_in_its_column(root):
 
 
 def test_omip021_markers_resolve(root):
-    from nkflow.panel import panel_from_dict, resolve
+    from nkflow.fcs.panel import panel_from_dict, resolve
 
     pnl = panel_from_dict(
         {
@@ -309,7 +309,7 @@ def test_omip021_markers_resolve(root):
 def test_lost_events_of_public_files(root):
     """$LOST/$ABRT (FCS 3.1) in the public files: the CyAn and the Attune write $LOST 0 (no
     event lost), no file writes $ABRT; every other file is "not assessed"."""
-    from nkflow.io import read_fcs_metadata
+    from nkflow.fcs.io import read_fcs_metadata
     from nkflow.qc import QcConfig, events_lost_check
 
     found = {}

@@ -76,10 +76,12 @@ def test_a_wheel_install_is_checked_against_its_record(tmp_path):
     assert crit["status"] == "pass", (crit, log[-2000:])
     ev = next(c for c in doc["checks"] if c["id"] == "installation")["evidence"]
     assert any(e["title"] == "Installed files against the wheel's RECORD" for e in ev)
-    (site / "nkflow/counts.py").write_text((site / "nkflow/counts.py").read_text() + "# x\n")
+    (site / "nkflow/clinical/counts.py").write_text(
+        (site / "nkflow/clinical/counts.py").read_text() + "# x\n"
+    )
     code, doc, _ = run_qualify(site, tmp_path / "bad", "--only", "installation", cwd=tmp_path)
     assert code == 1
-    assert criteria(doc)["installation.files"]["reason"] == "nkflow/counts.py modified"
+    assert criteria(doc)["installation.files"]["reason"] == "nkflow/clinical/counts.py modified"
 
 
 @pytest.fixture(scope="module")

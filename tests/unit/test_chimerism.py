@@ -6,7 +6,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from nkflow import chimerism as chim
+from nkflow.clinical import chimerism as chim
 
 D14 = dt.date(2024, 1, 15)
 

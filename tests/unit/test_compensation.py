@@ -1,4 +1,4 @@
-"""nkflow.compensation: spillover sources, checks, and compensation by channel name."""
+"""nkflow.fcs.compensation: spillover sources, checks, and compensation by channel name."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import re
 import numpy as np
 import pytest
 
-from nkflow.compensation import (
+from nkflow.errors import CompensationError
+from nkflow.fcs.compensation import (
     Spillover,
     compensate,
     load_spillover_csv,
     parse_spill_keyword,
     spillover_for,
 )
-from nkflow.errors import CompensationError
-from nkflow.io import read_fcs
+from nkflow.fcs.io import read_fcs
 from tests.unit.conftest_io import build_fcs
 
 NAMES = ["FSC-A", "FITC-A", "PE-A", "Time"]

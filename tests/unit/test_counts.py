@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from nkflow import counts as cnt
+from nkflow.clinical import counts as cnt
 from nkflow.errors import ConfigError
 
 

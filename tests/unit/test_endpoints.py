@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from nkflow import endpoints as ep
 from nkflow import stages
+from nkflow.clinical import endpoints as ep
 from nkflow.errors import ConfigError
 
 FIX = Path(__file__).parent / "clinical_fixtures"
@@ -523,7 +523,7 @@ def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypa
 def test_config_defaults_schema_and_code_agree():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "endpoints.schema.yaml").read_text())
     from_schema = {k: v["default"] for k, v in schema["properties"].items()}
-    from nkflow.endpoint_settings import DEFAULTS
+    from nkflow.clinical.endpoint_settings import DEFAULTS
 
     assert from_schema == DEFAULTS
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

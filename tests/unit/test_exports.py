@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nkflow import exports as ex
+from nkflow.clinical import exports as ex
 from nkflow.columns import check_rows, declare_from_writer
 from nkflow.errors import ConfigError
 from tests.unit.test_endpoints import FIX, run_cohort

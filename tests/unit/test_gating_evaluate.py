@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from nkflow.errors import GatingError
+from nkflow.fcs.transforms import LogicleTransform
 from nkflow.gating import gate_sample, load_tree, to_flowkit, tree_from_dict
-from nkflow.transforms import LogicleTransform
 
 FIX = Path(__file__).parent / "gating_fixtures"
 LOGICLE = LogicleTransform(t=262144, w=0.5, m=4.5, a=0)

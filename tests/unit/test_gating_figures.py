@@ -206,7 +206,7 @@ def test_render_does_not_import_pyplot(tmp_path: Path) -> None:
 
 
 def test_display_transform_table_matches_exact_logicle() -> None:
-    from nkflow.transforms import LogicleTransform
+    from nkflow.fcs.transforms import LogicleTransform
 
     xf = LogicleTransform(t=262144, w=0.5, m=4.5, a=0)
     rng = np.random.default_rng(0)

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nkflow import compensation, io, panel, qc
+from nkflow import qc
 from nkflow.errors import ConfigError
+from nkflow.fcs import compensation, io, panel
 from nkflow.gating import fit, fmo_values, gate_sample, load_tree, tree_from_dict
 from nkflow.gating.tree import tree_to_dict
 

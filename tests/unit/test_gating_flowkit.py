@@ -54,7 +54,7 @@ def _cohort() -> list[dict[str, str]]:
 def test_sample_cohort_identical_to_flowkit() -> None:
     import flowkit as fk
 
-    from nkflow import compensation, io, panel
+    from nkflow.fcs import compensation, io, panel
     from nkflow.gating import gate_sample, load_tree, to_flowkit
 
     checked = 0

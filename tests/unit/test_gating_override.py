@@ -9,8 +9,8 @@ import pytest
 from nkflow import qc
 from nkflow.errors import ConfigError, GatingError, ReviewError
 from nkflow.gating import gate_sample, tree_from_dict
+from nkflow.gating import override_files as ovmod
 from nkflow.gating.override import GateOverride, check_override
-from nkflow.review import overrides as ovmod
 
 TREE = {
     "name": "t",

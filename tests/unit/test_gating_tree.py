@@ -199,7 +199,7 @@ def test_import_is_light() -> None:
     import sys
 
     code = (
-        "import sys, nkflow.gating, nkflow.transforms, nkflow.figures;"
+        "import sys, nkflow.gating, nkflow.fcs.transforms, nkflow.figures;"
         "print(sorted(m for m in ('flowkit','pandas','matplotlib','sklearn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

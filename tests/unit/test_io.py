@@ -1,4 +1,4 @@
-"""nkflow.io: reading FCS files, integrity checks, tolerances, and deterministic TSV output.
+"""nkflow.fcs.io: reading FCS files, integrity checks, tolerances, and deterministic TSV output.
 
 Synthetic files are written byte by byte by ``tests.unit.conftest_io.build_fcs`` (not by
 FlowIO), so every expected value below follows from how the file was built.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nkflow.errors import FcsError
-from nkflow.io import parse_fcs_date, read_fcs, read_fcs_metadata, sha256_file
+from nkflow.fcs.io import parse_fcs_date, read_fcs, read_fcs_metadata, sha256_file
 from tests.unit.conftest_io import build_fcs, with_nextdata
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fcs"
@@ -463,7 +463,7 @@ def _inspect_files(tmp_path):
 
 
 def test_inspect_text_names_markers_and_exits_1_on_unreadable(tmp_path):
-    from nkflow.inspect import inspect_files
+    from nkflow.fcs.inspect import inspect_files
 
     good, bad, panel = _inspect_files(tmp_path)
     text, status = inspect_files([good, bad], panel=panel)
@@ -489,7 +489,7 @@ def test_inspect_text_names_markers_and_exits_1_on_unreadable(tmp_path):
 def test_inspect_tsv_and_json(tmp_path):
     import json
 
-    from nkflow.inspect import inspect_files
+    from nkflow.fcs.inspect import inspect_files
 
     good, _bad, panel = _inspect_files(tmp_path)
     tsv, status = inspect_files([good], panel=panel, fmt="tsv")
@@ -515,7 +515,7 @@ def test_inspect_tsv_and_json(tmp_path):
 
 def test_inspect_unknown_format_is_config_error(tmp_path):
     from nkflow.errors import ConfigError
-    from nkflow.inspect import inspect_files
+    from nkflow.fcs.inspect import inspect_files
 
     with pytest.raises(ConfigError, match="inspect: format 'xml' is not known"):
         inspect_files([], fmt="xml")

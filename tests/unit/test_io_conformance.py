@@ -1,4 +1,4 @@
-"""FCS conformance: each preprocessing step of ``nkflow.io`` against the FCS 3.1 / 3.2 text.
+"""FCS conformance: each preprocessing step of ``nkflow.fcs.io`` against the FCS 3.1 / 3.2 text.
 
 One test (or a few) per row of docs/fcs-conformance.md; each names the clause it pins. Files are
 written byte by byte by ``tests.unit.conftest_io.build_fcs`` (not by FlowIO), so the expected
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nkflow.errors import FcsError
-from nkflow.io import read_fcs
+from nkflow.fcs.io import read_fcs
 from tests.unit.conftest_io import build_fcs
 from tests.unit.conftest_io import write_file as _write
 
@@ -294,7 +294,7 @@ def test_spillover_values_keep_every_digit_written(tmp_path):
     floating-point numbers as written; they are parsed to the nearest double, with exponent
     notation, not rounded to a display precision.
     """
-    from nkflow.compensation import spillover_for
+    from nkflow.fcs.compensation import spillover_for
 
     s = _spill_sample(tmp_path, "2,FITC-A,PE-A,1,0.12345678901234567,1.5E-3,1.0")
     spill = spillover_for(s)
@@ -309,7 +309,7 @@ def test_spillover_names_parameters_by_pnn_and_may_list_a_subset(tmp_path):
     """
     import flowkit
 
-    from nkflow.compensation import compensate, spillover_for
+    from nkflow.fcs.compensation import compensate, spillover_for
 
     s = _spill_sample(tmp_path, "2,PE-A,FITC-A,1,0.2,0.1,1")
     comp = compensate(s.events, s.channel_names, spillover_for(s))
@@ -325,8 +325,8 @@ def test_spillover_naming_pns_labels_is_refused(tmp_path):
     """FCS 3.1 $SPILLOVER parameter names are $PnN; a matrix written with the stain names
     ($PnS) does not say which detector is which and is refused, naming the file's $PnN.
     """
-    from nkflow.compensation import spillover_for
     from nkflow.errors import CompensationError
+    from nkflow.fcs.compensation import spillover_for
 
     s = _spill_sample(
         tmp_path, "2,CD3 FITC,CD8 PE,1,0.1,0.2,1", pns=["", "CD3 FITC", "CD8 PE", "", ""]

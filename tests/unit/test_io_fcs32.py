@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from nkflow.errors import FcsError, PanelError
-from nkflow.io import read_fcs
+from nkflow.fcs.io import read_fcs
 from tests.unit.conftest_io import build_fcs
 from tests.unit.conftest_io import write_file as _write
 
@@ -173,7 +173,7 @@ def test_pndatatype_other_than_i_f_d_is_refused(tmp_path):
 
 
 def _resolve(path: Path, panel: str = "nk_v1"):
-    from nkflow.panel import load_panel, resolve
+    from nkflow.fcs.panel import load_panel, resolve
 
     return resolve(load_panel(ROOT / "config" / "panels" / f"{panel}.yaml"), read_fcs(path))
 
@@ -232,7 +232,7 @@ def test_fcs32_type_keeps_markers_off_scatter_and_time_channels(tmp_path):
 
 def test_pntype_spellings_are_one_kind():
     """Cytek writes Forward_Scatter, NIST fireflow 'Forward Scatter': both are scatter."""
-    from nkflow.io import pntype_kind
+    from nkflow.fcs.io import pntype_kind
 
     assert [pntype_kind(v) for v in ("Forward_Scatter", "forward scatter", "SIDE_SCATTER",
             "Time", "Unmixed Fluorescence", "Raw_Fluorescence", "Mass", "")] == [

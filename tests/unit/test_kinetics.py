@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from nkflow import kinetics as kin
+from nkflow.clinical import kinetics as kin
 from nkflow.columns import check_rows, table_text
 
 CONFIG: dict = {"endpoints": {}}

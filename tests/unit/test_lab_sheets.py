@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nkflow import sheets
-from nkflow.endpoints import UNKNOWN, nk_donor_is_hsct_donor
+from nkflow.clinical import sheets
+from nkflow.clinical.endpoints import UNKNOWN, nk_donor_is_hsct_donor
 from nkflow.errors import ConfigError
 from nkflow.schemas import check_against_schema, load_schema
 

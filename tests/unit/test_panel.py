@@ -1,4 +1,4 @@
-"""nkflow.panel: loading panel files and resolving markers to channels."""
+"""nkflow.fcs.panel: loading panel files and resolving markers to channels."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from nkflow.errors import ConfigError, PanelError
-from nkflow.io import read_fcs
-from nkflow.panel import load_panel, normalise, panel_from_dict, resolve
+from nkflow.fcs.io import read_fcs
+from nkflow.fcs.panel import load_panel, normalise, panel_from_dict, resolve
 from tests.unit.conftest_io import build_fcs
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fcs"

@@ -28,9 +28,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from nkflow import endpoints as ep
 from nkflow import plan as planmod
 from nkflow.cli import main
+from nkflow.clinical import endpoints as ep
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = ROOT / "config" / "vocab" / "chimerism_fractions.yaml"
@@ -241,7 +241,7 @@ def test_later_tie_rule_and_preference_order_change_the_plan(tmp_path, monkeypat
 def _synthetic_counts(samples: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every tube gated fine (1000 events in each population, QC PASS): the reasons left are
     the ones the sheets alone give."""
-    from nkflow.endpoint_settings import settings
+    from nkflow.clinical.endpoint_settings import settings
 
     s = settings(config)
     pops = [*s["populations"].values(), s["lymphocyte_population"]]

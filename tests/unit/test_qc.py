@@ -759,7 +759,7 @@ def test_public_fcs2_time_without_timestep_is_not_assessed():
 
 
 def test_sample_cohort_flow_anomaly_verdict_needs_time_qc():
-    from nkflow import compensation, io, panel
+    from nkflow.fcs import compensation, io, panel
     from nkflow.gating import evaluate, tree
 
     truth_tubes = pd.read_csv(ROOT / "data/sample/truth/tubes.tsv", sep="\t")

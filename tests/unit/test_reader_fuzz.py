@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nkflow.errors import NkflowError
-from nkflow.io import FcsSample, read_fcs
+from nkflow.fcs.io import FcsSample, read_fcs
 from tests.unit.conftest_io import build_fcs
 
 EV = np.arange(24, dtype=np.float64).reshape(6, 4)

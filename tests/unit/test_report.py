@@ -1,7 +1,7 @@
 """Unit tests of nkflow.report, and the hand-built results directory they (and the browser
 test, tests/browser/test_report_browser.py) render.
 
-Four patients with known answers, in the formats the producers write (nkflow.endpoints:
+Four patients with known answers, in the formats the producers write (nkflow.clinical.endpoints:
 ENDPOINT_COLUMNS / VISIT_COLUMNS, per-patient JSON {patient_id, endpoint, visits}; qc.tsv and
 provenance.json per docs/DEVELOPING.md):
 

@@ -483,8 +483,8 @@ def test_day7_treg_below_5pct_of_cd4_for_an_expander():
 
 
 def test_compensation_is_required_to_find_live_lymphocytes():
-    from nkflow import compensation, io
-    from nkflow import panel as panel_mod
+    from nkflow.fcs import compensation, io
+    from nkflow.fcs import panel as panel_mod
     from nkflow.gating import gate_sample, load_tree
 
     s = io.read_fcs(SAMPLE / "fcs" / "P01-D14_nk.fcs")
@@ -535,7 +535,7 @@ def _combined(style_key: str, n: int = 8000):
 
 @pytest.mark.parametrize("style_key", sorted(gen.LAB_STYLES))
 def test_combined_tube_is_read_by_both_panels_one_channel_per_marker(tmp_path, style_key):
-    from nkflow import panel as panel_mod
+    from nkflow.fcs import panel as panel_mod
     from tests.generated import placed, write_tube
 
     _, res = _combined(style_key)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nkflow import sheets
+from nkflow.clinical import sheets
 from nkflow.errors import ConfigError
 
 FIX = Path(__file__).parent / "clinical_fixtures"

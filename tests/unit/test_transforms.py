@@ -1,4 +1,4 @@
-"""nkflow.transforms: closed-form values, inverses, FlowKit equality, YAML errors."""
+"""nkflow.fcs.transforms: closed-form values, inverses, FlowKit equality, YAML errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from nkflow import transforms as tf
 from nkflow.errors import ConfigError
+from nkflow.fcs import transforms as tf
 
 X = np.array([-1000.0, -10.0, 0.0, 1.0, 150.0, 1000.0, 12345.6, 262144.0])
 

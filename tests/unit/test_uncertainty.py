@@ -1,4 +1,4 @@
-"""How sure a day-14 verdict is (nkflow/uncertainty.py and its use in nkflow/endpoints.py).
+"""How sure a day-14 verdict is (nkflow/clinical/uncertainty.py and its use in nkflow/clinical/endpoints.py).
 
 The combination on hand-built re-gatings (sources switched off one by one), then generated NK
 tubes with known truth (tests/generated.py): far from 100 gives p near 0 or 1, 93-107 an
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nkflow import endpoints as ep
-from nkflow import uncertainty as unc
+from nkflow.clinical import endpoints as ep
+from nkflow.clinical import uncertainty as unc
 from nkflow.gating import perturb as pt
 from tests.unit.test_perturb import DEEP, SHALLOW, gated_tube
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from nkflow.config import tube_settings, validate_config, validate_inputs
 from nkflow.errors import NkflowError
 from nkflow.review import review_settings
-from nkflow.review.overrides import tube_files
-from nkflow.sheets import load_configured_infusions, load_configured_samples
+from nkflow.gating.override_files import tube_files
+from nkflow.clinical.sheets import load_configured_infusions, load_configured_samples
 
 try:
     NKCONFIG = validate_config(dict(config), source="config")

@@ -3,7 +3,7 @@
 Contract
 --------
 * Fractions come from a controlled vocabulary (:class:`FractionVocab`, loaded from
-  ``config/vocab/chimerism_fractions.yaml`` by :func:`nkflow.sheets.load_fraction_vocab`):
+  ``config/vocab/chimerism_fractions.yaml`` by :func:`nkflow.clinical.sheets.load_fraction_vocab`):
   canonical names with the spellings labs use as aliases, matched ignoring case and whitespace.
   A spelling that matches nothing is never passed on (:meth:`FractionVocab.canonical` returns
   None and the sheet loader refuses the rows).

@@ -6,12 +6,12 @@ Contract
 * Every exported table is declared once as a :class:`nkflow.columns.Table`; its writer takes
   header, order and cell format from the declaration and :func:`data_dictionary` lists the same
   declarations, so the dictionary cannot drift from the files. ``visits.tsv`` and
-  ``endpoints.tsv`` are written by :mod:`nkflow.endpoints`: their declarations
+  ``endpoints.tsv`` are written by :mod:`nkflow.clinical.endpoints`: their declarations
   (:data:`VISITS`, :data:`ENDPOINTS`) take names, order and types from that module and the
   definitions from :data:`VISIT_DEFINITIONS` / :data:`ENDPOINT_DEFINITIONS`; a column there
   without a definition here raises when this module is imported.
 * :func:`build_measurements` and :func:`build_cp` are pure functions of the typed visits
-  (:func:`nkflow.endpoints.read_visits`) and the settings. Every value is the visits.tsv value
+  (:func:`nkflow.clinical.endpoints.read_visits`) and the settings. Every value is the visits.tsv value
   (or, for the CD56bright/dim counts, total NK/uL x subset % / 100): no new number is made.
 * :func:`run_readout` (the ``readout`` rule) writes ``kinetics.tsv`` and the exports directory;
   bytes are unchanged for unchanged inputs.
@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nkflow import endpoints as ep
-from nkflow.columns import TYPES, Column, Definition, Table, declare_from_writer, table_text
-from nkflow.endpoint_settings import settings
-from nkflow.kinetics import (
+from nkflow.clinical import endpoints as ep
+from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.kinetics import (
     KINETICS,
     KINETICS_SUMMARY,
     MEASURE_NAMES,
@@ -37,6 +36,7 @@ from nkflow.kinetics import (
     measure_value,
     summarize,
 )
+from nkflow.columns import TYPES, Column, Definition, Table, declare_from_writer, table_text
 
 logger = logging.getLogger(__name__)
 
@@ -765,9 +765,9 @@ def dictionary_markdown() -> str:
     lines = [
         "# Data dictionary of the exported tables",
         "",
-        "Generated from the column declarations the writers use (`nkflow/exports.py`,",
-        "`nkflow/kinetics.py`, `nkflow/columns.py`); do not edit by hand: run",
-        "`python -c 'import nkflow.exports as e; print(e.dictionary_markdown(), end=\"\")' >",
+        "Generated from the column declarations the writers use (`nkflow/clinical/exports.py`,",
+        "`nkflow/clinical/kinetics.py`, `nkflow/columns.py`); do not edit by hand: run",
+        "`python -c 'import nkflow.clinical.exports as e; print(e.dictionary_markdown(), end=\"\")' >",
         "docs/data-dictionary.md`. The same content is written with every run as",
         "`results/cohort/exports/data_dictionary.tsv` (and `.csv`).",
         "",

@@ -11,7 +11,7 @@ Contract
   (donor NK/uL strictly > threshold), FAIL or NOT_EVALUABLE with reason codes. One row per patient
   of the infusion table, sorted by patient_id; columns :data:`ENDPOINT_COLUMNS`.
 * Given the cohort ``perturbation.tsv``, each PASS/FAIL also says how sure it is
-  (:mod:`nkflow.uncertainty`, docs/uncertainty.md); the verdict itself never depends on it.
+  (:mod:`nkflow.clinical.uncertainty`, docs/uncertainty.md); the verdict itself never depends on it.
 * A missing number is None (an empty cell), never 0. The threshold test is done on the unrounded
   value in :func:`build_visits` (``above_threshold``) so that reading visits.tsv back cannot flip a
   verdict through rounding.
@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from nkflow import chimerism as chim
-from nkflow import counts as cnt
-from nkflow import uncertainty as unc_mod
-from nkflow.endpoint_settings import settings
+from nkflow.clinical import chimerism as chim
+from nkflow.clinical import counts as cnt
+from nkflow.clinical import uncertainty as unc_mod
+from nkflow.clinical.endpoint_settings import settings
 from nkflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -380,7 +380,7 @@ def str_not_computable(
 def compute_str_results(
     peaks: pd.DataFrame, s: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`nkflow.chimerism.compute_from_peaks` with the ``endpoints`` settings ``s``."""
+    """:func:`nkflow.clinical.chimerism.compute_from_peaks` with the ``endpoints`` settings ``s``."""
     return chim.compute_from_peaks(
         peaks,
         min_loci=int(s["min_str_loci"]),
@@ -411,15 +411,15 @@ def build_visits(
     Parameters
     ----------
     config
-        Parsed config.yaml; ``endpoints:`` settings overlay :data:`nkflow.endpoint_settings.DEFAULTS`.
+        Parsed config.yaml; ``endpoints:`` settings overlay :data:`nkflow.clinical.endpoint_settings.DEFAULTS`.
     samples
-        From :func:`nkflow.sheets.load_samples`.
+        From :func:`nkflow.clinical.sheets.load_samples`.
     counts, qc
         Concatenated per-tube ``counts.tsv`` and ``qc.tsv`` (any dtypes; events parsed here).
     infusions, cbc, chimerism
-        From the ``nkflow.sheets`` loaders.
+        From the ``nkflow.clinical.sheets`` loaders.
     str_results
-        Optional results of :func:`nkflow.chimerism.compute_from_peaks`.
+        Optional results of :func:`nkflow.clinical.chimerism.compute_from_peaks`.
 
     Returns
     -------
@@ -652,7 +652,7 @@ def build_endpoints(
     ``dose_out_of_range:<infusion numbers>`` and ``nk_donor_is_hsct_donor``.
 
     With ``perturbation`` (the cohort ``perturbation.tsv``), a PASS or FAIL also gets how sure it
-    is (:mod:`nkflow.uncertainty`, docs/uncertainty.md): ``p_above_threshold``, the 95 % interval
+    is (:mod:`nkflow.clinical.uncertainty`, docs/uncertainty.md): ``p_above_threshold``, the 95 % interval
     of gate placement, counting and chimerism together, each source's share of the variance,
     ``verdict_unstable`` (flag ``verdict_unstable:<gate>:<range>``), and ``borderline`` then
     means that interval contains the threshold or the verdict is unstable (``borderline_basis``
@@ -1128,7 +1128,7 @@ def load_visit_inputs(config: dict[str, Any]) -> VisitInputs:
     ``warnings`` lists the kept-but-flagged or ignored rows and the unread columns, in the
     order ``sheet_warnings.tsv`` gives them.
     """
-    from nkflow import sheets
+    from nkflow.clinical import sheets
 
     s = settings(config)
     samples = sheets.load_configured_samples(config)

@@ -3,7 +3,7 @@
 Contract
 --------
 ``inspect_files(paths, panel=None, fmt='text') -> (output, exit_status)`` reads every file
-through :func:`nkflow.io.read_fcs` (so the same integrity checks apply) and reports, per file:
+through :func:`nkflow.fcs.io.read_fcs` (so the same integrity checks apply) and reports, per file:
 FCS version, instrument (``$CYT``), acquisition date, event count, byte order, data type, data
 sets, sha256, the spillover source, every reader warning, and a channel table (``$PnN``,
 ``$PnS``, the marker each resolves to under ``panel``). A file that cannot be read is reported
@@ -52,15 +52,15 @@ def describe_file(path: Path, panel: Any | None = None) -> dict[str, Any]:
     Parameters
     ----------
     path : Path
-    panel : nkflow.panel.Panel, optional
+    panel : nkflow.fcs.panel.Panel, optional
 
     Returns
     -------
     dict
         ``status`` is ``'ok'`` or ``'error'`` (then ``error`` holds the message).
     """
-    from nkflow import compensation, io
-    from nkflow import panel as panel_mod
+    from nkflow.fcs import compensation, io
+    from nkflow.fcs import panel as panel_mod
 
     info: dict[str, Any] = {"file": str(path), "status": "ok"}
     try:
@@ -213,7 +213,7 @@ def inspect_files(
         If the panel file is invalid or ``fmt`` is unknown.
     """
     from nkflow.errors import ConfigError
-    from nkflow.panel import Panel, load_panel
+    from nkflow.fcs.panel import Panel, load_panel
 
     if fmt not in ("text", "tsv", "json"):
         raise ConfigError(f"inspect: format {fmt!r} is not known; expected text, tsv or json")

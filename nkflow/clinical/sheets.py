@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nkflow.counts import parse_alc
+from nkflow.clinical.counts import parse_alc
 from nkflow.errors import ConfigError
 from nkflow.schemas import check_against_schema, expected_text, load_schema
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nkflow.chimerism import FractionVocab
+    from nkflow.clinical.chimerism import FractionVocab
 
 logger = logging.getLogger(__name__)
 
@@ -689,7 +689,7 @@ def load_infusions(
         Schema failure, duplicate key, zero body weight, no dose or two that disagree, an
         implausible dose.
     """
-    from nkflow.endpoint_settings import DEFAULTS
+    from nkflow.clinical.endpoint_settings import DEFAULTS
 
     lo, hi = plausible_per_kg or tuple(DEFAULTS["dose_plausible_per_kg"])
     ids = ("patient_id", "infusion_number")
@@ -768,7 +768,7 @@ def load_fraction_vocab(path: str | Path) -> FractionVocab:
     """
     import yaml
 
-    from nkflow.chimerism import FractionVocab, fraction_key
+    from nkflow.clinical.chimerism import FractionVocab, fraction_key
 
     vp = Path(path)
     if not vp.is_file():
@@ -984,7 +984,7 @@ def load_chimerism_sources(
     -------
     (chimerism, peaks or None, warnings)
     """
-    from nkflow.endpoint_settings import settings
+    from nkflow.clinical.endpoint_settings import settings
 
     base = Path(base_dir)
     ep = settings(config)
@@ -1233,7 +1233,7 @@ def load_configured_infusions(
     config: dict[str, Any], base_dir: str | Path = "."
 ) -> tuple[pd.DataFrame, list[str]]:
     """:func:`load_infusions` of ``sheets.infusions`` with the configured plausible dose range."""
-    from nkflow.endpoint_settings import settings
+    from nkflow.clinical.endpoint_settings import settings
 
     lo, hi = (float(x) for x in settings(config)["dose_plausible_per_kg"])
     return load_infusions(required_sheet(config, "infusions", base_dir), (lo, hi))
@@ -1270,7 +1270,7 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
         On the first hard error: schema, duplicate key, hostile id, a sample whose patient has no
         infusion, an unknown response category...
     """
-    from nkflow.endpoint_settings import settings
+    from nkflow.clinical.endpoint_settings import settings
 
     base = Path(base_dir)
     ep = settings(config)

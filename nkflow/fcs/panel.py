@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nkflow.errors import ConfigError, PanelError
-from nkflow.io import Channel
+from nkflow.fcs.io import Channel
 
 logger = logging.getLogger(__name__)
 

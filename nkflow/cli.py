@@ -115,7 +115,7 @@ def cmd_tube(args: argparse.Namespace) -> int:
 
 def cmd_tubes(args: argparse.Namespace) -> int:
     """``nkflow tubes``: process a batch of tubes sharing a panel and gate tree."""
-    from nkflow.tube import run_batch
+    from nkflow.stages import run_batch
 
     settings = json.loads(args.settings) if args.settings else {}
     fmo: dict[tuple[str, str], dict[str, Path]] = {}
@@ -141,7 +141,7 @@ def cmd_tubes(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     """``nkflow collect``: cohort counts, QC and tube index from the batches."""
     from nkflow.clinical.sheets import load_configured_samples
-    from nkflow.tube import collect_batches
+    from nkflow.stages import collect_batches
 
     settings = _load_settings(args)
     samples = load_configured_samples(settings)
@@ -161,7 +161,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """``nkflow merge``: join counts, ALC and chimerism per visit."""
-    from nkflow.clinical.endpoints import run_merge
+    from nkflow.stages import run_merge
 
     run_merge(_load_settings(args), Path(args.counts), Path(args.qc), Path(args.out))
     return 0
@@ -184,7 +184,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 
 def cmd_readout(args: argparse.Namespace) -> int:
     """``nkflow readout``: cellular kinetics and the statistician's exports."""
-    from nkflow.clinical.exports import run_readout
+    from nkflow.stages import run_readout
 
     run_readout(
         _load_settings(args),
@@ -310,7 +310,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``nkflow report``: per-patient HTML pages and the cohort index."""
-    from nkflow.report import run_report
+    from nkflow.stages import run_report
 
     pages = run_report(
         _load_settings(args), Path(args.results), Path(args.outdir), workers=args.workers

@@ -1098,7 +1098,7 @@ def _fixed_time_xlsx(wb: Any, when: dt.datetime) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# path-level wrappers (the CLI calls these)
+# the sheets behind visits.tsv (the merge driver, the plan and the review app load them here)
 # --------------------------------------------------------------------------------------------
 
 
@@ -1143,43 +1143,3 @@ def load_visit_inputs(config: dict[str, Any]) -> VisitInputs:
         str_results, loci = compute_str_results(peaks, s)
     warnings += sheets.unused_column_warnings(config, Path())
     return VisitInputs(samples, infusions, cbc, chimerism, peaks, str_results, loci, warnings)
-
-
-def run_merge(
-    config: dict[str, Any],
-    counts_path: str | Path,
-    qc_path: str | Path,
-    out_visits: str | Path,
-) -> pd.DataFrame:
-    """Read the sheets named in ``config['sheets']`` (relative to the cwd), build and write
-    visits.tsv. Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or
-    ignored row) and, when raw STR peaks are configured, ``str_results.tsv`` and
-    ``str_loci.tsv``."""
-    out = Path(out_visits)
-    inp = load_visit_inputs(config)
-    if inp.str_results is not None and inp.str_loci is not None:
-        _write_if_changed(
-            out.parent / "str_results.tsv", table_bytes(inp.str_results, chim.RESULT_COLUMNS)
-        )
-        _write_if_changed(
-            out.parent / "str_loci.tsv", table_bytes(inp.str_loci, chim.LOCUS_COLUMNS)
-        )
-    counts = _read_text_table(counts_path)
-    qc = _read_text_table(qc_path)
-    warnings = inp.warnings
-    visits = build_visits(
-        config,
-        inp.samples,
-        counts,
-        qc,
-        inp.infusions,
-        inp.cbc,
-        inp.chimerism,
-        inp.str_results,
-    )
-    write_visits(visits, out)
-    for msg in warnings:
-        logger.warning(msg)
-    wlines = "message\n" + "".join(m.replace("\t", " ").replace("\n", " ") + "\n" for m in warnings)
-    _write_if_changed(out.parent / "sheet_warnings.tsv", wlines.encode("utf-8"))
-    return visits

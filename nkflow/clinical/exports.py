@@ -13,8 +13,8 @@ Contract
 * :func:`build_measurements` and :func:`build_cp` are pure functions of the typed visits
   (:func:`nkflow.clinical.endpoints.read_visits`) and the settings. Every value is the visits.tsv value
   (or, for the CD56bright/dim counts, total NK/uL x subset % / 100): no new number is made.
-* :func:`run_readout` (the ``readout`` rule) writes ``kinetics.tsv`` and the exports directory;
-  bytes are unchanged for unchanged inputs.
+* :func:`nkflow.stages.run_readout` (the ``readout`` rule) writes ``kinetics.tsv`` and the
+  exports directory; bytes are unchanged for unchanged inputs.
 * How closely the CP dataset follows SDTMIG v3.4: ``docs/exports.md``.
 """
 
@@ -32,9 +32,7 @@ from nkflow.clinical.kinetics import (
     KINETICS,
     KINETICS_SUMMARY,
     MEASURE_NAMES,
-    build_kinetics,
     measure_value,
-    summarize,
 )
 from nkflow.columns import TYPES, Column, Definition, Table, declare_from_writer, table_text
 
@@ -783,7 +781,7 @@ def dictionary_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- driver
+# --------------------------------------------------------------------------- writer
 
 
 def write_exports(config: dict[str, Any], visits: Any, outdir: str | Path) -> list[Path]:
@@ -801,30 +799,3 @@ def write_exports(config: dict[str, Any], visits: Any, outdir: str | Path) -> li
             ep._write_if_changed(path, table_text(table, records, delimiter=sep).encode("utf-8"))
             written.append(path)
     return written
-
-
-def run_readout(
-    config: dict[str, Any],
-    visits_path: str | Path,
-    endpoints_path: str | Path,
-    kinetics: str | Path,
-    exports: str | Path,
-) -> None:
-    """The ``readout`` rule: ``kinetics.tsv``, ``kinetics_summary.tsv`` beside it (groups from
-    endpoints.tsv) and the exports directory, from visits.tsv."""
-    visits = ep.read_visits(visits_path)
-    records = build_kinetics(config, visits)
-    ep._write_if_changed(Path(kinetics), table_text(KINETICS, records).encode("utf-8"))
-    endpoint_rows = ep._read_text_table(endpoints_path).to_dict(orient="records")
-    summary = summarize(records, endpoint_rows)
-    ep._write_if_changed(
-        Path(kinetics).with_name("kinetics_summary.tsv"),
-        table_text(KINETICS_SUMMARY, summary).encode("utf-8"),
-    )
-    paths = write_exports(config, visits, exports)
-    logger.info(
-        "readout: %d kinetic records to %s; exports %s",
-        len(records),
-        kinetics,
-        ", ".join(p.name for p in paths),
-    )

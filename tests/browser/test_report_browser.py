@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from nkflow.report import run_report
+from nkflow.stages import run_report
 from tests.unit.test_report import PATIENTS, build_fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from nkflow.errors import NkflowError
+from nkflow.stages import collect_batches
 from nkflow.tables import read_tsv, write_tsv
-from nkflow.tube import collect_batches
 
 
 def _tube(batch, sample, tube, events):

@@ -16,8 +16,9 @@ import pytest
 from nkflow.config import tube_settings, validate_config
 from nkflow.errors import ConfigError
 from nkflow.qc import QcConfig, acquisition_date_check, add_checks, checks_table, make_check
+from nkflow.stages import collect_batches
 from nkflow.tables import read_tsv
-from nkflow.tube import TubeOutputs, collect_batches, run_tube
+from nkflow.tube import TubeOutputs, run_tube
 from tests.generated import ROOT, generator, write_tube
 
 DRAWN = dt.date(2024, 2, 6)

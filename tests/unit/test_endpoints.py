@@ -508,7 +508,9 @@ def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypa
     qc.to_csv(tmp_path / "qc.tsv", sep="\t", index=False)
     monkeypatch.chdir(REPO)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    ep.run_merge(cfg, tmp_path / "counts.tsv", tmp_path / "qc.tsv", tmp_path / "out" / "visits.tsv")
+    stages.run_merge(
+        cfg, tmp_path / "counts.tsv", tmp_path / "qc.tsv", tmp_path / "out" / "visits.tsv"
+    )
     stages.run_endpoints(cfg, tmp_path / "out" / "visits.tsv", tmp_path / "out")
     got = pd.read_csv(
         tmp_path / "out" / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False

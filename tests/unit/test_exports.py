@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nkflow import stages
 from nkflow.clinical import exports as ex
 from nkflow.columns import check_rows, declare_from_writer
 from nkflow.errors import ConfigError
@@ -225,7 +226,7 @@ def test_readout_bytes_are_identical_on_a_second_run(cohort, tmp_path):
     import yaml
 
     cfg = yaml.safe_load((cohort.parent / "config.yaml").read_text())
-    ex.run_readout(
+    stages.run_readout(
         cfg, cohort / "visits.tsv", cohort / "endpoints.tsv", tmp_path / "k.tsv", tmp_path / "x"
     )
     assert (tmp_path / "k.tsv").read_bytes() == (cohort / "kinetics.tsv").read_bytes()

@@ -30,7 +30,7 @@ import pytest
 
 from nkflow.config import tube_settings
 from nkflow.errors import ConfigError
-from nkflow.report import run_report
+from nkflow.stages import run_report
 
 PATIENTS = ("P01", "P02", "P03", "P04")
 DAYS = {"D00": 0, "D07": 7, "D14": 14, "D28": 28}

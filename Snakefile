@@ -27,7 +27,7 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/validated/config.json",
+        VALIDATED,
         f"{RESULTS}/cohort/endpoints.tsv",
         f"{RESULTS}/cohort/visits.tsv",
         f"{RESULTS}/cohort/kinetics.tsv",

@@ -14,35 +14,51 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nkflow import __version__
 from nkflow.errors import NkflowError
 
+if TYPE_CHECKING:
+    from nkflow.config import Study
+
 logger = logging.getLogger("nkflow")
 
 
-def _load_settings(args: argparse.Namespace) -> dict:
-    """Return the configuration given by ``--config FILE`` or ``--config-json TEXT``."""
-    from nkflow import config as cfgmod
+def _study(args: argparse.Namespace) -> Study:
+    """The study of ``--config FILE``, ``--config-json TEXT`` or ``--validated JSON``."""
+    from nkflow.config import load_study
 
+    if getattr(args, "validated", None):
+        return load_study(validated=Path(args.validated))
     if getattr(args, "config_json", None):
         try:
             data = json.loads(args.config_json)
         except json.JSONDecodeError as exc:
             raise NkflowError(f"--config-json: not valid JSON ({exc})") from None
-        return cfgmod.validate_config(data, source="--config-json")
-    # argparse makes --config and --config-json a required, exclusive pair
-    return cfgmod.load_config(Path(args.config))
+        return load_study(data=data, source="--config-json")
+    # argparse makes the options a required, exclusive group
+    return load_study(config=Path(args.config))
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(
+    p: argparse.ArgumentParser, *, config_json: bool = False, validated: bool = False
+) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", metavar="FILE", help="nkflow config.yaml")
-    g.add_argument(
-        "--config-json",
-        metavar="TEXT",
-        help="the same configuration as JSON (used by the workflow)",
-    )
+    if config_json:
+        g.add_argument(
+            "--config-json",
+            metavar="TEXT",
+            help="the same configuration as JSON (used by the workflow)",
+        )
+    if validated:
+        g.add_argument(
+            "--validated",
+            metavar="JSON",
+            help="the configuration `nkflow validate --write-resolved` wrote (used by the "
+            "workflow; read without re-validating)",
+        )
 
 
 # --------------------------------------------------------------------------- handlers
@@ -52,18 +68,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """``nkflow validate``: validate the config and every sheet, run nothing."""
     from nkflow import config as cfgmod
 
-    settings = _load_settings(args)
     # the sheet loaders log each row warning as they find it; paths relative to the run
     # directory, as in sheet_warnings.tsv, so validated/config.json is the same wherever the
     # run is (it held the absolute path of the checkout)
-    warnings = cfgmod.validate_inputs(settings, base_dir=Path("."))
+    study = _study(args)
+    warnings = cfgmod.validate_inputs(study)
     if args.write_resolved:
-        cfgmod.write_resolved(settings, warnings, Path(args.write_resolved))
+        cfgmod.write_resolved(study.config, warnings, Path(args.write_resolved))
     sys.stdout.write(f"configuration OK ({len(warnings)} warning(s))\n")
     if args.explain:
         from nkflow.plan import plan_text, run_plan
 
-        sys.stdout.write("\n" + plan_text(run_plan(settings, log_warnings=False)))
+        sys.stdout.write("\n" + plan_text(run_plan(study.config, log_warnings=False)))
     return 0
 
 
@@ -71,7 +87,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """``nkflow plan``: say what a run will use per patient and visit (day 14, CBC, chimerism); run nothing."""
     from nkflow.plan import plan_text, run_plan, write_plan_tsv
 
-    plan = run_plan(_load_settings(args))
+    plan = run_plan(_study(args).config)
     sys.stdout.write(plan_text(plan))
     if args.tsv:
         write_plan_tsv(plan, Path(args.tsv))
@@ -140,20 +156,14 @@ def cmd_tubes(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     """``nkflow collect``: cohort counts, QC and tube index from the batches."""
-    from nkflow.clinical.sheets import load_configured_samples
-    from nkflow.stages import collect_batches
+    from nkflow.stages import run_collect
 
-    settings = _load_settings(args)
-    samples = load_configured_samples(settings)
-    keys = list(zip(samples["sample_id"], samples["tube"], strict=True))
-    collect_batches(
+    run_collect(
+        _study(args),
         [Path(p) for p in args.batches],
-        keys,
         out_counts=Path(args.counts),
         out_qc=Path(args.qc),
         out_index=Path(args.index),
-        collection_dates=dict(zip(keys, samples["collection_date"], strict=True)),
-        qc_settings=settings.get("qc", {}),
         out_perturbation=Path(args.perturbation) if args.perturbation else None,
     )
     return 0
@@ -163,7 +173,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """``nkflow merge``: join counts, ALC and chimerism per visit."""
     from nkflow.stages import run_merge
 
-    run_merge(_load_settings(args), Path(args.counts), Path(args.qc), Path(args.out))
+    run_merge(_study(args), Path(args.counts), Path(args.qc), Path(args.out))
     return 0
 
 
@@ -172,7 +182,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
     from nkflow.stages import run_endpoints
 
     run_endpoints(
-        _load_settings(args),
+        _study(args),
         Path(args.visits),
         Path(args.outdir),
         perturbation_path=Path(args.perturbation) if args.perturbation else None,
@@ -187,7 +197,7 @@ def cmd_readout(args: argparse.Namespace) -> int:
     from nkflow.stages import run_readout
 
     run_readout(
-        _load_settings(args),
+        _study(args),
         Path(args.visits),
         Path(args.endpoints),
         Path(args.kinetics),
@@ -210,7 +220,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     from nkflow.review import review_settings
     from nkflow.review.users import add_user
 
-    rs = review_settings(_load_settings(args))
+    rs = review_settings(_study(args).config)
     password = _password(args, f"password for {args.id}: ")
     user = add_user(
         rs.users,
@@ -230,7 +240,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from nkflow.review import audit, review_settings
     from nkflow.review.users import load_users
 
-    rs = review_settings(_load_settings(args))
+    rs = review_settings(_study(args).config)
     if args.audit_cmd == "verify":
         findings = audit.verify(rs.audit_log)
         if findings:
@@ -255,7 +265,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     from nkflow.review.app import serve
     from nkflow.review.live import ReviewRun
 
-    run = ReviewRun(_load_settings(args), Path.cwd())
+    run = ReviewRun(_study(args).config, Path.cwd())
     run.record_run()
     signing.sync_voids(run.rs.audit_log, run.bases())
     serve(run, port=args.port)
@@ -268,7 +278,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from nkflow.review.live import ReviewRun, is_pending
     from nkflow.review.users import load_users
 
-    config = _load_settings(args)
+    config = _study(args).config
     rs = review_settings(config)
     bases = basis.run_bases(rs.results, Path.cwd())
     if args.patient not in bases:
@@ -312,8 +322,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``nkflow report``: per-patient HTML pages and the cohort index."""
     from nkflow.stages import run_report
 
+    study = _study(args)
     pages = run_report(
-        _load_settings(args), Path(args.results), Path(args.outdir), workers=args.workers
+        study.config,
+        Path(args.results),
+        Path(args.outdir),
+        base_dir=study.base_dir,
+        workers=args.workers,
     )
     sys.stdout.write(f"report: {Path(args.outdir) / 'index.html'} ({len(pages)} pages)\n")
     return 0
@@ -381,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="validate the config and every sheet, run nothing")
-    _add_config_args(p)
+    _add_config_args(p, config_json=True)
     p.add_argument("--write-resolved", metavar="JSON", help="write the validated config here")
     p.add_argument(
         "--explain",
@@ -455,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tubes)
 
     p = sub.add_parser("collect", help="cohort counts, QC and tube index from the batches")
-    _add_config_args(p)
+    _add_config_args(p, validated=True)
     p.add_argument("--batches", nargs="+", required=True)
     p.add_argument("--counts", required=True)
     p.add_argument("--qc", required=True)
@@ -464,14 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("merge", help="join counts, ALC and chimerism per visit")
-    _add_config_args(p)
+    _add_config_args(p, validated=True)
     p.add_argument("--counts", required=True)
     p.add_argument("--qc", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("endpoints", help="per-patient day-14 verdicts and cohort tables")
-    _add_config_args(p)
+    _add_config_args(p, validated=True)
     p.add_argument("--visits", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument(
@@ -482,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_endpoints)
 
     p = sub.add_parser("readout", help="cellular kinetics and the statistician's exports")
-    _add_config_args(p)
+    _add_config_args(p, validated=True)
     p.add_argument("--visits", required=True)
     p.add_argument("--endpoints", required=True, help="endpoints.tsv (groups of the summary)")
     p.add_argument("--kinetics", required=True, help="kinetics.tsv to write (the summary beside)")
@@ -490,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_readout)
 
     p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")
-    _add_config_args(p)
+    _add_config_args(p, validated=True)
     p.add_argument("--results", required=True, help="the results directory")
     p.add_argument("--outdir", required=True)
     p.add_argument("--workers", type=int, default=1, help="processes rendering patient pages")

@@ -5,20 +5,30 @@ Contract: every function here either returns validated data or raises
 path), what was found, what was expected and how to fix it. Defaults declared in the JSON
 schemas are filled in, so downstream code never guesses. The same checks run in
 ``nkflow validate`` and when the Snakefile is parsed, before any job runs.
+
+:func:`load_study` is the one loader of a run's settings: a ``config.yaml`` or a mapping is
+validated; the ``validated/config.json`` that ``nkflow validate`` wrote is trusted as it is
+(the cohort commands of the workflow read it). The :class:`Study` it returns reads each sheet
+once, when first asked for it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
 from nkflow.errors import ConfigError
 from nkflow.schemas import check_against_schema, fill_defaults, load_schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +133,14 @@ def _check_file(kind: str, name: str, path_text: str, base_dir: Path) -> Path:
     return path
 
 
-def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
+def validate_inputs(study: Study) -> list[str]:
     """Check every file the configuration names, and every sheet, before any job runs.
 
     Parameters
     ----------
-    cfg
-        A configuration returned by :func:`validate_config` or :func:`load_config`.
-    base_dir
-        Directory that relative paths in the configuration are relative to.
+    study
+        A run's settings (from :func:`load_study`); relative paths in them are relative to
+        ``study.base_dir``. Its sample sheet and infusions are read once, here, and kept.
 
     Returns
     -------
@@ -147,6 +156,7 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
     from nkflow.clinical import sheets
     from nkflow.fcs import panel
 
+    cfg, base_dir = study.config, study.base_dir
     panels = {}
     for name, path_text in cfg["panels"].items():
         path = _check_file("panels", name, path_text, base_dir)
@@ -190,8 +200,8 @@ def validate_inputs(cfg: dict[str, Any], *, base_dir: Path) -> list[str]:
                 f"{', '.join(sorted(k for k, v in cfg['sheets'].items() if v))}; fix: add "
                 f"'sheets: {{{key}: path}}' or remove 'sheet_format.{key}'"
             )
-    warnings = list(sheets.validate_all(cfg, base_dir))
-    samples = sheets.load_configured_samples(cfg, base_dir)
+    samples = study.samples
+    warnings = list(sheets.validate_all(cfg, base_dir, samples=samples, infusions=study.infusions))
     _check_roles(cfg, samples, trees)
     for row in samples.itertuples(index=False):
         tree = trees[row.gating]
@@ -273,3 +283,158 @@ def write_resolved(cfg: dict[str, Any], warnings: list[str], path: Path) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"config": cfg, "config_sha256": config_digest(cfg), "warnings": warnings}
     path.write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+
+
+class VisitInputs(NamedTuple):
+    """The sheets behind visits.tsv, loaded as the merge step loads them."""
+
+    samples: pd.DataFrame
+    infusions: pd.DataFrame
+    cbc: pd.DataFrame
+    chimerism: pd.DataFrame
+    peaks: pd.DataFrame | None
+    str_results: pd.DataFrame | None
+    str_loci: pd.DataFrame | None
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A run's validated settings and the sheets they name, each sheet read once on first use.
+
+    Attributes
+    ----------
+    config
+        The validated configuration (defaults filled in).
+    base_dir
+        Directory the configuration's paths are relative to (the run directory).
+    """
+
+    config: dict[str, Any]
+    base_dir: Path = Path(".")
+
+    @functools.cached_property
+    def samples(self) -> pd.DataFrame:
+        """The sample sheet, one row per tube (:func:`~nkflow.clinical.sheets.load_samples`)."""
+        from nkflow.clinical import sheets
+
+        return sheets.load_configured_samples(self.config, self.base_dir)
+
+    @functools.cached_property
+    def infusions(self) -> tuple[pd.DataFrame, list[str]]:
+        """The infusion sheet and its row warnings."""
+        from nkflow.clinical import sheets
+
+        return sheets.load_configured_infusions(self.config, self.base_dir)
+
+    @property
+    def patients(self) -> list[str]:
+        """Every patient of the infusion sheet, sorted: each gets an endpoint row and a page."""
+        return sorted(set(self.infusions[0]["patient_id"]))
+
+    @functools.cached_property
+    def visit_inputs(self) -> VisitInputs:
+        """The sheets that :func:`~nkflow.clinical.endpoints.build_visits` joins, with % donor
+        computed from STR peaks when they are configured.
+
+        ``warnings`` lists the kept-but-flagged or ignored rows and the unread columns, in the
+        order ``sheet_warnings.tsv`` gives them.
+        """
+        from nkflow.clinical import sheets
+        from nkflow.clinical.endpoint_settings import settings
+        from nkflow.clinical.endpoints import compute_str_results
+
+        cfg, base = self.config, self.base_dir
+        infusions, warnings = self.infusions
+        warnings = list(warnings)
+        cbc, w = sheets.load_cbc(sheets.required_sheet(cfg, "cbc", base), self.patients)
+        warnings += w
+        chimerism, peaks, w = sheets.load_chimerism_sources(cfg, base, self.patients)
+        warnings += w
+        str_results = loci = None
+        if peaks is not None:
+            str_results, loci = compute_str_results(peaks, settings(cfg))
+        warnings += sheets.unused_column_warnings(cfg, base)
+        return VisitInputs(
+            self.samples, infusions, cbc, chimerism, peaks, str_results, loci, warnings
+        )
+
+
+#: the keys of the document :func:`write_resolved` writes
+_RESOLVED_KEYS = {"config", "config_sha256", "warnings"}
+
+
+def _read_resolved(path: Path) -> dict[str, Any]:
+    """The configuration of a ``validated/config.json``, trusted without re-validation."""
+    fix = (
+        f"fix: run `nkflow validate --config CONFIG --write-resolved {path}` (the workflow's "
+        "validate rule does) with this nkflow, or give the config itself with --config"
+    )
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: validated configuration not found; expected the file that `nkflow "
+            f"validate --write-resolved` writes; {fix}"
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot be read as JSON ({exc}); {fix}") from None
+    keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+    if (
+        not isinstance(doc, dict)
+        or set(doc) != _RESOLVED_KEYS
+        or not isinstance(doc["config"], dict)
+    ):
+        raise ConfigError(
+            f"{path}: not written by `nkflow validate`: found {keys}; expected a mapping of "
+            f"{', '.join(sorted(_RESOLVED_KEYS))}; {fix}"
+        )
+    if doc["config_sha256"] != config_digest(doc["config"]):
+        raise ConfigError(
+            f"{path}: config_sha256 {doc['config_sha256']!r} is not the digest of its config "
+            f"({config_digest(doc['config'])}): the file was changed after `nkflow validate` "
+            f"wrote it; {fix}"
+        )
+    return doc["config"]
+
+
+def load_study(
+    *,
+    config: Path | None = None,
+    data: Any = None,
+    validated: Path | None = None,
+    source: str = "config",
+    base_dir: Path = Path("."),
+) -> Study:
+    """Load a run's settings from exactly one source; the sheets are read when first used.
+
+    Parameters
+    ----------
+    config
+        A ``config.yaml``: read and validated (a user running a command by hand).
+    data
+        A configuration mapping (the Snakefile's ``config``, ``--config-json``): validated.
+    validated
+        The ``validated/config.json`` that ``nkflow validate --write-resolved`` wrote: read as
+        it is, without re-validating (the workflow's cohort commands).
+    source
+        Where ``data`` came from, for messages.
+    base_dir
+        Directory the configuration's paths are relative to.
+
+    Raises
+    ------
+    ConfigError
+        When the source is invalid, or ``validated`` is missing or was not written by
+        ``nkflow validate``.
+    """
+    given = [x is not None for x in (config, data, validated)]
+    if sum(given) != 1:
+        raise TypeError("load_study: give exactly one of config, data, validated")
+    if validated is not None:
+        cfg = _read_resolved(Path(validated))
+    elif config is not None:
+        cfg = load_config(Path(config))
+    else:
+        cfg = validate_config(data, source=source)
+    return Study(cfg, Path(base_dir))

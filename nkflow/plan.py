@@ -39,6 +39,7 @@ from nkflow.clinical import chimerism as chim
 from nkflow.clinical import counts as cnt
 from nkflow.clinical import endpoints as ep
 from nkflow.clinical.endpoint_settings import settings
+from nkflow.config import Study
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,7 +127,7 @@ def build_plan(
     config
         Parsed config.yaml (``endpoints``, ``gating``, ``sheets``).
     samples, infusions, cbc, chimerism
-        From the ``nkflow.clinical.sheets`` loaders (as :func:`nkflow.clinical.endpoints.load_visit_inputs`).
+        From the ``nkflow.clinical.sheets`` loaders (as :attr:`nkflow.config.Study.visit_inputs`).
     str_results, peaks
         % donor computed from STR peaks, and the peak table (for the post-sample file names).
     fcs_present
@@ -466,7 +467,7 @@ def run_plan(config: dict[str, Any], log_warnings: bool = True) -> Plan:
 
     ``log_warnings``: log each sheet warning (``validate --explain`` has logged them already).
     """
-    inp = ep.load_visit_inputs(config)
+    inp = Study(config).visit_inputs
     if log_warnings:
         for msg in inp.warnings:
             logger.warning(msg)

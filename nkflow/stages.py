@@ -23,7 +23,6 @@ from nkflow.clinical.endpoint_settings import settings
 from nkflow.clinical.endpoints import (
     build_endpoints,
     build_visits,
-    load_visit_inputs,
     read_visits,
     table_bytes,
     write_outputs,
@@ -32,6 +31,7 @@ from nkflow.clinical.endpoints import (
 from nkflow.clinical.exports import write_exports
 from nkflow.clinical.kinetics import KINETICS, KINETICS_SUMMARY, build_kinetics, summarize
 from nkflow.columns import table_text
+from nkflow.config import Study
 from nkflow.errors import NkflowError
 from nkflow.review.status import review_columns
 from nkflow.tube import TubeOutputs, _date_check, run_tube, tube_dir
@@ -206,18 +206,43 @@ def collect_batches(
         write_tsv(perturbation_table, out_perturbation)
 
 
+def run_collect(
+    study: Study,
+    batch_dirs: list[Path],
+    *,
+    out_counts: Path,
+    out_qc: Path,
+    out_index: Path,
+    out_perturbation: Path | None = None,
+) -> None:
+    """The ``collect`` rule: :func:`collect_batches` in the study's sample-sheet order, each
+    tube's ``$DATE`` checked against its ``collection_date`` under the study's ``qc``."""
+    samples = study.samples
+    keys = list(zip(samples["sample_id"], samples["tube"], strict=True))
+    collect_batches(
+        batch_dirs,
+        keys,
+        out_counts=out_counts,
+        out_qc=out_qc,
+        out_index=out_index,
+        collection_dates=dict(zip(keys, samples["collection_date"], strict=True)),
+        qc_settings=study.config.get("qc", {}),
+        out_perturbation=out_perturbation,
+    )
+
+
 def run_merge(
-    config: dict[str, Any],
+    study: Study,
     counts_path: str | Path,
     qc_path: str | Path,
     out_visits: str | Path,
 ) -> pd.DataFrame:
-    """Read the sheets named in ``config['sheets']`` (relative to the cwd), build and write
-    visits.tsv. Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or
+    """Build and write visits.tsv from the cohort counts and QC and the study's sheets. Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or
     ignored row) and, when raw STR peaks are configured, ``str_results.tsv`` and
     ``str_loci.tsv``."""
     out = Path(out_visits)
-    inp = load_visit_inputs(config)
+    config = study.config
+    inp = study.visit_inputs
     if inp.str_results is not None and inp.str_loci is not None:
         ep._write_if_changed(
             out.parent / "str_results.tsv", table_bytes(inp.str_results, chim.RESULT_COLUMNS)
@@ -247,7 +272,7 @@ def run_merge(
 
 
 def run_endpoints(
-    config: dict[str, Any],
+    study: Study,
     visits_path: str | Path,
     outdir: str | Path,
     perturbation_path: str | Path | None = None,
@@ -266,10 +291,11 @@ def run_endpoints(
     """
     from nkflow.clinical import sheets
 
+    config = study.config
     s = settings(config)
     visits = read_visits(visits_path)
-    infusions, _ = sheets.load_configured_infusions(config)
-    patients = sorted(set(infusions["patient_id"]))
+    infusions = study.infusions[0]
+    patients = study.patients
     response = adverse = None
     rp = sheets.sheet(config, "response")
     if rp is not None:
@@ -295,7 +321,7 @@ def run_endpoints(
 
 
 def run_readout(
-    config: dict[str, Any],
+    study: Study,
     visits_path: str | Path,
     endpoints_path: str | Path,
     kinetics: str | Path,
@@ -303,6 +329,7 @@ def run_readout(
 ) -> None:
     """The ``readout`` rule: ``kinetics.tsv``, ``kinetics_summary.tsv`` beside it (groups from
     endpoints.tsv) and the exports directory, from visits.tsv."""
+    config = study.config
     visits = ep.read_visits(visits_path)
     records = build_kinetics(config, visits)
     ep._write_if_changed(Path(kinetics), table_text(KINETICS, records).encode("utf-8"))

@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from nkflow.clinical import chimerism as chim
 from nkflow.clinical import counts as cnt
@@ -1098,7 +1098,7 @@ def _fixed_time_xlsx(wb: Any, when: dt.datetime) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# the sheets behind visits.tsv (the merge driver, the plan and the review app load them here)
+# reading tables as text
 # --------------------------------------------------------------------------------------------
 
 
@@ -1106,40 +1106,3 @@ def _read_text_table(path: str | Path) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
-
-
-class VisitInputs(NamedTuple):
-    """The sheets behind visits.tsv, loaded as the merge step loads them."""
-
-    samples: pd.DataFrame
-    infusions: pd.DataFrame
-    cbc: pd.DataFrame
-    chimerism: pd.DataFrame
-    peaks: pd.DataFrame | None
-    str_results: pd.DataFrame | None
-    str_loci: pd.DataFrame | None
-    warnings: list[str]
-
-
-def load_visit_inputs(config: dict[str, Any]) -> VisitInputs:
-    """Load the sheets named in ``config['sheets']`` (relative to the cwd) that
-    :func:`build_visits` joins, and compute % donor from STR peaks when they are configured.
-
-    ``warnings`` lists the kept-but-flagged or ignored rows and the unread columns, in the
-    order ``sheet_warnings.tsv`` gives them.
-    """
-    from nkflow.clinical import sheets
-
-    s = settings(config)
-    samples = sheets.load_configured_samples(config)
-    infusions, warnings = sheets.load_configured_infusions(config)
-    patients = sorted(set(infusions["patient_id"]))
-    cbc, w = sheets.load_cbc(sheets.required_sheet(config, "cbc"), patients)
-    warnings += w
-    chimerism, peaks, w = sheets.load_chimerism_sources(config, Path(), patients)
-    warnings += w
-    str_results = loci = None
-    if peaks is not None:
-        str_results, loci = compute_str_results(peaks, s)
-    warnings += sheets.unused_column_warnings(config, Path())
-    return VisitInputs(samples, infusions, cbc, chimerism, peaks, str_results, loci, warnings)

@@ -1248,7 +1248,13 @@ def load_configured_samples(config: dict[str, Any], base_dir: str | Path = ".") 
     )
 
 
-def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
+def validate_all(
+    config: dict[str, Any],
+    base_dir: str | Path,
+    *,
+    samples: pd.DataFrame | None = None,
+    infusions: tuple[pd.DataFrame, list[str]] | None = None,
+) -> list[str]:
     """Validate every sheet named in ``config['sheets']`` and the cross-sheet rules.
 
     Parameters
@@ -1258,6 +1264,9 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
         ``endpoints``).
     base_dir
         Directory the sheet paths in config are relative to (the run directory).
+    samples, infusions
+        The sample sheet and the infusions (with their warnings) when the caller has loaded
+        them already (:class:`nkflow.config.Study`); read here otherwise.
 
     Returns
     -------
@@ -1274,9 +1283,11 @@ def validate_all(config: dict[str, Any], base_dir: str | Path) -> list[str]:
 
     base = Path(base_dir)
     ep = settings(config)
-    samples = load_configured_samples(config, base)
-    infusions, warnings = load_configured_infusions(config, base)
-    patients = sorted(set(infusions["patient_id"]))
+    if samples is None:
+        samples = load_configured_samples(config, base)
+    inf, inf_warnings = load_configured_infusions(config, base) if infusions is None else infusions
+    warnings = list(inf_warnings)
+    patients = sorted(set(inf["patient_id"]))
     sp = required_sheet(config, "samples", base)
     for rec in samples.to_dict(orient="records"):
         if rec["patient_id"] not in patients:

@@ -186,7 +186,7 @@ def _sheet_case(data: Path, config_path: Path, case: SheetCase) -> tuple[bool, s
     """Validate the cohort with one sheet damaged (a copy beside the original)."""
     import yaml
 
-    from nkflow.config import validate_config, validate_inputs
+    from nkflow.config import load_study, validate_inputs
     from nkflow.errors import ConfigError
 
     workdir = data.parent.parent
@@ -197,7 +197,7 @@ def _sheet_case(data: Path, config_path: Path, case: SheetCase) -> tuple[bool, s
     case.change(damaged)
     cfg["sheets"][case.sheet] = str(damaged.relative_to(workdir))
     try:
-        validate_inputs(validate_config(cfg, source=f"{case.id} config"), base_dir=workdir)
+        validate_inputs(load_study(data=cfg, source=f"{case.id} config", base_dir=workdir))
     except ConfigError as exc:
         text = str(exc).replace(str(workdir) + "/", "")
         return re.search(case.message, text) is not None, text

@@ -124,9 +124,7 @@ class ReviewRun:
     """A finished run opened for review (see the module contract)."""
 
     def __init__(self, config: dict[str, Any], base_dir: Path | None = None) -> None:
-        from nkflow.clinical.endpoints import load_visit_inputs
-        from nkflow.clinical.sheets import load_configured_samples
-        from nkflow.config import tube_settings
+        from nkflow.config import Study, tube_settings
 
         self.config = config
         self.base = Path.cwd() if base_dir is None else Path(base_dir)
@@ -150,8 +148,9 @@ class ReviewRun:
         self.perturbation_text = pert.read_text(encoding="utf-8") if pert.is_file() else None
         self.qc_rows = basis.read_rows(res / "qc/tubes.tsv")
         self.count_rows = basis.read_rows(res / "cohort/counts.tsv")
-        self.samples = load_configured_samples(config)
-        self.inputs = load_visit_inputs(config)
+        study = Study(config)
+        self.samples = study.samples
+        self.inputs = study.visit_inputs
         self.tube_records = {
             (t.sample_id, t.tube): t
             for t in basis.tube_records(list(self.index.values()), self.base)

@@ -69,7 +69,5 @@ def test_missing_config_file_is_named(capsys):
 
 
 def test_config_json_that_is_not_json(capsys):
-    assert (
-        main(["merge", "--config-json", "{nope", "--counts", "c", "--qc", "q", "--out", "o"]) == 1
-    )
+    assert main(["validate", "--config-json", "{nope"]) == 1
     assert "--config-json: not valid JSON" in capsys.readouterr().err

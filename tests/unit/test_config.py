@@ -1,12 +1,21 @@
 """Configuration validation: errors name the file, the field, what was found and expected."""
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nkflow.config import config_digest, load_config, validate_config, validate_inputs
+from nkflow.config import (
+    Study,
+    config_digest,
+    load_config,
+    load_study,
+    validate_config,
+    validate_inputs,
+    write_resolved,
+)
 from nkflow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +74,7 @@ def test_missing_panel_file_is_named(tmp_path):
     with pytest.raises(
         ConfigError, match=r"panels 'nk_v1': file 'config/panels/nope.yaml' not found"
     ):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 def test_unknown_panel_in_sample_sheet_is_named_with_row(tmp_path):
@@ -79,7 +88,7 @@ def test_unknown_panel_in_sample_sheet_is_named_with_row(tmp_path):
     sheet.write_text("\n".join(lines) + "\n")
     cfg = validate_config(_base(), source="config.yaml")
     with pytest.raises(ConfigError, match=r"samples.tsv.*row 1.*panel.*'nk_v2'.*nk_v1, treg_v1"):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path):
@@ -101,7 +110,7 @@ def test_spillover_for_an_unknown_panel(tmp_path):
     with pytest.raises(
         ConfigError, match=r"spillover 'nk_v9': no panel of that name; known panels: nk_v1, treg_v1"
     ):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 def test_gate_tree_marker_missing_from_the_panel(tmp_path):
@@ -116,7 +125,7 @@ def test_gate_tree_marker_missing_from_the_panel(tmp_path):
         ConfigError,
         match=r"gate tree 'nk_v1' uses marker\(s\) CD16 that panel 'nk_v1' does not declare",
     ):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 def test_configured_tube_name_the_sheet_cannot_have_is_refused(tmp_path):
@@ -125,7 +134,7 @@ def test_configured_tube_name_the_sheet_cannot_have_is_refused(tmp_path):
     raw["endpoints"]["tubes"] = {"nk": "NK1", "treg": "treg"}
     cfg = validate_config(raw, source="config.yaml")
     with pytest.raises(ConfigError) as exc:
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
     assert str(exc.value) == (
         "config: field 'endpoints.tubes.nk': found 'NK1'; expected a tube name the sample sheet "
         "allows: nk, treg; fix: use one of those"
@@ -144,7 +153,7 @@ def test_configured_population_missing_from_the_gate_tree_is_refused(tmp_path):
         r"'nk_v1' \(nk tube, e.g. sample P01-D00\) does not define; expected one of its "
         r"populations: singlets, viable_singlets, lymphocytes, live, nk, nk_cd56bright",
     ):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 def test_unknown_chimerism_fraction_stops_validate_inputs(tmp_path):
@@ -158,7 +167,7 @@ def test_unknown_chimerism_fraction_stops_validate_inputs(tmp_path):
         r"\(patient_id='P01', date='2025-03-10', fraction='CD65'\); expected a fraction of "
         r".*config/vocab/chimerism_fractions.yaml",
     ):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 @pytest.mark.parametrize(
@@ -187,7 +196,7 @@ def test_gating_by_instrument_names_a_known_tree_with_the_same_populations(
     base = _copy_project(tmp_path)
     cfg = validate_config({**_base(), "gating_by_instrument": entries}, source="config.yaml")
     with pytest.raises(ConfigError, match=message):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 def test_gating_by_instrument_entries_are_schema_checked():
@@ -218,14 +227,53 @@ def test_an_fmo_tube_for_a_marker_the_tree_does_not_set_from_fmo_is_an_error(tmp
         r"marker whose boundary gate tree 'treg_v1' sets from an FMO tube \(fmo_percentile\): "
         r"FoxP3, Ki-67; fix:",
     ):
-        validate_inputs(cfg, base_dir=base)
+        validate_inputs(Study(cfg, base))
 
 
 def test_a_missing_fmo_file_is_a_warning_naming_the_row(tmp_path):
     base = _copy_project(tmp_path)
     _with_fmo(base, "FoxP3=fcs/nope.fcs")
     cfg = validate_config(_base(), source="config.yaml")
-    warnings = validate_inputs(cfg, base_dir=base)
+    warnings = validate_inputs(Study(cfg, base))
     hits = [w for w in warnings if "column 'fmo'" in w]
     assert len(hits) == 1 and "FoxP3 FMO file" in hits[0] and "nope.fcs not found" in hits[0]
     assert "(sample_id='P01-D14', tube='treg')" in hits[0]
+
+
+def test_validated_config_is_read_as_written_without_revalidating(tmp_path):
+    cfg = validate_config(_base(), source="config.yaml")
+    path = tmp_path / "validated" / "config.json"
+    write_resolved(cfg, [], path)
+    assert load_study(validated=path).config == cfg
+
+
+def test_validated_config_missing_or_not_from_nkflow_validate_is_refused(tmp_path):
+    missing = tmp_path / "validated" / "config.json"
+    with pytest.raises(ConfigError, match=r"config.json: validated configuration not found"):
+        load_study(validated=missing)
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps(_base()))
+    with pytest.raises(ConfigError, match=r"hand.json: not written by `nkflow validate`"):
+        load_study(validated=hand)
+    cfg = validate_config(_base(), source="config.yaml")
+    edited = tmp_path / "edited.json"
+    write_resolved(cfg, [], edited)
+    doc = json.loads(edited.read_text())
+    doc["config"]["results"] = "elsewhere"
+    edited.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"edited.json: config_sha256 .* changed after"):
+        load_study(validated=edited)
+
+
+def test_validation_reads_the_sample_sheet_once(tmp_path, monkeypatch):
+    from nkflow.clinical import sheets
+
+    calls = []
+    real = sheets.load_samples
+    monkeypatch.setattr(sheets, "load_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
+    study = load_study(config=ROOT / "config/config.yaml", base_dir=ROOT)
+    monkeypatch.chdir(ROOT)
+    validate_inputs(study)
+    assert study.samples is study.samples
+    assert len(study.visit_inputs.samples) == len(study.samples)
+    assert calls == [1]

@@ -16,6 +16,7 @@ import yaml
 
 from nkflow import stages
 from nkflow.clinical import endpoints as ep
+from nkflow.config import load_study
 from nkflow.errors import ConfigError
 
 FIX = Path(__file__).parent / "clinical_fixtures"
@@ -507,11 +508,11 @@ def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypa
     qc = tubes[["sample_id", "tube"]].assign(tube_status="PASS", status="PASS", reason_code="")
     qc.to_csv(tmp_path / "qc.tsv", sep="\t", index=False)
     monkeypatch.chdir(REPO)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    study = load_study(config=REPO / "config" / "config.yaml")
     stages.run_merge(
-        cfg, tmp_path / "counts.tsv", tmp_path / "qc.tsv", tmp_path / "out" / "visits.tsv"
+        study, tmp_path / "counts.tsv", tmp_path / "qc.tsv", tmp_path / "out" / "visits.tsv"
     )
-    stages.run_endpoints(cfg, tmp_path / "out" / "visits.tsv", tmp_path / "out")
+    stages.run_endpoints(study, tmp_path / "out" / "visits.tsv", tmp_path / "out")
     got = pd.read_csv(
         tmp_path / "out" / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False
     )

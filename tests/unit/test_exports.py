@@ -14,6 +14,7 @@ import pytest
 from nkflow import stages
 from nkflow.clinical import exports as ex
 from nkflow.columns import check_rows, declare_from_writer
+from nkflow.config import load_study
 from nkflow.errors import ConfigError
 from tests.unit.test_endpoints import FIX, run_cohort
 
@@ -223,11 +224,9 @@ def test_cp_test_definitions_obey_the_sdtmig_rules():
 
 
 def test_readout_bytes_are_identical_on_a_second_run(cohort, tmp_path):
-    import yaml
-
-    cfg = yaml.safe_load((cohort.parent / "config.yaml").read_text())
+    study = load_study(config=cohort.parent / "config.yaml")
     stages.run_readout(
-        cfg, cohort / "visits.tsv", cohort / "endpoints.tsv", tmp_path / "k.tsv", tmp_path / "x"
+        study, cohort / "visits.tsv", cohort / "endpoints.tsv", tmp_path / "k.tsv", tmp_path / "x"
     )
     assert (tmp_path / "k.tsv").read_bytes() == (cohort / "kinetics.tsv").read_bytes()
     summary = tmp_path / "kinetics_summary.tsv"

@@ -31,6 +31,7 @@ import yaml
 from nkflow import plan as planmod
 from nkflow.cli import main
 from nkflow.clinical import endpoints as ep
+from nkflow.config import Study
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = ROOT / "config" / "vocab" / "chimerism_fractions.yaml"
@@ -275,7 +276,7 @@ PLAN_FLAGS = ("str_not_computable:", "chimerism_near_assay_limit")
 
 def _check_agreement(config: dict) -> int:
     """Assert plan == merge + endpoints on synthetic counts; returns the visits compared."""
-    inp = ep.load_visit_inputs(config)
+    inp = Study(config).visit_inputs
     counts, qc = _synthetic_counts(inp.samples, config)
     sam, inf, cbc, chim, str_res = (
         inp.samples,

@@ -7,19 +7,22 @@ import re
 import shlex
 from pathlib import Path
 
-from nkflow.config import tube_settings, validate_config, validate_inputs
+from nkflow.config import load_study, tube_settings, validate_inputs
 from nkflow.errors import NkflowError
 from nkflow.review import review_settings
 from nkflow.gating.override_files import tube_files
-from nkflow.clinical.sheets import load_configured_infusions, load_configured_samples
 
 try:
-    NKCONFIG = validate_config(dict(config), source="config")
+    STUDY = load_study(data=dict(config), source="config", base_dir=Path.cwd())
+    NKCONFIG = STUDY.config
     # Every sheet, panel and gate tree, once, before any job; a cluster job re-parsing this
     # file (once per job) skips it: the run it belongs to has already passed.
     if workflow.is_main_process:
-        validate_inputs(NKCONFIG, base_dir=Path.cwd())
-    SAMPLES = load_configured_samples(NKCONFIG)
+        validate_inputs(STUDY)
+    # read once: the validation above and the batches below share it
+    SAMPLES = STUDY.samples
+    # Every patient in the infusion table gets an endpoint row and a report page.
+    PATIENTS = STUDY.patients
     REVIEW = review_settings(NKCONFIG)  # refuses review paths inside the results
 except NkflowError as exc:
     raise WorkflowError(f"nkflow configuration error: {exc}") from None
@@ -28,10 +31,10 @@ RESULTS = NKCONFIG["results"]
 # The review trail (nkflow/review): read by the endpoints step for each patient's review status,
 # never written by the workflow. Absent until someone signs or corrects a gate.
 AUDIT_LOG = NKCONFIG["review"]["audit_log"]
-# Every patient in the infusion table gets an endpoint row and a report page.
-PATIENTS = sorted(set(load_configured_infusions(NKCONFIG)[0]["patient_id"]))
-# The whole validated config as JSON, handed to the cohort-level commands; a change re-runs them.
+# The whole validated config as JSON, handed to `nkflow validate`, which writes VALIDATED; the
+# cohort commands read that file (a change re-runs them).
 CONFIG_JSON = json.dumps(NKCONFIG, sort_keys=True, separators=(",", ":"))
+VALIDATED = f"{RESULTS}/validated/config.json"
 
 
 wildcard_constraints:

@@ -2,6 +2,7 @@ rule endpoints:
     """Per patient: the day-14 sample, donor NK/uL with its interval, and the verdict, with
     how sure it is (gate placement, counting and chimerism error)."""
     input:
+        validated=VALIDATED,
         visits=f"{RESULTS}/cohort/visits.tsv",
         perturbation=f"{RESULTS}/cohort/perturbation.tsv",
         sheets=list(NKCONFIG["sheets"].values()),
@@ -23,12 +24,11 @@ rule endpoints:
         f"{RESULTS}/benchmarks/endpoints.tsv"
     localrule: True
     params:
-        config=CONFIG_JSON,
         outdir=lambda w, output: os.path.dirname(output.endpoints),
         audit=lambda w, input: (
             f"--audit-log {shlex.quote(input.audit[0])}" if input.audit else ""
         ),
     shell:
-        "nkflow endpoints --config-json {params.config:q} --visits {input.visits}"
+        "nkflow endpoints --validated {input.validated} --visits {input.visits}"
         " --tubes-index {input.index} {params.audit} --outdir {params.outdir}"
         " --perturbation {input.perturbation} 2> {log}"

@@ -1,7 +1,7 @@
 rule merge:
     """Per visit: counts joined with ALC (cells/uL) and % donor chimerism, with study day."""
     input:
-        validated=f"{RESULTS}/validated/config.json",
+        validated=VALIDATED,
         counts=f"{RESULTS}/cohort/counts.tsv",
         qc=f"{RESULTS}/qc/tubes.tsv",
         sheets=list(NKCONFIG["sheets"].values()),
@@ -20,8 +20,6 @@ rule merge:
     benchmark:
         f"{RESULTS}/benchmarks/merge.tsv"
     localrule: True
-    params:
-        config=CONFIG_JSON,
     shell:
-        "nkflow merge --config-json {params.config:q} --counts {input.counts}"
+        "nkflow merge --validated {input.validated} --counts {input.counts}"
         " --qc {input.qc} --out {output.visits} 2> {log}"

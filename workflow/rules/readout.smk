@@ -10,6 +10,7 @@ rule readout:
     persistence) of donor, total and subset NK cells and Tregs; and the exports for a trial
     statistician (tidy long table, SDTM-style CP dataset, data dictionary)."""
     input:
+        validated=VALIDATED,
         visits=f"{RESULTS}/cohort/visits.tsv",
         endpoints=f"{RESULTS}/cohort/endpoints.tsv",
     output:
@@ -26,9 +27,8 @@ rule readout:
         f"{RESULTS}/benchmarks/readout.tsv"
     localrule: True
     params:
-        config=CONFIG_JSON,
         exports=lambda w, output: os.path.dirname(output.exports[0]),
     shell:
-        "nkflow readout --config-json {params.config:q} --visits {input.visits}"
+        "nkflow readout --validated {input.validated} --visits {input.visits}"
         " --endpoints {input.endpoints} --kinetics {output.kinetics}"
         " --exports {params.exports} 2> {log}"

@@ -1,6 +1,7 @@
 rule report:
     """Self-contained HTML: one page per patient and the cohort index."""
     input:
+        validated=VALIDATED,
         endpoints=f"{RESULTS}/cohort/endpoints.tsv",
         visits=f"{RESULTS}/cohort/visits.tsv",
         kinetics=f"{RESULTS}/cohort/kinetics.tsv",
@@ -29,9 +30,8 @@ rule report:
     localrule: True
     threads: 2
     params:
-        config=CONFIG_JSON,
         outdir=lambda w, output: os.path.dirname(output.index),
         results=lambda w, input: os.path.dirname(os.path.dirname(input.endpoints)),
     shell:
-        "nkflow report --config-json {params.config:q} --results {params.results}"
+        "nkflow report --validated {input.validated} --results {params.results}"
         " --outdir {params.outdir} --workers {threads} 2> {log}"

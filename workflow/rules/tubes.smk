@@ -35,6 +35,7 @@ rule collect:
     """Cohort tables in sample-sheet order: population counts, QC checks, tube index, and the
     NK tubes' re-gatings."""
     input:
+        validated=VALIDATED,
         batches=BATCH_DIRS,
         # its collection_date is checked against each tube's $DATE (qc.dates)
         samples=NKCONFIG["sheets"]["samples"],
@@ -56,9 +57,7 @@ rule collect:
     benchmark:
         f"{RESULTS}/benchmarks/collect.tsv"
     localrule: True
-    params:
-        config=CONFIG_JSON,
     shell:
-        "nkflow collect --config-json {params.config:q} --batches {input.batches:q}"
+        "nkflow collect --validated {input.validated} --batches {input.batches:q}"
         " --counts {output.counts} --qc {output.qc} --index {output.index}"
         " --perturbation {output.perturbation} 2> {log}"

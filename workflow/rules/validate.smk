@@ -6,7 +6,7 @@ rule validate:
         panels=list(NKCONFIG["panels"].values()),
         gating=list(NKCONFIG["gating"].values()),
     output:
-        f"{RESULTS}/validated/config.json",
+        VALIDATED,
     log:
         f"{RESULTS}/logs/validate.log",
     benchmark:

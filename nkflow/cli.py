@@ -320,16 +320,25 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``nkflow report``: per-patient HTML pages and the cohort index."""
+    from nkflow.report._inputs import ReportPaths
     from nkflow.stages import run_report
 
-    study = _study(args)
-    pages = run_report(
-        study.config,
-        Path(args.results),
-        Path(args.outdir),
-        base_dir=study.base_dir,
-        workers=args.workers,
+    def optional(path: str | None) -> Path | None:
+        return Path(path) if path else None
+
+    paths = ReportPaths(
+        endpoints=Path(args.endpoints),
+        visits=Path(args.visits),
+        qc=Path(args.qc),
+        counts=Path(args.counts),
+        kinetics=Path(args.kinetics),
+        kinetics_summary=Path(args.kinetics_summary),
+        patients=Path(args.patients),
+        tubes_index=Path(args.tubes_index),
+        str_results=optional(args.str_results),
+        str_loci=optional(args.str_loci),
     )
+    pages = run_report(_study(args), paths, Path(args.outdir), workers=args.workers)
     sys.stdout.write(f"report: {Path(args.outdir) / 'index.html'} ({len(pages)} pages)\n")
     return 0
 
@@ -506,7 +515,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="per-patient HTML pages and the cohort index")
     _add_config_args(p, validated=True)
-    p.add_argument("--results", required=True, help="the results directory")
+    for opt, what in (
+        ("--endpoints", "cohort/endpoints.tsv"),
+        ("--visits", "cohort/visits.tsv"),
+        ("--qc", "qc/tubes.tsv"),
+        ("--counts", "cohort/counts.tsv"),
+        ("--kinetics", "cohort/kinetics.tsv"),
+        ("--kinetics-summary", "cohort/kinetics_summary.tsv"),
+        ("--patients", "the directory cohort/patients (per-patient JSON)"),
+        ("--tubes-index", "cohort/tubes.tsv (each tube's figure and provenance)"),
+    ):
+        p.add_argument(opt, required=True, help=what)
+    p.add_argument("--str-results", help="cohort/str_results.tsv, when STR peaks are configured")
+    p.add_argument("--str-loci", help="cohort/str_loci.tsv, when STR peaks are configured")
     p.add_argument("--outdir", required=True)
     p.add_argument("--workers", type=int, default=1, help="processes rendering patient pages")
     p.set_defaults(func=cmd_report)

@@ -39,6 +39,8 @@ from nkflow.tube import TubeOutputs, _date_check, run_tube, tube_dir
 if TYPE_CHECKING:
     import pandas as pd
 
+    from nkflow.report._inputs import ReportPaths
+
 logger = logging.getLogger(__name__)
 
 
@@ -362,29 +364,26 @@ def _write_page(pid: str) -> Path:
 
 
 def run_report(
-    config: dict[str, Any],
-    results_dir: Path,
+    study: Study,
+    paths: ReportPaths,
     out_dir: Path,
     run_date: str | None = None,
     *,
-    base_dir: Path | None = None,
     workers: int = 1,
 ) -> list[Path]:
     """Write the cohort index and one page per patient.
 
     Parameters
     ----------
-    config
-        Validated configuration dict (``sheets``, ``panels``, ``gating``, ``endpoints``).
-    results_dir
-        The workflow's results directory (contains ``cohort/``, ``qc/``, ``tubes/``).
+    study
+        The run's settings (``sheets``, ``panels``, ``gating``, ``endpoints``); their paths,
+        and those in the tube index, are relative to ``study.base_dir``.
+    paths
+        The tables and directories the report rule names as its inputs.
     out_dir
         Where to write ``index.html`` and ``<patient_id>.html`` (created if needed).
     run_date
         Text shown as the report run date; default: the current UTC time (ISO 8601, seconds).
-    base_dir
-        Directory the config's sheet/panel/gating paths are relative to (default: the
-        current directory, i.e. where snakemake runs).
     workers
         Processes rendering patient pages (each page's figures take ~0.3 s of matplotlib);
         pages are identical whatever the number.
@@ -397,14 +396,14 @@ def run_report(
     Raises
     ------
     ConfigError
-        When ``cohort/endpoints.tsv`` is missing/unreadable or holds an unsafe ``patient_id``.
+        When the endpoints table is missing/unreadable or holds an unsafe ``patient_id``.
     """
     from nkflow.report._inputs import load_inputs
     from nkflow.report._pages import render_index, render_patient_page
 
     if run_date is None:
         run_date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    inp = load_inputs(config, Path(results_dir), base_dir)
+    inp = load_inputs(study.config, paths, study.base_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "index.html"]

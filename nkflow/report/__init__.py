@@ -2,12 +2,11 @@
 
 Contract
 --------
-The report stage (driver :func:`nkflow.stages.run_report`) reads the workflow's results
-(``cohort/endpoints.tsv``, ``cohort/visits.tsv``, ``qc/tubes.tsv``, ``cohort/counts.tsv``,
-``cohort/patients/<patient_id>.json`` and the per-tube
-``tubes/<sample_id>/<tube>/{gating.png,provenance.json}``) plus the side tables named in the
-config, and writes ``<out_dir>/index.html`` and ``<out_dir>/<patient_id>.html`` for every patient
-in ``endpoints.tsv``.
+The report stage (driver :func:`nkflow.stages.run_report`) reads the tables its rule names
+(:class:`nkflow.report._inputs.ReportPaths`: endpoints, visits, tube QC, counts, kinetics, the
+per-patient JSON directory and the tube index, whose figures and provenance it shows) plus the
+sheets, panels and gate trees named in the config, and writes ``<out_dir>/index.html`` and
+``<out_dir>/<patient_id>.html`` for every patient in ``endpoints.tsv``.
 
 - The report computes no number: every value is the text of a table cell, shown with its
   source (table, row, tube, FCS file). Figures plot those same values.

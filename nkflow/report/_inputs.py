@@ -1,7 +1,8 @@
 """Reading everything a report shows, once, into a :class:`ReportInputs` bundle.
 
 Contract: this is the only part of :mod:`nkflow.report` that touches the file system on the
-input side. The per-patient JSON (``cohort/patients/<id>.json``) holds the same endpoint and visit
+input side, and it reads only the paths it is given (:class:`ReportPaths`, the report rule's
+inputs) and those the config and the tube index name. The per-patient JSON (``cohort/patients/<id>.json``) holds the same endpoint and visit
 rows as the two cohort tables, so the pages read the tables and the sheets (infusions, response,
 adverse events) instead; only its donor NK/uL histogram (``donor_nk_per_ul_distribution``) is
 read from it. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
@@ -38,8 +39,6 @@ class ReportInputs:
     ----------
     config
         The validated configuration dict.
-    results_dir
-        The results directory the tables came from.
     endpoints, visits, qc, counts
         Rows of ``cohort/endpoints.tsv``, ``cohort/visits.tsv``, ``qc/tubes.tsv`` and
         ``cohort/counts.tsv`` (empty list when the file is absent).
@@ -69,7 +68,6 @@ class ReportInputs:
     """
 
     config: dict[str, Any]
-    results_dir: Path
     endpoints: list[Row]
     endpoints_columns: list[str]
     visits: list[Row] = field(default_factory=list)
@@ -139,9 +137,130 @@ def _sheet_rows(config: dict[str, Any], role: str, base: Path, missing: list[str
     return [{str(k): str(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
 
 
-def load_inputs(
-    config: dict[str, Any], results_dir: Path, base_dir: Path | None = None
-) -> ReportInputs:
+@dataclass(frozen=True)
+class ReportPaths:
+    """Every table and directory the report reads, as the report rule names them.
+
+    ``patients``: the directory of per-patient JSON (``cohort/patients``); ``tubes_index``:
+    ``cohort/tubes.tsv``, whose figure and provenance paths are relative to the run directory;
+    ``str_results``/``str_loci``: None when raw STR peaks are not configured.
+    """
+
+    endpoints: Path
+    visits: Path
+    qc: Path
+    counts: Path
+    kinetics: Path
+    kinetics_summary: Path
+    patients: Path
+    tubes_index: Path
+    str_results: Path | None = None
+    str_loci: Path | None = None
+
+
+def _read_endpoints(path: Path) -> tuple[list[Row], list[str]]:
+    """The endpoints table, which the report cannot do without; every patient_id checked."""
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: endpoints table not found; expected the output of the endpoints step "
+            "(run the workflow up to 'nkflow endpoints' first, or pass --endpoints of a run)"
+        )
+    try:
+        endpoints, cols = read_text_table(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: cannot be read as a TSV table ({exc}); rerun the endpoints step"
+        ) from None
+    for i, row in enumerate(endpoints, start=1):
+        pid = row.get("patient_id", "")
+        if not ID_RE.match(pid) or ".." in pid:
+            raise ConfigError(
+                f"{path} row {i}: patient_id {pid!r} is not a safe identifier; expected letters, "
+                "digits, '.', '_' or '-' (no '..'); fix the sheets and rerun the endpoints step"
+            )
+    return endpoints, cols
+
+
+def _table(inp: ReportInputs, path: Path, what: str) -> tuple[list[Row], list[str]]:
+    """An optional cohort table, its digest recorded when it exists."""
+    from nkflow.provenance import sha256_file
+
+    rows, cols = _optional_table(path, what, inp.missing)
+    if path.is_file():
+        inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
+    return rows, cols
+
+
+def _load_sheets(inp: ReportInputs, base: Path) -> None:
+    """The digest of every configured sheet, and the rows of those the pages show."""
+    from nkflow.provenance import sha256_file
+
+    for role, rel in sorted((inp.config.get("sheets") or {}).items()):
+        if not rel:
+            continue
+        path = base / str(rel)
+        if not path.is_file():
+            inp.missing.append(f"sheet '{role}' not found at {path}")
+            continue
+        inp.input_hashes.append((f"sheet: {role}", str(rel), sha256_file(path)))
+        if role in SHOWN_SHEETS:
+            inp.sheets[role] = _sheet_rows(inp.config, role, base, inp.missing)
+            if role == "samples":
+                inp.samples = inp.sheets[role]
+
+
+def _load_config_files(inp: ReportInputs, base: Path) -> None:
+    """The digest of every panel and gate tree, and each gate tree's document."""
+    from nkflow.provenance import sha256_file
+
+    for kind, label in (("panels", "panel"), ("gating", "gate tree")):
+        for name, rel in sorted((inp.config.get(kind) or {}).items()):
+            path = base / str(rel)
+            if not path.is_file():
+                inp.missing.append(f"{kind} '{name}' not found at {path}")
+                continue
+            inp.input_hashes.append((f"{label}: {name}", str(rel), sha256_file(path)))
+            if kind == "gating":
+                inp.gate_trees[name] = (str(rel), _read_yaml(path, inp.missing))
+
+
+def _load_reviews(inp: ReportInputs, patients_dir: Path) -> None:
+    """Each patient's ``review`` record from its per-patient JSON."""
+    for row in inp.endpoints:
+        pj = patients_dir / f"{row['patient_id']}.json"
+        if not pj.is_file():
+            continue
+        try:
+            rec = json.loads(pj.read_text(encoding="utf-8")).get("review")
+        except (OSError, ValueError) as exc:
+            inp.missing.append(f"{pj} unreadable: {exc}")
+            continue
+        if isinstance(rec, dict):
+            inp.review[row["patient_id"]] = rec
+
+
+def _load_tubes(inp: ReportInputs, index: Path, base: Path) -> None:
+    """Each tube's figure and provenance, from the tube index ``nkflow collect`` wrote (it names
+    the current outputs of each tube; batch directories of an earlier batching are not read)."""
+    if not index.is_file():
+        inp.missing.append(f"tube index not found at {index}; no gating figure or provenance")
+        return
+    import csv
+
+    with index.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    for r in rows:
+        key = (r["sample_id"], r["tube"])
+        png, prov = base / r["figure"], base / r["provenance"]
+        if png.is_file():
+            inp.gating_png[key] = png
+        try:
+            inp.tube_provenance[key] = json.loads(prov.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            inp.missing.append(f"{prov} unreadable: {exc}")
+
+
+def load_inputs(config: dict[str, Any], paths: ReportPaths, base_dir: Path) -> ReportInputs:
     """Read the cohort tables, per-patient JSON, per-tube sidecars and input hashes.
 
     Parameters
@@ -149,10 +268,10 @@ def load_inputs(
     config
         Validated configuration (``sheets``, ``panels``, ``gating`` paths relative to
         ``base_dir``).
-    results_dir
-        The workflow's results directory.
+    paths
+        The tables and directories to read (the report rule's inputs).
     base_dir
-        Directory the config paths are relative to (default: the current directory).
+        The run directory: the config paths and those in the tube index are relative to it.
 
     Returns
     -------
@@ -161,130 +280,29 @@ def load_inputs(
     Raises
     ------
     ConfigError
-        When ``cohort/endpoints.tsv`` is missing or unreadable, or a ``patient_id`` in it
-        is not a safe identifier (it becomes a file name).
+        When the endpoints table is missing or unreadable, or a ``patient_id`` in it is not a
+        safe identifier (it becomes a file name).
     """
     from nkflow.provenance import sha256_file
 
-    base = Path.cwd() if base_dir is None else Path(base_dir)
-    results_dir = Path(results_dir)
-    ep_path = results_dir / "cohort" / "endpoints.tsv"
-    if not ep_path.is_file():
-        raise ConfigError(
-            f"{ep_path}: endpoints table not found; expected the output of the endpoints step "
-            "(run the workflow up to 'nkflow endpoints' first, or point --results at a run)"
-        )
-    try:
-        endpoints, ep_cols = read_text_table(ep_path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"{ep_path}: cannot be read as a TSV table ({exc}); rerun the endpoints step"
-        ) from None
-    for i, row in enumerate(endpoints, start=1):
-        pid = row.get("patient_id", "")
-        if not ID_RE.match(pid) or ".." in pid:
-            raise ConfigError(
-                f"{ep_path} row {i}: patient_id {pid!r} is not a safe identifier; expected letters, "
-                "digits, '.', '_' or '-' (no '..'); fix the sheets and rerun the endpoints step"
-            )
-    inp = ReportInputs(
-        config=config, results_dir=results_dir, endpoints=endpoints, endpoints_columns=ep_cols
-    )
-    inp.input_hashes.append(("cohort table", str(ep_path), sha256_file(ep_path)))
-
-    for attr, rel, what in (
-        ("visits", "cohort/visits.tsv", "visits table"),
-        ("qc", "qc/tubes.tsv", "tube QC table"),
-        ("counts", "cohort/counts.tsv", "cohort counts table"),
-    ):
-        path = results_dir / rel
-        rows, cols = _optional_table(path, what, inp.missing)
-        setattr(inp, attr, rows)
-        if attr == "visits":
-            inp.visits_columns = cols
-        if path.is_file():
-            inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
-
-    for role, rel in sorted((config.get("sheets") or {}).items()):
-        if not rel:
-            continue
-        path = base / str(rel)
-        if path.is_file():
-            inp.input_hashes.append((f"sheet: {role}", str(rel), sha256_file(path)))
-            if role in SHOWN_SHEETS:
-                inp.sheets[role] = _sheet_rows(config, role, base, inp.missing)
-                if role == "samples":
-                    inp.samples = inp.sheets[role]
-        else:
-            inp.missing.append(f"sheet '{role}' not found at {path}")
-    _load_distributions(inp, results_dir / "cohort" / "patients")
-    for attr, name in (("str_results", "str_results.tsv"), ("str_loci", "str_loci.tsv")):
-        path = results_dir / "cohort" / name
-        if path.is_file():  # optional: only written when raw STR peaks are configured
-            setattr(inp, attr, _optional_table(path, name, inp.missing)[0])
-            inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
-    for attr, name in (("kinetics", "kinetics.tsv"), ("kinetics_summary", "kinetics_summary.tsv")):
-        path = results_dir / "cohort" / name
-        setattr(inp, attr, _optional_table(path, name, inp.missing)[0])
-        if path.is_file():
-            inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
-    for kind in ("panels", "gating"):
-        for name, rel in sorted((config.get(kind) or {}).items()):
-            path = base / str(rel)
-            if not path.is_file():
-                inp.missing.append(f"{kind} '{name}' not found at {path}")
-                continue
-            inp.input_hashes.append(
-                (
-                    f"{'panel' if kind == 'panels' else 'gate tree'}: {name}",
-                    str(rel),
-                    sha256_file(path),
-                )
-            )
-            if kind == "gating":
-                inp.gate_trees[name] = (str(rel), _read_yaml(path, inp.missing))
-
-    for row in endpoints:
-        pj = results_dir / "cohort" / "patients" / f"{row['patient_id']}.json"
-        if pj.is_file():
-            try:
-                rec = json.loads(pj.read_text(encoding="utf-8")).get("review")
-            except (OSError, ValueError) as exc:
-                inp.missing.append(f"{pj} unreadable: {exc}")
-                continue
-            if isinstance(rec, dict):
-                inp.review[row["patient_id"]] = rec
-
-    tubes_dir = results_dir / "tubes"
-    index = results_dir / "cohort" / "tubes.tsv"
-    if index.is_file():
-        # the tube index written by `nkflow collect` names the current outputs of each tube;
-        # batch directories left over from an earlier batching are not looked at
-        import csv
-
-        with index.open(encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-        found = [
-            ((r["sample_id"], r["tube"]), _run_path(r["figure"], base, results_dir),
-             _run_path(r["provenance"], base, results_dir))
-            for r in rows
-        ]  # fmt: skip
-    elif tubes_dir.is_dir():
-        # no index (results assembled by hand): tubes/<batch>/<sample_id>/<tube>/
-        found = [
-            ((p.parent.parent.name, p.parent.name), p.parent / "gating.png", p)
-            for p in sorted(tubes_dir.glob("*/*/*/provenance.json"))
-        ]
-    else:
-        found = []
-        inp.missing.append(f"per-tube outputs not found under {tubes_dir}")
-    for key, png, prov in found:
-        if png.is_file():
-            inp.gating_png[key] = png
-        try:
-            inp.tube_provenance[key] = json.loads(prov.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            inp.missing.append(f"{prov} unreadable: {exc}")
+    base = Path(base_dir)
+    endpoints, ep_cols = _read_endpoints(paths.endpoints)
+    inp = ReportInputs(config=config, endpoints=endpoints, endpoints_columns=ep_cols)
+    inp.input_hashes.append(("cohort table", str(paths.endpoints), sha256_file(paths.endpoints)))
+    inp.visits, inp.visits_columns = _table(inp, paths.visits, "visits table")
+    inp.qc = _table(inp, paths.qc, "tube QC table")[0]
+    inp.counts = _table(inp, paths.counts, "cohort counts table")[0]
+    _load_sheets(inp, base)
+    _load_distributions(inp, paths.patients)
+    if paths.str_results is not None:
+        inp.str_results = _table(inp, paths.str_results, "str_results.tsv")[0]
+    if paths.str_loci is not None:
+        inp.str_loci = _table(inp, paths.str_loci, "str_loci.tsv")[0]
+    inp.kinetics = _table(inp, paths.kinetics, "kinetics.tsv")[0]
+    inp.kinetics_summary = _table(inp, paths.kinetics_summary, "kinetics_summary.tsv")[0]
+    _load_config_files(inp, base)
+    _load_reviews(inp, paths.patients)
+    _load_tubes(inp, paths.tubes_index, base)
     return inp
 
 
@@ -305,15 +323,6 @@ def _load_distributions(inp: ReportInputs, patients_dir: Path) -> None:
             inp.distributions[row["patient_id"]] = dist
         else:
             inp.missing.append(f"{path}: no donor_nk_per_ul_distribution")
-
-
-def _run_path(text: str, base: Path, results_dir: Path) -> Path:
-    """A path from the tube index: relative to the run directory (``base``), or to the
-    directory holding ``results_dir`` when the report is built from elsewhere."""
-    p = Path(text)
-    if p.is_absolute() or (base / p).exists():
-        return p if p.is_absolute() else base / p
-    return results_dir.parent / p
 
 
 def _read_yaml(path: Path, missing: list[str]) -> Any:

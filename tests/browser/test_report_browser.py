@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
+from nkflow.config import Study
 from nkflow.stages import run_report
-from tests.unit.test_report import PATIENTS, build_fixture
+from tests.unit.test_report import PATIENTS, build_fixture, report_paths
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -68,7 +69,7 @@ def report_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("browser_report_fixture")
     config, results = build_fixture(root)
     out = root / "reports"
-    run_report(config, results, out, "2031-05-06T07:08:09Z", base_dir=root)
+    run_report(Study(config, root), report_paths(results), out, "2031-05-06T07:08:09Z")
     return out
 
 

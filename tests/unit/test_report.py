@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from nkflow.config import tube_settings
+from nkflow.config import Study, tube_settings
 from nkflow.errors import ConfigError
+from nkflow.report._inputs import ReportPaths
 from nkflow.stages import run_report
 
 PATIENTS = ("P01", "P02", "P03", "P04")
@@ -191,11 +192,14 @@ GATE_TREE = (
 GATING_SHA = hashlib.sha256(GATE_TREE.encode()).hexdigest()
 
 
+TUBE_FILES = ("gating.png", "provenance.json")
+
+
 def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     """Write the fixture under ``root``; returns (config, results_dir).
 
-    Sheets live in ``root/sheets`` and config paths are relative to ``root`` (pass
-    ``base_dir=root`` to ``run_report``).
+    Sheets live in ``root/sheets`` and config and tube index paths are relative to ``root``
+    (run the report with ``Study(config, root)`` and :func:`report_paths`).
     """
     results = root / "results"
     sheets = root / "sheets"
@@ -268,6 +272,15 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
                 }
                 (tdir / "provenance.json").write_text(json.dumps(prov), encoding="utf-8")
     _tsv(results / "qc" / "tubes.tsv", QC_COLUMNS, qc_rows)
+    tubes = sorted(p.parent for p in (results / "tubes").glob("*/*/*/provenance.json"))
+    _tsv(  # the tube index as nkflow collect writes it, paths relative to the run directory
+        results / "cohort" / "tubes.tsv",
+        ["sample_id", "tube", "figure", "provenance"],
+        [
+            [d.parent.name, d.name, *(str((d / f).relative_to(root)) for f in TUBE_FILES)]
+            for d in tubes
+        ],
+    )
     _tsv(
         results / "cohort" / "counts.tsv",
         ["sample_id", "tube", "population", "events"],
@@ -361,6 +374,23 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     return config, results
 
 
+def report_paths(results: Path) -> ReportPaths:
+    """The report's inputs in the workflow's results layout (``results/cohort``, ...)."""
+    cohort = results / "cohort"
+    return ReportPaths(
+        endpoints=cohort / "endpoints.tsv",
+        visits=cohort / "visits.tsv",
+        qc=results / "qc" / "tubes.tsv",
+        counts=cohort / "counts.tsv",
+        kinetics=cohort / "kinetics.tsv",
+        kinetics_summary=cohort / "kinetics_summary.tsv",
+        patients=cohort / "patients",
+        tubes_index=cohort / "tubes.tsv",
+        str_results=cohort / "str_results.tsv",
+        str_loci=cohort / "str_loci.tsv",
+    )
+
+
 # ----------------------------------------------------------------------------- tests
 
 RUN_DATE = "2031-05-06T07:08:09Z"  # a date no table contains, so it can be located
@@ -371,7 +401,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("report")
     config, results = build_fixture(root)
     out = root / "reports"
-    paths = run_report(config, results, out, RUN_DATE, base_dir=root)
+    paths = run_report(Study(config, root), report_paths(results), out, RUN_DATE)
     pages = {p.stem: p.read_text(encoding="utf-8") for p in paths}
     return {"root": root, "config": config, "results": results, "out": out, "paths": paths, **pages}
 
@@ -527,12 +557,12 @@ def test_a_config_changed_since_the_tubes_ran_is_pointed_out(tmp_path):
     config, results = build_fixture(tmp_path)
     # a setting the tubes do not depend on: they need not re-run, and the page says "same"
     config["endpoints"]["threshold_per_ul"] = 150.0
-    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r", RUN_DATE)
     prov = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "provenance")
     assert "(same)</td>" in prov and "DIFFERS from this report" not in prov
     # one they do depend on (the lymphocyte denominator): pointed out
     config["endpoints"]["lymphocyte_population"] = "lymphocytes"
-    run_report(config, results, tmp_path / "r2", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r2", RUN_DATE)
     prov = _section((tmp_path / "r2" / "P01.html").read_text(encoding="utf-8"), "provenance")
     assert "— DIFFERS from this report&#x27;s config</td>" in prov
 
@@ -584,7 +614,10 @@ def test_index_qc_summary_counts_tubes_by_status(rendered):
 def test_identical_inputs_and_run_date_give_identical_bytes(rendered, tmp_path):
     out2 = tmp_path / "again"
     paths = run_report(
-        rendered["config"], rendered["results"], out2, RUN_DATE, base_dir=rendered["root"]
+        Study(rendered["config"], rendered["root"]),
+        report_paths(rendered["results"]),
+        out2,
+        RUN_DATE,
     )
     assert paths, "run_report wrote no page"
     for p in paths:
@@ -595,7 +628,7 @@ def test_table_text_is_escaped(tmp_path):
     config, results = build_fixture(tmp_path)
     ep = results / "cohort" / "endpoints.tsv"
     ep.write_text(ep.read_text().replace("qc_warn:low_events", "<b>x</b>"), encoding="utf-8")
-    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r", RUN_DATE)
     page = (tmp_path / "r" / "P02.html").read_text(encoding="utf-8")
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
 
@@ -604,7 +637,7 @@ def test_missing_optional_inputs_become_notes_not_crashes(tmp_path):
     config, results = build_fixture(tmp_path)
     (results / "cohort" / "visits.tsv").unlink()
     (tmp_path / "sheets" / "infusions.tsv").unlink()
-    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r", RUN_DATE)
     page = (tmp_path / "r" / "P02.html").read_text(encoding="utf-8")
     assert "No visits for this patient in visits.tsv." in page
     assert "No infusion rows for this patient in the infusion sheet." in page
@@ -615,7 +648,9 @@ def test_missing_optional_inputs_become_notes_not_crashes(tmp_path):
 
 def test_missing_endpoints_table_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"endpoints\.tsv: endpoints table not found; expected"):
-        run_report({}, tmp_path / "results", tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+        run_report(
+            Study({}, tmp_path), report_paths(tmp_path / "results"), tmp_path / "r", RUN_DATE
+        )
 
 
 def test_unsafe_patient_id_is_refused_with_the_row(tmp_path):
@@ -625,7 +660,7 @@ def test_unsafe_patient_id_is_refused_with_the_row(tmp_path):
     with pytest.raises(
         ConfigError, match=r"endpoints\.tsv row 3: patient_id '\.\./x' is not a safe"
     ):
-        run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+        run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r", RUN_DATE)
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
@@ -658,11 +693,10 @@ def test_cohort_figure_accepts_patients_without_values():
 def test_parallel_page_rendering_gives_identical_pages(rendered, tmp_path):
     """workers=2 (forked page writers) writes the same pages, byte for byte, in the same order."""
     paths = run_report(
-        rendered["config"],
-        rendered["results"],
+        Study(rendered["config"], rendered["root"]),
+        report_paths(rendered["results"]),
         tmp_path / "par",
         RUN_DATE,
-        base_dir=rendered["root"],
         workers=2,
     )
     assert [p.name for p in paths] == [p.name for p in rendered["paths"]]
@@ -687,7 +721,7 @@ def test_tube_index_wins_over_leftover_batch_directories(tmp_path):
     )
     doc["fcs_sha256"] = "f" * 64
     (stale / "provenance.json").write_text(json.dumps(doc), encoding="utf-8")
-    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r", RUN_DATE)
     prov = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "provenance")
     assert "00D14nk".ljust(64, "0") in prov
     assert "f" * 64 not in prov
@@ -715,7 +749,7 @@ def _with_low_second_dose(root: Path, config: dict[str, Any]) -> None:
 def test_an_out_of_range_dose_is_stated_with_the_range_and_its_source(tmp_path):
     config, results = build_fixture(tmp_path)
     _with_low_second_dose(tmp_path, config)
-    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r", RUN_DATE)
     page = (tmp_path / "r" / "P01.html").read_text(encoding="utf-8")
     said = (
         "Dose outside the configured range: infusion 2 (1.2 x 10^6 cells/kg); range "
@@ -736,7 +770,7 @@ def test_an_out_of_range_dose_is_stated_with_the_range_and_its_source(tmp_path):
     assert "Dose outside" not in other
 
     config["endpoints"]["dose_range_per_kg"] = [1.0e6, 2.5e6]
-    run_report(config, results, tmp_path / "r2", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r2", RUN_DATE)
     banner = html.unescape(_section((tmp_path / "r2" / "P01.html").read_text(), "verdict"))
     assert (
         "range 1.0 x 10^6 – 2.5 x 10^6 NK cells/kg per infusion (endpoints.dose_range_per_kg, "
@@ -754,7 +788,7 @@ def test_the_alc_formula_is_shown_for_dual_platform_counts_only(rendered, tmp_pa
         table.read_text(encoding="utf-8").replace("dual_platform", "single_platform_beads"),
         encoding="utf-8",
     )
-    run_report(config, results, tmp_path / "r", RUN_DATE, base_dir=tmp_path)
+    run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r", RUN_DATE)
     numbers = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "numbers")
     assert "single_platform_beads" in numbers
     assert 'class="formula"' not in numbers
@@ -788,7 +822,7 @@ def test_cohort_view_says_what_is_missing(tmp_path):
     (results / "cohort" / "kinetics_summary.tsv").unlink()
     del config["sheets"]["adverse_events"]
     out = tmp_path / "reports"
-    index = run_report(config, results, out, RUN_DATE, base_dir=tmp_path)[0].read_text()
+    index = run_report(Study(config, tmp_path), report_paths(results), out, RUN_DATE)[0].read_text()
     assert "cohort/kinetics_summary.tsv not available (run the readout rule)" in index
     assert "Not configured: adverse events sheet." in _section(index, "swimmer")
 

@@ -12,6 +12,10 @@ rule report:
         index=f"{RESULTS}/cohort/tubes.tsv",
         str_tables=STR_TABLES,
         batches=BATCH_DIRS,
+        # read through the validated config: source rows shown, digests in the provenance
+        sheets=list(NKCONFIG["sheets"].values()),
+        panels=list(NKCONFIG["panels"].values()),
+        gating=list(NKCONFIG["gating"].values()),
     output:
         index=report(
             f"{RESULTS}/reports/index.html",
@@ -31,7 +35,15 @@ rule report:
     threads: 2
     params:
         outdir=lambda w, output: os.path.dirname(output.index),
-        results=lambda w, input: os.path.dirname(os.path.dirname(input.endpoints)),
+        str_tables=lambda w, input: (
+            f"--str-results {shlex.quote(input.str_tables[0])}"
+            f" --str-loci {shlex.quote(input.str_tables[1])}"
+            if input.str_tables
+            else ""
+        ),
     shell:
-        "nkflow report --validated {input.validated} --results {params.results}"
+        "nkflow report --validated {input.validated} --endpoints {input.endpoints}"
+        " --visits {input.visits} --qc {input.qc} --counts {input.counts}"
+        " --kinetics {input.kinetics} --kinetics-summary {input.kinetics_summary}"
+        " --patients {input.patients} --tubes-index {input.index} {params.str_tables}"
         " --outdir {params.outdir} --workers {threads} 2> {log}"

@@ -202,6 +202,7 @@ def cmd_readout(args: argparse.Namespace) -> int:
         Path(args.endpoints),
         Path(args.kinetics),
         Path(args.exports),
+        Path(args.summary) if args.summary else None,
     )
     return 0
 
@@ -320,24 +321,13 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``nkflow report``: per-patient HTML pages and the cohort index."""
+    from dataclasses import fields
+
     from nkflow.report._inputs import ReportPaths
     from nkflow.stages import run_report
 
-    def optional(path: str | None) -> Path | None:
-        return Path(path) if path else None
-
-    paths = ReportPaths(
-        endpoints=Path(args.endpoints),
-        visits=Path(args.visits),
-        qc=Path(args.qc),
-        counts=Path(args.counts),
-        kinetics=Path(args.kinetics),
-        kinetics_summary=Path(args.kinetics_summary),
-        patients=Path(args.patients),
-        tubes_index=Path(args.tubes_index),
-        str_results=optional(args.str_results),
-        str_loci=optional(args.str_loci),
-    )
+    named = {f.name: getattr(args, f.name) for f in fields(ReportPaths)}
+    paths = ReportPaths(**{k: Path(v) for k, v in named.items() if v})
     pages = run_report(_study(args), paths, Path(args.outdir), workers=args.workers)
     sys.stdout.write(f"report: {Path(args.outdir) / 'index.html'} ({len(pages)} pages)\n")
     return 0
@@ -509,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, validated=True)
     p.add_argument("--visits", required=True)
     p.add_argument("--endpoints", required=True, help="endpoints.tsv (groups of the summary)")
-    p.add_argument("--kinetics", required=True, help="kinetics.tsv to write (the summary beside)")
+    p.add_argument("--kinetics", required=True, help="kinetics.tsv to write")
+    p.add_argument("--summary", help="kinetics_summary.tsv to write (default: beside --kinetics)")
     p.add_argument("--exports", required=True, help="directory of the exports")
     p.set_defaults(func=cmd_readout)
 

@@ -328,9 +328,11 @@ def run_readout(
     endpoints_path: str | Path,
     kinetics: str | Path,
     exports: str | Path,
+    summary_path: str | Path | None = None,
 ) -> None:
-    """The ``readout`` rule: ``kinetics.tsv``, ``kinetics_summary.tsv`` beside it (groups from
-    endpoints.tsv) and the exports directory, from visits.tsv."""
+    """The ``readout`` rule: ``kinetics.tsv``, ``summary_path`` (groups from endpoints.tsv;
+    default ``kinetics_summary.tsv`` beside kinetics.tsv) and the exports directory, from
+    visits.tsv."""
     config = study.config
     visits = ep.read_visits(visits_path)
     records = build_kinetics(config, visits)
@@ -338,7 +340,9 @@ def run_readout(
     endpoint_rows = ep._read_text_table(endpoints_path).to_dict(orient="records")
     summary = summarize(records, endpoint_rows)
     ep._write_if_changed(
-        Path(kinetics).with_name("kinetics_summary.tsv"),
+        Path(kinetics).with_name("kinetics_summary.tsv")
+        if summary_path is None
+        else Path(summary_path),
         table_text(KINETICS_SUMMARY, summary).encode("utf-8"),
     )
     paths = write_exports(config, visits, exports)

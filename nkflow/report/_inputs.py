@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nkflow.errors import ConfigError, NkflowError
+from nkflow.provenance import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +184,6 @@ def _read_endpoints(path: Path) -> tuple[list[Row], list[str]]:
 
 def _table(inp: ReportInputs, path: Path, what: str) -> tuple[list[Row], list[str]]:
     """An optional cohort table, its digest recorded when it exists."""
-    from nkflow.provenance import sha256_file
-
     rows, cols = _optional_table(path, what, inp.missing)
     if path.is_file():
         inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
@@ -193,8 +192,6 @@ def _table(inp: ReportInputs, path: Path, what: str) -> tuple[list[Row], list[st
 
 def _load_sheets(inp: ReportInputs, base: Path) -> None:
     """The digest of every configured sheet, and the rows of those the pages show."""
-    from nkflow.provenance import sha256_file
-
     for role, rel in sorted((inp.config.get("sheets") or {}).items()):
         if not rel:
             continue
@@ -211,8 +208,6 @@ def _load_sheets(inp: ReportInputs, base: Path) -> None:
 
 def _load_config_files(inp: ReportInputs, base: Path) -> None:
     """The digest of every panel and gate tree, and each gate tree's document."""
-    from nkflow.provenance import sha256_file
-
     for kind, label in (("panels", "panel"), ("gating", "gate tree")):
         for name, rel in sorted((inp.config.get(kind) or {}).items()):
             path = base / str(rel)
@@ -283,8 +278,6 @@ def load_inputs(config: dict[str, Any], paths: ReportPaths, base_dir: Path) -> R
         When the endpoints table is missing or unreadable, or a ``patient_id`` in it is not a
         safe identifier (it becomes a file name).
     """
-    from nkflow.provenance import sha256_file
-
     base = Path(base_dir)
     endpoints, ep_cols = _read_endpoints(paths.endpoints)
     inp = ReportInputs(config=config, endpoints=endpoints, endpoints_columns=ep_cols)

@@ -30,5 +30,5 @@ rule readout:
         exports=lambda w, output: os.path.dirname(output.exports[0]),
     shell:
         "nkflow readout --validated {input.validated} --visits {input.visits}"
-        " --endpoints {input.endpoints} --kinetics {output.kinetics}"
+        " --endpoints {input.endpoints} --kinetics {output.kinetics} --summary {output.summary}"
         " --exports {params.exports} 2> {log}"

@@ -15,7 +15,6 @@ import yaml
 
 from nkflow.errors import ConfigError
 from nkflow.qc import (
-    DEFAULT_SEVERITY,
     QC_COLUMNS,
     Check,
     QcConfig,
@@ -29,6 +28,7 @@ from nkflow.qc import (
     tube_status,
     viability_check,
 )
+from nkflow.schemas import load_schema
 from tests.conftest import PUBLIC_DATA_SKIP, public_data_root
 from tests.unit.qc_synthetic import (
     TIMESTEP,
@@ -64,7 +64,7 @@ def test_config_yaml_block_validates_and_equals_code_defaults():
     import jsonschema
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    schema = yaml.safe_load((ROOT / "workflow/schemas/qc.schema.yaml").read_text())
+    schema = load_schema("qc")
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(config["qc"], schema)
     assert QcConfig.from_dict(config["qc"]) == QcConfig()
@@ -72,15 +72,13 @@ def test_config_yaml_block_validates_and_equals_code_defaults():
 
 
 def test_schema_defaults_equal_code_defaults():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/qc.schema.yaml").read_text())
+    schema = load_schema("qc")
     defaults = {
         section: {k: v["default"] for k, v in spec["properties"].items()}
         for section, spec in schema["properties"].items()
         if section != "severity"
     }
-    defaults["severity"] = schema["properties"]["severity"]["default"]
     assert QcConfig.from_dict(defaults) == QcConfig()
-    assert defaults["severity"] == dict(DEFAULT_SEVERITY)
     cfg = QcConfig()
     for section, values in defaults.items():
         if section == "severity":

@@ -4,9 +4,10 @@ Contract: :data:`CODES` maps every reason code nkflow writes into a table (QC ch
 engine's reasons for a population not computed, visit and endpoint reasons, flags, uncertainty
 statuses) to its :class:`Code`: emitting stage, where it is written, a one-line meaning and, for a
 QC check code, its default severity. :data:`DEFAULT_SEVERITY` holds the codes ``qc.severity`` may
-set; the qc schema takes its keys and defaults from it (:func:`nkflow.schemas.load_schema`). A
-:class:`Reason` is a code with its detail (``missing_marker:CD56``): how one stage
-hands a reason to the next through a table cell, and how the next reads it back. The registry is
+set (:data:`SEVERITY_KEYS` every key it accepts); the qc schema takes its keys and defaults from
+them (:func:`nkflow.schemas.load_schema`). A :class:`Reason` is a code with its detail
+(``missing_marker:CD56``): how one stage hands a reason to the next through a table cell, and
+how the next reads it back. The registry is
 data (beside the schemas that read it), so adding a code is one YAML entry; a test fails on a
 code the package emits that is not registered. Foundation layer: imports nothing else of nkflow.
 """
@@ -32,6 +33,7 @@ class Code:
     written_in: tuple[str, ...]
     meaning: str
     severity: str | None = None
+    subset_key: bool = False
 
 
 def _load() -> Mapping[str, Code]:
@@ -39,7 +41,14 @@ def _load() -> Mapping[str, Code]:
         doc = yaml.safe_load(fh)
     return MappingProxyType(
         {
-            code: Code(code, e["stage"], tuple(e["in"]), e["meaning"], e.get("severity"))
+            code: Code(
+                code,
+                e["stage"],
+                tuple(e["in"]),
+                e["meaning"],
+                e.get("severity"),
+                e.get("subset_key", False),
+            )
             for code, e in doc["codes"].items()
         }
     )
@@ -51,6 +60,13 @@ CODES: Mapping[str, Code] = _load()
 #: The QC check codes ``qc.severity`` may set, with their default severities.
 DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
     {c: e.severity for c, e in CODES.items() if e.severity is not None}
+)
+
+#: Every key ``qc.severity`` accepts: those codes, and gate_subset_<code> for each gate flag code
+#: (the flag on a gate no endpoint depends on; without an entry it takes gate_subset's severity).
+SEVERITY_KEYS: tuple[str, ...] = (
+    *DEFAULT_SEVERITY,
+    *(f"gate_subset_{c[5:]}" for c, e in CODES.items() if e.subset_key),
 )
 
 

@@ -43,15 +43,14 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def _fill_reason_severities(node: Any) -> None:
     """Give a block marked ``x-reason-severities`` its keys and defaults from the reason registry
-    (:data:`nkflow.reasons.DEFAULT_SEVERITY`), so the registry is their one declaration."""
+    (:data:`nkflow.reasons.SEVERITY_KEYS`, ``DEFAULT_SEVERITY``), so the registry is their one
+    declaration."""
     if not isinstance(node, dict):
         return
     if node.get("x-reason-severities"):
-        from nkflow.reasons import DEFAULT_SEVERITY
+        from nkflow.reasons import DEFAULT_SEVERITY, SEVERITY_KEYS
 
-        node["propertyNames"] = {
-            "anyOf": [{"enum": list(DEFAULT_SEVERITY)}, {"pattern": "^gate_[A-Za-z0-9_]+$"}]
-        }
+        node["propertyNames"] = {"enum": list(SEVERITY_KEYS)}
         node["default"] = dict(DEFAULT_SEVERITY)
     for sub in node.get("properties", {}).values():
         _fill_reason_severities(sub)

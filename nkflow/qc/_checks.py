@@ -104,9 +104,9 @@ def make_check(
 def effective_severity(check: Check, cfg: QcConfig) -> str:
     """What ``check`` contributes to the tube status under ``cfg`` (PASS, WARN or FAIL).
 
-    QC's own reason codes (and ``gate_*``) take their severity from ``cfg.severity``; a reason
-    code QC does not know (e.g. one the pipeline added, such as ``fmo_unusable``) keeps the check's
-    own status, and a ``NOT_ASSESSED`` check with an unknown code counts as PASS.
+    Registered reason codes (and ``gate_*``) take their severity from ``cfg.severity``; a code
+    the registry does not know keeps the check's own status, and a ``NOT_ASSESSED`` check with
+    an unknown code counts as PASS.
     """
     configured = cfg.severity_of(check.reason_code)
     if configured is not None:

@@ -10,9 +10,9 @@ frozen dataclasses below, which hold no validation of their own; only the rules 
 (``fail_frac >= warn_frac``, ``max_dead_frac_fail >= max_dead_frac``) are checked here.
 
 The severity map says which reason codes make a tube ``PASS``, ``WARN`` or ``FAIL``. Keys are the
-codes with a severity in the reason registry (:data:`nkflow.reasons.DEFAULT_SEVERITY`, "ok" is
-always PASS), or any ``gate_<code>``; gate codes without an entry use the severity of
-``gate_flag``.
+codes with a severity in the reason registry (:data:`nkflow.reasons.SEVERITY_KEYS`; "ok" is
+always PASS); ``gate_subset_<code>`` without an entry takes ``gate_subset``, and a gate code the
+registry does not know takes ``gate_flag``.
 """
 
 from __future__ import annotations

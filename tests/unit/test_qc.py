@@ -125,8 +125,8 @@ def test_schema_defaults_equal_code_defaults():
         ),
         (
             {"severity": {"clog": "FAIL"}},
-            r"'qc\.severity': found \"clog\"; expected one of flow_rate_anomaly, .* or text "
-            r"matching the pattern \^gate_",
+            r"'qc\.severity': found \"clog\"; expected one of fcs_unreadable, .*, no_spillover, "
+            r".*, gate_subset_no_valley, .*",
         ),
         ({"time": [1, 2]}, r"field 'qc\.time': found \[1, 2\]; expected a mapping"),
     ],
@@ -143,8 +143,10 @@ def test_config_accepts_gate_codes_in_severity_map():
     assert cfg.severity_of("gate_no_valley:nk.CD56") == "WARN"
     assert cfg.severity_of("gate_too_few_events:nk.CD3") == "FAIL"  # fitted-gate default
     assert cfg.severity_of("gate_subset_no_valley:nk_cd56bright.CD56") == "WARN"
-    assert cfg.severity_of("gate_missing_control") == "WARN"  # falls back to gate_flag
-    assert cfg.severity_of("fmo_unusable") is None  # not a qc reason code
+    assert cfg.severity_of("gate_missing_control") == "WARN"
+    assert cfg.severity_of("gate_made_up") == "WARN"  # a flag code not registered: gate_flag
+    assert cfg.severity_of("fmo_unusable") == "WARN"  # the pipeline's own codes too
+    assert cfg.severity_of("made_up") is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -803,3 +805,18 @@ def test_sample_cohort_flow_anomaly_verdict_needs_time_qc():
     assert visit.nk_pct_of_lymphocytes == 7 and visit.donor_nk_per_ul == pytest.approx(75.6)
     assert pct_raw > 12.5 and donor_raw > 100, (pct_raw, donor_raw)
     assert abs(pct_qc - 7.0) < 0.35 and donor_qc < 100, (pct_qc, donor_qc)
+
+
+def test_an_unknown_severity_key_is_refused_naming_field_value_and_known_codes():
+    for bad in ("gate_made_up", "no_spill"):
+        with pytest.raises(ConfigError) as err:
+            QcConfig.from_dict({"severity": {bad: "FAIL"}})
+        msg = str(err.value)
+        assert f"field 'qc.severity': found \"{bad}\"; expected one of " in msg
+        assert all(code in msg for code in ("no_spillover", "fcs_unreadable", "gate_no_valley"))
+
+
+def test_a_subset_gate_flag_key_is_accepted_and_takes_effect():
+    cfg = QcConfig.from_dict({"severity": {"gate_subset_no_valley": "FAIL"}})
+    assert cfg.severity_of("gate_subset_no_valley:nk_cd56bright.CD56") == "FAIL"
+    assert cfg.severity_of("gate_subset_too_few_events:nk_cd56bright.CD56") == "WARN"

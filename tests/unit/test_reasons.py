@@ -82,8 +82,8 @@ def emitted_codes(source: str, gating: bool = False) -> Iterator[tuple[str, int]
                 for i in table.get(name, ()):
                     if i < len(n.args):
                         found += [(prefix + s, n) for s in _strings(n.args[i], scope_of(n))]
-            if name == "note" and len(n.args) == 4:  # tube.py: note(check, status, code, msg)
-                found += [(s, n) for s in _strings(n.args[2], scope_of(n))]
+            if name == "note" and len(n.args) == 3:  # tube.py: note(check, code, message)
+                found += [(s, n) for s in _strings(n.args[1], scope_of(n))]
             for kw in n.keywords:
                 if kw.arg in _CODE_KEYS:
                     found += [(s, n) for s in _strings(kw.value, scope_of(n))]

@@ -392,7 +392,8 @@ def run_tube(
             prov["fcs_sha256"] = sha256_file(fcs)
         checks = list(prep.checks)
         checks.append(qc.make_check(qc_cfg, "input", code, None, None, str(exc)))
-        counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
+        # the counts carry the code alone; its message is in the check above and provenance
+        counts = _not_computed_counts(tree, sample_id, tube, code)
         status, _reasons = qc.tube_status(checks, qc_cfg)
         _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
         _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))

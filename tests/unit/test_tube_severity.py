@@ -4,6 +4,7 @@ without a spillover matrix, run through :func:`nkflow.tube.run_tube` as the work
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,8 @@ def uncompensated(tmp_path_factory) -> Path:
     return path
 
 
-def _run(fcs: Path, out: Path, severity: dict[str, str] | None) -> tuple[str, object]:
+def _run(fcs: Path, out: Path, severity: dict[str, str] | None = None) -> tuple[str, Any]:
+    """The tube's status and its no_spillover row (None when it has none)."""
     outputs = TubeOutputs(out / "c.tsv", out / "qc.tsv", out / "g.png", out / "p.json")
     status = run_tube(
         fcs=fcs,
@@ -43,7 +45,8 @@ def _run(fcs: Path, out: Path, severity: dict[str, str] | None) -> tuple[str, ob
         outputs=outputs,
     )
     qc = read_tsv(outputs.qc)
-    return status, qc[qc["reason_code"] == "no_spillover"].iloc[0]
+    rows = qc[qc["reason_code"] == "no_spillover"]
+    return status, rows.iloc[0] if len(rows) else None
 
 
 def test_no_spillover_is_a_warning_by_default(uncompensated, tmp_path):
@@ -67,3 +70,19 @@ def test_a_configured_severity_of_no_spillover_takes_effect(uncompensated, tmp_p
 def test_an_unknown_code_in_qc_severity_stops_the_tube(uncompensated, tmp_path):
     with pytest.raises(ConfigError, match=r"field 'qc\.severity': found \"spillover_missing\""):
         _run(uncompensated, tmp_path, {"spillover_missing": "PASS"})
+
+
+def test_an_unreadable_file_hands_on_its_code_and_message_apart(uncompensated, tmp_path):
+    """counts.tsv carries the code alone (the merge reads it, test_endpoints' fcs_unreadable
+    case); the message is in qc.tsv."""
+    cut = tmp_path / "S1_nk.fcs"
+    cut.write_bytes(uncompensated.read_bytes()[:-1000])
+    status, _ = _run(cut, tmp_path)
+    assert status == "FAIL"
+    counts = read_tsv(tmp_path / "c.tsv")
+    assert set(counts["status"]) == {"not_computed"}
+    assert set(counts["reason"]) == {"fcs_unreadable"}
+    qc = read_tsv(tmp_path / "qc.tsv")
+    row = qc[qc["check"] == "input"].iloc[0]
+    assert row["reason_code"] == "fcs_unreadable" and row["status"] == "FAIL"
+    assert "S1_nk.fcs" in row["message"]

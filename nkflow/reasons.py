@@ -38,19 +38,9 @@ class Code:
 
 def _load() -> Mapping[str, Code]:
     with REGISTRY_FILE.open(encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
+        codes = yaml.safe_load(fh)["codes"]
     return MappingProxyType(
-        {
-            code: Code(
-                code,
-                e["stage"],
-                tuple(e["in"]),
-                e["meaning"],
-                e.get("severity"),
-                e.get("subset_key", False),
-            )
-            for code, e in doc["codes"].items()
-        }
+        {c: Code(c, **{**e, "written_in": tuple(e["written_in"])}) for c, e in codes.items()}
     )
 
 

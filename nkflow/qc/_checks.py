@@ -108,10 +108,8 @@ def effective_severity(check: Check, cfg: QcConfig) -> str:
     the registry does not know keeps the check's own status, and a ``NOT_ASSESSED`` check with
     an unknown code counts as PASS.
     """
-    configured = cfg.severity_of(check.reason_code)
-    if configured is not None:
-        return configured
-    return check.status if check.status in _RANK else "PASS"
+    own = check.status if check.status in _RANK else "PASS"
+    return cfg.severity_of(check.reason_code) or own
 
 
 def _row_status(check: Check, cfg: QcConfig) -> str:

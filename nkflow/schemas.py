@@ -3,7 +3,9 @@
 Contract: :func:`load_schema` returns one schema; :func:`fill_defaults` inserts its declared
 defaults; :func:`check_against_schema` raises
 :class:`~nkflow.errors.ConfigError` naming the file, the field (dotted path), what was found and
-what was expected. The bottom of the validation stack: it imports nothing else of nkflow.
+what was expected; a block marked ``x-reason-severities`` takes its keys and defaults from the
+reason registry (:mod:`nkflow.reasons`). The bottom of the validation stack: it imports nothing
+else of nkflow but the registry.
 """
 
 from __future__ import annotations
@@ -34,7 +36,24 @@ def load_schema(name: str) -> dict[str, Any]:
             "fix: reinstall nkflow from the repository (pip install -e .)"
         )
     with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    _fill_reason_severities(schema)
+    return schema
+
+
+def _fill_reason_severities(node: Any) -> None:
+    """Give a block marked ``x-reason-severities`` its keys and defaults from the reason registry
+    (:data:`nkflow.reasons.SEVERITY_KEYS`, ``DEFAULT_SEVERITY``), so the registry is their one
+    declaration."""
+    if not isinstance(node, dict):
+        return
+    if node.get("x-reason-severities"):
+        from nkflow.reasons import DEFAULT_SEVERITY, SEVERITY_KEYS
+
+        node["propertyNames"] = {"enum": list(SEVERITY_KEYS)}
+        node["default"] = dict(DEFAULT_SEVERITY)
+    for sub in node.get("properties", {}).values():
+        _fill_reason_severities(sub)
 
 
 _EXPECTED_TYPE = {

@@ -129,22 +129,6 @@ class GatedTube:
     status: str
 
 
-def _note(checks: list[Any], check: str, status: str, code: str, message: str) -> None:
-    """Record a finding of the pipeline itself (not of a QC threshold) as a check."""
-    from nkflow import qc
-
-    checks.append(
-        qc.Check(
-            check=check,
-            status=status,
-            reason_code=code,
-            value=None,
-            threshold=None,
-            message=message,
-        )
-    )
-
-
 def prepare_tube(
     *,
     fcs: Path,
@@ -191,8 +175,9 @@ def prepare_tube(
         sample_id, tube, Path(fcs), settings, tree, pnl, qc_cfg, denominator, prov, checks
     )
 
-    def note(check: str, status: str, code: str, message: str) -> None:
-        _note(checks, check, status, code, message)
+    def note(check: str, code: str, message: str) -> None:
+        """Record a finding of the pipeline itself (its severity: ``qc.severity``)."""
+        checks.append(qc.make_check(qc_cfg, check, code, None, None, message))
 
     def fail(code: str, exc: NkflowError) -> PreparedTube:
         prep.failure = (code, exc)
@@ -215,7 +200,7 @@ def prepare_tube(
         }
     )
     for warning in sample.warnings:
-        note("reader", "WARN", "fcs_tolerance", warning)
+        note("reader", "fcs_tolerance", warning)
     # events the instrument detected but did not write (FCS $LOST, $ABRT), as written
     prov["acquisition_losses"] = {k: sample.keywords.get(k) for k in ("$TOT", "$LOST", "$ABRT")}
     checks.append(qc.events_lost_check(sample.keywords, sample.n_events, qc_cfg))
@@ -257,7 +242,6 @@ def prepare_tube(
     else:
         note(
             "compensation",
-            "WARN",
             "no_spillover",
             f"{fcs.name} has no spillover matrix ($SPILLOVER/$SPILL/SPILL) and none is configured",
         )
@@ -407,8 +391,9 @@ def run_tube(
         if prov["fcs_sha256"] is None and fcs.is_file():
             prov["fcs_sha256"] = sha256_file(fcs)
         checks = list(prep.checks)
-        _note(checks, "input", "FAIL", code, str(exc))
-        counts = _not_computed_counts(tree, sample_id, tube, f"{code}: {exc}")
+        checks.append(qc.make_check(qc_cfg, "input", code, None, None, str(exc)))
+        # the counts carry the code alone; its message is in the check above and provenance
+        counts = _not_computed_counts(tree, sample_id, tube, code)
         status, _reasons = qc.tube_status(checks, qc_cfg)
         _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
         _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))
@@ -659,7 +644,6 @@ def _fmo_controls(
             }
             note(
                 "fmo",
-                "WARN",
                 "fmo_unusable",
                 f"FMO tube for {marker} ({path}) could not be used ({exc}); the {marker} boundary "
                 "was fitted on the tube itself",

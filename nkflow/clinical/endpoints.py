@@ -33,6 +33,7 @@ from nkflow.clinical import counts as cnt
 from nkflow.clinical import uncertainty as unc_mod
 from nkflow.clinical.endpoint_settings import settings
 from nkflow.errors import ConfigError
+from nkflow.reasons import Reason
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -262,11 +263,11 @@ class _Counts:
         if rec is None:
             return None, f"missing_population:{pop}"
         if str(rec.get("status", "ok")) != "ok":
-            reason = str(rec.get("reason", "") or "")
-            if reason.startswith("fcs_unreadable"):
-                return None, "fcs_unreadable"
-            if reason.startswith("missing_marker"):
-                return None, reason.split(";")[0].strip()
+            reason = Reason.parse(str(rec.get("reason", "") or ""))
+            if reason.code == "fcs_unreadable":
+                return None, reason.code
+            if reason.code == "missing_marker":
+                return None, str(reason)
             return None, f"not_computed:{pop}"
         return _int_or_none(rec.get("events")), ""
 

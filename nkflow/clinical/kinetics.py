@@ -41,6 +41,7 @@ from typing import Any
 
 from nkflow.clinical.endpoint_settings import settings
 from nkflow.columns import Column, Table
+from nkflow.reasons import CODES
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ REASONS = {
     "persistence": ("no_threshold", "no_evaluable_visit_after_day0", "never_above_threshold"),
     "auc": ("fewer_than_two_visits_in_window",),
 }
-FLAGS = ("auc_partial_window", "auc_over_gap", "persistence_to_last_visit")
+FLAGS = tuple(c for c, e in CODES.items() if "kinetics.flags" in e.written_in)
 
 KINETICS = Table(
     "kinetics",

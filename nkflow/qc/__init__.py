@@ -50,8 +50,6 @@ from nkflow.qc._checks import (
     viability_check,
 )
 from nkflow.qc._config import (
-    DEFAULT_SEVERITY,
-    REASON_CODES,
     SEVERITIES,
     AcquisitionConfig,
     CompensationQcConfig,
@@ -66,10 +64,8 @@ from nkflow.qc._time import TimeQcResult, time_in_seconds, time_qc
 
 __all__ = [
     "CHECK_STATUSES",
-    "DEFAULT_SEVERITY",
     "ENDPOINT_POPULATIONS",
     "QC_COLUMNS",
-    "REASON_CODES",
     "SEVERITIES",
     "AcquisitionConfig",
     "Check",

@@ -104,14 +104,12 @@ def make_check(
 def effective_severity(check: Check, cfg: QcConfig) -> str:
     """What ``check`` contributes to the tube status under ``cfg`` (PASS, WARN or FAIL).
 
-    QC's own reason codes (and ``gate_*``) take their severity from ``cfg.severity``; a reason
-    code QC does not know (e.g. one the pipeline added, such as ``fmo_unusable``) keeps the check's
-    own status, and a ``NOT_ASSESSED`` check with an unknown code counts as PASS.
+    Registered reason codes (and ``gate_*``) take their severity from ``cfg.severity``; a code
+    the registry does not know keeps the check's own status, and a ``NOT_ASSESSED`` check with
+    an unknown code counts as PASS.
     """
-    configured = cfg.severity_of(check.reason_code)
-    if configured is not None:
-        return configured
-    return check.status if check.status in _RANK else "PASS"
+    own = check.status if check.status in _RANK else "PASS"
+    return cfg.severity_of(check.reason_code) or own
 
 
 def _row_status(check: Check, cfg: QcConfig) -> str:

@@ -1,7 +1,8 @@
 """QC settings: the ``qc:`` block of ``config/config.yaml`` as frozen dataclasses.
 
 Contract: every setting is declared once, in ``workflow/schemas/qc.schema.yaml`` (type, range,
-default, description; ``config/config.yaml`` carries the same values, kept in step by a test).
+default, description; the severities in the reason registry ``reasons.yaml``;
+``config/config.yaml`` carries the same values, kept in step by a test).
 :meth:`QcConfig.from_dict` validates the (possibly partial) ``qc`` mapping against that schema
 (:class:`~nkflow.errors.ConfigError` naming the key path, e.g. ``qc.time.bin_seconds``, what was
 found and what is expected), fills every absent key with the schema's default and builds the
@@ -9,8 +10,9 @@ frozen dataclasses below, which hold no validation of their own; only the rules 
 (``fail_frac >= warn_frac``, ``max_dead_frac_fail >= max_dead_frac``) are checked here.
 
 The severity map says which reason codes make a tube ``PASS``, ``WARN`` or ``FAIL``. Keys are the
-reason codes in :data:`REASON_CODES`, or any ``gate_<code>`` (gate flags from the gating engine,
-an open set); gate codes without an entry use the severity of ``gate_flag``.
+codes with a severity in the reason registry (:data:`nkflow.reasons.SEVERITY_KEYS`; "ok" is
+always PASS); ``gate_subset_<code>`` without an entry takes ``gate_subset``, and a gate code the
+registry does not know takes ``gate_flag``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from nkflow.errors import ConfigError
+from nkflow.reasons import DEFAULT_SEVERITY
 from nkflow.schemas import check_against_schema, fill_defaults, load_schema
 
 #: Statuses a severity map may assign.
@@ -33,16 +36,6 @@ SEVERITIES = ("PASS", "WARN", "FAIL")
 def _schema() -> dict[str, Any]:
     """The qc schema, read once (only read, never modified)."""
     return load_schema("qc")
-
-
-#: Every reason code the qc module emits, with its default severity (the schema's
-#: ``severity`` default, where each code is described). "ok" (a check that found nothing) is
-#: not a reason and is always PASS.
-DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
-    dict(_schema()["properties"]["severity"]["default"])
-)
-
-REASON_CODES: tuple[str, ...] = tuple(DEFAULT_SEVERITY)
 
 
 def _block(name: str, raw: Any) -> dict[str, Any]:

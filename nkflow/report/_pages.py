@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nkflow.qc import QC_COLUMNS
+from nkflow.reasons import Reason
 from nkflow.report import _format as fmt
 from nkflow.report import _html as h
 from nkflow.report._figures import (
@@ -184,11 +185,8 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
     endpoints.tsv) and the configured range with its source; ``""`` without the flag."""
     from nkflow.clinical.endpoint_settings import DEFAULTS, DOSE_RANGE_SOURCE, settings
 
-    flagged = [
-        f.split(":", 1)[1]
-        for f in ep.get("flags", "").split(";")
-        if f.startswith("dose_out_of_range:")
-    ]
+    flags = [Reason.parse(f) for f in ep.get("flags", "").split(";") if f]
+    flagged = [f.detail for f in flags if f.code == "dose_out_of_range"]
     if not flagged:
         return ""
     infusions = sorted(
@@ -342,7 +340,8 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         )
     else:
         body += h.note("The distribution's histogram (patients/<id>.json) was not found.")
-    unstable = [f for f in split_codes(ep.get("flags", "")) if f.startswith("verdict_unstable:")]
+    flags = [Reason.parse(f) for f in ep.get("flags", "").split(";") if f]
+    unstable = [str(f) for f in flags if f.code == "verdict_unstable"]
     rows = [
         ["P(donor NK/µL > threshold)", fmt.fixed(ep.get("p_above_threshold", ""), 3)],
         [

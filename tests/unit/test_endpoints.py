@@ -346,7 +346,7 @@ BAD = {
         "missing_marker:CD56",
     ),
     "fcs_unreadable": (
-        lambda d: _counts_unreadable(d, "fcs_unreadable: bad header"),
+        lambda d: _counts_unreadable(d, "fcs_unreadable"),
         "fcs_unreadable",
     ),
     "unknown_patient_rows": (

@@ -15,7 +15,6 @@ import yaml
 
 from nkflow.errors import ConfigError
 from nkflow.qc import (
-    DEFAULT_SEVERITY,
     QC_COLUMNS,
     Check,
     QcConfig,
@@ -29,6 +28,7 @@ from nkflow.qc import (
     tube_status,
     viability_check,
 )
+from nkflow.schemas import load_schema
 from tests.conftest import PUBLIC_DATA_SKIP, public_data_root
 from tests.unit.qc_synthetic import (
     TIMESTEP,
@@ -64,7 +64,7 @@ def test_config_yaml_block_validates_and_equals_code_defaults():
     import jsonschema
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    schema = yaml.safe_load((ROOT / "workflow/schemas/qc.schema.yaml").read_text())
+    schema = load_schema("qc")
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(config["qc"], schema)
     assert QcConfig.from_dict(config["qc"]) == QcConfig()
@@ -72,15 +72,13 @@ def test_config_yaml_block_validates_and_equals_code_defaults():
 
 
 def test_schema_defaults_equal_code_defaults():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/qc.schema.yaml").read_text())
+    schema = load_schema("qc")
     defaults = {
         section: {k: v["default"] for k, v in spec["properties"].items()}
         for section, spec in schema["properties"].items()
         if section != "severity"
     }
-    defaults["severity"] = schema["properties"]["severity"]["default"]
     assert QcConfig.from_dict(defaults) == QcConfig()
-    assert defaults["severity"] == dict(DEFAULT_SEVERITY)
     cfg = QcConfig()
     for section, values in defaults.items():
         if section == "severity":
@@ -127,8 +125,8 @@ def test_schema_defaults_equal_code_defaults():
         ),
         (
             {"severity": {"clog": "FAIL"}},
-            r"'qc\.severity': found \"clog\"; expected one of flow_rate_anomaly, .* or text "
-            r"matching the pattern \^gate_",
+            r"'qc\.severity': found \"clog\"; expected one of fcs_unreadable, .*, no_spillover, "
+            r".*, gate_subset_no_valley, .*",
         ),
         ({"time": [1, 2]}, r"field 'qc\.time': found \[1, 2\]; expected a mapping"),
     ],
@@ -145,8 +143,10 @@ def test_config_accepts_gate_codes_in_severity_map():
     assert cfg.severity_of("gate_no_valley:nk.CD56") == "WARN"
     assert cfg.severity_of("gate_too_few_events:nk.CD3") == "FAIL"  # fitted-gate default
     assert cfg.severity_of("gate_subset_no_valley:nk_cd56bright.CD56") == "WARN"
-    assert cfg.severity_of("gate_missing_control") == "WARN"  # falls back to gate_flag
-    assert cfg.severity_of("fmo_unusable") is None  # not a qc reason code
+    assert cfg.severity_of("gate_missing_control") == "WARN"
+    assert cfg.severity_of("gate_made_up") == "WARN"  # a flag code not registered: gate_flag
+    assert cfg.severity_of("fmo_unusable") == "WARN"  # the pipeline's own codes too
+    assert cfg.severity_of("made_up") is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -805,3 +805,18 @@ def test_sample_cohort_flow_anomaly_verdict_needs_time_qc():
     assert visit.nk_pct_of_lymphocytes == 7 and visit.donor_nk_per_ul == pytest.approx(75.6)
     assert pct_raw > 12.5 and donor_raw > 100, (pct_raw, donor_raw)
     assert abs(pct_qc - 7.0) < 0.35 and donor_qc < 100, (pct_qc, donor_qc)
+
+
+def test_an_unknown_severity_key_is_refused_naming_field_value_and_known_codes():
+    for bad in ("gate_made_up", "no_spill"):
+        with pytest.raises(ConfigError) as err:
+            QcConfig.from_dict({"severity": {bad: "FAIL"}})
+        msg = str(err.value)
+        assert f"field 'qc.severity': found \"{bad}\"; expected one of " in msg
+        assert all(code in msg for code in ("no_spillover", "fcs_unreadable", "gate_no_valley"))
+
+
+def test_a_subset_gate_flag_key_is_accepted_and_takes_effect():
+    cfg = QcConfig.from_dict({"severity": {"gate_subset_no_valley": "FAIL"}})
+    assert cfg.severity_of("gate_subset_no_valley:nk_cd56bright.CD56") == "FAIL"
+    assert cfg.severity_of("gate_subset_too_few_events:nk_cd56bright.CD56") == "WARN"

@@ -95,7 +95,7 @@ for pid, vs in visits.items():
                             "",
                             "",
                             "not_computed",
-                            "fcs_unreadable: truncated DATA segment",
+                            "fcs_unreadable",
                         ]
                     )
                 continue

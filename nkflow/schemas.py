@@ -3,11 +3,17 @@
 Contract: :func:`load_schema` returns one schema; :func:`fill_defaults` inserts its declared
 defaults; :func:`check_against_schema` raises
 :class:`~nkflow.errors.ConfigError` naming the file, the field (dotted path), what was found and
-what was expected. The bottom of the validation stack: it imports nothing else of nkflow.
+what was expected. :func:`settings_block` and :func:`build_settings` are the one way a block of
+settings becomes a frozen settings object: the schema validates and holds every default, the
+object only carries the values. The bottom of the validation stack: it imports nothing else of
+nkflow.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,64 @@ def load_schema(name: str) -> dict[str, Any]:
         )
     with path.open(encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_schema(name: str) -> dict[str, Any]:
+    """A schema read once per process (only read, never modified)."""
+    return load_schema(name)
+
+
+def settings_block(
+    raw: Any, name: str, *, prefix: str, path: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A (possibly partial) block of settings, checked against its schema, defaults filled in.
+
+    Parameters
+    ----------
+    raw
+        The block as configured (``None`` or ``{}``: every default).
+    name
+        The schema file (``workflow/schemas/<name>.schema.yaml``).
+    prefix
+        Dotted path of the block in the configuration, for messages (``uncertainty.perturbation``).
+    path
+        Property names leading from the schema's top to the block's sub-schema.
+
+    Returns
+    -------
+    dict
+        A new mapping holding every setting of the block.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field the schema refuses.
+    """
+    schema = _cached_schema(name)
+    for key in path:
+        schema = schema["properties"][key]
+    block = copy.deepcopy(dict(raw or {}))
+    check_against_schema(block, schema, source="config", prefix=prefix)
+    fill_defaults(block, schema)
+    return block
+
+
+def build_settings(cls: type, block: dict[str, Any]) -> Any:
+    """The frozen dataclass ``cls`` from a validated block, one field per setting.
+
+    A whole number written ``10.0`` in YAML (which the schema accepts as an integer) becomes an
+    ``int``, and a number a ``float``, as the field's annotation says; nothing else is checked.
+    """
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        v = block[f.name]
+        if v is not None and f.type == "int":
+            v = int(v)
+        elif v is not None and f.type in ("float", "float | None"):
+            v = float(v)
+        kw[f.name] = v
+    return cls(**kw)
 
 
 _EXPECTED_TYPE = {

@@ -162,12 +162,13 @@ def prepare_tube(
     import numpy as np
 
     from nkflow import qc
+    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
     from nkflow.config import config_digest
     from nkflow.fcs import compensation, io
     from nkflow.fcs import panel as panel_mod
     from nkflow.provenance import sha256_file, software_versions
 
-    denominator = settings.get("endpoints", {}).get("lymphocyte_population", "live")
+    denominator = endpoint_settings(settings)["lymphocyte_population"]
     qc_cfg = _qc_config(settings, denominator)
     tree = _cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
@@ -433,9 +434,8 @@ def run_tube(
     prov["fitted_gates"] = result.fits
     _write_tables(gated.counts, qc.checks_table(sample_id, tube, gated.checks, qc_cfg), outputs)
     _write_perturbation(result, settings, sample_id, tube, prep.denominator, outputs, prov)
-    from nkflow.figures import gating_figure
+    from nkflow.figures import FigureSettings, gating_figure
 
-    fig_cfg = settings.get("figures", {})
     gating_figure(
         result.tree,
         prep.sample.events,
@@ -444,8 +444,7 @@ def run_tube(
         outputs.figure,
         title=f"{sample_id} / {tube} ({fcs.name})",
         spill=prep.spill,
-        max_events=int(fig_cfg.get("max_events", 50000)),
-        random_state=int(fig_cfg.get("random_state", 0)),
+        settings=FigureSettings.from_dict(settings.get("figures")),
     )
     if outputs.gatingml is not None:
         _write_gatingml(result.tree, outputs.gatingml, prov)
@@ -497,9 +496,10 @@ def perturbation_table(
     when it cannot be perturbed (the record says why). The tube job writes the table as
     ``perturbation.tsv``; the review app recomputes it for a corrected tube.
     """
+    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
     from nkflow.gating import perturb
 
-    nk = (settings.get("endpoints", {}).get("populations") or {}).get("nk", "nk")
+    nk = endpoint_settings(settings)["populations"]["nk"]
     if nk not in result.tree.populations:
         return None, None
     s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
@@ -541,21 +541,19 @@ def _write_perturbation(
 
 
 def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
-    """The populations an endpoint is computed from, by their configured names.
+    """The populations an endpoint and its floors count, by their configured names.
 
     Their numerators get the endpoint event floor (``low_numerator_events``); renaming the NK
     population in the config must not move it to the laxer floor of other populations.
     """
-    from nkflow.qc import ENDPOINT_POPULATIONS
+    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
 
-    ep = settings.get("endpoints", {})
-    names = ep.get("populations")
-    if not names:
-        return ENDPOINT_POPULATIONS
-    lymph = ep.get("lymphocyte_population", "live")
+    ep = endpoint_settings(settings)
+    names, denominator = ep["populations"], ep["lymphocyte_population"]
+    floor = _qc_config(settings, denominator).floors.lymphocyte_population
     return tuple(
         dict.fromkeys(
-            [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
+            [names["nk"], denominator, floor, names["cd4"], names["treg"], names["treg_ki67"]]
         )
     )
 

@@ -49,16 +49,13 @@ class UncertaintySettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> UncertaintySettings:
-        """From a configuration's ``uncertainty`` block; absent keys take the schema's defaults."""
-        from nkflow.schemas import fill_defaults, load_schema
+        """From a configuration's ``uncertainty`` block, checked by its schema, defaults filled."""
+        from nkflow.schemas import build_settings, settings_block
 
-        block = dict((config or {}).get("uncertainty") or {})
-        fill_defaults(block, load_schema("uncertainty"))
-        return cls(
-            draws=int(block["draws"]),
-            chimerism_assay_sd_pct=float(block["chimerism_assay_sd_pct"]),
-            random_state=int(block["random_state"]),
+        block = settings_block(
+            (config or {}).get("uncertainty"), "uncertainty", prefix="uncertainty"
         )
+        return build_settings(cls, block)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -70,20 +70,13 @@ class PerturbSettings:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> PerturbSettings:
-        """From the validated block; absent keys take the schema's defaults."""
-        from nkflow.schemas import fill_defaults, load_schema
+        """From the ``uncertainty.perturbation`` block, checked by its schema, defaults filled."""
+        from nkflow.schemas import build_settings, settings_block
 
-        block = dict(d or {})
-        schema = load_schema("uncertainty")["properties"]["perturbation"]
-        fill_defaults(block, schema)
-        return cls(
-            draws=int(block["draws"]),
-            valley_density_frac=float(block["valley_density_frac"]),
-            shape_scale=float(block["shape_scale"]),
-            tail_frac=float(block["tail_frac"]),
-            sweep_points=int(block["sweep_points"]),
-            random_state=int(block["random_state"]),
+        block = settings_block(
+            d, "uncertainty", prefix="uncertainty.perturbation", path=("perturbation",)
         )
+        return build_settings(cls, block)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

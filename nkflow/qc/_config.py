@@ -15,15 +15,14 @@ an open set); gate codes without an entry use the severity of ``gate_flag``.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from nkflow.errors import ConfigError
-from nkflow.schemas import check_against_schema, fill_defaults, load_schema
+from nkflow.schemas import build_settings, check_against_schema, load_schema, settings_block
 
 #: Statuses a severity map may assign.
 SEVERITIES = ("PASS", "WARN", "FAIL")
@@ -45,26 +44,9 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
 REASON_CODES: tuple[str, ...] = tuple(DEFAULT_SEVERITY)
 
 
-def _block(name: str, raw: Any) -> dict[str, Any]:
-    """Section ``name`` of a validated ``qc`` block with the schema's defaults filled in."""
-    block = copy.deepcopy(dict(raw or {}))
-    fill_defaults(block, _schema()["properties"][name])
-    return block
-
-
 def _build(cls: type, name: str, raw: Any) -> Any:
-    """The frozen dataclass of section ``name`` from its (validated) mapping."""
-    block = _block(name, raw)
-    kw: dict[str, Any] = {}
-    for f in fields(cls):
-        v = block[f.name]
-        # a whole number in YAML may be written 10.0; the schema has checked it is whole
-        if v is not None and f.type == "int":
-            v = int(v)
-        elif v is not None and f.type in ("float", "float | None"):
-            v = float(v)
-        kw[f.name] = v
-    return cls(**kw)
+    """The frozen dataclass of section ``name`` from its mapping, the schema's defaults filled."""
+    return build_settings(cls, settings_block(raw, "qc", prefix=f"qc.{name}", path=(name,)))
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,8 @@ def build_settings(cls: type, block: dict[str, Any]) -> Any:
             v = int(v)
         elif v is not None and f.type in ("float", "float | None"):
             v = float(v)
+        elif str(f.type).startswith("tuple"):
+            v = tuple(v)  # a list in YAML; a tuple keeps the frozen object hashable
         kw[f.name] = v
     return cls(**kw)
 
@@ -206,7 +208,20 @@ def check_against_schema(
     parts = ([prefix] if prefix else []) + list(err.absolute_path)
     field = _field_path(parts)
     hint = err.schema.get("description") if isinstance(err.schema, dict) else None
-    if err.validator == "additionalProperties":
+    renamed = err.schema.get("x-renamed", {}) if isinstance(err.schema, dict) else {}
+    old = (
+        sorted(set(renamed) & set(err.instance)) if err.validator == "additionalProperties" else []
+    )
+    if old:
+        where = ".".join(str(p) for p in parts) + "." if parts else ""
+        new = renamed[old[0]]
+        hint = err.schema["properties"][new].get("description")
+        msg = (
+            f"{source}: field '{where}{old[0]}': this setting has been renamed; expected "
+            f"'{where}{new}'; fix: rename the key to {new} (the value means the same)"
+        )
+        field = where + new
+    elif err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         msg = f"{source}: field '{field}': {err.message}; allowed keys: {', '.join(allowed)}"
     elif err.validator == "required":

@@ -168,7 +168,7 @@ def prepare_tube(
     from nkflow.fcs import panel as panel_mod
     from nkflow.provenance import sha256_file, software_versions
 
-    denominator = endpoint_settings(settings)["lymphocyte_population"]
+    denominator = endpoint_settings(settings)["denominator_population"]
     qc_cfg = _qc_config(settings, denominator)
     tree = _cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
@@ -345,7 +345,7 @@ def gate_tube(
             n_total=sample.n_events,
         )
     )
-    viability = _viability_counts(tree, result)
+    viability = _viability_counts(tree, result, qc_cfg.viability.populations)
     if viability is not None:
         checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))
     status, _reasons = qc.tube_status(checks, qc_cfg)
@@ -549,8 +549,8 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
     from nkflow.clinical.endpoint_settings import settings as endpoint_settings
 
     ep = endpoint_settings(settings)
-    names, denominator = ep["populations"], ep["lymphocyte_population"]
-    floor = _qc_config(settings, denominator).floors.lymphocyte_population
+    names, denominator = ep["populations"], ep["denominator_population"]
+    floor = _qc_config(settings, denominator).floors.lymphocyte_floor_population
     return tuple(
         dict.fromkeys(
             [names["nk"], denominator, floor, names["cd4"], names["treg"], names["treg_ki67"]]
@@ -679,7 +679,7 @@ def _instrument_tree(settings: dict[str, Any], cytometer: str) -> Path | None:
 def _qc_config(settings: dict[str, Any], denominator: str) -> Any:
     """QC settings; the lymphocyte floor checks the endpoint's denominator unless configured.
 
-    The endpoint divides by ``endpoints.lymphocyte_population`` (``live``); a floor on the
+    The endpoint divides by ``endpoints.denominator_population`` (``live``); a floor on the
     larger ``lymphocytes`` gate let a tube with 366 denominator events pass a 500-event floor.
     """
     from dataclasses import replace
@@ -688,8 +688,8 @@ def _qc_config(settings: dict[str, Any], denominator: str) -> Any:
 
     raw = settings.get("qc", {}) or {}
     cfg = qc.QcConfig.from_dict(raw)
-    if "lymphocyte_population" not in (raw.get("floors") or {}):
-        cfg = replace(cfg, floors=replace(cfg.floors, lymphocyte_population=denominator))
+    if "lymphocyte_floor_population" not in (raw.get("floors") or {}):
+        cfg = replace(cfg, floors=replace(cfg.floors, lymphocyte_floor_population=denominator))
     return cfg
 
 
@@ -722,13 +722,12 @@ def _cached_panel(path: str) -> Any:
     return panel.load_panel(Path(path))
 
 
-def _viability_counts(tree: Any, result: Any) -> tuple[int, int] | None:
-    """(dead, denominator) from the tree's viability populations, when it has them.
-
-    A tree that declares ``viable_singlets`` (viability gate on singlets) gives the dead
-    fraction among singlets; otherwise the ``live`` gate on its parent is used.
-    """
-    for pop in ("viable_singlets", "live"):
+def _viability_counts(
+    tree: Any, result: Any, populations: tuple[str, ...]
+) -> tuple[int, int] | None:
+    """(dead, denominator) from the first of ``populations`` (``qc.viability.populations``)
+    that the tree defines and computed: its parent's events minus its own, and its parent's."""
+    for pop in populations:
         if pop in tree.populations and pop not in result.not_computed:
             parent = tree.population(pop).parent
             if parent is None:

@@ -441,7 +441,7 @@ def build_visits(
     str_failed = str_not_computable(samples, str_results, int(s["chimerism_tolerance_days"]))
     z, thr = float(s["ci_z"]), float(s["threshold_per_ul"])
     beads_method = s["absolute_count_method"] == "single_platform_beads"
-    lymph_pop = s["lymphocyte_population"]
+    lymph_pop = s["denominator_population"]
 
     by_sample: dict[str, dict[str, dict[str, Any]]] = {}
     for rec in samples.to_dict(orient="records"):
@@ -697,7 +697,7 @@ def build_endpoints(
         if visit is None:
             e["verdict"], e["reason"] = "NOT_EVALUABLE", "no_sample_in_window"
             e["count_method"] = s["absolute_count_method"]
-            e["lymphocyte_population"] = s["lymphocyte_population"]
+            e["lymphocyte_population"] = s["denominator_population"]
         else:
             for col in ENDPOINT_COLUMNS:
                 if col in visit and col not in ("flags", "reason"):

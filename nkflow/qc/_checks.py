@@ -496,7 +496,7 @@ def event_floor_checks(
             )
         )
 
-    lymph = [r for r in rows if r["population"] == fc.lymphocyte_population]
+    lymph = [r for r in rows if r["population"] == fc.lymphocyte_floor_population]
     if lymph:
         r = lymph[0]
         if r["status"] != "ok" or _is_missing(r["events"]):
@@ -507,7 +507,7 @@ def event_floor_checks(
                     "floor_not_assessed",
                     None,
                     float(fc.min_lymphocyte_events),
-                    f"population {fc.lymphocyte_population!r} was not computed "
+                    f"population {fc.lymphocyte_floor_population!r} was not computed "
                     f"({r.get('reason', '') or 'no reason given'})",
                     not_assessed=True,
                 )
@@ -522,7 +522,7 @@ def event_floor_checks(
                     "low_lymphocyte_events" if low else "ok",
                     float(n_l),
                     float(fc.min_lymphocyte_events),
-                    f"{n_l} {fc.lymphocyte_population} events"
+                    f"{n_l} {fc.lymphocyte_floor_population} events"
                     + (
                         f", below the floor of {fc.min_lymphocyte_events} "
                         f"(qc.floors.min_lymphocyte_events); the lymphocyte denominator is "

@@ -82,7 +82,7 @@ class FloorConfig:
     """Minimum event counts (``qc.floors``)."""
 
     min_total_events: int
-    lymphocyte_population: str
+    lymphocyte_floor_population: str
     min_lymphocyte_events: int
     min_numerator_events: int
     min_numerator_events_other: int
@@ -94,6 +94,7 @@ class ViabilityConfig:
 
     max_dead_frac: float
     max_dead_frac_fail: float | None
+    populations: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -392,7 +392,7 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
     nk_pct = ep.get("nk_pct_of_lymphocytes", "")
     num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
     denom_pop = first(ep, "lymphocyte_population", "denominator_population") or str(
-        settings(inp.config)["lymphocyte_population"]
+        settings(inp.config)["denominator_population"]
     )
     nk_src = [
         f"{num or nr} NK events / {den or nr} {denom_pop} events",

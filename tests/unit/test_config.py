@@ -229,3 +229,25 @@ def test_a_missing_fmo_file_is_a_warning_naming_the_row(tmp_path):
     hits = [w for w in warnings if "column 'fmo'" in w]
     assert len(hits) == 1 and "FoxP3 FMO file" in hits[0] and "nope.fcs not found" in hits[0]
     assert "(sample_id='P01-D14', tube='treg')" in hits[0]
+
+
+@pytest.mark.parametrize(
+    ("block", "path", "old", "new"),
+    [
+        ("endpoints", (), "lymphocyte_population", "denominator_population"),
+        ("qc", ("floors",), "lymphocyte_population", "lymphocyte_floor_population"),
+    ],
+)
+def test_a_renamed_setting_names_its_new_name(block, path, old, new):
+    data = _base()
+    where = data[block]
+    for key in path:
+        where = where[key]
+    where[old] = where.pop(new)
+    dotted = ".".join((block, *path))
+    with pytest.raises(
+        ConfigError,
+        match=rf"my.yaml: field '{dotted}\.{old}': this setting has been renamed; expected "
+        rf"'{dotted}\.{new}'; fix: rename the key to {new}",
+    ):
+        validate_config(data, source="my.yaml")

@@ -15,7 +15,6 @@ import yaml
 
 from nkflow.errors import ConfigError
 from nkflow.qc import (
-    DEFAULT_SEVERITY,
     QC_COLUMNS,
     Check,
     QcConfig,
@@ -69,24 +68,6 @@ def test_config_yaml_block_validates_and_equals_code_defaults():
     jsonschema.validate(config["qc"], schema)
     assert QcConfig.from_dict(config["qc"]) == QcConfig()
     assert QcConfig.from_dict({}) == QcConfig() == QcConfig.from_dict(None)
-
-
-def test_schema_defaults_equal_code_defaults():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/qc.schema.yaml").read_text())
-    defaults = {
-        section: {k: v["default"] for k, v in spec["properties"].items()}
-        for section, spec in schema["properties"].items()
-        if section != "severity"
-    }
-    defaults["severity"] = schema["properties"]["severity"]["default"]
-    assert QcConfig.from_dict(defaults) == QcConfig()
-    assert defaults["severity"] == dict(DEFAULT_SEVERITY)
-    cfg = QcConfig()
-    for section, values in defaults.items():
-        if section == "severity":
-            continue
-        for key, value in values.items():
-            assert getattr(getattr(cfg, section), key) == value, f"qc.{section}.{key}"
 
 
 @pytest.mark.parametrize(

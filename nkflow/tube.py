@@ -686,9 +686,8 @@ def _qc_config(settings: dict[str, Any], denominator: str) -> Any:
 
     from nkflow import qc
 
-    raw = settings.get("qc", {}) or {}
-    cfg = qc.QcConfig.from_dict(raw)
-    if "lymphocyte_floor_population" not in (raw.get("floors") or {}):
+    cfg = qc.QcConfig.from_dict(settings.get("qc"))
+    if cfg.floors.lymphocyte_floor_population is None:
         cfg = replace(cfg, floors=replace(cfg.floors, lymphocyte_floor_population=denominator))
     return cfg
 

@@ -466,6 +466,11 @@ def event_floor_checks(
         numerator, checked on the parent's row (or the total for a root population).
     """
     fc = cfg.floors
+    if fc.lymphocyte_floor_population is None:
+        raise ValueError(
+            "qc.floors.lymphocyte_floor_population is null: the caller resolves it to the "
+            "endpoint's denominator population first (nkflow.tube._qc_config)"
+        )
     missing = {"population", "parent", "events", "parent_events", "status"} - set(counts_df.columns)
     if missing:
         raise ValueError(f"event_floor_checks: counts table lacks columns {sorted(missing)}")

@@ -82,7 +82,7 @@ class FloorConfig:
     """Minimum event counts (``qc.floors``)."""
 
     min_total_events: int
-    lymphocyte_floor_population: str
+    lymphocyte_floor_population: str | None
     min_lymphocyte_events: int
     min_numerator_events: int
     min_numerator_events_other: int

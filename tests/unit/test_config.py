@@ -251,3 +251,20 @@ def test_a_renamed_setting_names_its_new_name(block, path, old, new):
         rf"'{dotted}\.{new}'; fix: rename the key to {new}",
     ):
         validate_config(data, source="my.yaml")
+
+
+def test_the_lymphocyte_floor_checks_the_endpoint_denominator_unless_configured():
+    """The floor's population follows endpoints.denominator_population; a tube may pin it."""
+    from nkflow.config import tube_settings
+    from nkflow.tube import _qc_config
+
+    data = _base()
+    data["endpoints"]["denominator_population"] = "cd3_neg"
+    cfg = validate_config(data, source="my.yaml")
+    assert cfg["qc"]["floors"]["lymphocyte_floor_population"] is None
+    floors = _qc_config(tube_settings(cfg), "cd3_neg").floors
+    assert floors.lymphocyte_floor_population == "cd3_neg"
+    data["qc"]["floors"]["lymphocyte_floor_population"] = "lymphocytes"
+    cfg = validate_config(data, source="my.yaml")
+    floors = _qc_config(tube_settings(cfg), "cd3_neg").floors
+    assert floors.lymphocyte_floor_population == "lymphocytes"

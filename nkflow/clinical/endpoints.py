@@ -299,7 +299,7 @@ def _closest(
     return min(pool, key=lambda r: (abs((r[date_key] - target).days), r[date_key]))
 
 
-def day0_dates(infusions: pd.DataFrame, day0_infusion: int = 1) -> dict[str, dt.date]:
+def day0_dates(infusions: pd.DataFrame, day0_infusion: int) -> dict[str, dt.date]:
     """Patient -> date of infusion number ``day0_infusion`` (day 0)."""
     out: dict[str, dt.date] = {}
     for rec in infusions.to_dict(orient="records"):
@@ -616,7 +616,7 @@ def choose_visit(
     target: int,
     before: int,
     after: int,
-    tie_rule: str = "closest_then_earlier",
+    tie_rule: str,
 ) -> tuple[dict[str, Any] | None, int]:
     """The visit inside ``[target - before, target + after]``: closest day, then earlier (or later
     with ``closest_then_later``), then sample_id. Returns (visit or None, number in window)."""

@@ -392,10 +392,9 @@ class FigureSettings:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> FigureSettings:
         """From the ``figures`` block, checked by its schema, defaults filled."""
-        from nkflow.schemas import build_settings, settings_block
+        from nkflow.schemas import build_settings
 
-        block = settings_block(raw, "config", prefix="figures", path=("figures",))
-        return build_settings(cls, block)  # type: ignore[no-any-return]
+        return build_settings(cls, raw, "config", prefix="figures", path=("figures",))  # type: ignore[no-any-return]
 
 
 def gating_figure(

@@ -3,10 +3,9 @@
 Contract: :func:`load_schema` returns one schema; :func:`fill_defaults` inserts its declared
 defaults; :func:`check_against_schema` raises
 :class:`~nkflow.errors.ConfigError` naming the file, the field (dotted path), what was found and
-what was expected. :func:`settings_block` and :func:`build_settings` are the one way a block of
-settings becomes a frozen settings object: the schema validates and holds every default, the
-object only carries the values. The bottom of the validation stack: it imports nothing else of
-nkflow.
+what was expected. :func:`build_settings` is the one way a block of settings becomes a frozen
+settings object: the schema validates and holds every default, the object only the values. The
+bottom of the validation stack: it imports nothing else of nkflow.
 """
 
 from __future__ import annotations
@@ -49,47 +48,26 @@ def _cached_schema(name: str) -> dict[str, Any]:
     return load_schema(name)
 
 
-def settings_block(
-    raw: Any, name: str, *, prefix: str, path: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """A (possibly partial) block of settings, checked against its schema, defaults filled in.
+def build_settings(
+    cls: type, raw: Any, schema: str, *, prefix: str, path: tuple[str, ...] = ()
+) -> Any:
+    """The frozen dataclass ``cls`` from a (possibly partial, ``None``: all defaults) block.
 
-    Parameters
-    ----------
-    raw
-        The block as configured (``None`` or ``{}``: every default).
-    name
-        The schema file (``workflow/schemas/<name>.schema.yaml``).
-    prefix
-        Dotted path of the block in the configuration, for messages (``uncertainty.perturbation``).
-    path
-        Property names leading from the schema's top to the block's sub-schema.
-
-    Returns
-    -------
-    dict
-        A new mapping holding every setting of the block.
+    The block is checked against ``workflow/schemas/<schema>.schema.yaml`` (at the property
+    ``path``; ``prefix`` is its dotted path in messages) and filled with its defaults; each field
+    takes one setting, a whole number written ``10.0`` an ``int``, a list a ``tuple``.
 
     Raises
     ------
     ConfigError
         Naming the field the schema refuses.
     """
-    schema = _cached_schema(name)
+    sub = _cached_schema(schema)
     for key in path:
-        schema = schema["properties"][key]
+        sub = sub["properties"][key]
     block = copy.deepcopy(dict(raw or {}))
-    check_against_schema(block, schema, source="config", prefix=prefix)
-    fill_defaults(block, schema)
-    return block
-
-
-def build_settings(cls: type, block: dict[str, Any]) -> Any:
-    """The frozen dataclass ``cls`` from a validated block, one field per setting.
-
-    A whole number written ``10.0`` in YAML (which the schema accepts as an integer) becomes an
-    ``int``, and a number a ``float``, as the field's annotation says; nothing else is checked.
-    """
+    check_against_schema(block, sub, source="config", prefix=prefix)
+    fill_defaults(block, sub)
     kw: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         v = block[f.name]
@@ -208,19 +186,14 @@ def check_against_schema(
     parts = ([prefix] if prefix else []) + list(err.absolute_path)
     field = _field_path(parts)
     hint = err.schema.get("description") if isinstance(err.schema, dict) else None
-    renamed = err.schema.get("x-renamed", {}) if isinstance(err.schema, dict) else {}
-    old = (
-        sorted(set(renamed) & set(err.instance)) if err.validator == "additionalProperties" else []
-    )
-    if old:
-        where = ".".join(str(p) for p in parts) + "." if parts else ""
-        new = renamed[old[0]]
-        hint = err.schema["properties"][new].get("description")
+    renamed = err.schema.get("x-renamed", {}) if err.validator == "additionalProperties" else {}
+    if old := sorted(k for k in renamed if k in err.instance):
+        where, new = "".join(f"{p}." for p in parts), renamed[old[0]]
         msg = (
             f"{source}: field '{where}{old[0]}': this setting has been renamed; expected "
             f"'{where}{new}'; fix: rename the key to {new} (the value means the same)"
         )
-        field = where + new
+        field, hint = where + new, err.schema["properties"][new].get("description")
     elif err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         msg = f"{source}: field '{field}': {err.message}; allowed keys: {', '.join(allowed)}"

@@ -50,12 +50,10 @@ class UncertaintySettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> UncertaintySettings:
         """From a configuration's ``uncertainty`` block, checked by its schema, defaults filled."""
-        from nkflow.schemas import build_settings, settings_block
+        from nkflow.schemas import build_settings
 
-        block = settings_block(
-            (config or {}).get("uncertainty"), "uncertainty", prefix="uncertainty"
-        )
-        return build_settings(cls, block)  # type: ignore[no-any-return]
+        raw = (config or {}).get("uncertainty")
+        return build_settings(cls, raw, "uncertainty", prefix="uncertainty")  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -71,12 +71,11 @@ class PerturbSettings:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> PerturbSettings:
         """From the ``uncertainty.perturbation`` block, checked by its schema, defaults filled."""
-        from nkflow.schemas import build_settings, settings_block
+        from nkflow.schemas import build_settings
 
-        block = settings_block(
-            d, "uncertainty", prefix="uncertainty.perturbation", path=("perturbation",)
+        return build_settings(  # type: ignore[no-any-return]
+            cls, d, "uncertainty", prefix="uncertainty.perturbation", path=("perturbation",)
         )
-        return build_settings(cls, block)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from nkflow.tube import TubeOutputs, collect_batches, run_tube
 from tests.generated import ROOT, generator, write_tube
 
 DRAWN = dt.date(2024, 2, 6)
-CFG = QcConfig()
+CFG = QcConfig.from_dict(None)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from nkflow import figures as F
 from nkflow.figures import FigureSettings, gating_figure
 from nkflow.gating import gate_sample, load_tree, tree_from_dict
 
+FIG = FigureSettings.from_dict(None)  # the configured defaults
+
 FIX = Path(__file__).parent / "gating_fixtures"
 
 
@@ -65,9 +67,7 @@ def test_figure_with_missing_marker(tmp_path: Path) -> None:
     ev = _events()
     mi = {"A": 0, "B": 1}
     res = gate_sample(tree, ev, mi)
-    out = gating_figure(
-        tree, ev, mi, res, tmp_path / "m.png", settings=FigureSettings.from_dict(None)
-    )
+    out = gating_figure(tree, ev, mi, res, tmp_path / "m.png", settings=FIG)
     assert out.stat().st_size > 10_000
 
 
@@ -164,7 +164,7 @@ def _shapes_png(tmp_path: Path) -> tuple[np.ndarray, object]:
         res,
         tmp_path / "s.png",
         title="shapes",
-        settings=FigureSettings.from_dict(None),
+        settings=FIG,
     )
     return np.asarray(Image.open(out).convert("RGB")), res
 
@@ -284,12 +284,7 @@ def test_a_failed_fit_shows_the_events_it_was_tried_on(tmp_path: Path) -> None:
     img = np.asarray(
         Image.open(
             gating_figure(
-                res.tree,
-                one_mode,
-                {"A": 0, "B": 1},
-                res,
-                tmp_path / "f.png",
-                settings=FigureSettings.from_dict(None),
+                res.tree, one_mode, {"A": 0, "B": 1}, res, tmp_path / "f.png", settings=FIG
             )
         ).convert("RGB")
     )
@@ -301,12 +296,7 @@ def test_a_failed_fit_shows_the_events_it_was_tried_on(tmp_path: Path) -> None:
     img2 = np.asarray(
         Image.open(
             gating_figure(
-                ok.tree,
-                two_modes,
-                {"A": 0, "B": 1},
-                ok,
-                tmp_path / "g.png",
-                settings=FigureSettings.from_dict(None),
+                ok.tree, two_modes, {"A": 0, "B": 1}, ok, tmp_path / "g.png", settings=FIG
             )
         ).convert("RGB")
     )

@@ -37,7 +37,7 @@ from tests.unit.qc_synthetic import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-CFG = QcConfig()
+CFG = QcConfig.from_dict(None)
 #: the floors as a tube sees them (nkflow.tube resolves the floor population)
 FLOORS = QcConfig.from_dict({"floors": {"lymphocyte_floor_population": "lymphocytes"}})
 
@@ -68,8 +68,8 @@ def test_config_yaml_block_validates_and_equals_code_defaults():
     schema = yaml.safe_load((ROOT / "workflow/schemas/qc.schema.yaml").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(config["qc"], schema)
-    assert QcConfig.from_dict(config["qc"]) == QcConfig()
-    assert QcConfig.from_dict({}) == QcConfig() == QcConfig.from_dict(None)
+    assert QcConfig.from_dict(config["qc"]) == QcConfig.from_dict(None)
+    assert QcConfig.from_dict({}) == QcConfig.from_dict(None)
 
 
 @pytest.mark.parametrize(

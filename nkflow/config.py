@@ -110,7 +110,7 @@ def tube_settings(
     # qc.dates is applied by `nkflow collect` (it needs the sample sheet), never by a tube
     out["qc"] = {k: v for k, v in out["qc"].items() if k != "dates"}
     out["endpoints"] = {
-        k: endpoints[k] for k in ("lymphocyte_population", "populations") if k in endpoints
+        k: endpoints[k] for k in ("denominator_population", "populations") if k in endpoints
     }
     # the re-gatings of the NK tube (docs/uncertainty.md) are written by the tube job
     out["perturbation"] = cfg.get("uncertainty", {}).get("perturbation", {})
@@ -254,11 +254,11 @@ def _check_roles(cfg: dict[str, Any], samples: Any, trees: dict[str, Any]) -> No
     beads = ["beads"] if s["absolute_count_method"] == "single_platform_beads" else []
     needs = {
         s["tubes"]["nk"]: [
-            ("lymphocyte_population", s["lymphocyte_population"]),
+            ("denominator_population", s["denominator_population"]),
             *((f"populations.{r}", pops[r]) for r in ("nk", "nk_cd56bright", "nk_cd56dim", *beads)),
         ],
         s["tubes"]["treg"]: [
-            ("lymphocyte_population", s["lymphocyte_population"]),
+            ("denominator_population", s["denominator_population"]),
             *((f"populations.{r}", pops[r]) for r in ("cd4", "treg", "treg_ki67", *beads)),
         ],
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +382,21 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(lines[:4])
 
 
+@dataclass(frozen=True)
+class FigureSettings:
+    """The ``figures`` settings (``workflow/schemas/config.schema.yaml``)."""
+
+    max_events: int
+    random_state: int
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> FigureSettings:
+        """From the ``figures`` block, checked by its schema, defaults filled."""
+        from nkflow.schemas import build_settings
+
+        return build_settings(cls, raw, "config", prefix="figures", path=("figures",))  # type: ignore[no-any-return]
+
+
 def gating_figure(
     tree: GateTree,
     events: np.ndarray,
@@ -389,8 +405,8 @@ def gating_figure(
     path: str | Path,
     title: str = "",
     spill: Any = None,
-    max_events: int = 50_000,
-    random_state: int = 0,
+    *,
+    settings: FigureSettings,
     channel_names: Sequence[str] | None = None,
     layout: dict[str, Any] | None = None,
 ) -> Path:
@@ -407,10 +423,9 @@ def gating_figure(
         Output PNG.
     title
         Figure title (sample, tube, file).
-    max_events
-        At most this many parent events are drawn per panel (seeded subsample).
-    random_state
-        Seed of the subsample.
+    settings
+        ``max_events`` parent events at most are drawn per panel, a subsample seeded with
+        ``random_state``.
     layout
         When given, filled with gate id -> ``{"box": [x, y, w, h]`` of its plot area in image
         pixels, ``"xlim"``, ``"ylim"`` (None for a histogram) and ``"markers"``}``, so that a
@@ -477,9 +492,9 @@ def gating_figure(
         else:
             rows = np.flatnonzero(res.membership(g.parent))
         parent_n = rows.size
-        if rows.size > max_events:
-            rng = np.random.default_rng(random_state)
-            rows = np.sort(rng.choice(rows, size=max_events, replace=False))
+        if rows.size > settings.max_events:
+            rng = np.random.default_rng(settings.random_state)
+            rows = np.sort(rng.choice(rows, size=settings.max_events, replace=False))
         vals = _values(cols, tree, g, rows)
         if len(vals) >= 2:
             d0, d1 = g.dims[0], g.dims[1]

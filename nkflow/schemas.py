@@ -4,12 +4,17 @@ Contract: :func:`load_schema` returns one schema; :func:`fill_defaults` inserts 
 defaults; :func:`check_against_schema` raises
 :class:`~nkflow.errors.ConfigError` naming the file, the field (dotted path), what was found and
 what was expected; a block marked ``x-reason-severities`` takes its keys and defaults from the
-reason registry (:mod:`nkflow.reasons`). The bottom of the validation stack: it imports nothing
-else of nkflow but the registry.
+reason registry (:mod:`nkflow.reasons`). :func:`build_settings` is the one way a block of
+settings becomes a frozen settings object: the schema validates and holds every default, the
+object only the values. The bottom of the validation stack: it imports nothing else of nkflow
+but the registry.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,45 @@ def _fill_reason_severities(node: Any) -> None:
         node["default"] = dict(DEFAULT_SEVERITY)
     for sub in node.get("properties", {}).values():
         _fill_reason_severities(sub)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_schema(name: str) -> dict[str, Any]:
+    """A schema read once per process (only read, never modified)."""
+    return load_schema(name)
+
+
+def build_settings(
+    cls: type, raw: Any, schema: str, *, prefix: str, path: tuple[str, ...] = ()
+) -> Any:
+    """The frozen dataclass ``cls`` from a (possibly partial, ``None``: all defaults) block.
+
+    The block is checked against ``workflow/schemas/<schema>.schema.yaml`` (at the property
+    ``path``; ``prefix`` is its dotted path in messages) and filled with its defaults; each field
+    takes one setting, a whole number written ``10.0`` an ``int``, a list a ``tuple``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field the schema refuses.
+    """
+    sub = _cached_schema(schema)
+    for key in path:
+        sub = sub["properties"][key]
+    block = copy.deepcopy(dict(raw or {}))
+    check_against_schema(block, sub, source="config", prefix=prefix)
+    fill_defaults(block, sub)
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        v = block[f.name]
+        if v is not None and f.type == "int":
+            v = int(v)
+        elif v is not None and f.type in ("float", "float | None"):
+            v = float(v)
+        elif str(f.type).startswith("tuple"):
+            v = tuple(v)  # a list in YAML; a tuple keeps the frozen object hashable
+        kw[f.name] = v
+    return cls(**kw)
 
 
 _EXPECTED_TYPE = {
@@ -161,7 +205,15 @@ def check_against_schema(
     parts = ([prefix] if prefix else []) + list(err.absolute_path)
     field = _field_path(parts)
     hint = err.schema.get("description") if isinstance(err.schema, dict) else None
-    if err.validator == "additionalProperties":
+    renamed = err.schema.get("x-renamed", {}) if err.validator == "additionalProperties" else {}
+    if old := sorted(k for k in renamed if k in err.instance):
+        where, new = "".join(f"{p}." for p in parts), renamed[old[0]]
+        msg = (
+            f"{source}: field '{where}{old[0]}': this setting has been renamed; expected "
+            f"'{where}{new}'; fix: rename the key to {new} (the value means the same)"
+        )
+        field, hint = where + new, err.schema["properties"][new].get("description")
+    elif err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         msg = f"{source}: field '{field}': {err.message}; allowed keys: {', '.join(allowed)}"
     elif err.validator == "required":

@@ -146,12 +146,13 @@ def prepare_tube(
     import numpy as np
 
     from nkflow import qc
+    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
     from nkflow.config import config_digest
     from nkflow.fcs import compensation, io
     from nkflow.fcs import panel as panel_mod
     from nkflow.provenance import sha256_file, software_versions
 
-    denominator = settings.get("endpoints", {}).get("lymphocyte_population", "live")
+    denominator = endpoint_settings(settings)["denominator_population"]
     qc_cfg = _qc_config(settings, denominator)
     tree = _cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
@@ -328,7 +329,7 @@ def gate_tube(
             n_total=sample.n_events,
         )
     )
-    viability = _viability_counts(tree, result)
+    viability = _viability_counts(tree, result, qc_cfg.viability.populations)
     if viability is not None:
         checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))
     status, _reasons = qc.tube_status(checks, qc_cfg)
@@ -418,9 +419,8 @@ def run_tube(
     prov["fitted_gates"] = result.fits
     _write_tables(gated.counts, qc.checks_table(sample_id, tube, gated.checks, qc_cfg), outputs)
     _write_perturbation(result, settings, sample_id, tube, prep.denominator, outputs, prov)
-    from nkflow.figures import gating_figure
+    from nkflow.figures import FigureSettings, gating_figure
 
-    fig_cfg = settings.get("figures", {})
     gating_figure(
         result.tree,
         prep.sample.events,
@@ -429,8 +429,7 @@ def run_tube(
         outputs.figure,
         title=f"{sample_id} / {tube} ({fcs.name})",
         spill=prep.spill,
-        max_events=int(fig_cfg.get("max_events", 50000)),
-        random_state=int(fig_cfg.get("random_state", 0)),
+        settings=FigureSettings.from_dict(settings.get("figures")),
     )
     if outputs.gatingml is not None:
         _write_gatingml(result.tree, outputs.gatingml, prov)
@@ -482,9 +481,10 @@ def perturbation_table(
     when it cannot be perturbed (the record says why). The tube job writes the table as
     ``perturbation.tsv``; the review app recomputes it for a corrected tube.
     """
+    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
     from nkflow.gating import perturb
 
-    nk = (settings.get("endpoints", {}).get("populations") or {}).get("nk", "nk")
+    nk = endpoint_settings(settings)["populations"]["nk"]
     if nk not in result.tree.populations:
         return None, None
     s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
@@ -526,21 +526,19 @@ def _write_perturbation(
 
 
 def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
-    """The populations an endpoint is computed from, by their configured names.
+    """The populations an endpoint and its floors count, by their configured names.
 
     Their numerators get the endpoint event floor (``low_numerator_events``); renaming the NK
     population in the config must not move it to the laxer floor of other populations.
     """
-    from nkflow.qc import ENDPOINT_POPULATIONS
+    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
 
-    ep = settings.get("endpoints", {})
-    names = ep.get("populations")
-    if not names:
-        return ENDPOINT_POPULATIONS
-    lymph = ep.get("lymphocyte_population", "live")
+    ep = endpoint_settings(settings)
+    names, denominator = ep["populations"], ep["denominator_population"]
+    floor = _qc_config(settings, denominator).floors.lymphocyte_floor_population
     return tuple(
         dict.fromkeys(
-            [names["nk"], lymph, "lymphocytes", names["cd4"], names["treg"], names["treg_ki67"]]
+            [names["nk"], denominator, floor, names["cd4"], names["treg"], names["treg_ki67"]]
         )
     )
 
@@ -665,17 +663,16 @@ def _instrument_tree(settings: dict[str, Any], cytometer: str) -> Path | None:
 def _qc_config(settings: dict[str, Any], denominator: str) -> Any:
     """QC settings; the lymphocyte floor checks the endpoint's denominator unless configured.
 
-    The endpoint divides by ``endpoints.lymphocyte_population`` (``live``); a floor on the
+    The endpoint divides by ``endpoints.denominator_population`` (``live``); a floor on the
     larger ``lymphocytes`` gate let a tube with 366 denominator events pass a 500-event floor.
     """
     from dataclasses import replace
 
     from nkflow import qc
 
-    raw = settings.get("qc", {}) or {}
-    cfg = qc.QcConfig.from_dict(raw)
-    if "lymphocyte_population" not in (raw.get("floors") or {}):
-        cfg = replace(cfg, floors=replace(cfg.floors, lymphocyte_population=denominator))
+    cfg = qc.QcConfig.from_dict(settings.get("qc"))
+    if cfg.floors.lymphocyte_floor_population is None:
+        cfg = replace(cfg, floors=replace(cfg.floors, lymphocyte_floor_population=denominator))
     return cfg
 
 
@@ -708,13 +705,12 @@ def _cached_panel(path: str) -> Any:
     return panel.load_panel(Path(path))
 
 
-def _viability_counts(tree: Any, result: Any) -> tuple[int, int] | None:
-    """(dead, denominator) from the tree's viability populations, when it has them.
-
-    A tree that declares ``viable_singlets`` (viability gate on singlets) gives the dead
-    fraction among singlets; otherwise the ``live`` gate on its parent is used.
-    """
-    for pop in ("viable_singlets", "live"):
+def _viability_counts(
+    tree: Any, result: Any, populations: tuple[str, ...]
+) -> tuple[int, int] | None:
+    """(dead, denominator) from the first of ``populations`` (``qc.viability.populations``)
+    that the tree defines and computed: its parent's events minus its own, and its parent's."""
+    for pop in populations:
         if pop in tree.populations and pop not in result.not_computed:
             parent = tree.population(pop).parent
             if parent is None:

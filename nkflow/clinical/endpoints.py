@@ -300,7 +300,7 @@ def _closest(
     return min(pool, key=lambda r: (abs((r[date_key] - target).days), r[date_key]))
 
 
-def day0_dates(infusions: pd.DataFrame, day0_infusion: int = 1) -> dict[str, dt.date]:
+def day0_dates(infusions: pd.DataFrame, day0_infusion: int) -> dict[str, dt.date]:
     """Patient -> date of infusion number ``day0_infusion`` (day 0)."""
     out: dict[str, dt.date] = {}
     for rec in infusions.to_dict(orient="records"):
@@ -442,7 +442,7 @@ def build_visits(
     str_failed = str_not_computable(samples, str_results, int(s["chimerism_tolerance_days"]))
     z, thr = float(s["ci_z"]), float(s["threshold_per_ul"])
     beads_method = s["absolute_count_method"] == "single_platform_beads"
-    lymph_pop = s["lymphocyte_population"]
+    lymph_pop = s["denominator_population"]
 
     by_sample: dict[str, dict[str, dict[str, Any]]] = {}
     for rec in samples.to_dict(orient="records"):
@@ -617,7 +617,7 @@ def choose_visit(
     target: int,
     before: int,
     after: int,
-    tie_rule: str = "closest_then_earlier",
+    tie_rule: str,
 ) -> tuple[dict[str, Any] | None, int]:
     """The visit inside ``[target - before, target + after]``: closest day, then earlier (or later
     with ``closest_then_later``), then sample_id. Returns (visit or None, number in window)."""
@@ -698,7 +698,7 @@ def build_endpoints(
         if visit is None:
             e["verdict"], e["reason"] = "NOT_EVALUABLE", "no_sample_in_window"
             e["count_method"] = s["absolute_count_method"]
-            e["lymphocyte_population"] = s["lymphocyte_population"]
+            e["lymphocyte_population"] = s["denominator_population"]
         else:
             for col in ENDPOINT_COLUMNS:
                 if col in visit and col not in ("flags", "reason"):

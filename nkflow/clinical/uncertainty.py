@@ -49,16 +49,11 @@ class UncertaintySettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> UncertaintySettings:
-        """From a configuration's ``uncertainty`` block; absent keys take the schema's defaults."""
-        from nkflow.schemas import fill_defaults, load_schema
+        """From a configuration's ``uncertainty`` block, checked by its schema, defaults filled."""
+        from nkflow.schemas import build_settings
 
-        block = dict((config or {}).get("uncertainty") or {})
-        fill_defaults(block, load_schema("uncertainty"))
-        return cls(
-            draws=int(block["draws"]),
-            chimerism_assay_sd_pct=float(block["chimerism_assay_sd_pct"]),
-            random_state=int(block["random_state"]),
-        )
+        raw = (config or {}).get("uncertainty")
+        return build_settings(cls, raw, "uncertainty", prefix="uncertainty")  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ class GatingResult:
             return None
         return int(np.count_nonzero(self.members[pop]))
 
-    def counts_table(self, denominator: str = "live") -> Any:
+    def counts_table(self, denominator: str) -> Any:
         """Tidy counts, one row per population in tree order (``docs/DEVELOPING.md``).
 
         Parameters

@@ -70,19 +70,11 @@ class PerturbSettings:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> PerturbSettings:
-        """From the validated block; absent keys take the schema's defaults."""
-        from nkflow.schemas import fill_defaults, load_schema
+        """From the ``uncertainty.perturbation`` block, checked by its schema, defaults filled."""
+        from nkflow.schemas import build_settings
 
-        block = dict(d or {})
-        schema = load_schema("uncertainty")["properties"]["perturbation"]
-        fill_defaults(block, schema)
-        return cls(
-            draws=int(block["draws"]),
-            valley_density_frac=float(block["valley_density_frac"]),
-            shape_scale=float(block["shape_scale"]),
-            tail_frac=float(block["tail_frac"]),
-            sweep_points=int(block["sweep_points"]),
-            random_state=int(block["random_state"]),
+        return build_settings(  # type: ignore[no-any-return]
+            cls, d, "uncertainty", prefix="uncertainty.perturbation", path=("perturbation",)
         )
 
 

@@ -464,6 +464,11 @@ def event_floor_checks(
         numerator, checked on the parent's row (or the total for a root population).
     """
     fc = cfg.floors
+    if fc.lymphocyte_floor_population is None:
+        raise ValueError(
+            "qc.floors.lymphocyte_floor_population is null: the caller resolves it to the "
+            "endpoint's denominator population first (nkflow.tube._qc_config)"
+        )
     missing = {"population", "parent", "events", "parent_events", "status"} - set(counts_df.columns)
     if missing:
         raise ValueError(f"event_floor_checks: counts table lacks columns {sorted(missing)}")
@@ -494,7 +499,7 @@ def event_floor_checks(
             )
         )
 
-    lymph = [r for r in rows if r["population"] == fc.lymphocyte_population]
+    lymph = [r for r in rows if r["population"] == fc.lymphocyte_floor_population]
     if lymph:
         r = lymph[0]
         if r["status"] != "ok" or _is_missing(r["events"]):
@@ -505,7 +510,7 @@ def event_floor_checks(
                     "floor_not_assessed",
                     None,
                     float(fc.min_lymphocyte_events),
-                    f"population {fc.lymphocyte_population!r} was not computed "
+                    f"population {fc.lymphocyte_floor_population!r} was not computed "
                     f"({r.get('reason', '') or 'no reason given'})",
                     not_assessed=True,
                 )
@@ -520,7 +525,7 @@ def event_floor_checks(
                     "low_lymphocyte_events" if low else "ok",
                     float(n_l),
                     float(fc.min_lymphocyte_events),
-                    f"{n_l} {fc.lymphocyte_population} events"
+                    f"{n_l} {fc.lymphocyte_floor_population} events"
                     + (
                         f", below the floor of {fc.min_lymphocyte_events} "
                         f"(qc.floors.min_lymphocyte_events); the lymphocyte denominator is "

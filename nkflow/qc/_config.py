@@ -17,16 +17,15 @@ registry does not know takes ``gate_flag``.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from nkflow.errors import ConfigError
 from nkflow.reasons import DEFAULT_SEVERITY
-from nkflow.schemas import check_against_schema, fill_defaults, load_schema
+from nkflow.schemas import build_settings, check_against_schema, load_schema
 
 #: Statuses a severity map may assign.
 SEVERITIES = ("PASS", "WARN", "FAIL")
@@ -38,26 +37,9 @@ def _schema() -> dict[str, Any]:
     return load_schema("qc")
 
 
-def _block(name: str, raw: Any) -> dict[str, Any]:
-    """Section ``name`` of a validated ``qc`` block with the schema's defaults filled in."""
-    block = copy.deepcopy(dict(raw or {}))
-    fill_defaults(block, _schema()["properties"][name])
-    return block
-
-
 def _build(cls: type, name: str, raw: Any) -> Any:
-    """The frozen dataclass of section ``name`` from its (validated) mapping."""
-    block = _block(name, raw)
-    kw: dict[str, Any] = {}
-    for f in fields(cls):
-        v = block[f.name]
-        # a whole number in YAML may be written 10.0; the schema has checked it is whole
-        if v is not None and f.type == "int":
-            v = int(v)
-        elif v is not None and f.type in ("float", "float | None"):
-            v = float(v)
-        kw[f.name] = v
-    return cls(**kw)
+    """The frozen dataclass of section ``name`` from its mapping, the schema's defaults filled."""
+    return build_settings(cls, raw, "qc", prefix=f"qc.{name}", path=(name,))
 
 
 @dataclass(frozen=True)
@@ -93,7 +75,7 @@ class FloorConfig:
     """Minimum event counts (``qc.floors``)."""
 
     min_total_events: int
-    lymphocyte_population: str
+    lymphocyte_floor_population: str | None
     min_lymphocyte_events: int
     min_numerator_events: int
     min_numerator_events_other: int
@@ -105,6 +87,7 @@ class ViabilityConfig:
 
     max_dead_frac: float
     max_dead_frac_fail: float | None
+    populations: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -136,57 +119,39 @@ def _severity_map(raw: Any) -> Mapping[str, str]:
     return MappingProxyType({**DEFAULT_SEVERITY, **dict(raw or {})})
 
 
-_SECTIONS = (
-    "time",
-    "margins",
-    "floors",
-    "viability",
-    "compensation",
-    "dates",
-    "acquisition",
-    "severity",
-)
+#: the sections of ``qc`` read into settings objects (``severity`` is a mapping)
+_SECTIONS: dict[str, type] = {
+    "time": TimeQcConfig,
+    "margins": MarginConfig,
+    "floors": FloorConfig,
+    "viability": ViabilityConfig,
+    "compensation": CompensationQcConfig,
+    "dates": DateQcConfig,
+    "acquisition": AcquisitionConfig,
+}
 
 
 @dataclass(frozen=True)
 class QcConfig:
-    """All QC settings. ``QcConfig()`` holds the documented defaults."""
+    """All QC settings. ``QcConfig.from_dict(None)`` holds the documented defaults."""
 
-    time: TimeQcConfig = field(default_factory=lambda: _build(TimeQcConfig, "time", None))
-    margins: MarginConfig = field(default_factory=lambda: _build(MarginConfig, "margins", None))
-    floors: FloorConfig = field(default_factory=lambda: _build(FloorConfig, "floors", None))
-    viability: ViabilityConfig = field(
-        default_factory=lambda: _build(ViabilityConfig, "viability", None)
-    )
-    compensation: CompensationQcConfig = field(
-        default_factory=lambda: _build(CompensationQcConfig, "compensation", None)
-    )
-    dates: DateQcConfig = field(default_factory=lambda: _build(DateQcConfig, "dates", None))
-    acquisition: AcquisitionConfig = field(
-        default_factory=lambda: _build(AcquisitionConfig, "acquisition", None)
-    )
-    severity: Mapping[str, str] = field(default_factory=lambda: _severity_map(None))
+    time: TimeQcConfig
+    margins: MarginConfig
+    floors: FloorConfig
+    viability: ViabilityConfig
+    compensation: CompensationQcConfig
+    dates: DateQcConfig
+    acquisition: AcquisitionConfig
+    severity: Mapping[str, str]
+
+    def _key(self) -> tuple[Any, ...]:
+        return (*(getattr(self, s) for s in _SECTIONS), tuple(sorted(self.severity.items())))
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, QcConfig):
-            return NotImplemented
-        return all(
-            getattr(self, s) == getattr(other, s) for s in _SECTIONS if s != "severity"
-        ) and dict(self.severity) == dict(other.severity)
+        return self._key() == other._key() if isinstance(other, QcConfig) else NotImplemented
 
     def __hash__(self) -> int:
-        return hash(
-            (
-                self.time,
-                self.margins,
-                self.floors,
-                self.viability,
-                self.compensation,
-                self.dates,
-                self.acquisition,
-                tuple(sorted(self.severity.items())),
-            )
-        )
+        return hash(self._key())
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> QcConfig:
@@ -210,13 +175,7 @@ class QcConfig:
         raw = {} if raw is None else raw
         check_against_schema(raw, _schema(), source="config", prefix="qc")
         cfg = cls(
-            time=_build(TimeQcConfig, "time", raw.get("time")),
-            margins=_build(MarginConfig, "margins", raw.get("margins")),
-            floors=_build(FloorConfig, "floors", raw.get("floors")),
-            viability=_build(ViabilityConfig, "viability", raw.get("viability")),
-            compensation=_build(CompensationQcConfig, "compensation", raw.get("compensation")),
-            dates=_build(DateQcConfig, "dates", raw.get("dates")),
-            acquisition=_build(AcquisitionConfig, "acquisition", raw.get("acquisition")),
+            **{s: _build(c, s, raw.get(s)) for s, c in _SECTIONS.items()},
             severity=_severity_map(raw.get("severity")),
         )
         _check_across_fields(cfg)

@@ -81,7 +81,7 @@ def check_precision(ctx: Context) -> CheckResult:
     floors = dict(_floors(cfg))
     cv_lim = LIMIT["lloq_cv"]
     lymph_floor = floors.get("qc.floors.min_lymphocyte_events", 0)
-    threshold = float(cfg.get("endpoints", {}).get("threshold_per_ul", 100))
+    threshold = float(cfg["endpoints"]["threshold_per_ul"])
     # the package's counting error against the model stated above, on the floors' grid
     grid = sorted({v for v in floors.values() if v > 0} | {1, 10, 100, 1000, *LYMPH_EVENTS})
     worst = max(

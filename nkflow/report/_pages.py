@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nkflow.clinical.endpoint_settings import DEFAULTS, DOSE_RANGE_SOURCE, settings
 from nkflow.qc import QC_COLUMNS
 from nkflow.reasons import Reason
 from nkflow.report import _format as fmt
@@ -66,13 +67,8 @@ def split_codes(text: str) -> list[str]:
 
 
 def threshold_of(config: dict[str, Any]) -> float:
-    """The endpoint threshold from ``config['endpoints']`` (default 100 cells/uL)."""
-    ep = config.get("endpoints") or {}
-    for key in ("threshold_per_ul", "threshold"):
-        v = ep.get(key)
-        if isinstance(v, int | float):
-            return float(v)
-    return 100.0
+    """The endpoint threshold, cells/uL (``endpoints.threshold_per_ul``)."""
+    return float(settings(config)["threshold_per_ul"])
 
 
 def verdict_badges(row: Row) -> str:
@@ -183,8 +179,6 @@ def _dose_range(lo: float, hi: float) -> str:
 def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
     """What the flag ``dose_out_of_range:<n>`` says: which infusions, their cells/kg (from
     endpoints.tsv) and the configured range with its source; ``""`` without the flag."""
-    from nkflow.clinical.endpoint_settings import DEFAULTS, DOSE_RANGE_SOURCE, settings
-
     flags = [Reason.parse(f) for f in ep.get("flags", "").split(";") if f]
     flagged = [f.detail for f in flags if f.code == "dose_out_of_range"]
     if not flagged:
@@ -362,7 +356,7 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         ["borderline basis", ep.get("borderline_basis", "")],
     ]
     body += h.table(["quantity", "value"], rows)
-    nk_tube = str(((inp.config.get("endpoints") or {}).get("tubes") or {}).get("nk", "nk"))
+    nk_tube = str(settings(inp.config)["tubes"]["nk"])
     key = (ep.get("sample_id", ""), nk_tube)
     record = inp.tube_provenance.get(key, {}).get("perturbation")
     if isinstance(record, dict) and record.get("boundaries"):
@@ -396,20 +390,8 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
 
     nk_pct = ep.get("nk_pct_of_lymphocytes", "")
     num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
-    ep_cfg = inp.config.get("endpoints") or {}
     denom_pop = first(ep, "lymphocyte_population", "denominator_population") or str(
-        next(
-            (
-                ep_cfg[k]
-                for k in (
-                    "lymphocyte_population",
-                    "lymphocyte_denominator",
-                    "denominator_population",
-                )
-                if ep_cfg.get(k)
-            ),
-            "lymphocyte-denominator",
-        )
+        settings(inp.config)["denominator_population"]
     )
     nk_src = [
         f"{num or nr} NK events / {den or nr} {denom_pop} events",

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nkflow.clinical.endpoint_settings import settings as ep_settings
 from nkflow.errors import ReviewError
 from nkflow.gating import override_files as overrides
 from nkflow.review import audit, basis, signing
@@ -163,7 +164,7 @@ class ReviewRun:
         }
         self._open: OrderedDict[tuple[str, str], OpenTube] = OrderedDict()
         self._predicted: dict[str, tuple[Any, basis.Basis]] = {}
-        self.endpoint_settings = config.get("endpoints", {})
+        self.endpoint_settings = ep_settings(config)
 
     # ------------------------------------------------------------------ identifiers
 
@@ -189,9 +190,8 @@ class ReviewRun:
     # ------------------------------------------------------------------ queue
 
     def _role_population(self, tube: str) -> str | None:
-        tubes = self.endpoint_settings.get("tubes", {"nk": "nk", "treg": "treg"})
-        pops = self.endpoint_settings.get("populations", {"nk": "nk", "treg": "treg"})
-        for role, name in tubes.items():
+        pops = self.endpoint_settings["populations"]
+        for role, name in self.endpoint_settings["tubes"].items():
             if name == tube:
                 return pops.get(role)
         return None
@@ -225,7 +225,7 @@ class ReviewRun:
         for r in self.qc_rows:
             qc_by.setdefault((r["sample_id"], r["tube"]), []).append(r)
         counts_by = {(r["sample_id"], r["tube"], r["population"]): r for r in self.count_rows}
-        low = int(self.endpoint_settings.get("low_event_count", 100))
+        low = int(self.endpoint_settings["low_event_count"])
         items = []
         for (sid, tube), idx in self.index.items():
             pid = self.patient_of(sid)
@@ -501,8 +501,6 @@ class ReviewRun:
         # the endpoints step reads visits.tsv back: round-trip through its bytes
         visits = read_visits(io.BytesIO(table_bytes(visits, VISIT_COLUMNS)))  # type: ignore[arg-type]
         response = adverse = None
-        from nkflow.clinical.endpoint_settings import settings as ep_settings
-
         rp = sheet(self.config, "response")
         if rp is not None:
             response, _ = load_response(
@@ -656,11 +654,10 @@ class ReviewRun:
         """The tube's gating figure with candidate boundaries (PNG) and each panel's axes."""
         import tempfile
 
-        from nkflow.figures import gating_figure
+        from nkflow.figures import FigureSettings, gating_figure
 
         ot = self.open(sample_id, tube)
         gated = self.gate(ot, self.parse_candidate(raw_candidate))
-        fig_cfg = ot.prep.settings.get("figures", {})
         layout: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="nkflow-review-") as tmp:
             out = Path(tmp) / "gating.png"
@@ -672,8 +669,7 @@ class ReviewRun:
                 out,
                 title=f"{sample_id} / {tube} (candidate)",
                 spill=ot.prep.spill,
-                max_events=int(fig_cfg.get("max_events", 50000)),
-                random_state=int(fig_cfg.get("random_state", 0)),
+                settings=FigureSettings.from_dict(ot.prep.settings.get("figures")),
                 layout=layout,
             )
             return out.read_bytes(), layout

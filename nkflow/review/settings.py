@@ -38,14 +38,14 @@ def review_settings(config: dict[str, Any], base_dir: Path | None = None) -> Rev
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
     block = config["review"]
-    results = (base / str(config.get("results", "results"))).resolve()
+    results = (base / str(config["results"])).resolve()
     paths = {}
     for key in ("overrides", "audit_log", "users"):
         p = (base / str(block[key])).resolve()
         if p == results or results in p.parents:
             raise ConfigError(
                 f"config: review.{key}: {block[key]!r} lies inside the results directory "
-                f"{config.get('results', 'results')!r}; expected a path outside it (the review app "
+                f"{config['results']!r}; expected a path outside it (the review app "
                 "never writes into a run's results, and a rerun could remove it); fix: use the "
                 f"default review/{Path(str(block[key])).name} or another directory"
             )

@@ -315,7 +315,7 @@ def test_lost_events_of_public_files(root):
     found = {}
     for rel in sorted(row[0] for row in LOADED):
         h = read_fcs_metadata(root / rel)
-        c = events_lost_check(h.keywords, int(h.keywords["$TOT"]), QcConfig())
+        c = events_lost_check(h.keywords, int(h.keywords["$TOT"]), QcConfig.from_dict(None))
         found[rel] = (c.reason_code, c.value)
     with_lost = {k: v for k, v in found.items() if v[0] != "events_lost_not_assessed"}
     assert with_lost == {CYAN: ("ok", 0.0), "flowio_fcs_quirks/fcs_files/G11.fcs": ("ok", 0.0)}

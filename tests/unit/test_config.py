@@ -277,3 +277,42 @@ def test_validation_reads_the_sample_sheet_once(tmp_path, monkeypatch):
     assert study.samples is study.samples
     assert len(study.visit_inputs.samples) == len(study.samples)
     assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("block", "path", "old", "new"),
+    [
+        ("endpoints", (), "lymphocyte_population", "denominator_population"),
+        ("qc", ("floors",), "lymphocyte_population", "lymphocyte_floor_population"),
+    ],
+)
+def test_a_renamed_setting_names_its_new_name(block, path, old, new):
+    data = _base()
+    where = data[block]
+    for key in path:
+        where = where[key]
+    where[old] = where.pop(new)
+    dotted = ".".join((block, *path))
+    with pytest.raises(
+        ConfigError,
+        match=rf"my.yaml: field '{dotted}\.{old}': this setting has been renamed; expected "
+        rf"'{dotted}\.{new}'; fix: rename the key to {new}",
+    ):
+        validate_config(data, source="my.yaml")
+
+
+def test_the_lymphocyte_floor_checks_the_endpoint_denominator_unless_configured():
+    """The floor's population follows endpoints.denominator_population; a tube may pin it."""
+    from nkflow.config import tube_settings
+    from nkflow.tube import _qc_config
+
+    data = _base()
+    data["endpoints"]["denominator_population"] = "cd3_neg"
+    cfg = validate_config(data, source="my.yaml")
+    assert cfg["qc"]["floors"]["lymphocyte_floor_population"] is None
+    floors = _qc_config(tube_settings(cfg), "cd3_neg").floors
+    assert floors.lymphocyte_floor_population == "cd3_neg"
+    data["qc"]["floors"]["lymphocyte_floor_population"] = "lymphocytes"
+    cfg = validate_config(data, source="my.yaml")
+    floors = _qc_config(tube_settings(cfg), "cd3_neg").floors
+    assert floors.lymphocyte_floor_population == "lymphocytes"

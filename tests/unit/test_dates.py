@@ -22,7 +22,7 @@ from nkflow.tube import TubeOutputs, run_tube
 from tests.generated import ROOT, generator, write_tube
 
 DRAWN = dt.date(2024, 2, 6)
-CFG = QcConfig()
+CFG = QcConfig.from_dict(None)
 
 
 @pytest.mark.parametrize(

@@ -314,9 +314,9 @@ def test_a_fixed_template_on_another_instruments_scale_is_not_evaluable():
     )
     out = _gate_events(gen, res, "cytoflex", tree)
     assert [f["code"] for f in out.flags] == ["implausible"]
-    checks = qc.gate_flag_checks(out.flags, qc.QcConfig(), critical={"lymphocytes"})
+    checks = qc.gate_flag_checks(out.flags, qc.QcConfig.from_dict(None), critical={"lymphocytes"})
     assert checks[0].reason_code == "gate_implausible:lymphocytes"
-    assert qc.tube_status(checks, qc.QcConfig())[0] == "FAIL"
+    assert qc.tube_status(checks, qc.QcConfig.from_dict(None))[0] == "FAIL"
 
 
 def _one_gate(**gate) -> dict:

@@ -79,7 +79,9 @@ def test_an_override_moves_the_boundary_and_everything_that_rests_on_it():
     assert res.tree.gate("a").dims[0].min == 0.65
     table = res.counts_table(denominator="a")
     assert table.set_index("population").loc["a", "boundary"] == "X min 0.65 (override)"
-    check = next(c for c in qc.gate_fit_checks(res.fits, qc.QcConfig()) if c.check == "fit:a.X")
+    check = next(
+        c for c in qc.gate_fit_checks(res.fits, qc.QcConfig.from_dict(None)) if c.check == "fit:a.X"
+    )
     assert check.reason_code == "gate_override" and check.status == "PASS"
     assert "set by alice" in check.message and "the fit gave" in check.message
 
@@ -111,7 +113,7 @@ def test_an_override_whose_fit_moved_is_flagged_stale():
     assert [(f["code"], f["where"]) for f in res.flags] == [("override_stale", "a.X")]
     fitted = next(f["stats"]["fitted"] for f in res.fits if f["gate"] == "a")
     assert f"was made on 0.31 but the tube now gives {fitted:.4g}:" in res.flags[0]["message"]
-    checks = qc.gate_flag_checks(res.flags, qc.QcConfig())
+    checks = qc.gate_flag_checks(res.flags, qc.QcConfig.from_dict(None))
     assert checks[0].reason_code == "gate_override_stale:a.X" and checks[0].status == "WARN"
 
 

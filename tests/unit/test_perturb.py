@@ -68,11 +68,6 @@ def test_valley_range_is_where_the_density_stays_below_floor_plus_a_fraction_of_
     assert pt.valley_range(grid, dens, 0.5, (1, 9), (0.45, 0.65), 0.25) == (0.45, 0.65)
 
 
-def test_settings_take_the_schema_defaults():
-    s = pt.PerturbSettings.from_dict({"draws": 7})
-    assert (s.draws, s.valley_density_frac, s.shape_scale, s.sweep_points) == (7, 0.25, 1.1, 21)
-
-
 def test_fitted_row_is_the_engine_and_every_row_a_full_re_gating(tmp_path):
     res, _ = gated_tube(tmp_path)
     out = pt.perturb_counts(res, "nk", "live", SETTINGS, seed=11)

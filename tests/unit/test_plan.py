@@ -245,7 +245,7 @@ def _synthetic_counts(samples: pd.DataFrame, config: dict) -> tuple[pd.DataFrame
     from nkflow.clinical.endpoint_settings import settings
 
     s = settings(config)
-    pops = [*s["populations"].values(), s["lymphocyte_population"]]
+    pops = [*s["populations"].values(), s["denominator_population"]]
     counts, qc = [], []
     for rec in samples.to_dict(orient="records"):
         for pop in pops:

@@ -213,7 +213,7 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
         },
         "gating": {"nk_v1": "gating/nk_v1.yaml"},
         "panels": {},
-        "endpoints": {"threshold_per_ul": 100.0, "lymphocyte_population": "live"},
+        "endpoints": {"threshold_per_ul": 100.0, "denominator_population": "live"},
         "results": "results",
     }
     # what nkflow.tube records: the digest of the settings a tube depends on
@@ -561,7 +561,7 @@ def test_a_config_changed_since_the_tubes_ran_is_pointed_out(tmp_path):
     prov = _section((tmp_path / "r" / "P01.html").read_text(encoding="utf-8"), "provenance")
     assert "(same)</td>" in prov and "DIFFERS from this report" not in prov
     # one they do depend on (the lymphocyte denominator): pointed out
-    config["endpoints"]["lymphocyte_population"] = "lymphocytes"
+    config["endpoints"]["denominator_population"] = "lymphocytes"
     run_report(Study(config, tmp_path), report_paths(results), tmp_path / "r2", RUN_DATE)
     prov = _section((tmp_path / "r2" / "P01.html").read_text(encoding="utf-8"), "provenance")
     assert "— DIFFERS from this report&#x27;s config</td>" in prov

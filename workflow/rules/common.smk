@@ -49,7 +49,7 @@ def _make_batches():
     `batching.tubes_per_job`. Appending samples to the sheet only changes the last batch of
     each group; changing a gate file re-runs only the batches of that tree.
     """
-    size = int(NKCONFIG.get("batching", {}).get("tubes_per_job", 16))
+    size = int(NKCONFIG["batching"]["tubes_per_job"])
     groups = {}
     for row in SAMPLES.itertuples(index=False):
         groups.setdefault((row.gating, row.panel), []).append(

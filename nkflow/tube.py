@@ -437,13 +437,9 @@ def run_tube(
 
     fig_cfg = settings.get("figures", {})
     gating_figure(
-        result.tree,
-        prep.sample.events,
-        prep.marker_index or {},
         result,
         outputs.figure,
         title=f"{sample_id} / {tube} ({fcs.name})",
-        spill=prep.spill,
         max_events=int(fig_cfg.get("max_events", 50000)),
         random_state=int(fig_cfg.get("random_state", 0)),
     )

@@ -171,14 +171,9 @@ def gate_file(root: Path, pf: PublicFile, out: Path | None) -> dict[str, Any]:
         )
     if out is not None:
         gating_figure(
-            res.tree,
-            sample.events,
-            marker_index,
             res,
             out / f"{pf.name}.png",
             title=f"{pf.name}  ({pf.path}, {instrument}, {sample.n_events} events)",
-            spill=spill,
-            channel_names=sample.channel_names,
         )
     return {
         "rows": rows,

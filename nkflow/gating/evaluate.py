@@ -118,6 +118,30 @@ class GatingResult:
             )
         return self.members[pop]
 
+    def raw_values(self, d: Dim, rows: np.ndarray | None = None) -> np.ndarray:
+        """Values of gate dimension ``d`` as gating read them, before its transform.
+
+        Compensated or a ratio as ``d`` declares; ``rows`` are event indices (every event
+        when None). ``self.tree.transform_of(d)`` takes them to gate units.
+        """
+        return self._columns().raw(d, rows)
+
+    def in_shape(self, g: Gate) -> np.ndarray:
+        """Boolean (n_events,): the events inside rectangle, polygon or ellipse gate ``g``.
+
+        Its own boundary only: the parent population and ``keep`` are not applied.
+        """
+        fn = _rectangle if g.type == "rectangle" else _shape
+        return np.asarray(fn(self._columns(), g, None, None), dtype=bool)
+
+    def _columns(self) -> _Columns:
+        if self.columns is None:
+            raise GatingError(
+                f"gating result of tree '{self.tree.name}' holds no event columns; "
+                "use a result returned by gate_sample"
+            )
+        return self.columns
+
     def count(self, pop: str) -> int | None:
         """Number of events in ``pop``; None when it was not computed."""
         self._check(pop)
@@ -179,11 +203,9 @@ class GatingResult:
 
     n_kept: int = 0
     keep: np.ndarray | None = field(default=None, repr=False)
-    #: the spillover as placed on event columns, ``(column indices, matrix)``, for figures
-    spill_columns: tuple[list[int], np.ndarray] | None = field(default=None, repr=False)
-    #: the columns gating computed (compensated, transformed inputs), reused by the figure so
-    #: that a tube is compensated once
-    columns: Any = field(default=None, repr=False)
+    #: the columns gating read (raw, compensated, ratio), kept so that a tube is compensated
+    #: once: :meth:`raw_values` and :meth:`in_shape` read them
+    columns: _Columns | None = field(default=None, repr=False)
     #: ``(gate, marker) -> value`` of every fitted (or overridden) bound, for ``same_as``
     fitted_bounds: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
     #: the overrides this result was computed with (gate id -> GateOverride)
@@ -365,10 +387,6 @@ class _Columns:
         return v if rows is None else v[rows]
 
 
-def _xf(tree: GateTree, d: Dim) -> tf.Transform | None:
-    return None if d.transform is None else tree.transforms[d.transform]
-
-
 def _apply(xf: tf.Transform | None, x: np.ndarray) -> np.ndarray:
     return x if xf is None else xf.apply(x)
 
@@ -440,7 +458,7 @@ def _rectangle(
     out: np.ndarray | None = None
     for d in g.dims:
         x = cols.raw(d, rows)
-        xf = _xf(cols.tree, d)
+        xf = cols.tree.transform_of(d)
         for val, ge in ((d.min, True), (d.max, False)):
             if val is None:
                 continue
@@ -467,7 +485,7 @@ def _shape(
     from flowutils import gating as fug
 
     xs = [cols.raw(d, rows) for d in g.dims]
-    xfs = [_xf(cols.tree, d) for d in g.dims]
+    xfs = [cols.tree.transform_of(d) for d in g.dims]
     n = xs[0].shape[0]
     if g.type == "polygon":
         v = np.asarray(g.vertices, dtype=np.float64)
@@ -522,7 +540,7 @@ def _quadrants(
                     continue
                 key = (i, val, ge)
                 if key not in memo:
-                    memo[key] = _cmp(xs[i], _xf(cols.tree, g.dims[i]), val, ge, within)
+                    memo[key] = _cmp(xs[i], cols.tree.transform_of(g.dims[i]), val, ge, within)
                 m = memo[key] if m is None else (m & memo[key])
         res[q] = m if m is not None else np.ones(xs[0].shape[0], dtype=bool)
     return res
@@ -642,7 +660,6 @@ def gate_sample(
     fitted_bounds: dict[tuple[str, str], float] = {}
     res.n_kept = n if keep is None else int(np.count_nonzero(keep))
     res.keep = keep
-    res.spill_columns = cols.fcs
     res.columns = cols
     res.fitted_bounds = fitted_bounds
     res.overrides = dict(overrides or {})
@@ -748,7 +765,7 @@ def gate_sample(
         elif g.type == "threshold":
             assert g.auto is not None
             d = g.dims[0]
-            xf = _xf(tree, d)
+            xf = tree.transform_of(d)
             rows = None if parent is None else np.flatnonzero(parent)
             x = cols.raw(d, rows)
             ctrl = None
@@ -886,10 +903,10 @@ def _fit_gate(
             osub = fit_mod.subsample(orow.size, fit_mod.MAX_FIT_EVENTS, 0)
             at = orow if osub is None else orow[osub]
         with np.errstate(all="ignore"):
-            return np.asarray(_apply(_xf(tree, d), cols.raw(d, at)), dtype=np.float64)
+            return np.asarray(_apply(tree.transform_of(d), cols.raw(d, at)), dtype=np.float64)
 
     def raw_of(d: Dim, v: float) -> float | None:
-        xf = _xf(tree, d)
+        xf = tree.transform_of(d)
         with np.errstate(all="ignore"):
             r = float(v) if xf is None else float(np.asarray(xf.inverse(np.array([v])))[0])
         return r if math.isfinite(r) else None
@@ -971,7 +988,7 @@ def _fit_gate(
                     fmo = controls.get(where) if fb.fmo_percentile is not None else None
                     if fmo is not None:
                         with np.errstate(all="ignore"):
-                            ctrl = _apply(_xf(tree, d), np.asarray(fmo, dtype=np.float64))
+                            ctrl = _apply(tree.transform_of(d), np.asarray(fmo, dtype=np.float64))
                         f = fit_mod.control_percentile(ctrl, fb.bounds, fb.fmo_percentile)
                     else:
                         f = fit_mod.fit_bound(
@@ -1098,7 +1115,7 @@ def _override_declared(
                 continue
             value, rec = _override_bound(lambda d=d: d, side, new_value, ov, g.id, d.marker)
             d = replace(d, min=value) if side == "min" else replace(d, max=value)
-            xf = _xf(cols.tree, d)
+            xf = cols.tree.transform_of(d)
             with np.errstate(all="ignore"):
                 raw = value if xf is None else float(np.asarray(xf.inverse(np.array([value])))[0])
             records.append({**rec, "raw": raw if math.isfinite(raw) else None})

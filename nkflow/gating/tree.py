@@ -238,6 +238,10 @@ class GateTree:
             gates.append(replace(g, dims=tuple(dims)))
         return replace(self, transforms=xforms, gates=tuple(gates), scaled=())
 
+    def transform_of(self, d: Dim) -> tf.Transform | None:
+        """The transform from ``d``'s channel values to its gate units; None for raw units."""
+        return None if d.transform is None else self.transforms[d.transform]
+
     def with_gates(self, gates: Sequence[Gate]) -> GateTree:
         """The same tree with ``gates`` (e.g. the boundaries fitted on one tube)."""
         return replace(self, gates=tuple(gates))

@@ -666,13 +666,9 @@ class ReviewRun:
         with tempfile.TemporaryDirectory(prefix="nkflow-review-") as tmp:
             out = Path(tmp) / "gating.png"
             gating_figure(
-                gated.result.tree,
-                ot.prep.sample.events,
-                ot.prep.marker_index or {},
                 gated.result,
                 out,
                 title=f"{sample_id} / {tube} (candidate)",
-                spill=ot.prep.spill,
                 max_events=int(fig_cfg.get("max_events", 50000)),
                 random_state=int(fig_cfg.get("random_state", 0)),
                 layout=layout,

@@ -497,19 +497,24 @@ def _gate(
     fit = g.get("fit")
     if fit is not None:
         kw["fit"] = _shape_fit(where, gtype, fit, dims)
-    if "plausible_pct_of_parent" in g:
-        kw["plausible_pct"] = _pair(where, "plausible_pct_of_parent", g["plausible_pct_of_parent"])
+    key = "plausible_pct_of_parent"
+    kw["plausible_pct"] = _pair(where, key, g[key]) if key in g else None
     if fit is None:  # a fitted polygon or ellipse takes its vertices / mean from each tube
         kw.update(_TYPE_FIELDS[gtype](where, g, dims, seen))
     gate = Gate(**kw)
+    _register(where, gate, seen)
+    return gate
+
+
+def _register(where: str, gate: Gate, seen: dict[str, str]) -> None:
+    """Record ``gate``'s populations in ``seen`` (population id -> gate id), each once."""
     for pop in gate.population_ids():
         if pop in seen:
             raise ConfigError(
                 f"{where}: population id '{pop}' is already defined by gate '{seen[pop]}'; "
                 "population ids must be unique"
             )
-        seen[pop] = gid
-    return gate
+        seen[pop] = gate.id
 
 
 def _shape_fit(where: str, gtype: str, fit: Any, dims: tuple[Dim, ...]) -> ShapeFit:

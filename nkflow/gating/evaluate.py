@@ -1233,21 +1233,8 @@ def control_values(
     res = gate_sample(
         tree, events, marker_index, spill=spill, keep=keep, channel_names=channel_names
     )
-    if g.parent is None:
-        rows = None if keep is None else np.flatnonzero(keep)
-    else:
-        if g.parent in res.not_computed:
-            raise GatingError(
-                f"control tube: parent '{g.parent}' of gate '{gate_id}' was not computed "
-                f"({res.not_computed[g.parent]})"
-            )
-        rows = np.flatnonzero(res.members[g.parent])
-    cols = _Columns(tree, np.asarray(events), marker_index, spill, channel_names)
-    if cols.missing(g) is not None:
-        raise GatingError(
-            f"control tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'"
-        )
-    return np.array(cols.raw(g.dims[0], rows), dtype=np.float64)
+    where = f"parent '{g.parent}' of gate '{gate_id}'"
+    return _control_tube_values(res, g, g.dims[0], g.parent, "control tube", where)
 
 
 def fmo_values(
@@ -1289,16 +1276,22 @@ def fmo_values(
         channel_names=channel_names,
         ranges=ranges,
     )
+    where = f"population '{on}' (where gate '{gate_id}' fits {marker})"
+    return _control_tube_values(res, g, dim, on, "FMO tube", where)
+
+
+def _control_tube_values(
+    res: GatingResult, g: Gate, dim: Dim, on: str | None, tube: str, where: str
+) -> np.ndarray:
+    """Raw values of ``dim`` in population ``on`` (every kept event when None) of a control
+    tube gated as ``res``; the columns gating computed are reused (not compensated again)."""
     if on is None:
-        rows = np.flatnonzero(keep) if keep is not None else np.arange(len(events))
+        rows = np.flatnonzero(res.keep) if res.keep is not None else np.arange(res.n_events)
     elif on in res.not_computed:
-        raise GatingError(
-            f"FMO tube: population '{on}' (where gate '{gate_id}' fits {marker}) was not "
-            f"computed ({res.not_computed[on]})"
-        )
+        raise GatingError(f"{tube}: {where} was not computed ({res.not_computed[on]})")
     else:
         rows = np.flatnonzero(res.members[on])
-    cols = res._columns()  # the same tree, events and compensation: not compensated again
+    cols = res._columns()
     if cols.missing(g) is not None:
-        raise GatingError(f"FMO tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'")
+        raise GatingError(f"{tube} lacks marker '{cols.missing(g)}' needed by gate '{g.id}'")
     return np.array(cols.raw(dim, rows), dtype=np.float64)

@@ -2,8 +2,8 @@
 
 Contract
 --------
-``gating_figure(tree, events, marker_index, res, path, ...)`` writes one PNG with one panel per
-gate (boolean gates excepted): the parent population's events in the gate's transformed units
+``gating_figure(res, path, ...)`` writes one PNG with one panel per gate of ``res.tree``
+(boolean gates excepted): the parent population's events in the gate's transformed units
 (a 2-D density for two or more dims, a histogram for one), the gate outline, and each defined
 population's event count and percent of parent (from ``res``, never recomputed), and for a
 gate fitted to the tube the methods that placed it (``fitted: valley, tail``). Axes are
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from nkflow.gating.evaluate import GatingResult, _Columns, _xf
+from nkflow.gating.evaluate import GatingResult
 from nkflow.gating.tree import Gate, GateTree
 
 logger = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ def _label(tree: GateTree, gate: Gate, i: int) -> str:
     return f"{d.marker}{xf}{comp}"
 
 
-def _values(cols: _Columns, tree: GateTree, gate: Gate, rows: np.ndarray) -> list[np.ndarray]:
+def _values(res: GatingResult, gate: Gate, rows: np.ndarray) -> list[np.ndarray]:
     out = []
     for d in gate.dims:
-        x = cols.raw(d, rows)
-        xf = _xf(tree, d)
+        x = res.raw_values(d, rows)
+        xf = res.tree.transform_of(d)
         with np.errstate(all="ignore"):
             out.append(np.asarray(x if xf is None else _display_apply(xf, x), dtype=np.float64))
     return out
@@ -398,27 +398,21 @@ class FigureSettings:
 
 
 def gating_figure(
-    tree: GateTree,
-    events: np.ndarray,
-    marker_index: Mapping[str, int | None],
     res: GatingResult,
     path: str | Path,
     title: str = "",
-    spill: Any = None,
     *,
     settings: FigureSettings,
-    channel_names: Sequence[str] | None = None,
     layout: dict[str, Any] | None = None,
 ) -> Path:
     """Write the gating figure of one tube as PNG.
 
     Parameters
     ----------
-    tree, events, marker_index, spill, channel_names
-        As given to :func:`nkflow.gating.gate_sample` (without ``channel_names`` the spillover
-        placement recorded in ``res`` is used).
     res
-        The result of that call (counts and memberships are taken from it).
+        The result of :func:`nkflow.gating.gate_sample` on the tube: the tree as evaluated,
+        counts, memberships and the event values (compensated once, by gating) are taken
+        from it.
     path
         Output PNG.
     title
@@ -438,16 +432,9 @@ def gating_figure(
     """
     from PIL import Image, ImageDraw
 
-    if spill is not None and channel_names is None:
-        spill = res.spill_columns  # placed on columns by gate_sample
-    events = np.asarray(events)
-    reused = res.columns
-    if reused is not None and reused.events is events and reused.tree is tree:
-        cols = reused  # gate_sample's columns: no second compensation of the tube
-    else:
-        cols = _Columns(tree, events, marker_index, spill, channel_names)
+    tree = res.tree
     gates = [g for g in tree.gates if g.type != "boolean"]
-    n = events.shape[0]
+    n = res.n_events
     nrows = max(1, math.ceil(len(gates) / NCOLS))
     ncols = min(NCOLS, max(1, len(gates)))
     size = (ncols * PANEL_W, TITLE_H + nrows * PANEL_H)
@@ -495,7 +482,7 @@ def gating_figure(
         if rows.size > settings.max_events:
             rng = np.random.default_rng(settings.random_state)
             rows = np.sort(rng.choice(rows, size=settings.max_events, replace=False))
-        vals = _values(cols, tree, g, rows)
+        vals = _values(res, g, rows)
         if len(vals) >= 2:
             d0, d1 = g.dims[0], g.dims[1]
             # a fitted shape reaches past the data (the singlet band runs to the top of the

@@ -64,7 +64,6 @@ Its command (:func:`main`) prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import sys
 import time
@@ -74,6 +73,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nkflow.provenance import sha256_file
 
 DEFAULT_SEED = 20260101
 VALIDATION_SEED = 20260707
@@ -1734,10 +1735,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
     written += [out / n for n in TRUTH_FILES]
     if lab:
         written += write_lab_sheets(out, samples, infusions, cbc, chim)
-    return {
-        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(written)
-    }
+    return {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(written)}
 
 
 SHEET_COLUMNS = {
@@ -2158,7 +2156,7 @@ def stale_files(out: Path, digests: dict[str, str]) -> list[str]:
     bad = []
     for name, h in sorted(digests.items()):
         p = out / name
-        if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != h:
+        if not p.is_file() or sha256_file(p) != h:
             bad.append(name)
     return bad
 

@@ -46,8 +46,14 @@ def write_tsv(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def read_tsv(path: Path) -> pd.DataFrame:
-    """Read a TSV written by :func:`write_tsv` (empty cells become missing values)."""
+def read_tsv(path: Path, text: bool = False) -> pd.DataFrame:
+    """Read a TSV written by :func:`write_tsv` (empty cells become missing values).
+
+    With ``text``, every cell is the string as written (an empty cell is ``""``), for
+    comparing tables as text.
+    """
     import pandas as pd
 
+    if text:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
     return pd.read_csv(path, sep="\t", dtype=None, keep_default_na=False, na_values=[""])

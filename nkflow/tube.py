@@ -422,13 +422,9 @@ def run_tube(
     from nkflow.figures import FigureSettings, gating_figure
 
     gating_figure(
-        result.tree,
-        prep.sample.events,
-        prep.marker_index or {},
         result,
         outputs.figure,
         title=f"{sample_id} / {tube} ({fcs.name})",
-        spill=prep.spill,
         settings=FigureSettings.from_dict(settings.get("figures")),
     )
     if outputs.gatingml is not None:

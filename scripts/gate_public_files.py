@@ -85,7 +85,7 @@ def gate_file(root: Path, pf: PublicFile, out: Path | None) -> dict[str, Any]:
     from nkflow.fcs import panel as panel_mod
     from nkflow.fcs.compensation import spillover_for
     from nkflow.fcs.io import read_fcs
-    from nkflow.figures import gating_figure
+    from nkflow.figures import FigureSettings, gating_figure
     from nkflow.gating import gate_sample, load_tree
 
     sample = read_fcs(root / pf.path)
@@ -171,14 +171,10 @@ def gate_file(root: Path, pf: PublicFile, out: Path | None) -> dict[str, Any]:
         )
     if out is not None:
         gating_figure(
-            res.tree,
-            sample.events,
-            marker_index,
             res,
             out / f"{pf.name}.png",
             title=f"{pf.name}  ({pf.path}, {instrument}, {sample.n_events} events)",
-            spill=spill,
-            channel_names=sample.channel_names,
+            settings=FigureSettings.from_dict(None),
         )
     return {
         "rows": rows,

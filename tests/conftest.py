@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     )
     if proc.returncode != 0:
         pytest.exit(f"data/sample could not be generated:\n{proc.stdout}{proc.stderr}", 1)
+
+
+def columns(table: Sequence[str], *names: str) -> list[str]:
+    """A fixture's header: ``names`` (in the fixture's own order), each a column of the production
+    table ``table`` (e.g. ``nkflow.tube.COUNT_COLUMNS``), so that a renamed or dropped column
+    breaks the fixture instead of leaving it describing a format nkflow no longer writes."""
+    unknown = [n for n in names if n not in table]
+    assert not unknown, f"fixture columns {unknown} are not in the table ({', '.join(table)})"
+    return list(names)
 
 
 def public_data_root() -> str | None:

@@ -57,6 +57,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from nkflow.errors import FcsError
+from nkflow.provenance import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ __all__ = [
     "FcsHeader",
     "read_fcs",
     "read_fcs_metadata",
-    "sha256_file",
 ]
 
 SUPPORTED_VERSIONS = ("FCS2.0", "FCS3.0", "FCS3.1", "FCS3.2")
@@ -252,34 +252,6 @@ def pntype_kind(pntype: str) -> str:
     if not key:
         return ""
     return _PNTYPE_KINDS.get(key, "other")
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Return the hex sha256 of a file, read in chunks.
-
-    Parameters
-    ----------
-    path : str or Path
-        File to hash.
-    chunk_size : int
-        Bytes read at a time.
-
-    Returns
-    -------
-    str
-        64 lower-case hex digits.
-
-    Raises
-    ------
-    FcsError
-        If the file cannot be opened.
-    """
-    from nkflow import provenance
-
-    try:
-        return provenance.sha256_file(Path(path), chunk_size)
-    except OSError as exc:
-        raise FcsError(f"{path}: cannot read file for sha256 ({exc.strerror or exc})") from exc
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -1172,7 +1144,7 @@ def read_fcs(
     """
     p = Path(path)
     lay, n_sets, _ = _scan(p, dataset)
-    digest = sha256_file(p)
+    digest = sha256_file(p)  # readable: _scan has read its HEADER and TEXT
     warns = list(lay.warnings)
     events = _decode_events(p, lay, np.dtype(dtype))
     _apply_scaling(events, lay, p.name, warns)

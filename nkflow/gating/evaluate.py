@@ -118,6 +118,30 @@ class GatingResult:
             )
         return self.members[pop]
 
+    def raw_values(self, d: Dim, rows: np.ndarray | None = None) -> np.ndarray:
+        """Values of gate dimension ``d`` as gating read them, before its transform.
+
+        Compensated or a ratio as ``d`` declares; ``rows`` are event indices (every event
+        when None). ``self.tree.transform_of(d)`` takes them to gate units.
+        """
+        return self._columns().raw(d, rows)
+
+    def in_shape(self, g: Gate) -> np.ndarray:
+        """Boolean (n_events,): the events inside rectangle, polygon or ellipse gate ``g``.
+
+        Its own boundary only: the parent population and ``keep`` are not applied.
+        """
+        fn = _rectangle if g.type == "rectangle" else _shape
+        return np.asarray(fn(self._columns(), g, None, None), dtype=bool)
+
+    def _columns(self) -> _Columns:
+        if self.columns is None:
+            raise GatingError(
+                f"gating result of tree '{self.tree.name}' holds no event columns; "
+                "use a result returned by gate_sample"
+            )
+        return self.columns
+
     def count(self, pop: str) -> int | None:
         """Number of events in ``pop``; None when it was not computed."""
         self._check(pop)
@@ -179,11 +203,9 @@ class GatingResult:
 
     n_kept: int = 0
     keep: np.ndarray | None = field(default=None, repr=False)
-    #: the spillover as placed on event columns, ``(column indices, matrix)``, for figures
-    spill_columns: tuple[list[int], np.ndarray] | None = field(default=None, repr=False)
-    #: the columns gating computed (compensated, transformed inputs), reused by the figure so
-    #: that a tube is compensated once
-    columns: Any = field(default=None, repr=False)
+    #: the columns gating read (raw, compensated, ratio), kept so that a tube is compensated
+    #: once: :meth:`raw_values` and :meth:`in_shape` read them
+    columns: _Columns | None = field(default=None, repr=False)
     #: ``(gate, marker) -> value`` of every fitted (or overridden) bound, for ``same_as``
     fitted_bounds: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
     #: the overrides this result was computed with (gate id -> GateOverride)
@@ -365,10 +387,6 @@ class _Columns:
         return v if rows is None else v[rows]
 
 
-def _xf(tree: GateTree, d: Dim) -> tf.Transform | None:
-    return None if d.transform is None else tree.transforms[d.transform]
-
-
 def _apply(xf: tf.Transform | None, x: np.ndarray) -> np.ndarray:
     return x if xf is None else xf.apply(x)
 
@@ -440,7 +458,7 @@ def _rectangle(
     out: np.ndarray | None = None
     for d in g.dims:
         x = cols.raw(d, rows)
-        xf = _xf(cols.tree, d)
+        xf = cols.tree.transform_of(d)
         for val, ge in ((d.min, True), (d.max, False)):
             if val is None:
                 continue
@@ -467,7 +485,7 @@ def _shape(
     from flowutils import gating as fug
 
     xs = [cols.raw(d, rows) for d in g.dims]
-    xfs = [_xf(cols.tree, d) for d in g.dims]
+    xfs = [cols.tree.transform_of(d) for d in g.dims]
     n = xs[0].shape[0]
     if g.type == "polygon":
         v = np.asarray(g.vertices, dtype=np.float64)
@@ -522,7 +540,7 @@ def _quadrants(
                     continue
                 key = (i, val, ge)
                 if key not in memo:
-                    memo[key] = _cmp(xs[i], _xf(cols.tree, g.dims[i]), val, ge, within)
+                    memo[key] = _cmp(xs[i], cols.tree.transform_of(g.dims[i]), val, ge, within)
                 m = memo[key] if m is None else (m & memo[key])
         res[q] = m if m is not None else np.ones(xs[0].shape[0], dtype=bool)
     return res
@@ -612,8 +630,6 @@ def gate_sample(
     GatingError
         ``events`` is not a 2-D array or ``keep`` has the wrong length.
     """
-    from nkflow.gating import auto
-
     ev = np.asarray(events)
     if ev.ndim != 2:
         raise GatingError(f"events must be a 2-D (n_events, n_channels) array, found {ev.shape}")
@@ -625,70 +641,137 @@ def gate_sample(
                 f"keep mask has shape {keep.shape}, expected ({n},) to match the events"
             )
     tree = tree.for_ranges(ranges or {})
-    same_tube = (
-        reuse is not None
-        and reuse.columns is not None
+    if reuse is not None and not (
+        reuse.columns is not None
         and reuse.columns.events is ev
         and reuse.keep is keep
         and reuse.tree.gates[0].id == tree.gates[0].id
+    ):
+        reuse = None  # another tube: nothing to take from it
+    cols = reuse.columns if reuse is not None else None
+    res = GatingResult(
+        tree=tree,
+        n_events=n,
+        n_kept=n if keep is None else int(np.count_nonzero(keep)),
+        keep=keep,
+        columns=cols
+        if cols is not None
+        else _Columns(tree, ev, marker_index, spill, channel_names),
+        overrides=dict(overrides or {}),
     )
-    cols = (
-        reuse.columns
-        if same_tube and reuse is not None
-        else _Columns(tree, ev, marker_index, spill, channel_names)
-    )
-    res = GatingResult(tree=tree, n_events=n)
-    used: dict[str, Gate] = {}
-    fitted_bounds: dict[tuple[str, str], float] = {}
-    res.n_kept = n if keep is None else int(np.count_nonzero(keep))
-    res.keep = keep
-    res.spill_columns = cols.fcs
-    res.columns = cols
-    res.fitted_bounds = fitted_bounds
-    res.overrides = dict(overrides or {})
-    label = f" in tube {tube}" if tube else ""
-
-    def fail(pops: tuple[str, ...], reason: str) -> None:
-        for p in (*pops, *_descendants(tree, pops)):
-            res.not_computed.setdefault(p, reason)
-
-    start = 0
-    if same_tube and reuse is not None:
-        start = _reuse_prefix(tree, reuse, res, used, dict(overrides or {}))
-
+    run = _Run(tree, res, controls or {}, f" in tube {tube}" if tube else "")
+    start = 0 if reuse is None else _reuse_prefix(tree, reuse, res, run.used, res.overrides)
     for g in tree.gates[start:]:
+        run.gate(g)
+    if run.used:
+        res.tree = tree.with_gates([run.used.get(g.id, g) for g in tree.gates])
+    return res
+
+
+@dataclass
+class _Run:
+    """One evaluation of a tree on a tube: what each gate step reads, and the result it fills."""
+
+    tree: GateTree
+    res: GatingResult
+    controls: Mapping[str, np.ndarray]
+    label: str
+    #: gate id -> the gate as evaluated, where its boundaries were fitted or overridden
+    used: dict[str, Gate] = field(default_factory=dict)
+
+    def fail(self, pops: tuple[str, ...], reason: str) -> None:
+        """Mark ``pops`` and their descendants not computed (a first reason is kept)."""
+        for p in (*pops, *_descendants(self.tree, pops)):
+            self.res.not_computed.setdefault(p, reason)
+
+    def gate(self, g: Gate) -> None:
+        """Evaluate gate ``g`` (its parent done), or mark its populations not computed."""
+        res = self.res
         pops = g.population_ids()
         if any(p in res.not_computed for p in pops):
-            continue
+            return
         if g.parent is not None and g.parent in res.not_computed:
-            fail(pops, res.not_computed[g.parent])
-            continue
-        parent = keep if g.parent is None else res.members[g.parent]
+            self.fail(pops, res.not_computed[g.parent])
+            return
+        parent = res.keep if g.parent is None else res.members[g.parent]
         if g.type == "boolean":
-            refs = []
-            bad = next((r for r, _ in g.of if r in res.not_computed), None)
-            if bad is not None:
-                fail(pops, res.not_computed[bad])
-                continue
-            for r, comp in g.of:
-                m = res.members[r]
-                refs.append(~m if comp else m)
-            if g.op == "and":
-                m = np.logical_and.reduce(refs)
-            elif g.op == "or":
-                m = np.logical_or.reduce(refs)
-            else:
-                m = ~refs[0]
-            if parent is not None:
-                m &= parent
-            elif keep is not None:
-                m &= keep
-            res.members[g.id] = m
-            continue
-        miss = cols.missing(g)
+            self.boolean(g, parent)
+            return
+        assert res.columns is not None
+        miss = res.columns.missing(g)
         if miss is not None:
-            fail(pops, f"missing_marker:{miss}")
-            continue
+            self.fail(pops, f"missing_marker:{miss}")
+            return
+        placed = self.place(g, parent)
+        if placed is None:
+            return
+        g = placed
+        if g.type == "threshold":
+            if not self.threshold(g, parent):
+                return
+        else:
+            self.geometric(g, parent)
+        if g.plausible_pct is not None:
+            _plausible(res, g, parent, self.label)
+
+    def boolean(self, g: Gate, parent: np.ndarray | None) -> None:
+        """And, or or not of earlier populations, within the parent (or ``keep``)."""
+        res = self.res
+        bad = next((r for r, _ in g.of if r in res.not_computed), None)
+        if bad is not None:
+            self.fail(g.population_ids(), res.not_computed[bad])
+            return
+        refs = [~res.members[r] if comp else res.members[r] for r, comp in g.of]
+        if g.op == "and":
+            m = np.logical_and.reduce(refs)
+        elif g.op == "or":
+            m = np.logical_or.reduce(refs)
+        else:
+            m = ~refs[0]
+        if parent is not None:
+            m &= parent
+        elif res.keep is not None:
+            m &= res.keep
+        res.members[g.id] = m
+
+    def place(self, g: Gate, parent: np.ndarray | None) -> Gate | None:
+        """``g`` with its boundaries fixed for this tube (fitted, or a reviewer's override);
+        None when its fit failed (flagged, populations not computed)."""
+        res = self.res
+        assert res.columns is not None
+        ov = res.overrides.get(g.id)
+        if g.fitted:
+            prow = np.flatnonzero(parent) if parent is not None else np.arange(res.n_events)
+            try:
+                g = _fit_gate(
+                    res.columns, g, prow, res.fitted_bounds, res.fits, res.members, self.controls,
+                    ov, profiles=res.profiles,
+                )  # fmt: skip
+            except fit_mod.FitFailure as exc:
+                where = exc.where or g.id
+                fit_flag = {
+                    "gate": g.id,
+                    "code": exc.code,
+                    "where": where,
+                    "message": f"gate '{g.id}'{self.label}: {where}: {exc.message}; "
+                    "population not computed",
+                }
+                res.flags.append(fit_flag)
+                logger.warning(fit_flag["message"])
+                self.fail(g.population_ids(), f"gate_fit_failed:{where}:{exc.code}")
+                return None
+            self.used[g.id] = g
+        elif ov is not None:
+            g = _override_declared(res.columns, g, ov, res.fits)
+            self.used[g.id] = g
+        if ov is not None:
+            res.flags.extend(_stale_flags(g.id, ov, res.fits, self.label))
+        return g
+
+    def geometric(self, g: Gate, parent: np.ndarray | None) -> None:
+        """Members of a rectangle, polygon, ellipse or quadrant gate."""
+        res, cols, n = self.res, self.res.columns, self.res.n_events
+        assert cols is not None
         # Large parent: work on full-length columns and mask (no gathers); small parent:
         # gather its rows first.
         rows: np.ndarray | None = None
@@ -698,96 +781,66 @@ def gate_sample(
                 within = parent
             else:
                 rows = np.flatnonzero(parent)
-
-        ov = (overrides or {}).get(g.id)
-        if g.fitted:
-            prow = np.flatnonzero(parent) if parent is not None else np.arange(n)
-            try:
-                g = _fit_gate(
-                    cols, g, prow, fitted_bounds, res.fits, res.members, controls or {}, ov,
-                    profiles=res.profiles,
-                )  # fmt: skip
-            except fit_mod.FitFailure as exc:
-                where = exc.where or g.id
-                fit_flag = {
-                    "gate": g.id,
-                    "code": exc.code,
-                    "where": where,
-                    "message": f"gate '{g.id}'{label}: {where}: {exc.message}; "
-                    "population not computed",
-                }
-                res.flags.append(fit_flag)
-                logger.warning(fit_flag["message"])
-                fail(pops, f"gate_fit_failed:{where}:{exc.code}")
-                continue
-            used[g.id] = g
-        elif ov is not None:
-            g = _override_declared(cols, g, ov, res.fits)
-            used[g.id] = g
-        if ov is not None:
-            res.flags.extend(_stale_flags(g.id, ov, res.fits, label))
-
-        def scatter(
-            sub: np.ndarray,
-            rows: np.ndarray | None = rows,
-            parent: np.ndarray | None = parent,
-        ) -> np.ndarray:
-            if rows is None:
-                return sub & parent if parent is not None else sub
-            full = np.zeros(n, dtype=bool)
-            full[rows] = sub
-            return full
-
         if g.type == "rectangle":
-            res.members[g.id] = scatter(_rectangle(cols, g, rows, within))
+            res.members[g.id] = _scatter(_rectangle(cols, g, rows, within), rows, parent, n)
         elif g.type in ("polygon", "ellipse"):
-            res.members[g.id] = scatter(_shape(cols, g, rows, within))
+            res.members[g.id] = _scatter(_shape(cols, g, rows, within), rows, parent, n)
         elif g.type == "quadrant":
             for q, m in _quadrants(cols, g, rows, within).items():
-                res.members[q] = scatter(m)
-        elif g.type == "threshold":
-            assert g.auto is not None
-            d = g.dims[0]
-            xf = _xf(tree, d)
-            rows = None if parent is None else np.flatnonzero(parent)
-            x = cols.raw(d, rows)
-            ctrl = None
-            if g.auto.method == "control":
-                ctrl = None if controls is None else controls.get(g.id)
-                if ctrl is not None:
-                    ctrl = _apply(xf, np.asarray(ctrl, dtype=np.float64))
-            with np.errstate(all="ignore"):
-                vals = _apply(xf, x)
-            cut, flag = auto.find_threshold(vals, g.auto, control=ctrl)
-            if flag is not None:
-                flag = {
-                    "gate": g.id,
-                    "code": flag["code"],
-                    "message": f"gate '{g.id}'{label}: {flag['message']}",
-                }
-                if g.auto.allow_fallback and g.auto.default is not None:
-                    cut = g.auto.default
-                    flag["message"] += f"; used the declared default {cut:g} (allow_fallback)"
-                    flag["code"] = f"{flag['code']}_fallback"
-                    res.flags.append(flag)
-                    logger.warning(flag["message"])
-                else:
-                    flag["message"] += "; population not computed (allow_fallback is false)"
-                    res.flags.append(flag)
-                    logger.warning(flag["message"])
-                    fail(pops, f"auto_gate_failed:{g.id}:{flag['code']}")
-                    continue
-            assert cut is not None
-            res.thresholds[g.id] = float(cut)
-            sub = vals >= cut if g.auto.side == "above" else vals < cut
-            res.members[g.id] = scatter(sub, rows)
+                res.members[q] = _scatter(m, rows, parent, n)
         else:  # pragma: no cover - validated in tree
             raise GatingError(f"gate '{g.id}': unsupported type {g.type}")
-        if g.plausible_pct is not None:
-            _plausible(res, g, parent, label)
-    if used:
-        res.tree = tree.with_gates([used.get(g.id, g) for g in tree.gates])
-    return res
+
+    def threshold(self, g: Gate, parent: np.ndarray | None) -> bool:
+        """Members of a data-driven threshold gate; False when it failed without a fallback."""
+        from nkflow.gating import auto
+
+        res = self.res
+        assert g.auto is not None and res.columns is not None
+        d = g.dims[0]
+        xf = self.tree.transform_of(d)
+        rows = None if parent is None else np.flatnonzero(parent)
+        x = res.columns.raw(d, rows)
+        ctrl = self.controls.get(g.id) if g.auto.method == "control" else None
+        if ctrl is not None:
+            ctrl = _apply(xf, np.asarray(ctrl, dtype=np.float64))
+        with np.errstate(all="ignore"):
+            vals = _apply(xf, x)
+        cut, flag = auto.find_threshold(vals, g.auto, control=ctrl)
+        if flag is not None:
+            flag = {
+                "gate": g.id,
+                "code": flag["code"],
+                "message": f"gate '{g.id}'{self.label}: {flag['message']}",
+            }
+            if g.auto.allow_fallback and g.auto.default is not None:
+                cut = g.auto.default
+                flag["message"] += f"; used the declared default {cut:g} (allow_fallback)"
+                flag["code"] = f"{flag['code']}_fallback"
+                res.flags.append(flag)
+                logger.warning(flag["message"])
+            else:
+                flag["message"] += "; population not computed (allow_fallback is false)"
+                res.flags.append(flag)
+                logger.warning(flag["message"])
+                self.fail(g.population_ids(), f"auto_gate_failed:{g.id}:{flag['code']}")
+                return False
+        assert cut is not None
+        res.thresholds[g.id] = float(cut)
+        sub = vals >= cut if g.auto.side == "above" else vals < cut
+        res.members[g.id] = _scatter(sub, rows, parent, res.n_events)
+        return True
+
+
+def _scatter(
+    sub: np.ndarray, rows: np.ndarray | None, parent: np.ndarray | None, n: int
+) -> np.ndarray:
+    """Full-length membership from a gate's answer on ``rows`` (or on every event, masked)."""
+    if rows is None:
+        return sub & parent if parent is not None else sub
+    full = np.zeros(n, dtype=bool)
+    full[rows] = sub
+    return full
 
 
 def _same_override(a: GateOverride | None, b: GateOverride | None) -> bool:
@@ -886,10 +939,10 @@ def _fit_gate(
             osub = fit_mod.subsample(orow.size, fit_mod.MAX_FIT_EVENTS, 0)
             at = orow if osub is None else orow[osub]
         with np.errstate(all="ignore"):
-            return np.asarray(_apply(_xf(tree, d), cols.raw(d, at)), dtype=np.float64)
+            return np.asarray(_apply(tree.transform_of(d), cols.raw(d, at)), dtype=np.float64)
 
     def raw_of(d: Dim, v: float) -> float | None:
-        xf = _xf(tree, d)
+        xf = tree.transform_of(d)
         with np.errstate(all="ignore"):
             r = float(v) if xf is None else float(np.asarray(xf.inverse(np.array([v])))[0])
         return r if math.isfinite(r) else None
@@ -971,7 +1024,7 @@ def _fit_gate(
                     fmo = controls.get(where) if fb.fmo_percentile is not None else None
                     if fmo is not None:
                         with np.errstate(all="ignore"):
-                            ctrl = _apply(_xf(tree, d), np.asarray(fmo, dtype=np.float64))
+                            ctrl = _apply(tree.transform_of(d), np.asarray(fmo, dtype=np.float64))
                         f = fit_mod.control_percentile(ctrl, fb.bounds, fb.fmo_percentile)
                     else:
                         f = fit_mod.fit_bound(
@@ -1098,7 +1151,7 @@ def _override_declared(
                 continue
             value, rec = _override_bound(lambda d=d: d, side, new_value, ov, g.id, d.marker)
             d = replace(d, min=value) if side == "min" else replace(d, max=value)
-            xf = _xf(cols.tree, d)
+            xf = cols.tree.transform_of(d)
             with np.errstate(all="ignore"):
                 raw = value if xf is None else float(np.asarray(xf.inverse(np.array([value])))[0])
             records.append({**rec, "raw": raw if math.isfinite(raw) else None})
@@ -1180,21 +1233,8 @@ def control_values(
     res = gate_sample(
         tree, events, marker_index, spill=spill, keep=keep, channel_names=channel_names
     )
-    if g.parent is None:
-        rows = None if keep is None else np.flatnonzero(keep)
-    else:
-        if g.parent in res.not_computed:
-            raise GatingError(
-                f"control tube: parent '{g.parent}' of gate '{gate_id}' was not computed "
-                f"({res.not_computed[g.parent]})"
-            )
-        rows = np.flatnonzero(res.members[g.parent])
-    cols = _Columns(tree, np.asarray(events), marker_index, spill, channel_names)
-    if cols.missing(g) is not None:
-        raise GatingError(
-            f"control tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'"
-        )
-    return np.array(cols.raw(g.dims[0], rows), dtype=np.float64)
+    where = f"parent '{g.parent}' of gate '{gate_id}'"
+    return _control_tube_values(res, g, g.dims[0], g.parent, "control tube", where)
 
 
 def fmo_values(
@@ -1236,16 +1276,22 @@ def fmo_values(
         channel_names=channel_names,
         ranges=ranges,
     )
+    where = f"population '{on}' (where gate '{gate_id}' fits {marker})"
+    return _control_tube_values(res, g, dim, on, "FMO tube", where)
+
+
+def _control_tube_values(
+    res: GatingResult, g: Gate, dim: Dim, on: str | None, tube: str, where: str
+) -> np.ndarray:
+    """Raw values of ``dim`` in population ``on`` (every kept event when None) of a control
+    tube gated as ``res``; the columns gating computed are reused (not compensated again)."""
     if on is None:
-        rows = np.flatnonzero(keep) if keep is not None else np.arange(len(events))
+        rows = np.flatnonzero(res.keep) if res.keep is not None else np.arange(res.n_events)
     elif on in res.not_computed:
-        raise GatingError(
-            f"FMO tube: population '{on}' (where gate '{gate_id}' fits {marker}) was not "
-            f"computed ({res.not_computed[on]})"
-        )
+        raise GatingError(f"{tube}: {where} was not computed ({res.not_computed[on]})")
     else:
         rows = np.flatnonzero(res.members[on])
-    cols = res.columns  # the same tree, events and compensation: not compensated again
+    cols = res._columns()
     if cols.missing(g) is not None:
-        raise GatingError(f"FMO tube lacks marker '{cols.missing(g)}' needed by gate '{gate_id}'")
+        raise GatingError(f"{tube} lacks marker '{cols.missing(g)}' needed by gate '{g.id}'")
     return np.array(cols.raw(dim, rows), dtype=np.float64)

@@ -19,7 +19,6 @@ Contract
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from nkflow.errors import ConfigError, ReviewError
 from nkflow.gating.override import GateOverride
+from nkflow.provenance import sha256_file
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SUFFIX = ".yaml"
@@ -60,8 +60,7 @@ def tube_files(root: Path, sample_id: str, tube: str) -> list[Path]:
 
 def file_sha256(path: Path) -> str | None:
     """sha256 of a file's bytes, None when it does not exist."""
-    p = Path(path)
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return sha256_file(path) if Path(path).is_file() else None
 
 
 def load_doc(path: Path) -> dict[str, Any]:

@@ -280,9 +280,8 @@ class _Condition:
 
 def _gate_units(res: Any, d: Any) -> np.ndarray:
     """Every event's value of dimension ``d`` in gate units (transformed), NaN kept."""
-    cols = res.columns
-    raw = cols.raw(d, None)
-    xf = None if d.transform is None else res.tree.transforms[d.transform]
+    raw = res.raw_values(d)
+    xf = res.tree.transform_of(d)
     with np.errstate(all="ignore"):
         return np.asarray(raw if xf is None else xf.apply(raw), dtype=np.float64)
 
@@ -291,8 +290,6 @@ def _condition(
     res: Any, g: Gate, values: Mapping[str, np.ndarray], ties: Mapping[str, str], n_rows: int
 ) -> _Condition | str:
     """The test of gate ``g`` (concrete, fitted numbers in place), or why it cannot be built."""
-    from nkflow.gating import evaluate as ev
-
     n = res.n_events
     everyone = np.ones(n, dtype=bool)
     moved_shape = f"{g.id}.scale" in values
@@ -338,9 +335,7 @@ def _condition(
         # a moved boundary this test cannot move (a complement gate): say so, never hold it
         return f"moving the fitted boundaries of {g.type} gate '{g.id}' is not supported"
     if g.type in ("rectangle", "polygon", "ellipse"):
-        cols = res.columns
-        fn = ev._rectangle if g.type == "rectangle" else ev._shape
-        return _Condition(np.asarray(fn(cols, g, None, None), dtype=bool))
+        return _Condition(res.in_shape(g))
     return f"{g.type} gate '{g.id}' on the path is not supported"
 
 

@@ -238,6 +238,10 @@ class GateTree:
             gates.append(replace(g, dims=tuple(dims)))
         return replace(self, transforms=xforms, gates=tuple(gates), scaled=())
 
+    def transform_of(self, d: Dim) -> tf.Transform | None:
+        """The transform from ``d``'s channel values to its gate units; None for raw units."""
+        return None if d.transform is None else self.transforms[d.transform]
+
     def with_gates(self, gates: Sequence[Gate]) -> GateTree:
         """The same tree with ``gates`` (e.g. the boundaries fitted on one tube)."""
         return replace(self, gates=tuple(gates))
@@ -492,148 +496,203 @@ def _gate(
     kw["complement"] = bool(g.get("complement", False))
     fit = g.get("fit")
     if fit is not None:
-        from nkflow.gating.fit import check_shape_params
-
-        if gtype not in SHAPE_METHODS or not isinstance(fit, dict):
-            raise ConfigError(
-                f"{where}: 'fit' is a mapping {{method: ...}} on polygon or ellipse gates; "
-                f"for a rectangle, fit each bound (min: {{fit: valley, bounds: [lo, hi]}})"
-            )
-        method = fit.get("method")
-        if method not in SHAPE_METHODS[gtype]:
-            raise ConfigError(
-                f"{where}: fit method {method!r} is not one for a {gtype} gate; "
-                f"expected one of {list(SHAPE_METHODS[gtype])}"
-            )
-        if len(dims) != 2:
-            raise ConfigError(f"{where}: a fitted {gtype} needs exactly 2 dims")
-        params = {k: v for k, v in fit.items() if k != "method"}
-        params = check_shape_params(where, method, params)
-        kw["fit"] = ShapeFit(method=method, params=tuple(sorted(params.items())))
-    if "plausible_pct_of_parent" in g:
-        kw["plausible_pct"] = _pair(where, "plausible_pct_of_parent", g["plausible_pct_of_parent"])
-    if gtype == "rectangle":
-        for d in dims:
-            if d.min is None and d.max is None and d.fit_min is None and d.fit_max is None:
-                raise ConfigError(f"{where}: dim '{d.marker}' needs 'min' and/or 'max'")
-            if d.min is not None and d.max is not None and d.min >= d.max:
-                raise ConfigError(
-                    f"{where}: dim '{d.marker}' has min {d.min:g} >= max {d.max:g}; "
-                    "min must be below max"
-                )
-    # a fitted polygon or ellipse takes its vertices / mean from each tube: nothing to check
-    elif fit is None and gtype == "polygon":
-        v = g.get("vertices")
-        if len(dims) != 2 or not isinstance(v, list) or len(v) < 3:
-            raise ConfigError(f"{where}: a polygon needs 2 dims and at least 3 vertices [x, y]")
-        try:
-            verts = tuple((_f(where, "vertices", a), _f(where, "vertices", b)) for a, b in v)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: vertices must be pairs [x, y], found {v!r}") from exc
-        kw["vertices"] = verts
-    elif fit is None and gtype == "ellipse":
-        mean, cov = g.get("mean"), g.get("covariance")
-        n = len(dims)
-        if n < 2 or not isinstance(mean, list) or len(mean) != n:
-            raise ConfigError(f"{where}: an ellipse needs >= 2 dims and 'mean' with one per dim")
-        if not isinstance(cov, list) or len(cov) != n or any(len(r) != n for r in cov):
-            raise ConfigError(f"{where}: 'covariance' must be a {n}x{n} matrix")
-        kw["mean"] = tuple(_f(where, "mean", x) for x in mean)
-        kw["covariance"] = tuple(tuple(_f(where, "covariance", x) for x in r) for r in cov)
-        kw["distance_square"] = _f(where, "distance_square", g.get("distance_square"))
-    elif gtype == "quadrant":
-        quads = g.get("quadrants")
-        if not isinstance(quads, dict) or not quads:
-            raise ConfigError(f"{where}: a quadrant gate needs 'quadrants: {{name: [hi, lo]}}'")
-        out = []
-        for q, spec in quads.items():
-            if not isinstance(spec, list) or len(spec) != len(dims):
-                raise ConfigError(
-                    f"{where}: quadrant '{q}' must list one of hi/lo per dim ({len(dims)})"
-                )
-            rng: list[tuple[float | None, float | None]] = []
-            for d, s in zip(dims, spec, strict=True):
-                if s == "hi" and len(d.dividers) == 1:
-                    rng.append((d.dividers[0], None))
-                elif s == "lo" and len(d.dividers) == 1:
-                    rng.append((None, d.dividers[0]))
-                elif isinstance(s, list) and len(s) == 2:
-                    rng.append((_opt(where, "quadrant", s[0]), _opt(where, "quadrant", s[1])))
-                else:
-                    raise ConfigError(
-                        f"{where}: quadrant '{q}' dim '{d.marker}': expected 'hi', 'lo' or "
-                        f"[min, max], found {s!r}"
-                    )
-            out.append((str(q), tuple(rng)))
-        kw["quadrants"] = tuple(out)
-    elif gtype == "boolean":
-        op = g.get("op")
-        refs = g.get("of")
-        if op not in ("and", "or", "not"):
-            raise ConfigError(f"{where}: boolean 'op' must be and, or or not; found {op!r}")
-        if not isinstance(refs, list) or not refs:
-            raise ConfigError(f"{where}: boolean 'of' must list populations")
-        if op == "not" and len(refs) != 1:
-            raise ConfigError(f"{where}: 'not' takes exactly one population, found {len(refs)}")
-        if op != "not" and len(refs) < 2:
-            raise ConfigError(f"{where}: '{op}' needs at least two populations")
-        of = []
-        for r in refs:
-            comp = False
-            if isinstance(r, dict):
-                comp = bool(r.get("complement", False))
-                r = r.get("population")
-            if r not in seen:
-                raise ConfigError(
-                    f"{where}: boolean refers to '{r}', which is not a population defined "
-                    "earlier in the file"
-                )
-            of.append((r, comp))
-        kw["op"], kw["of"] = op, tuple(of)
-    elif gtype == "threshold":
-        if len(dims) != 1:
-            raise ConfigError(f"{where}: a threshold gate has exactly one dim")
-        method = g.get("method")
-        if method not in AUTO_METHODS:
-            raise ConfigError(
-                f"{where}: 'method' must be one of {list(AUTO_METHODS)}, found {method!r}"
-            )
-        b = g.get("bounds")
-        if not isinstance(b, list) or len(b) != 2:
-            raise ConfigError(f"{where}: 'bounds' must be [low, high] in transformed units")
-        lo, hi = _f(where, "bounds", b[0]), _f(where, "bounds", b[1])
-        if lo >= hi:
-            raise ConfigError(f"{where}: bounds low {lo:g} must be below high {hi:g}")
-        default = _opt(where, "default", g.get("default"))
-        allow = g.get("allow_fallback", False)
-        if not isinstance(allow, bool):
-            raise ConfigError(f"{where}: 'allow_fallback' must be true or false")
-        if allow and default is None:
-            raise ConfigError(f"{where}: allow_fallback is true but no 'default' threshold given")
-        side = g.get("side", "above")
-        if side not in ("above", "below"):
-            raise ConfigError(f"{where}: 'side' must be 'above' or 'below', found {side!r}")
-        rs = g.get("random_state", 0)
-        if not isinstance(rs, int) or isinstance(rs, bool):
-            raise ConfigError(f"{where}: 'random_state' must be an integer, found {rs!r}")
-        kw["auto"] = AutoSpec(
-            method=method,
-            bounds=(lo, hi),
-            default=default,
-            allow_fallback=allow,
-            random_state=rs,
-            side=side,
-            control_percentile=_f(where, "control_percentile", g.get("control_percentile", 99.5)),
-        )
+        kw["fit"] = _shape_fit(where, gtype, fit, dims)
+    key = "plausible_pct_of_parent"
+    kw["plausible_pct"] = _pair(where, key, g[key]) if key in g else None
+    if fit is None:  # a fitted polygon or ellipse takes its vertices / mean from each tube
+        kw.update(_TYPE_FIELDS[gtype](where, g, dims, seen))
     gate = Gate(**kw)
+    _register(where, gate, seen)
+    return gate
+
+
+def _register(where: str, gate: Gate, seen: dict[str, str]) -> None:
+    """Record ``gate``'s populations in ``seen`` (population id -> gate id), each once."""
     for pop in gate.population_ids():
         if pop in seen:
             raise ConfigError(
                 f"{where}: population id '{pop}' is already defined by gate '{seen[pop]}'; "
                 "population ids must be unique"
             )
-        seen[pop] = gid
-    return gate
+        seen[pop] = gate.id
+
+
+def _shape_fit(where: str, gtype: str, fit: Any, dims: tuple[Dim, ...]) -> ShapeFit:
+    """The ``fit`` mapping of a polygon or ellipse gate, checked."""
+    from nkflow.gating.fit import check_shape_params
+
+    if gtype not in SHAPE_METHODS or not isinstance(fit, dict):
+        raise ConfigError(
+            f"{where}: 'fit' is a mapping {{method: ...}} on polygon or ellipse gates; "
+            f"for a rectangle, fit each bound (min: {{fit: valley, bounds: [lo, hi]}})"
+        )
+    method = fit.get("method")
+    if method not in SHAPE_METHODS[gtype]:
+        raise ConfigError(
+            f"{where}: fit method {method!r} is not one for a {gtype} gate; "
+            f"expected one of {list(SHAPE_METHODS[gtype])}"
+        )
+    if len(dims) != 2:
+        raise ConfigError(f"{where}: a fitted {gtype} needs exactly 2 dims")
+    params = {k: v for k, v in fit.items() if k != "method"}
+    params = check_shape_params(where, method, params)
+    return ShapeFit(method=method, params=tuple(sorted(params.items())))
+
+
+def _rectangle(
+    where: str, g: dict[str, Any], dims: tuple[Dim, ...], seen: dict[str, str]
+) -> dict[str, Any]:
+    for d in dims:
+        if d.min is None and d.max is None and d.fit_min is None and d.fit_max is None:
+            raise ConfigError(f"{where}: dim '{d.marker}' needs 'min' and/or 'max'")
+        if d.min is not None and d.max is not None and d.min >= d.max:
+            raise ConfigError(
+                f"{where}: dim '{d.marker}' has min {d.min:g} >= max {d.max:g}; "
+                "min must be below max"
+            )
+    return {}
+
+
+def _polygon(
+    where: str, g: dict[str, Any], dims: tuple[Dim, ...], seen: dict[str, str]
+) -> dict[str, Any]:
+    v = g.get("vertices")
+    if len(dims) != 2 or not isinstance(v, list) or len(v) < 3:
+        raise ConfigError(f"{where}: a polygon needs 2 dims and at least 3 vertices [x, y]")
+    try:
+        verts = tuple((_f(where, "vertices", a), _f(where, "vertices", b)) for a, b in v)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: vertices must be pairs [x, y], found {v!r}") from exc
+    return {"vertices": verts}
+
+
+def _ellipse(
+    where: str, g: dict[str, Any], dims: tuple[Dim, ...], seen: dict[str, str]
+) -> dict[str, Any]:
+    mean, cov = g.get("mean"), g.get("covariance")
+    n = len(dims)
+    if n < 2 or not isinstance(mean, list) or len(mean) != n:
+        raise ConfigError(f"{where}: an ellipse needs >= 2 dims and 'mean' with one per dim")
+    if not isinstance(cov, list) or len(cov) != n or any(len(r) != n for r in cov):
+        raise ConfigError(f"{where}: 'covariance' must be a {n}x{n} matrix")
+    return {
+        "mean": tuple(_f(where, "mean", x) for x in mean),
+        "covariance": tuple(tuple(_f(where, "covariance", x) for x in r) for r in cov),
+        "distance_square": _f(where, "distance_square", g.get("distance_square")),
+    }
+
+
+def _quadrant(
+    where: str, g: dict[str, Any], dims: tuple[Dim, ...], seen: dict[str, str]
+) -> dict[str, Any]:
+    quads = g.get("quadrants")
+    if not isinstance(quads, dict) or not quads:
+        raise ConfigError(f"{where}: a quadrant gate needs 'quadrants: {{name: [hi, lo]}}'")
+    out = []
+    for q, spec in quads.items():
+        if not isinstance(spec, list) or len(spec) != len(dims):
+            raise ConfigError(
+                f"{where}: quadrant '{q}' must list one of hi/lo per dim ({len(dims)})"
+            )
+        out.append(
+            (
+                str(q),
+                tuple(_quadrant_range(where, q, d, s) for d, s in zip(dims, spec, strict=True)),
+            )
+        )
+    return {"quadrants": tuple(out)}
+
+
+def _quadrant_range(where: str, q: Any, d: Dim, s: Any) -> tuple[float | None, float | None]:
+    """One dim's ``(min, max)`` of quadrant ``q``: ``hi``, ``lo`` (of its one divider) or a pair."""
+    if s == "hi" and len(d.dividers) == 1:
+        return (d.dividers[0], None)
+    if s == "lo" and len(d.dividers) == 1:
+        return (None, d.dividers[0])
+    if isinstance(s, list) and len(s) == 2:
+        return (_opt(where, "quadrant", s[0]), _opt(where, "quadrant", s[1]))
+    raise ConfigError(
+        f"{where}: quadrant '{q}' dim '{d.marker}': expected 'hi', 'lo' or [min, max], found {s!r}"
+    )
+
+
+def _boolean(
+    where: str, g: dict[str, Any], dims: tuple[Dim, ...], seen: dict[str, str]
+) -> dict[str, Any]:
+    op = g.get("op")
+    refs = g.get("of")
+    if op not in ("and", "or", "not"):
+        raise ConfigError(f"{where}: boolean 'op' must be and, or or not; found {op!r}")
+    if not isinstance(refs, list) or not refs:
+        raise ConfigError(f"{where}: boolean 'of' must list populations")
+    if op == "not" and len(refs) != 1:
+        raise ConfigError(f"{where}: 'not' takes exactly one population, found {len(refs)}")
+    if op != "not" and len(refs) < 2:
+        raise ConfigError(f"{where}: '{op}' needs at least two populations")
+    of = []
+    for r in refs:
+        comp = False
+        if isinstance(r, dict):
+            comp = bool(r.get("complement", False))
+            r = r.get("population")
+        if r not in seen:
+            raise ConfigError(
+                f"{where}: boolean refers to '{r}', which is not a population defined "
+                "earlier in the file"
+            )
+        of.append((r, comp))
+    return {"op": op, "of": tuple(of)}
+
+
+def _threshold(
+    where: str, g: dict[str, Any], dims: tuple[Dim, ...], seen: dict[str, str]
+) -> dict[str, Any]:
+    if len(dims) != 1:
+        raise ConfigError(f"{where}: a threshold gate has exactly one dim")
+    method = g.get("method")
+    if method not in AUTO_METHODS:
+        raise ConfigError(
+            f"{where}: 'method' must be one of {list(AUTO_METHODS)}, found {method!r}"
+        )
+    b = g.get("bounds")
+    if not isinstance(b, list) or len(b) != 2:
+        raise ConfigError(f"{where}: 'bounds' must be [low, high] in transformed units")
+    lo, hi = _f(where, "bounds", b[0]), _f(where, "bounds", b[1])
+    if lo >= hi:
+        raise ConfigError(f"{where}: bounds low {lo:g} must be below high {hi:g}")
+    default = _opt(where, "default", g.get("default"))
+    allow = g.get("allow_fallback", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"{where}: 'allow_fallback' must be true or false")
+    if allow and default is None:
+        raise ConfigError(f"{where}: allow_fallback is true but no 'default' threshold given")
+    side = g.get("side", "above")
+    if side not in ("above", "below"):
+        raise ConfigError(f"{where}: 'side' must be 'above' or 'below', found {side!r}")
+    rs = g.get("random_state", 0)
+    if not isinstance(rs, int) or isinstance(rs, bool):
+        raise ConfigError(f"{where}: 'random_state' must be an integer, found {rs!r}")
+    auto = AutoSpec(
+        method=method,
+        bounds=(lo, hi),
+        default=default,
+        allow_fallback=allow,
+        random_state=rs,
+        side=side,
+        control_percentile=_f(where, "control_percentile", g.get("control_percentile", 99.5)),
+    )
+    return {"auto": auto}
+
+
+#: the fields each gate type adds to :class:`Gate`, parsed and checked from its mapping
+_TYPE_FIELDS = {
+    "rectangle": _rectangle,
+    "polygon": _polygon,
+    "ellipse": _ellipse,
+    "quadrant": _quadrant,
+    "boolean": _boolean,
+    "threshold": _threshold,
+}
 
 
 def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:

@@ -192,45 +192,134 @@ def time_qc(
     for name, s in signals.items():
         if len(s) != n:
             raise ValueError(f"time_qc: signal {name!r} has {len(s)} values, Time has {n}")
+    try:
+        t, ts_note = _seconds(time, timestep, time_pnn, cfg, n)
+        b = _bins(t, cfg)
+        rate = _rate(b, cfg)
+    except _NotAssessed as exc:
+        return _not_assessed(n, cfg, str(exc), exc.code)
+    dt = np.diff(t)
+    # Gaps (clogs): no event for longer than the expected wait of gap_expected_events events.
+    gap_thr = max(tc.gap_expected_events / rate.per_s, tc.min_gap_seconds, 2 * b.resolution)
+    gap_idx = np.flatnonzero(dt > gap_thr)
+    gaps = [(float(t[i]), float(t[i + 1])) for i in gap_idx]
+    gap_flag = np.zeros(b.n_bins, dtype=bool)
+    for i in gap_idx:
+        gap_flag[b.idx[i] : b.idx[i + 1] + 1] = True
+    signal_flag, signal_hits = _signal_flags(signals, b, rate.median, cfg)
+
+    flagged = rate.flag | gap_flag | signal_flag
+    removed = flagged.copy()
+    for k in range(1, tc.pad_bins + 1):
+        removed[k:] |= flagged[:-k]
+        removed[:-k] |= flagged[k:]
+    keep = ~removed[b.idx]
+    n_removed = int(n - keep.sum())
+    removed_ranges = b.ranges(removed)
+    base = (
+        f"{b.n_bins} bins of {b.width:.3g} s ({ts_note}), median {rate.per_s:.4g} events/s, "
+        f"robust SD {rate.scale:.3g} events/bin"
+    )
+    alone = signal_flag & ~rate.flag & ~gap_flag
+    checks = [
+        _rate_check(cfg, b, rate, base),
+        _gap_check(cfg, gaps, gap_thr),
+        _signal_check(cfg, b.ranges(alone), int(alone.sum()), signal_hits, list(signals)),
+        _removed_check(cfg, n_removed, n, removed_ranges),
+    ]
+    logger.info(
+        "time QC: removed %d of %d events in %d range(s)", n_removed, n, len(removed_ranges)
+    )
+    return TimeQcResult(
+        keep=keep,
+        assessed=True,
+        removed_ranges=removed_ranges,
+        n_removed=n_removed,
+        checks=checks,
+        n_events=n,
+        n_bins=b.n_bins,
+        bin_seconds=b.width,
+        median_rate_per_s=rate.per_s,
+        gaps=gaps,
+    )
+
+
+class _NotAssessed(Exception):
+    """Time QC cannot run on this file: the message says why (all events are kept)."""
+
+    def __init__(self, message: str, code: str = "time_not_assessed") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _seconds(
+    time: np.ndarray | None, timestep: float | None, time_pnn: str, cfg: QcConfig, n: int
+) -> tuple[np.ndarray, str]:
+    """The Time column in seconds and how it was converted, if time QC can run on it."""
+    tc = cfg.time
     if not tc.enabled:
-        return _not_assessed(
-            n, cfg, "time QC disabled (qc.time.enabled: false); all events kept", "time_qc_disabled"
+        raise _NotAssessed(
+            "time QC disabled (qc.time.enabled: false); all events kept", "time_qc_disabled"
         )
     if time is None:
-        return _not_assessed(
-            n,
-            cfg,
-            "no Time channel in this file: flow-rate stability not assessed; all events kept",
+        raise _NotAssessed(
+            "no Time channel in this file: flow-rate stability not assessed; all events kept"
         )
     t, ts_note = time_in_seconds(time, timestep, time_pnn, tc.assume_timestep)
     if t is None:
-        return _not_assessed(
-            n,
-            cfg,
+        raise _NotAssessed(
             f"Time channel present but {ts_note}: time cannot be converted to seconds; set "
-            f"qc.time.assume_timestep to assess it; all events kept",
+            f"qc.time.assume_timestep to assess it; all events kept"
         )
     if not np.isfinite(t).all():
         bad = int((~np.isfinite(t)).sum())
-        return _not_assessed(n, cfg, f"{bad} events have a non-finite Time value; all events kept")
+        raise _NotAssessed(f"{bad} events have a non-finite Time value; all events kept")
     dec = int((np.diff(t) < 0).sum())
     if dec:
-        return _not_assessed(
-            n,
-            cfg,
+        raise _NotAssessed(
             f"Time decreases {dec} times in acquisition order (clock rollover or concatenated "
-            f"acquisitions); all events kept",
+            f"acquisitions); all events kept"
         )
-    t0 = float(t[0]) if n else 0.0
     duration = float(t[-1] - t[0]) if n else 0.0
     min_needed = tc.min_events_per_bin * tc.min_bins
     if n < min_needed or duration <= 0:
-        return _not_assessed(
-            n,
-            cfg,
+        raise _NotAssessed(
             f"{n} events over {duration:.3g} s: too few to assess flow rate (need at least "
-            f"{min_needed} = qc.time.min_events_per_bin x qc.time.min_bins); all events kept",
+            f"{min_needed} = qc.time.min_events_per_bin x qc.time.min_bins); all events kept"
         )
+    return t, ts_note
+
+
+@dataclass(frozen=True)
+class _Bins:
+    """The time bins of one acquisition: each event's bin, and each bin's share of a width."""
+
+    idx: np.ndarray
+    coverage: np.ndarray
+    counts: np.ndarray
+    n_full: int
+    width: float
+    t0: float
+    t_end: float
+    resolution: float
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.coverage.size)
+
+    def edge(self, i: int) -> float:
+        return round(min(self.t0 + i * self.width, self.t_end), 9)
+
+    def ranges(self, flags: np.ndarray) -> list[tuple[float, float]]:
+        """``(start_s, end_s)`` of each run of flagged bins."""
+        return [(self.edge(a), self.edge(b + 1)) for a, b in _runs(flags)]
+
+
+def _bins(t: np.ndarray, cfg: QcConfig) -> _Bins:
+    tc = cfg.time
+    n = t.size
+    t0 = float(t[0])
+    duration = float(t[-1] - t[0])
     dt = np.diff(t)
     steps = dt[dt > 0]
     resolution = float(steps.min()) if steps.size else 0.0
@@ -256,49 +345,58 @@ def time_qc(
         coverage = np.ones(max(n_full, 1))
         t_end = float(t[-1])
     if n_full < tc.min_bins:
-        return _not_assessed(
-            n,
-            cfg,
+        raise _NotAssessed(
             f"{duration:.3g} s of acquisition gives {n_full} bins of {width:.3g} s, fewer than "
-            f"qc.time.min_bins = {tc.min_bins}; all events kept",
+            f"qc.time.min_bins = {tc.min_bins}; all events kept"
         )
-    n_bins = coverage.size
-    counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    counts = np.bincount(idx, minlength=coverage.size).astype(np.float64)
+    return _Bins(idx, coverage, counts, n_full, width, t0, t_end, resolution)
 
-    def edge(i: int) -> float:
-        return round(min(t0 + i * width, t_end), 9)
 
+@dataclass(frozen=True)
+class _Rate:
+    """The event rate per bin against the median of the full bins."""
+
+    median: float
+    scale: float
+    z: np.ndarray
+    flag: np.ndarray
+    per_s: float
+
+
+def _rate(b: _Bins, cfg: QcConfig) -> _Rate:
+    tc = cfg.time
     # Event rate, from the full bins; a partial last bin is scaled by its coverage and tested
     # only when it covers at least half a bin.
-    full = counts[:n_full]
+    full = b.counts[: b.n_full]
     med = float(np.median(full))
     if med == 0:
-        return _not_assessed(
-            n,
-            cfg,
-            f"more than half of the {n_full} time bins of {width:.3g} s hold no event: the "
+        raise _NotAssessed(
+            f"more than half of the {b.n_full} time bins of {b.width:.3g} s hold no event: the "
             f"acquisition is too sparse or too interrupted to estimate a steady rate; "
-            f"all events kept",
+            f"all events kept"
         )
     mad = 1.4826 * float(np.median(np.abs(full - med)))
     scale = max(mad, math.sqrt(med), 1.0)
-    testable = coverage >= 0.5
-    z_rate = np.where(testable, (counts / coverage - med) / scale, 0.0)
+    testable = b.coverage >= 0.5
+    z_rate = np.where(testable, (b.counts / b.coverage - med) / scale, 0.0)
     rate_flag = np.abs(z_rate) > tc.rate_mad_threshold
-    rate_per_s = med / width
+    return _Rate(med, scale, z_rate, rate_flag, med / b.width)
 
-    # Gaps (clogs): no event for longer than the expected wait of gap_expected_events events.
-    gap_thr = max(tc.gap_expected_events / rate_per_s, tc.min_gap_seconds, 2 * resolution)
-    gap_idx = np.flatnonzero(dt > gap_thr)
-    gaps = [(float(t[i]), float(t[i + 1])) for i in gap_idx]
-    gap_flag = np.zeros(n_bins, dtype=bool)
-    for i in gap_idx:
-        gap_flag[idx[i] : idx[i + 1] + 1] = True
 
-    # Signal location per bin: mean of the events' whole-file ranks (see module docstring).
+def _signal_flags(
+    signals: Mapping[str, np.ndarray], b: _Bins, med: float, cfg: QcConfig
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Bins whose signal location is off, and per signal how many bins it flags.
+
+    Signal location per bin: mean of the events' whole-file ranks (see module docstring).
+    """
+    tc = cfg.time
+    n, n_bins, idx = b.idx.size, b.n_bins, b.idx
+    min_needed = tc.min_events_per_bin * tc.min_bins
     signal_flag = np.zeros(n_bins, dtype=bool)
     signal_hits: dict[str, int] = {}
-    usable = counts >= max(10.0, 0.5 * med)
+    usable = b.counts >= max(10.0, 0.5 * med)
     for name, s in signals.items():
         x = np.asarray(s, dtype=np.float64)
         fin = np.isfinite(x)
@@ -322,128 +420,101 @@ def time_qc(
         if hit.any():
             signal_hits[name] = int(hit.sum())
             signal_flag |= hit
+    return signal_flag, signal_hits
 
-    flagged = rate_flag | gap_flag | signal_flag
-    removed = flagged.copy()
-    for k in range(1, tc.pad_bins + 1):
-        removed[k:] |= flagged[:-k]
-        removed[:-k] |= flagged[k:]
-    keep = ~removed[idx]
-    n_removed = int(n - keep.sum())
-    removed_ranges = [(edge(a), edge(b + 1)) for a, b in _runs(removed)]
-    frac = n_removed / n
 
-    checks: list[Check] = []
-    hi = [(edge(a), edge(b + 1)) for a, b in _runs(rate_flag & (z_rate > 0))]
-    lo = [(edge(a), edge(b + 1)) for a, b in _runs(rate_flag & (z_rate < 0))]
-    n_rate = int(rate_flag.sum())
-    base = (
-        f"{n_bins} bins of {width:.3g} s ({ts_note}), median {rate_per_s:.4g} events/s, "
-        f"robust SD {scale:.3g} events/bin"
+def _rate_check(cfg: QcConfig, b: _Bins, rate: _Rate, base: str) -> Check:
+    tc = cfg.time
+    n_rate = int(rate.flag.sum())
+    if not n_rate:
+        return make_check(
+            cfg, "time_flow_rate", "ok", 0, tc.rate_mad_threshold, f"event rate steady: {base}"
+        )
+    hi = b.ranges(rate.flag & (rate.z > 0))
+    lo = b.ranges(rate.flag & (rate.z < 0))
+    parts = []
+    if hi:
+        parts.append(f"high-rate (burst) bins at {_fmt_ranges(hi)}")
+    if lo:
+        parts.append(f"low-rate bins at {_fmt_ranges(lo)}")
+    msg = (
+        f"{n_rate} of {b.n_bins} time bins deviate from the median event rate by more than "
+        f"{tc.rate_mad_threshold:g} robust SDs: {'; '.join(parts)}; {base}"
     )
-    if n_rate:
-        parts = []
-        if hi:
-            parts.append(f"high-rate (burst) bins at {_fmt_ranges(hi)}")
-        if lo:
-            parts.append(f"low-rate bins at {_fmt_ranges(lo)}")
-        msg = (
-            f"{n_rate} of {n_bins} time bins deviate from the median event rate by more than "
-            f"{tc.rate_mad_threshold:g} robust SDs: {'; '.join(parts)}; {base}"
+    return make_check(
+        cfg, "time_flow_rate", "flow_rate_anomaly", n_rate, tc.rate_mad_threshold, msg
+    )
+
+
+def _gap_check(cfg: QcConfig, gaps: list[tuple[float, float]], gap_thr: float) -> Check:
+    if not gaps:
+        return make_check(
+            cfg, "time_gap", "ok", 0.0, gap_thr, f"no gap longer than {gap_thr:.3g} s"
         )
-        checks.append(
-            make_check(
-                cfg, "time_flow_rate", "flow_rate_anomaly", n_rate, tc.rate_mad_threshold, msg
-            )
-        )
-    else:
-        checks.append(
-            make_check(
-                cfg,
-                "time_flow_rate",
-                "ok",
-                0,
-                tc.rate_mad_threshold,
-                f"event rate steady: {base}",
-            )
-        )
-    if gaps:
-        total_gap = sum(b - a for a, b in gaps)
-        checks.append(
-            make_check(
-                cfg,
-                "time_gap",
-                "flow_gap",
-                total_gap,
-                gap_thr,
-                f"{len(gaps)} acquisition gap(s) longer than {gap_thr:.3g} s (clog): "
-                f"{_fmt_ranges(gaps)}; {total_gap:.3g} s without events",
-            )
-        )
-    else:
-        checks.append(
-            make_check(cfg, "time_gap", "ok", 0.0, gap_thr, f"no gap longer than {gap_thr:.3g} s")
-        )
-    alone = signal_flag & ~rate_flag & ~gap_flag
-    n_sig = int(alone.sum())
+    total_gap = sum(b - a for a, b in gaps)
+    return make_check(
+        cfg,
+        "time_gap",
+        "flow_gap",
+        total_gap,
+        gap_thr,
+        f"{len(gaps)} acquisition gap(s) longer than {gap_thr:.3g} s (clog): "
+        f"{_fmt_ranges(gaps)}; {total_gap:.3g} s without events",
+    )
+
+
+def _signal_check(
+    cfg: QcConfig,
+    shifted: list[tuple[float, float]],
+    n_sig: int,
+    signal_hits: dict[str, int],
+    listed: list[str],
+) -> Check:
+    """Signal shifts in bins whose rate is steady (those inside rate/gap anomalies go anyway)."""
+    tc = cfg.time
     names = ", ".join(f"{k} ({v} bins)" for k, v in signal_hits.items())
     if n_sig:
-        checks.append(
-            make_check(
-                cfg,
-                "time_signal",
-                "signal_drift",
-                n_sig,
-                tc.signal_mad_threshold,
-                f"{n_sig} time bins with a steady event rate have a signal shifted by more than "
-                f"{tc.signal_mad_threshold:g} robust SDs from the other bins (mean rank per bin) "
-                f"at {_fmt_ranges([(edge(a), edge(b + 1)) for a, b in _runs(alone)])}; "
-                f"channels: {names}",
-            )
+        return make_check(
+            cfg,
+            "time_signal",
+            "signal_drift",
+            n_sig,
+            tc.signal_mad_threshold,
+            f"{n_sig} time bins with a steady event rate have a signal shifted by more than "
+            f"{tc.signal_mad_threshold:g} robust SDs from the other bins (mean rank per bin) "
+            f"at {_fmt_ranges(shifted)}; "
+            f"channels: {names}",
         )
-    else:
-        listed = ", ".join(signals) if signals else "no signals given"
-        extra = f"; shifts only inside rate/gap anomalies: {names}" if signal_hits else ""
-        checks.append(
-            make_check(
-                cfg,
-                "time_signal",
-                "ok",
-                0,
-                tc.signal_mad_threshold,
-                f"signal steady over time outside rate anomalies ({listed}){extra}",
-            )
-        )
+    given = ", ".join(listed) if listed else "no signals given"
+    extra = f"; shifts only inside rate/gap anomalies: {names}" if signal_hits else ""
+    return make_check(
+        cfg,
+        "time_signal",
+        "ok",
+        0,
+        tc.signal_mad_threshold,
+        f"signal steady over time outside rate anomalies ({given}){extra}",
+    )
+
+
+def _removed_check(
+    cfg: QcConfig, n_removed: int, n: int, removed_ranges: list[tuple[float, float]]
+) -> Check:
+    tc = cfg.time
+    frac = n_removed / n
     excess = frac > tc.max_removed_frac
     where = f" at {_fmt_ranges(removed_ranges)}" if removed_ranges else ""
-    checks.append(
-        make_check(
-            cfg,
-            "time_removed",
-            "time_excess_removed" if excess else "ok",
-            frac,
-            tc.max_removed_frac,
-            f"time QC removed {n_removed} of {n} events ({100 * frac:.2f}%){where}"
-            + (
-                f"; more than {100 * tc.max_removed_frac:g}% (qc.time.max_removed_frac): the "
-                f"acquisition is not steady enough to report"
-                if excess
-                else ""
-            ),
-        )
-    )
-    logger.info(
-        "time QC: removed %d of %d events in %d range(s)", n_removed, n, len(removed_ranges)
-    )
-    return TimeQcResult(
-        keep=keep,
-        assessed=True,
-        removed_ranges=removed_ranges,
-        n_removed=n_removed,
-        checks=checks,
-        n_events=n,
-        n_bins=n_bins,
-        bin_seconds=width,
-        median_rate_per_s=rate_per_s,
-        gaps=gaps,
+    return make_check(
+        cfg,
+        "time_removed",
+        "time_excess_removed" if excess else "ok",
+        frac,
+        tc.max_removed_frac,
+        f"time QC removed {n_removed} of {n} events ({100 * frac:.2f}%){where}"
+        + (
+            f"; more than {100 * tc.max_removed_frac:g}% (qc.time.max_removed_frac): the "
+            f"acquisition is not steady enough to report"
+            if excess
+            else ""
+        ),
     )

@@ -21,7 +21,6 @@ when none failed but some were not run, ``PASS`` when every criterion passed (bo
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib
 import logging
 import platform
@@ -33,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nkflow.provenance import sha256_file
 from nkflow.qualify._context import Context, find_workflow_dir, public_root_from_env
 from nkflow.qualify._model import CheckResult, check_to_dict, judged, not_run, summary
 
@@ -93,7 +93,7 @@ def _guarded(check_id: str, title: str, func: Callable[[Context], CheckResult], 
 
 def _inputs(ctx: Context) -> list[dict[str, str]]:
     def sha(p: Path) -> str:
-        return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "missing"
+        return sha256_file(p) if p.is_file() else "missing"
 
     rows = [{"role": "configuration", "path": str(ctx.config_path), "sha256": sha(ctx.config_path)}]
     if ctx.reference_path is not None:

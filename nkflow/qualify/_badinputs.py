@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nkflow.qualify import _damage
 from nkflow.qualify import _workflow as wf
-from nkflow.qualify._cohort import NO_WORKFLOW, read_tsv
+from nkflow.qualify._cohort import NO_WORKFLOW, text_rows
 from nkflow.qualify._context import Context
 from nkflow.qualify._model import CheckResult, Criterion, evidence, judged, not_run
 
@@ -79,7 +79,7 @@ SHEET_CASES = (
 
 
 def _fcs_of(data: Path, sample_id: str, tube: str) -> Path:
-    for r in read_tsv(data / "samples.tsv"):
+    for r in text_rows(data / "samples.tsv"):
         if r["sample_id"] == sample_id and r["tube"] == tube:
             return data / r["fcs_file"]
     raise KeyError(f"{sample_id}/{tube} not in {data / 'samples.tsv'}")
@@ -89,7 +89,7 @@ def day14_samples(data: Path) -> dict[str, str]:
     """patient -> the day-14 sample the generator's truth names (patients with one)."""
     return {
         r["patient_id"]: r["sample_id"]
-        for r in read_tsv(data / "truth" / "endpoints.tsv")
+        for r in text_rows(data / "truth" / "endpoints.tsv")
         if r["sample_id"]
     }
 
@@ -120,7 +120,7 @@ def damage_cohort(data: Path) -> None:
         ),
         "bad_spillover": lambda p: _damage.with_keywords(p, _damage.singular_spillover),
     }
-    dates = {r["sample_id"]: r["collection_date"] for r in read_tsv(data / "samples.tsv")}
+    dates = {r["sample_id"]: r["collection_date"] for r in text_rows(data / "samples.tsv")}
     alc = {"qns_alc": "QNS", "negative_alc": "-0.5"}
     for case in FILE_CASES:
         sid = day14[case.patient]
@@ -138,8 +138,8 @@ def damage_cohort(data: Path) -> None:
 
 
 def _file_case_criteria(data: Path, results: Path) -> tuple[list[Criterion], list[tuple]]:
-    endpoints = {r["patient_id"]: r for r in read_tsv(results / "cohort" / "endpoints.tsv")}
-    qc = read_tsv(results / "qc" / "tubes.tsv")
+    endpoints = {r["patient_id"]: r for r in text_rows(results / "cohort" / "endpoints.tsv")}
+    qc = text_rows(results / "qc" / "tubes.tsv")
     day14 = day14_samples(data)
     criteria, rows = [], []
     for case in FILE_CASES:

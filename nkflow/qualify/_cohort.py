@@ -10,15 +10,16 @@ time in another directory and compares every table byte for byte. The comparison
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 from typing import Any
 
+from nkflow.provenance import sha256_file
 from nkflow.qualify import _workflow as wf
 from nkflow.qualify._context import Context
 from nkflow.qualify._limits import LIMIT
 from nkflow.qualify._model import CheckResult, Criterion, evidence, judged, not_run
+from nkflow.tables import read_tsv
 
 #: (column of visits.tsv, words) judged per instrument style
 MEASURES = (
@@ -47,10 +48,9 @@ VARIANTS = {
 }
 
 
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    """Rows of a tab-separated table as dicts of text."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
+def text_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a TSV as dicts of the cells' text (:func:`nkflow.tables.read_tsv` ``text``)."""
+    return read_tsv(path, text=True).to_dict("records")
 
 
 def _num(text: str | None) -> float | None:
@@ -64,12 +64,12 @@ def truth_errors(data: Path, results: Path) -> list[dict[str, Any]]:
     """
     style = {
         r["sample_id"]: r["instrument_style"]
-        for r in read_tsv(data / "truth" / "tubes.tsv")
+        for r in text_rows(data / "truth" / "tubes.tsv")
         if r["tube"] == "nk"
     }
-    got = {r["sample_id"]: r for r in read_tsv(results / "cohort" / "visits.tsv")}
+    got = {r["sample_id"]: r for r in text_rows(results / "cohort" / "visits.tsv")}
     out = []
-    for t in read_tsv(data / "truth" / "visits.tsv"):
+    for t in text_rows(data / "truth" / "visits.tsv"):
         for col, _ in MEASURES:
             want = _num(t.get(col))
             if want is None:
@@ -96,9 +96,9 @@ def truth_errors(data: Path, results: Path) -> list[dict[str, Any]]:
 def verdict_rows(data: Path, results: Path) -> list[tuple[str, str, str, str, str, bool]]:
     """Per patient: truth verdict and reasons, nkflow's, and whether they agree exactly (the
     chosen day-14 sample too, when evaluable)."""
-    got = {r["patient_id"]: r for r in read_tsv(results / "cohort" / "endpoints.tsv")}
+    got = {r["patient_id"]: r for r in text_rows(results / "cohort" / "endpoints.tsv")}
     rows = []
-    for t in read_tsv(data / "truth" / "endpoints.tsv"):
+    for t in text_rows(data / "truth" / "endpoints.tsv"):
         g = got.get(t["patient_id"], {})
         same = g.get("verdict") == t["verdict"] and g.get("reason") == t["reason"]
         if t["verdict"] != "NOT_EVALUABLE":
@@ -285,7 +285,7 @@ def table_files(results: Path) -> dict[str, str]:
         rel = path.relative_to(results)
         if rel.parts[0] in ("logs", "benchmarks") or path.suffix not in (".tsv", ".json"):
             continue
-        out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        out[str(rel)] = sha256_file(path)
     return out
 
 

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from nkflow.provenance import sha256_file
 from nkflow.qualify._context import Context
 from nkflow.qualify._model import CheckResult, Criterion, evidence, judged, not_run
 
@@ -83,13 +84,11 @@ def _compare_record(pkg: Path, entries: list[tuple[Path, str, str]]) -> list[tup
         if not path.is_file():
             rows.append((name, "", recorded, "missing"))
             continue
-        now = _sha256(path.read_bytes())
+        now = sha256_file(path)
         rows.append((name, now, recorded, "same" if now == recorded else "modified"))
     for path in sorted(pkg.rglob("*")):
         if path.is_file() and path not in listed and "__pycache__" not in path.parts:
-            rows.append(
-                (str(path.relative_to(pkg.parent)), _sha256(path.read_bytes()), "", "not in RECORD")
-            )
+            rows.append((str(path.relative_to(pkg.parent)), sha256_file(path), "", "not in RECORD"))
     return rows
 
 
@@ -244,14 +243,14 @@ def config_criterion(config_path: Path, base_dir: Path) -> tuple[Criterion, list
                 panel.load_panel(path)
             elif role.startswith("gate tree"):
                 gating.load_tree(path)
-            rows.append((role, rel, _sha256(path.read_bytes())))
+            rows.append((role, rel, sha256_file(path)))
     except NkflowError as exc:
         return judged(cid, text, limit, "configuration error", False, str(exc)), []
     digest = config_digest(cfg)
     ev = evidence(
         "Configuration",
         ["item", "path", "sha256"],
-        [("config file", str(config_path), _sha256(config_path.read_bytes())),
+        [("config file", str(config_path), sha256_file(config_path)),
          ("config digest (sha256 of the validated canonical JSON)", "", digest), *rows],
         note=f"paths inside the config are relative to {base_dir.name or base_dir}/ "
         "(where nkflow qualify ran), as for snakemake and nkflow validate",

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from nkflow.qualify._cohort import read_tsv
+from nkflow.qualify._cohort import text_rows
 from nkflow.qualify._context import Context
 from nkflow.qualify._model import CheckResult, Criterion, evidence, judged, not_run
 
@@ -78,7 +78,7 @@ def _gate(
         outputs=outputs,
     )
     values: dict[tuple[str, str], float | None] = {}
-    for row in read_tsv(outputs.counts):
+    for row in text_rows(outputs.counts):
         for measure in ("events", "pct_of_parent", "pct_of_lymphocytes"):
             text = row.get(measure, "")
             values[(row["population"], measure)] = float(text) if text else None

@@ -17,7 +17,7 @@ from typing import Any
 
 from nkflow.report import _format as fmt
 from nkflow.report import _html as h
-from nkflow.report._figures import VERDICT_COLOURS, _pyplot, _to_uri
+from nkflow.report._figures import VERDICT_COLOURS, png_data_uri, pyplot
 from nkflow.report._inputs import ReportInputs, Row
 
 #: CTCAE grade -> colour (1 mild ... 5 death), for the swimmer plot
@@ -122,7 +122,7 @@ def spaghetti_figure(
     curves: Sequence[Curve], threshold: float, window: tuple[float, float], ylabel: str
 ) -> str:
     """Donor NK/uL against study day, one line per patient coloured by verdict (log y)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
@@ -168,7 +168,7 @@ def spaghetti_figure(
         ax.text(0.5, 0.5, "no positive values", ha="center", transform=ax.transAxes)
     handles = [Line2D([], [], color=col, marker="o", label=v) for v, col in VERDICT_COLOURS.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _to_uri(fig)
+    return png_data_uri(fig)
 
 
 # --------------------------------------------------------------------------- swimmer
@@ -188,7 +188,7 @@ class Lane:
 
 def swimmer_figure(lanes: Sequence[Lane], window: tuple[float, float]) -> str:
     """One lane per patient: infusions (dose per kg), visits, AEs by grade, responses + MRD."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -252,7 +252,7 @@ def swimmer_figure(lanes: Sequence[Lane], window: tuple[float, float]) -> str:
         *[Patch(color=c, label=f"AE grade {g}") for g, c in GRADE_COLOURS.items()],
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5)
-    return _to_uri(fig)
+    return png_data_uri(fig)
 
 
 # --------------------------------------------------------------------------- Treg
@@ -269,7 +269,7 @@ def treg_figure(
 
     ``day7``: (patient, study day, Treg % of CD4, below) of each patient's day-7 read-out.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 3.8), sharex=True)
@@ -316,7 +316,7 @@ def treg_figure(
         ),  # fmt: skip
     ]
     a2.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7.5)
-    return _to_uri(fig)
+    return png_data_uri(fig)
 
 
 # --------------------------------------------------------------------------- sections

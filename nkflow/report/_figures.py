@@ -31,7 +31,8 @@ def _positive(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) and x > 0 else None
 
 
-def _to_uri(fig: object) -> str:
+def png_data_uri(fig: object) -> str:
+    """``fig`` as a PNG ``data:`` URI (no Software stamp); the figure is closed."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -40,7 +41,8 @@ def _to_uri(fig: object) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _pyplot():  # noqa: ANN202 - returns the pyplot module
+def pyplot():  # noqa: ANN202 - returns the pyplot module
+    """matplotlib's pyplot on the Agg (file) backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +90,7 @@ def kinetics_figure(
     str
         A ``data:image/png;base64`` URI.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     # fixed margins, not constrained_layout: the layout solver redraws the figure several
@@ -174,7 +176,7 @@ def kinetics_figure(
         ax2.set_ylim(bottom=0)
     else:
         ax2.text(0.5, 0.5, "no Treg values", ha="center", transform=ax2.transAxes)
-    return _to_uri(fig)
+    return png_data_uri(fig)
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def cohort_figure(points: Sequence[CohortPoint], threshold: float) -> str:
     Patients without a value (NOT_EVALUABLE) are listed at the left edge with the word
     "not evaluable", so that every patient appears. Returns a ``data:`` URI.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(points), 1)
     fig, ax = plt.subplots(figsize=(9.5, 0.75 + 0.32 * n), constrained_layout=True)
     positives = [v for p in points if (v := _positive(p.value)) is not None]
@@ -224,7 +226,7 @@ def cohort_figure(points: Sequence[CohortPoint], threshold: float) -> str:
     ax.set_ylim(len(points) - 0.5, -0.5)
     ax.set_xlabel(f"day-14 donor NK cells / µL (log); dashed line = {threshold:g}/µL")
     ax.grid(True, axis="x", alpha=0.3)
-    return _to_uri(fig)
+    return png_data_uri(fig)
 
 
 def distribution_figure(
@@ -255,7 +257,7 @@ def distribution_figure(
     str
         A ``data:image/png;base64`` URI.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 3.0))
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.17, top=0.88)
     edges = [float(e) for e in bin_edges]
@@ -282,4 +284,4 @@ def distribution_figure(
     ax.set_title(f"{patient_id}: donor NK/µL under gate placement, counting and chimerism error",
                  y=1.0, fontsize=9)  # fmt: skip
     ax.grid(True, axis="x", alpha=0.3)
-    return _to_uri(fig)
+    return png_data_uri(fig)

@@ -662,13 +662,9 @@ class ReviewRun:
         with tempfile.TemporaryDirectory(prefix="nkflow-review-") as tmp:
             out = Path(tmp) / "gating.png"
             gating_figure(
-                gated.result.tree,
-                ot.prep.sample.events,
-                ot.prep.marker_index or {},
                 gated.result,
                 out,
                 title=f"{sample_id} / {tube} (candidate)",
-                spill=ot.prep.spill,
                 settings=FigureSettings.from_dict(ot.prep.settings.get("figures")),
                 layout=layout,
             )

@@ -6,18 +6,28 @@ import pandas as pd
 import pytest
 
 from nkflow.errors import NkflowError
+from nkflow.qc import QC_COLUMNS
 from nkflow.stages import collect_batches
 from nkflow.tables import read_tsv, write_tsv
+from nkflow.tube import COUNT_COLUMNS
+from tests.conftest import columns
 
 
 def _tube(batch, sample, tube, events):
     d = batch / sample / tube
     d.mkdir(parents=True)
     write_tsv(
-        pd.DataFrame({"sample_id": [sample], "tube": [tube], "events": [events]}), d / "counts.tsv"
+        pd.DataFrame(
+            [[sample, tube, events]], columns=columns(COUNT_COLUMNS, "sample_id", "tube", "events")
+        ),
+        d / "counts.tsv",
     )
     write_tsv(
-        pd.DataFrame({"sample_id": [sample], "tube": [tube], "tube_status": ["PASS"]}), d / "qc.tsv"
+        pd.DataFrame(
+            [[sample, tube, "PASS"]],
+            columns=columns(QC_COLUMNS, "sample_id", "tube", "tube_status"),
+        ),
+        d / "qc.tsv",
     )
     (d / "provenance.json").write_text(
         json.dumps({"fcs_file": f"{sample}.fcs", "fcs_sha256": "ab", "qc_status": "PASS"})

@@ -18,6 +18,9 @@ from nkflow import stages
 from nkflow.clinical import endpoints as ep
 from nkflow.config import load_study
 from nkflow.errors import ConfigError
+from nkflow.qc import QC_COLUMNS
+from nkflow.tube import COUNT_COLUMNS
+from tests.conftest import columns
 
 FIX = Path(__file__).parent / "clinical_fixtures"
 Z = 1.96
@@ -284,14 +287,17 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def _counts_unreadable(d: Path, reason: str) -> None:
     lines = (d / "counts.tsv").read_text().splitlines()
+    col = {
+        c: COUNT_COLUMNS.index(c) for c in ("sample_id", "population", "events", "status", "reason")
+    }
     out = []
     for ln in lines:
         f = ln.split("\t")
         pops = (
             ("nk", "live", "nk_cd56bright", "nk_cd56dim") if reason.startswith("fcs") else ("nk",)
         )
-        if f[0] == "P003-D14" and f[2] in pops:
-            f[4], f[8], f[9] = "", "not_computed", reason
+        if f[col["sample_id"]] == "P003-D14" and f[col["population"]] in pops:
+            f[col["events"]], f[col["status"]], f[col["reason"]] = "", "not_computed", reason
         out.append("\t".join(f))
     (d / "counts.tsv").write_text("\n".join(out) + "\n")
 
@@ -433,11 +439,13 @@ def _mini(
             for p, e in (("live", "10000"), ("nk", nk_events), ("beads", "10000"))
         ]
         + [["S1", "treg", p, e, "ok", ""] for p, e in (treg or {}).items()],
-        columns=["sample_id", "tube", "population", "events", "status", "reason"],
+        columns=columns(
+            COUNT_COLUMNS, "sample_id", "tube", "population", "events", "status", "reason"
+        ),
     )
     qc = pd.DataFrame(
         [["S1", t, "PASS", "PASS", ""] for t in tubes],
-        columns=["sample_id", "tube", "tube_status", "status", "reason_code"],
+        columns=columns(QC_COLUMNS, "sample_id", "tube", "tube_status", "status", "reason_code"),
     )
     inf = pd.DataFrame([{"patient_id": "P1", "infusion_number": 1, "infusion_date": dt.date(2024, 1, 1),
                          "cells_per_kg": 3e6, "nk_donor_id": "D", "hsct_donor_id": "H"}])  # fmt: skip

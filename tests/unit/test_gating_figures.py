@@ -34,26 +34,17 @@ def test_figure_is_deterministic(tmp_path: Path) -> None:
     mi = {"A": 0, "B": 1, "C": 2}
     res = gate_sample(tree, ev, mi)
     a, b = tmp_path / "a.png", tmp_path / "b.png"
-    gating_figure(
-        tree, ev, mi, res, a, title="t", settings=FigureSettings(max_events=500, random_state=0)
-    )
-    gating_figure(
-        tree, ev, mi, res, b, title="t", settings=FigureSettings(max_events=500, random_state=0)
-    )
+    gating_figure(res, a, title="t", settings=FigureSettings(max_events=500, random_state=0))
+    gating_figure(res, b, title="t", settings=FigureSettings(max_events=500, random_state=0))
     assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _sha(a) == _sha(b)
     c = tmp_path / "c.png"
-    gating_figure(
-        tree, ev, mi, res, c, title="t", settings=FigureSettings(max_events=500, random_state=1)
-    )
+    gating_figure(res, c, title="t", settings=FigureSettings(max_events=500, random_state=1))
     assert _sha(c) != _sha(a)  # the seed is what makes it reproducible, not luck
     d = tmp_path / "d.png"
     ev2 = ev.copy()
     ev2[:, 0] = 100 - ev2[:, 0]  # mirrored A: same counts of most gates, different picture
     gating_figure(
-        tree,
-        ev2,
-        mi,
         gate_sample(tree, ev2, mi),
         d,
         title="t",
@@ -67,7 +58,7 @@ def test_figure_with_missing_marker(tmp_path: Path) -> None:
     ev = _events()
     mi = {"A": 0, "B": 1}
     res = gate_sample(tree, ev, mi)
-    out = gating_figure(tree, ev, mi, res, tmp_path / "m.png", settings=FIG)
+    out = gating_figure(res, tmp_path / "m.png", settings=FIG)
     assert out.stat().st_size > 10_000
 
 
@@ -157,15 +148,7 @@ def _shapes_png(tmp_path: Path) -> tuple[np.ndarray, object]:
     mi = {"A": 0, "B": 1}  # MISSING is not in the tube: gate 'gone' is not computed
     res = gate_sample(tree, ev, mi)
     assert "gone" in res.not_computed
-    out = gating_figure(
-        tree,
-        ev,
-        mi,
-        res,
-        tmp_path / "s.png",
-        title="shapes",
-        settings=FIG,
-    )
+    out = gating_figure(res, tmp_path / "s.png", title="shapes", settings=FIG)
     return np.asarray(Image.open(out).convert("RGB")), res
 
 
@@ -222,7 +205,7 @@ def test_render_does_not_import_pyplot(tmp_path: Path) -> None:
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_gating_figures import SHAPES, _events\n"
         "t = tree_from_dict(SHAPES); ev = _events(500); mi = {'A': 0, 'B': 1}\n"
-        f"gating_figure(t, ev, mi, gate_sample(t, ev, mi), {str(tmp_path / 'x.png')!r}, "
+        f"gating_figure(gate_sample(t, ev, mi), {str(tmp_path / 'x.png')!r}, "
         "settings=FigureSettings(max_events=50000, random_state=0))\n"
         "print('matplotlib.pyplot' in sys.modules, 'matplotlib.figure' in sys.modules)\n"
     )
@@ -282,11 +265,7 @@ def test_a_failed_fit_shows_the_events_it_was_tried_on(tmp_path: Path) -> None:
         "box": "gate_fit_failed:box:out_of_bounds",
     }
     img = np.asarray(
-        Image.open(
-            gating_figure(
-                res.tree, one_mode, {"A": 0, "B": 1}, res, tmp_path / "f.png", settings=FIG
-            )
-        ).convert("RGB")
+        Image.open(gating_figure(res, tmp_path / "f.png", settings=FIG)).convert("RGB")
     )
     hist, shape = _panel(img, 0), _panel(img, 1)
     assert _has(hist, F.HIST_RGB) > 1000 and _has(hist, F.GATE_RGB) == 0
@@ -294,10 +273,6 @@ def test_a_failed_fit_shows_the_events_it_was_tried_on(tmp_path: Path) -> None:
     ok = gate_sample(tree, two_modes, {"A": 0, "B": 1})
     assert "pos" not in ok.not_computed  # the same gate with two modes is drawn with its cut
     img2 = np.asarray(
-        Image.open(
-            gating_figure(
-                ok.tree, two_modes, {"A": 0, "B": 1}, ok, tmp_path / "g.png", settings=FIG
-            )
-        ).convert("RGB")
+        Image.open(gating_figure(ok, tmp_path / "g.png", settings=FIG)).convert("RGB")
     )
     assert _has(_panel(img2, 0), F.GATE_RGB) >= F.PLOT_H

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from nkflow.errors import FcsError
-from nkflow.fcs.io import parse_fcs_date, read_fcs, read_fcs_metadata, sha256_file
+from nkflow.fcs.io import parse_fcs_date, read_fcs, read_fcs_metadata
+from nkflow.provenance import sha256_file
 from tests.unit.conftest_io import build_fcs, with_nextdata
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fcs"

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from nkflow import qualify
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS
 from nkflow.qualify import _cohort, _html, _precision
 from nkflow.qualify._model import FAIL, NOT_RUN, PASS, CheckResult, judged, not_run, summary
+from tests.conftest import columns
 
 
 def test_not_run_is_never_passed():
@@ -72,7 +74,9 @@ def _mini_cohort(tmp_path: Path, got_nk: list[str], got_verdict: str) -> tuple[P
         ["sample_id", "tube", "instrument_style"],
         [["S1", "nk", "bd"], ["S2", "nk", "bd"], ["S3", "nk", "cyto"]],
     )
-    cols = ["sample_id", "nk_pct_of_lymphocytes", "donor_nk_per_ul", "treg_pct_of_cd4"]
+    cols = columns(
+        VISIT_COLUMNS, "sample_id", "nk_pct_of_lymphocytes", "donor_nk_per_ul", "treg_pct_of_cd4"
+    )
     _write(
         data / "truth/visits.tsv", cols, [["S1", 10, 100, 5], ["S2", 20, "", 5], ["S3", 10, 50, 4]]
     )
@@ -81,7 +85,7 @@ def _mini_cohort(tmp_path: Path, got_nk: list[str], got_verdict: str) -> tuple[P
         cols,
         [["S1", got_nk[0], 100, 5], ["S2", got_nk[1], "", 5], ["S3", got_nk[2], 50, 4]],
     )
-    ecols = ["patient_id", "sample_id", "verdict", "reason"]
+    ecols = columns(ENDPOINT_COLUMNS, "patient_id", "sample_id", "verdict", "reason")
     _write(data / "truth/endpoints.tsv", ecols, [["P1", "S1", "PASS", "above_threshold"]])
     _write(results / "cohort/endpoints.tsv", ecols, [["P1", "S1", got_verdict, "above_threshold"]])
     return data, results  # fmt: skip
@@ -141,6 +145,7 @@ def test_a_zero_truth_is_met_only_exactly(tmp_path):
         "sample_id\ttube\tinstrument_style\nS1\tnk\tbd\nS2\tnk\tbd\n"
     )
     (data / "truth/visits.tsv").write_text("sample_id\tdonor_nk_per_ul\nS1\t0\nS2\t0\n")
-    (res / "cohort/visits.tsv").write_text("sample_id\tdonor_nk_per_ul\nS1\t0\nS2\t1.5\n")
+    header = "\t".join(columns(VISIT_COLUMNS, "sample_id", "donor_nk_per_ul"))
+    (res / "cohort/visits.tsv").write_text(f"{header}\nS1\t0\nS2\t1.5\n")
     got = {r["sample_id"]: r["rel_err"] for r in truth_errors(data, res)}
     assert got == {"S1": 0.0, "S2": 1.0}

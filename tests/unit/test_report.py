@@ -23,15 +23,20 @@ import json
 import re
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS
 from nkflow.config import Study, tube_settings
 from nkflow.errors import ConfigError
+from nkflow.qc import QC_COLUMNS
 from nkflow.report._inputs import ReportPaths
 from nkflow.stages import run_report
+from nkflow.tube import COUNT_COLUMNS
+from tests.conftest import columns
 
 PATIENTS = ("P01", "P02", "P03", "P04")
 DAYS = {"D00": 0, "D07": 7, "D14": 14, "D28": 28}
@@ -65,11 +70,14 @@ def _tsv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _dict_rows(records: list[dict[str, str]]) -> tuple[list[str], list[list[str]]]:
+def _dict_rows(
+    records: list[dict[str, str]], table: Sequence[str]
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of dict records, every key a column of the production ``table``."""
     cols: list[str] = []
     for r in records:
         cols.extend(k for k in r if k not in cols)
-    return cols, [[r.get(c, "") for c in cols] for r in records]
+    return columns(table, *cols), [[r.get(c, "") for c in cols] for r in records]
 
 
 _COMMON = {
@@ -171,19 +179,6 @@ def _visits() -> list[dict[str, str]]:
     return rows
 
 
-QC_COLUMNS = [
-    "sample_id",
-    "tube",
-    "tube_status",
-    "check",
-    "status",
-    "reason_code",
-    "value",
-    "threshold",
-    "message",
-]
-
-
 GATE_TREE = (
     "name: nk_v1\npanel: nk_v1\ngates:\n"
     "  - {id: singlets, parent: null, type: polygon}\n"
@@ -219,9 +214,9 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     # what nkflow.tube records: the digest of the settings a tube depends on
     canonical = json.dumps(tube_settings(config), sort_keys=True, separators=(",", ":"))
     config_sha = hashlib.sha256(canonical.encode()).hexdigest()
-    _tsv(results / "cohort" / "endpoints.tsv", *_dict_rows(ENDPOINTS))
+    _tsv(results / "cohort" / "endpoints.tsv", *_dict_rows(ENDPOINTS, ENDPOINT_COLUMNS))
     visits = _visits()
-    _tsv(results / "cohort" / "visits.tsv", *_dict_rows(visits))
+    _tsv(results / "cohort" / "visits.tsv", *_dict_rows(visits, VISIT_COLUMNS))
     qc_rows = []
     sample_rows = []
     for pid in PATIENTS:
@@ -271,7 +266,7 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
                     },
                 }
                 (tdir / "provenance.json").write_text(json.dumps(prov), encoding="utf-8")
-    _tsv(results / "qc" / "tubes.tsv", QC_COLUMNS, qc_rows)
+    _tsv(results / "qc" / "tubes.tsv", list(QC_COLUMNS), qc_rows)
     tubes = sorted(p.parent for p in (results / "tubes").glob("*/*/*/provenance.json"))
     _tsv(  # the tube index as nkflow collect writes it, paths relative to the run directory
         results / "cohort" / "tubes.tsv",
@@ -283,7 +278,7 @@ def build_fixture(root: Path) -> tuple[dict[str, Any], Path]:
     )
     _tsv(
         results / "cohort" / "counts.tsv",
-        ["sample_id", "tube", "population", "events"],
+        columns(COUNT_COLUMNS, "sample_id", "tube", "population", "events"),
         [["P01-D14", "nk", "nk", "380"]],
     )
     _tsv(

@@ -11,7 +11,10 @@ import pytest
 from nkflow import cli
 from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS
 from nkflow.errors import AuditError, ReviewError
+from nkflow.qc import QC_COLUMNS
 from nkflow.review import audit, basis, signing, users
+from nkflow.tube import COUNT_COLUMNS
+from tests.conftest import columns
 
 PW = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
 
@@ -30,8 +33,11 @@ def make_run(root: Path, *, fcs_sha: str = "a" * 64, overrides=None) -> Path:
     res = root / "results"
     tube_dir = res / "tubes" / "b1" / "P01-D14" / "nk"
     tube_dir.mkdir(parents=True)
-    (tube_dir / "counts.tsv").write_text("population\tevents\nnk\t120\n")
-    (tube_dir / "qc.tsv").write_text("check\tstatus\nfloors\tPASS\n")
+    counts_header = "\t".join(columns(COUNT_COLUMNS, "population", "events"))
+    (tube_dir / "counts.tsv").write_text(f"{counts_header}\nnk\t120\n")
+    (tube_dir / "qc.tsv").write_text(
+        "\t".join(columns(QC_COLUMNS, "check", "status")) + "\nfloors\tPASS\n"
+    )
     prov = {
         "fcs_sha256": fcs_sha,
         "panel_sha256": "b" * 64,

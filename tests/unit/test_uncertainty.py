@@ -22,6 +22,9 @@ import pytest
 from nkflow.clinical import endpoints as ep
 from nkflow.clinical import uncertainty as unc
 from nkflow.gating import perturb as pt
+from nkflow.qc import QC_COLUMNS
+from nkflow.tube import COUNT_COLUMNS
+from tests.conftest import columns
 from tests.unit.test_perturb import DEEP, SHALLOW, gated_tube
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,10 +175,12 @@ def _cohort(k: int, n: int, alc: float, pct: float):
                              "tube": "nk", "fcs_file": "s1_nk.fcs"}])  # fmt: skip
     counts = pd.DataFrame(
         [["S1", "nk", "live", n, "ok", ""], ["S1", "nk", "nk", k, "ok", ""]],
-        columns=["sample_id", "tube", "population", "events", "status", "reason"],
+        columns=columns(
+            COUNT_COLUMNS, "sample_id", "tube", "population", "events", "status", "reason"
+        ),
     )
     qc = pd.DataFrame([["S1", "nk", "PASS", "PASS", ""]],
-                      columns=["sample_id", "tube", "tube_status", "status", "reason_code"])  # fmt: skip
+                      columns=columns(QC_COLUMNS, "sample_id", "tube", "tube_status", "status", "reason_code"))  # fmt: skip
     inf = pd.DataFrame([{"patient_id": "P1", "infusion_number": 1, "infusion_date": day0,
                          "cells_per_kg": 3e6, "nk_donor_id": "D", "hsct_donor_id": "H"}])  # fmt: skip
     cbc = pd.DataFrame([{"patient_id": "P1", "date": day, "alc_source_value": f"{alc:g}",

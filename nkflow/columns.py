@@ -7,9 +7,9 @@ Contract
   :mod:`nkflow.clinical.exports`) take their header, their cell format and their checks from the
   declaration, and the data dictionary (:func:`nkflow.clinical.exports.data_dictionary`) is generated
   from the same objects, so the two cannot drift.
-* ``visits.tsv`` and ``endpoints.tsv`` keep their writer in :mod:`nkflow.clinical.endpoints`; their
+* ``visits.tsv`` and ``endpoints.tsv`` keep their writer (:func:`nkflow.tables.tsv_bytes`); their
   declarations here take the names and order from ``VISIT_COLUMNS`` / ``ENDPOINT_COLUMNS`` and
-  the types from that module's column sets, and add units and definitions. A column added there
+  the types from the column sets of :mod:`nkflow.clinical.visits`, and add units and definitions. A column added there
   without a definition here is an error when the table is declared (a unit test declares it),
   naming the column.
 * :func:`format_cell` is pure: missing (None, NaN) -> empty cell, never 0; integers plain;
@@ -227,7 +227,7 @@ def declare_from_writer(
         raise ConfigError(
             f"{path}: column declarations out of step with the writer: {'; '.join(problems)}; "
             "fix: add or remove them in nkflow/clinical/exports.py (VISIT_DEFINITIONS / "
-            "ENDPOINT_DEFINITIONS) beside the change to nkflow/clinical/endpoints.py"
+            "ENDPOINT_DEFINITIONS) beside the change to nkflow/clinical/visits.py or endpoints.py"
         )
     out = []
     for c in columns:

@@ -9,8 +9,8 @@ Contract
   ``day14_endpoint`` with an empty sample_id and ``missing`` = ``no_sample_in_window``, so that
   the ``day14_endpoint`` records are one per patient of endpoints.tsv.
 * Every choice is made by the function the merge and endpoint steps make it with: day 0 by
-  :func:`nkflow.clinical.endpoints.day0_dates`, the CBC row by ``endpoints._closest``, the chimerism
-  result by :func:`nkflow.clinical.endpoints.chimerism_candidates` and
+  :func:`nkflow.clinical.visits.day0_dates`, the CBC row by ``visits._closest``, the chimerism
+  result by :func:`nkflow.clinical.visits.chimerism_candidates` and
   :func:`nkflow.clinical.chimerism.select_result`, the day-14 visit by
   :func:`nkflow.clinical.endpoints.choose_visit` (its window by ``window_candidates``), the settings by
   :func:`nkflow.clinical.endpoint_settings.settings`. Nothing here chooses on its own.
@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nkflow import tables
 from nkflow.clinical import chimerism as chim
 from nkflow.clinical import counts as cnt
 from nkflow.clinical import endpoints as ep
+from nkflow.clinical import visits as vis
 from nkflow.clinical.endpoint_settings import settings
 
 if TYPE_CHECKING:
@@ -145,15 +147,15 @@ def build_plan(
     tol_chim = int(s["chimerism_tolerance_days"])
     gating_cfg = config.get("gating") or {}
 
-    day0 = ep.day0_dates(infusions, s["day0_infusion"])
+    day0 = vis.day0_dates(infusions, s["day0_infusion"])
     n_inf: dict[str, int] = {}
     for rec in infusions.to_dict(orient="records"):
         n_inf[str(rec["patient_id"])] = n_inf.get(str(rec["patient_id"]), 0) + 1
     cbc_by: dict[str, list[dict[str, Any]]] = {}
     for rec in cbc.to_dict(orient="records"):
         cbc_by.setdefault(str(rec["patient_id"]), []).append(rec)
-    chim_by = ep.chimerism_candidates(chimerism, str_results)
-    str_failed = ep.str_not_computable(samples, str_results, tol_chim)
+    chim_by = vis.chimerism_candidates(chimerism, str_results)
+    str_failed = vis.str_not_computable(samples, str_results, tol_chim)
     str_files: dict[tuple[str, dt.date | None, str], list[str]] = {}
     if peaks is not None:
         for rec in peaks[peaks["role"] == "post"].to_dict(orient="records"):
@@ -205,7 +207,7 @@ def build_plan(
         ):
             missing.append("missing_beads")
 
-        alc_row = ep._closest(cbc_by.get(pid, []), "date", cdate, int(s["cbc_tolerance_days"]))
+        alc_row = vis._closest(cbc_by.get(pid, []), "date", cdate, int(s["cbc_tolerance_days"]))
         if alc_row is None:
             r["alc_status"] = "missing"
         else:
@@ -286,7 +288,7 @@ def build_plan(
 
 
 def _v(col: str, value: Any) -> str:
-    return ep.format_cell(col, value)
+    return vis.format_cell(col, value)
 
 
 def _cbc_text(r: dict[str, Any], s: dict[str, Any]) -> str:
@@ -417,7 +419,7 @@ def plan_tsv_bytes(plan: Plan) -> bytes:
     import pandas as pd
 
     df = pd.DataFrame(plan.rows, columns=list(PLAN_COLUMNS), dtype=object)
-    return ep.table_bytes(df, PLAN_COLUMNS)
+    return vis.table_bytes(df, PLAN_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,4 +489,4 @@ def run_plan(config: dict[str, Any], log_warnings: bool = True) -> Plan:
 
 def write_plan_tsv(plan: Plan, path: str | Path) -> None:
     """Write :func:`plan_tsv_bytes` (not rewritten when the bytes would not change)."""
-    ep._write_if_changed(Path(path), plan_tsv_bytes(plan))
+    tables.write_bytes(Path(path), plan_tsv_bytes(plan))

@@ -6,12 +6,12 @@ Contract
 * Every exported table is declared once as a :class:`nkflow.columns.Table`; its writer takes
   header, order and cell format from the declaration and :func:`data_dictionary` lists the same
   declarations, so the dictionary cannot drift from the files. ``visits.tsv`` and
-  ``endpoints.tsv`` are written by :mod:`nkflow.clinical.endpoints`: their declarations
-  (:data:`VISITS`, :data:`ENDPOINTS`) take names, order and types from that module and the
+  ``endpoints.tsv`` are written in the cell formats of :mod:`nkflow.clinical.visits`: their
+  declarations (:data:`VISITS`, :data:`ENDPOINTS`) take names, order and types from there and the
   definitions from :data:`VISIT_DEFINITIONS` / :data:`ENDPOINT_DEFINITIONS`; a column there
   without a definition here raises when this module is imported.
 * :func:`build_measurements` and :func:`build_cp` are pure functions of the typed visits
-  (:func:`nkflow.clinical.endpoints.read_visits`) and the settings. Every value is the visits.tsv value
+  (:func:`nkflow.clinical.visits.read_visits`) and the settings. Every value is the visits.tsv value
   (or, for the CD56bright/dim counts, total NK/uL x subset % / 100): no new number is made.
 * :func:`run_readout` (the ``readout`` rule) writes ``kinetics.tsv`` and the exports directory;
   bytes are unchanged for unchanged inputs.
@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nkflow import tables
 from nkflow.clinical import endpoints as ep
+from nkflow.clinical import visits as vis
 from nkflow.clinical.endpoint_settings import settings
 from nkflow.clinical.kinetics import (
     KINETICS,
@@ -176,10 +178,10 @@ _ENDPOINT_NUMBERS |= {"treg_ki67_pct_of_cd4_day7", "cells_per_kg_total"}
 
 def _types(extra_numbers: set[str]) -> dict[str, set[str]]:
     return {
-        "integer": set(ep.INT_COLUMNS),
-        "number": set(ep.FLOAT_COLUMNS) | extra_numbers,
-        "boolean": set(ep.BOOL_COLUMNS),
-        "date": set(ep.DATE_COLUMNS),
+        "integer": set(vis.INT_COLUMNS),
+        "number": set(vis.FLOAT_COLUMNS) | extra_numbers,
+        "boolean": set(vis.BOOL_COLUMNS),
+        "date": set(vis.DATE_COLUMNS),
     }
 
 
@@ -187,7 +189,7 @@ VISITS = declare_from_writer(
     "visits",
     "cohort/visits.tsv",
     "one per sample (visit), sorted by patient_id, collection_date, sample_id",
-    ep.VISIT_COLUMNS,
+    vis.VISIT_COLUMNS,
     _types(set()),
     VISIT_DEFINITIONS,
 )
@@ -798,7 +800,7 @@ def write_exports(config: dict[str, Any], visits: Any, outdir: str | Path) -> li
         stem = Path(table.path).stem
         for suffix, sep in ((".tsv", "\t"), (".csv", ",")):
             path = out / f"{stem}{suffix}"
-            ep._write_if_changed(path, table_text(table, records, delimiter=sep).encode("utf-8"))
+            tables.write_bytes(path, table_text(table, records, delimiter=sep).encode("utf-8"))
             written.append(path)
     return written
 
@@ -812,12 +814,12 @@ def run_readout(
 ) -> None:
     """The ``readout`` rule: ``kinetics.tsv``, ``kinetics_summary.tsv`` beside it (groups from
     endpoints.tsv) and the exports directory, from visits.tsv."""
-    visits = ep.read_visits(visits_path)
+    visits = vis.read_visits(visits_path)
     records = build_kinetics(config, visits)
-    ep._write_if_changed(Path(kinetics), table_text(KINETICS, records).encode("utf-8"))
-    endpoint_rows = ep._read_text_table(endpoints_path).to_dict(orient="records")
+    tables.write_bytes(Path(kinetics), table_text(KINETICS, records).encode("utf-8"))
+    endpoint_rows = tables.read_text_tsv(endpoints_path).to_dict(orient="records")
     summary = summarize(records, endpoint_rows)
-    ep._write_if_changed(
+    tables.write_bytes(
         Path(kinetics).with_name("kinetics_summary.tsv"),
         table_text(KINETICS_SUMMARY, summary).encode("utf-8"),
     )

@@ -3,7 +3,7 @@
 Contract
 --------
 * :func:`build_kinetics` takes the visits of ``visits.tsv`` (typed, as
-  :func:`nkflow.clinical.endpoints.read_visits` returns them) and the ``endpoints`` settings, and returns
+  :func:`nkflow.clinical.visits.read_visits` returns them) and the ``endpoints`` settings, and returns
   one record per patient and measure (:data:`MEASURES`, in that order), sorted by patient_id,
   with the columns of :data:`KINETICS` (``cohort/kinetics.tsv``). Pure: nothing is read or
   written here.

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 
-from nkflow.clinical.endpoints import BOOL_COLUMNS
+from nkflow.clinical.visits import BOOL_COLUMNS
 
 
 def number(text: str) -> float | None:

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from nkflow import stages
+from nkflow import stages, tables
 from nkflow.clinical import endpoints as ep
+from nkflow.clinical import visits as vis
 from nkflow.errors import ConfigError
 
 FIX = Path(__file__).parent / "clinical_fixtures"
@@ -112,7 +113,7 @@ def test_exactly_100_is_fail_and_borderline_pb_only_recorded(clean):
         "FAIL",
         "true",
     )
-    visits = ep.read_visits(d / "out" / "visits.tsv")
+    visits = vis.read_visits(d / "out" / "visits.tsv")
     assert visits.set_index("sample_id").loc["P002-D14", "above_threshold"] is False
 
 
@@ -445,7 +446,7 @@ def _mini(
     chim = pd.DataFrame([{"patient_id": "P1", "date": dt.date(2024, 1, 15), "fraction": "PB",
                           "donor_pct_value": float(chim_pct), "chimerism_status": "ok"}])  # fmt: skip
     cfg = {"endpoints": {"absolute_count_method": method}}
-    visits = ep.build_visits(cfg, samples, counts, qc, inf, cbc, chim)
+    visits = vis.build_visits(cfg, samples, counts, qc, inf, cbc, chim)
     return visits.iloc[0], ep.build_endpoints(cfg, visits, inf).iloc[0]
 
 
@@ -541,9 +542,9 @@ def test_visits_round_trip_keeps_bytes_and_numeric_looking_ids(tmp_path):
     finally:
         mp.undo()
     data = (d / "out" / "visits.tsv").read_bytes()
-    visits = ep.read_visits(d / "out" / "visits.tsv")
+    visits = vis.read_visits(d / "out" / "visits.tsv")
     assert "0004" in set(visits["sample_id"])
-    assert ep.table_bytes(visits, ep.VISIT_COLUMNS) == data
+    assert vis.table_bytes(visits, vis.VISIT_COLUMNS) == data
 
 
 def test_too_few_str_loci_is_missing_chimerism_and_flagged(tmp_path, monkeypatch):
@@ -631,7 +632,8 @@ def test_excel_workbook_carries_no_clock(tmp_path):
 
     e = pd.DataFrame([{"patient_id": "P001", "verdict": "PASS", "donor_nk_per_ul": 123.12}])
     v = pd.DataFrame([{"patient_id": "P001", "sample_id": "P001-D14"}])
-    ep.write_excel(v, e, tmp_path / "a.xlsx")
+    sheets = [("endpoints", e, list(e.columns)), ("visits", v, list(v.columns))]
+    tables.write_xlsx(tmp_path / "a.xlsx", sheets, vis.KINDS)
     time.sleep(2.1)
-    ep.write_excel(v, e, tmp_path / "b.xlsx")
+    tables.write_xlsx(tmp_path / "b.xlsx", sheets, vis.KINDS)
     assert (tmp_path / "a.xlsx").read_bytes() == (tmp_path / "b.xlsx").read_bytes()

@@ -14,7 +14,7 @@ Contract
   naming the column.
 * :func:`format_cell` is pure: missing (None, NaN) -> empty cell, never 0; integers plain;
   numbers ``%.10g`` (full precision for numbers nkflow computed, verbatim digits for numbers read
-  from a ``%.6g`` table); booleans ``true``/``false``; dates ISO.
+  from a table); booleans ``true``/``false``; dates ISO.
 """
 
 from __future__ import annotations

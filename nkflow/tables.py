@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+#: the one float format of every result table: 10 significant digits, enough to trace a number
+#: to its inputs and recompute it (and to keep event counts up to 10^10 exact); readers that
+#: show numbers to people round them there (nkflow.report._format), never in the table
 FLOAT_FORMAT = "%.10g"
-#: the float format of the tables written by :func:`tsv_bytes` (being unified with FLOAT_FORMAT)
-TYPED_FLOAT_FORMAT = "%.6g"
 
 
 def format_frame(df: pd.DataFrame) -> str:
@@ -84,7 +85,7 @@ def format_cell(v: Any, kind: str = "") -> str:
     """One cell as :func:`tsv_bytes` writes it, ``kind`` the column's declared kind.
 
     '' for missing; a ``boolean`` column ``true``/``false`` (a word such as ``unknown`` as
-    is); an ``integer`` column plain; dates ISO; floats :data:`TYPED_FLOAT_FORMAT` (outside
+    is); an ``integer`` column plain; dates ISO; floats :data:`FLOAT_FORMAT` (outside
     ``text`` columns); tabs and newlines of text become spaces.
     """
     if _missing(v):
@@ -98,7 +99,7 @@ def format_cell(v: Any, kind: str = "") -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float) and kind != "text":
-        return TYPED_FLOAT_FORMAT % v
+        return FLOAT_FORMAT % v
     if hasattr(v, "item") and not isinstance(v, str):  # numpy scalar
         return format_cell(v.item(), kind)
     return str(v).replace("\t", " ").replace("\n", " ")
@@ -116,7 +117,7 @@ def json_value(v: Any, kind: str = "") -> Any:
     if isinstance(v, dt.date):
         return v.isoformat()
     if isinstance(v, float) and kind != "text":
-        return float(TYPED_FLOAT_FORMAT % v)
+        return float(FLOAT_FORMAT % v)
     if hasattr(v, "item") and not isinstance(v, str):
         return json_value(v.item(), kind)
     return v

@@ -144,6 +144,11 @@ def choose_visit(
     return pool[0], len(pool)
 
 
+def _num(x: float) -> str:
+    """A number inside a text cell, in the one table float format."""
+    return tables.FLOAT_FORMAT % x
+
+
 def _nan_to_none(v: Any) -> Any:
     if isinstance(v, float) and v != v:
         return None
@@ -253,9 +258,9 @@ def build_endpoints(
                 donor = visit["donor_nk_per_ul"]
                 lo, hi = visit["donor_nk_per_ul_lo95"], visit["donor_nk_per_ul_hi95"]
                 # no interval when there is nothing to count (0 NK events)
-                ci = f" (95% {lo:.6g}-{hi:.6g})" if lo is not None and hi is not None else ""
+                ci = f" (95% {_num(lo)}-{_num(hi)})" if lo is not None and hi is not None else ""
                 e["verdict_basis"] = (
-                    f"donor_nk_per_ul {donor:.6g} {'>' if above else '<='} {thr:.6g}{ci}"
+                    f"donor_nk_per_ul {_num(donor)} {'>' if above else '<='} {_num(thr)}{ci}"
                 )
         # kinetics over the evaluable visits on or after day 0
         kin = [
@@ -269,7 +274,7 @@ def build_endpoints(
         if kin:
             peak = max(kin, key=lambda t: (t[1], -t[0]))
             e["peak_donor_nk_per_ul"], e["peak_study_day"] = peak[1], peak[0]
-            e["donor_nk_kinetics"] = ";".join(f"d{d}:{x:.6g}" for d, x in kin)
+            e["donor_nk_kinetics"] = ";".join(f"d{d}:{_num(x)}" for d, x in kin)
         tv, _ = choose_visit(
             pv,
             int(s["treg_day"]),
@@ -287,7 +292,7 @@ def build_endpoints(
                 )
         infs = sorted(inf_by[pid], key=lambda r: int(r["infusion_number"]))
         e["n_infusions"] = len(infs)
-        e["cells_per_kg_infusions"] = ",".join(f"{float(r['cells_per_kg']):.6g}" for r in infs)
+        e["cells_per_kg_infusions"] = ",".join(_num(float(r["cells_per_kg"])) for r in infs)
         e["cells_per_kg_total"] = sum(float(r["cells_per_kg"]) for r in infs)
         bad = [
             str(int(r["infusion_number"]))

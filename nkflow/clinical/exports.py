@@ -619,7 +619,7 @@ def build_cp(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
             value = parameter_value(p, v)
             reason = _not_done_reason(p, v, value, dual)
             unit_o, unit_s = ("%", "%") if p.unit == "%" else ("/uL", "10^6/L")
-            text = None if value is None else f"{float(value):.10g}"
+            text = None if value is None else tables.FLOAT_FORMAT % float(value)
             rec = {
                 "STUDYID": study,
                 "DOMAIN": "CP",

@@ -41,6 +41,7 @@ from typing import Any
 
 from nkflow.clinical.endpoint_settings import settings
 from nkflow.columns import Column, Table
+from nkflow.tables import FLOAT_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def kinetic_record(
     not_computed: list[str] = []
     flags: list[str] = []
     rec["n_visits"] = len(pts)
-    rec["series"] = ";".join(f"{d}:{x:.10g}" for d, x, _ in pts)
+    rec["series"] = ";".join(f"{d}:{FLOAT_FORMAT % x}" for d, x, _ in pts)
     rec["provenance"] = ";".join(f"{sid}/{tube}" for _, _, sid in pts)
     rec["unusable_visits"] = "; ".join(f"{sid} d{d} {why}" for d, sid, why in bad)
 

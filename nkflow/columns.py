@@ -9,8 +9,8 @@ Contract
   from the same objects, so the two cannot drift.
 * ``visits.tsv`` and ``endpoints.tsv`` keep their writer (:func:`nkflow.tables.tsv_bytes`); their
   declarations here take the names and order from ``VISIT_COLUMNS`` / ``ENDPOINT_COLUMNS`` and
-  the types from the column sets of :mod:`nkflow.clinical.visits`, and add units and definitions. A column added there
-  without a definition here is an error when the table is declared (a unit test declares it),
+  the types from ``nkflow.clinical.visits.KINDS``, and add units and definitions. A column added
+  there without a definition here is an error when the table is declared (a unit test declares it),
   naming the column.
 * :func:`format_cell` is pure: missing (None, NaN) -> empty cell, never 0; integers plain;
   numbers :data:`nkflow.tables.FLOAT_FORMAT` (full precision for numbers nkflow computed, verbatim digits for numbers read

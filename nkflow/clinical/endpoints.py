@@ -27,6 +27,7 @@ from nkflow.clinical.visits import (
     build_visits,
     compute_str_results,
     day0_dates,
+    group_rows,
     table_bytes,
     write_visits,
 )
@@ -193,11 +194,9 @@ def build_endpoints(
     by_pat: dict[str, list[dict[str, Any]]] = {}
     for r in vrecs:
         by_pat.setdefault(str(r["patient_id"]), []).append(r)
-    inf_by: dict[str, list[dict[str, Any]]] = {}
-    for rec in infusions.to_dict(orient="records"):
-        inf_by.setdefault(str(rec["patient_id"]), []).append(rec)
-    resp_by = _group(response, "patient_id")
-    ae_by = _group(adverse, "patient_id")
+    inf_by = group_rows(infusions, "patient_id")
+    resp_by = group_rows(response, "patient_id")
+    ae_by = group_rows(adverse, "patient_id")
     day0 = day0_dates(infusions, s["day0_infusion"])
     pert_by = _perturbation_rows(perturbation)
     distributions: dict[str, dict[str, Any]] = {}
@@ -393,14 +392,6 @@ def nk_donor_is_hsct_donor(infusions: Sequence[dict[str, Any]]) -> bool | str:
     if all(a and b for a, b in pairs):
         return False
     return UNKNOWN
-
-
-def _group(df: pd.DataFrame | None, key: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    if df is not None:
-        for rec in df.to_dict(orient="records"):
-            out.setdefault(str(rec[key]), []).append(rec)
-    return out
 
 
 def _response_summary(e: dict[str, Any], rows: list[dict[str, Any]]) -> None:

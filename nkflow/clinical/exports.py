@@ -171,18 +171,10 @@ ENDPOINT_DEFINITIONS: dict[str, Definition] = {
     **ENDPOINT_OWN_DEFINITIONS,
 }
 
-#: endpoints.py formats these as numbers, though its FLOAT_COLUMNS does not list them
-_ENDPOINT_NUMBERS = {"peak_donor_nk_per_ul", "treg_pct_of_cd4_day7"}
-_ENDPOINT_NUMBERS |= {"treg_ki67_pct_of_cd4_day7", "cells_per_kg_total"}
-
-
-def _types(extra_numbers: set[str]) -> dict[str, set[str]]:
-    return {
-        "integer": set(vis.INT_COLUMNS),
-        "number": set(vis.FLOAT_COLUMNS) | extra_numbers,
-        "boolean": set(vis.BOOL_COLUMNS),
-        "date": set(vis.DATE_COLUMNS),
-    }
+#: the column types of visits.tsv and endpoints.tsv, from the kinds their writer formats by
+_TYPES = {
+    t: {c for c, k in vis.KINDS.items() if k == t} for t in ("integer", "number", "boolean", "date")
+}
 
 
 VISITS = declare_from_writer(
@@ -190,7 +182,7 @@ VISITS = declare_from_writer(
     "cohort/visits.tsv",
     "one per sample (visit), sorted by patient_id, collection_date, sample_id",
     vis.VISIT_COLUMNS,
-    _types(set()),
+    _TYPES,
     VISIT_DEFINITIONS,
 )
 ENDPOINTS = declare_from_writer(
@@ -198,7 +190,7 @@ ENDPOINTS = declare_from_writer(
     "cohort/endpoints.tsv",
     "one per patient of the infusion sheet, sorted by patient_id",
     ep.ENDPOINT_COLUMNS,
-    _types(_ENDPOINT_NUMBERS),
+    _TYPES,
     ENDPOINT_DEFINITIONS,
 )
 

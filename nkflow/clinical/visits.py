@@ -84,67 +84,65 @@ VISIT_COLUMNS: tuple[str, ...] = (
 )
 
 
-INT_COLUMNS = {
-    "study_day",
-    "lymphocyte_events",
-    "nk_events",
-    "bead_events",
-    "cd4_events",
-    "treg_events",
-    "treg_ki67_events",
-    "n_samples_in_window",
-    "n_visits",
-    "peak_study_day",
-    "treg_study_day7",
-    "n_infusions",
-    "n_adverse_events",
-    "max_ctcae_grade",
-    "n_related_adverse_events",
-}
-BOOL_COLUMNS = {
-    "above_threshold",
-    "interval_contains_threshold",
-    "borderline",
-    "verdict_unstable",
-    "treg_below_5pct_day7",
-    "nk_donor_is_hsct_donor",
-}
-DATE_COLUMNS = {"collection_date", "day0_date", "alc_date", "chimerism_date"}
-TEXT_COLUMNS = {"alc_source_value", "alc_source_unit"}
-FLOAT_COLUMNS = {
-    "alc_per_ul",
-    "nk_pct_of_lymphocytes",
-    "nk_cd56bright_pct_of_nk",
-    "nk_cd56dim_pct_of_nk",
-    "beads_per_test",
-    "sample_volume_ul",
-    "total_nk_per_ul",
-    "total_nk_per_ul_lo95",
-    "total_nk_per_ul_hi95",
-    "donor_chimerism_pct",
-    "donor_chimerism_sd",
-    "donor_nk_per_ul",
-    "donor_nk_per_ul_lo95",
-    "donor_nk_per_ul_hi95",
-    "treg_pct_of_cd4",
-    "treg_ki67_pct_of_cd4",
-    "treg_ki67_pct_of_treg",
-    "treg_per_ul",
-    "treg_ki67_per_ul",
-    "p_above_threshold",
-    "donor_nk_per_ul_all_lo95",
-    "donor_nk_per_ul_all_hi95",
-    "gate_variance_frac",
-    "counting_variance_frac",
-    "chimerism_variance_frac",
-}
-#: column -> kind of cell (nkflow.tables), for the visits, endpoints and plan tables
+#: the kind of every typed cell of visits.tsv, endpoints.tsv and plan.tsv (nkflow.tables);
+#: a column not listed is text
 KINDS: dict[str, str] = {
-    **dict.fromkeys(FLOAT_COLUMNS, "number"),
-    **dict.fromkeys(DATE_COLUMNS, "date"),
-    **dict.fromkeys(TEXT_COLUMNS, "text"),
-    **dict.fromkeys(INT_COLUMNS, "integer"),
-    **dict.fromkeys(BOOL_COLUMNS, "boolean"),
+    "collection_date": "date",
+    "study_day": "integer",
+    "day0_date": "date",
+    "alc_date": "date",
+    "alc_source_value": "text",
+    "alc_source_unit": "text",
+    "alc_per_ul": "number",
+    "lymphocyte_events": "integer",
+    "nk_events": "integer",
+    "nk_pct_of_lymphocytes": "number",
+    "nk_cd56bright_pct_of_nk": "number",
+    "nk_cd56dim_pct_of_nk": "number",
+    "bead_events": "integer",
+    "beads_per_test": "number",
+    "sample_volume_ul": "number",
+    "total_nk_per_ul": "number",
+    "total_nk_per_ul_lo95": "number",
+    "total_nk_per_ul_hi95": "number",
+    "chimerism_date": "date",
+    "donor_chimerism_pct": "number",
+    "donor_chimerism_sd": "number",
+    "donor_nk_per_ul": "number",
+    "donor_nk_per_ul_lo95": "number",
+    "donor_nk_per_ul_hi95": "number",
+    "above_threshold": "boolean",
+    "interval_contains_threshold": "boolean",
+    "cd4_events": "integer",
+    "treg_events": "integer",
+    "treg_ki67_events": "integer",
+    "treg_pct_of_cd4": "number",
+    "treg_ki67_pct_of_cd4": "number",
+    "treg_ki67_pct_of_treg": "number",
+    "treg_per_ul": "number",
+    "treg_ki67_per_ul": "number",
+    "borderline": "boolean",
+    "p_above_threshold": "number",
+    "donor_nk_per_ul_all_lo95": "number",
+    "donor_nk_per_ul_all_hi95": "number",
+    "verdict_unstable": "boolean",
+    "gate_variance_frac": "number",
+    "counting_variance_frac": "number",
+    "chimerism_variance_frac": "number",
+    "n_samples_in_window": "integer",
+    "n_visits": "integer",
+    "peak_donor_nk_per_ul": "number",
+    "peak_study_day": "integer",
+    "treg_study_day7": "integer",
+    "treg_pct_of_cd4_day7": "number",
+    "treg_ki67_pct_of_cd4_day7": "number",
+    "treg_below_5pct_day7": "boolean",
+    "n_infusions": "integer",
+    "cells_per_kg_total": "number",
+    "nk_donor_is_hsct_donor": "boolean",
+    "n_adverse_events": "integer",
+    "max_ctcae_grade": "integer",
+    "n_related_adverse_events": "integer",
 }
 
 
@@ -220,6 +218,15 @@ class _Qc:
         return d["status"], d["FAIL"], d["WARN"]
 
 
+def group_rows(df: pd.DataFrame | None, key: str) -> dict[str, list[dict[str, Any]]]:
+    """The records of ``df`` by the text of their ``key`` column, in table order ({} for None)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if df is not None:
+        for rec in df.to_dict(orient="records"):
+            out.setdefault(str(rec[key]), []).append(rec)
+    return out
+
+
 def _closest(
     rows: Sequence[dict[str, Any]], date_key: str, target: dt.date, tol: int
 ) -> dict[str, Any] | None:
@@ -290,11 +297,9 @@ def str_not_computable(
     out: dict[str, dict[dt.date, list[str]]] = {}
     if str_results is None:
         return out
-    dates: dict[str, list[dt.date]] = {
-        str(r["patient_id"]): [] for r in samples.to_dict(orient="records")
-    }
+    dates: dict[str, list[dt.date]] = {}
     for r in samples.to_dict(orient="records"):
-        dates[str(r["patient_id"])].append(r["collection_date"])
+        dates.setdefault(str(r["patient_id"]), []).append(r["collection_date"])
     for rec in str_results.to_dict(orient="records"):
         if rec["status"] == "ok":
             continue
@@ -375,15 +380,12 @@ def build_visits(
     import pandas as pd
 
     s = settings(config)
-    cbc_by: dict[str, list[dict[str, Any]]] = {}
-    for rec in cbc.to_dict(orient="records"):
-        cbc_by.setdefault(str(rec["patient_id"]), []).append(rec)
     m = _Merge(
         s,
         _Counts(counts),
         _Qc(qc),
         day0_dates(infusions, s["day0_infusion"]),
-        cbc_by,
+        group_rows(cbc, "patient_id"),
         chimerism_candidates(chimerism, str_results),
         str_not_computable(samples, str_results, int(s["chimerism_tolerance_days"])),
         s["absolute_count_method"] == "single_platform_beads",
@@ -413,7 +415,8 @@ def _visit(m: _Merge, sid: str, tube_rows: dict[str, dict[str, Any]]) -> dict[st
         reasons.append("no_infusion")
     else:
         v["study_day"] = (cdate - d0).days
-    alc = _alc(v, m, pid, cdate)
+    fill_alc(v, m.cbc_by.get(pid, []), cdate, int(s["cbc_tolerance_days"]))
+    alc = v["alc_per_ul"]
     nk_cv = _nk_tube(v, m, tube_rows.get(s["tubes"]["nk"]), alc, reasons, flags)
     if not m.beads and v["alc_status"] != "ok":
         reasons.append("invalid_alc" if v["alc_status"] == "invalid" else "missing_alc")
@@ -427,10 +430,12 @@ def _visit(m: _Merge, sid: str, tube_rows: dict[str, dict[str, Any]]) -> dict[st
     return v
 
 
-def _alc(v: dict[str, Any], m: _Merge, pid: str, cdate: dt.date) -> float | None:
-    """Fill the ALC columns from the same day's CBC, or the closest within the tolerance (then
-    the earlier); the usable ALC/uL or None."""
-    alc_row = _closest(m.cbc_by.get(pid, []), "date", cdate, int(m.s["cbc_tolerance_days"]))
+def fill_alc(
+    v: dict[str, Any], cbc_rows: Sequence[dict[str, Any]], cdate: dt.date, tolerance_days: int
+) -> dict[str, Any] | None:
+    """Fill the ALC columns of ``v`` from the same day's CBC row of the patient, or the closest
+    within the tolerance (then the earlier); the row chosen, or None."""
+    alc_row = _closest(cbc_rows, "date", cdate, tolerance_days)
     if alc_row is None:
         v["alc_status"] = "missing"
         return None
@@ -438,9 +443,19 @@ def _alc(v: dict[str, Any], m: _Merge, pid: str, cdate: dt.date) -> float | None
     v["alc_source_value"] = alc_row["alc_source_value"]
     v["alc_source_unit"] = alc_row["alc_source_unit"]
     v["alc_status"] = alc_row["alc_status"]
-    alc = alc_row["alc_per_ul"] if alc_row["alc_status"] == "ok" else None
-    v["alc_per_ul"] = alc
-    return alc
+    v["alc_per_ul"] = alc_row["alc_per_ul"] if alc_row["alc_status"] == "ok" else None
+    return alc_row
+
+
+def chimerism_flags(
+    sel: chim.Selected, not_computable: Sequence[str], s: dict[str, Any]
+) -> list[str]:
+    """The flags of a visit's chimerism: each preferred fraction whose STR result near the date
+    is not usable, and a % donor below the assay limit."""
+    out = [f"str_not_computable:{f}" for f in not_computable if f in s["chimerism_preference"]]
+    if sel.donor_pct is not None and sel.donor_pct < float(s["chimerism_assay_limit_pct"]):
+        out.append("chimerism_near_assay_limit")
+    return out
 
 
 def _nk_qc(v: dict[str, Any], m: _Merge, reasons: list[str], flags: list[str]) -> None:
@@ -524,12 +539,7 @@ def _donor(
     v["chimerism_fraction"], v["chimerism_date"] = sel.fraction, sel.date
     v["chimerism_source"], v["donor_chimerism_pct"] = sel.source, sel.donor_pct
     v["donor_chimerism_sd"] = sel.sd
-    for frac in m.str_failed.get(pid, {}).get(cdate, []):
-        if frac in s["chimerism_preference"]:
-            flags.append(f"str_not_computable:{frac}")
-    if sel.donor_pct is not None and sel.donor_pct < float(s["chimerism_assay_limit_pct"]):
-        flags.append("chimerism_near_assay_limit")
-
+    flags += chimerism_flags(sel, m.str_failed.get(pid, {}).get(cdate, []), s)
     donor = None if sel.donor_pct is None else _mul(v["total_nk_per_ul"], sel.donor_pct / 100)
     v["donor_nk_per_ul"] = donor
     extra = 0.0

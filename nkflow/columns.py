@@ -7,20 +7,19 @@ Contract
   :mod:`nkflow.clinical.exports`) take their header, their cell format and their checks from the
   declaration, and the data dictionary (:func:`nkflow.clinical.exports.data_dictionary`) is generated
   from the same objects, so the two cannot drift.
-* ``visits.tsv`` and ``endpoints.tsv`` keep their writer in :mod:`nkflow.clinical.endpoints`; their
+* ``visits.tsv`` and ``endpoints.tsv`` keep their writer (:func:`nkflow.tables.tsv_bytes`); their
   declarations here take the names and order from ``VISIT_COLUMNS`` / ``ENDPOINT_COLUMNS`` and
-  the types from that module's column sets, and add units and definitions. A column added there
-  without a definition here is an error when the table is declared (a unit test declares it),
+  the types from ``nkflow.clinical.visits.KINDS``, and add units and definitions. A column added
+  there without a definition here is an error when the table is declared (a unit test declares it),
   naming the column.
 * :func:`format_cell` is pure: missing (None, NaN) -> empty cell, never 0; integers plain;
-  numbers ``%.10g`` (full precision for numbers nkflow computed, verbatim digits for numbers read
-  from a ``%.6g`` table); booleans ``true``/``false``; dates ISO.
+  numbers :data:`nkflow.tables.FLOAT_FORMAT` (full precision for numbers nkflow computed, verbatim digits for numbers read
+  from a table); booleans ``true``/``false``; dates ISO.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import math
 import re
@@ -28,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nkflow import tables
 from nkflow.errors import ConfigError
 
 #: the column types a dictionary may name, with what a cell of each looks like
@@ -40,7 +40,6 @@ TYPES = {
     "date": "calendar date YYYY-MM-DD",
     "codes": "';'-joined codes (empty = none)",
 }
-NUMBER_FORMAT = "%.10g"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -97,25 +96,14 @@ def _finite(v: Any) -> bool:
 
 
 def format_cell(column: Column, value: Any) -> str:
-    """The text of one cell of ``column`` (see the module contract)."""
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalar
-        value = value.item()
-    kind = column.type
-    if kind == "boolean":
-        return "true" if bool(value) else "false"
-    if kind == "integer":
-        return str(int(value))
-    if kind == "number":
-        if isinstance(value, str):
-            return value
-        if not _finite(value):
+    """The text of one cell of ``column`` (see the module contract): :func:`nkflow.tables.format_cell`
+    of the column's kind, refusing a number that is not finite."""
+    kind = column.type if column.type in ("boolean", "integer", "number") else "text"
+    if kind == "number" and not isinstance(value, str) and value is not None and value == value:
+        if not _finite(float(value)):
             raise ValueError(f"{column.name}: {value!r} is not a finite number")
-        return NUMBER_FORMAT % float(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value).replace("\t", " ").replace("\n", " ")
+        value = float(value)
+    return tables.format_cell(value, kind)
 
 
 def table_text(table: Table, rows: Iterable[Mapping[str, Any]], *, delimiter: str = "\t") -> str:
@@ -227,7 +215,7 @@ def declare_from_writer(
         raise ConfigError(
             f"{path}: column declarations out of step with the writer: {'; '.join(problems)}; "
             "fix: add or remove them in nkflow/clinical/exports.py (VISIT_DEFINITIONS / "
-            "ENDPOINT_DEFINITIONS) beside the change to nkflow/clinical/endpoints.py"
+            "ENDPOINT_DEFINITIONS) beside the change to nkflow/clinical/visits.py or endpoints.py"
         )
     out = []
     for c in columns:

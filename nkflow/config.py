@@ -342,7 +342,7 @@ class Study:
         """
         from nkflow.clinical import sheets
         from nkflow.clinical.endpoint_settings import settings
-        from nkflow.clinical.endpoints import compute_str_results
+        from nkflow.clinical.visits import compute_str_results
 
         cfg, base = self.config, self.base_dir
         infusions, warnings = self.infusions

@@ -9,8 +9,8 @@ Contract
   ``day14_endpoint`` with an empty sample_id and ``missing`` = ``no_sample_in_window``, so that
   the ``day14_endpoint`` records are one per patient of endpoints.tsv.
 * Every choice is made by the function the merge and endpoint steps make it with: day 0 by
-  :func:`nkflow.clinical.endpoints.day0_dates`, the CBC row by ``endpoints._closest``, the chimerism
-  result by :func:`nkflow.clinical.endpoints.chimerism_candidates` and
+  :func:`nkflow.clinical.visits.day0_dates`, the CBC row by :func:`nkflow.clinical.visits.fill_alc`, the chimerism
+  result by :func:`nkflow.clinical.visits.chimerism_candidates` and
   :func:`nkflow.clinical.chimerism.select_result`, the day-14 visit by
   :func:`nkflow.clinical.endpoints.choose_visit` (its window by ``window_candidates``), the settings by
   :func:`nkflow.clinical.endpoint_settings.settings`. Nothing here chooses on its own.
@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nkflow import tables
 from nkflow.clinical import chimerism as chim
 from nkflow.clinical import counts as cnt
 from nkflow.clinical import endpoints as ep
+from nkflow.clinical import visits as vis
 from nkflow.clinical.endpoint_settings import settings
 from nkflow.config import Study
 
@@ -146,15 +148,13 @@ def build_plan(
     tol_chim = int(s["chimerism_tolerance_days"])
     gating_cfg = config.get("gating") or {}
 
-    day0 = ep.day0_dates(infusions, s["day0_infusion"])
+    day0 = vis.day0_dates(infusions, s["day0_infusion"])
     n_inf: dict[str, int] = {}
     for rec in infusions.to_dict(orient="records"):
         n_inf[str(rec["patient_id"])] = n_inf.get(str(rec["patient_id"]), 0) + 1
-    cbc_by: dict[str, list[dict[str, Any]]] = {}
-    for rec in cbc.to_dict(orient="records"):
-        cbc_by.setdefault(str(rec["patient_id"]), []).append(rec)
-    chim_by = ep.chimerism_candidates(chimerism, str_results)
-    str_failed = ep.str_not_computable(samples, str_results, tol_chim)
+    cbc_by = vis.group_rows(cbc, "patient_id")
+    chim_by = vis.chimerism_candidates(chimerism, str_results)
+    str_failed = vis.str_not_computable(samples, str_results, tol_chim)
     str_files: dict[tuple[str, dt.date | None, str], list[str]] = {}
     if peaks is not None:
         for rec in peaks[peaks["role"] == "post"].to_dict(orient="records"):
@@ -206,16 +206,9 @@ def build_plan(
         ):
             missing.append("missing_beads")
 
-        alc_row = ep._closest(cbc_by.get(pid, []), "date", cdate, int(s["cbc_tolerance_days"]))
-        if alc_row is None:
-            r["alc_status"] = "missing"
-        else:
+        alc_row = vis.fill_alc(r, cbc_by.get(pid, []), cdate, int(s["cbc_tolerance_days"]))
+        if alc_row is not None:
             r["cbc_row"] = alc_row.get("row")
-            r["alc_date"] = alc_row["date"]
-            r["alc_source_value"] = alc_row["alc_source_value"]
-            r["alc_source_unit"] = alc_row["alc_source_unit"]
-            r["alc_status"] = alc_row["alc_status"]
-            r["alc_per_ul"] = alc_row["alc_per_ul"] if alc_row["alc_status"] == "ok" else None
         if not beads_method and r["alc_status"] != "ok":
             missing.append("invalid_alc" if r["alc_status"] == "invalid" else "missing_alc")
 
@@ -234,11 +227,7 @@ def build_plan(
                 r["chimerism_row"] = ",".join(str_files.get(key, []))
             else:
                 r["chimerism_row"] = cand.get("row")
-        for frac in str_failed.get(pid, {}).get(cdate, []):
-            if frac in preference:
-                flags.append(f"str_not_computable:{frac}")
-        if sel.donor_pct is not None and sel.donor_pct < float(s["chimerism_assay_limit_pct"]):
-            flags.append("chimerism_near_assay_limit")
+        flags += vis.chimerism_flags(sel, str_failed.get(pid, {}).get(cdate, []), s)
         r["missing"] = ";".join(missing + not_found)
         r["flags"] = ";".join(flags)
         rows.append(r)
@@ -287,7 +276,7 @@ def build_plan(
 
 
 def _v(col: str, value: Any) -> str:
-    return ep.format_cell(col, value)
+    return vis.format_cell(col, value)
 
 
 def _cbc_text(r: dict[str, Any], s: dict[str, Any]) -> str:
@@ -418,7 +407,7 @@ def plan_tsv_bytes(plan: Plan) -> bytes:
     import pandas as pd
 
     df = pd.DataFrame(plan.rows, columns=list(PLAN_COLUMNS), dtype=object)
-    return ep.table_bytes(df, PLAN_COLUMNS)
+    return vis.table_bytes(df, PLAN_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,4 +477,4 @@ def run_plan(config: dict[str, Any], log_warnings: bool = True) -> Plan:
 
 def write_plan_tsv(plan: Plan, path: str | Path) -> None:
     """Write :func:`plan_tsv_bytes` (not rewritten when the bytes would not change)."""
-    ep._write_if_changed(Path(path), plan_tsv_bytes(plan))
+    tables.write_bytes(Path(path), plan_tsv_bytes(plan))

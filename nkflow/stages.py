@@ -12,24 +12,26 @@ modules (:mod:`nkflow.tube`, :mod:`nkflow.clinical`, :mod:`nkflow.report`,
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nkflow import tables
 from nkflow.clinical import chimerism as chim
-from nkflow.clinical import endpoints as ep
 from nkflow.clinical.endpoint_settings import settings
-from nkflow.clinical.endpoints import (
-    build_endpoints,
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, build_endpoints
+from nkflow.clinical.exports import write_exports
+from nkflow.clinical.kinetics import KINETICS, KINETICS_SUMMARY, build_kinetics, summarize
+from nkflow.clinical.visits import (
+    KINDS,
+    VISIT_COLUMNS,
     build_visits,
     read_visits,
     table_bytes,
-    write_outputs,
     write_visits,
 )
-from nkflow.clinical.exports import write_exports
-from nkflow.clinical.kinetics import KINETICS, KINETICS_SUMMARY, build_kinetics, summarize
 from nkflow.columns import table_text
 from nkflow.config import Study
 from nkflow.errors import NkflowError
@@ -242,18 +244,20 @@ def run_merge(
     """Build and write visits.tsv from the cohort counts and QC and the study's sheets. Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or
     ignored row) and, when raw STR peaks are configured, ``str_results.tsv`` and
     ``str_loci.tsv``."""
+    import pandas as pd
+
     out = Path(out_visits)
     config = study.config
     inp = study.visit_inputs
     if inp.str_results is not None and inp.str_loci is not None:
-        ep._write_if_changed(
+        tables.write_bytes(
             out.parent / "str_results.tsv", table_bytes(inp.str_results, chim.RESULT_COLUMNS)
         )
-        ep._write_if_changed(
+        tables.write_bytes(
             out.parent / "str_loci.tsv", table_bytes(inp.str_loci, chim.LOCUS_COLUMNS)
         )
-    counts = ep._read_text_table(counts_path)
-    qc = ep._read_text_table(qc_path)
+    counts = tables.read_tsv(counts_path, text=True)
+    qc = tables.read_tsv(qc_path, text=True)
     warnings = inp.warnings
     visits = build_visits(
         config,
@@ -268,9 +272,51 @@ def run_merge(
     write_visits(visits, out)
     for msg in warnings:
         logger.warning(msg)
-    wlines = "message\n" + "".join(m.replace("\t", " ").replace("\n", " ") + "\n" for m in warnings)
-    ep._write_if_changed(out.parent / "sheet_warnings.tsv", wlines.encode("utf-8"))
+    messages = pd.DataFrame({"message": warnings}, dtype=object)
+    tables.write_bytes(out.parent / "sheet_warnings.tsv", table_bytes(messages, ["message"]))
     return visits
+
+
+def write_outputs(
+    visits: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    outdir: str | Path,
+    reviews: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Write ``endpoints.tsv``, ``endpoints.xlsx`` and ``patients/<id>.json``.
+
+    ``visits`` (the merge step's visits.tsv, this step's input) is read, never rewritten. Files
+    whose bytes would not change are left untouched.
+    """
+    out = Path(outdir)
+    tables.write_bytes(out / "endpoints.tsv", table_bytes(endpoints, ENDPOINT_COLUMNS))
+    tables.write_xlsx(
+        out / "endpoints.xlsx",
+        [("endpoints", endpoints, ENDPOINT_COLUMNS), ("visits", visits, VISIT_COLUMNS)],
+        KINDS,
+    )
+    vis = visits.to_dict(orient="records")
+    distributions = endpoints.attrs.get("distributions", {})
+    for rec in endpoints.to_dict(orient="records"):
+        pid = str(rec["patient_id"])
+        doc: dict[str, Any] = {
+            "patient_id": pid,
+            "endpoint": {
+                c: tables.json_value(rec.get(c), KINDS.get(c, "")) for c in ENDPOINT_COLUMNS
+            },
+            # the signatures on this row and whether they still hold (nkflow.review)
+            "review": (reviews or {}).get(pid),
+            "visits": [
+                {c: tables.json_value(v.get(c), KINDS.get(c, "")) for c in VISIT_COLUMNS}
+                for v in vis
+                if str(v["patient_id"]) == pid
+            ],
+        }
+        if pid in distributions:
+            # the day-14 donor NK/uL draws (docs/uncertainty.md), as a histogram
+            doc["donor_nk_per_ul_distribution"] = distributions[pid]
+        data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        tables.write_bytes(out / "patients" / f"{pid}.json", data)
 
 
 def run_endpoints(
@@ -334,12 +380,12 @@ def run_readout(
     default ``kinetics_summary.tsv`` beside kinetics.tsv) and the exports directory, from
     visits.tsv."""
     config = study.config
-    visits = ep.read_visits(visits_path)
+    visits = read_visits(visits_path)
     records = build_kinetics(config, visits)
-    ep._write_if_changed(Path(kinetics), table_text(KINETICS, records).encode("utf-8"))
-    endpoint_rows = ep._read_text_table(endpoints_path).to_dict(orient="records")
+    tables.write_bytes(Path(kinetics), table_text(KINETICS, records).encode("utf-8"))
+    endpoint_rows = tables.read_tsv(endpoints_path, text=True).to_dict(orient="records")
     summary = summarize(records, endpoint_rows)
-    ep._write_if_changed(
+    tables.write_bytes(
         Path(kinetics).with_name("kinetics_summary.tsv")
         if summary_path is None
         else Path(summary_path),

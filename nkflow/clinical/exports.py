@@ -6,12 +6,12 @@ Contract
 * Every exported table is declared once as a :class:`nkflow.columns.Table`; its writer takes
   header, order and cell format from the declaration and :func:`data_dictionary` lists the same
   declarations, so the dictionary cannot drift from the files. ``visits.tsv`` and
-  ``endpoints.tsv`` are written by :mod:`nkflow.clinical.endpoints`: their declarations
-  (:data:`VISITS`, :data:`ENDPOINTS`) take names, order and types from that module and the
+  ``endpoints.tsv`` are written in the cell formats of :mod:`nkflow.clinical.visits`: their
+  declarations (:data:`VISITS`, :data:`ENDPOINTS`) take names, order and types from there and the
   definitions from :data:`VISIT_DEFINITIONS` / :data:`ENDPOINT_DEFINITIONS`; a column there
   without a definition here raises when this module is imported.
 * :func:`build_measurements` and :func:`build_cp` are pure functions of the typed visits
-  (:func:`nkflow.clinical.endpoints.read_visits`) and the settings. Every value is the visits.tsv value
+  (:func:`nkflow.clinical.visits.read_visits`) and the settings. Every value is the visits.tsv value
   (or, for the CD56bright/dim counts, total NK/uL x subset % / 100): no new number is made.
 * :func:`nkflow.stages.run_readout` (the ``readout`` rule) writes ``kinetics.tsv`` and the
   exports directory; bytes are unchanged for unchanged inputs.
@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nkflow import tables
 from nkflow.clinical import endpoints as ep
+from nkflow.clinical import visits as vis
 from nkflow.clinical.endpoint_settings import settings
 from nkflow.clinical.kinetics import (
     KINETICS,
@@ -167,26 +169,18 @@ ENDPOINT_DEFINITIONS: dict[str, Definition] = {
     **ENDPOINT_OWN_DEFINITIONS,
 }
 
-#: endpoints.py formats these as numbers, though its FLOAT_COLUMNS does not list them
-_ENDPOINT_NUMBERS = {"peak_donor_nk_per_ul", "treg_pct_of_cd4_day7"}
-_ENDPOINT_NUMBERS |= {"treg_ki67_pct_of_cd4_day7", "cells_per_kg_total"}
-
-
-def _types(extra_numbers: set[str]) -> dict[str, set[str]]:
-    return {
-        "integer": set(ep.INT_COLUMNS),
-        "number": set(ep.FLOAT_COLUMNS) | extra_numbers,
-        "boolean": set(ep.BOOL_COLUMNS),
-        "date": set(ep.DATE_COLUMNS),
-    }
+#: the column types of visits.tsv and endpoints.tsv, from the kinds their writer formats by
+_TYPES = {
+    t: {c for c, k in vis.KINDS.items() if k == t} for t in ("integer", "number", "boolean", "date")
+}
 
 
 VISITS = declare_from_writer(
     "visits",
     "cohort/visits.tsv",
     "one per sample (visit), sorted by patient_id, collection_date, sample_id",
-    ep.VISIT_COLUMNS,
-    _types(set()),
+    vis.VISIT_COLUMNS,
+    _TYPES,
     VISIT_DEFINITIONS,
 )
 ENDPOINTS = declare_from_writer(
@@ -194,7 +188,7 @@ ENDPOINTS = declare_from_writer(
     "cohort/endpoints.tsv",
     "one per patient of the infusion sheet, sorted by patient_id",
     ep.ENDPOINT_COLUMNS,
-    _types(_ENDPOINT_NUMBERS),
+    _TYPES,
     ENDPOINT_DEFINITIONS,
 )
 
@@ -615,7 +609,7 @@ def build_cp(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
             value = parameter_value(p, v)
             reason = _not_done_reason(p, v, value, dual)
             unit_o, unit_s = ("%", "%") if p.unit == "%" else ("/uL", "10^6/L")
-            text = None if value is None else f"{float(value):.10g}"
+            text = None if value is None else tables.FLOAT_FORMAT % float(value)
             rec = {
                 "STUDYID": study,
                 "DOMAIN": "CP",
@@ -796,6 +790,6 @@ def write_exports(config: dict[str, Any], visits: Any, outdir: str | Path) -> li
         stem = Path(table.path).stem
         for suffix, sep in ((".tsv", "\t"), (".csv", ",")):
             path = out / f"{stem}{suffix}"
-            ep._write_if_changed(path, table_text(table, records, delimiter=sep).encode("utf-8"))
+            tables.write_bytes(path, table_text(table, records, delimiter=sep).encode("utf-8"))
             written.append(path)
     return written

@@ -3,7 +3,7 @@
 Contract
 --------
 * :func:`build_kinetics` takes the visits of ``visits.tsv`` (typed, as
-  :func:`nkflow.clinical.endpoints.read_visits` returns them) and the ``endpoints`` settings, and returns
+  :func:`nkflow.clinical.visits.read_visits` returns them) and the ``endpoints`` settings, and returns
   one record per patient and measure (:data:`MEASURES`, in that order), sorted by patient_id,
   with the columns of :data:`KINETICS` (``cohort/kinetics.tsv``). Pure: nothing is read or
   written here.
@@ -42,6 +42,7 @@ from typing import Any
 from nkflow.clinical.endpoint_settings import settings
 from nkflow.columns import Column, Table
 from nkflow.reasons import CODES
+from nkflow.tables import FLOAT_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def kinetic_record(
     not_computed: list[str] = []
     flags: list[str] = []
     rec["n_visits"] = len(pts)
-    rec["series"] = ";".join(f"{d}:{x:.10g}" for d, x, _ in pts)
+    rec["series"] = ";".join(f"{d}:{FLOAT_FORMAT % x}" for d, x, _ in pts)
     rec["provenance"] = ";".join(f"{sid}/{tube}" for _, _, sid in pts)
     rec["unusable_visits"] = "; ".join(f"{sid} d{d} {why}" for d, sid, why in bad)
 

@@ -147,14 +147,15 @@ def _as_sheet(source: Sheet | str | Path, key: str) -> Sheet:
     return source if isinstance(source, Sheet) else Sheet(key, Path(source))
 
 
-def _schema_props(key: str) -> dict[str, Any]:
+def sheet_schema(key: str) -> dict[str, Any]:
+    """The JSON schema a row of sheet ``key`` (:data:`SHEET_SCHEMAS`) is checked against."""
     name, sub = SHEET_SCHEMAS[key]
     schema = load_schema(name)
-    return dict((schema["$defs"][sub] if sub else schema).get("properties", {}))
+    return dict(schema["$defs"][sub]) if sub else schema
 
 
-def read_table(source: Sheet | str | Path) -> pd.DataFrame:
-    """Read a sheet as text under nkflow's column names.
+def read_table(source: Sheet | str | Path, *, header_only: bool = False) -> pd.DataFrame:
+    """Read a sheet (or with ``header_only`` its header line) as text under nkflow's column names.
 
     Every cell is a ``str`` (empty cells ``""``, surrounding spaces kept). The separator comes
     from ``sheet_format.<key>.delimiter`` or the file name (``.csv`` comma, else tab); the
@@ -181,6 +182,7 @@ def read_table(source: Sheet | str | Path) -> pd.DataFrame:
             keep_default_na=False,
             na_filter=False,
             encoding="utf-8-sig",  # spreadsheet exports often start with a byte-order mark
+            nrows=0 if header_only else None,
         )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         sep = next(k for k, v in DELIMITERS.items() if v == sh.separator)
@@ -196,7 +198,7 @@ def read_table(source: Sheet | str | Path) -> pd.DataFrame:
 
 def _map_columns(df: pd.DataFrame, sh: Sheet) -> pd.DataFrame:
     field_ = f"config: field 'sheet_format.{sh.key}.columns"
-    props = _schema_props(sh.key) if sh.key in SHEET_SCHEMAS else {}
+    props = sheet_schema(sh.key).get("properties", {}) if sh.key in SHEET_SCHEMAS else {}
     header = [str(c) for c in df.columns]
     seen: dict[str, str] = {}
     for ours, theirs in sh.columns.items():
@@ -293,9 +295,7 @@ def validate_rows(
         )
 
 
-def check_unique(
-    df: pd.DataFrame, key: tuple[str, ...], path: str | Path, id_cols: tuple[str, ...]
-) -> None:
+def check_unique(df: pd.DataFrame, key: tuple[str, ...], path: str | Path) -> None:
     """Refuse a duplicate ``key``, naming both rows (never last-row-wins).
 
     Dates are compared as dates, so ``2024-02-06`` and ``06-Feb-2024`` are the same key. Rows
@@ -320,7 +320,6 @@ def check_unique(
                 f"two ({rows}; nothing is silently overwritten)"
             )
         seen[k] = n
-    _ = id_cols
 
 
 def parse_date(
@@ -372,30 +371,25 @@ def parse_date(
         ) from exc
 
 
-def date_columns(schema: dict[str, Any]) -> list[str]:
-    """The columns a sheet schema marks ``kind: date``."""
-    return [c for c, spec in schema.get("properties", {}).items() if spec.get("kind") == "date"]
-
-
 def _parse_dates(
     df: pd.DataFrame, schema: dict[str, Any], sh: Sheet, id_cols: tuple[str, ...]
 ) -> pd.DataFrame:
     """Replace every ``kind: date`` column present by ``datetime.date`` (empty -> None)."""
-    for col in date_columns(schema):
-        if col not in df.columns:
+    recs = df.to_dict(orient="records")
+    for col, spec in schema.get("properties", {}).items():
+        if spec.get("kind") != "date" or col not in df.columns:
             continue
-        out = []
-        for i, rec in enumerate(df.to_dict(orient="records"), start=1):
+        for i, rec in enumerate(recs, start=1):
             v = rec[col]
             label = _row_label(int(rec.get("row", i)), rec, id_cols)
-            out.append(
+            rec[col] = (
                 None
                 if v == ""
                 else parse_date(
                     v, sh.path, label, sh.column(col), order=sh.date_order, sheet_key=sh.key
                 )
             )
-        df[col] = out
+        df[col] = [rec[col] for rec in recs]
     return df
 
 
@@ -407,14 +401,11 @@ def _load(
 ) -> tuple[Sheet, pd.DataFrame]:
     """Read, map, validate and date-parse a sheet; refuse duplicate keys; number the rows."""
     sh = _as_sheet(source, sheet_key)
-    name, sub = SHEET_SCHEMAS[sheet_key]
-    schema = load_schema(name)
-    if sub:
-        schema = dict(schema["$defs"][sub])
+    schema = sheet_schema(sheet_key)
     df = read_table(sh)
     validate_rows(df, schema, sh, id_cols)
     df = _parse_dates(df, schema, sh, id_cols)
-    check_unique(df, key, sh.path, id_cols)
+    check_unique(df, key, sh.path)
     df.insert(0, "row", range(1, len(df) + 1))
     return sh, df
 
@@ -535,14 +526,14 @@ def load_samples(
 
     ids = ("sample_id", "tube")
     sh = _as_sheet(path, "samples")
-    schema = load_schema("samples")
+    schema = sheet_schema("samples")
     df = read_table(sh)
     validate_rows(df, schema, sh, ids)
     df.insert(0, "row", range(1, len(df) + 1))
     df = _parse_dates(df, schema, sh, ids)
     p = sh.path
     df = expand_combined(df, p)
-    check_unique(df, ("sample_id", "tube"), p, ids)
+    check_unique(df, ids, p)
     panels_s, gatings_s = sorted(set(panels)), sorted(set(gatings))
     tube_spec = schema["properties"]["tube"]
     for rec in df.to_dict(orient="records"):
@@ -904,12 +895,12 @@ def load_chimerism(
     ids = ("patient_id", "date", "fraction")
     sh = _as_sheet(path, "chimerism")
     p = sh.path
-    schema = load_schema("chimerism")
+    schema = sheet_schema("chimerism")
     df = read_table(sh)
     validate_rows(df, schema, sh, ids)
     df = _parse_dates(df, schema, sh, ids)
     df = _canonical_fractions(df, fractions, sh, ids)
-    check_unique(df, ids, p, ids)
+    check_unique(df, ids, p)
     df.insert(0, "row", range(1, len(df) + 1))
     warnings: list[str] = []
     df = _drop_unknown_patients(df, patients, p, warnings, ids)
@@ -1047,14 +1038,14 @@ def load_str_peaks(
     """
     import pandas as pd
 
-    schema = load_schema("str_peaks")
+    schema = sheet_schema("str_peaks")
     ssh = _as_sheet(samples_path, "str_samples")
     sp = ssh.path
     smap = read_table(ssh)
     known_files = set(smap["sample_file"])  # every listed file, before unknown patients drop
-    sschema = dict(schema["$defs"]["str_sample"])
+    sschema = sheet_schema("str_samples")
     validate_rows(smap, sschema, ssh, ("sample_file",))
-    check_unique(smap, ("sample_file",), sp, ("sample_file",))
+    check_unique(smap, ("sample_file",), sp)
     smap.insert(0, "row", range(1, len(smap) + 1))
     warnings: list[str] = []
     for col in ("date", "fraction"):
@@ -1083,7 +1074,7 @@ def load_str_peaks(
     peaks = read_table(psh)
     ids = ("Sample File Name", "Marker", "Allele")
     validate_rows(peaks, schema, psh, ids)
-    check_unique(peaks, ids, p, ids)
+    check_unique(peaks, ids, p)
     peaks.insert(0, "row", range(1, len(peaks) + 1))
     for rec in peaks.to_dict(orient="records"):
         if rec["Sample File Name"] not in known_files:
@@ -1214,15 +1205,14 @@ def unused_column_warnings(config: dict[str, Any], base_dir: str | Path) -> list
         sh = sheet(config, key, base_dir)
         if key not in SHEET_SCHEMAS or sh is None:
             continue
-        props = set(_schema_props(key))
-        df = read_table(sh)
-        for col in df.columns:
-            if col in props:
-                continue
+        props = set(sheet_schema(key).get("properties", {}))
+        unused = [c for c in read_table(sh, header_only=True).columns if c not in props]
+        n_rows = len(read_table(sh)) if unused else 0  # the whole sheet only to count its rows
+        for col in unused:
             why = _UNUSED_COLUMN_HINTS.get(str(col).strip().lower(), "")
             out.append(
                 f"{sh.path}: header: column {col!r} is not read by nkflow; its value in all "
-                f"{len(df)} row(s) is ignored{'; ' + why if why else ''}; columns read: "
+                f"{n_rows} row(s) is ignored{'; ' + why if why else ''}; columns read: "
                 f"{', '.join(sorted(props))}; fix: remove the column, rename it, or map it "
                 f"with sheet_format.{key}.columns if it was meant to be one of those"
             )

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 
-from nkflow.clinical.endpoints import BOOL_COLUMNS
+from nkflow.clinical.visits import KINDS
 
 
 def number(text: str) -> float | None:
@@ -102,6 +102,6 @@ def formatter_for(column: str) -> Callable[[str], str] | None:
         return count
     if "_per_ul" in column:
         return per_ul
-    if column in BOOL_COLUMNS:  # the yes/no columns of visits.tsv and endpoints.tsv
+    if KINDS.get(column) == "boolean":  # the yes/no columns of visits.tsv and endpoints.tsv
         return yes_no
     return None

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, REVIEW_COLUMNS, VISIT_COLUMNS
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, REVIEW_COLUMNS
+from nkflow.clinical.visits import VISIT_COLUMNS
 from nkflow.errors import ReviewError
 
 SIGNED_COLUMNS = tuple(c for c in ENDPOINT_COLUMNS if c not in REVIEW_COLUMNS)

@@ -466,16 +466,15 @@ class ReviewRun:
         counts/QC/perturbation rows of the ``replaced`` tubes swapped for recomputed ones."""
         import pandas as pd
 
-        from nkflow.clinical.endpoints import (
-            ENDPOINT_COLUMNS,
+        from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, build_endpoints
+        from nkflow.clinical.sheets import load_adverse_events, load_response, sheet
+        from nkflow.clinical.visits import (
             VISIT_COLUMNS,
-            build_endpoints,
             build_visits,
             format_cell,
             read_visits,
             table_bytes,
         )
-        from nkflow.clinical.sheets import load_adverse_events, load_response, sheet
 
         samples = self.samples[self.samples["patient_id"] == pid]
         sids = set(samples["sample_id"])

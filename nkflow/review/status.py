@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS, format_cell
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS
+from nkflow.clinical.visits import VISIT_COLUMNS, format_cell
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from nkflow import stages
+from nkflow import stages, tables
 from nkflow.clinical import endpoints as ep
+from nkflow.clinical import visits as vis
+from nkflow.clinical.endpoint_settings import settings as endpoint_settings
 from nkflow.config import load_study
 from nkflow.errors import ConfigError
 from nkflow.qc import QC_COLUMNS
@@ -69,7 +71,7 @@ def clean(tmp_path_factory):
 
 def ci(value: float, cv: float, extra: float = 0.0) -> tuple[str, str]:
     t = math.sqrt(cv * cv + extra * extra)
-    return f"{value * math.exp(-Z * t):.6g}", f"{value * math.exp(Z * t):.6g}"
+    return f"{value * math.exp(-Z * t):.10g}", f"{value * math.exp(Z * t):.10g}"
 
 
 def test_endpoint_columns_start_as_contracted(clean):
@@ -116,7 +118,7 @@ def test_exactly_100_is_fail_and_borderline_pb_only_recorded(clean):
         "FAIL",
         "true",
     )
-    visits = ep.read_visits(d / "out" / "visits.tsv")
+    visits = vis.read_visits(d / "out" / "visits.tsv")
     assert visits.set_index("sample_id").loc["P002-D14", "above_threshold"] is False
 
 
@@ -185,11 +187,11 @@ def test_window_tie_earlier_day_wins_and_safety_flags(clean):
     )
     assert r["flags"] == "dose_out_of_range:1,2,3;nk_donor_is_hsct_donor"
     assert (r.cells_per_kg_infusions, r.cells_per_kg_total, r.nk_donor_is_hsct_donor) == (
-        "1e+06,1e+06,1e+06",
-        "3e+06",
+        "1000000,1000000,1000000",
+        "3000000",
         "true",
     )
-    assert e.loc["P001", "cells_per_kg_total"] == "9e+06" and e.loc["P001", "n_infusions"] == "3"
+    assert e.loc["P001", "cells_per_kg_total"] == "9000000" and e.loc["P001", "n_infusions"] == "3"
 
 
 def test_chimerism_from_raw_peaks_feeds_the_interval(clean):
@@ -201,7 +203,7 @@ def test_chimerism_from_raw_peaks_feeds_the_interval(clean):
         "str_peaks",
         "60",
     )
-    assert (r.donor_chimerism_sd, r.donor_nk_per_ul, r.verdict) == (f"{sd:.6g}", "60", "FAIL")
+    assert (r.donor_chimerism_sd, r.donor_nk_per_ul, r.verdict) == (f"{sd:.10g}", "60", "FAIL")
     assert (r.donor_nk_per_ul_lo95, r.donor_nk_per_ul_hi95) == ci(
         60.0, math.sqrt(1 / 500 + 1 / 5000), sd / 60
     )
@@ -454,7 +456,7 @@ def _mini(
     chim = pd.DataFrame([{"patient_id": "P1", "date": dt.date(2024, 1, 15), "fraction": "PB",
                           "donor_pct_value": float(chim_pct), "chimerism_status": "ok"}])  # fmt: skip
     cfg = {"endpoints": {"absolute_count_method": method}}
-    visits = ep.build_visits(cfg, samples, counts, qc, inf, cbc, chim)
+    visits = vis.build_visits(cfg, samples, counts, qc, inf, cbc, chim)
     return visits.iloc[0], ep.build_endpoints(cfg, visits, inf).iloc[0]
 
 
@@ -464,7 +466,7 @@ def test_single_platform_beads_method_recorded():
     assert (v["count_method"], v["total_nk_per_ul"], v["donor_nk_per_ul"]) == (
         "single_platform_beads", pytest.approx(200.0), pytest.approx(120.0))  # fmt: skip
     lo, hi = ci(120.0, math.sqrt(1 / 2000 + 1 / 10000))
-    assert (f"{v['donor_nk_per_ul_lo95']:.6g}", f"{v['donor_nk_per_ul_hi95']:.6g}") == (lo, hi)
+    assert (f"{v['donor_nk_per_ul_lo95']:.10g}", f"{v['donor_nk_per_ul_hi95']:.10g}") == (lo, hi)
     assert (e["verdict"], e["count_method"]) == ("PASS", "single_platform_beads")
     v, e = _mini("single_platform_beads", "60", ("", ""))
     assert (e["verdict"], e["reason"]) == ("NOT_EVALUABLE", "missing_beads")
@@ -481,13 +483,13 @@ def test_settings_refuse_unknown_keys_and_methods():
     with pytest.raises(
         ConfigError, match=r"config: field 'endpoints': .*'windw' was unexpected.*allowed keys: "
     ):
-        ep.settings({"endpoints": {"windw": 3}})
+        endpoint_settings({"endpoints": {"windw": 3}})
     with pytest.raises(
         ConfigError,
         match=r"'endpoints.absolute_count_method': found \"trucount\"; expected one of "
         r"dual_platform, single_platform_beads",
     ):
-        ep.settings({"endpoints": {"absolute_count_method": "trucount"}})
+        endpoint_settings({"endpoints": {"absolute_count_method": "trucount"}})
 
 
 def test_a_dose_range_upside_down_is_refused_not_a_flag_on_every_infusion():
@@ -496,8 +498,8 @@ def test_a_dose_range_upside_down_is_refused_not_a_flag_on_every_infusion():
         match=r"field 'endpoints.dose_range_per_kg': found \[5e\+06, 2e\+06\]; expected "
         r"\[low, high\] NK cells/kg per infusion with low <= high",
     ):
-        ep.settings({"endpoints": {"dose_range_per_kg": [5e6, 2e6]}})
-    assert ep.settings({"endpoints": {"dose_range_per_kg": [3e6, 3e6]}})["dose_range_per_kg"]
+        endpoint_settings({"endpoints": {"dose_range_per_kg": [5e6, 2e6]}})
+    assert endpoint_settings({"endpoints": {"dose_range_per_kg": [3e6, 3e6]}})["dose_range_per_kg"]
 
 
 # --- the synthetic sample cohort: truth counts in, truth endpoints out
@@ -525,6 +527,9 @@ def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypa
         tmp_path / "out" / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False
     )
     want = pd.read_csv(TRUTH / "endpoints.tsv", sep="\t", dtype=str, keep_default_na=False)
+    for col in ("donor_nk_per_ul", "donor_nk_per_ul_lo95", "donor_nk_per_ul_hi95"):
+        # the truth tables carry 6 significant digits, endpoints.tsv 10 (tables.FLOAT_FORMAT)
+        got[col] = [f"{float(x):.6g}" if x else "" for x in got[col]]
     assert got[list(want.columns)].to_dict(orient="records") == want.to_dict(orient="records")
     assert set(got.verdict) == {"PASS", "FAIL", "NOT_EVALUABLE"} and "true" in set(got.borderline)
     p06 = got.set_index("patient_id").loc["P06"]  # off-day sample, CD56 preferred over PB
@@ -549,9 +554,9 @@ def test_visits_round_trip_keeps_bytes_and_numeric_looking_ids(tmp_path):
     finally:
         mp.undo()
     data = (d / "out" / "visits.tsv").read_bytes()
-    visits = ep.read_visits(d / "out" / "visits.tsv")
+    visits = vis.read_visits(d / "out" / "visits.tsv")
     assert "0004" in set(visits["sample_id"])
-    assert ep.table_bytes(visits, ep.VISIT_COLUMNS) == data
+    assert vis.table_bytes(visits, vis.VISIT_COLUMNS) == data
 
 
 def test_too_few_str_loci_is_missing_chimerism_and_flagged(tmp_path, monkeypatch):
@@ -639,7 +644,8 @@ def test_excel_workbook_carries_no_clock(tmp_path):
 
     e = pd.DataFrame([{"patient_id": "P001", "verdict": "PASS", "donor_nk_per_ul": 123.12}])
     v = pd.DataFrame([{"patient_id": "P001", "sample_id": "P001-D14"}])
-    ep.write_excel(v, e, tmp_path / "a.xlsx")
+    sheets = [("endpoints", e, list(e.columns)), ("visits", v, list(v.columns))]
+    tables.write_xlsx(tmp_path / "a.xlsx", sheets, vis.KINDS)
     time.sleep(2.1)
-    ep.write_excel(v, e, tmp_path / "b.xlsx")
+    tables.write_xlsx(tmp_path / "b.xlsx", sheets, vis.KINDS)
     assert (tmp_path / "a.xlsx").read_bytes() == (tmp_path / "b.xlsx").read_bytes()

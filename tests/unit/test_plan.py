@@ -31,6 +31,7 @@ import yaml
 from nkflow import plan as planmod
 from nkflow.cli import main
 from nkflow.clinical import endpoints as ep
+from nkflow.clinical import visits as vis
 from nkflow.config import Study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -285,7 +286,7 @@ def _check_agreement(config: dict) -> int:
         inp.chimerism,
         inp.str_results,
     )
-    visits = ep.build_visits(config, sam, counts, qc, inf, cbc, chim, str_res)
+    visits = vis.build_visits(config, sam, counts, qc, inf, cbc, chim, str_res)
     endpoints = ep.build_endpoints(config, visits, inp.infusions)
     plan = planmod.run_plan(config, log_warnings=False)
     rows = {r["sample_id"]: r for r in plan.rows if r["sample_id"] is not None}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from nkflow import qualify
-from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS
+from nkflow.clinical.visits import VISIT_COLUMNS
 from nkflow.qualify import _cohort, _html, _precision
 from nkflow.qualify._model import FAIL, NOT_RUN, PASS, CheckResult, judged, not_run, summary
 from tests.conftest import columns

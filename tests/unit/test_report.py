@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS
+from nkflow.clinical.visits import VISIT_COLUMNS
 from nkflow.config import Study, tube_settings
 from nkflow.errors import ConfigError
 from nkflow.qc import QC_COLUMNS

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from nkflow import cli
-from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, VISIT_COLUMNS
+from nkflow.clinical.endpoints import ENDPOINT_COLUMNS
+from nkflow.clinical.visits import VISIT_COLUMNS
 from nkflow.errors import AuditError, ReviewError
 from nkflow.qc import QC_COLUMNS
 from nkflow.review import audit, basis, signing, users

@@ -72,7 +72,8 @@ class Column:
 @dataclass(frozen=True)
 class Table:
     """An exported table: file name (relative to the results directory), what a row is, and its
-    columns in order."""
+    columns in order.
+    """
 
     name: str
     path: str
@@ -97,7 +98,8 @@ def _finite(v: Any) -> bool:
 
 def format_cell(column: Column, value: Any) -> str:
     """The text of one cell of ``column`` (see the module contract): :func:`nkflow.tables.format_cell`
-    of the column's kind, refusing a number that is not finite."""
+    of the column's kind, refusing a number that is not finite.
+    """
     kind = column.type if column.type in ("boolean", "integer", "number") else "text"
     if kind == "number" and not isinstance(value, str) and value is not None and value == value:
         if not _finite(float(value)):
@@ -107,7 +109,7 @@ def format_cell(column: Column, value: Any) -> str:
 
 
 def table_text(table: Table, rows: Iterable[Mapping[str, Any]], *, delimiter: str = "\t") -> str:
-    """The table as text: header, one line per row, ``\\n`` endings.
+    r"""The table as text: header, one line per row, ``\n`` endings.
 
     Tab-separated cells never contain a tab (replaced by a space); comma-separated output quotes
     a cell only when it holds a comma, quote or newline (RFC 4180).
@@ -157,7 +159,8 @@ def cell_problems(column: Column, text: str) -> list[str]:
 
 def check_rows(table: Table, header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """Every difference between written rows and the table's declaration (header, types,
-    allowed values), each naming the 1-based data row."""
+    allowed values), each naming the 1-based data row.
+    """
     out = []
     if tuple(header) != table.names():
         out.append(f"{table.path}: header {list(header)} differs from {list(table.names())}")

@@ -32,9 +32,11 @@ class GatingError(NkflowError):
 
 class ReviewError(NkflowError):
     """A review action is refused (wrong password, unknown user, missing reason, two-person
-    rule, a tube changed since it was opened); nothing was written."""
+    rule, a tube changed since it was opened); nothing was written.
+    """
 
 
 class AuditError(NkflowError):
     """The audit log is unreadable or its hash chain is broken (an entry was edited, deleted or
-    reordered)."""
+    reordered).
+    """

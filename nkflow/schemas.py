@@ -49,7 +49,8 @@ def load_schema(name: str) -> dict[str, Any]:
 def _fill_reason_severities(node: Any) -> None:
     """Give a block marked ``x-reason-severities`` its keys and defaults from the reason registry
     (:data:`nkflow.reasons.SEVERITY_KEYS`, ``DEFAULT_SEVERITY``), so the registry is their one
-    declaration."""
+    declaration.
+    """
     if not isinstance(node, dict):
         return
     if node.get("x-reason-severities"):

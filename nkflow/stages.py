@@ -220,7 +220,8 @@ def run_collect(
     out_perturbation: Path | None = None,
 ) -> None:
     """The ``collect`` rule: :func:`collect_batches` in the study's sample-sheet order, each
-    tube's ``$DATE`` checked against its ``collection_date`` under the study's ``qc``."""
+    tube's ``$DATE`` checked against its ``collection_date`` under the study's ``qc``.
+    """
     samples = study.samples
     keys = list(zip(samples["sample_id"], samples["tube"], strict=True))
     collect_batches(
@@ -243,7 +244,8 @@ def run_merge(
 ) -> pd.DataFrame:
     """Build and write visits.tsv from the cohort counts and QC and the study's sheets. Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or
     ignored row) and, when raw STR peaks are configured, ``str_results.tsv`` and
-    ``str_loci.tsv``."""
+    ``str_loci.tsv``.
+    """
     import pandas as pd
 
     out = Path(out_visits)
@@ -378,7 +380,8 @@ def run_readout(
 ) -> None:
     """The ``readout`` rule: ``kinetics.tsv``, ``summary_path`` (groups from endpoints.tsv;
     default ``kinetics_summary.tsv`` beside kinetics.tsv) and the exports directory, from
-    visits.tsv."""
+    visits.tsv.
+    """
     config = study.config
     visits = read_visits(visits_path)
     records = build_kinetics(config, visits)

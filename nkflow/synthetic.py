@@ -1903,7 +1903,7 @@ def lab_dose_per_kg(cells_infused: str, weight_kg: str) -> str:
 
 
 def write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
-    """A comma-separated export (quoted only where a value needs it), ``\\n`` line ends."""
+    r"""A comma-separated export (quoted only where a value needs it), ``\n`` line ends."""
     import csv
 
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -1921,7 +1921,8 @@ def lab_export_rows(
 ) -> dict[str, list[dict[str, str]]]:
     """The canonical sheets' rows as the lab's export: one sample row per draw (its tubes,
     panels and gate trees joined with ';'), dd-Mon-YYYY dates, cells per kg with the weight and
-    no donor ids, the lab's fraction names."""
+    no donor ids, the lab's fraction names.
+    """
     canon = {
         key: [dict(zip(SHEET_COLUMNS[key], map(str, r), strict=True)) for r in rows]
         for key, rows in (("samples", samples), ("infusions", infusions), ("cbc", cbc))

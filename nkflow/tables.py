@@ -1,7 +1,7 @@
-"""Deterministic reading and writing of result tables: the one TSV reader and writer.
+r"""Deterministic reading and writing of result tables: the one TSV reader and writer.
 
 Contract: every table writer gives identical bytes for identical inputs: tab-separated, UTF-8,
-``\\n`` line endings, a header row, missing values as empty cells (never ``0`` or ``nan``),
+``\n`` line endings, a header row, missing values as empty cells (never ``0`` or ``nan``),
 floats formatted with :data:`FLOAT_FORMAT` (10 significant digits, so event counts up to
 10^10 stay exact), booleans as ``true``/``false``, dates ``YYYY-MM-DD``. The column order is
 the caller's. Writes go to a temporary file that is renamed into place, so an interrupted job
@@ -106,7 +106,8 @@ def format_cell(v: Any, kind: str = "") -> str:
 
 def json_value(v: Any, kind: str = "") -> Any:
     """One cell as a JSON (or spreadsheet) value: the number :func:`format_cell` writes,
-    ``true``/``false`` as booleans, dates ISO, missing as None."""
+    ``true``/``false`` as booleans, dates ISO, missing as None.
+    """
     if _missing(v):
         return None
     if kind == "boolean":
@@ -149,7 +150,8 @@ def write_xlsx(
     path: Path, sheets: Sequence[tuple[str, pd.DataFrame, Sequence[str]]], kinds: Mapping[str, str]
 ) -> None:
     """A workbook with one sheet per ``(title, frame, columns)``: numbers as numbers (as
-    :func:`json_value` gives them), missing blank, header frozen; no clock in its bytes."""
+    :func:`json_value` gives them), missing blank, header frozen; no clock in its bytes.
+    """
     from openpyxl import Workbook
 
     wb = Workbook()

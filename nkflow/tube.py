@@ -121,7 +121,8 @@ class PreparedTube:
 @dataclass
 class GatedTube:
     """One gating of a prepared tube: the engine's result, the counts table, every QC check
-    and the tube's status."""
+    and the tube's status.
+    """
 
     result: Any
     counts: Any
@@ -292,7 +293,8 @@ def gate_tube(
     """Gate a prepared tube (boundaries declared ``fit:`` are fitted on it; ``overrides`` are
     a reviewer's corrections, :class:`~nkflow.gating.override.GateOverride` by gate id) and
     check the result. ``prep`` is not modified: it can be gated again; ``reuse`` is the
-    ``result`` of an earlier gating of the same ``prep`` (see :func:`nkflow.gating.gate_sample`)."""
+    ``result`` of an earlier gating of the same ``prep`` (see :func:`nkflow.gating.gate_sample`).
+    """
     from nkflow import gating as gating_mod
     from nkflow import qc
 
@@ -455,7 +457,8 @@ def _load_overrides(tree: Any, files: list[Path]) -> dict[str, Any]:
 def _write_gatingml(tree: Any, path: Path, prov: dict[str, Any]) -> None:
     """The gates as evaluated on this tube (fitted and overridden boundaries in place) as
     Gating-ML 2.0; a gate left without coordinates (its fit failed) makes the export fail,
-    recorded in provenance instead."""
+    recorded in provenance instead.
+    """
     from nkflow import gating as gating_mod
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -541,7 +544,8 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
 
 def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str, list[str]]:
     """Each panel marker the file lacks -> what needs it: the gates of ``tree`` that read it,
-    and ``required`` when the panel declares it so (empty: nothing needs it)."""
+    and ``required`` when the panel declares it so (empty: nothing needs it).
+    """
     out: dict[str, list[str]] = {}
     for marker in missing:
         needed = [g.id for g in tree.gates if marker in tree.gate_markers(g)]
@@ -555,7 +559,8 @@ def _missing_marker_check(
     cfg: Any, marker: str, needed_by: list[str], fcs_name: str, tree: Any, pnl: Any
 ) -> Any:
     """``missing_marker`` (WARN) for a marker a gate or the panel needs; otherwise
-    ``unused_marker_missing`` (PASS): a panel marker no gate reads changes no number."""
+    ``unused_marker_missing`` (PASS): a panel marker no gate reads changes no number.
+    """
     from nkflow import qc
 
     gates = [g for g in needed_by if g != "required"]
@@ -705,7 +710,8 @@ def _viability_counts(
     tree: Any, result: Any, populations: tuple[str, ...]
 ) -> tuple[int, int] | None:
     """(dead, denominator) from the first of ``populations`` (``qc.viability.populations``)
-    that the tree defines and computed: its parent's events minus its own, and its parent's."""
+    that the tree defines and computed: its parent's events minus its own, and its parent's.
+    """
     for pop in populations:
         if pop in tree.populations and pop not in result.not_computed:
             parent = tree.population(pop).parent

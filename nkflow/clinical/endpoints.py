@@ -130,7 +130,8 @@ def choose_visit(
     tie_rule: str,
 ) -> tuple[dict[str, Any] | None, int]:
     """The visit inside ``[target - before, target + after]``: closest day, then earlier (or later
-    with ``closest_then_later``), then sample_id. Returns (visit or None, number in window)."""
+    with ``closest_then_later``), then sample_id. Returns (visit or None, number in window).
+    """
     pool = window_candidates(visits, target, before, after)
     if not pool:
         return None, 0
@@ -377,7 +378,8 @@ def _uncertainty(
 
 def nk_donor_is_hsct_donor(infusions: Sequence[dict[str, Any]]) -> bool | str:
     """True when an infusion's NK donor is the HSCT donor, False when every infusion names two
-    different donors, :data:`UNKNOWN` when a donor id is missing and none is known to match."""
+    different donors, :data:`UNKNOWN` when a donor id is missing and none is known to match.
+    """
     pairs = [
         (str(r.get("nk_donor_id") or ""), str(r.get("hsct_donor_id") or "")) for r in infusions
     ]

@@ -371,7 +371,8 @@ def visit_names(
 ) -> dict[str, tuple[str, float, int | None]]:
     """sample_id -> (VISIT, VISITNUM, planned day): ``DAY 14``, its 1-based position in the
     schedule; an unscheduled sample is ``UNSCHEDULED`` numbered after the planned visit before it
-    (``2.1``, ``2.2``; ``0.1`` before the first)."""
+    (``2.1``, ``2.2``; ``0.1`` before the first).
+    """
     planned = planned_visits(visits, s)
     schedule = sorted(int(d) for d in s["visit_schedule_days"])
     out: dict[str, tuple[str, float, int | None]] = {}

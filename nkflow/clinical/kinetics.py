@@ -53,7 +53,8 @@ CHIMERISM_ONLY_REASONS = frozenset({"missing_chimerism"})
 @dataclass(frozen=True)
 class Measure:
     """A kinetic measure: its column in the kinetics table, the tube role it comes from, and
-    how it is obtained from a visits.tsv row (in words, for the dictionary and the exports)."""
+    how it is obtained from a visits.tsv row (in words, for the dictionary and the exports).
+    """
 
     name: str
     tube_role: str
@@ -469,7 +470,8 @@ def summarize(
     records: Sequence[Mapping[str, Any]], endpoints: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """n, median and quartiles of each kinetic parameter, for all patients, by verdict and by
-    last response category (``endpoints`` rows: patient_id, verdict, last_response)."""
+    last response category (``endpoints`` rows: patient_id, verdict, last_response).
+    """
     verdict = {str(e["patient_id"]): str(e.get("verdict") or "NOT_EVALUABLE") for e in endpoints}
     response = {
         str(e["patient_id"]): str(e.get("last_response") or "") or NOT_ASSESSED for e in endpoints

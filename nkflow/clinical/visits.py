@@ -435,7 +435,8 @@ def fill_alc(
     v: dict[str, Any], cbc_rows: Sequence[dict[str, Any]], cdate: dt.date, tolerance_days: int
 ) -> dict[str, Any] | None:
     """Fill the ALC columns of ``v`` from the same day's CBC row of the patient, or the closest
-    within the tolerance (then the earlier); the row chosen, or None."""
+    within the tolerance (then the earlier); the row chosen, or None.
+    """
     alc_row = _closest(cbc_rows, "date", cdate, tolerance_days)
     if alc_row is None:
         v["alc_status"] = "missing"
@@ -452,7 +453,8 @@ def chimerism_flags(
     sel: chim.Selected, not_computable: Sequence[str], s: dict[str, Any]
 ) -> list[str]:
     """The flags of a visit's chimerism: each preferred fraction whose STR result near the date
-    is not usable, and a % donor below the assay limit."""
+    is not usable, and a % donor below the assay limit.
+    """
     out = [f"str_not_computable:{f}" for f in not_computable if f in s["chimerism_preference"]]
     if sel.donor_pct is not None and sel.donor_pct < float(s["chimerism_assay_limit_pct"]):
         out.append("chimerism_near_assay_limit")
@@ -484,7 +486,8 @@ def _nk_tube(
     flags: list[str],
 ) -> float | None:
     """Fill the NK tube's columns (QC, events, subsets, total NK/uL and its interval); the
-    counting CV of total NK/uL, or None."""
+    counting CV of total NK/uL, or None.
+    """
     if nk_row is None:
         reasons.append("no_nk_tube")
         return None
@@ -527,7 +530,8 @@ def _donor(
     v: dict[str, Any], m: _Merge, nk_cv: float | None, reasons: list[str], flags: list[str]
 ) -> None:
     """Fill the chimerism columns (the preferred fraction's result) and donor NK/uL with its
-    interval and the unrounded threshold test."""
+    interval and the unrounded threshold test.
+    """
     s, pid, cdate = m.s, v["patient_id"], v["collection_date"]
     sel = chim.select_result(
         m.chim_by.get(pid, []),
@@ -559,7 +563,8 @@ def _treg_tube(
     v: dict[str, Any], m: _Merge, tr_row: dict[str, Any], alc: float | None, flags: list[str]
 ) -> None:
     """Fill the Treg tube's columns (secondary: its problems are flags, never NK endpoint
-    reasons)."""
+    reasons).
+    """
     s, sid, t = m.s, v["sample_id"], m.s["tubes"]["treg"]
     pops = s["populations"]
     tstat, tfail, _ = m.qc.get(sid, t)

@@ -124,7 +124,8 @@ class Channel:
     @property
     def kind(self) -> str:
         """``$PnTYPE`` reduced to ``'scatter'``, ``'time'``, ``'fluorescence'``, ``'other'``,
-        or ``''`` when the file does not say (case, spaces and underscores ignored)."""
+        or ``''`` when the file does not say (case, spaces and underscores ignored).
+        """
         return pntype_kind(self.pntype)
 
 
@@ -188,7 +189,8 @@ class FcsSample:
     @property
     def datatype(self) -> str:
         """``$DATATYPE`` upper-cased: ``'I'``, ``'F'`` or ``'D'`` (an FCS 3.2 column may
-        differ: :attr:`Channel.datatype`)."""
+        differ: :attr:`Channel.datatype`).
+        """
         return self.keywords.get("$DATATYPE", "").strip().upper()
 
     @property
@@ -199,7 +201,8 @@ class FcsSample:
     @property
     def acquisition_date(self) -> str | None:
         """``$DATE`` as ISO ``YYYY-MM-DD``, else the date of FCS 3.2 ``$BEGINDATETIME``
-        (ISO 8601, which 3.2 prefers to the deprecated ``$DATE``); None when neither parses."""
+        (ISO 8601, which 3.2 prefers to the deprecated ``$DATE``); None when neither parses.
+        """
         parsed = parse_fcs_date(self.keywords.get("$DATE", ""))
         if parsed is None:
             begin = self.keywords.get("$BEGINDATETIME", "").strip()
@@ -890,7 +893,8 @@ def _is_mixed_type(lay: _Layout) -> bool:
 def _int_needs_numpy(lay: _Layout) -> bool:
     """True when FlowIO would decode integers in a per-byte Python loop (masks, mixed widths),
     or cannot decode the layout at all (FCS 3.2 columns of different types: FlowIO reads every
-    value as $DATATYPE)."""
+    value as $DATATYPE).
+    """
     if _is_mixed_type(lay):
         return True
     if lay.keywords.get("$DATATYPE", "").strip().upper() != "I":

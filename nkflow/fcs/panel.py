@@ -357,7 +357,8 @@ _FEATURES = (("AREA", ("A", "AREA", "INT")), ("HEIGHT", ("H", "HEIGHT", "PEAK"))
 
 def _scatter_wanted(spec: MarkerSpec) -> tuple[str, str] | None:
     """(``FORWARDSCATTER``/``SIDESCATTER``, ``AREA``/``HEIGHT``/``WIDTH``) that the scatter
-    marker's name and aliases agree on, or None when they do not say or disagree."""
+    marker's name and aliases agree on, or None when they do not say or disagree.
+    """
     wanted: set[tuple[str, str]] = set()
     for label in spec.aliases:
         toks = [t for t in re.split(r"[\s_\-]+", label.strip().upper()) if t]

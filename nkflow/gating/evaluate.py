@@ -736,7 +736,8 @@ class _Run:
 
     def place(self, g: Gate, parent: np.ndarray | None) -> Gate | None:
         """``g`` with its boundaries fixed for this tube (fitted, or a reviewer's override);
-        None when its fit failed (flagged, populations not computed)."""
+        None when its fit failed (flagged, populations not computed).
+        """
         res = self.res
         assert res.columns is not None
         ov = res.overrides.get(g.id)
@@ -857,7 +858,8 @@ def _reuse_prefix(
     overrides: dict[str, GateOverride],
 ) -> int:
     """Copy from ``prev`` the gates before the first one whose override changed; returns the
-    index of the first gate to evaluate."""
+    index of the first gate to evaluate.
+    """
     k = next(
         (
             i
@@ -1163,7 +1165,8 @@ def _stale_flags(
     gate_id: str, ov: GateOverride, fits: Sequence[Mapping[str, Any]], label: str
 ) -> list[dict[str, str]]:
     """``override_stale`` flags: the boundary under an override now fits elsewhere than the
-    ``old`` value the reviewer corrected (the data or the tree changed since)."""
+    ``old`` value the reviewer corrected (the data or the tree changed since).
+    """
     out = []
     for f in fits:
         if f["gate"] != gate_id or f["method"] != "override":
@@ -1284,7 +1287,8 @@ def _control_tube_values(
     res: GatingResult, g: Gate, dim: Dim, on: str | None, tube: str, where: str
 ) -> np.ndarray:
     """Raw values of ``dim`` in population ``on`` (every kept event when None) of a control
-    tube gated as ``res``; the columns gating computed are reused (not compensated again)."""
+    tube gated as ``res``; the columns gating computed are reused (not compensated again).
+    """
     if on is None:
         rows = np.flatnonzero(res.keep) if res.keep is not None else np.arange(res.n_events)
     elif on in res.not_computed:

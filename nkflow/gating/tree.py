@@ -207,7 +207,7 @@ class GateTree:
     scaled: tuple[str, ...] = ()
 
     def for_ranges(self, ranges: Mapping[str, float]) -> GateTree:
-        """This tree with every ``t: range`` transform set to the range of the channel it reads.
+        """The tree with every ``t: range`` transform set to the range of the channel it reads.
 
         Parameters
         ----------

@@ -86,7 +86,7 @@ def _fcs_of(data: Path, sample_id: str, tube: str) -> Path:
 
 
 def day14_samples(data: Path) -> dict[str, str]:
-    """patient -> the day-14 sample the generator's truth names (patients with one)."""
+    """Patient -> the day-14 sample the generator's truth names (patients with one)."""
     return {
         r["patient_id"]: r["sample_id"]
         for r in text_rows(data / "truth" / "endpoints.tsv")
@@ -206,7 +206,8 @@ def _sheet_case(data: Path, config_path: Path, case: SheetCase) -> tuple[bool, s
 
 def check_bad_inputs(ctx: Context) -> CheckResult:
     """The bad-input matrix through the workflow (file and value defects) and validation
-    (defects that refuse the run)."""
+    (defects that refuse the run).
+    """
     title = "Bad-input matrix"
     desc = (
         "Defects made on purpose in a freshly generated sample cohort (cut to each patient's "

@@ -95,7 +95,8 @@ def truth_errors(data: Path, results: Path) -> list[dict[str, Any]]:
 
 def verdict_rows(data: Path, results: Path) -> list[tuple[str, str, str, str, str, bool]]:
     """Per patient: truth verdict and reasons, nkflow's, and whether they agree exactly (the
-    chosen day-14 sample too, when evaluable)."""
+    chosen day-14 sample too, when evaluable).
+    """
     got = {r["patient_id"]: r for r in text_rows(results / "cohort" / "endpoints.tsv")}
     rows = []
     for t in text_rows(data / "truth" / "endpoints.tsv"):
@@ -279,7 +280,8 @@ def check_truth_cohort(ctx: Context) -> CheckResult:
 
 def table_files(results: Path) -> dict[str, str]:
     """sha256 of every table and record a run writes (``*.tsv``, ``*.json``), by path under
-    ``results``; logs and benchmarks (timings) are not tables."""
+    ``results``; logs and benchmarks (timings) are not tables.
+    """
     out = {}
     for path in sorted(results.rglob("*")):
         rel = path.relative_to(results)

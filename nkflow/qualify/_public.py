@@ -49,7 +49,8 @@ def gatingml_cases(root: Path) -> list[dict[str, str]]:
 
 def gatingml_events(root: Path) -> tuple[Any, dict[str, int]]:
     """Raw events of the suite's ``data1.fcs`` and the name -> column index (``$PnN``, then
-    ``$PnS``) its Gating-ML files refer to."""
+    ``$PnS``) its Gating-ML files refer to.
+    """
     import flowkit as fk
 
     s = fk.Sample(str(root / GATINGML_DIR / "data1.fcs"))
@@ -148,8 +149,10 @@ def flowjo_count(wsp: Path, population: str) -> int:
 
 
 def flowjo_case(root: Path, wsp: str, fcs: str, population: str) -> int | None:
-    """nkflow's count of ``population`` with the workspace's gates on its FCS file (None
-    when the population was not computed)."""
+    """The nkflow count of ``population`` with the workspace's gates on its FCS file.
+
+    None when the population was not computed.
+    """
     from nkflow.fcs.io import read_fcs
     from nkflow.gating import from_flowjo_wsp, gate_sample
 

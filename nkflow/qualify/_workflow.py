@@ -55,7 +55,8 @@ class Run:
 
 def environment() -> dict[str, str]:
     """The environment of a workflow run: this interpreter's scripts first on PATH and the
-    qualified package first on PYTHONPATH."""
+    qualified package first on PYTHONPATH.
+    """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     paths = [str(package_dir().parent), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
@@ -139,7 +140,8 @@ def workflow_package() -> tuple[str, str]:
 
 def remove_events(workdir: Path) -> None:
     """Delete a finished run's generated FCS files and per-event labels (regenerable from the
-    seed; their sha256 are in the evidence), keeping sheets, truth tables and results."""
+    seed; their sha256 are in the evidence), keeping sheets, truth tables and results.
+    """
     data = workdir / "data" / "sample"
     for sub in ("fcs", "truth/labels"):
         shutil.rmtree(data / sub, ignore_errors=True)

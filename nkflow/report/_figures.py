@@ -42,7 +42,7 @@ def png_data_uri(fig: object) -> str:
 
 
 def pyplot():  # noqa: ANN202 - returns the pyplot module
-    """matplotlib's pyplot on the Agg (file) backend."""
+    """The pyplot module of matplotlib, on the Agg (file) backend."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -26,7 +26,8 @@ def number(text: str) -> float | None:
 
 def fixed(text: str, decimals: int) -> str:
     """``text`` rounded to ``decimals`` places, half away from zero on the decimal digits as
-    written (``12.25`` -> ``12.3``, as a lab rounds; binary floats would give ``12.2``)."""
+    written (``12.25`` -> ``12.3``, as a lab rounds; binary floats would give ``12.2``).
+    """
     if number(text) is None:
         return text
     step = Decimal(1).scaleb(-decimals)
@@ -93,7 +94,8 @@ COUNT_COLUMNS = {
 
 def formatter_for(column: str) -> Callable[[str], str] | None:
     """The display formatter of a visits/endpoints column, chosen by its name (names carry
-    units); None: shown as written."""
+    units); None: shown as written.
+    """
     if column.startswith("cells_per_kg"):
         return dose
     if "_pct" in column:

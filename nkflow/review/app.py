@@ -349,7 +349,8 @@ class _Unauthorized(ReviewError):
 
 def _refusal(request: Request, hosts: set[str], token: str, csrf: str) -> tuple[int, str] | None:
     """Why (HTTP status, message) a request is refused by the Host, token and (for a POST)
-    CSRF, content type and origin checks; None when it may proceed."""
+    CSRF, content type and origin checks; None when it may proceed.
+    """
     if request.headers.get("host", "") not in hosts:
         return 403, "refused: this app answers only on 127.0.0.1 (Host header)"
     given = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE, "")

@@ -300,7 +300,8 @@ class ReviewRun:
     def bases(self) -> dict[str, basis.Basis]:
         """Every patient's basis as a rerun will write it: the run's, except for patients with
         override files the run has not applied (:meth:`predicted_basis`, cached per set of
-        files)."""
+        files).
+        """
         out = basis.run_bases(self.rs.results, self.base)
         for pid in out:
             keys = [k for k in self.index if self.patient_of(k[0]) == pid and self.pending(*k)]
@@ -399,7 +400,8 @@ class ReviewRun:
 
     def parse_candidate(self, raw: Any) -> dict[tuple[str, str, str], Any]:
         """``[{gate, marker, side, value} | {gate, vertices: [[x, y], ...]}]`` from a request,
-        validated (finite numbers, at least 3 vertices)."""
+        validated (finite numbers, at least 3 vertices).
+        """
         if not isinstance(raw, list):
             raise ReviewError("bounds: expected a list of {gate, marker, side, value}")
         out: dict[tuple[str, str, str], Any] = {}
@@ -432,7 +434,8 @@ class ReviewRun:
 
     def _tube_text(self, ot: OpenTube, gated: Any) -> tuple[str, str, str, str, str | None]:
         """(counts.tsv, qc.tsv, cohort counts rows, cohort qc rows, perturbation.tsv or None)
-        of a gating, as the tube job and then ``nkflow collect`` would write them."""
+        of a gating, as the tube job and then ``nkflow collect`` would write them.
+        """
         from nkflow import qc
         from nkflow.tables import format_frame
         from nkflow.tube import _date_check, perturbation_table
@@ -463,7 +466,8 @@ class ReviewRun:
         self, pid: str, replaced: dict[tuple[str, str], tuple[str, str, str | None]]
     ) -> tuple[list[dict[str, str]], dict[str, str]]:
         """The patient's visit rows and endpoint row (text cells, as written) with the cohort
-        counts/QC/perturbation rows of the ``replaced`` tubes swapped for recomputed ones."""
+        counts/QC/perturbation rows of the ``replaced`` tubes swapped for recomputed ones.
+        """
         import pandas as pd
 
         from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, build_endpoints
@@ -523,7 +527,8 @@ class ReviewRun:
         self, sids: set[str], replaced: dict[tuple[str, str], tuple[str, str, str | None]]
     ) -> Any:
         """The cohort perturbation table of the patient's tubes, as ``nkflow collect`` would
-        write it with the ``replaced`` tubes re-gated (None: the run has none)."""
+        write it with the ``replaced`` tubes re-gated (None: the run has none).
+        """
         import pandas as pd
 
         from nkflow.tables import format_frame
@@ -805,7 +810,8 @@ class ReviewRun:
 
     def predicted_basis(self, pid: str) -> tuple[basis.Basis, list[str]]:
         """The basis the patient's endpoint will rest on after a rerun, and the tubes whose
-        pending override files were applied to predict it."""
+        pending override files were applied to predict it.
+        """
         pending = [k for k in self.index if self.patient_of(k[0]) == pid and self.pending(*k)]
         if not pending:
             return basis.run_bases(self.rs.results, self.base)[pid], []
@@ -889,7 +895,8 @@ class ReviewRun:
 
 class ConflictError(ReviewError):
     """A save refused because an override file changed since the tube was opened; carries
-    both versions (``conflicts``: what is on disk now; ``candidate``: what was to be saved)."""
+    both versions (``conflicts``: what is on disk now; ``candidate``: what was to be saved).
+    """
 
     def __init__(self, conflicts: list[dict[str, Any]], candidate: dict[Any, Any]) -> None:
         gates = ", ".join(c["gate"] for c in conflicts)

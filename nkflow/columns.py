@@ -71,8 +71,9 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """An exported table: file name (relative to the results directory), what a row is, and its
-    columns in order.
+    """An exported table: its file name, what a row is, and its columns in order.
+
+    The file name is relative to the results directory.
     """
 
     name: str
@@ -97,8 +98,10 @@ def _finite(v: Any) -> bool:
 
 
 def format_cell(column: Column, value: Any) -> str:
-    """The text of one cell of ``column`` (see the module contract): :func:`nkflow.tables.format_cell`
-    of the column's kind, refusing a number that is not finite.
+    """The text of one cell of ``column`` (see the module contract).
+
+    It is :func:`nkflow.tables.format_cell` of the column's kind; a number that is not finite is
+    refused.
     """
     kind = column.type if column.type in ("boolean", "integer", "number") else "text"
     if kind == "number" and not isinstance(value, str) and value is not None and value == value:
@@ -158,8 +161,9 @@ def cell_problems(column: Column, text: str) -> list[str]:
 
 
 def check_rows(table: Table, header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """Every difference between written rows and the table's declaration (header, types,
-    allowed values), each naming the 1-based data row.
+    """Every difference between written rows and the table's declaration.
+
+    The header, types and allowed values are compared; each difference names the 1-based data row.
     """
     out = []
     if tuple(header) != table.names():
@@ -198,9 +202,11 @@ def declare_from_writer(
     types: Mapping[str, set[str]],
     definitions: Mapping[str, Definition],
 ) -> Table:
-    """Declare a table whose writer lives elsewhere: names and order from ``columns``, types
-    from the writer's column sets (``{type: names}``, the rest text), unit and definition (and
-    allowed values) from ``definitions``; ``<x>_lo95``/``<x>_hi95`` need no entry of their own.
+    """Declare a table whose writer lives elsewhere.
+
+    Names and order come from ``columns``, types from the writer's column sets (``{type: names}``,
+    the rest text), unit and definition (and allowed values) from ``definitions``;
+    ``<x>_lo95``/``<x>_hi95`` need no entry of their own.
 
     Raises
     ------

@@ -334,8 +334,9 @@ class Study:
 
     @functools.cached_property
     def visit_inputs(self) -> VisitInputs:
-        """The sheets that :func:`~nkflow.clinical.endpoints.build_visits` joins, with % donor
-        computed from STR peaks when they are configured.
+        """The sheets that :func:`~nkflow.clinical.visits.build_visits` joins.
+
+        Their % donor is computed from STR peaks when those are configured.
 
         ``warnings`` lists the kept-but-flagged or ignored rows and the unread columns, in the
         order ``sheet_warnings.tsv`` gives them.

@@ -31,12 +31,15 @@ class GatingError(NkflowError):
 
 
 class ReviewError(NkflowError):
-    """A review action is refused (wrong password, unknown user, missing reason, two-person
-    rule, a tube changed since it was opened); nothing was written.
+    """A review action is refused; nothing was written.
+
+    Refused for a wrong password, an unknown user, a missing reason, the two-person rule, or a tube
+    changed since it was opened.
     """
 
 
 class AuditError(NkflowError):
-    """The audit log is unreadable or its hash chain is broken (an entry was edited, deleted or
-    reordered).
+    """The audit log is unreadable or its hash chain is broken.
+
+    A broken chain means an entry was edited, deleted or reordered.
     """

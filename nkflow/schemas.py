@@ -47,8 +47,9 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 def _fill_reason_severities(node: Any) -> None:
-    """Give a block marked ``x-reason-severities`` its keys and defaults from the reason registry
-    (:data:`nkflow.reasons.SEVERITY_KEYS`, ``DEFAULT_SEVERITY``), so the registry is their one
+    """Give a block marked ``x-reason-severities`` its keys and defaults from the reason registry.
+
+    So the registry (:data:`nkflow.reasons.SEVERITY_KEYS`, ``DEFAULT_SEVERITY``) is their one
     declaration.
     """
     if not isinstance(node, dict):

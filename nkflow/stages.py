@@ -1,5 +1,6 @@
-"""Stage drivers: each reads the paths its workflow rule declares, calls the pure functions and
-writes its outputs. The CLI adapts them; the rules call the CLI.
+"""Stage drivers: the CLI adapts them; the rules call the CLI.
+
+Each reads the paths its workflow rule declares, calls the pure functions and writes its outputs.
 
 One driver per rule: :func:`run_batch` (a batch of tubes), :func:`collect_batches` (the cohort
 tables of the tubes), :func:`run_merge` (visits), :func:`run_endpoints` (day-14 endpoints),
@@ -219,8 +220,9 @@ def run_collect(
     out_index: Path,
     out_perturbation: Path | None = None,
 ) -> None:
-    """The ``collect`` rule: :func:`collect_batches` in the study's sample-sheet order, each
-    tube's ``$DATE`` checked against its ``collection_date`` under the study's ``qc``.
+    """The ``collect`` rule: :func:`collect_batches` in the study's sample-sheet order.
+
+    Each tube's ``$DATE`` is checked against its ``collection_date`` under the study's ``qc``.
     """
     samples = study.samples
     keys = list(zip(samples["sample_id"], samples["tube"], strict=True))
@@ -242,9 +244,10 @@ def run_merge(
     qc_path: str | Path,
     out_visits: str | Path,
 ) -> pd.DataFrame:
-    """Build and write visits.tsv from the cohort counts and QC and the study's sheets. Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or
-    ignored row) and, when raw STR peaks are configured, ``str_results.tsv`` and
-    ``str_loci.tsv``.
+    """Build and write visits.tsv from the cohort counts and QC and the study's sheets.
+
+    Beside it: ``sheet_warnings.tsv`` (one ``message`` per kept-but-flagged or ignored row)
+    and, when raw STR peaks are configured, ``str_results.tsv`` and ``str_loci.tsv``.
     """
     import pandas as pd
 
@@ -331,8 +334,9 @@ def run_endpoints(
     audit_log: str | Path | None = None,
     base_dir: Path | None = None,
 ) -> pd.DataFrame:
-    """Read visits.tsv, the infusion/response/AE sheets and (when given) the cohort
-    perturbation.tsv; write every cohort output.
+    """Read visits.tsv and the cohort's sheets; write every cohort output.
+
+    The sheets are the infusion, response and AE sheets, and the cohort perturbation.tsv when given.
 
     With ``audit_log`` (the review trail, :mod:`nkflow.review.audit`) and ``tubes_index``
     (``cohort/tubes.tsv``), each patient's ``review_status`` and ``review_note`` say whether
@@ -378,9 +382,10 @@ def run_readout(
     exports: str | Path,
     summary_path: str | Path | None = None,
 ) -> None:
-    """The ``readout`` rule: ``kinetics.tsv``, ``summary_path`` (groups from endpoints.tsv;
-    default ``kinetics_summary.tsv`` beside kinetics.tsv) and the exports directory, from
-    visits.tsv.
+    """The ``readout`` rule: kinetics, its summary and the exports directory, from visits.tsv.
+
+    The outputs are ``kinetics.tsv``, ``summary_path`` (groups from endpoints.tsv; default
+    ``kinetics_summary.tsv`` beside kinetics.tsv) and the exports directory.
     """
     config = study.config
     visits = read_visits(visits_path)

@@ -1919,9 +1919,10 @@ def lab_export_rows(
     cbc: list[list[object]],
     chim: list[list[object]],
 ) -> dict[str, list[dict[str, str]]]:
-    """The canonical sheets' rows as the lab's export: one sample row per draw (its tubes,
-    panels and gate trees joined with ';'), dd-Mon-YYYY dates, cells per kg with the weight and
-    no donor ids, the lab's fraction names.
+    """The canonical sheets' rows as the lab's export.
+
+    One sample row per draw (its tubes, panels and gate trees joined with ';'), dd-Mon-YYYY dates,
+    cells per kg with the weight and no donor ids, the lab's fraction names.
     """
     canon = {
         key: [dict(zip(SHEET_COLUMNS[key], map(str, r), strict=True)) for r in rows]

@@ -105,8 +105,10 @@ def format_cell(v: Any, kind: str = "") -> str:
 
 
 def json_value(v: Any, kind: str = "") -> Any:
-    """One cell as a JSON (or spreadsheet) value: the number :func:`format_cell` writes,
-    ``true``/``false`` as booleans, dates ISO, missing as None.
+    """One cell as a JSON (or spreadsheet) value.
+
+    Numbers as :func:`format_cell` writes them, ``true``/``false`` as booleans, dates ISO, missing
+    as None.
     """
     if _missing(v):
         return None
@@ -149,8 +151,9 @@ def tsv_bytes(df: pd.DataFrame, columns: Sequence[str], kinds: Mapping[str, str]
 def write_xlsx(
     path: Path, sheets: Sequence[tuple[str, pd.DataFrame, Sequence[str]]], kinds: Mapping[str, str]
 ) -> None:
-    """A workbook with one sheet per ``(title, frame, columns)``: numbers as numbers (as
-    :func:`json_value` gives them), missing blank, header frozen; no clock in its bytes.
+    """A workbook with one sheet per ``(title, frame, columns)``; no clock in its bytes.
+
+    Numbers as numbers (as :func:`json_value` gives them), missing blank, header frozen.
     """
     from openpyxl import Workbook
 

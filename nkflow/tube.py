@@ -120,8 +120,9 @@ class PreparedTube:
 
 @dataclass
 class GatedTube:
-    """One gating of a prepared tube: the engine's result, the counts table, every QC check
-    and the tube's status.
+    """One gating of a prepared tube.
+
+    The engine's result, the counts table, every QC check and the tube's status.
     """
 
     result: Any
@@ -290,10 +291,12 @@ def prepare_tube(
 def gate_tube(
     prep: PreparedTube, overrides: dict[str, Any] | None = None, reuse: Any = None
 ) -> GatedTube:
-    """Gate a prepared tube (boundaries declared ``fit:`` are fitted on it; ``overrides`` are
-    a reviewer's corrections, :class:`~nkflow.gating.override.GateOverride` by gate id) and
-    check the result. ``prep`` is not modified: it can be gated again; ``reuse`` is the
-    ``result`` of an earlier gating of the same ``prep`` (see :func:`nkflow.gating.gate_sample`).
+    """Gate a prepared tube and check the result.
+
+    Boundaries declared ``fit:`` are fitted on it; ``overrides`` are a reviewer's corrections,
+    :class:`~nkflow.gating.override.GateOverride` by gate id. ``prep`` is not modified: it can be
+    gated again; ``reuse`` is the ``result`` of an earlier gating of the same ``prep`` (see
+    :func:`nkflow.gating.gate_sample`).
     """
     from nkflow import gating as gating_mod
     from nkflow import qc
@@ -455,9 +458,10 @@ def _load_overrides(tree: Any, files: list[Path]) -> dict[str, Any]:
 
 
 def _write_gatingml(tree: Any, path: Path, prov: dict[str, Any]) -> None:
-    """The gates as evaluated on this tube (fitted and overridden boundaries in place) as
-    Gating-ML 2.0; a gate left without coordinates (its fit failed) makes the export fail,
-    recorded in provenance instead.
+    """The gates as evaluated on this tube, as Gating-ML 2.0.
+
+    Fitted and overridden boundaries are in place; a gate left without coordinates (its fit failed)
+    makes the export fail, recorded in provenance instead.
     """
     from nkflow import gating as gating_mod
 
@@ -543,8 +547,10 @@ def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str, list[str]]:
-    """Each panel marker the file lacks -> what needs it: the gates of ``tree`` that read it,
-    and ``required`` when the panel declares it so (empty: nothing needs it).
+    """Each panel marker the file lacks -> what needs it.
+
+    The gates of ``tree`` that read it, and ``required`` when the panel declares it so (empty:
+    nothing needs it).
     """
     out: dict[str, list[str]] = {}
     for marker in missing:
@@ -558,7 +564,9 @@ def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str,
 def _missing_marker_check(
     cfg: Any, marker: str, needed_by: list[str], fcs_name: str, tree: Any, pnl: Any
 ) -> Any:
-    """``missing_marker`` (WARN) for a marker a gate or the panel needs; otherwise
+    """The QC check of a missing marker: ``missing_marker`` or ``unused_marker_missing``.
+
+    ``missing_marker`` (WARN) for a marker a gate or the panel needs; otherwise
     ``unused_marker_missing`` (PASS): a panel marker no gate reads changes no number.
     """
     from nkflow import qc
@@ -709,8 +717,10 @@ def _cached_panel(path: str) -> Any:
 def _viability_counts(
     tree: Any, result: Any, populations: tuple[str, ...]
 ) -> tuple[int, int] | None:
-    """(dead, denominator) from the first of ``populations`` (``qc.viability.populations``)
-    that the tree defines and computed: its parent's events minus its own, and its parent's.
+    """(dead, denominator) from the first of ``populations`` that the tree defines and computed.
+
+    ``populations`` is ``qc.viability.populations``; dead is its parent's events minus its own, the
+    denominator its parent's.
     """
     for pop in populations:
         if pop in tree.populations and pop not in result.not_computed:

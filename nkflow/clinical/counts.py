@@ -1,5 +1,6 @@
-"""Absolute counts: ALC unit normalisation, dual-platform and single-platform (bead) counts, and
-their 95 % intervals from Poisson counting error.
+"""Absolute counts: dual-platform and single-platform (bead) counts and their 95 % intervals.
+
+ALC units are normalised first; the intervals are from Poisson counting error.
 
 Contract
 --------

@@ -129,8 +129,10 @@ def choose_visit(
     after: int,
     tie_rule: str,
 ) -> tuple[dict[str, Any] | None, int]:
-    """The visit inside ``[target - before, target + after]``: closest day, then earlier (or later
-    with ``closest_then_later``), then sample_id. Returns (visit or None, number in window).
+    """The visit inside ``[target - before, target + after]`` and the number of visits in it.
+
+    The visit is the closest day, then the earlier (or the later with ``closest_then_later``), then
+    by sample_id; None when the window holds none.
     """
     pool = window_candidates(visits, target, before, after)
     if not pool:
@@ -377,7 +379,9 @@ def _uncertainty(
 
 
 def nk_donor_is_hsct_donor(infusions: Sequence[dict[str, Any]]) -> bool | str:
-    """True when an infusion's NK donor is the HSCT donor, False when every infusion names two
+    """Whether an infusion's NK donor is the HSCT donor: True, False or :data:`UNKNOWN`.
+
+    True when an infusion's NK donor is the HSCT donor, False when every infusion names two
     different donors, :data:`UNKNOWN` when a donor id is missing and none is known to match.
     """
     pairs = [

@@ -1,5 +1,7 @@
-"""Tables a trial statistician loads without cleaning: a tidy long table of every measurement, an
-SDTM-style cell phenotype (CP) dataset, and the data dictionary of every exported table.
+"""Tables a trial statistician loads without cleaning.
+
+A tidy long table of every measurement, an SDTM-style cell phenotype (CP) dataset, and the data
+dictionary of every exported table.
 
 Contract
 --------
@@ -369,9 +371,11 @@ def planned_visits(
 def visit_names(
     visits: Sequence[Mapping[str, Any]], s: Mapping[str, Any]
 ) -> dict[str, tuple[str, float, int | None]]:
-    """sample_id -> (VISIT, VISITNUM, planned day): ``DAY 14``, its 1-based position in the
-    schedule; an unscheduled sample is ``UNSCHEDULED`` numbered after the planned visit before it
-    (``2.1``, ``2.2``; ``0.1`` before the first).
+    """sample_id -> (VISIT, VISITNUM, planned day) of every visit.
+
+    A planned visit is named like ``DAY 14`` and numbered by its 1-based position in the
+    schedule; an unscheduled sample is ``UNSCHEDULED``, numbered after the planned visit before
+    it (``2.1``, ``2.2``; ``0.1`` before the first).
     """
     planned = planned_visits(visits, s)
     schedule = sorted(int(d) for d in s["visit_schedule_days"])

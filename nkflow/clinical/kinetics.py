@@ -52,8 +52,10 @@ CHIMERISM_ONLY_REASONS = frozenset({"missing_chimerism"})
 
 @dataclass(frozen=True)
 class Measure:
-    """A kinetic measure: its column in the kinetics table, the tube role it comes from, and
-    how it is obtained from a visits.tsv row (in words, for the dictionary and the exports).
+    """A kinetic measure: its column, the tube role it comes from and how it is obtained.
+
+    The column is the one in the kinetics table; how it is obtained from a visits.tsv row is said in
+    words, for the dictionary and the exports.
     """
 
     name: str
@@ -469,8 +471,10 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 def summarize(
     records: Sequence[Mapping[str, Any]], endpoints: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """n, median and quartiles of each kinetic parameter, for all patients, by verdict and by
-    last response category (``endpoints`` rows: patient_id, verdict, last_response).
+    """n, median and quartiles of each kinetic parameter, for all patients and by group.
+
+    The groups are each verdict and each last response category, from the ``endpoints`` rows
+    (patient_id, verdict, last_response).
     """
     verdict = {str(e["patient_id"]): str(e.get("verdict") or "NOT_EVALUABLE") for e in endpoints}
     response = {

@@ -1,5 +1,6 @@
-"""Loading and validating every side table: sample sheet, infusions, CBC, chimerism, STR peaks,
-response and adverse events.
+"""Loading and validating every side table.
+
+The sample sheet, infusions, CBC, chimerism, STR peaks, response and adverse events.
 
 Contract
 --------

@@ -434,8 +434,9 @@ def _visit(m: _Merge, sid: str, tube_rows: dict[str, dict[str, Any]]) -> dict[st
 def fill_alc(
     v: dict[str, Any], cbc_rows: Sequence[dict[str, Any]], cdate: dt.date, tolerance_days: int
 ) -> dict[str, Any] | None:
-    """Fill the ALC columns of ``v`` from the same day's CBC row of the patient, or the closest
-    within the tolerance (then the earlier); the row chosen, or None.
+    """Fill the ALC columns of ``v`` from the patient's CBC row; the row chosen, or None.
+
+    The row is the same day's, or else the closest within the tolerance (then the earlier).
     """
     alc_row = _closest(cbc_rows, "date", cdate, tolerance_days)
     if alc_row is None:
@@ -452,8 +453,10 @@ def fill_alc(
 def chimerism_flags(
     sel: chim.Selected, not_computable: Sequence[str], s: dict[str, Any]
 ) -> list[str]:
-    """The flags of a visit's chimerism: each preferred fraction whose STR result near the date
-    is not usable, and a % donor below the assay limit.
+    """The flags of a visit's chimerism.
+
+    Each preferred fraction whose STR result near the date is not usable, and a % donor below the
+    assay limit.
     """
     out = [f"str_not_computable:{f}" for f in not_computable if f in s["chimerism_preference"]]
     if sel.donor_pct is not None and sel.donor_pct < float(s["chimerism_assay_limit_pct"]):
@@ -485,8 +488,9 @@ def _nk_tube(
     reasons: list[str],
     flags: list[str],
 ) -> float | None:
-    """Fill the NK tube's columns (QC, events, subsets, total NK/uL and its interval); the
-    counting CV of total NK/uL, or None.
+    """Fill the NK tube's columns; the counting CV of total NK/uL, or None.
+
+    The columns are QC, events, subsets, total NK/uL and its interval.
     """
     if nk_row is None:
         reasons.append("no_nk_tube")
@@ -529,8 +533,9 @@ def _nk_tube(
 def _donor(
     v: dict[str, Any], m: _Merge, nk_cv: float | None, reasons: list[str], flags: list[str]
 ) -> None:
-    """Fill the chimerism columns (the preferred fraction's result) and donor NK/uL with its
-    interval and the unrounded threshold test.
+    """Fill the chimerism columns, donor NK/uL with its interval, and the unrounded threshold test.
+
+    The chimerism columns hold the preferred fraction's result.
     """
     s, pid, cdate = m.s, v["patient_id"], v["collection_date"]
     sel = chim.select_result(
@@ -562,8 +567,9 @@ def _donor(
 def _treg_tube(
     v: dict[str, Any], m: _Merge, tr_row: dict[str, Any], alc: float | None, flags: list[str]
 ) -> None:
-    """Fill the Treg tube's columns (secondary: its problems are flags, never NK endpoint
-    reasons).
+    """Fill the Treg tube's columns.
+
+    The Treg tube is secondary: its problems are flags, never NK endpoint reasons.
     """
     s, sid, t = m.s, v["sample_id"], m.s["tubes"]["treg"]
     pops = s["populations"]

@@ -123,8 +123,10 @@ class Channel:
 
     @property
     def kind(self) -> str:
-        """``$PnTYPE`` reduced to ``'scatter'``, ``'time'``, ``'fluorescence'``, ``'other'``,
-        or ``''`` when the file does not say (case, spaces and underscores ignored).
+        """``$PnTYPE`` reduced to a kind, or ``''`` when the file does not say.
+
+        The kinds are ``'scatter'``, ``'time'``, ``'fluorescence'`` and ``'other'``; case, spaces
+        and underscores are ignored.
         """
         return pntype_kind(self.pntype)
 
@@ -188,8 +190,9 @@ class FcsSample:
 
     @property
     def datatype(self) -> str:
-        """``$DATATYPE`` upper-cased: ``'I'``, ``'F'`` or ``'D'`` (an FCS 3.2 column may
-        differ: :attr:`Channel.datatype`).
+        """``$DATATYPE`` upper-cased: ``'I'``, ``'F'`` or ``'D'``.
+
+        An FCS 3.2 column may differ: :attr:`Channel.datatype`.
         """
         return self.keywords.get("$DATATYPE", "").strip().upper()
 
@@ -200,8 +203,10 @@ class FcsSample:
 
     @property
     def acquisition_date(self) -> str | None:
-        """``$DATE`` as ISO ``YYYY-MM-DD``, else the date of FCS 3.2 ``$BEGINDATETIME``
-        (ISO 8601, which 3.2 prefers to the deprecated ``$DATE``); None when neither parses.
+        """``$DATE`` as ISO ``YYYY-MM-DD``, else the date of ``$BEGINDATETIME``, else None.
+
+        None when neither parses; ``$BEGINDATETIME`` is FCS 3.2's (ISO 8601), which 3.2 prefers to
+        the deprecated ``$DATE``.
         """
         parsed = parse_fcs_date(self.keywords.get("$DATE", ""))
         if parsed is None:
@@ -891,9 +896,10 @@ def _is_mixed_type(lay: _Layout) -> bool:
 
 
 def _int_needs_numpy(lay: _Layout) -> bool:
-    """True when FlowIO would decode integers in a per-byte Python loop (masks, mixed widths),
-    or cannot decode the layout at all (FCS 3.2 columns of different types: FlowIO reads every
-    value as $DATATYPE).
+    """True when FlowIO would decode integers in a per-byte Python loop, or cannot decode at all.
+
+    The loop comes with masks or mixed widths; FlowIO cannot decode FCS 3.2 columns of different
+    types (it reads every value as $DATATYPE).
     """
     if _is_mixed_type(lay):
         return True

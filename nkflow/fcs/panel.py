@@ -356,8 +356,10 @@ _FEATURES = (("AREA", ("A", "AREA", "INT")), ("HEIGHT", ("H", "HEIGHT", "PEAK"))
 
 
 def _scatter_wanted(spec: MarkerSpec) -> tuple[str, str] | None:
-    """(``FORWARDSCATTER``/``SIDESCATTER``, ``AREA``/``HEIGHT``/``WIDTH``) that the scatter
-    marker's name and aliases agree on, or None when they do not say or disagree.
+    """The (type, measure) of scatter that the scatter marker's name and aliases agree on, or None.
+
+    The type is ``FORWARDSCATTER`` or ``SIDESCATTER``, the measure ``AREA``, ``HEIGHT`` or
+    ``WIDTH``; None when the name and aliases do not say or disagree.
     """
     wanted: set[tuple[str, str]] = set()
     for label in spec.aliases:

@@ -735,8 +735,10 @@ class _Run:
         res.members[g.id] = m
 
     def place(self, g: Gate, parent: np.ndarray | None) -> Gate | None:
-        """``g`` with its boundaries fixed for this tube (fitted, or a reviewer's override);
-        None when its fit failed (flagged, populations not computed).
+        """``g`` with its boundaries fixed for this tube; None when its fit failed.
+
+        The boundaries are fitted, or a reviewer's override; a failed fit is flagged and its
+        populations are not computed.
         """
         res = self.res
         assert res.columns is not None
@@ -857,8 +859,9 @@ def _reuse_prefix(
     used: dict[str, Gate],
     overrides: dict[str, GateOverride],
 ) -> int:
-    """Copy from ``prev`` the gates before the first one whose override changed; returns the
-    index of the first gate to evaluate.
+    """Copy from ``prev`` the gates before the first one whose override changed.
+
+    The index returned is that of the first gate to evaluate.
     """
     k = next(
         (
@@ -915,8 +918,9 @@ def _fit_gate(
     override: GateOverride | None = None,
     profiles: dict[str, dict[str, Any]] | None = None,
 ) -> Gate:
-    """The gate with its boundaries fitted on the parent's events ``prow`` (records appended;
-    the density profile of each valley into ``profiles``).
+    """The gate with its boundaries fitted on the parent's events ``prow``.
+
+    Records are appended; the density profile of each valley goes into ``profiles``.
 
     A boundary that ``override`` sets takes the override's value; its fit is still tried and
     recorded beside it, and a failed fit of that boundary is not a failure.
@@ -1164,8 +1168,10 @@ def _override_declared(
 def _stale_flags(
     gate_id: str, ov: GateOverride, fits: Sequence[Mapping[str, Any]], label: str
 ) -> list[dict[str, str]]:
-    """``override_stale`` flags: the boundary under an override now fits elsewhere than the
-    ``old`` value the reviewer corrected (the data or the tree changed since).
+    """``override_stale`` flags: the boundary under an override now fits elsewhere.
+
+    It fits elsewhere than the ``old`` value the reviewer corrected: the data or the tree changed
+    since.
     """
     out = []
     for f in fits:
@@ -1286,8 +1292,10 @@ def fmo_values(
 def _control_tube_values(
     res: GatingResult, g: Gate, dim: Dim, on: str | None, tube: str, where: str
 ) -> np.ndarray:
-    """Raw values of ``dim`` in population ``on`` (every kept event when None) of a control
-    tube gated as ``res``; the columns gating computed are reused (not compensated again).
+    """Raw values of ``dim`` in population ``on`` of a control tube gated as ``res``.
+
+    ``on`` None means every kept event; the columns gating computed are reused (not compensated
+    again).
     """
     if on is None:
         rows = np.flatnonzero(res.keep) if res.keep is not None else np.arange(res.n_events)

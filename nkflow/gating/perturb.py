@@ -1,5 +1,7 @@
-"""Plausible re-gatings of one tube: every fitted boundary on the way to two populations moved
-across its plausible range, and the two populations counted for each.
+"""Plausible re-gatings of one tube, and two populations counted under each.
+
+Every fitted boundary on the way to the two populations is moved across its plausible range, and
+the two populations are counted for each.
 
 Contract
 --------

@@ -1,5 +1,6 @@
-"""What a run will use, said before it runs: every patient's day 0, visits, day-14 visit and the
-CBC and chimerism rows each visit will take (``nkflow plan``, ``nkflow validate --explain``).
+"""What a run will use, said before it runs (``nkflow plan``, ``nkflow validate --explain``).
+
+Every patient's day 0, visits, day-14 visit and the CBC and chimerism rows each visit will take.
 
 Contract
 --------

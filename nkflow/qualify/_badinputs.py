@@ -205,8 +205,9 @@ def _sheet_case(data: Path, config_path: Path, case: SheetCase) -> tuple[bool, s
 
 
 def check_bad_inputs(ctx: Context) -> CheckResult:
-    """The bad-input matrix through the workflow (file and value defects) and validation
-    (defects that refuse the run).
+    """The bad-input matrix through the workflow and validation.
+
+    File and value defects go through the workflow, defects that refuse the run through validation.
     """
     title = "Bad-input matrix"
     desc = (

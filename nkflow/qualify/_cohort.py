@@ -94,8 +94,9 @@ def truth_errors(data: Path, results: Path) -> list[dict[str, Any]]:
 
 
 def verdict_rows(data: Path, results: Path) -> list[tuple[str, str, str, str, str, bool]]:
-    """Per patient: truth verdict and reasons, nkflow's, and whether they agree exactly (the
-    chosen day-14 sample too, when evaluable).
+    """Per patient: truth verdict and reasons, nkflow's, and whether they agree exactly.
+
+    When evaluable, the chosen day-14 sample must agree too.
     """
     got = {r["patient_id"]: r for r in text_rows(results / "cohort" / "endpoints.tsv")}
     rows = []
@@ -279,8 +280,9 @@ def check_truth_cohort(ctx: Context) -> CheckResult:
 
 
 def table_files(results: Path) -> dict[str, str]:
-    """sha256 of every table and record a run writes (``*.tsv``, ``*.json``), by path under
-    ``results``; logs and benchmarks (timings) are not tables.
+    """sha256 of every table and record (``*.tsv``, ``*.json``) a run writes, by path.
+
+    Paths are under ``results``; logs and benchmarks (timings) are not tables.
     """
     out = {}
     for path in sorted(results.rglob("*")):

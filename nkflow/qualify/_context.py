@@ -1,5 +1,7 @@
-"""What every check is given: the output and work directories, the mode, the lab's files, and
-the workflow runs shared between checks.
+"""What every check is given.
+
+The output and work directories, the mode, the lab's files, and the workflow runs shared between
+checks.
 
 Contract: a :class:`Context` is built once per qualification by
 :func:`nkflow.qualify.run_qualification`; checks read it and may store a workflow run in

@@ -99,8 +99,9 @@ def add_to_tot(delta: int) -> Callable[[dict[str, str]], None]:
 
 
 def set_cell(sheet: Path, match: dict[str, str], column: str, value: str) -> int:
-    """Set ``column`` to ``value`` in every row of a TSV sheet matching ``match``; return how
-    many rows changed.
+    """Set ``column`` to ``value`` in every row of a TSV sheet matching ``match``.
+
+    The number of rows changed is returned.
     """
     with sheet.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh, delimiter="\t"))

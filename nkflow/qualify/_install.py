@@ -1,5 +1,7 @@
-"""Installation check: Python and dependency versions, the installed files against the record
-made at install time, and the configuration's digest.
+"""Installation check: versions, the installed files and the configuration's digest.
+
+The versions are Python's and the dependencies'; the installed files are compared with the record
+made at install time.
 
 Contract: :func:`check_installation` returns one :class:`~nkflow.qualify._model.CheckResult`.
 Which record the files are compared with is stated in the evidence: a wheel's ``RECORD``

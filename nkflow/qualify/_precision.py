@@ -1,5 +1,7 @@
-"""Counting precision: the Poisson CV at the configured event floors, and the LLOQ of NK/uL
-that the lymphocyte floor implies at typical ALC values.
+"""Counting precision: the Poisson CV at the event floors, and the LLOQ of NK/uL.
+
+The floors are the configured ones; the LLOQ is the one the lymphocyte floor implies at typical
+ALC values.
 
 Contract: pure arithmetic on the lab's configuration plus the package's own counting-error
 function (:func:`nkflow.clinical.counts.dual_platform_cv`, the one behind every endpoint interval), which

@@ -48,8 +48,9 @@ def gatingml_cases(root: Path) -> list[dict[str, str]]:
 
 
 def gatingml_events(root: Path) -> tuple[Any, dict[str, int]]:
-    """Raw events of the suite's ``data1.fcs`` and the name -> column index (``$PnN``, then
-    ``$PnS``) its Gating-ML files refer to.
+    """Raw events of the suite's ``data1.fcs`` and the column index of each name its Gating-ML uses.
+
+    A name is matched to ``$PnN``, then ``$PnS``.
     """
     import flowkit as fk
 

@@ -1,6 +1,7 @@
-"""The lab's reference set (performance qualification): locked FCS files gated with the lab's
-configuration, each expected value judged against its acceptance range, and the CV of
-replicate acquisitions judged against its limit.
+"""The lab's reference set (performance qualification).
+
+Locked FCS files gated with the lab's configuration, each expected value judged against its
+acceptance range, and the CV of replicate acquisitions judged against its limit.
 
 Contract: :func:`load_reference` validates the YAML against
 ``workflow/schemas/reference.schema.yaml`` and checks that every replicate names a listed file

@@ -1,5 +1,7 @@
-"""Running the real workflow for a qualification: a copy of the workflow, a generated cohort,
-``snakemake`` with the shipped local profile, and the package it actually used.
+"""Running the real workflow for a qualification.
+
+A copy of the workflow, a generated cohort, ``snakemake`` with the shipped local profile, and the
+package it actually used.
 
 Contract: :func:`prepare` copies ``Snakefile``, ``workflow/`` and ``config/`` of the workflow
 directory into a fresh work directory and writes a generated cohort into its ``data/sample``
@@ -54,8 +56,9 @@ class Run:
 
 
 def environment() -> dict[str, str]:
-    """The environment of a workflow run: this interpreter's scripts first on PATH and the
-    qualified package first on PYTHONPATH.
+    """The environment of a workflow run.
+
+    This interpreter's scripts come first on PATH and the qualified package first on PYTHONPATH.
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -139,8 +142,10 @@ def workflow_package() -> tuple[str, str]:
 
 
 def remove_events(workdir: Path) -> None:
-    """Delete a finished run's generated FCS files and per-event labels (regenerable from the
-    seed; their sha256 are in the evidence), keeping sheets, truth tables and results.
+    """Delete a finished run's generated FCS files and per-event labels, keeping sheets and results.
+
+    They are regenerable from the seed and their sha256 are in the evidence; sheets, truth tables
+    and results are kept.
     """
     data = workdir / "data" / "sample"
     for sub in ("fcs", "truth/labels"):

@@ -25,8 +25,10 @@ def number(text: str) -> float | None:
 
 
 def fixed(text: str, decimals: int) -> str:
-    """``text`` rounded to ``decimals`` places, half away from zero on the decimal digits as
-    written (``12.25`` -> ``12.3``, as a lab rounds; binary floats would give ``12.2``).
+    """``text`` rounded to ``decimals`` places, half away from zero.
+
+    The rounding is on the decimal digits as written: ``12.25`` -> ``12.3``, as a lab rounds;
+    binary floats would give ``12.2``.
     """
     if number(text) is None:
         return text
@@ -93,8 +95,9 @@ COUNT_COLUMNS = {
 
 
 def formatter_for(column: str) -> Callable[[str], str] | None:
-    """The display formatter of a visits/endpoints column, chosen by its name (names carry
-    units); None: shown as written.
+    """The display formatter of a visits/endpoints column, chosen by its name (names carry units).
+
+    None means the column is shown as written.
     """
     if column.startswith("cells_per_kg"):
         return dose

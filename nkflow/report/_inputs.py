@@ -119,8 +119,9 @@ def _optional_table(path: Path, what: str, missing: list[str]) -> tuple[list[Row
 
 
 def _sheet_rows(config: dict[str, Any], role: str, base: Path, missing: list[str]) -> list[Row]:
-    """A sheet's rows as written, under nkflow's column names (``sheet_format.columns``); a
-    combined sample-sheet row is shown once per tube, as the workflow gates it.
+    """A sheet's rows as written, under nkflow's column names (``sheet_format.columns``).
+
+    A combined sample-sheet row is shown once per tube, as the workflow gates it.
     """
     from nkflow.clinical import sheets
 
@@ -236,8 +237,10 @@ def _load_reviews(inp: ReportInputs, patients_dir: Path) -> None:
 
 
 def _load_tubes(inp: ReportInputs, index: Path, base: Path) -> None:
-    """Each tube's figure and provenance, from the tube index ``nkflow collect`` wrote (it names
-    the current outputs of each tube; batch directories of an earlier batching are not read).
+    """Each tube's figure and provenance, from the tube index ``nkflow collect`` wrote.
+
+    The index names the current outputs of each tube; batch directories of an earlier batching are
+    not read.
     """
     if not index.is_file():
         inp.missing.append(f"tube index not found at {index}; no gating figure or provenance")
@@ -302,8 +305,9 @@ def load_inputs(config: dict[str, Any], paths: ReportPaths, base_dir: Path) -> R
 
 
 def _load_distributions(inp: ReportInputs, patients_dir: Path) -> None:
-    """The donor NK/uL histogram of every patient whose JSON has one (the only part of the
-    per-patient JSON that the tables do not hold).
+    """The donor NK/uL histogram of every patient whose JSON has one.
+
+    It is the only part of the per-patient JSON that the tables do not hold.
     """
     for row in inp.endpoints:
         if not row.get("p_above_threshold"):

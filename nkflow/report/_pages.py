@@ -177,8 +177,9 @@ def _dose_range(lo: float, hi: float) -> str:
 
 
 def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
-    """What the flag ``dose_out_of_range:<n>`` says: which infusions, their cells/kg (from
-    endpoints.tsv) and the configured range with its source; ``""`` without the flag.
+    """What the flag ``dose_out_of_range:<n>`` says; ``""`` without the flag.
+
+    Which infusions, their cells/kg (from endpoints.tsv) and the configured range with its source.
     """
     flags = [Reason.parse(f) for f in ep.get("flags", "").split(";") if f]
     flagged = [f.detail for f in flags if f.code == "dose_out_of_range"]
@@ -449,8 +450,10 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
 
 
 def cbc_source_row(ep: Row, inp: ReportInputs) -> str:
-    """Where the ALC came from: ``alc_source_row`` when the table has it, else the CBC sheet's
-    1-based data row with the same patient, date and original value (found, not computed).
+    """Where the ALC came from: ``alc_source_row``, else the CBC sheet's matching data row.
+
+    ``alc_source_row`` when the table has it; else the CBC sheet's 1-based data row with the same
+    patient, date and original value (found, not computed).
     """
     sheet = (inp.config.get("sheets") or {}).get("cbc", "")
     given = first(ep, "alc_source_row", "cbc_row")
@@ -588,8 +591,10 @@ VISIT_HEADERS = {
 
 
 def visit_display_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
-    """The visit table as a lab reports it: rounded cells, short headers, the interval in one
-    column, flags as badges that wrap (the raw cells are in the 'All visit columns' table).
+    """The visit table as a lab reports it.
+
+    Rounded cells, short headers, the interval in one column, flags as badges that wrap; the raw
+    cells are in the 'All visit columns' table.
     """
     cols = [c for c in columns if c != "donor_nk_per_ul_hi95"]
     body = []
@@ -678,8 +683,10 @@ def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
 
 
 def _recorded_only(config: dict[str, Any]) -> Any:
-    """Whether a qc.tsv row is recorded only: NOT_ASSESSED with a configured severity of PASS
-    (a file without ``$LOST``, a panel marker no gate reads); it stays in "Every QC check".
+    """Whether a qc.tsv row is recorded only: NOT_ASSESSED with a configured severity of PASS.
+
+    Such as a file without ``$LOST`` or a panel marker no gate reads; the row stays in "Every QC
+    check".
     """
     from nkflow.qc import QcConfig
 

@@ -348,8 +348,9 @@ class _Unauthorized(ReviewError):
 
 
 def _refusal(request: Request, hosts: set[str], token: str, csrf: str) -> tuple[int, str] | None:
-    """Why (HTTP status, message) a request is refused by the Host, token and (for a POST)
-    CSRF, content type and origin checks; None when it may proceed.
+    """Why (HTTP status, message) a request is refused; None when it may proceed.
+
+    The checks are the Host, the token and (for a POST) CSRF, content type and origin.
     """
     if request.headers.get("host", "") not in hosts:
         return 403, "refused: this app answers only on 127.0.0.1 (Host header)"

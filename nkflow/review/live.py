@@ -298,9 +298,10 @@ class ReviewRun:
         return items
 
     def bases(self) -> dict[str, basis.Basis]:
-        """Every patient's basis as a rerun will write it: the run's, except for patients with
-        override files the run has not applied (:meth:`predicted_basis`, cached per set of
-        files).
+        """Every patient's basis as a rerun will write it.
+
+        The run's basis, except for patients with override files the run has not applied
+        (:meth:`predicted_basis`, cached per set of files).
         """
         out = basis.run_bases(self.rs.results, self.base)
         for pid in out:
@@ -399,8 +400,9 @@ class ReviewRun:
         return out
 
     def parse_candidate(self, raw: Any) -> dict[tuple[str, str, str], Any]:
-        """``[{gate, marker, side, value} | {gate, vertices: [[x, y], ...]}]`` from a request,
-        validated (finite numbers, at least 3 vertices).
+        """The boundaries a request sends, validated (finite numbers, at least 3 vertices).
+
+        The request sends ``[{gate, marker, side, value} | {gate, vertices: [[x, y], ...]}]``.
         """
         if not isinstance(raw, list):
             raise ReviewError("bounds: expected a list of {gate, marker, side, value}")
@@ -433,8 +435,10 @@ class ReviewRun:
         return gated
 
     def _tube_text(self, ot: OpenTube, gated: Any) -> tuple[str, str, str, str, str | None]:
-        """(counts.tsv, qc.tsv, cohort counts rows, cohort qc rows, perturbation.tsv or None)
-        of a gating, as the tube job and then ``nkflow collect`` would write them.
+        """The tables of a gating, as the tube job and then ``nkflow collect`` would write them.
+
+        A tuple: counts.tsv, qc.tsv, cohort counts rows, cohort qc rows, and perturbation.tsv or
+        None.
         """
         from nkflow import qc
         from nkflow.tables import format_frame
@@ -465,8 +469,10 @@ class ReviewRun:
     def _patient(
         self, pid: str, replaced: dict[tuple[str, str], tuple[str, str, str | None]]
     ) -> tuple[list[dict[str, str]], dict[str, str]]:
-        """The patient's visit rows and endpoint row (text cells, as written) with the cohort
-        counts/QC/perturbation rows of the ``replaced`` tubes swapped for recomputed ones.
+        """The patient's visit rows and endpoint row with the ``replaced`` tubes recomputed.
+
+        The rows are text cells, as written; the cohort counts/QC/perturbation rows of the
+        ``replaced`` tubes are swapped for recomputed ones.
         """
         import pandas as pd
 
@@ -526,8 +532,9 @@ class ReviewRun:
     def _perturbation(
         self, sids: set[str], replaced: dict[tuple[str, str], tuple[str, str, str | None]]
     ) -> Any:
-        """The cohort perturbation table of the patient's tubes, as ``nkflow collect`` would
-        write it with the ``replaced`` tubes re-gated (None: the run has none).
+        """The patient's cohort perturbation table with the ``replaced`` tubes re-gated.
+
+        As ``nkflow collect`` would write it; None when the run has none.
         """
         import pandas as pd
 
@@ -809,8 +816,9 @@ class ReviewRun:
         ]
 
     def predicted_basis(self, pid: str) -> tuple[basis.Basis, list[str]]:
-        """The basis the patient's endpoint will rest on after a rerun, and the tubes whose
-        pending override files were applied to predict it.
+        """The basis the patient's endpoint will rest on after a rerun, and the tubes behind it.
+
+        The tubes are those whose pending override files were applied to predict the basis.
         """
         pending = [k for k in self.index if self.patient_of(k[0]) == pid and self.pending(*k)]
         if not pending:
@@ -894,8 +902,10 @@ class ReviewRun:
 
 
 class ConflictError(ReviewError):
-    """A save refused because an override file changed since the tube was opened; carries
-    both versions (``conflicts``: what is on disk now; ``candidate``: what was to be saved).
+    """A save refused because an override file changed since the tube was opened.
+
+    It carries both versions: ``conflicts``, what is on disk now; ``candidate``, what was to be
+    saved.
     """
 
     def __init__(self, conflicts: list[dict[str, Any]], candidate: dict[Any, Any]) -> None:

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CFG = QcConfig.from_dict(None)
 #: the floors as a tube sees them (nkflow.tube resolves the floor population)
 FLOORS = QcConfig.from_dict({"floors": {"lymphocyte_floor_population": "lymphocytes"}})
-#: the endpoint populations of the default configuration (nkflow.tube._endpoint_populations)
+#: the endpoint populations of the default configuration (nkflow.tube.endpoint_populations)
 ENDPOINT_POPULATIONS = ("nk", "lymphocytes", "treg", "treg_ki67", "cd4")
 
 

@@ -438,7 +438,7 @@ def tube_gating_files(
             out[key] = default
             continue
         from nkflow.fcs import io
-        from nkflow.tube import _instrument_tree
+        from nkflow.tube import instrument_tree
 
         out[key] = ""
         if rec["fcs_path"] not in fcs_present:
@@ -447,7 +447,7 @@ def tube_gating_files(
             cyt = str(io.read_fcs_metadata(rec["fcs_path"]).keywords.get("$CYT", "")).strip()
         except FcsError:
             continue
-        chosen = _instrument_tree(ts, cyt)
+        chosen = instrument_tree(ts, cyt)
         out[key] = str(chosen) if chosen is not None else default
     return out
 

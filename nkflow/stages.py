@@ -37,7 +37,7 @@ from nkflow.columns import table_text
 from nkflow.config import Study
 from nkflow.errors import NkflowError
 from nkflow.review.status import review_columns
-from nkflow.tube import TubeOutputs, _date_check, run_tube, tube_dir
+from nkflow.tube import TubeOutputs, date_check, run_tube, tube_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,7 +180,7 @@ def collect_batches(
         prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
         status = prov.get("qc_status", "FAIL")
         if collection_dates is not None and key in collection_dates:
-            check = _date_check(prov, collection_dates[key], qc_cfg)
+            check = date_check(prov, collection_dates[key], qc_cfg)
             table = qc.add_checks(table, key[0], key[1], [check], qc_cfg)
             status = str(table["tube_status"].iloc[0])
         qcs.append(table)

@@ -156,7 +156,7 @@ def prepare_tube(
 
     denominator = endpoint_settings(settings)["denominator_population"]
     qc_cfg = _qc_config(settings, denominator)
-    tree = _cached_tree(str(gating))
+    tree = cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
 
     prov: dict[str, Any] = {
@@ -210,10 +210,10 @@ def prepare_tube(
 
     # ---- the gate tree validated for this instrument, if the lab declared one
     cyt = str(sample.keywords.get("$CYT", "")).strip()
-    chosen = _instrument_tree(settings, cyt)
+    chosen = instrument_tree(settings, cyt)
     if chosen is not None:
         gating = chosen
-        tree = prep.tree = _cached_tree(str(gating))
+        tree = prep.tree = cached_tree(str(gating))
         prov["gating_file"], prov["gating_sha256"] = str(gating), sha256_file(gating)
     prov["gating_selected_by"] = f"$CYT {cyt!r} (gating_by_instrument)" if chosen else "default"
 
@@ -231,8 +231,7 @@ def prepare_tube(
 
     # ---- spillover
     try:
-        override = settings.get("spillover")
-        spill = compensation.spillover_for(sample, override=Path(override) if override else None)
+        spill = compensation.spillover_for(sample, settings.get("spillover") or None)
     except CompensationError as exc:
         return fail("compensation_invalid", exc)
     prov["spillover_source"] = spill.source if spill is not None else "none"
@@ -321,9 +320,9 @@ def gate_tube(
     counts.insert(0, "tube", prep.tube)
     counts.insert(0, "sample_id", prep.sample_id)
     counts = counts[COUNT_COLUMNS]
-    endpoint_pops = _endpoint_populations(prep.settings)
+    endpoint_pops = endpoint_populations(prep.settings)
     checks.extend(
-        qc.gate_flag_checks(result.flags, qc_cfg, critical=_critical_gates(tree, endpoint_pops))
+        qc.gate_flag_checks(result.flags, qc_cfg, critical=critical_gates(tree, endpoint_pops))
     )
     checks.extend(qc.gate_fit_checks(result.fits, qc_cfg))
     checks.extend(
@@ -528,7 +527,7 @@ def _write_perturbation(
         write_tsv(table, outputs.perturbation)
 
 
-def _endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
+def endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
     """The populations an endpoint and its floors count, by their configured names.
 
     Their numerators get the endpoint event floor (``low_numerator_events``); renaming the NK
@@ -634,8 +633,7 @@ def _fmo_controls(
         try:
             f = io.read_fcs(path)
             mi = _marker_index(pnl, panel_mod.resolve(pnl, f))
-            override = settings.get("spillover")
-            spill = compensation.spillover_for(f, override=Path(override) if override else None)
+            spill = compensation.spillover_for(f, settings.get("spillover") or None)
             ranges = {m: float(f.channels[i].pnr) for m, i in mi.items()}
             for gid in gates:
                 controls[f"{gid}.{marker}"] = fmo_values(
@@ -660,7 +658,7 @@ def _fmo_controls(
     return controls
 
 
-def _instrument_tree(settings: dict[str, Any], cytometer: str) -> Path | None:
+def instrument_tree(settings: dict[str, Any], cytometer: str) -> Path | None:
     """The tree declared for this ``$CYT`` under ``gating_by_instrument`` (case-insensitive)."""
     key = cytometer.strip().casefold()
     for cyt, tree in settings.get("instrument_trees", []):
@@ -685,7 +683,7 @@ def _qc_config(settings: dict[str, Any], denominator: str) -> Any:
     return cfg
 
 
-def _critical_gates(tree: Any, populations: tuple[str, ...]) -> set[str]:
+def critical_gates(tree: Any, populations: tuple[str, ...]) -> set[str]:
     """Gates that define an endpoint population or one of its ancestors."""
     out: set[str] = set()
     for pop in populations:
@@ -700,7 +698,7 @@ def _critical_gates(tree: Any, populations: tuple[str, ...]) -> set[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_tree(path: str) -> Any:
+def cached_tree(path: str) -> Any:
     """A batch shares one gate tree: parse and validate it once per process."""
     from nkflow import gating
 
@@ -737,7 +735,7 @@ def tube_dir(batch_dir: Path, sample_id: str, tube: str) -> Path:
     return batch_dir / sample_id / tube
 
 
-def _date_check(prov: dict[str, Any], collection_date: Any, cfg: Any) -> Any:
+def date_check(prov: dict[str, Any], collection_date: Any, cfg: Any) -> Any:
     """The ``acquisition_date`` check of one tube from its ``provenance.json``."""
     from nkflow import qc
 

@@ -399,13 +399,17 @@ def _load(
     sheet_key: str,
     key: tuple[str, ...],
     id_cols: tuple[str, ...],
+    fractions: FractionVocab | None = None,
 ) -> tuple[Sheet, pd.DataFrame]:
-    """Read, map, validate and date-parse a sheet; refuse duplicate keys; number the rows."""
+    """Read, map, validate and date-parse a sheet (with ``fractions``, canonicalise its
+    ``fraction`` column); refuse duplicate keys; number the rows."""
     sh = _as_sheet(source, sheet_key)
     schema = sheet_schema(sheet_key)
     df = read_table(sh)
     validate_rows(df, schema, sh, id_cols)
     df = _parse_dates(df, schema, sh, id_cols)
+    if fractions is not None:
+        df = _canonical_fractions(df, fractions, sh, id_cols)
     check_unique(df, key, sh.path)
     df.insert(0, "row", range(1, len(df) + 1))
     return sh, df
@@ -423,11 +427,13 @@ def _drop_unknown_patients(
     df: pd.DataFrame,
     patients: Iterable[str] | None,
     path: Path,
-    warnings: list[str],
-    id_cols: tuple[str, ...] = ("patient_id",),
-) -> pd.DataFrame:
+    id_cols: tuple[str, ...],
+) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` without the rows of patients not in ``patients`` (None: keep all), and one
+    warning per row dropped."""
+    warnings: list[str] = []
     if patients is None:
-        return df
+        return df, warnings
     known = set(patients)
     keep = []
     for rec in df.to_dict(orient="records"):
@@ -439,7 +445,7 @@ def _drop_unknown_patients(
                 f"patient is not in infusions.tsv; row ignored (no fuzzy matching); fix: correct "
                 "the patient id or add the patient's infusions"
             )
-    return df[keep].reset_index(drop=True)
+    return df[keep].reset_index(drop=True), warnings
 
 
 def _split(value: str) -> list[str]:
@@ -730,8 +736,7 @@ def load_cbc(
     ids = ("patient_id", "date")
     sh, df = _load(path, "cbc", ids, ids)
     p = sh.path
-    warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings, ids)
+    df, warnings = _drop_unknown_patients(df, patients, p, ids)
     vals, stats = [], []
     for rec in df.to_dict(orient="records"):
         alc = parse_alc(rec["alc_value"], rec["alc_unit"])
@@ -894,17 +899,9 @@ def load_chimerism(
     import pandas as pd
 
     ids = ("patient_id", "date", "fraction")
-    sh = _as_sheet(path, "chimerism")
+    sh, df = _load(path, "chimerism", ids, ids, fractions)
     p = sh.path
-    schema = sheet_schema("chimerism")
-    df = read_table(sh)
-    validate_rows(df, schema, sh, ids)
-    df = _parse_dates(df, schema, sh, ids)
-    df = _canonical_fractions(df, fractions, sh, ids)
-    check_unique(df, ids, p)
-    df.insert(0, "row", range(1, len(df) + 1))
-    warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings, ids)
+    df, warnings = _drop_unknown_patients(df, patients, p, ids)
     vals, stats = [], []
     for rec in df.to_dict(orient="records"):
         # '93%' and '93 %' as lab systems print them; anything else that is not a number is
@@ -1048,7 +1045,6 @@ def load_str_peaks(
     validate_rows(smap, sschema, ssh, ("sample_file",))
     check_unique(smap, ("sample_file",), sp)
     smap.insert(0, "row", range(1, len(smap) + 1))
-    warnings: list[str] = []
     for col in ("date", "fraction"):
         if col not in smap.columns:
             smap[col] = ""
@@ -1060,7 +1056,7 @@ def load_str_peaks(
             )
     smap = _parse_dates(smap, sschema, ssh, ("sample_file",))
     smap = _canonical_fractions(smap, fractions, ssh, ("sample_file",), empty="PB")
-    smap = _drop_unknown_patients(smap, patients, sp, warnings, ("sample_file", "patient_id"))
+    smap, warnings = _drop_unknown_patients(smap, patients, sp, ("sample_file", "patient_id"))
     for pid, grp in smap.groupby("patient_id", sort=True):
         for role in ("donor", "recipient"):
             n = int((grp["role"] == role).sum())
@@ -1165,9 +1161,7 @@ def load_response(
                 f"{p}: {label}: column 'category': found {rec['category']!r}; expected one of "
                 f"{key[0]} {key[1]}: {', '.join(vocab[key])}; fix: use an allowed category"
             )
-    warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings, ids)
-    return df, warnings
+    return _drop_unknown_patients(df, patients, p, ids)
 
 
 def load_adverse_events(
@@ -1178,9 +1172,7 @@ def load_adverse_events(
     sh, df = _load(path, "adverse_events", ids, ids)
     p = sh.path
     df["ctcae_grade"] = df["ctcae_grade"].astype(int)
-    warnings: list[str] = []
-    df = _drop_unknown_patients(df, patients, p, warnings, ids)
-    return df, warnings
+    return _drop_unknown_patients(df, patients, p, ids)
 
 
 #: why a column labs often add is not used, for the warning

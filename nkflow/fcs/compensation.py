@@ -343,12 +343,7 @@ def validate_spillover(spill: Spillover, channel_names: Sequence[str], where: st
     return Spillover(channels=mapped, matrix=m.astype(np.float64, copy=True), source=src)
 
 
-def spillover_for(
-    sample: _HasKeywords,
-    override: str | Path | None = None,
-    *,
-    override_csv: str | Path | None = None,
-) -> Spillover | None:
+def spillover_for(sample: _HasKeywords, override: str | Path | None = None) -> Spillover | None:
     """Choose, parse and validate the spillover matrix for one sample.
 
     Parameters
@@ -356,8 +351,6 @@ def spillover_for(
     sample : FcsSample or FcsHeader
     override : str or Path, optional
         A configured CSV/FlowJo matrix; replaces the file's own matrix.
-    override_csv : str or Path, optional
-        Alias of ``override`` (DEVELOPING.md name).
 
     Returns
     -------
@@ -370,12 +363,11 @@ def spillover_for(
         If the chosen matrix is malformed or does not fit the file.
     """
     where = Path(sample.path).name
-    chosen = override if override is not None else override_csv
-    if chosen is not None:
-        spill = load_spillover_csv(chosen)
+    if override is not None:
+        spill = load_spillover_csv(override)
         present = [k for k in SPILL_KEYWORDS if k in sample.keywords]
         if present:
-            logger.info("%s: configured matrix %s overrides %s", where, chosen, present[0])
+            logger.info("%s: configured matrix %s overrides %s", where, override, present[0])
     else:
         key = next((k for k in SPILL_KEYWORDS if sample.keywords.get(k, "").strip()), None)
         if key is None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -74,9 +74,11 @@ class Transform:
         """Return raw values whose transform is ``y``."""
         raise NotImplementedError
 
-    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        """Return the YAML mapping that :func:`from_dict` turns back into this transform."""
-        raise NotImplementedError
+    def to_dict(self) -> dict[str, Any]:
+        """Return the YAML mapping that :func:`from_dict` turns back into this transform: its
+        ``kind`` as ``type``, then its parameters in declaration order."""
+        params = fields(self)  # type: ignore[arg-type]  # every subclass is a dataclass
+        return {"type": self.kind, **{f.name: getattr(self, f.name) for f in params if f.init}}
 
 
 def _arr(x: np.ndarray | float) -> np.ndarray:
@@ -99,10 +101,6 @@ class LinearTransform(Transform):
         """Inverse transform."""
         return (_arr(y) * (self.t + self.a)) - self.a
 
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {"type": "linear", "t": self.t, "a": self.a}
-
 
 @dataclass(frozen=True)
 class LogTransform(Transform):
@@ -121,10 +119,6 @@ class LogTransform(Transform):
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Inverse transform."""
         return self.t * np.power(10.0, (_arr(y) - 1.0) * self.m)
-
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {"type": "log", "t": self.t, "m": self.m}
 
 
 @dataclass(frozen=True)
@@ -149,10 +143,6 @@ class LogicleTransform(Transform):
 
         return fut.logicle_inverse(_arr(y), None, t=self.t, m=self.m, w=self.w, a=self.a)
 
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {"type": "logicle", "t": self.t, "w": self.w, "m": self.m, "a": self.a}
-
 
 @dataclass(frozen=True)
 class ArcsinhTransform(Transform):
@@ -168,10 +158,6 @@ class ArcsinhTransform(Transform):
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Inverse transform."""
         return np.sinh(_arr(y)) * self.cofactor
-
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {"type": "arcsinh", "cofactor": self.cofactor}
 
 
 @dataclass(frozen=True)
@@ -195,10 +181,6 @@ class AsinhTransform(Transform):
 
         return fut.asinh_inverse(_arr(y), None, t=self.t, m=self.m, a=self.a)
 
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {"type": "arcsinh", "t": self.t, "m": self.m, "a": self.a}
-
 
 @dataclass(frozen=True)
 class HyperlogTransform(Transform):
@@ -221,10 +203,6 @@ class HyperlogTransform(Transform):
         from flowutils import transforms as fut
 
         return fut.hyperlog_inverse(_arr(y), None, t=self.t, m=self.m, w=self.w, a=self.a)
-
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {"type": "hyperlog", "t": self.t, "w": self.w, "m": self.m, "a": self.a}
 
 
 @dataclass(frozen=True)
@@ -256,16 +234,6 @@ class FlowJoBiexTransform(Transform):
         """Inverse transform."""
         return np.asarray(self._fk().inverse(_arr(y)), dtype=np.float64)
 
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {
-            "type": "flowjo_biex",
-            "neg": self.neg,
-            "width": self.width,
-            "pos": self.pos,
-            "max_value": self.max_value,
-        }
-
 
 @dataclass(frozen=True)
 class FlowJoLogTransform(Transform):
@@ -283,10 +251,6 @@ class FlowJoLogTransform(Transform):
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Inverse transform (of the unclamped part)."""
         return np.power(10.0, _arr(y) * self.decades + np.log10(self.offset))
-
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {"type": "flowjo_log", "offset": self.offset, "decades": self.decades}
 
 
 @dataclass(frozen=True)
@@ -309,17 +273,6 @@ class RatioTransform(Transform):
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Not defined on one column; use :meth:`apply2`."""
         raise TypeError("RatioTransform needs two columns: call apply2(numerator, denominator)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """YAML mapping."""
-        return {
-            "type": "ratio",
-            "numerator": self.numerator,
-            "denominator": self.denominator,
-            "a": self.a,
-            "b": self.b,
-            "c": self.c,
-        }
 
 
 _PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

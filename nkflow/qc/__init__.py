@@ -14,7 +14,7 @@ The per-tube pipeline calls, in order::
     t = time_qc(time, signals, timestep, cfg)            # before gating; t.keep drops bad bins
     m = margin_events(events, channels, cfg, indices)    # m.keep when qc.margins.remove
     compensation_sanity(comp_subset, names, cfg)
-    event_floor_checks(counts_df, cfg)                   # after gating
+    event_floor_checks(counts_df, cfg, endpoint_pops)    # after gating
     viability_check(n_dead, n_singlets, cfg)
     gate_flag_checks(res.flags, cfg)
     status, reasons = tube_status(all_checks, cfg)
@@ -28,7 +28,6 @@ The per-tube pipeline calls, in order::
 
 from nkflow.qc._checks import (
     CHECK_STATUSES,
-    ENDPOINT_POPULATIONS,
     QC_COLUMNS,
     Check,
     MarginCount,
@@ -64,7 +63,6 @@ from nkflow.qc._time import TimeQcResult, time_in_seconds, time_qc
 
 __all__ = [
     "CHECK_STATUSES",
-    "ENDPOINT_POPULATIONS",
     "QC_COLUMNS",
     "SEVERITIES",
     "AcquisitionConfig",

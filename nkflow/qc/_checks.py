@@ -44,9 +44,6 @@ QC_COLUMNS = (
 
 _RANK = {"PASS": 0, "WARN": 1, "FAIL": 2}
 
-#: Populations whose percentages feed reported endpoints (numerator floor -> WARN).
-ENDPOINT_POPULATIONS = ("nk", "lymphocytes", "treg", "treg_ki67", "cd4")
-
 
 @dataclass(frozen=True)
 class Check:
@@ -433,7 +430,7 @@ def _is_missing(v: Any) -> bool:
 def event_floor_checks(
     counts_df: pd.DataFrame,
     cfg: QcConfig,
-    endpoint_populations: Sequence[str] = ENDPOINT_POPULATIONS,
+    endpoint_populations: Sequence[str],
     n_total: int | None = None,
 ) -> list[Check]:
     """Event floors: total events, lymphocytes, and the numerator of every reported population.

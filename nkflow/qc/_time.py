@@ -56,8 +56,8 @@ class TimeQcResult:
         Events removed.
     checks
         Checks for qc.tsv.
-    n_events, n_bins, bin_seconds, median_rate_per_s
-        Binning used (0 / NaN when not assessed).
+    bin_seconds
+        Width of the time bins (NaN when not assessed).
     gaps
         ``(start_s, end_s)`` of detected gaps (clogs).
     """
@@ -67,24 +67,8 @@ class TimeQcResult:
     removed_ranges: list[tuple[float, float]]
     n_removed: int
     checks: list[Check]
-    n_events: int = 0
-    n_bins: int = 0
     bin_seconds: float = math.nan
-    median_rate_per_s: float = math.nan
     gaps: list[tuple[float, float]] = field(default_factory=list)
-
-
-def _not_assessed(n: int, cfg: QcConfig, message: str, code: str = "time_not_assessed"):
-    check = make_check(cfg, "time_qc", code, None, None, message, not_assessed=True)
-    logger.info("time QC not assessed: %s", message)
-    return TimeQcResult(
-        keep=np.ones(n, dtype=bool),
-        assessed=False,
-        removed_ranges=[],
-        n_removed=0,
-        checks=[check],
-        n_events=n,
-    )
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -197,7 +181,9 @@ def time_qc(
         b = _bins(t, cfg)
         rate = _rate(b, cfg)
     except _NotAssessed as exc:
-        return _not_assessed(n, cfg, str(exc), exc.code)
+        logger.info("time QC not assessed: %s", exc)
+        check = make_check(cfg, "time_qc", exc.code, None, None, str(exc), not_assessed=True)
+        return TimeQcResult(np.ones(n, dtype=bool), False, [], 0, [check])
     dt = np.diff(t)
     # Gaps (clogs): no event for longer than the expected wait of gap_expected_events events.
     gap_thr = max(tc.gap_expected_events / rate.per_s, tc.min_gap_seconds, 2 * b.resolution)
@@ -236,10 +222,7 @@ def time_qc(
         removed_ranges=removed_ranges,
         n_removed=n_removed,
         checks=checks,
-        n_events=n,
-        n_bins=b.n_bins,
         bin_seconds=b.width,
-        median_rate_per_s=rate.per_s,
         gaps=gaps,
     )
 

@@ -198,19 +198,19 @@ class ReviewRun:
 
     def key_gates(self, sample_id: str, tube: str) -> list[str]:
         """The gates the tube's endpoint populations rest on, in tree order (thumbnails)."""
-        from nkflow.tube import _cached_tree, _critical_gates, _endpoint_populations
+        from nkflow.tube import cached_tree, critical_gates, endpoint_populations
 
         prov = self.tube_records[(sample_id, tube)].provenance
-        tree = _cached_tree(str(self.base / prov["gating_file"]))
-        crit = _critical_gates(tree, _endpoint_populations(self._settings[(sample_id, tube)]))
+        tree = cached_tree(str(self.base / prov["gating_file"]))
+        crit = critical_gates(tree, endpoint_populations(self._settings[(sample_id, tube)]))
         return [g.id for g in tree.gates if g.type != "boolean" and g.id in crit]
 
     def figure_gates(self, sample_id: str, tube: str) -> list[str]:
         """Gate ids in the order the gating figure draws them (one panel each)."""
-        from nkflow.tube import _cached_tree
+        from nkflow.tube import cached_tree
 
         prov = self.tube_records[(sample_id, tube)].provenance
-        tree = _cached_tree(str(self.base / prov["gating_file"]))
+        tree = cached_tree(str(self.base / prov["gating_file"]))
         return [g.id for g in tree.gates if g.type != "boolean"]
 
     def pending(self, sample_id: str, tube: str) -> bool:
@@ -442,7 +442,7 @@ class ReviewRun:
         """
         from nkflow import qc
         from nkflow.tables import format_frame
-        from nkflow.tube import _date_check, perturbation_table
+        from nkflow.tube import date_check, perturbation_table
 
         counts_tsv = format_frame(gated.counts)
         qc_table = qc.checks_table(ot.sample_id, ot.tube, gated.checks, ot.prep.qc_cfg)
@@ -452,7 +452,7 @@ class ReviewRun:
         row = self._rows[(ot.sample_id, ot.tube)]
         prov = dict(ot.prep.prov)
         table = qc.add_checks(
-            table, ot.sample_id, ot.tube, [_date_check(prov, row["collection_date"], cfg)], cfg
+            table, ot.sample_id, ot.tube, [date_check(prov, row["collection_date"], cfg)], cfg
         )
         pert, _record = perturbation_table(
             gated.result, ot.prep.settings, ot.sample_id, ot.tube, ot.prep.denominator

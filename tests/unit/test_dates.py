@@ -226,14 +226,14 @@ def test_every_case_reaches_the_cohort_qc_table_and_the_index(collected):
 
 
 def test_a_tube_whose_file_could_not_be_read_is_not_compared(tmp_path):
-    from nkflow.tube import _date_check
+    from nkflow.tube import date_check
 
     prov = {"fcs_file": "data/x.fcs", "error": {"code": "fcs_unreadable", "message": "m"}}
-    c = _date_check(prov, DRAWN, CFG)
+    c = date_check(prov, DRAWN, CFG)
     assert (c.reason_code, c.message) == (
         "date_not_assessed",
         "x.fcs could not be read (fcs_unreadable); the acquisition date was not compared with "
         "collection_date 2024-02-06",
     )
-    old = _date_check({"fcs_file": "x.fcs", "fcs_version": "FCS3.1"}, DRAWN, CFG)
+    old = date_check({"fcs_file": "x.fcs", "fcs_version": "FCS3.1"}, DRAWN, CFG)
     assert "records no $DATE" in old.message and "re-run the tube" in old.message

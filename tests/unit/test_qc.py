@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CFG = QcConfig.from_dict(None)
 #: the floors as a tube sees them (nkflow.tube resolves the floor population)
 FLOORS = QcConfig.from_dict({"floors": {"lymphocyte_floor_population": "lymphocytes"}})
+#: the endpoint populations of the default configuration (nkflow.tube.endpoint_populations)
+ENDPOINT_POPULATIONS = ("nk", "lymphocytes", "treg", "treg_ki67", "cd4")
 
 
 def by_check(checks: list[Check]) -> dict[str, Check]:
@@ -522,7 +524,7 @@ def test_nk_numerator_under_floor_warns_with_poisson_cv():
             ["nkt_like", "live", None, None, None, "not_computed", "missing_marker:CD56"],
         ]
     )
-    checks = by_check(event_floor_checks(df, FLOORS))
+    checks = by_check(event_floor_checks(df, FLOORS, ENDPOINT_POPULATIONS))
     assert list(checks) == [
         "total_events",
         "lymphocyte_events",
@@ -564,7 +566,7 @@ def test_half_empty_tube_fails_floors():
             ["nk", "lymphocytes", 0, 400, 0.0, "ok", ""],
         ]
     )
-    checks = by_check(event_floor_checks(df, FLOORS))
+    checks = by_check(event_floor_checks(df, FLOORS, ENDPOINT_POPULATIONS))
     assert checks["total_events"].reason_code == "low_total_events"
     assert checks["total_events"].message == (
         "900 events in the file, below the floor of 1000 (qc.floors.min_total_events); "
@@ -577,7 +579,7 @@ def test_half_empty_tube_fails_floors():
     assert [c.reason_code for c in reasons] == ["low_total_events", "low_lymphocyte_events"]
     # An explicit total overrides the root row; a not-computed lymphocyte gate is not assessed.
     df.loc[1, ["events", "status", "reason"]] = [None, "not_computed", "missing_marker:SSC-A"]
-    checks = by_check(event_floor_checks(df, FLOORS, n_total=1200))
+    checks = by_check(event_floor_checks(df, FLOORS, ENDPOINT_POPULATIONS, n_total=1200))
     assert checks["total_events"].reason_code == "ok"
     lym = checks["lymphocyte_events"]
     assert (lym.status, lym.reason_code) == ("NOT_ASSESSED", "floor_not_assessed")

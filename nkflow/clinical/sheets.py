@@ -401,8 +401,10 @@ def _load(
     id_cols: tuple[str, ...],
     fractions: FractionVocab | None = None,
 ) -> tuple[Sheet, pd.DataFrame]:
-    """Read, map, validate and date-parse a sheet (with ``fractions``, canonicalise its
-    ``fraction`` column); refuse duplicate keys; number the rows."""
+    """Read, map, validate and date-parse a sheet; refuse duplicate keys; number the rows.
+
+    With ``fractions``, its ``fraction`` column is canonicalised too.
+    """
     sh = _as_sheet(source, sheet_key)
     schema = sheet_schema(sheet_key)
     df = read_table(sh)
@@ -429,8 +431,10 @@ def _drop_unknown_patients(
     path: Path,
     id_cols: tuple[str, ...],
 ) -> tuple[pd.DataFrame, list[str]]:
-    """``df`` without the rows of patients not in ``patients`` (None: keep all), and one
-    warning per row dropped."""
+    """``df`` without the rows of patients not in ``patients``, and one warning per row dropped.
+
+    ``patients`` None keeps every row.
+    """
     warnings: list[str] = []
     if patients is None:
         return df, warnings

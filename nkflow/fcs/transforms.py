@@ -75,8 +75,10 @@ class Transform:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the YAML mapping that :func:`from_dict` turns back into this transform: its
-        ``kind`` as ``type``, then its parameters in declaration order."""
+        """Return the YAML mapping that :func:`from_dict` turns back into this transform.
+
+        Its ``kind`` as ``type``, then its parameters in declaration order.
+        """
         params = fields(self)  # type: ignore[arg-type]  # every subclass is a dataclass
         return {"type": self.kind, **{f.name: getattr(self, f.name) for f in params if f.init}}
 

@@ -42,20 +42,6 @@ KEY_PACKAGES = ("nkflow", "flowkit", "flowio", "numpy", "pandas", "snakemake")
 # ----------------------------------------------------------------------------- small helpers
 
 
-def first(row: Row, *names: str) -> str:
-    """The first non-empty cell among ``names`` (``""`` when none)."""
-    for n in names:
-        v = row.get(n, "")
-        if v != "":
-            return v
-    return ""
-
-
-def to_float(text: str) -> float | None:
-    """Parse a table cell as float for plotting/sorting only; ``None`` when empty/invalid."""
-    return fmt.number(text)
-
-
 def truthy(text: str) -> bool:
     """Table booleans: ``True``/``true``/``1``/``yes`` are true."""
     return text.strip().lower() in {"true", "1", "yes", "y"}
@@ -114,8 +100,8 @@ def rows_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
 
 def fcs_of(prov: dict[str, Any]) -> tuple[str, str]:
     """(path, sha256) of the FCS file recorded in a tube ``provenance.json``."""
-    path = prov.get("fcs_file") or prov.get("fcs_path") or ""
-    sha = prov.get("fcs_sha256") or prov.get("sha256") or ""
+    path = prov.get("fcs_file") or ""
+    sha = prov.get("fcs_sha256") or ""
     return str(path), str(sha)
 
 
@@ -157,8 +143,8 @@ def patient_samples(inp: ReportInputs, pid: str) -> list[str]:
     visits = sorted(
         (r for r in inp.visits if r.get("patient_id") == pid),
         key=lambda r: (
-            to_float(r.get("study_day", "")) is None,
-            to_float(r.get("study_day", "")) or 0.0,
+            fmt.number(r.get("study_day", "")) is None,
+            fmt.number(r.get("study_day", "")) or 0.0,
         ),
     )
     for r in [*visits, *(r for r in inp.samples if r.get("patient_id") == pid)]:
@@ -185,12 +171,12 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
         return ""
     infusions = sorted(
         _patient_rows(inp.sheets.get("infusions", []), pid),
-        key=lambda r: to_float(r.get("infusion_number", "")) or 0.0,
+        key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
     )
     per_kg = [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
     by_number = (
         {
-            f"{to_float(r.get('infusion_number', ''))}": k
+            f"{fmt.number(r.get('infusion_number', ''))}": k
             for r, k in zip(infusions, per_kg, strict=True)
         }
         if len(infusions) == len(per_kg)
@@ -200,7 +186,7 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
         f"infusion {n} ({fmt.dose(by_number[key]) if key in by_number else NOT_RECORDED})"
         for n in flagged[0].split(",")
         if n
-        for key in [f"{to_float(n)}"]
+        for key in [f"{fmt.number(n)}"]
     )
     lo, hi = (float(x) for x in settings(inp.config)["dose_range_per_kg"])
     d_lo, d_hi = (float(x) for x in DEFAULTS["dose_range_per_kg"])
@@ -282,7 +268,7 @@ def _borderline_text(ep: Row, threshold: float) -> str:
         return text
     parts = []
     lo, hi = ep.get("donor_nk_per_ul_all_lo95", ""), ep.get("donor_nk_per_ul_all_hi95", "")
-    if lo and hi and (to_float(lo) or 0.0) <= threshold <= (to_float(hi) or 0.0):
+    if lo and hi and (fmt.number(lo) or 0.0) <= threshold <= (fmt.number(hi) or 0.0):
         parts.append(
             f"the 95 % interval of gate placement, counting and chimerism "
             f"({h.esc(fmt.interval(lo, hi))}) contains {threshold:g}/µL"
@@ -317,10 +303,10 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
             dist.get("bin_edges", []),
             dist.get("counts", []),
             threshold,
-            to_float(ep.get("donor_nk_per_ul", "")),
+            fmt.number(ep.get("donor_nk_per_ul", "")),
             (
-                to_float(ep.get("donor_nk_per_ul_all_lo95", "")),
-                to_float(ep.get("donor_nk_per_ul_all_hi95", "")),
+                fmt.number(ep.get("donor_nk_per_ul_all_lo95", "")),
+                fmt.number(ep.get("donor_nk_per_ul_all_hi95", "")),
             ),
             pid,
         )
@@ -385,30 +371,28 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
         f"date {ep.get('alc_date', '') or nr}",
         cbc_source_row(ep, inp),
     ]
-    if first(ep, "alc_status") not in ("", "ok"):
-        alc_src.append(f"status {ep['alc_status']}")
 
     nk_pct = ep.get("nk_pct_of_lymphocytes", "")
     num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
-    denom_pop = first(ep, "lymphocyte_population", "denominator_population") or str(
+    denom_pop = ep.get("lymphocyte_population", "") or str(
         settings(inp.config)["denominator_population"]
     )
     nk_src = [
         f"{num or nr} NK events / {den or nr} {denom_pop} events",
-        f"tube {first(ep, 'nk_tube') or 'nk'}",
-        f"FCS file {first(ep, 'nk_tube_fcs', 'nk_fcs_file') or nr}",
+        "tube nk",
+        f"FCS file {ep.get('nk_tube_fcs', '') or nr}",
     ]
-    method = first(ep, "count_method", "absolute_count_method")
+    method = ep.get("count_method", "")
     if method:
         nk_src.append(f"absolute-count method {method}")
 
     donor = ep.get("donor_chimerism_pct", "")
     chim_src = [
         f"fraction {ep.get('chimerism_fraction', '') or nr}",
-        f"date {first(ep, 'chimerism_date') or nr}",
-        f"source {first(ep, 'chimerism_source') or nr}",
+        f"date {ep.get('chimerism_date', '') or nr}",
+        f"source {ep.get('chimerism_source', '') or nr}",
     ]
-    sd = first(ep, "donor_chimerism_sd", "chimerism_sd")
+    sd = ep.get("donor_chimerism_sd", "")
     if sd:
         chim_src.append(f"SD {sd}")
     chim_src.extend(str_loci_text(ep, inp))
@@ -448,12 +432,9 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
 
 
 def cbc_source_row(ep: Row, inp: ReportInputs) -> str:
-    """Where the ALC came from: ``alc_source_row`` when the table has it, else the CBC sheet's
-    1-based data row with the same patient, date and original value (found, not computed)."""
+    """Where the ALC came from: the CBC sheet's 1-based data row with the same patient, date
+    and original value (found, not computed)."""
     sheet = (inp.config.get("sheets") or {}).get("cbc", "")
-    given = first(ep, "alc_source_row", "cbc_row")
-    if given:
-        return f"{sheet or 'CBC sheet'} row {given}"
     rows = inp.sheets.get("cbc", [])
     if not sheet or not rows or not ep.get("alc_date"):
         return f"CBC row {NOT_RECORDED}"
@@ -471,7 +452,7 @@ def cbc_source_row(ep: Row, inp: ReportInputs) -> str:
 
 def str_loci_text(ep: Row, inp: ReportInputs) -> list[str]:
     """Loci detail when % donor was computed from STR peaks (str_results/str_loci tables)."""
-    if first(ep, "chimerism_source") != "str_peaks":
+    if ep.get("chimerism_source") != "str_peaks":
         return []
     key = (ep.get("patient_id"), ep.get("chimerism_date"), ep.get("chimerism_fraction"))
 
@@ -502,38 +483,31 @@ def str_loci_text(ep: Row, inp: ReportInputs) -> list[str]:
 
 
 def _series(rows: Sequence[Row], label: str, col: str, ci: bool = False) -> Series:
-    days = [to_float(r.get("study_day", "")) for r in rows]
-    vals = [to_float(r.get(col, "")) for r in rows]
-    lo = [to_float(r.get(f"{col}_lo95", "")) for r in rows] if ci else None
-    hi = [to_float(r.get(f"{col}_hi95", "")) for r in rows] if ci else None
+    days = [fmt.number(r.get("study_day", "")) for r in rows]
+    vals = [fmt.number(r.get(col, "")) for r in rows]
+    lo = [fmt.number(r.get(f"{col}_lo95", "")) for r in rows] if ci else None
+    hi = [fmt.number(r.get(f"{col}_hi95", "")) for r in rows] if ci else None
     return Series(label, days, vals, lo, hi)  # type: ignore[arg-type]
 
 
 def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
     rows = [r for r in inp.visits if r.get("patient_id") == pid]
-    rows.sort(key=lambda r: to_float(r.get("study_day", "")) or 0.0)
+    rows.sort(key=lambda r: fmt.number(r.get("study_day", "")) or 0.0)
     if not rows:
         return h.section(
             "kinetics", "Kinetics over visits", h.note("No visits for this patient in visits.tsv.")
         )
-    total_col = next(
-        (c for c in ("nk_per_ul", "total_nk_per_ul") if c in inp.visits_columns), "nk_per_ul"
-    )
-    ki_col = next(
-        (c for c in ("treg_ki67_pct_of_cd4", "ki67_treg_pct_of_cd4") if c in inp.visits_columns),
-        "treg_ki67_pct_of_cd4",
-    )
     uri = kinetics_figure(
         [
             _series(rows, "donor NK/µL", "donor_nk_per_ul", ci=True),
-            _series(rows, "total NK/µL", total_col, ci=True),
+            _series(rows, "total NK/µL", "total_nk_per_ul", ci=True),
         ],
         [
             _series(rows, "Treg % of CD4", "treg_pct_of_cd4"),
-            _series(rows, "Ki-67+ Treg % of CD4", ki_col),
+            _series(rows, "Ki-67+ Treg % of CD4", "treg_ki67_pct_of_cd4"),
         ],
         threshold,
-        to_float(ep.get("study_day", "")),
+        fmt.number(ep.get("study_day", "")),
         pid,
     )
     wanted = [
@@ -543,13 +517,13 @@ def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         "status",
         "alc_per_ul",
         "nk_pct_of_lymphocytes",
-        total_col,
+        "total_nk_per_ul",
         "donor_chimerism_pct",
         "donor_nk_per_ul",
         "donor_nk_per_ul_lo95",
         "donor_nk_per_ul_hi95",
         "treg_pct_of_cd4",
-        ki_col,
+        "treg_ki67_pct_of_cd4",
         "treg_ki67_per_ul",
         "flags",
     ]
@@ -574,13 +548,11 @@ VISIT_HEADERS = {
     "alc_per_ul": "ALC /µL",
     "nk_pct_of_lymphocytes": "NK % of lymph.",
     "total_nk_per_ul": "total NK /µL",
-    "nk_per_ul": "total NK /µL",
     "donor_chimerism_pct": "% donor",
     "donor_nk_per_ul": "donor NK /µL",
     "donor_nk_per_ul_lo95": "95 % interval",
     "treg_pct_of_cd4": "Treg % of CD4",
     "treg_ki67_pct_of_cd4": "Ki-67+ Treg % of CD4",
-    "ki67_treg_pct_of_cd4": "Ki-67+ Treg % of CD4",
     "treg_ki67_per_ul": "Ki-67+ Treg /µL",
 }
 
@@ -619,7 +591,7 @@ def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
     parts = ["<h3>NK-cell infusions</h3>"]
     inf = sorted(
         _patient_rows(inp.sheets.get("infusions", []), pid),
-        key=lambda r: to_float(r.get("infusion_number", "")) or 0.0,
+        key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
     )
     if inf:
         cols = [c for c in inf[0] if c != "patient_id"]
@@ -1200,9 +1172,9 @@ def render_index(inp: ReportInputs, run_date: str) -> str:
         CohortPoint(
             e["patient_id"],
             e.get("verdict", "") or "NOT_EVALUABLE",
-            to_float(e.get("donor_nk_per_ul", "")),
-            to_float(e.get("donor_nk_per_ul_lo95", "")),
-            to_float(e.get("donor_nk_per_ul_hi95", "")),
+            fmt.number(e.get("donor_nk_per_ul", "")),
+            fmt.number(e.get("donor_nk_per_ul_lo95", "")),
+            fmt.number(e.get("donor_nk_per_ul_hi95", "")),
         )
         for e in inp.endpoints
     ]

@@ -157,6 +157,16 @@ def patient_samples(inp: ReportInputs, pid: str) -> list[str]:
     return seen
 
 
+def _infusions(pid: str, ep: Row, inp: ReportInputs) -> tuple[list[Row], list[str]]:
+    """The patient's infusion-sheet rows by infusion number, and the cells/kg of each
+    infusion from endpoints.tsv."""
+    rows = sorted(
+        _patient_rows(inp.sheets.get("infusions", []), pid),
+        key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
+    )
+    return rows, [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
+
+
 def _dose_range(lo: float, hi: float) -> str:
     """``2.0 x 10^6 – 5.0 x 10^6`` (the unit said once, by the caller)."""
     return " – ".join(fmt.dose(f"{v:g}").removesuffix(" cells/kg") for v in (lo, hi))
@@ -169,11 +179,7 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
     flagged = [f.detail for f in flags if f.code == "dose_out_of_range"]
     if not flagged:
         return ""
-    infusions = sorted(
-        _patient_rows(inp.sheets.get("infusions", []), pid),
-        key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
-    )
-    per_kg = [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
+    infusions, per_kg = _infusions(pid, ep, inp)
     by_number = (
         {
             f"{fmt.number(r.get('infusion_number', ''))}": k
@@ -238,12 +244,9 @@ def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
             + _borderline_text(ep, threshold)
             + "</div>"
         )
-    reasons = split_codes(ep.get("reason", ""))
-    if reasons:
-        lines.append("<div>Reason: " + "".join(h.badge(r, "flag") for r in reasons) + "</div>")
-    flags = split_codes(ep.get("flags", ""))
-    if flags:
-        lines.append("<div>Flags: " + "".join(h.badge(f, "flag") for f in flags) + "</div>")
+    for label, col in (("Reason", "reason"), ("Flags", "flags")):
+        if codes := split_codes(ep.get(col, "")):
+            lines.append(f"<div>{label}: " + "".join(h.badge(c, "flag") for c in codes) + "</div>")
     if dose_note:
         lines.append(f"<div>{h.esc(dose_note)}</div>")
     word = h.esc(verdict)
@@ -589,13 +592,9 @@ def _patient_rows(rows: Sequence[Row], pid: str) -> list[Row]:
 def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
     sheets = inp.config.get("sheets") or {}
     parts = ["<h3>NK-cell infusions</h3>"]
-    inf = sorted(
-        _patient_rows(inp.sheets.get("infusions", []), pid),
-        key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
-    )
+    inf, per_kg = _infusions(pid, ep, inp)
     if inf:
         cols = [c for c in inf[0] if c != "patient_id"]
-        per_kg = [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
         body = [[r.get(c, "") for c in cols] for r in inf]
         if len(per_kg) == len(inf):
             cols = [*cols, "cells/kg (endpoints.tsv)"]
@@ -1100,30 +1099,19 @@ def _qc_summary(inp: ReportInputs) -> str:
     status_rows = _tube_status_rows(inp.qc, inp.config)
     flagged = [r for r in status_rows if 'class="badge PASS"' not in r[2]]
     body += f"<h3>Tubes not PASS ({len(flagged)} of {len(status_rows)})</h3>"
-    body += (
-        h.table(
+
+    def tubes_table(rows: list[list[str]], **kw: Any) -> str:
+        return h.table(
             ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
-            [
-                [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
-                for r in flagged
-            ],
+            [[h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]] for r in rows],
             raw_columns=range(5),
+            **kw,
         )
-        if flagged
-        else h.note("Every tube passed QC.")
-    )
+
+    body += tubes_table(flagged) if flagged else h.note("Every tube passed QC.")
     body += h.details(
         f"Every tube ({len(status_rows)})",
-        h.table(
-            ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
-            [
-                [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
-                for r in status_rows
-            ],
-            raw_columns=range(5),
-            css_class="sortable",
-            table_id="qc-tubes",
-        ),
+        tubes_table(status_rows, css_class="sortable", table_id="qc-tubes"),
     )
     removed = time_qc_rows(inp, sorted(tubes))
     if removed:

@@ -20,6 +20,7 @@ when none failed but some were not run, ``PASS`` when every criterion passed (bo
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import logging
@@ -92,19 +93,12 @@ def _guarded(check_id: str, title: str, func: Callable[[Context], CheckResult], 
 
 
 def _inputs(ctx: Context) -> list[dict[str, str]]:
-    def sha(p: Path) -> str:
-        return sha256_file(p) if p.is_file() else "missing"
-
-    rows = [{"role": "configuration", "path": str(ctx.config_path), "sha256": sha(ctx.config_path)}]
-    if ctx.reference_path is not None:
-        rows.append(
-            {
-                "role": "reference set",
-                "path": str(ctx.reference_path),
-                "sha256": sha(ctx.reference_path),
-            }
-        )
-    return rows
+    files = [("configuration", ctx.config_path), ("reference set", ctx.reference_path)]
+    return [
+        {"role": role, "path": str(p), "sha256": sha256_file(p) if p.is_file() else "missing"}
+        for role, p in files
+        if p is not None
+    ]
 
 
 def run_qualification(
@@ -203,16 +197,7 @@ def run_qualification(
             "only": list(only or []),
         },
         "summary": summary(checks),
-        "acceptance_limits": [
-            {
-                "id": x.id,
-                "value": x.value,
-                "unit": x.unit,
-                "applies_to": x.applies_to,
-                "source": x.source,
-            }
-            for x in LIMITS
-        ],
+        "acceptance_limits": [dataclasses.asdict(x) for x in LIMITS],
         "checks": [check_to_dict(c) for c in checks],
         "provenance": {
             "inputs": _inputs(ctx),

@@ -9,7 +9,7 @@ and carry nothing that changes from run to run (no dates, durations or absolute 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PASS = "pass"
@@ -122,17 +122,7 @@ def check_to_dict(check: CheckResult) -> dict[str, Any]:
         "title": check.title,
         "description": check.description,
         "status": check.status,
-        "criteria": [
-            {
-                "id": c.id,
-                "criterion": c.criterion,
-                "limit": c.limit,
-                "measured": c.measured,
-                "status": c.status,
-                "reason": c.reason,
-            }
-            for c in check.criteria
-        ],
+        "criteria": [asdict(c) for c in check.criteria],
         "evidence": [
             {"title": e.title, "note": e.note, "columns": list(e.columns), "rows": list(e.rows)}
             for e in check.evidence

@@ -22,6 +22,7 @@ from typing import Any
 
 from nkflow.errors import ConfigError, NkflowError
 from nkflow.provenance import sha256_file
+from nkflow.tables import read_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +97,8 @@ class ReportInputs:
 
 def read_text_table(path: Path) -> tuple[list[Row], list[str]]:
     """Read a TSV as text rows; returns (rows, columns). Raises ``OSError``/``ValueError``."""
-    import pandas as pd
-
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
-    cols = [str(c) for c in df.columns]
-    return [
-        dict(zip(cols, (str(v) for v in rec), strict=True)) for rec in df.itertuples(index=False)
-    ], cols
+    df = read_tsv(path, text=True)
+    return df.to_dict(orient="records"), [str(c) for c in df.columns]
 
 
 def _optional_table(path: Path, what: str, missing: list[str]) -> tuple[list[Row], list[str]]:
@@ -245,11 +241,7 @@ def _load_tubes(inp: ReportInputs, index: Path, base: Path) -> None:
     if not index.is_file():
         inp.missing.append(f"tube index not found at {index}; no gating figure or provenance")
         return
-    import csv
-
-    with index.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    for r in rows:
+    for r in read_tsv(index, text=True).to_dict(orient="records"):
         key = (r["sample_id"], r["tube"])
         png, prov = base / r["figure"], base / r["provenance"]
         if png.is_file():

@@ -42,20 +42,6 @@ KEY_PACKAGES = ("nkflow", "flowkit", "flowio", "numpy", "pandas", "snakemake")
 # ----------------------------------------------------------------------------- small helpers
 
 
-def first(row: Row, *names: str) -> str:
-    """The first non-empty cell among ``names`` (``""`` when none)."""
-    for n in names:
-        v = row.get(n, "")
-        if v != "":
-            return v
-    return ""
-
-
-def to_float(text: str) -> float | None:
-    """Parse a table cell as float for plotting/sorting only; ``None`` when empty/invalid."""
-    return fmt.number(text)
-
-
 def truthy(text: str) -> bool:
     """Table booleans: ``True``/``true``/``1``/``yes`` are true."""
     return text.strip().lower() in {"true", "1", "yes", "y"}
@@ -114,8 +100,8 @@ def rows_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
 
 def fcs_of(prov: dict[str, Any]) -> tuple[str, str]:
     """(path, sha256) of the FCS file recorded in a tube ``provenance.json``."""
-    path = prov.get("fcs_file") or prov.get("fcs_path") or ""
-    sha = prov.get("fcs_sha256") or prov.get("sha256") or ""
+    path = prov.get("fcs_file") or ""
+    sha = prov.get("fcs_sha256") or ""
     return str(path), str(sha)
 
 
@@ -157,8 +143,8 @@ def patient_samples(inp: ReportInputs, pid: str) -> list[str]:
     visits = sorted(
         (r for r in inp.visits if r.get("patient_id") == pid),
         key=lambda r: (
-            to_float(r.get("study_day", "")) is None,
-            to_float(r.get("study_day", "")) or 0.0,
+            fmt.number(r.get("study_day", "")) is None,
+            fmt.number(r.get("study_day", "")) or 0.0,
         ),
     )
     for r in [*visits, *(r for r in inp.samples if r.get("patient_id") == pid)]:
@@ -169,6 +155,18 @@ def patient_samples(inp: ReportInputs, pid: str) -> list[str]:
     if ep.get("sample_id") and ep["sample_id"] not in seen:
         seen.append(ep["sample_id"])
     return seen
+
+
+def _infusions(pid: str, ep: Row, inp: ReportInputs) -> tuple[list[Row], list[str]]:
+    """The patient's infusion-sheet rows by infusion number, and each infusion's cells/kg.
+
+    The cells/kg come from endpoints.tsv.
+    """
+    rows = sorted(
+        _patient_rows(inp.sheets.get("infusions", []), pid),
+        key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
+    )
+    return rows, [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
 
 
 def _dose_range(lo: float, hi: float) -> str:
@@ -185,14 +183,10 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
     flagged = [f.detail for f in flags if f.code == "dose_out_of_range"]
     if not flagged:
         return ""
-    infusions = sorted(
-        _patient_rows(inp.sheets.get("infusions", []), pid),
-        key=lambda r: to_float(r.get("infusion_number", "")) or 0.0,
-    )
-    per_kg = [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
+    infusions, per_kg = _infusions(pid, ep, inp)
     by_number = (
         {
-            f"{to_float(r.get('infusion_number', ''))}": k
+            f"{fmt.number(r.get('infusion_number', ''))}": k
             for r, k in zip(infusions, per_kg, strict=True)
         }
         if len(infusions) == len(per_kg)
@@ -202,7 +196,7 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
         f"infusion {n} ({fmt.dose(by_number[key]) if key in by_number else NOT_RECORDED})"
         for n in flagged[0].split(",")
         if n
-        for key in [f"{to_float(n)}"]
+        for key in [f"{fmt.number(n)}"]
     )
     lo, hi = (float(x) for x in settings(inp.config)["dose_range_per_kg"])
     d_lo, d_hi = (float(x) for x in DEFAULTS["dose_range_per_kg"])
@@ -254,12 +248,9 @@ def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
             + _borderline_text(ep, threshold)
             + "</div>"
         )
-    reasons = split_codes(ep.get("reason", ""))
-    if reasons:
-        lines.append("<div>Reason: " + "".join(h.badge(r, "flag") for r in reasons) + "</div>")
-    flags = split_codes(ep.get("flags", ""))
-    if flags:
-        lines.append("<div>Flags: " + "".join(h.badge(f, "flag") for f in flags) + "</div>")
+    for label, col in (("Reason", "reason"), ("Flags", "flags")):
+        if codes := split_codes(ep.get(col, "")):
+            lines.append(f"<div>{label}: " + "".join(h.badge(c, "flag") for c in codes) + "</div>")
     if dose_note:
         lines.append(f"<div>{h.esc(dose_note)}</div>")
     word = h.esc(verdict)
@@ -284,7 +275,7 @@ def _borderline_text(ep: Row, threshold: float) -> str:
         return text
     parts = []
     lo, hi = ep.get("donor_nk_per_ul_all_lo95", ""), ep.get("donor_nk_per_ul_all_hi95", "")
-    if lo and hi and (to_float(lo) or 0.0) <= threshold <= (to_float(hi) or 0.0):
+    if lo and hi and (fmt.number(lo) or 0.0) <= threshold <= (fmt.number(hi) or 0.0):
         parts.append(
             f"the 95 % interval of gate placement, counting and chimerism "
             f"({h.esc(fmt.interval(lo, hi))}) contains {threshold:g}/µL"
@@ -319,10 +310,10 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
             dist.get("bin_edges", []),
             dist.get("counts", []),
             threshold,
-            to_float(ep.get("donor_nk_per_ul", "")),
+            fmt.number(ep.get("donor_nk_per_ul", "")),
             (
-                to_float(ep.get("donor_nk_per_ul_all_lo95", "")),
-                to_float(ep.get("donor_nk_per_ul_all_hi95", "")),
+                fmt.number(ep.get("donor_nk_per_ul_all_lo95", "")),
+                fmt.number(ep.get("donor_nk_per_ul_all_hi95", "")),
             ),
             pid,
         )
@@ -387,30 +378,28 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
         f"date {ep.get('alc_date', '') or nr}",
         cbc_source_row(ep, inp),
     ]
-    if first(ep, "alc_status") not in ("", "ok"):
-        alc_src.append(f"status {ep['alc_status']}")
 
     nk_pct = ep.get("nk_pct_of_lymphocytes", "")
     num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
-    denom_pop = first(ep, "lymphocyte_population", "denominator_population") or str(
+    denom_pop = ep.get("lymphocyte_population", "") or str(
         settings(inp.config)["denominator_population"]
     )
     nk_src = [
         f"{num or nr} NK events / {den or nr} {denom_pop} events",
-        f"tube {first(ep, 'nk_tube') or 'nk'}",
-        f"FCS file {first(ep, 'nk_tube_fcs', 'nk_fcs_file') or nr}",
+        "tube nk",
+        f"FCS file {ep.get('nk_tube_fcs', '') or nr}",
     ]
-    method = first(ep, "count_method", "absolute_count_method")
+    method = ep.get("count_method", "")
     if method:
         nk_src.append(f"absolute-count method {method}")
 
     donor = ep.get("donor_chimerism_pct", "")
     chim_src = [
         f"fraction {ep.get('chimerism_fraction', '') or nr}",
-        f"date {first(ep, 'chimerism_date') or nr}",
-        f"source {first(ep, 'chimerism_source') or nr}",
+        f"date {ep.get('chimerism_date', '') or nr}",
+        f"source {ep.get('chimerism_source', '') or nr}",
     ]
-    sd = first(ep, "donor_chimerism_sd", "chimerism_sd")
+    sd = ep.get("donor_chimerism_sd", "")
     if sd:
         chim_src.append(f"SD {sd}")
     chim_src.extend(str_loci_text(ep, inp))
@@ -450,15 +439,12 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
 
 
 def cbc_source_row(ep: Row, inp: ReportInputs) -> str:
-    """Where the ALC came from: ``alc_source_row``, else the CBC sheet's matching data row.
+    """Where the ALC came from: the CBC sheet's matching data row.
 
-    ``alc_source_row`` when the table has it; else the CBC sheet's 1-based data row with the same
-    patient, date and original value (found, not computed).
+    The CBC sheet's 1-based data row with the same patient, date and original value (found, not
+    computed).
     """
     sheet = (inp.config.get("sheets") or {}).get("cbc", "")
-    given = first(ep, "alc_source_row", "cbc_row")
-    if given:
-        return f"{sheet or 'CBC sheet'} row {given}"
     rows = inp.sheets.get("cbc", [])
     if not sheet or not rows or not ep.get("alc_date"):
         return f"CBC row {NOT_RECORDED}"
@@ -476,7 +462,7 @@ def cbc_source_row(ep: Row, inp: ReportInputs) -> str:
 
 def str_loci_text(ep: Row, inp: ReportInputs) -> list[str]:
     """Loci detail when % donor was computed from STR peaks (str_results/str_loci tables)."""
-    if first(ep, "chimerism_source") != "str_peaks":
+    if ep.get("chimerism_source") != "str_peaks":
         return []
     key = (ep.get("patient_id"), ep.get("chimerism_date"), ep.get("chimerism_fraction"))
 
@@ -507,38 +493,31 @@ def str_loci_text(ep: Row, inp: ReportInputs) -> list[str]:
 
 
 def _series(rows: Sequence[Row], label: str, col: str, ci: bool = False) -> Series:
-    days = [to_float(r.get("study_day", "")) for r in rows]
-    vals = [to_float(r.get(col, "")) for r in rows]
-    lo = [to_float(r.get(f"{col}_lo95", "")) for r in rows] if ci else None
-    hi = [to_float(r.get(f"{col}_hi95", "")) for r in rows] if ci else None
+    days = [fmt.number(r.get("study_day", "")) for r in rows]
+    vals = [fmt.number(r.get(col, "")) for r in rows]
+    lo = [fmt.number(r.get(f"{col}_lo95", "")) for r in rows] if ci else None
+    hi = [fmt.number(r.get(f"{col}_hi95", "")) for r in rows] if ci else None
     return Series(label, days, vals, lo, hi)  # type: ignore[arg-type]
 
 
 def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
     rows = [r for r in inp.visits if r.get("patient_id") == pid]
-    rows.sort(key=lambda r: to_float(r.get("study_day", "")) or 0.0)
+    rows.sort(key=lambda r: fmt.number(r.get("study_day", "")) or 0.0)
     if not rows:
         return h.section(
             "kinetics", "Kinetics over visits", h.note("No visits for this patient in visits.tsv.")
         )
-    total_col = next(
-        (c for c in ("nk_per_ul", "total_nk_per_ul") if c in inp.visits_columns), "nk_per_ul"
-    )
-    ki_col = next(
-        (c for c in ("treg_ki67_pct_of_cd4", "ki67_treg_pct_of_cd4") if c in inp.visits_columns),
-        "treg_ki67_pct_of_cd4",
-    )
     uri = kinetics_figure(
         [
             _series(rows, "donor NK/µL", "donor_nk_per_ul", ci=True),
-            _series(rows, "total NK/µL", total_col, ci=True),
+            _series(rows, "total NK/µL", "total_nk_per_ul", ci=True),
         ],
         [
             _series(rows, "Treg % of CD4", "treg_pct_of_cd4"),
-            _series(rows, "Ki-67+ Treg % of CD4", ki_col),
+            _series(rows, "Ki-67+ Treg % of CD4", "treg_ki67_pct_of_cd4"),
         ],
         threshold,
-        to_float(ep.get("study_day", "")),
+        fmt.number(ep.get("study_day", "")),
         pid,
     )
     wanted = [
@@ -548,13 +527,13 @@ def _kinetics(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         "status",
         "alc_per_ul",
         "nk_pct_of_lymphocytes",
-        total_col,
+        "total_nk_per_ul",
         "donor_chimerism_pct",
         "donor_nk_per_ul",
         "donor_nk_per_ul_lo95",
         "donor_nk_per_ul_hi95",
         "treg_pct_of_cd4",
-        ki_col,
+        "treg_ki67_pct_of_cd4",
         "treg_ki67_per_ul",
         "flags",
     ]
@@ -579,13 +558,11 @@ VISIT_HEADERS = {
     "alc_per_ul": "ALC /µL",
     "nk_pct_of_lymphocytes": "NK % of lymph.",
     "total_nk_per_ul": "total NK /µL",
-    "nk_per_ul": "total NK /µL",
     "donor_chimerism_pct": "% donor",
     "donor_nk_per_ul": "donor NK /µL",
     "donor_nk_per_ul_lo95": "95 % interval",
     "treg_pct_of_cd4": "Treg % of CD4",
     "treg_ki67_pct_of_cd4": "Ki-67+ Treg % of CD4",
-    "ki67_treg_pct_of_cd4": "Ki-67+ Treg % of CD4",
     "treg_ki67_per_ul": "Ki-67+ Treg /µL",
 }
 
@@ -625,13 +602,9 @@ def _patient_rows(rows: Sequence[Row], pid: str) -> list[Row]:
 def _dose(pid: str, ep: Row, inp: ReportInputs) -> str:
     sheets = inp.config.get("sheets") or {}
     parts = ["<h3>NK-cell infusions</h3>"]
-    inf = sorted(
-        _patient_rows(inp.sheets.get("infusions", []), pid),
-        key=lambda r: to_float(r.get("infusion_number", "")) or 0.0,
-    )
+    inf, per_kg = _infusions(pid, ep, inp)
     if inf:
         cols = [c for c in inf[0] if c != "patient_id"]
-        per_kg = [x.strip() for x in ep.get("cells_per_kg_infusions", "").split(",") if x.strip()]
         body = [[r.get(c, "") for c in cols] for r in inf]
         if len(per_kg) == len(inf):
             cols = [*cols, "cells/kg (endpoints.tsv)"]
@@ -1139,30 +1112,19 @@ def _qc_summary(inp: ReportInputs) -> str:
     status_rows = _tube_status_rows(inp.qc, inp.config)
     flagged = [r for r in status_rows if 'class="badge PASS"' not in r[2]]
     body += f"<h3>Tubes not PASS ({len(flagged)} of {len(status_rows)})</h3>"
-    body += (
-        h.table(
+
+    def tubes_table(rows: list[list[str]], **kw: Any) -> str:
+        return h.table(
             ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
-            [
-                [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
-                for r in flagged
-            ],
+            [[h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]] for r in rows],
             raw_columns=range(5),
+            **kw,
         )
-        if flagged
-        else h.note("Every tube passed QC.")
-    )
+
+    body += tubes_table(flagged) if flagged else h.note("Every tube passed QC.")
     body += h.details(
         f"Every tube ({len(status_rows)})",
-        h.table(
-            ["patient", "sample", "tube", "tube status", "checks not PASS (reason)"],
-            [
-                [h.esc(patient_of.get(r[0], "")), h.esc(r[0]), h.esc(r[1]), r[2], r[3]]
-                for r in status_rows
-            ],
-            raw_columns=range(5),
-            css_class="sortable",
-            table_id="qc-tubes",
-        ),
+        tubes_table(status_rows, css_class="sortable", table_id="qc-tubes"),
     )
     removed = time_qc_rows(inp, sorted(tubes))
     if removed:
@@ -1211,9 +1173,9 @@ def render_index(inp: ReportInputs, run_date: str) -> str:
         CohortPoint(
             e["patient_id"],
             e.get("verdict", "") or "NOT_EVALUABLE",
-            to_float(e.get("donor_nk_per_ul", "")),
-            to_float(e.get("donor_nk_per_ul_lo95", "")),
-            to_float(e.get("donor_nk_per_ul_hi95", "")),
+            fmt.number(e.get("donor_nk_per_ul", "")),
+            fmt.number(e.get("donor_nk_per_ul_lo95", "")),
+            fmt.number(e.get("donor_nk_per_ul_hi95", "")),
         )
         for e in inp.endpoints
     ]

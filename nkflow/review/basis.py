@@ -198,13 +198,6 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
-def read_rows_text(text: str) -> list[dict[str, str]]:
-    """TSV text as text rows."""
-    import io
-
-    return list(csv.DictReader(io.StringIO(text), delimiter="\t"))
-
-
 def tube_records(index_rows: Sequence[Mapping[str, str]], base_dir: Path) -> list[TubeRecord]:
     """The tubes of a run's tube index (``cohort/tubes.tsv``) with their provenance.
 

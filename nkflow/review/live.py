@@ -39,6 +39,7 @@ from nkflow.gating import override_files as overrides
 from nkflow.review import audit, basis, signing
 from nkflow.review.settings import review_settings
 from nkflow.review.users import authenticate, load_users
+from nkflow.tables import read_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +59,8 @@ VERTICES = "vertices"
 OPEN_TUBES = 4
 
 
-def _text_frame(text: str) -> Any:
-    import pandas as pd
-
-    return pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False)
-
-
-def _typed_frame(text: str) -> Any:
-    import pandas as pd
-
-    return pd.read_csv(io.StringIO(text), sep="\t", keep_default_na=False, na_values=[""])
+def _frame(text: str, as_text: bool = False) -> Any:
+    return read_tsv(io.StringIO(text), text=as_text)
 
 
 def _sha(text: str) -> str:
@@ -117,6 +110,8 @@ class OpenTube:
     #: the candidate on disk when opened: {(gate, marker, side): value} and, for a polygon,
     #: {(gate, VERTICES, ""): ((x, y), ...)}
     on_disk: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    #: gate -> its override file on disk when opened, named as the workflow names it
+    overrides: dict[str, Any] = field(default_factory=dict)
     #: the last gating result (its unchanged leading gates are reused by the next preview)
     last: Any = None
 
@@ -142,13 +137,11 @@ class ReviewRun:
         self.index = {
             (r["sample_id"], r["tube"]): r for r in basis.read_rows(res / "cohort/tubes.tsv")
         }
-        self.qc_text = (res / "qc/tubes.tsv").read_text(encoding="utf-8")
-        self.counts_text = (res / "cohort/counts.tsv").read_text(encoding="utf-8")
+        self.qc = read_tsv(res / "qc/tubes.tsv", text=True)
+        self.counts = read_tsv(res / "cohort/counts.tsv", text=True)
         # the NK tubes' re-gatings, which the endpoint's uncertainty columns are computed from
         pert = res / "cohort/perturbation.tsv"
-        self.perturbation_text = pert.read_text(encoding="utf-8") if pert.is_file() else None
-        self.qc_rows = basis.read_rows(res / "qc/tubes.tsv")
-        self.count_rows = basis.read_rows(res / "cohort/counts.tsv")
+        self.perturbation = read_tsv(pert) if pert.is_file() else None
         study = Study(config)
         self.samples = study.samples
         self.inputs = study.visit_inputs
@@ -158,6 +151,12 @@ class ReviewRun:
         }
         self._rows = {
             (str(r["sample_id"]), str(r["tube"])): r for r in self.samples.to_dict(orient="records")
+        }
+        self._patient_id = {sid: str(r["patient_id"]) for (sid, _), r in self._rows.items()}
+        # the basis of every patient as the run wrote it (read once: the run does not change)
+        self.run_bases = {
+            pid: basis.patient_basis(pid, r, self.visits, self.tube_records.values())
+            for pid, r in self.endpoints.items()
         }
         self._settings = {
             key: tube_settings(config, r["panel"], r["gating"]) for key, r in self._rows.items()
@@ -185,7 +184,7 @@ class ReviewRun:
 
     def patient_of(self, sample_id: str) -> str:
         """The patient a sample belongs to (from the sample sheet)."""
-        return str(next(r for k, r in self._rows.items() if k[0] == sample_id)["patient_id"])
+        return self._patient_id[sample_id]
 
     # ------------------------------------------------------------------ queue
 
@@ -222,9 +221,12 @@ class ReviewRun:
         states = self.review_states()
         visit_by = {v["sample_id"]: v for v in self.visits}
         qc_by: dict[tuple[str, str], list[dict[str, str]]] = {}
-        for r in self.qc_rows:
+        for r in self.qc.to_dict(orient="records"):
             qc_by.setdefault((r["sample_id"], r["tube"]), []).append(r)
-        counts_by = {(r["sample_id"], r["tube"], r["population"]): r for r in self.count_rows}
+        counts_by = {
+            (r["sample_id"], r["tube"], r["population"]): r
+            for r in self.counts.to_dict(orient="records")
+        }
         low = int(self.endpoint_settings["low_event_count"])
         items = []
         for (sid, tube), idx in self.index.items():
@@ -303,9 +305,9 @@ class ReviewRun:
         The run's basis, except for patients with override files the run has not applied
         (:meth:`predicted_basis`, cached per set of files).
         """
-        out = basis.run_bases(self.rs.results, self.base)
+        out = dict(self.run_bases)
         for pid in out:
-            keys = [k for k in self.index if self.patient_of(k[0]) == pid and self.pending(*k)]
+            keys = self._pending(pid)
             if not keys:
                 continue
             stamp = tuple(
@@ -361,9 +363,12 @@ class ReviewRun:
             while len(self._open) > OPEN_TUBES:
                 self._open.popitem(last=False)
         self._open.move_to_end(key)
-        ot.file_sha, ot.on_disk = {}, {}
+        ot.file_sha, ot.on_disk, ot.overrides = {}, {}, {}
         for p in overrides.tube_files(self.rs.overrides, sample_id, tube):
-            ov = overrides.read_override(p)
+            # named as the workflow names it (relative to the run directory): the name
+            # reaches qc.tsv, whose bytes a signature on the predicted basis rests on
+            ov = overrides.read_override(p, label=os.path.relpath(p, self.base))
+            ot.overrides[ov.gate] = ov
             ot.file_sha[ov.gate] = ov.info["sha256"]
             for (m, s), v in ov.bounds.items():
                 ot.on_disk[(ov.gate, m, s)] = v
@@ -448,7 +453,7 @@ class ReviewRun:
         qc_table = qc.checks_table(ot.sample_id, ot.tube, gated.checks, ot.prep.qc_cfg)
         qc_tsv = format_frame(qc_table)
         cfg = qc.QcConfig.from_dict(self.config.get("qc", {}))
-        table = _typed_frame(qc_tsv)
+        table = _frame(qc_tsv)
         row = self._rows[(ot.sample_id, ot.tube)]
         prov = dict(ot.prep.prov)
         table = qc.add_checks(
@@ -461,7 +466,7 @@ class ReviewRun:
         return (
             counts_tsv,
             qc_tsv,
-            format_frame(_typed_frame(counts_tsv)),
+            format_frame(_frame(counts_tsv)),
             format_frame(table),
             pert_tsv,
         )
@@ -488,18 +493,16 @@ class ReviewRun:
 
         samples = self.samples[self.samples["patient_id"] == pid]
         sids = set(samples["sample_id"])
-        counts = _text_frame(self.counts_text)
-        qcdf = _text_frame(self.qc_text)
-        counts = counts[counts["sample_id"].isin(sids)]
-        qcdf = qcdf[qcdf["sample_id"].isin(sids)]
+        counts = self.counts[self.counts["sample_id"].isin(sids)]
+        qcdf = self.qc[self.qc["sample_id"].isin(sids)]
         for (sid, tube), (ctext, qtext, _ptext) in replaced.items():
             counts = pd.concat(
                 [counts[~((counts["sample_id"] == sid) & (counts["tube"] == tube))],
-                 _text_frame(ctext)], ignore_index=True,
+                 _frame(ctext, as_text=True)], ignore_index=True,
             )  # fmt: skip
             qcdf = pd.concat(
                 [qcdf[~((qcdf["sample_id"] == sid) & (qcdf["tube"] == tube))],
-                 _text_frame(qtext)], ignore_index=True,
+                 _frame(qtext, as_text=True)], ignore_index=True,
             )  # fmt: skip
         inp = self.inputs
         infusions = inp.infusions[inp.infusions["patient_id"] == pid]
@@ -540,16 +543,16 @@ class ReviewRun:
 
         from nkflow.tables import format_frame
 
-        if self.perturbation_text is None:
+        if self.perturbation is None:
             return None
-        cohort = _typed_frame(self.perturbation_text)
+        cohort = self.perturbation
         keep = cohort["sample_id"].astype(str).isin(sids)
         for sid, tube in replaced:
             keep &= ~((cohort["sample_id"].astype(str) == sid) & (cohort["tube"] == tube))
         parts = [cohort[keep]]
-        parts += [_typed_frame(p) for _c, _q, p in replaced.values() if p is not None]
+        parts += [_frame(p) for _c, _q, p in replaced.values() if p is not None]
         # through the bytes the endpoints step reads (collect's concat, write, read back)
-        return _typed_frame(format_frame(pd.concat(parts, ignore_index=True)))
+        return _frame(format_frame(pd.concat(parts, ignore_index=True)))
 
     def editable(self, gated: Any) -> list[dict[str, Any]]:
         """The rectangle bounds of the gating that a reviewer can move, with what set them."""
@@ -609,18 +612,9 @@ class ReviewRun:
         counts_tsv, _qc_tsv, crow, qrow, ptext = self._tube_text(ot, gated)
         vrows, ep = self._patient(ot.patient_id, {(sample_id, tube): (crow, qrow, ptext)})
         visit = next((v for v in vrows if v["sample_id"] == sample_id), {})
-        pops = [
-            {
-                "population": r["population"],
-                "parent": r["parent"],
-                "events": r["events"],
-                "pct_of_parent": r["pct_of_parent"],
-                "status": r["status"],
-                "reason": r["reason"],
-            }
-            for r in basis.read_rows_text(counts_tsv)
-        ]
-        status = str(_text_frame(qrow)["tube_status"].iloc[0])
+        shown = ["population", "parent", "events", "pct_of_parent", "status", "reason"]
+        pops = _frame(counts_tsv, as_text=True)[shown].to_dict(orient="records")
+        status = str(_frame(qrow, as_text=True)["tube_status"].iloc[0])
         return {
             "sample_id": sample_id,
             "tube": tube,
@@ -809,41 +803,30 @@ class ReviewRun:
 
     # ------------------------------------------------------------------ signing
 
-    def pending_tubes(self, pid: str) -> list[str]:
-        """``sample/tube`` of the patient's tubes with override files the run has not applied."""
-        return [
-            f"{s}/{t}" for s, t in self.index if self.patient_of(s) == pid and self.pending(s, t)
-        ]
+    def _pending(self, pid: str) -> list[tuple[str, str]]:
+        """The patient's tubes with override files the run has not applied."""
+        return [k for k in self.index if self.patient_of(k[0]) == pid and self.pending(*k)]
 
     def predicted_basis(self, pid: str) -> tuple[basis.Basis, list[str]]:
         """The basis the patient's endpoint will rest on after a rerun, and the tubes behind it.
 
         The tubes are those whose pending override files were applied to predict the basis.
         """
-        pending = [k for k in self.index if self.patient_of(k[0]) == pid and self.pending(*k)]
+        pending = self._pending(pid)
         if not pending:
-            return basis.run_bases(self.rs.results, self.base)[pid], []
+            return self.run_bases[pid], []
+        from nkflow.tube import gate_tube
+
         replaced, tube_files = {}, {}
         for key in pending:
             ot = self.open(*key)
-            files = overrides.tube_files(self.rs.overrides, *key)
-            gov = {}
-            for p in files:
-                # named as the workflow names it (relative to the run directory): the name
-                # reaches qc.tsv, whose bytes the signature rests on
-                ov = overrides.read_override(p, label=os.path.relpath(p, self.base))
-                gov[ov.gate] = ov
-            from nkflow.tube import gate_tube
-
+            gov = dict(ot.overrides)
             gated = gate_tube(ot.prep, gov)
             counts_tsv, qc_tsv, crow, qrow, ptext = self._tube_text(ot, gated)
             replaced[key] = (crow, qrow, ptext)
             tube_files[key] = (counts_tsv, qc_tsv, gov)
         vrows, ep = self._patient(pid, replaced)
-        tubes = []
-        for key, rec in self.tube_records.items():
-            if key not in tube_files:
-                tubes.append(rec)
+        tubes = [rec for key, rec in self.tube_records.items() if key not in tube_files]
         b = basis.patient_basis(pid, ep, vrows, tubes)
         items, authors = dict(b.items), dict(b.override_authors)
         for (sid, tube), (counts_tsv, qc_tsv, gov) in tube_files.items():
@@ -870,7 +853,7 @@ class ReviewRun:
         authenticate(users, user_id, password)  # before any work, and before any log write
         bases = self.bases()
         signing.sync_voids(self.rs.audit_log, bases)
-        b, pending = bases[pid], self.pending_tubes(pid)
+        b, pending = bases[pid], [f"{s}/{t}" for s, t in self._pending(pid)]
         entry = signing.sign(
             self.rs.audit_log,
             users,

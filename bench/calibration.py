@@ -95,14 +95,8 @@ def simulate(
         chimerism={},
         n_nk=n_events,
     )
-    saved = gen.PHENO["nk"]
-    if cd56dim is not None:
-        levels = dict(saved["nk_cd56dim"][1], CD56=tuple(cd56dim))
-        gen.PHENO["nk"] = {**saved, "nk_cd56dim": ("lymph", levels)}
-    try:
-        tube = gen.make_tube(np.random.default_rng([seed, i, 1]), style, "nk", visit)
-    finally:
-        gen.PHENO["nk"] = saved
+    pheno = None if cd56dim is None else gen.pheno_with("nk", "nk_cd56dim", {"CD56": cd56dim})
+    tube = gen.make_tube(np.random.default_rng([seed, i, 1]), style, "nk", visit, pheno)
     path = write_tube(style, "nk", tube, workdir / f"p{i}.fcs")
     s, mi, spill, ranges = placed(path, "nk")
     res = gate_sample(

@@ -15,8 +15,9 @@ and :func:`~nkflow.tube.gate_tube` with the shipped QC defaults) on ``--gating``
 shipped ``config/gating/nk_v1.yaml``).
 
 Per tube: ``recovered`` = true NK events (per-event labels) inside the nk gate / true NK
-events; the tube's QC status; whether the nk endpoint is usable (QC not FAIL and nk computed);
-and the QC codes that failed it. Per CD56dim median it prints the median and worst recovery,
+events; ``count_ratio`` = nk gate events / true NK events (what the endpoint uses); the tube's QC status; whether the nk endpoint is usable (QC not FAIL and nk computed);
+the share of the nk gate's ``keeps_pct_of`` reference population it keeps
+(``ref_kept``, when the tree declares one); and the QC codes that failed it. Per CD56dim median it prints the median and worst recovery,
 how many tubes keep less than half their NK cells ("cut"), how many of those QC FAILs, and how
 many tubes QC FAILs although they keep at least 0.85 ("false alarms"). ``--out`` writes the
 per-tube rows as TSV.
@@ -80,6 +81,13 @@ def one_tube(
         if kept is not None
         else float("nan")
     )
+    keeps = prep.tree.gate("nk").keeps
+    ref = res.members.get(keeps.population) if keeps is not None else None
+    ref_kept = (
+        float(np.count_nonzero(ref & kept) / np.count_nonzero(ref))
+        if ref is not None and kept is not None and ref.any()
+        else float("nan")
+    )
     failed = sorted({c.reason_code for c in gated.checks if c.status == "FAIL"})
     return {
         "cd56dim_median": median,
@@ -89,6 +97,10 @@ def one_tube(
         "replicate": rep,
         "true_nk_events": int(np.count_nonzero(is_nk)),
         "recovered": round(recovered, 4),
+        "count_ratio": round(float(np.count_nonzero(kept)) / np.count_nonzero(is_nk), 4)
+        if kept is not None
+        else float("nan"),
+        "ref_kept": round(ref_kept, 4),
         "qc_status": gated.status,
         "nk_usable": gated.status != "FAIL" and "nk" not in res.not_computed,
         "qc_fail_codes": ",".join(failed),
@@ -110,6 +122,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "tubes": len(sel),
                 "median_recovered": round(float(np.median(rec0)), 3),
                 "worst_recovered": round(float(rec0.min()), 3),
+                "median_abs_count_error_pct": round(
+                    100 * float(np.nanmedian(np.abs([r["count_ratio"] - 1 for r in sel]))), 2
+                ),
                 "cut_below_half": len(cut),
                 "cut_flagged": sum(not r["nk_usable"] for r in cut),
                 "qc_fail": sum(not r["nk_usable"] for r in sel),

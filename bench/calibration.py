@@ -19,7 +19,9 @@ the same code as the workflow, on a real FCS file:
 3. the lab's chimerism: ``c + N(0, chimerism_assay_sd_pct)``, clipped to [0, 100];
 4. gating with the shipped ``nk_v1`` tree, the tube job's re-gatings (``perturb_counts``) and
    the endpoint step's draws (``combine``), with the shipped defaults of ``uncertainty``;
-5. covered when ``donor_nk_per_ul_all_lo95 <= T <= donor_nk_per_ul_all_hi95``.
+5. covered when ``donor_nk_per_ul_all_lo95 <= T <= donor_nk_per_ul_all_hi95``; a patient whose
+   gate flags fail QC (the workflow's NOT_EVALUABLE) has status ``qc_fail:<codes>`` and is not
+   evaluated.
 
 It prints one line per patient and a JSON summary (coverage, with its binomial 95 % interval,
 and the same for the counting-only interval of ``donor_nk_per_ul_lo95/hi95``); ``--out``
@@ -43,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nkflow import qc  # noqa: E402
 from nkflow.clinical import counts as cnt  # noqa: E402
 from nkflow.clinical import uncertainty as unc  # noqa: E402
 from nkflow.gating import gate_sample, load_tree  # noqa: E402
@@ -95,14 +98,8 @@ def simulate(
         chimerism={},
         n_nk=n_events,
     )
-    saved = gen.PHENO["nk"]
-    if cd56dim is not None:
-        levels = dict(saved["nk_cd56dim"][1], CD56=tuple(cd56dim))
-        gen.PHENO["nk"] = {**saved, "nk_cd56dim": ("lymph", levels)}
-    try:
-        tube = gen.make_tube(np.random.default_rng([seed, i, 1]), style, "nk", visit)
-    finally:
-        gen.PHENO["nk"] = saved
+    pheno = None if cd56dim is None else gen.pheno_with("nk", "nk_cd56dim", {"CD56": cd56dim})
+    tube = gen.make_tube(np.random.default_rng([seed, i, 1]), style, "nk", visit, pheno)
     path = write_tube(style, "nk", tube, workdir / f"p{i}.fcs")
     s, mi, spill, ranges = placed(path, "nk")
     res = gate_sample(
@@ -125,6 +122,11 @@ def simulate(
     }
     if "nk" in res.not_computed or "live" in res.not_computed:
         row["status"] = "not_computed"
+        return row
+    cfg = qc.QcConfig.from_dict(None)
+    checks = qc.gate_flag_checks(res.flags, cfg, critical={"singlets", "lymphocytes", "live", "nk"})
+    if qc.tube_status(checks, cfg)[0] == "FAIL":  # the workflow: NOT_EVALUABLE, no interval
+        row["status"] = "qc_fail:" + ",".join(c.reason_code for c in checks if c.status == "FAIL")
         return row
     k0, n0 = int(res.count("nk") or 0), int(res.count("live") or 0)
     reported = alc * k0 / n0 * chim / 100.0

@@ -67,6 +67,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -610,6 +611,16 @@ COMBINED_PHENO: dict[str, tuple[str, dict[str, Level]]] = {
     "gran": _stained(TREG_PHENO["gran"], NK_PHENO["gran"]),
 }
 PHENO = {"nk": NK_PHENO, "treg": TREG_PHENO, "combined": COMBINED_PHENO}
+
+
+def pheno_with(
+    tube: str, cell: str, levels: Mapping[str, Level]
+) -> dict[str, tuple[str, dict[str, Level]]]:
+    """``PHENO[tube]`` with ``cell``'s marker ``levels`` replaced (for ``make_tube(pheno=)``)."""
+    cls, base = PHENO[tube][cell]
+    return {**PHENO[tube], cell: (cls, {**base, **levels})}
+
+
 KI67: Level = (3.8, 0.15)
 VIAB_DEAD: Level = (4.25, 0.2)
 
@@ -1033,10 +1044,20 @@ def _lymph_shares(tube: str, visit: Visit) -> dict[str, float]:
     return {**nk_side, **t_side, "cd8": t_all * 0.40 - 0.04}
 
 
-def make_tube(rng: np.random.Generator, style: Style, tube: str, visit: Visit) -> TubeResult:
-    """Simulate one tube; returns events in file channel order and the truth counts."""
+def make_tube(
+    rng: np.random.Generator,
+    style: Style,
+    tube: str,
+    visit: Visit,
+    pheno: Mapping[str, tuple[str, dict[str, Level]]] | None = None,
+) -> TubeResult:
+    """Simulate one tube; returns events in file channel order and the truth counts.
+
+    ``pheno``: cell type -> (scatter class, marker levels) instead of ``PHENO[tube]`` (the
+    benchmarks' shifted phenotypes, e.g. CD56dim NK cells closer to the CD56- cells).
+    """
     markers = MARKERS[tube]
-    pheno = PHENO[tube]
+    pheno = PHENO[tube] if pheno is None else pheno
     n = visit.n_treg if tube == "treg" else visit.n_nk
     lymph_frac = 1.0 - sum(MIX.values())
     top = _counts(n, {**MIX, "lymph": lymph_frac})

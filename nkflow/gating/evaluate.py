@@ -663,6 +663,9 @@ def gate_sample(
     start = 0 if reuse is None else _reuse_prefix(tree, reuse, res, run.used, res.overrides)
     for g in tree.gates[start:]:
         run.gate(g)
+    for g in tree.gates:  # after every population: a reference may come later in the tree
+        if g.keeps is not None and g.id not in res.not_computed:
+            _keeps(res, g, run.label)
     if run.used:
         res.tree = tree.with_gates([run.used.get(g.id, g) for g in tree.gates])
     return res
@@ -878,7 +881,9 @@ def _reuse_prefix(
             res.members[p] = prev.members[p]
         if p in prev.not_computed:
             res.not_computed[p] = prev.not_computed[p]
-    res.flags.extend(f for f in prev.flags if f.get("gate") in prefix)
+    res.flags.extend(
+        f for f in prev.flags if f.get("gate") in prefix and f.get("code") not in KEEPS_CODES
+    )  # a keeps_pct_of flag is made again after every gate (its reference may have moved)
     res.fits.extend(f for f in prev.fits if f["gate"] in prefix)
     res.thresholds.update({g: v for g, v in prev.thresholds.items() if g in prefix})
     res.fitted_bounds.update({kb: v for kb, v in prev.fitted_bounds.items() if kb[0] in prefix})
@@ -905,6 +910,42 @@ def _plausible(res: GatingResult, g: Gate, parent: np.ndarray | None, label: str
             )
             res.flags.append({"gate": g.id, "code": "implausible", "where": pop, "message": msg})
             logger.warning(msg)
+
+
+#: flags of a ``keeps_pct_of`` check: the gate keeps too little of its reference population,
+#: or the reference was not computed or has too few events to say
+KEEPS_CODES = ("drops_reference", "drops_reference_not_assessed")
+
+
+def _keeps(res: GatingResult, g: Gate, label: str) -> None:
+    """Flag a gate that keeps less than its declared share of its reference population."""
+    assert g.keeps is not None
+    ref, lo, need = g.keeps.population, g.keeps.min_pct, g.keeps.min_events
+    where = f"gate '{g.id}'{label}: keeps_pct_of {ref}"
+    n_ref = 0 if ref in res.not_computed else int(np.count_nonzero(res.members[ref]))
+    if n_ref < need:
+        why = (
+            f"not computed ({res.not_computed[ref]})"
+            if ref in res.not_computed
+            else f"{n_ref} events, fewer than min_events {need}"
+        )
+        msg = f"{where}: not assessed, the reference population is {why}"
+        res.flags.append(
+            {"gate": g.id, "code": "drops_reference_not_assessed", "where": ref, "message": msg}
+        )
+        return
+    n_kept = int(np.count_nonzero(res.members[ref] & res.members[g.id]))
+    pct = 100.0 * n_kept / n_ref
+    if pct < lo:
+        msg = (
+            f"{where}: the gate keeps {pct:.3g} % of {ref} ({n_kept} of {n_ref} events), below "
+            f"the {lo:g} % declared in the gate tree; a boundary of '{g.id}' cuts through the "
+            "cells it should keep; fix: check the cut in the gating figure and move it with a "
+            "review override, or, if this sample's reference cells are truly outside the gate "
+            "(e.g. many CD56- NK cells), lower keeps_pct_of.min_pct in the gate tree"
+        )
+        res.flags.append({"gate": g.id, "code": "drops_reference", "where": ref, "message": msg})
+        logger.warning(msg)
 
 
 def _fit_gate(

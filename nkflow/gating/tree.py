@@ -141,6 +141,20 @@ class AutoSpec:
 
 
 @dataclass(frozen=True)
+class Keeps:
+    """``keeps_pct_of``: the share of a reference population a gate must keep.
+
+    A second signal on the same cells: CD56dim NK cells are CD16+, so the nk gate must keep most
+    of the live CD3- CD16+ cells; a CD56 cut between CD56dim and CD56bright keeps few of them.
+    """
+
+    population: str
+    min_pct: float
+    #: fewer reference events than this: not assessed (recorded), e.g. no NK at day 0
+    min_events: int
+
+
+@dataclass(frozen=True)
 class Gate:
     """One gate of the tree (see ``docs/DEVELOPING.md`` for the YAML keys)."""
 
@@ -160,6 +174,8 @@ class Gate:
     fit: ShapeFit | None = None
     #: plausible share of the parent, percent (low, high); outside is a QC failure
     plausible_pct: tuple[float, float] | None = None
+    #: share of a reference population the gate must keep; less is a QC failure
+    keeps: Keeps | None = None
 
     @property
     def fitted(self) -> bool:
@@ -499,11 +515,34 @@ def _gate(
         kw["fit"] = _shape_fit(where, gtype, fit, dims)
     key = "plausible_pct_of_parent"
     kw["plausible_pct"] = _pair(where, key, g[key]) if key in g else None
+    if "keeps_pct_of" in g:
+        kw["keeps"] = _keeps(where, g["keeps_pct_of"])
     if fit is None:  # a fitted polygon or ellipse takes its vertices / mean from each tube
         kw.update(_TYPE_FIELDS[gtype](where, g, dims, seen))
     gate = Gate(**kw)
     _register(where, gate, seen)
     return gate
+
+
+def _keeps(where: str, v: Any) -> Keeps:
+    key = "keeps_pct_of"
+    if not isinstance(v, dict) or set(v) - {"population", "min_pct", "min_events"}:
+        raise ConfigError(
+            f"{where}: '{key}' must be {{population: <id>, min_pct: <0-100>, min_events: <n>}}, "
+            f"found {v!r}"
+        )
+    pop, pct, n = (
+        v.get("population"),
+        _f(where, f"{key}.min_pct", v.get("min_pct")),
+        v.get("min_events"),
+    )
+    if not isinstance(pop, str) or not pop:
+        raise ConfigError(f"{where}: '{key}.population' must be a population id, found {pop!r}")
+    if not 0 < pct <= 100:
+        raise ConfigError(f"{where}: '{key}.min_pct' must be in (0, 100], found {pct:g}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{where}: '{key}.min_events' must be an integer >= 1, found {n!r}")
+    return Keeps(pop, pct, n)
 
 
 def _register(where: str, gate: Gate, seen: dict[str, str]) -> None:
@@ -746,6 +785,17 @@ def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:
     gates = tuple(_gate(source, i, g, transforms, seen) for i, g in enumerate(gates_raw))
     _check_same_as(source, gates)
     for g in gates:
+        if g.keeps is not None and (
+            g.type == "quadrant"
+            or g.keeps.population not in seen
+            or seen[g.keeps.population] == g.id
+        ):
+            raise ConfigError(
+                f"{source}: gate '{g.id}': 'keeps_pct_of.population: {g.keeps.population}' must "
+                "name a population of another gate in this tree (and the gate must not be a "
+                "quadrant gate)"
+            )
+    for g in gates:
         for d in g.dims:
             for fb in (d.fit_min, d.fit_max):
                 if (
@@ -845,6 +895,11 @@ def tree_to_dict(tree: GateTree) -> dict[str, Any]:
             e["complement"] = True
         if g.plausible_pct is not None:
             e["plausible_pct_of_parent"] = list(g.plausible_pct)
+        if g.keeps is not None:
+            k = g.keeps
+            e["keeps_pct_of"] = {
+                "population": k.population, "min_pct": k.min_pct, "min_events": k.min_events,
+            }  # fmt: skip
         if g.fit is not None:
             e["fit"] = {"method": g.fit.method, **{k: _plain(v) for k, v in g.fit.params}}
         elif g.type == "polygon":

@@ -186,7 +186,7 @@ def test_unknown_chimerism_fraction_stops_validate_inputs(tmp_path):
         (
             {"nk_v1": [{"cytometer": "LSRFortessa", "tree": "config/gating/treg_v1.yaml"}]},
             r"field 'gating_by_instrument.nk_v1\[0\]': tree config/gating/treg_v1.yaml lacks "
-            r"population\(s\) nk, nk_cd56bright, nk_cd56dim, nkt_like of 'nk_v1'",
+            r"population\(s\) cd3neg, cd3neg_cd16pos, nk, nk_cd56bright, nk_cd56dim, nkt_like of 'nk_v1'",
         ),
     ],
 )

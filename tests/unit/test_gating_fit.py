@@ -279,7 +279,12 @@ def test_absent_nk_is_a_real_zero_not_a_failed_fit():
     gen, res = _tube({"nk_pct": 0.0, "bright_frac": 0.5, "treg_pct_cd4": 5.0, "n_nk": 20000})
     out = _gate_events(gen, res, "bd_fortessa", tree)
     critical = [f for f in out.flags if f["gate"] in ("singlets", "lymphocytes", "live", "nk")]
-    assert critical == [], critical
+    # no CD3- CD16+ cells either: the nk gate's second-signal check is recorded as not assessed
+    # (PASS), not failed
+    assert [f["code"] for f in critical] == ["drops_reference_not_assessed"], critical
+    assert "the reference population is 0 events" in critical[0]["message"]
+    checks = qc.gate_flag_checks(critical, qc.QcConfig.from_dict(None))
+    assert [c.status for c in checks] == ["PASS"]
     bounds = out.counts_table("live").set_index("population")["boundary"]
     assert bounds["nk"].startswith("CD3 max ") and "CD56 min " in bounds["nk"]
     # the CD56 valley still exists: NKT-like cells (CD3+ CD56+) are the positive mode
@@ -409,6 +414,22 @@ def _one_gate(**gate) -> dict:
             {"plausible_pct_of_parent": [90, 10]},
             r"'plausible_pct_of_parent' low 90 must be below high 10",
         ),
+        (
+            {"keeps_pct_of": {"population": "pos", "min_pct": 30, "min_events": 50}},
+            r"'keeps_pct_of.population: pos' must name a population of another gate",
+        ),
+        (
+            {"keeps_pct_of": {"population": "x", "min_pct": 130, "min_events": 50}},
+            r"'keeps_pct_of.min_pct' must be in \(0, 100\], found 130",
+        ),
+        (
+            {"keeps_pct_of": {"population": "x", "min_pct": 30}},
+            r"'keeps_pct_of.min_events' must be an integer >= 1, found None",
+        ),
+        (
+            {"keeps_pct_of": {"population": "x", "min": 30}},
+            r"'keeps_pct_of' must be \{population: <id>, min_pct: <0-100>, min_events: <n>\}",
+        ),
     ],
 )
 def test_fitted_gate_syntax_errors_name_the_gate_and_the_fix(gate, message):
@@ -477,3 +498,78 @@ def test_an_fmo_tube_sets_the_foxp3_boundary_when_given(monkeypatch, tmp_path):
     assert abs(got - truth) / truth < 0.05, (got, truth)
     without = gate()
     assert next(f for f in without.fits if f["gate"] == "treg")["method"] == "valley"
+
+
+# ----------------------------------------------------------------------------- a second signal
+
+
+def _shoulder_tube():
+    """A tube whose CD56dim NK cells sit close to the CD56- cells (log10 median 2.9, the
+    generator's default is 3.3): the shipped CD56 valley lands between CD56dim and CD56bright
+    (bench/cd56_shoulder.py, seed 56, BD style, 30 % bright, NK 12 % of lymphocytes)."""
+    gen = _gen()
+    visit = gen.Visit(day=14, nk_pct=12.0, bright_frac=0.3, treg_pct_cd4=5.0, alc="1000",
+                      chimerism={})  # fmt: skip
+    pheno = gen.pheno_with("nk", "nk_cd56dim", {"CD56": (2.9, 0.18)})
+    rng = np.random.default_rng([56, 290, 0, 30, 12, 0])
+    return gen, gen.make_tube(rng, gen.STYLES["bd_fortessa"], "nk", visit, pheno)
+
+
+def _true_nk_kept(gen, res, out) -> float:
+    nk = np.isin(res.labels, [gen.CODE_OF["nk_cd56bright"], gen.CODE_OF["nk_cd56dim"]])
+    return np.count_nonzero(out.members["nk"] & nk) / np.count_nonzero(nk)
+
+
+def test_a_cd56_cut_between_dim_and_bright_is_a_named_qc_failure():
+    tree = load_tree(ROOT / "config" / "gating" / "nk_v1.yaml")
+    gen, res = _shoulder_tube()
+    out = _gate_events(gen, res, "bd_fortessa", tree)
+    assert _true_nk_kept(gen, res, out) < 0.5  # the cut this check is for
+    flags = [f for f in out.flags if f["code"] == "drops_reference"]
+    assert len(flags) == 1 and flags[0]["gate"] == "nk", out.flags
+    msg = flags[0]["message"]
+    assert "gate 'nk'" in msg and "below the 30 % declared in the gate tree" in msg
+    ref = out.members["cd3neg_cd16pos"]
+    kept = 100.0 * np.count_nonzero(ref & out.members["nk"]) / np.count_nonzero(ref)
+    assert f"keeps {kept:.3g} % of cd3neg_cd16pos" in msg and kept < 5
+    cfg = qc.QcConfig.from_dict(None)
+    checks = qc.gate_flag_checks(out.flags, cfg, critical={"singlets", "lymphocytes", "live", "nk"})
+    fail = [c for c in checks if c.status == "FAIL"]
+    assert [c.reason_code for c in fail] == ["gate_drops_reference:cd3neg_cd16pos"]
+    assert fail[0].check == "gate:nk" and qc.tube_status(checks, cfg)[0] == "FAIL"
+
+
+def test_a_normal_tube_keeps_its_cd16_positive_cells_and_is_not_flagged():
+    tree = load_tree(ROOT / "config" / "gating" / "nk_v1.yaml")
+    gen, res = _tube({"nk_pct": 5.0, "bright_frac": 0.3, "treg_pct_cd4": 5.0, "n_nk": 15000})
+    out = _gate_events(gen, res, "bd_fortessa", tree)
+    assert not [f for f in out.flags if f["gate"] == "nk"], out.flags
+    ref = out.members["cd3neg_cd16pos"]
+    assert np.count_nonzero(ref & out.members["nk"]) / np.count_nonzero(ref) > 0.9
+    assert _true_nk_kept(gen, res, out) > 0.9
+
+
+def test_the_check_is_made_again_when_a_reviewer_moves_the_cut():
+    """Re-gating with an override (``reuse``) drops the old flag and checks the new cut."""
+    from nkflow.gating.override import GateOverride
+
+    tree = load_tree(ROOT / "config" / "gating" / "nk_v1.yaml")
+    gen, res = _shoulder_tube()
+    style = gen.STYLES["bd_fortessa"]
+    mi, spill, rng_of = _placement(gen, res, style, "nk")
+    ev = res.events.astype(np.float64)
+    first = gate_sample(tree, ev, mi, spill=spill, ranges=rng_of)
+    assert [f["code"] for f in first.flags if f["gate"] == "nk"] == ["drops_reference"]
+    cd3 = first.fitted_bounds[("nk", "CD3")]
+    ov = GateOverride(gate="nk", bounds={("CD3", "max"): cd3, ("CD56", "min"): 0.36})
+    again = gate_sample(tree, ev, mi, spill=spill, ranges=rng_of, overrides={"nk": ov},
+                        reuse=first)  # fmt: skip
+    assert not [f for f in again.flags if f["code"] == "drops_reference"], again.flags
+    assert np.count_nonzero(again.members["cd3neg_cd16pos"] & again.members["nk"]) > 0.9 * (
+        np.count_nonzero(again.members["cd3neg_cd16pos"])
+    )
+    # a later gate moved: the nk gate is reused, its check made once more, not copied as well
+    later = GateOverride(gate="nk_cd56bright", bounds={("CD16", "max"): 0.5})
+    third = gate_sample(tree, ev, mi, spill=spill, ranges=rng_of,
+                        overrides={"nk_cd56bright": later}, reuse=first)  # fmt: skip
+    assert [f["code"] for f in third.flags if f["gate"] == "nk"] == ["drops_reference"]

@@ -3,6 +3,7 @@ without a spillover matrix, run through :func:`nkflow.tube.run_tube` as the work
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,15 @@ from tests.generated import ROOT, generator
 
 @pytest.fixture(scope="module")
 def uncompensated(tmp_path_factory) -> Path:
-    """A generated nk tube written without $SPILLOVER (and none configured)."""
+    """A generated nk tube written without $SPILLOVER (and none configured).
+
+    Its detectors see no spillover (``spill_base`` 0), so the tube gates as a compensated one
+    would: the only finding is the missing matrix. (With real spillover left in, the
+    uncompensated NK gate keeps none of the CD3- CD16+ cells and the tube fails on
+    ``gate_drops_reference``, which is right but not what these tests are about.)
+    """
     gen = generator()
-    style = gen.STYLES["bd_fortessa"]
+    style = dataclasses.replace(gen.STYLES["bd_fortessa"], spill_base=(0.0, 0.0, 0.0))
     visit = gen.Visit(day=0, alc="500", nk_pct=12.0, bright_frac=0.1, treg_pct_cd4=5.0,
                       chimerism={})  # fmt: skip
     res = gen.make_tube(np.random.default_rng(3), style, "nk", visit)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import ConfigError
 from nkflow.schemas import check_against_schema, fill_defaults, load_schema
 
@@ -240,25 +241,23 @@ def _check_roles(cfg: dict[str, Any], samples: Any, trees: dict[str, Any]) -> No
     ConfigError
         Naming the field, the value, and the names that are allowed.
     """
-    from nkflow.clinical.endpoint_settings import settings
-
-    s = settings(cfg)
+    s = EndpointSettings.from_config(cfg)
     allowed_tubes = load_schema("samples")["properties"]["tube"]["roles"]
-    for role, name in s["tubes"].items():
+    for role, name in s.tubes.items():
         if name not in allowed_tubes:
             raise ConfigError(
                 f"config: field 'endpoints.tubes.{role}': found {name!r}; expected a tube name "
                 f"the sample sheet allows: {', '.join(allowed_tubes)}; fix: use one of those"
             )
-    pops = s["populations"]
-    beads = ["beads"] if s["absolute_count_method"] == "single_platform_beads" else []
+    pops = s.populations
+    beads = ["beads"] if s.absolute_count_method == "single_platform_beads" else []
     needs = {
-        s["tubes"]["nk"]: [
-            ("denominator_population", s["denominator_population"]),
+        s.tubes["nk"]: [
+            ("denominator_population", s.denominator_population),
             *((f"populations.{r}", pops[r]) for r in ("nk", "nk_cd56bright", "nk_cd56dim", *beads)),
         ],
-        s["tubes"]["treg"]: [
-            ("denominator_population", s["denominator_population"]),
+        s.tubes["treg"]: [
+            ("denominator_population", s.denominator_population),
             *((f"populations.{r}", pops[r]) for r in ("cd4", "treg", "treg_ki67", *beads)),
         ],
     }
@@ -342,7 +341,6 @@ class Study:
         order ``sheet_warnings.tsv`` gives them.
         """
         from nkflow.clinical import sheets
-        from nkflow.clinical.endpoint_settings import settings
         from nkflow.clinical.visits import compute_str_results
 
         cfg, base = self.config, self.base_dir
@@ -354,7 +352,7 @@ class Study:
         warnings += w
         str_results = loci = None
         if peaks is not None:
-            str_results, loci = compute_str_results(peaks, settings(cfg))
+            str_results, loci = compute_str_results(peaks, EndpointSettings.from_config(cfg))
         warnings += sheets.unused_column_warnings(cfg, base)
         return VisitInputs(
             self.samples, infusions, cbc, chimerism, peaks, str_results, loci, warnings

@@ -14,7 +14,7 @@ Contract
   result by :func:`nkflow.clinical.visits.chimerism_candidates` and
   :func:`nkflow.clinical.chimerism.select_result`, the day-14 visit by
   :func:`nkflow.clinical.endpoints.choose_visit` (its window by ``window_candidates``), the settings by
-  :func:`nkflow.clinical.endpoint_settings.settings`. Nothing here chooses on its own.
+  :meth:`nkflow.clinical.endpoint_settings.EndpointSettings.from_config`. Nothing here chooses on its own.
 * Gating and QC results are not known before the tubes run: the plan names the FCS file, gate
   tree and panel that will be read, never a count. % donor from raw STR peaks *is* computed (it
   is cheap, and it decides the choice: a result with too few informative loci is no candidate).
@@ -41,7 +41,7 @@ from nkflow.clinical import chimerism as chim
 from nkflow.clinical import counts as cnt
 from nkflow.clinical import endpoints as ep
 from nkflow.clinical import visits as vis
-from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.config import Study
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class Plan:
 
     rows: list[dict[str, Any]]
     patients: dict[str, dict[str, Any]]
-    settings: dict[str, Any]
+    settings: EndpointSettings
     sheets: dict[str, str]
     gating: dict[str, str]
     warnings: list[str]
@@ -141,15 +141,15 @@ def build_plan(
     warnings
         Sheet warnings, passed through to :attr:`Plan.warnings`.
     """
-    s = settings(config)
-    tubes = s["tubes"]
-    target, before, after = int(s["target_day"]), int(s["window_before"]), int(s["window_after"])
-    beads_method = s["absolute_count_method"] == "single_platform_beads"
-    preference = list(s["chimerism_preference"])
-    tol_chim = int(s["chimerism_tolerance_days"])
+    s = EndpointSettings.from_config(config)
+    tubes = s.tubes
+    target, before, after = s.target_day, s.window_before, s.window_after
+    beads_method = s.absolute_count_method == "single_platform_beads"
+    preference = list(s.chimerism_preference)
+    tol_chim = s.chimerism_tolerance_days
     gating_cfg = config.get("gating") or {}
 
-    day0 = vis.day0_dates(infusions, s["day0_infusion"])
+    day0 = vis.day0_dates(infusions, s.day0_infusion)
     n_inf: dict[str, int] = {}
     for rec in infusions.to_dict(orient="records"):
         n_inf[str(rec["patient_id"])] = n_inf.get(str(rec["patient_id"]), 0) + 1
@@ -182,7 +182,7 @@ def build_plan(
             missing.append("no_infusion")
         else:
             r["study_day"] = (cdate - d0).days
-            r["day0_infusion"] = int(s["day0_infusion"])
+            r["day0_infusion"] = s.day0_infusion
         not_found: list[str] = []
         for role in ("nk", "treg"):
             row = tube_rows.get(tubes[role])
@@ -207,7 +207,7 @@ def build_plan(
         ):
             missing.append("missing_beads")
 
-        alc_row = vis.fill_alc(r, cbc_by.get(pid, []), cdate, int(s["cbc_tolerance_days"]))
+        alc_row = vis.fill_alc(r, cbc_by.get(pid, []), cdate, s.cbc_tolerance_days)
         if alc_row is not None:
             r["cbc_row"] = alc_row.get("row")
         if not beads_method and r["alc_status"] != "ok":
@@ -238,12 +238,12 @@ def build_plan(
         patients[pid] = {
             "n_infusions": n_inf.get(pid, 0),
             "day0_date": day0.get(pid),
-            "day0_infusion": int(s["day0_infusion"]) if pid in day0 else None,
+            "day0_infusion": s.day0_infusion if pid in day0 else None,
             "n_in_window": 0,
         }
     for pid in sorted(n_inf):
         pv = [r for r in rows if r["patient_id"] == pid]
-        chosen, n_in = ep.choose_visit(pv, target, before, after, s["tie_rule"])
+        chosen, n_in = ep.choose_visit(pv, target, before, after, s.tie_rule)
         patients[pid]["n_in_window"] = n_in
         for r in ep.window_candidates(pv, target, before, after):
             r["role"] = "day14_endpoint" if r is chosen else "day14_candidate"
@@ -280,9 +280,9 @@ def _v(col: str, value: Any) -> str:
     return vis.format_cell(col, value)
 
 
-def _cbc_text(r: dict[str, Any], s: dict[str, Any]) -> str:
+def _cbc_text(r: dict[str, Any], s: EndpointSettings) -> str:
     if r["cbc_row"] is None and r["alc_date"] is None:
-        return f"CBC: none within {int(s['cbc_tolerance_days'])} d"
+        return f"CBC: none within {s.cbc_tolerance_days} d"
     head = f"CBC row {_v('cbc_row', r['cbc_row'])} ({_v('alc_date', r['alc_date'])}): "
     if r["alc_status"] == "ok":
         return head + (
@@ -291,9 +291,9 @@ def _cbc_text(r: dict[str, Any], s: dict[str, Any]) -> str:
     return head + f"{r['alc_source_value']!r} {r['alc_source_unit']}: {r['alc_status']}"
 
 
-def _chimerism_text(r: dict[str, Any], s: dict[str, Any]) -> str:
-    pref = list(s["chimerism_preference"])
-    tol = int(s["chimerism_tolerance_days"])
+def _chimerism_text(r: dict[str, Any], s: EndpointSettings) -> str:
+    pref = list(s.chimerism_preference)
+    tol = s.chimerism_tolerance_days
     if r["chimerism_fraction"] is None:
         return f"chimerism: no {' or '.join(pref)} result within {tol} d"
     frac = str(r["chimerism_fraction"])
@@ -332,16 +332,16 @@ def _tube_text(r: dict[str, Any], role: str, default_file: str) -> str:
 def plan_text(plan: Plan) -> str:
     """The plan as short plain text, grouped per patient (deterministic)."""
     s = plan.settings
-    target, before, after = int(s["target_day"]), int(s["window_before"]), int(s["window_after"])
+    target, before, after = s.target_day, s.window_before, s.window_after
     window = f"days {target - before}-{target + after}"
     visits = [r for r in plan.rows if r["sample_id"] is not None]
-    method = s["absolute_count_method"]
+    method = s.absolute_count_method
     lines = [
         f"nkflow plan: {len(plan.patients)} patient(s), {len(visits)} visit(s); day 0 = "
-        f"infusion {int(s['day0_infusion'])}; day-{target} visit in {window} ({s['tie_rule']}); "
-        f"CBC within {int(s['cbc_tolerance_days'])} d of the draw; chimerism "
-        f"{', then '.join(s['chimerism_preference'])} within "
-        f"{int(s['chimerism_tolerance_days'])} d; count method {method}",
+        f"infusion {s.day0_infusion}; day-{target} visit in {window} ({s.tie_rule}); "
+        f"CBC within {s.cbc_tolerance_days} d of the draw; chimerism "
+        f"{', then '.join(s.chimerism_preference)} within "
+        f"{s.chimerism_tolerance_days} d; count method {method}",
         "sheets: " + "; ".join(f"{k} {v}" for k, v in plan.sheets.items()),
         "Gating results are not known before the tubes run: the plan names what will be read.",
         f"{len(plan.warnings)} sheet warning(s) (logged).",
@@ -353,7 +353,7 @@ def plan_text(plan: Plan) -> str:
             lines.append(f"{pid}: not in infusions.tsv: no day 0, no endpoint (no_infusion)")
         elif info["day0_date"] is None:
             lines.append(
-                f"{pid}: no infusion number {int(s['day0_infusion'])} among its "
+                f"{pid}: no infusion number {s.day0_infusion} among its "
                 f"{info['n_infusions']} infusion(s): no day 0 (no_infusion)"
             )
         else:
@@ -373,7 +373,7 @@ def plan_text(plan: Plan) -> str:
             why = f"the only sample in {window}"
             if len(cands) > 1:
                 listed = ", ".join(f"{r['sample_id']} day {r['study_day']}" for r in cands)
-                why = f"{len(cands)} samples in {window}: {listed}; {s['tie_rule']}"
+                why = f"{len(cands)} samples in {window}: {listed}; {s.tie_rule}"
             lines.append(
                 f"  day-{target} endpoint: {end['sample_id']} day {end['study_day']} ({why})"
             )

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from nkflow.errors import ConfigError
@@ -76,7 +77,8 @@ def build_settings(
 
     The block is checked against ``workflow/schemas/<schema>.schema.yaml`` (at the property
     ``path``; ``prefix`` is its dotted path in messages) and filled with its defaults; each field
-    takes one setting, a whole number written ``10.0`` an ``int``, a list a ``tuple``.
+    takes one setting, a whole number written ``10.0`` an ``int``, a list a ``tuple``, a mapping
+    a read-only mapping.
 
     Raises
     ------
@@ -98,6 +100,8 @@ def build_settings(
             v = float(v)
         elif str(f.type).startswith("tuple"):
             v = tuple(v)  # a list in YAML; a tuple keeps the frozen object hashable
+        elif str(f.type).startswith("Mapping"):
+            v = MappingProxyType(v)
         kw[f.name] = v
     return cls(**kw)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nkflow import tables
 from nkflow.clinical import chimerism as chim
-from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.clinical.endpoints import ENDPOINT_COLUMNS, build_endpoints
 from nkflow.clinical.exports import write_exports
 from nkflow.clinical.kinetics import KINETICS, KINETICS_SUMMARY, build_kinetics, summarize
@@ -346,14 +346,14 @@ def run_endpoints(
     from nkflow.clinical import sheets
 
     config = study.config
-    s = settings(config)
+    s = EndpointSettings.from_config(config)
     visits = read_visits(visits_path)
     infusions = study.infusions[0]
     patients = study.patients
     response = adverse = None
     rp = sheets.sheet(config, "response")
     if rp is not None:
-        response, _ = sheets.load_response(rp, Path(str(s["response_vocab"])), patients)
+        response, _ = sheets.load_response(rp, Path(s.response_vocab), patients)
     ap = sheets.sheet(config, "adverse_events")
     if ap is not None:
         adverse, _ = sheets.load_adverse_events(ap, patients)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import CompensationError, FcsError, NkflowError, PanelError
 from nkflow.gating.evaluate import COUNT_COLUMNS as GATING_COUNT_COLUMNS
 
@@ -148,13 +149,12 @@ def prepare_tube(
     import numpy as np
 
     from nkflow import qc
-    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
     from nkflow.config import config_digest
     from nkflow.fcs import compensation, io
     from nkflow.fcs import panel as panel_mod
     from nkflow.provenance import sha256_file, software_versions
 
-    denominator = endpoint_settings(settings)["denominator_population"]
+    denominator = EndpointSettings.from_config(settings).denominator_population
     qc_cfg = _qc_config(settings, denominator)
     tree = cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
@@ -483,10 +483,9 @@ def perturbation_table(
     when it cannot be perturbed (the record says why). The tube job writes the table as
     ``perturbation.tsv``; the review app recomputes it for a corrected tube.
     """
-    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
     from nkflow.gating import perturb
 
-    nk = endpoint_settings(settings)["populations"]["nk"]
+    nk = EndpointSettings.from_config(settings).populations["nk"]
     if nk not in result.tree.populations:
         return None, None
     s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
@@ -533,10 +532,8 @@ def endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
     Their numerators get the endpoint event floor (``low_numerator_events``); renaming the NK
     population in the config must not move it to the laxer floor of other populations.
     """
-    from nkflow.clinical.endpoint_settings import settings as endpoint_settings
-
-    ep = endpoint_settings(settings)
-    names, denominator = ep["populations"], ep["denominator_population"]
+    ep = EndpointSettings.from_config(settings)
+    names, denominator = ep.populations, ep.denominator_population
     floor = _qc_config(settings, denominator).floors.lymphocyte_floor_population
     return tuple(
         dict.fromkeys(

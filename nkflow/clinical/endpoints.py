@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nkflow import tables
 from nkflow.clinical import uncertainty as unc_mod
-from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.clinical.visits import (
     day0_dates,
     group_rows,
@@ -182,11 +182,11 @@ def build_endpoints(
     """
     import pandas as pd
 
-    s = settings(config)
+    s = EndpointSettings.from_config(config)
     us = unc_mod.UncertaintySettings.from_config(config)  # read once, not per patient
-    target, before, after = int(s["target_day"]), int(s["window_before"]), int(s["window_after"])
-    thr = float(s["threshold_per_ul"])
-    lo_dose, hi_dose = (float(x) for x in s["dose_range_per_kg"])
+    target, before, after = s.target_day, s.window_before, s.window_after
+    thr = s.threshold_per_ul
+    lo_dose, hi_dose = (float(x) for x in s.dose_range_per_kg)
     vrecs = [{k: _nan_to_none(x) for k, x in r.items()} for r in visits.to_dict(orient="records")]
     by_pat: dict[str, list[dict[str, Any]]] = {}
     for r in vrecs:
@@ -194,7 +194,7 @@ def build_endpoints(
     inf_by = group_rows(infusions, "patient_id")
     resp_by = group_rows(response, "patient_id")
     ae_by = group_rows(adverse, "patient_id")
-    day0 = day0_dates(infusions, s["day0_infusion"])
+    day0 = day0_dates(infusions, s.day0_infusion)
     pert_by = _perturbation_rows(perturbation)
     distributions: dict[str, dict[str, Any]] = {}
 
@@ -209,12 +209,12 @@ def build_endpoints(
         e["window_days"] = f"{target - before}-{target + after}"
         e["n_visits"] = len(pv)
         flags: list[str] = []
-        visit, n_in = choose_visit(pv, target, before, after, s["tie_rule"])
+        visit, n_in = choose_visit(pv, target, before, after, s.tie_rule)
         e["n_samples_in_window"] = n_in
         if visit is None:
             e["verdict"], e["reason"] = "NOT_EVALUABLE", "no_sample_in_window"
-            e["count_method"] = s["absolute_count_method"]
-            e["lymphocyte_population"] = s["denominator_population"]
+            e["count_method"] = s.absolute_count_method
+            e["lymphocyte_population"] = s.denominator_population
         else:
             for col in ENDPOINT_COLUMNS:
                 if col in visit and col not in ("flags", "reason"):
@@ -273,19 +273,17 @@ def build_endpoints(
             e["donor_nk_kinetics"] = ";".join(f"d{d}:{_num(x)}" for d, x in kin)
         tv, _ = choose_visit(
             pv,
-            int(s["treg_day"]),
-            int(s["treg_window_before"]),
-            int(s["treg_window_after"]),
-            s["tie_rule"],
+            s.treg_day,
+            s.treg_window_before,
+            s.treg_window_after,
+            s.tie_rule,
         )
         if tv is not None:
             e["treg_study_day7"] = tv["study_day"]
             e["treg_pct_of_cd4_day7"] = tv["treg_pct_of_cd4"]
             e["treg_ki67_pct_of_cd4_day7"] = tv["treg_ki67_pct_of_cd4"]
             if tv["treg_pct_of_cd4"] is not None:
-                e["treg_below_5pct_day7"] = float(tv["treg_pct_of_cd4"]) < float(
-                    s["treg_low_pct_of_cd4"]
-                )
+                e["treg_below_5pct_day7"] = float(tv["treg_pct_of_cd4"]) < s.treg_low_pct_of_cd4
         infs = sorted(inf_by[pid], key=lambda r: int(r["infusion_number"]))
         e["n_infusions"] = len(infs)
         e["cells_per_kg_infusions"] = ",".join(_num(float(r["cells_per_kg"])) for r in infs)
@@ -328,7 +326,7 @@ def _uncertainty(
     e: dict[str, Any],
     visit: dict[str, Any],
     pert_by: dict[tuple[str, str], list[dict[str, Any]]] | None,
-    s: dict[str, Any],
+    s: EndpointSettings,
     us: unc_mod.UncertaintySettings,
     thr: float,
     above: bool,
@@ -341,9 +339,9 @@ def _uncertainty(
 
     if pert_by is None:
         return not_computed("no_perturbation_table")
-    if s["absolute_count_method"] != "dual_platform":
+    if s.absolute_count_method != "dual_platform":
         return not_computed("single_platform_beads")
-    rows = pert_by.get((str(visit["sample_id"]), str(s["tubes"]["nk"])))
+    rows = pert_by.get((str(visit["sample_id"]), str(s.tubes["nk"])))
     if not rows:
         return not_computed("no_perturbation")
     gate = unc_mod.gate_draws(rows)

@@ -31,7 +31,7 @@ from typing import Any
 from nkflow import tables
 from nkflow.clinical import endpoints as ep
 from nkflow.clinical import visits as vis
-from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.clinical.kinetics import (
     KINETICS,
     KINETICS_SUMMARY,
@@ -345,7 +345,7 @@ def applicable(p: Parameter, count_method: str) -> bool:
 
 
 def planned_visits(
-    visits: Sequence[Mapping[str, Any]], s: Mapping[str, Any]
+    visits: Sequence[Mapping[str, Any]], s: EndpointSettings
 ) -> dict[str, int | None]:
     """sample_id -> the planned study day it stands for (None: unscheduled).
 
@@ -353,15 +353,15 @@ def planned_visits(
     (within ``visit_schedule_tolerance_days``, closest, then ``tie_rule``, then sample_id) among
     the patient's samples not yet assigned. On the day alone, never the result.
     """
-    tol = int(s["visit_schedule_tolerance_days"])
+    tol = s.visit_schedule_tolerance_days
     out: dict[str, int | None] = {str(v["sample_id"]): None for v in visits}
     by_patient: dict[str, list[Mapping[str, Any]]] = {}
     for v in visits:
         by_patient.setdefault(str(v["patient_id"]), []).append(v)
     for rows in by_patient.values():
         pool = [dict(r) for r in rows]
-        for day in sorted(int(d) for d in s["visit_schedule_days"]):
-            chosen, _ = ep.choose_visit(pool, day, tol, tol, s["tie_rule"])
+        for day in sorted(int(d) for d in s.visit_schedule_days):
+            chosen, _ = ep.choose_visit(pool, day, tol, tol, s.tie_rule)
             if chosen is not None:
                 out[str(chosen["sample_id"])] = day
                 pool = [r for r in pool if r["sample_id"] != chosen["sample_id"]]
@@ -369,7 +369,7 @@ def planned_visits(
 
 
 def visit_names(
-    visits: Sequence[Mapping[str, Any]], s: Mapping[str, Any]
+    visits: Sequence[Mapping[str, Any]], s: EndpointSettings
 ) -> dict[str, tuple[str, float, int | None]]:
     """sample_id -> (VISIT, VISITNUM, planned day) of every visit.
 
@@ -378,7 +378,7 @@ def visit_names(
     it (``2.1``, ``2.2``; ``0.1`` before the first).
     """
     planned = planned_visits(visits, s)
-    schedule = sorted(int(d) for d in s["visit_schedule_days"])
+    schedule = sorted(int(d) for d in s.visit_schedule_days)
     out: dict[str, tuple[str, float, int | None]] = {}
     rows = sorted(visits, key=lambda v: (str(v["patient_id"]), _day_key(v), str(v["sample_id"])))
     last_num: dict[str, float] = {}
@@ -464,7 +464,7 @@ MEASUREMENTS = Table(
 )
 
 
-def _provenance(p: Parameter, v: Mapping[str, Any], s: Mapping[str, Any]) -> tuple[str, str]:
+def _provenance(p: Parameter, v: Mapping[str, Any], s: EndpointSettings) -> tuple[str, str]:
     """(source, provenance key) of a value of ``p`` at visit ``v``."""
     sid, pid = v["sample_id"], v["patient_id"]
     if p.tube_role == "cbc":
@@ -476,7 +476,7 @@ def _provenance(p: Parameter, v: Mapping[str, Any], s: Mapping[str, Any]) -> tup
             f"chimerism {pid} {when.isoformat() if when else 'none'} "
             f"{v.get('chimerism_fraction') or 'none'} {v.get('chimerism_source') or 'none'}"
         )
-    tube = s["tubes"][p.tube_role]
+    tube = s.tubes[p.tube_role]
     fcs = v.get("nk_tube_fcs") if p.tube_role == "nk" else None
     return p.tube_role, f"{sid}/{tube}" + (f" {fcs}" if fcs else "")
 
@@ -494,13 +494,13 @@ def _method(p: Parameter, v: Mapping[str, Any]) -> str:
 
 def build_measurements(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """One record per visit and applicable parameter (columns of :data:`MEASUREMENTS`)."""
-    s = settings(config)
+    s = EndpointSettings.from_config(config)
     rows = _records(visits)
     names = visit_names(rows, s)
     out = []
     for v in sorted(rows, key=lambda r: (r["patient_id"], r["collection_date"], r["sample_id"])):
         for p in PARAMETERS:
-            if not applicable(p, str(v.get("count_method") or s["absolute_count_method"])):
+            if not applicable(p, str(v.get("count_method") or s.absolute_count_method)):
                 continue
             source, prov = _provenance(p, v, s)
             out.append(
@@ -596,11 +596,11 @@ def sdtm_day(day: int | None) -> int | None:
 
 def build_cp(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """The CP records (columns of :data:`CP`) of every visit and cell-phenotype parameter."""
-    s = settings(config)
+    s = EndpointSettings.from_config(config)
     rows = _records(visits)
     names = visit_names(rows, s)
-    dual = s["absolute_count_method"] == "dual_platform"
-    study = str(s["study_id"])
+    dual = s.absolute_count_method == "dual_platform"
+    study = s.study_id
     out: list[dict[str, Any]] = []
     baseline: dict[tuple[str, str], int] = {}
     ordered = sorted(rows, key=lambda r: (r["patient_id"], r["collection_date"], r["sample_id"]))
@@ -620,7 +620,7 @@ def build_cp(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
                 "DOMAIN": "CP",
                 "USUBJID": f"{study}-{pid}",
                 "CPREFID": sid,
-                "CPSPID": f"{sid}/{s['tubes'][p.tube_role]}",
+                "CPSPID": f"{sid}/{s.tubes[p.tube_role]}",
                 "CPTESTCD": code,
                 "CPTEST": test,
                 "CPSBMRKS": sub or None,
@@ -682,8 +682,8 @@ def _not_done_reason(p: Parameter, v: Mapping[str, Any], value: Any, dual: bool)
     return str(v.get("reason") or "") or "not_computed"
 
 
-def _gate(p: Parameter, s: Mapping[str, Any]) -> str:
-    pops = s["populations"]
+def _gate(p: Parameter, s: EndpointSettings) -> str:
+    pops = s.populations
     role = {
         "nk_pct_of_lymphocytes": "nk",
         "total_nk_per_ul": "nk",

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.columns import Column, Table
 from nkflow.reasons import CODES
 from nkflow.tables import FLOAT_FORMAT
@@ -269,11 +269,11 @@ def kinetic_record(
     patient_id: str,
     measure: Measure,
     visits: Sequence[Mapping[str, Any]],
-    s: Mapping[str, Any],
+    s: EndpointSettings,
 ) -> dict[str, Any]:
     """The kinetics record of one patient and measure (columns of :data:`KINETICS`)."""
-    dual = s["absolute_count_method"] == "dual_platform"
-    tube = s["tubes"][measure.tube_role]
+    dual = s.absolute_count_method == "dual_platform"
+    tube = s.tubes[measure.tube_role]
     rec: dict[str, Any] = dict.fromkeys(KINETICS.names())
     rec.update(patient_id=patient_id, measure=measure.name)
     pts: list[tuple[int, float, str]] = []
@@ -330,9 +330,9 @@ def kinetic_record(
         rec["fold_expansion"] = rec["cmax_per_ul"] / rec["baseline_per_ul"]
 
     thr = (
-        float(s["threshold_per_ul"])
+        s.threshold_per_ul
         if measure.name == "donor_nk_per_ul"
-        else s["kinetics_persistence_per_ul"].get(measure.name)
+        else s.kinetics_persistence_per_ul.get(measure.name)
     )
     if thr is None:
         not_computed.append("persistence:no_threshold")
@@ -348,7 +348,7 @@ def kinetic_record(
             if above[-1] == post[-1]:
                 flags.append("persistence_to_last_visit")
 
-    first, last = (int(x) for x in s["kinetics_auc_window_days"])
+    first, last = (int(x) for x in s.kinetics_auc_window_days)
     rec["auc_window_days"] = f"{first}-{last}"
     inside = [p for p in pts if first <= p[0] <= last]
     if len(inside) < 2:
@@ -374,13 +374,13 @@ def _gaps(
     hi: int,
     bad: Sequence[tuple[int, str, str]],
     visits: Sequence[Mapping[str, Any]],
-    s: Mapping[str, Any],
+    s: EndpointSettings,
 ) -> list[tuple[int, str]]:
     """Unusable visits strictly inside (lo, hi), and planned days there with no sample."""
     out = [(d, f"d{d} {sid} {why}") for d, sid, why in bad if lo < d < hi]
-    tol = int(s["visit_schedule_tolerance_days"])
+    tol = s.visit_schedule_tolerance_days
     days = [int(v["study_day"]) for v in visits if v.get("study_day") is not None]
-    for planned in s["visit_schedule_days"]:
+    for planned in s.visit_schedule_days:
         p = int(planned)
         if lo < p < hi and not any(abs(d - p) <= tol for d in days):
             out.append((p, f"d{p} not sampled"))
@@ -389,7 +389,7 @@ def _gaps(
 
 def build_kinetics(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """Kinetics records of every patient of ``visits`` (a DataFrame or a list of row dicts)."""
-    s = settings(config)
+    s = EndpointSettings.from_config(config)
     rows = visits.to_dict(orient="records") if hasattr(visits, "to_dict") else list(visits)
     by_patient: dict[str, list[dict[str, Any]]] = {}
     for r in rows:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nkflow.clinical.counts import parse_alc
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import ConfigError
 from nkflow.schemas import check_against_schema, expected_text, load_schema
 
@@ -691,9 +692,7 @@ def load_infusions(
         Schema failure, duplicate key, zero body weight, no dose or two that disagree, an
         implausible dose.
     """
-    from nkflow.clinical.endpoint_settings import DEFAULTS
-
-    lo, hi = plausible_per_kg or tuple(DEFAULTS["dose_plausible_per_kg"])
+    lo, hi = plausible_per_kg or EndpointSettings.from_config(None).dose_plausible_per_kg
     ids = ("patient_id", "infusion_number")
     sh, df = _load(path, "infusions", ids, ids)
     for col in ("cells_infused", "cells_per_kg", "nk_donor_id", "hsct_donor_id"):
@@ -977,12 +976,10 @@ def load_chimerism_sources(
     -------
     (chimerism, peaks or None, warnings)
     """
-    from nkflow.clinical.endpoint_settings import settings
-
     base = Path(base_dir)
-    ep = settings(config)
-    vocab = load_fraction_vocab(base / str(ep["chimerism_fractions"]))
-    preference = list(ep["chimerism_preference"])
+    ep = EndpointSettings.from_config(config)
+    vocab = load_fraction_vocab(base / ep.chimerism_fractions)
+    preference = list(ep.chimerism_preference)
     check_preference(preference, vocab)
     chim_sheet = required_sheet(config, "chimerism", base)
     chim_p = chim_sheet.path
@@ -1220,9 +1217,7 @@ def load_configured_infusions(
     config: dict[str, Any], base_dir: str | Path = "."
 ) -> tuple[pd.DataFrame, list[str]]:
     """:func:`load_infusions` of ``sheets.infusions`` with the configured plausible dose range."""
-    from nkflow.clinical.endpoint_settings import settings
-
-    lo, hi = (float(x) for x in settings(config)["dose_plausible_per_kg"])
+    lo, hi = (float(x) for x in EndpointSettings.from_config(config).dose_plausible_per_kg)
     return load_infusions(required_sheet(config, "infusions", base_dir), (lo, hi))
 
 
@@ -1266,10 +1261,8 @@ def validate_all(
         On the first hard error: schema, duplicate key, hostile id, a sample whose patient has no
         infusion, an unknown response category...
     """
-    from nkflow.clinical.endpoint_settings import settings
-
     base = Path(base_dir)
-    ep = settings(config)
+    ep = EndpointSettings.from_config(config)
     if samples is None:
         samples = load_configured_samples(config, base)
     inf, inf_warnings = load_configured_infusions(config, base) if infusions is None else infusions
@@ -1302,7 +1295,7 @@ def validate_all(
     warnings += unused_column_warnings(config, base)
     resp = sheet(config, "response", base)
     if resp is not None:
-        warnings += load_response(resp, base / str(ep["response_vocab"]), patients)[1]
+        warnings += load_response(resp, base / ep.response_vocab, patients)[1]
     ae = sheet(config, "adverse_events", base)
     if ae is not None:
         warnings += load_adverse_events(ae, patients)[1]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from nkflow import tables
 from nkflow.clinical import chimerism as chim
 from nkflow.clinical import counts as cnt
-from nkflow.clinical.endpoint_settings import settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import ConfigError
 from nkflow.reasons import Reason
 
@@ -314,16 +314,16 @@ def str_not_computable(
 
 
 def compute_str_results(
-    peaks: pd.DataFrame, s: dict[str, Any]
+    peaks: pd.DataFrame, s: EndpointSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`nkflow.clinical.chimerism.compute_from_peaks` with the ``endpoints`` settings ``s``."""
     return chim.compute_from_peaks(
         peaks,
-        min_loci=int(s["min_str_loci"]),
-        outlier_sd=float(s["str_outlier_sd"]),
-        ref_min_frac=float(s["str_reference_min_height_frac"]),
-        exclude_markers=s["str_exclude_markers"],
-        stutter_exclusion=bool(s["str_stutter_exclusion"]),
+        min_loci=s.min_str_loci,
+        outlier_sd=s.str_outlier_sd,
+        ref_min_frac=s.str_reference_min_height_frac,
+        exclude_markers=s.str_exclude_markers,
+        stutter_exclusion=s.str_stutter_exclusion,
     )
 
 
@@ -336,7 +336,7 @@ def compute_str_results(
 class _Merge:
     """What every visit of one merge reads: the settings and the indexed input tables."""
 
-    s: dict[str, Any]
+    s: EndpointSettings
     counts: _Counts
     qc: _Qc
     day0: dict[str, dt.date]
@@ -361,7 +361,7 @@ def build_visits(
     Parameters
     ----------
     config
-        Parsed config.yaml; ``endpoints:`` settings overlay :data:`nkflow.clinical.endpoint_settings.DEFAULTS`.
+        Parsed config.yaml; its ``endpoints:`` block read as :class:`~nkflow.clinical.endpoint_settings.EndpointSettings`.
     samples
         From :func:`nkflow.clinical.sheets.load_samples`.
     counts, qc
@@ -380,16 +380,16 @@ def build_visits(
     """
     import pandas as pd
 
-    s = settings(config)
+    s = EndpointSettings.from_config(config)
     m = _Merge(
         s,
         _Counts(counts),
         _Qc(qc),
-        day0_dates(infusions, s["day0_infusion"]),
+        day0_dates(infusions, s.day0_infusion),
         group_rows(cbc, "patient_id"),
         chimerism_candidates(chimerism, str_results),
-        str_not_computable(samples, str_results, int(s["chimerism_tolerance_days"])),
-        s["absolute_count_method"] == "single_platform_beads",
+        str_not_computable(samples, str_results, s.chimerism_tolerance_days),
+        s.absolute_count_method == "single_platform_beads",
     )
     by_sample: dict[str, dict[str, dict[str, Any]]] = {}
     for rec in samples.to_dict(orient="records"):
@@ -408,21 +408,21 @@ def _visit(m: _Merge, sid: str, tube_rows: dict[str, dict[str, Any]]) -> dict[st
     flags: list[str] = []
     v: dict[str, Any] = dict.fromkeys(VISIT_COLUMNS)
     v.update(patient_id=pid, sample_id=sid, collection_date=cdate)
-    v["count_method"] = s["absolute_count_method"]
-    v["lymphocyte_population"] = s["denominator_population"]
+    v["count_method"] = s.absolute_count_method
+    v["lymphocyte_population"] = s.denominator_population
     d0 = m.day0.get(pid)
     v["day0_date"] = d0
     if d0 is None:
         reasons.append("no_infusion")
     else:
         v["study_day"] = (cdate - d0).days
-    fill_alc(v, m.cbc_by.get(pid, []), cdate, int(s["cbc_tolerance_days"]))
+    fill_alc(v, m.cbc_by.get(pid, []), cdate, s.cbc_tolerance_days)
     alc = v["alc_per_ul"]
-    nk_cv = _nk_tube(v, m, tube_rows.get(s["tubes"]["nk"]), alc, reasons, flags)
+    nk_cv = _nk_tube(v, m, tube_rows.get(s.tubes["nk"]), alc, reasons, flags)
     if not m.beads and v["alc_status"] != "ok":
         reasons.append("invalid_alc" if v["alc_status"] == "invalid" else "missing_alc")
     _donor(v, m, nk_cv, reasons, flags)
-    tr_row = tube_rows.get(s["tubes"]["treg"])
+    tr_row = tube_rows.get(s.tubes["treg"])
     if tr_row is not None:
         _treg_tube(v, m, tr_row, alc, flags)
     v["status"] = "not_evaluable" if reasons else "ok"
@@ -451,22 +451,22 @@ def fill_alc(
 
 
 def chimerism_flags(
-    sel: chim.Selected, not_computable: Sequence[str], s: dict[str, Any]
+    sel: chim.Selected, not_computable: Sequence[str], s: EndpointSettings
 ) -> list[str]:
     """The flags of a visit's chimerism.
 
     Each preferred fraction whose STR result near the date is not usable, and a % donor below the
     assay limit.
     """
-    out = [f"str_not_computable:{f}" for f in not_computable if f in s["chimerism_preference"]]
-    if sel.donor_pct is not None and sel.donor_pct < float(s["chimerism_assay_limit_pct"]):
+    out = [f"str_not_computable:{f}" for f in not_computable if f in s.chimerism_preference]
+    if sel.donor_pct is not None and sel.donor_pct < s.chimerism_assay_limit_pct:
         out.append("chimerism_near_assay_limit")
     return out
 
 
 def _nk_qc(v: dict[str, Any], m: _Merge, reasons: list[str], flags: list[str]) -> None:
     """The NK tube's QC status: a FAIL is a reason, a WARN or no assessment a flag."""
-    qstat, qfail, qwarn = m.qc.get(v["sample_id"], m.s["tubes"]["nk"])
+    qstat, qfail, qwarn = m.qc.get(v["sample_id"], m.s.tubes["nk"])
     v["qc_status"] = qstat
     if qstat == "FAIL":
         reasons.append("qc_fail:" + ",".join(qfail or ["unspecified"]))
@@ -496,17 +496,17 @@ def _nk_tube(
         reasons.append("no_nk_tube")
         return None
     s, sid = m.s, v["sample_id"]
-    pops, tube = s["populations"], s["tubes"]["nk"]
+    pops, tube = s.populations, s.tubes["nk"]
     v["nk_tube_fcs"] = nk_row.get("fcs_file")
     _nk_qc(v, m, reasons, flags)
     nk_ev, nk_r = m.counts.events(sid, tube, pops["nk"])
-    ly_ev, ly_r = m.counts.events(sid, tube, s["denominator_population"])
+    ly_ev, ly_r = m.counts.events(sid, tube, s.denominator_population)
     for r in (nk_r, ly_r):
         if r and r not in reasons:
             reasons.append(r)
     v["nk_events"], v["lymphocyte_events"] = nk_ev, ly_ev
     v["nk_pct_of_lymphocytes"] = _pct(nk_ev, ly_ev)
-    if nk_ev is not None and nk_ev < int(s["low_event_count"]):
+    if nk_ev is not None and nk_ev < s.low_event_count:
         flags.append("low_nk_events")
     br_ev, _ = m.counts.events(sid, tube, pops["nk_cd56bright"])
     dim_ev, _ = m.counts.events(sid, tube, pops["nk_cd56dim"])
@@ -525,7 +525,7 @@ def _nk_tube(
         total = cnt.dual_platform(alc, nk_ev, ly_ev)
         nk_cv = cnt.dual_platform_cv(nk_ev, ly_ev)
     v["total_nk_per_ul"] = total
-    lo, hi = cnt.interval(total, nk_cv, 0.0, float(s["ci_z"]))
+    lo, hi = cnt.interval(total, nk_cv, 0.0, s.ci_z)
     v["total_nk_per_ul_lo95"], v["total_nk_per_ul_hi95"] = lo, hi
     return nk_cv
 
@@ -541,8 +541,8 @@ def _donor(
     sel = chim.select_result(
         m.chim_by.get(pid, []),
         cdate,
-        list(s["chimerism_preference"]),
-        int(s["chimerism_tolerance_days"]),
+        list(s.chimerism_preference),
+        s.chimerism_tolerance_days,
     )
     if sel.reason:
         reasons.append(sel.reason)
@@ -555,9 +555,9 @@ def _donor(
     extra = 0.0
     if sel.sd is not None and sel.donor_pct:
         extra = sel.sd / sel.donor_pct
-    lo, hi = cnt.interval(donor, nk_cv, extra, float(s["ci_z"]))
+    lo, hi = cnt.interval(donor, nk_cv, extra, s.ci_z)
     v["donor_nk_per_ul_lo95"], v["donor_nk_per_ul_hi95"] = lo, hi
-    thr = float(s["threshold_per_ul"])
+    thr = s.threshold_per_ul
     if donor is not None:
         v["above_threshold"] = donor > thr
     if lo is not None and hi is not None:
@@ -571,8 +571,8 @@ def _treg_tube(
 
     The Treg tube is secondary: its problems are flags, never NK endpoint reasons.
     """
-    s, sid, t = m.s, v["sample_id"], m.s["tubes"]["treg"]
-    pops = s["populations"]
+    s, sid, t = m.s, v["sample_id"], m.s.tubes["treg"]
+    pops = s.populations
     tstat, tfail, _ = m.qc.get(sid, t)
     v["treg_qc_status"] = tstat
     if tstat == "FAIL":
@@ -581,7 +581,7 @@ def _treg_tube(
     cd4, _ = m.counts.events(sid, t, pops["cd4"])
     treg, _ = m.counts.events(sid, t, pops["treg"])
     tki, _ = m.counts.events(sid, t, pops["treg_ki67"])
-    tly, _ = m.counts.events(sid, t, s["denominator_population"])
+    tly, _ = m.counts.events(sid, t, s.denominator_population)
     v["cd4_events"], v["treg_events"], v["treg_ki67_events"] = cd4, treg, tki
     v["treg_pct_of_cd4"] = _pct(treg, cd4)
     v["treg_ki67_pct_of_cd4"] = _pct(tki, cd4)

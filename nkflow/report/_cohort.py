@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.report import _format as fmt
 from nkflow.report import _html as h
 from nkflow.report._figures import VERDICT_COLOURS, png_data_uri, pyplot
@@ -39,12 +39,6 @@ MEASURE_LABELS = {
     "nk_cd56dim_per_ul": "CD56dim NK cells/µL",
     "treg_per_ul": "Treg/µL",
 }
-
-
-def _settings(inp: ReportInputs) -> dict[str, Any]:
-    from nkflow.clinical.endpoint_settings import settings
-
-    return settings(inp.config)
 
 
 # --------------------------------------------------------------------------- summary table
@@ -411,8 +405,8 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
 
 def cohort_sections(inp: ReportInputs, threshold: float) -> list[tuple[str, str, str]]:
     """(anchor, nav label, section HTML) of the cohort view, in page order."""
-    s = _settings(inp)
-    target, before, after = int(s["target_day"]), int(s["window_before"]), int(s["window_after"])
+    s = EndpointSettings.from_config(inp.config)
+    target, before, after = s.target_day, s.window_before, s.window_after
     window = (target - before - 0.5, target + after + 0.5)
     out = [("kinetics-summary", "kinetics", summary_section(inp))]
 
@@ -459,7 +453,7 @@ def cohort_sections(inp: ReportInputs, threshold: float) -> list[tuple[str, str,
             day7.append(
                 (e["patient_id"], d, v, fmt.yes_no(e.get("treg_below_5pct_day7", "")) == "yes")
             )
-    low, tday = float(s["treg_low_pct_of_cd4"]), float(s["treg_day"])
+    low, tday = s.treg_low_pct_of_cd4, float(s.treg_day)
     body = h.img(
         treg_figure(
             _curves(inp, "treg_pct_of_cd4", evaluable_only=False),

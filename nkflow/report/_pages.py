@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nkflow.clinical.endpoint_settings import DEFAULTS, DOSE_RANGE_SOURCE, settings
+from nkflow.clinical.endpoint_settings import DOSE_RANGE_SOURCE, EndpointSettings
 from nkflow.qc import QC_COLUMNS
 from nkflow.reasons import Reason
 from nkflow.report import _format as fmt
@@ -54,7 +54,7 @@ def split_codes(text: str) -> list[str]:
 
 def threshold_of(config: dict[str, Any]) -> float:
     """The endpoint threshold, cells/uL (``endpoints.threshold_per_ul``)."""
-    return float(settings(config)["threshold_per_ul"])
+    return EndpointSettings.from_config(config).threshold_per_ul
 
 
 def verdict_badges(row: Row) -> str:
@@ -198,8 +198,8 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
         if n
         for key in [f"{fmt.number(n)}"]
     )
-    lo, hi = (float(x) for x in settings(inp.config)["dose_range_per_kg"])
-    d_lo, d_hi = (float(x) for x in DEFAULTS["dose_range_per_kg"])
+    lo, hi = (float(x) for x in EndpointSettings.from_config(inp.config).dose_range_per_kg)
+    d_lo, d_hi = (float(x) for x in EndpointSettings.from_config(None).dose_range_per_kg)
     source = (
         f"the default, from {DOSE_RANGE_SOURCE}"
         if (lo, hi) == (d_lo, d_hi)
@@ -349,7 +349,7 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         ["borderline basis", ep.get("borderline_basis", "")],
     ]
     body += h.table(["quantity", "value"], rows)
-    nk_tube = str(settings(inp.config)["tubes"]["nk"])
+    nk_tube = str(EndpointSettings.from_config(inp.config).tubes["nk"])
     key = (ep.get("sample_id", ""), nk_tube)
     record = inp.tube_provenance.get(key, {}).get("perturbation")
     if isinstance(record, dict) and record.get("boundaries"):
@@ -382,7 +382,7 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
     nk_pct = ep.get("nk_pct_of_lymphocytes", "")
     num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
     denom_pop = ep.get("lymphocyte_population", "") or str(
-        settings(inp.config)["denominator_population"]
+        EndpointSettings.from_config(inp.config).denominator_population
     )
     nk_src = [
         f"{num or nr} NK events / {den or nr} {denom_pop} events",

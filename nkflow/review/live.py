@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nkflow.clinical.endpoint_settings import settings as ep_settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import ReviewError
 from nkflow.gating import override_files as overrides
 from nkflow.review import audit, basis, signing
@@ -163,7 +163,7 @@ class ReviewRun:
         }
         self._open: OrderedDict[tuple[str, str], OpenTube] = OrderedDict()
         self._predicted: dict[str, tuple[Any, basis.Basis]] = {}
-        self.endpoint_settings = ep_settings(config)
+        self.endpoint_settings = EndpointSettings.from_config(config)
 
     # ------------------------------------------------------------------ identifiers
 
@@ -189,8 +189,8 @@ class ReviewRun:
     # ------------------------------------------------------------------ queue
 
     def _role_population(self, tube: str) -> str | None:
-        pops = self.endpoint_settings["populations"]
-        for role, name in self.endpoint_settings["tubes"].items():
+        pops = self.endpoint_settings.populations
+        for role, name in self.endpoint_settings.tubes.items():
             if name == tube:
                 return pops.get(role)
         return None
@@ -227,7 +227,7 @@ class ReviewRun:
             (r["sample_id"], r["tube"], r["population"]): r
             for r in self.counts.to_dict(orient="records")
         }
-        low = int(self.endpoint_settings["low_event_count"])
+        low = self.endpoint_settings.low_event_count
         items = []
         for (sid, tube), idx in self.index.items():
             pid = self.patient_of(sid)
@@ -515,9 +515,7 @@ class ReviewRun:
         response = adverse = None
         rp = sheet(self.config, "response")
         if rp is not None:
-            response, _ = load_response(
-                rp, Path(str(ep_settings(self.config)["response_vocab"])), [pid]
-            )
+            response, _ = load_response(rp, Path(self.endpoint_settings.response_vocab), [pid])
         ap = sheet(self.config, "adverse_events")
         if ap is not None:
             adverse, _ = load_adverse_events(ap, [pid])

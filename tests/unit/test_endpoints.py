@@ -17,7 +17,7 @@ import yaml
 from nkflow import stages, tables
 from nkflow.clinical import endpoints as ep
 from nkflow.clinical import visits as vis
-from nkflow.clinical.endpoint_settings import settings as endpoint_settings
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.config import load_study
 from nkflow.errors import ConfigError
 from nkflow.qc import QC_COLUMNS
@@ -483,13 +483,13 @@ def test_settings_refuse_unknown_keys_and_methods():
     with pytest.raises(
         ConfigError, match=r"config: field 'endpoints': .*'windw' was unexpected.*allowed keys: "
     ):
-        endpoint_settings({"endpoints": {"windw": 3}})
+        EndpointSettings.from_config({"endpoints": {"windw": 3}})
     with pytest.raises(
         ConfigError,
         match=r"'endpoints.absolute_count_method': found \"trucount\"; expected one of "
         r"dual_platform, single_platform_beads",
     ):
-        endpoint_settings({"endpoints": {"absolute_count_method": "trucount"}})
+        EndpointSettings.from_config({"endpoints": {"absolute_count_method": "trucount"}})
 
 
 def test_a_dose_range_upside_down_is_refused_not_a_flag_on_every_infusion():
@@ -498,8 +498,24 @@ def test_a_dose_range_upside_down_is_refused_not_a_flag_on_every_infusion():
         match=r"field 'endpoints.dose_range_per_kg': found \[5e\+06, 2e\+06\]; expected "
         r"\[low, high\] NK cells/kg per infusion with low <= high",
     ):
-        endpoint_settings({"endpoints": {"dose_range_per_kg": [5e6, 2e6]}})
-    assert endpoint_settings({"endpoints": {"dose_range_per_kg": [3e6, 3e6]}})["dose_range_per_kg"]
+        EndpointSettings.from_config({"endpoints": {"dose_range_per_kg": [5e6, 2e6]}})
+    assert EndpointSettings.from_config(
+        {"endpoints": {"dose_range_per_kg": [3e6, 3e6]}}
+    ).dose_range_per_kg
+
+
+def test_a_partial_nested_block_takes_the_schema_defaults_of_the_rest():
+    s = EndpointSettings.from_config(
+        {"endpoints": {"populations": {"nk": "NK"}, "kinetics_persistence_per_ul": {}}}
+    )
+    assert s.populations["nk"] == "NK" and s.populations["cd4"] == "cd4"
+    assert s.tubes == {"nk": "nk", "treg": "treg"}
+    assert dict(s.kinetics_persistence_per_ul) == {
+        "total_nk_per_ul": 100.0,
+        "nk_cd56bright_per_ul": None,
+        "nk_cd56dim_per_ul": None,
+        "treg_per_ul": None,
+    }
 
 
 # --- the synthetic sample cohort: truth counts in, truth endpoints out
@@ -537,10 +553,12 @@ def test_sample_cohort_truth_counts_reproduce_truth_endpoints(tmp_path, monkeypa
 
 
 def test_config_yaml_writes_the_endpoint_defaults():
-    from nkflow.clinical.endpoint_settings import DEFAULTS
+    from nkflow.schemas import fill_defaults, load_schema
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    assert cfg["endpoints"] == DEFAULTS
+    defaults: dict = {}
+    fill_defaults(defaults, load_schema("endpoints"))
+    assert cfg["endpoints"] == defaults
 
 
 def test_visits_round_trip_keeps_bytes_and_numeric_looking_ids(tmp_path):

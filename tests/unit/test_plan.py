@@ -243,10 +243,10 @@ def test_later_tie_rule_and_preference_order_change_the_plan(tmp_path, monkeypat
 def _synthetic_counts(samples: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every tube gated fine (1000 events in each population, QC PASS): the reasons left are
     the ones the sheets alone give."""
-    from nkflow.clinical.endpoint_settings import settings
+    from nkflow.clinical.endpoint_settings import EndpointSettings
 
-    s = settings(config)
-    pops = [*s["populations"].values(), s["denominator_population"]]
+    s = EndpointSettings.from_config(config)
+    pops = [*s.populations.values(), s.denominator_population]
     counts, qc = [], []
     for rec in samples.to_dict(orient="records"):
         for pop in pops:

@@ -259,13 +259,17 @@ def _sd(v: Sequence[float]) -> float:
 
 def compute_from_peaks(
     peaks: pd.DataFrame,
-    min_loci: int = 3,
-    outlier_sd: float = 2.0,
-    ref_min_frac: float = 0.5,
-    exclude_markers: Iterable[str] = ("AMEL", "DYS391", "Yindel"),
-    stutter_exclusion: bool = True,
+    *,
+    min_loci: int,
+    outlier_sd: float,
+    ref_min_frac: float,
+    exclude_markers: Iterable[str],
+    stutter_exclusion: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """% donor for every post-transplant sample in a peak table from ``sheets.load_str_peaks``.
+
+    The settings are the ``endpoints`` block's STR settings (their defaults are the schema's;
+    :func:`nkflow.clinical.visits.compute_str_results` passes them).
 
     Returns
     -------

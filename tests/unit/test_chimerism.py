@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from nkflow.clinical import chimerism as chim
+from nkflow.clinical.endpoint_settings import EndpointSettings
+from nkflow.clinical.visits import compute_str_results
 
 D14 = dt.date(2024, 1, 15)
 
@@ -146,7 +148,7 @@ def test_compute_from_peaks_drops_ol_and_sex_markers_and_reports_loci():
         rows += [["r", "P1", "recipient", None, "PB", m, a, 1000.0, 1.0] for a in r]
         rows += [["p", "P1", "post", D14, "PB", m, a, 1.0, float(x)] for a, x in post[m].items()]
     rows.append(["p", "P1", "post", D14, "PB", "C", "OL", 1.0, 5000.0])
-    res, loci = chim.compute_from_peaks(_peaks(rows), min_loci=3)
+    res, loci = compute_str_results(_peaks(rows), EndpointSettings.from_config(None))
     assert list(loci["marker"]) == ["A", "B", "C"]
     assert list(loci["donor_pct"]) == [pytest.approx(300 / 1000 * 100), 25.0, 25.0]
     assert list(loci["status"]) == ["ok", "ok", "ok"]

@@ -36,6 +36,7 @@ from typing import Any
 from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import ReviewError
 from nkflow.gating import override_files as overrides
+from nkflow.provenance import sha256_file
 from nkflow.review import audit, basis, signing
 from nkflow.review.settings import review_settings
 from nkflow.review.users import authenticate, load_users
@@ -116,6 +117,10 @@ class OpenTube:
     last: Any = None
 
 
+#: the run tables the app reads at start and a signature rests on
+RUN_TABLES = ("cohort/endpoints.tsv", "cohort/visits.tsv", "cohort/tubes.tsv")
+
+
 class ReviewRun:
     """A finished run opened for review (see the module contract)."""
 
@@ -126,12 +131,14 @@ class ReviewRun:
         self.base = Path.cwd() if base_dir is None else Path(base_dir)
         self.rs = review_settings(config, self.base)
         res = self.rs.results
-        for rel in ("cohort/endpoints.tsv", "cohort/visits.tsv", "cohort/tubes.tsv"):
+        for rel in RUN_TABLES:
             if not (res / rel).is_file():
                 raise ReviewError(
                     f"{res / rel} not found: the run is not finished; run snakemake with this "
                     "config first, from the directory you start 'nkflow review' in"
                 )
+        # the app reads the run once; a signature must rest on the run that is on disk
+        self._run_sha256 = {rel: sha256_file(res / rel) for rel in RUN_TABLES}
         self.endpoints = {r["patient_id"]: r for r in basis.read_rows(res / "cohort/endpoints.tsv")}
         self.visits = basis.read_rows(res / "cohort/visits.tsv")
         self.index = {
@@ -844,11 +851,30 @@ class ReviewRun:
             [f"{s}/{t}" for s, t in pending],
         )
 
+    def check_run_unchanged(self) -> None:
+        """Refuse to go on when the run's tables changed on disk since the app read them.
+
+        Raises
+        ------
+        ReviewError
+            Naming the table, its sha256 when the app started and now, and the fix.
+        """
+        for rel, was in self._run_sha256.items():
+            now = sha256_file(self.rs.results / rel)
+            if now != was:
+                raise ReviewError(
+                    f"{self.rs.results / rel}: the run changed since 'nkflow review' read it "
+                    f"(sha256 {was[:12]} then, {now[:12]} now), so a signature would rest on "
+                    "numbers no longer on disk; fix: restart 'nkflow review' to review the "
+                    "new run"
+                )
+
     def sign(self, user_id: str, password: str, pid: str, meaning: str) -> dict[str, Any]:
         """Sign the patient's (predicted) endpoint; voids are logged first."""
         self.check_patient(pid)
         users = load_users(self.rs.users)
         authenticate(users, user_id, password)  # before any work, and before any log write
+        self.check_run_unchanged()
         bases = self.bases()
         signing.sync_voids(self.rs.audit_log, bases)
         b, pending = bases[pid], [f"{s}/{t}" for s, t in self._pending(pid)]
@@ -867,7 +893,6 @@ class ReviewRun:
         """A ``run`` event for this run's results, unless the last one names the same run."""
         from nkflow import __version__
         from nkflow.config import config_digest
-        from nkflow.provenance import sha256_file
 
         sha = sha256_file(self.rs.results / "cohort/endpoints.tsv")
         runs = [e for e in audit.read(self.rs.audit_log) if e["event"] == "run"]

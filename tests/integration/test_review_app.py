@@ -284,3 +284,27 @@ def test_signing_needs_the_password_and_follows_the_two_person_rule(app):
     r = sign("approved", "bob-password")
     assert r.status_code == 200 and r.json()["review_status"] == "approved"
     assert audit.verify(work / "review/audit.jsonl") == []
+
+
+def test_a_run_changed_on_disk_since_the_app_started_is_not_signed(app):
+    """The app reads the run once: a rerun while it is open must not be signed unseen."""
+    client, application, clock, work = app
+    authed(client)
+    endpoints = work / "results/cohort/endpoints.tsv"
+    original = endpoints.read_bytes()
+    entries_before = len(audit.read(work / "review/audit.jsonl"))
+    login(client, application, "alice")
+    try:
+        endpoints.write_bytes(original.replace(b"PASS", b"FAIL", 1))  # a rerun with new numbers
+        r = post(client, application, "/api/sign",
+                 {"patient_id": "P02", "meaning": "reviewed", "password": "alice-password"})  # fmt: skip
+        assert r.status_code == 400
+        err = r.json()["error"]
+        assert "cohort/endpoints.tsv: the run changed since 'nkflow review' read it" in err
+        assert "restart 'nkflow review'" in err
+        assert len(audit.read(work / "review/audit.jsonl")) == entries_before  # nothing signed
+    finally:
+        endpoints.write_bytes(original)
+    r = post(client, application, "/api/sign",
+             {"patient_id": "P02", "meaning": "reviewed", "password": "alice-password"})  # fmt: skip
+    assert r.status_code == 200, r.text

@@ -11,8 +11,10 @@ section, never a crash.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.report import _format as fmt
@@ -112,6 +114,33 @@ class Curve:
     values: Sequence[float]
 
 
+def spread_labels(positions: Sequence[float], min_gap: float) -> list[float]:
+    """Label positions at least ``min_gap`` apart, each moved as little as the others allow.
+
+    ``positions`` are the labels' anchors on one axis (any order; the result is in the same
+    order). Labels closer than ``min_gap`` are stacked ``min_gap`` apart and each stack is
+    centred on its anchors' mean; neighbouring stacks that would overlap become one.
+    """
+    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    stacks: list[list[float]] = []  # the anchors of each stack, lowest stack first
+
+    def bottom(stack: list[float]) -> float:
+        return sum(stack) / len(stack) - min_gap * (len(stack) - 1) / 2
+
+    for i in order:
+        stacks.append([float(positions[i])])
+        while len(stacks) > 1 and (
+            bottom(stacks[-1]) - bottom(stacks[-2]) - min_gap * len(stacks[-2]) < 0
+        ):
+            last = stacks.pop()
+            stacks[-1].extend(last)
+    placed = [bottom(s) + k * min_gap for s in stacks for k in range(len(s))]
+    out = [0.0] * len(positions)
+    for rank, i in enumerate(order):
+        out[i] = placed[rank]
+    return out
+
+
 def spaghetti_figure(
     curves: Sequence[Curve], threshold: float, window: tuple[float, float], ylabel: str
 ) -> str:
@@ -124,6 +153,7 @@ def spaghetti_figure(
     fig.subplots_adjust(left=0.08, right=0.86, bottom=0.13, top=0.93)
     ax.axvspan(window[0], window[1], color="#e8eaed", zorder=0)
     drawn = False
+    ends: list[tuple[str, str, float, float]] = []  # patient, colour, last day, last value
     for c in curves:
         pts = [(d, v) for d, v in zip(c.days, c.values, strict=True) if v > 0]
         if not pts:
@@ -132,15 +162,7 @@ def spaghetti_figure(
         colour = VERDICT_COLOURS.get(c.verdict, "#5f6368")
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         ax.plot(xs, ys, marker="o", markersize=4, color=colour, linewidth=1.4, alpha=0.85)
-        ax.annotate(
-            c.patient_id,
-            (xs[-1], ys[-1]),
-            xytext=(4, 0),
-            textcoords="offset points",
-            fontsize=7,
-            color=colour,
-            va="center",
-        )
+        ends.append((c.patient_id, colour, xs[-1], ys[-1]))
     ax.axhline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
     ax.text(
         0.005,
@@ -158,11 +180,38 @@ def spaghetti_figure(
     ax.set_xlabel("study day (day 0 = NK infusion); grey band = day-14 window")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
+    _end_labels(ax, ends)
     if not drawn:
         ax.text(0.5, 0.5, "no positive values", ha="center", transform=ax.transAxes)
     handles = [Line2D([], [], color=col, marker="o", label=v) for v, col in VERDICT_COLOURS.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return png_data_uri(fig)
+
+
+def _end_labels(ax: Any, ends: Sequence[tuple[str, str, float, float]]) -> None:
+    """Write each patient's id at the end of its line; ids ending on one day never overlap."""
+    if not ends:
+        return
+    lo, hi = (math.log10(v) for v in ax.get_ylim())
+    axis_height_pt = ax.get_window_extent().height * 72 / ax.figure.dpi
+    gap = (hi - lo) * 9.0 / axis_height_pt  # one 7-pt label plus leading, in decades
+    by_day: dict[float, list[tuple[str, str, float, float]]] = {}
+    for end in ends:
+        by_day.setdefault(end[2], []).append(end)
+    for day, group in by_day.items():
+        anchors = [math.log10(e[3]) for e in group]
+        for (pid, colour, _, y), at, placed in zip(
+            group, anchors, spread_labels(anchors, gap), strict=True
+        ):
+            ax.annotate(
+                pid,
+                (day, y),
+                xytext=(4, (placed - at) / (hi - lo) * axis_height_pt),
+                textcoords="offset points",
+                fontsize=7,
+                color=colour,
+                va="center",
+            )
 
 
 # --------------------------------------------------------------------------- swimmer

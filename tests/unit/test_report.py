@@ -865,3 +865,18 @@ def test_a_check_recorded_only_is_not_listed_as_not_pass():
     assert (
         "acquisition: NOT_ASSESSED events_lost_not_assessed" in _tube_status_rows(rows, cfg)[0][3]
     )
+
+
+def test_spaghetti_end_labels_are_spread_apart_and_moved_as_little_as_possible():
+    from nkflow.report._cohort import spread_labels
+
+    anchors = [2.00, 1.01, 1.00, 1.02, 1.50]  # three ids ending on ~the same value
+    placed = spread_labels(anchors, 0.1)
+    assert placed[0] == 2.00 and placed[4] == 1.50  # far from the others: not moved
+    stack = sorted(placed[1:4])
+    assert stack == pytest.approx([0.91, 1.01, 1.11])  # 0.1 apart, centred on their mean 1.01
+    assert sorted(range(5), key=lambda i: placed[i]) == sorted(range(5), key=lambda i: anchors[i])
+    # a stack that grows into its neighbour takes it in: still 0.1 apart, centred
+    merged = sorted(spread_labels([0.0, 0.02, 0.04, 0.2], 0.1))
+    assert [b - a for a, b in zip(merged, merged[1:], strict=False)] == pytest.approx([0.1] * 3)
+    assert sum(merged) / 4 == pytest.approx((0.0 + 0.02 + 0.04 + 0.2) / 4)

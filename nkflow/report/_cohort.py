@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.report import _format as fmt
 from nkflow.report import _html as h
-from nkflow.report._figures import VERDICT_COLOURS, png_data_uri, pyplot
+from nkflow.report._figures import VERDICT_COLOURS, png_data_uri, pyplot, threshold_log_axis
 from nkflow.report._inputs import ReportInputs, Row
 
 #: CTCAE grade -> colour (1 mild ... 5 death), for the swimmer plot
@@ -147,7 +146,6 @@ def spaghetti_figure(
     """Donor NK/uL against study day, one line per patient coloured by verdict (log y)."""
     plt = pyplot()
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     fig, ax = plt.subplots(figsize=(10.5, 4.2))
     fig.subplots_adjust(left=0.08, right=0.86, bottom=0.13, top=0.93)
@@ -163,20 +161,7 @@ def spaghetti_figure(
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         ax.plot(xs, ys, marker="o", markersize=4, color=colour, linewidth=1.4, alpha=0.85)
         ends.append((c.patient_id, colour, xs[-1], ys[-1]))
-    ax.axhline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
-    ax.text(
-        0.005,
-        threshold,
-        f" {threshold:g}/µL",
-        color="#b3261e",
-        ha="left",
-        va="bottom",
-        transform=ax.get_yaxis_transform(),
-    )
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.yaxis.set_minor_locator(NullLocator())
+    threshold_log_axis(ax, threshold, label_right=False)
     ax.set_xlabel("study day (day 0 = NK infusion); grey band = day-14 window")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)

@@ -13,6 +13,7 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 VERDICT_COLOURS = {"PASS": "#1b7a3a", "FAIL": "#b3261e", "NOT_EVALUABLE": "#5f6368"}
 
@@ -29,6 +30,29 @@ def _number(x: float | None) -> float | None:
 def _positive(x: float | None) -> float | None:
     """``x`` when it can be drawn on a log axis (finite and > 0), else None."""
     return x if x is not None and math.isfinite(x) and x > 0 else None
+
+
+def threshold_log_axis(ax: Any, threshold: float, *, label_right: bool) -> None:
+    """A log y axis ticked 1-2-5 with plain numbers, and the dashed threshold line labelled.
+
+    ``label_right`` puts the ``<threshold>/µL`` label at the right end of the line, else the left.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.axhline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
+    ax.text(
+        0.99 if label_right else 0.005,
+        threshold,
+        f"{threshold:g}/µL " if label_right else f" {threshold:g}/µL",
+        color="#b3261e",
+        ha="right" if label_right else "left",
+        va="bottom",
+        transform=ax.get_yaxis_transform(),
+    )
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost more than they show
 
 
 def png_data_uri(fig: object) -> str:
@@ -91,7 +115,6 @@ def kinetics_figure(
         A ``data:image/png;base64`` URI.
     """
     plt = pyplot()
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     # fixed margins, not constrained_layout: the layout solver redraws the figure several
     # times and was 90 % of the report's time on a 1,000-tube cohort
@@ -133,20 +156,7 @@ def kinetics_figure(
                 ecolor=line.get_color(),
                 capsize=3,
             )
-    ax1.axhline(threshold, color="#b3261e", linestyle="--", linewidth=1.2)
-    ax1.text(
-        0.99,
-        threshold,
-        f"{threshold:g}/µL ",
-        color="#b3261e",
-        ha="right",
-        va="bottom",
-        transform=ax1.get_yaxis_transform(),
-    )
-    ax1.set_yscale("log")
-    ax1.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax1.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax1.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost more than they show
+    threshold_log_axis(ax1, threshold, label_right=True)
     ax1.set_xlabel("study day (day 0 = first NK infusion)")
     ax1.set_ylabel("NK cells / µL (log)")
     ax1.set_title(f"{patient_id}: NK cells per µL", y=1.0)  # explicit y: no overlap search

@@ -439,7 +439,7 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
 
 def cohort_sections(inp: ReportInputs, threshold: float) -> list[tuple[str, str, str]]:
     """(anchor, nav label, section HTML) of the cohort view, in page order."""
-    s = EndpointSettings.from_config(inp.config)
+    s = inp.endpoint_settings
     target, before, after = s.target_day, s.window_before, s.window_after
     window = (target - before - 0.5, target + after + 0.5)
     out = [("kinetics-summary", "kinetics", summary_section(inp))]

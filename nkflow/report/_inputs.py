@@ -13,6 +13,7 @@ note on the page (and a log warning), never a crash, so a partial run still gets
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import ConfigError, NkflowError
 from nkflow.provenance import sha256_file
 from nkflow.tables import read_tsv
@@ -93,6 +95,11 @@ class ReportInputs:
     #: patient_id -> the ``review`` record of ``cohort/patients/<id>.json`` (status, note,
     #: signatures with their standing; :mod:`nkflow.review.signing`)
     review: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def endpoint_settings(self) -> EndpointSettings:
+        """The ``endpoints`` settings of :attr:`config`, built once for every page."""
+        return EndpointSettings.from_config(self.config)
 
 
 def read_text_table(path: Path) -> tuple[list[Row], list[str]]:

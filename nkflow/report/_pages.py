@@ -52,11 +52,6 @@ def split_codes(text: str) -> list[str]:
     return [c.strip() for c in text.replace(",", ";").split(";") if c.strip()]
 
 
-def threshold_of(config: dict[str, Any]) -> float:
-    """The endpoint threshold, cells/uL (``endpoints.threshold_per_ul``)."""
-    return EndpointSettings.from_config(config).threshold_per_ul
-
-
 def verdict_badges(row: Row) -> str:
     """Verdict word badge plus a 'borderline' badge when marked."""
     v = row.get("verdict", "") or "NOT_EVALUABLE"
@@ -198,7 +193,7 @@ def dose_range_text(pid: str, ep: Row, inp: ReportInputs) -> str:
         if n
         for key in [f"{fmt.number(n)}"]
     )
-    lo, hi = (float(x) for x in EndpointSettings.from_config(inp.config).dose_range_per_kg)
+    lo, hi = (float(x) for x in inp.endpoint_settings.dose_range_per_kg)
     d_lo, d_hi = (float(x) for x in EndpointSettings.from_config(None).dose_range_per_kg)
     source = (
         f"the default, from {DOSE_RANGE_SOURCE}"
@@ -349,7 +344,7 @@ def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
         ["borderline basis", ep.get("borderline_basis", "")],
     ]
     body += h.table(["quantity", "value"], rows)
-    nk_tube = str(EndpointSettings.from_config(inp.config).tubes["nk"])
+    nk_tube = str(inp.endpoint_settings.tubes["nk"])
     key = (ep.get("sample_id", ""), nk_tube)
     record = inp.tube_provenance.get(key, {}).get("perturbation")
     if isinstance(record, dict) and record.get("boundaries"):
@@ -382,7 +377,7 @@ def _numbers(ep: Row, inp: ReportInputs) -> str:
     nk_pct = ep.get("nk_pct_of_lymphocytes", "")
     num, den = ep.get("nk_events", ""), ep.get("lymphocyte_events", "")
     denom_pop = ep.get("lymphocyte_population", "") or str(
-        EndpointSettings.from_config(inp.config).denominator_population
+        inp.endpoint_settings.denominator_population
     )
     nk_src = [
         f"{num or nr} NK events / {den or nr} {denom_pop} events",
@@ -985,7 +980,7 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
     ep = next((r for r in inp.endpoints if r["patient_id"] == patient_id), None)
     if ep is None:
         raise KeyError(f"patient {patient_id!r} is not in endpoints.tsv")
-    threshold = threshold_of(inp.config)
+    threshold = inp.endpoint_settings.threshold_per_ul
     samples = patient_samples(inp, patient_id)
     tube_keys = sorted(
         {k for k in [*inp.gating_png, *inp.tube_provenance] if k[0] in samples}
@@ -1156,7 +1151,7 @@ def render_index(inp: ReportInputs, run_date: str) -> str:
     """The cohort index page (see the package docstring)."""
     from nkflow.report import _html
 
-    threshold = threshold_of(inp.config)
+    threshold = inp.endpoint_settings.threshold_per_ul
     n = {
         v: sum(1 for e in inp.endpoints if (e.get("verdict") or "NOT_EVALUABLE") == v)
         for v in VERDICTS

@@ -251,6 +251,12 @@ def test_validated_config_missing_or_not_from_nkflow_validate_is_refused(tmp_pat
     missing = tmp_path / "validated" / "config.json"
     with pytest.raises(ConfigError, match=r"config.json: validated configuration not found"):
         load_study(validated=missing)
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('{"config": {')
+    with pytest.raises(
+        ConfigError, match=r"truncated.json: cannot be read as JSON .*fix: run `nkflow validate"
+    ):
+        load_study(validated=truncated)
     hand = tmp_path / "hand.json"
     hand.write_text(json.dumps(_base()))
     with pytest.raises(ConfigError, match=r"hand.json: not written by `nkflow validate`"):

@@ -135,7 +135,7 @@ class ReviewRun:
             if not (res / rel).is_file():
                 raise ReviewError(
                     f"{res / rel} not found: the run is not finished; run snakemake with this "
-                    "config first, from the directory you start 'nkflow review' in"
+                    "config first, from the directory you start 'nkflow review' or 'nkflow sign' in"
                 )
         # the app reads the run once; a signature must rest on the run that is on disk
         self._run_sha256 = {rel: sha256_file(res / rel) for rel in RUN_TABLES}
@@ -186,7 +186,10 @@ class ReviewRun:
         """``patient_id`` if it is a safe id of this run's endpoints.tsv; ReviewError otherwise."""
         overrides.check_id("patient_id", patient_id)
         if patient_id not in self.endpoints:
-            raise ReviewError(f"patient {patient_id!r} is not in this run's endpoints.tsv")
+            raise ReviewError(
+                f"patient {patient_id!r} is not in this run's {self.rs.results}/cohort/"
+                f"endpoints.tsv; known: {', '.join(sorted(self.endpoints))}"
+            )
         return patient_id
 
     def patient_of(self, sample_id: str) -> str:

@@ -64,12 +64,6 @@ def _frame(text: str, as_text: bool = False) -> Any:
     return read_tsv(io.StringIO(text), text=as_text)
 
 
-def _sha(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def is_pending(rec: basis.TubeRecord, overrides_dir: Path) -> bool:
     """True when a tube's override files on disk differ from those its run applied."""
     applied = {o["gate"]: o["sha256"] for o in rec.provenance.get("overrides") or []}
@@ -78,6 +72,16 @@ def is_pending(rec: basis.TubeRecord, overrides_dir: Path) -> bool:
         for p in overrides.tube_files(overrides_dir, rec.sample_id, rec.tube)
     }
     return applied != disk
+
+
+def as_request(candidate: dict[tuple[str, str, str], Any]) -> list[dict[str, Any]]:
+    """Candidate boundaries as a request sends them (the inverse of ``parse_candidate``)."""
+    return [
+        {"gate": g, "vertices": [list(x) for x in v]}
+        if m == VERTICES
+        else {"gate": g, "marker": m, "side": s, "value": v}
+        for (g, m, s), v in candidate.items()
+    ]
 
 
 def _vertices(i: int, raw: Any) -> tuple[tuple[float, float], ...]:
@@ -845,8 +849,8 @@ class ReviewRun:
                 for o in gov.values()
             ]
             ti, ta = basis.tube_items(basis.TubeRecord(sid, tube, prov, Path("/nonexistent")))
-            ti[f"counts:{sid}/{tube}"] = _sha(counts_tsv)
-            ti[f"qc:{sid}/{tube}"] = _sha(qc_tsv)
+            ti[f"counts:{sid}/{tube}"] = basis.sha256_text(counts_tsv)
+            ti[f"qc:{sid}/{tube}"] = basis.sha256_text(qc_tsv)
             items.update(ti)
             authors.update(ta)
         return (
@@ -925,9 +929,4 @@ class ConflictError(ReviewError):
             "and save again"
         )
         self.conflicts = conflicts
-        self.candidate = [
-            {"gate": g, "vertices": [list(x) for x in v]}
-            if m == VERTICES
-            else {"gate": g, "marker": m, "side": s, "value": v}
-            for (g, m, s), v in candidate.items()
-        ]
+        self.candidate = as_request(candidate)

@@ -327,21 +327,13 @@ def treg_figure(
             [],
             [],
             marker="*",
-            color="#b3261e",
+            color=colour,
+            markerfacecolor=face,
             linestyle="none",
             markersize=10,
-            label=f"day {treg_day:g}: < {low_pct:g} %",
-        ),  # fmt: skip
-        Line2D(
-            [],
-            [],
-            marker="*",
-            color="#5f6368",
-            markerfacecolor="none",
-            linestyle="none",
-            markersize=10,
-            label=f"day {treg_day:g}: >= {low_pct:g} %",
-        ),  # fmt: skip
+            label=f"day {treg_day:g}: {side} {low_pct:g} %",
+        )
+        for colour, face, side in (("#b3261e", None, "<"), ("#5f6368", "none", ">="))
     ]
     a2.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7.5)
     return png_data_uri(fig)

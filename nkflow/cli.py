@@ -275,35 +275,13 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """``nkflow sign``: sign a patient's current endpoint (reviewed / approved)."""
-    from nkflow.review import basis, review_settings, signing
-    from nkflow.review.live import ReviewRun, is_pending
-    from nkflow.review.users import load_users
+    from nkflow.review.live import ReviewRun
 
-    config = _study(args).config
-    rs = review_settings(config)
-    bases = basis.run_bases(rs.results, Path.cwd())
-    if args.patient not in bases:
-        raise NkflowError(
-            f"patient {args.patient!r} is not in {rs.results}/cohort/endpoints.tsv; known: "
-            f"{', '.join(sorted(bases))}"
-        )
+    # the review app's signing: on the predicted basis when overrides are not yet applied
+    run = ReviewRun(_study(args).config, Path.cwd())
+    run.check_patient(args.patient)
     password = _password(args, f"password for {args.user}: ")
-    tubes = basis.tube_records(basis.read_rows(rs.results / "cohort/tubes.tsv"), Path.cwd())
-    if any(is_pending(t, rs.overrides) for t in tubes):
-        # overrides saved since the run: sign what the rerun will write, as the review app does
-        out = ReviewRun(config, Path.cwd()).sign(args.user, password, args.patient, args.meaning)
-    else:
-        signing.sync_voids(rs.audit_log, bases)
-        entry = signing.sign(
-            rs.audit_log,
-            load_users(rs.users),
-            user_id=args.user,
-            password=password,
-            meaning=args.meaning,
-            basis=bases[args.patient],
-            two_person_rule=rs.two_person_rule,
-        )
-        out = {"entry": entry, "pending": []}
+    out = run.sign(args.user, password, args.patient, args.meaning)
     entry = out["entry"]
     pending = (
         f" (on the recomputation of {', '.join(out['pending'])}, whose overrides the run has not "

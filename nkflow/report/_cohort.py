@@ -327,21 +327,13 @@ def treg_figure(
             [],
             [],
             marker="*",
-            color="#b3261e",
+            color=colour,
+            markerfacecolor=face,
             linestyle="none",
             markersize=10,
-            label=f"day {treg_day:g}: < {low_pct:g} %",
-        ),  # fmt: skip
-        Line2D(
-            [],
-            [],
-            marker="*",
-            color="#5f6368",
-            markerfacecolor="none",
-            linestyle="none",
-            markersize=10,
-            label=f"day {treg_day:g}: >= {low_pct:g} %",
-        ),  # fmt: skip
+            label=f"day {treg_day:g}: {side} {low_pct:g} %",
+        )
+        for colour, face, side in (("#b3261e", None, "<"), ("#5f6368", "none", ">="))
     ]
     a2.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7.5)
     return png_data_uri(fig)
@@ -389,12 +381,17 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
     for e in inp.endpoints:
         pid = e["patient_id"]
         lane = Lane(pid, e.get("verdict", "") or "NOT_EVALUABLE")
+        lanes.append(lane)
+        for r in inp.visits:
+            if r.get("patient_id") == pid and (d := fmt.number(r.get("study_day", ""))) is not None:
+                lane.visits.append((d, r.get("status") == "ok"))
         day0 = _date(e.get("day0_date", ""), inp, "endpoints")
         if day0 is None:
             notes.append(
                 f"{pid}: no day0_date in endpoints.tsv, so infusions, adverse events and "
                 "responses are not placed"
             )
+            continue
         infs = sorted(
             (r for r in inp.sheets.get("infusions", []) if r.get("patient_id") == pid),
             key=lambda r: fmt.number(r.get("infusion_number", "")) or 0.0,
@@ -402,22 +399,17 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
         doses = [x.strip() for x in e.get("cells_per_kg_infusions", "").split(",") if x.strip()]
         for i, r in enumerate(infs):
             when = _date(r.get("infusion_date", ""), inp, "infusions")
-            if day0 is None or when is None:
+            if when is None:
                 continue
             label = ""
             if len(doses) == len(infs) and (v := fmt.number(doses[i])) is not None:
                 label = f"{v / 1e6:.1f}"
             lane.infusions.append(((when - day0).days, label))
-        for r in inp.visits:
-            if r.get("patient_id") == pid and (d := fmt.number(r.get("study_day", ""))) is not None:
-                lane.visits.append((d, r.get("status") == "ok"))
         for r in inp.sheets.get("adverse_events", []):
             if r.get("patient_id") != pid:
                 continue
             when = _date(r.get("onset_date", "") or r.get("date", ""), inp, "adverse_events")
             grade = fmt.number(r.get("ctcae_grade", ""))
-            if day0 is None:
-                continue
             if when is not None and grade is not None:
                 lane.adverse_events.append(((when - day0).days, int(grade)))
             else:
@@ -426,14 +418,11 @@ def _lanes(inp: ReportInputs) -> tuple[list[Lane], list[str]]:
             if r.get("patient_id") != pid:
                 continue
             when = _date(r.get("assessment_date", ""), inp, "response")
-            if day0 is None:
-                continue
             if when is None:
                 notes.append(f"{pid}: response row without a usable date")
                 continue
             mrd = {"negative": " MRD-", "positive": " MRD+"}.get(r.get("mrd_status", ""), "")
             lane.responses.append(((when - day0).days, f"{r.get('category', '')}{mrd}"))
-        lanes.append(lane)
     return lanes, notes
 
 

@@ -108,11 +108,6 @@ def kinetics_figure(
         Study day of the day-14 sample (vertical dotted line), or None.
     patient_id
         Used in the title.
-
-    Returns
-    -------
-    str
-        A ``data:image/png;base64`` URI.
     """
     plt = pyplot()
 
@@ -123,38 +118,22 @@ def kinetics_figure(
     markers = ["o", "s", "^", "D"]
     drawn = False
     for i, s in enumerate(nk_series):
-        lows = list(s.lo) if s.lo is not None else [None] * len(s.days)
-        highs = list(s.hi) if s.hi is not None else [None] * len(s.days)
-        xs: list[float] = []
-        ys: list[float] = []
-        err_x: list[float] = []
-        err_y: list[float] = []
-        err_lo: list[float] = []
-        err_hi: list[float] = []
-        for d, v, lo, hi in zip(s.days, s.values, lows, highs, strict=True):
-            dd, vv = _number(d), _positive(v)
-            if dd is None or vv is None:
-                continue
-            xs.append(dd)
-            ys.append(vv)
-            lo_v, hi_v = _positive(lo), _number(hi)
-            if lo_v is not None and hi_v is not None:
-                err_x.append(dd)
-                err_y.append(vv)
-                err_lo.append(vv - lo_v)
-                err_hi.append(hi_v - vv)
-        if not xs:
+        none = [None] * len(s.days)
+        pts = [
+            (dd, vv, _positive(lo), _number(hi))
+            for d, v, lo, hi in zip(s.days, s.values, s.lo or none, s.hi or none, strict=True)
+            if (dd := _number(d)) is not None and (vv := _positive(v)) is not None
+        ]
+        if not pts:
             continue
         drawn = True
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         line = ax1.plot(xs, ys, marker=markers[i % 4], label=s.label)[0]
-        if err_x:
+        err = [(x, y, y - lo, hi - y) for x, y, lo, hi in pts if lo is not None and hi is not None]
+        if err:
+            err_x, err_y, err_lo, err_hi = (list(c) for c in zip(*err, strict=True))
             ax1.errorbar(
-                err_x,
-                err_y,
-                yerr=[err_lo, err_hi],
-                fmt="none",
-                ecolor=line.get_color(),
-                capsize=3,
+                err_x, err_y, yerr=[err_lo, err_hi], fmt="none", ecolor=line.get_color(), capsize=3
             )
     threshold_log_axis(ax1, threshold, label_right=True)
     ax1.set_xlabel("study day (day 0 = first NK infusion)")
@@ -261,11 +240,6 @@ def distribution_figure(
         The all-sources 95 % interval (shaded), either end None when not recorded.
     patient_id
         Used in the title.
-
-    Returns
-    -------
-    str
-        A ``data:image/png;base64`` URI.
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 3.0))

@@ -2,10 +2,11 @@
 
 Contract: this is the only part of :mod:`nkflow.report` that touches the file system on the
 input side, and it reads only the paths it is given (:class:`ReportPaths`, the report rule's
-inputs) and those the config and the tube index name. The per-patient JSON (``cohort/patients/<id>.json``) holds the same endpoint and visit
-rows as the two cohort tables, so the pages read the tables and the sheets (infusions, response,
-adverse events) instead; only its donor NK/uL histogram (``donor_nk_per_ul_distribution``) is
-read from it. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
+inputs) and those the config and the tube index name. The per-patient JSON
+(``cohort/patients/<id>.json``) holds the same endpoint and visit rows as the two cohort tables,
+so the pages read the tables and the sheets (infusions, response, adverse events) instead; only
+its donor NK/uL histogram (``donor_nk_per_ul_distribution``) and its ``review`` record are read
+from it, each file once. Tables are read as text (``dtype=str``, empty cell -> ``""``) so that every number
 reaches the page exactly as the producing step wrote it. A missing endpoints table is a setup
 error (:class:`~nkflow.errors.ConfigError`); any other missing or unreadable input becomes a
 note on the page (and a log warning), never a crash, so a partial run still gets a report.
@@ -66,7 +67,11 @@ class ReportInputs:
     gate_trees
         gate tree name -> (path, parsed YAML document or None).
     distributions
-        patient_id -> the day-14 donor NK/uL histogram from the per-patient JSON.
+        patient_id -> ``donor_nk_per_ul_distribution`` of ``cohort/patients/<id>.json``, the
+        histogram of the day-14 donor NK/uL draws (absent when not computed).
+    review
+        patient_id -> the ``review`` record of the per-patient JSON (status, note, signatures
+        with their standing; :mod:`nkflow.review.signing`).
     missing
         Human-readable notes about inputs that were absent or unreadable.
     """
@@ -89,11 +94,7 @@ class ReportInputs:
     input_hashes: list[tuple[str, str, str]] = field(default_factory=list)
     gate_trees: dict[str, tuple[str, Any]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
-    #: patient_id -> ``donor_nk_per_ul_distribution`` of ``cohort/patients/<id>.json`` (the
-    #: histogram of the day-14 donor NK/uL draws; absent when not computed)
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: patient_id -> the ``review`` record of ``cohort/patients/<id>.json`` (status, note,
-    #: signatures with their standing; :mod:`nkflow.review.signing`)
     review: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -106,19 +107,6 @@ def read_text_table(path: Path) -> tuple[list[Row], list[str]]:
     """Read a TSV as text rows; returns (rows, columns). Raises ``OSError``/``ValueError``."""
     df = read_tsv(path, text=True)
     return df.to_dict(orient="records"), [str(c) for c in df.columns]
-
-
-def _optional_table(path: Path, what: str, missing: list[str]) -> tuple[list[Row], list[str]]:
-    if not path.is_file():
-        missing.append(f"{what} not found at {path}")
-        logger.warning("report: %s not found at %s; its sections will say so", what, path)
-        return [], []
-    try:
-        return read_text_table(path)
-    except (OSError, ValueError) as exc:
-        missing.append(f"{what} at {path} could not be read: {exc}")
-        logger.warning("report: %s at %s unreadable: %s", what, path, exc)
-        return [], []
 
 
 def _sheet_rows(config: dict[str, Any], role: str, base: Path, missing: list[str]) -> list[Row]:
@@ -188,11 +176,18 @@ def _read_endpoints(path: Path) -> tuple[list[Row], list[str]]:
 
 
 def _table(inp: ReportInputs, path: Path, what: str) -> tuple[list[Row], list[str]]:
-    """An optional cohort table, its digest recorded when it exists."""
-    rows, cols = _optional_table(path, what, inp.missing)
-    if path.is_file():
-        inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
-    return rows, cols
+    """An optional cohort table, its digest recorded when it exists (else a note, no rows)."""
+    if not path.is_file():
+        inp.missing.append(f"{what} not found at {path}")
+        logger.warning("report: %s not found at %s; its sections will say so", what, path)
+        return [], []
+    inp.input_hashes.append(("cohort table", str(path), sha256_file(path)))
+    try:
+        return read_text_table(path)
+    except (OSError, ValueError) as exc:
+        inp.missing.append(f"{what} at {path} could not be read: {exc}")
+        logger.warning("report: %s at %s unreadable: %s", what, path, exc)
+        return [], []
 
 
 def _load_sheets(inp: ReportInputs, base: Path) -> None:
@@ -222,21 +217,6 @@ def _load_config_files(inp: ReportInputs, base: Path) -> None:
             inp.input_hashes.append((f"{label}: {name}", str(rel), sha256_file(path)))
             if kind == "gating":
                 inp.gate_trees[name] = (str(rel), _read_yaml(path, inp.missing))
-
-
-def _load_reviews(inp: ReportInputs, patients_dir: Path) -> None:
-    """Each patient's ``review`` record from its per-patient JSON."""
-    for row in inp.endpoints:
-        pj = patients_dir / f"{row['patient_id']}.json"
-        if not pj.is_file():
-            continue
-        try:
-            rec = json.loads(pj.read_text(encoding="utf-8")).get("review")
-        except (OSError, ValueError) as exc:
-            inp.missing.append(f"{pj} unreadable: {exc}")
-            continue
-        if isinstance(rec, dict):
-            inp.review[row["patient_id"]] = rec
 
 
 def _load_tubes(inp: ReportInputs, index: Path, base: Path) -> None:
@@ -290,7 +270,7 @@ def load_inputs(config: dict[str, Any], paths: ReportPaths, base_dir: Path) -> R
     inp.qc = _table(inp, paths.qc, "tube QC table")[0]
     inp.counts = _table(inp, paths.counts, "cohort counts table")[0]
     _load_sheets(inp, base)
-    _load_distributions(inp, paths.patients)
+    _load_patients(inp, paths.patients)
     if paths.str_results is not None:
         inp.str_results = _table(inp, paths.str_results, "str_results.tsv")[0]
     if paths.str_loci is not None:
@@ -298,28 +278,32 @@ def load_inputs(config: dict[str, Any], paths: ReportPaths, base_dir: Path) -> R
     inp.kinetics = _table(inp, paths.kinetics, "kinetics.tsv")[0]
     inp.kinetics_summary = _table(inp, paths.kinetics_summary, "kinetics_summary.tsv")[0]
     _load_config_files(inp, base)
-    _load_reviews(inp, paths.patients)
     _load_tubes(inp, paths.tubes_index, base)
     return inp
 
 
-def _load_distributions(inp: ReportInputs, patients_dir: Path) -> None:
-    """The donor NK/uL histogram of every patient whose JSON has one.
+def _load_patients(inp: ReportInputs, patients_dir: Path) -> None:
+    """Each patient's ``review`` record and donor NK/uL histogram, from its per-patient JSON.
 
-    It is the only part of the per-patient JSON that the tables do not hold.
+    The histogram is the only part of the JSON that the tables do not hold; it is expected for
+    every patient with a ``p_above_threshold``.
     """
     for row in inp.endpoints:
-        if not row.get("p_above_threshold"):
+        pid, path = row["patient_id"], patients_dir / f"{row['patient_id']}.json"
+        if not row.get("p_above_threshold") and not path.is_file():
             continue
-        path = patients_dir / f"{row['patient_id']}.json"
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             inp.missing.append(f"{path} unreadable: {exc}")
             continue
+        if isinstance(doc.get("review"), dict):
+            inp.review[pid] = doc["review"]
+        if not row.get("p_above_threshold"):
+            continue
         dist = doc.get("donor_nk_per_ul_distribution")
         if isinstance(dist, dict):
-            inp.distributions[row["patient_id"]] = dist
+            inp.distributions[pid] = dist
         else:
             inp.missing.append(f"{path}: no donor_nk_per_ul_distribution")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,7 @@ def rows_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
 
 def fcs_of(prov: dict[str, Any]) -> tuple[str, str]:
     """(path, sha256) of the FCS file recorded in a tube ``provenance.json``."""
-    path = prov.get("fcs_file") or ""
-    sha = prov.get("fcs_sha256") or ""
-    return str(path), str(sha)
+    return str(prov.get("fcs_file") or ""), str(prov.get("fcs_sha256") or "")
 
 
 def time_qc_rows(inp: ReportInputs, tube_keys: Iterable[tuple[str, str]]) -> list[list[str]]:
@@ -107,22 +106,14 @@ def time_qc_rows(inp: ReportInputs, tube_keys: Iterable[tuple[str, str]]) -> lis
         t = inp.tube_provenance.get(key, {}).get("time_qc")
         if not isinstance(t, dict):
             continue
-        parts = []
-        for r in t.get("removed_ranges_s") or []:
-            if isinstance(r, list | tuple) and len(r) == 2:
-                parts.append(f"{float(r[0]):g}–{float(r[1]):g} s")
-            else:
-                parts.append(str(r))
-        text = ", ".join(parts)
-        out.append(
-            [
-                key[0],
-                key[1],
-                fmt.yes_no(str(t.get("assessed", ""))),
-                str(t.get("n_removed", "")),
-                text or "none",
-            ]
+        text = ", ".join(
+            f"{float(r[0]):g}–{float(r[1]):g} s"
+            if isinstance(r, list | tuple) and len(r) == 2
+            else str(r)
+            for r in t.get("removed_ranges_s") or []
         )
+        assessed = fmt.yes_no(str(t.get("assessed", "")))
+        out.append([key[0], key[1], assessed, str(t.get("n_removed", "")), text or "none"])
     return out
 
 
@@ -236,13 +227,8 @@ def _banner(ep: Row, threshold: float, dose_note: str = "") -> str:
         f"<div>{where}. Success means strictly more than {threshold:g} donor NK cells/µL.</div>",
     ]
     if truthy(ep.get("borderline", "")):
-        lines.append(
-            "<div>"
-            + h.badge("borderline", "borderline")
-            + " "
-            + _borderline_text(ep, threshold)
-            + "</div>"
-        )
+        badge = h.badge("borderline", "borderline")
+        lines.append(f"<div>{badge} {_borderline_text(ep, threshold)}</div>")
     for label, col in (("Reason", "reason"), ("Flags", "flags")):
         if codes := split_codes(ep.get(col, "")):
             lines.append(f"<div>{label}: " + "".join(h.badge(c, "flag") for c in codes) + "</div>")
@@ -284,20 +270,19 @@ def _borderline_text(ep: Row, threshold: float) -> str:
 def _uncertainty(pid: str, ep: Row, inp: ReportInputs, threshold: float) -> str:
     """How sure the verdict is: the donor NK/uL draws, p above the threshold, the sources."""
     status = ep.get("uncertainty_status", "")
-    if ep.get("verdict", "") not in ("PASS", "FAIL") or not status:
-        why = "uncertainty_status not recorded" if status == "" else status
-        text = "No verdict to assess (NOT_EVALUABLE)." if ep.get("verdict", "") not in (
-            "PASS", "FAIL") else f"Not assessed ({why})."  # fmt: skip
-        return h.section("uncertainty", "How sure is the verdict", h.note(text))
-    if status != "computed":
-        return h.section(
-            "uncertainty",
-            "How sure is the verdict",
-            h.note(
-                f"Gate placement, counting and chimerism error were not combined ({status}); "
-                "borderline uses the counting interval alone. docs/uncertainty.md."
-            ),
+    if ep.get("verdict", "") not in ("PASS", "FAIL"):
+        text = "No verdict to assess (NOT_EVALUABLE)."
+    elif not status:
+        text = "Not assessed (uncertainty_status not recorded)."
+    elif status != "computed":
+        text = (
+            f"Gate placement, counting and chimerism error were not combined ({status}); "
+            "borderline uses the counting interval alone. docs/uncertainty.md."
         )
+    else:
+        text = ""
+    if text:
+        return h.section("uncertainty", "How sure is the verdict", h.note(text))
     body = ""
     dist = inp.distributions.get(pid)
     if dist:
@@ -822,6 +807,20 @@ def _gate_tree_table(doc: Any) -> str:
     return h.table(["gate", "parent", "type", "definition"], rows)
 
 
+def _recorded(
+    inp: ReportInputs, tube_keys: Sequence[tuple[str, str]], key: str, gate_file: str | None = None
+) -> list[str]:
+    """The distinct values of ``key`` in the tubes' provenance.json (sorted, empty dropped).
+
+    With ``gate_file``, only the tubes gated with a gate tree of that file name.
+    """
+    provs = [inp.tube_provenance[k] for k in tube_keys if k in inp.tube_provenance]
+    if gate_file is not None:
+        name = Path(gate_file).name
+        provs = [p for p in provs if Path(str(p.get("gating_file", ""))).name == name]
+    return sorted({str(p.get(key, "")) for p in provs} - {""})
+
+
 def _provenance(
     inp: ReportInputs,
     run_date: str,
@@ -862,14 +861,7 @@ def _provenance(
         for p in inp.config.get("panels", {})
         for g in (None, *inp.config.get("gating", {}))
     }
-    recorded = sorted(
-        {
-            str(inp.tube_provenance[k].get("settings_sha256", ""))
-            for k in tube_keys
-            if k in inp.tube_provenance
-        }
-        - {""}
-    )
+    recorded = _recorded(inp, tube_keys, "settings_sha256")
     if recorded:
         same = set(recorded) <= expected
         config_rows.append(
@@ -883,16 +875,7 @@ def _provenance(
     names = sorted(inp.gate_trees) if gate_names is None else [g for g in gate_names if g]
     for name in names:
         path, doc = inp.gate_trees.get(name, ("", None))
-        recorded = sorted(
-            {
-                str(inp.tube_provenance[key].get("gating_sha256", ""))
-                for key in tube_keys
-                if key in inp.tube_provenance
-                and Path(str(inp.tube_provenance[key].get("gating_file", ""))).name
-                == Path(path).name
-            }
-            - {""}
-        )
+        recorded = _recorded(inp, tube_keys, "gating_sha256", gate_file=path)
         now = next((sha for role, p, sha in inp.input_hashes if p == path), "")
         title = f"Gate tree used: {name}" + (f" ({path})" if path else "")
         content = ""
@@ -982,17 +965,12 @@ def render_patient_page(inp: ReportInputs, patient_id: str, run_date: str) -> st
         raise KeyError(f"patient {patient_id!r} is not in endpoints.tsv")
     threshold = inp.endpoint_settings.threshold_per_ul
     samples = patient_samples(inp, patient_id)
+    sheet_rows = _patient_rows(inp.samples, patient_id)
     tube_keys = sorted(
         {k for k in [*inp.gating_png, *inp.tube_provenance] if k[0] in samples}
-        | {
-            (r.get("sample_id", ""), r.get("tube", ""))
-            for r in inp.samples
-            if r.get("patient_id") == patient_id
-        }
+        | {(r.get("sample_id", ""), r.get("tube", "")) for r in sheet_rows}
     )
-    gate_names = sorted(
-        {r.get("gating", "") for r in inp.samples if r.get("patient_id") == patient_id}
-    )
+    gate_names = sorted({r.get("gating", "") for r in sheet_rows})
     body = "\n".join(
         [
             _banner(ep, threshold, dose_range_text(patient_id, ep, inp)),
@@ -1090,15 +1068,12 @@ def _qc_summary(inp: ReportInputs) -> str:
     tubes: dict[tuple[str, str], str] = {}
     for r in inp.qc:
         tubes.setdefault((r.get("sample_id", ""), r.get("tube", "")), r.get("tube_status", ""))
-    kinds = sorted({k[1] for k in tubes})
     statuses = ["PASS", "WARN", "FAIL"]
+    n_of = Counter((k[1], s) for k, s in tubes.items())
+    n_tubes = Counter(k[1] for k in tubes)
     counts = [
-        [
-            kind,
-            *[str(sum(1 for k, s in tubes.items() if k[1] == kind and s == st)) for st in statuses],
-            str(sum(1 for k in tubes if k[1] == kind)),
-        ]
-        for kind in kinds
+        [kind, *[str(n_of[kind, st]) for st in statuses], str(n_tubes[kind])]
+        for kind in sorted(n_tubes)
     ]
     body = h.table(["tube", *statuses, "tubes"], counts)
     patient_of = {

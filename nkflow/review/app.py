@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import html
 import json
 import logging
 import secrets
@@ -42,7 +41,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from nkflow.errors import AuditError, ConfigError, ReviewError
-from nkflow.review.live import VERTICES, ConflictError, ReviewRun
+from nkflow.report._html import esc
+from nkflow.review.live import ConflictError, ReviewRun, as_request
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,6 @@ RISK_WORDS = {
 
 def _asset(name: str) -> bytes:
     return resources.files("nkflow").joinpath("templates", "review", name).read_bytes()
-
-
-def esc(v: object) -> str:
-    """``v`` as HTML text (``None`` as empty), quotes escaped."""
-    return html.escape("" if v is None else str(v), quote=True)
 
 
 class Sessions:
@@ -193,7 +188,7 @@ class _Handlers:
         try:
             sid, tube = self.tube_at(request)
             ot = run.open(sid, tube)
-            candidate = _candidate(ot.on_disk)
+            candidate = as_request(dict(sorted(ot.on_disk.items())))  # as the page edits them
             preview = run.preview(sid, tube, candidate)
             png, layout = run.figure(sid, tube, candidate)
         except ReviewError as exc:
@@ -456,16 +451,6 @@ def _queue_row(it: dict[str, Any]) -> str:
         f"<td><span class='badge review-{esc(it['review_status'])}'>"
         f"{esc(it['review_status'])}</span></td></tr>"
     )
-
-
-def _candidate(on_disk: dict[tuple[str, str, str], Any]) -> list[dict[str, Any]]:
-    """The boundaries in a tube's override files, as the page edits them."""
-    return [
-        {"gate": g, "vertices": [list(x) for x in v]}
-        if m == VERTICES
-        else {"gate": g, "marker": m, "side": s, "value": v}
-        for (g, m, s), v in sorted(on_disk.items())
-    ]
 
 
 def _tube_body(sid: str, tube: str, patient_id: str, png: bytes) -> str:

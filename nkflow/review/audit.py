@@ -110,14 +110,11 @@ def verify(path: Path) -> list[Finding]:
     expected_seq = 1
     for e in entries:
         line, seq = e.pop("_line"), e.get("seq")
+        wrong = []  # each: what is wrong with this entry, after "entry seq <seq>"
         if entry_sha256(e) != e["sha256"]:
-            findings.append(
-                Finding(
-                    line,
-                    seq,
-                    f"{path} line {line}: entry seq {seq} ({e.get('event')}) was edited: its "
-                    f"content does not match its sha256 {str(e['sha256'])[:12]}...",
-                )
+            wrong.append(
+                f"({e.get('event')}) was edited: its content does not match its sha256 "
+                f"{str(e['sha256'])[:12]}..."
             )
         if seq != expected_seq:
             what = (
@@ -125,24 +122,13 @@ def verify(path: Path) -> list[Finding]:
                 if isinstance(seq, int) and seq > expected_seq
                 else "reordered: it was moved after a later entry"
             )
-            findings.append(
-                Finding(
-                    line,
-                    seq,
-                    f"{path} line {line}: entry seq {seq} found where seq {expected_seq} was "
-                    f"expected: entries were {what}",
-                )
-            )
+            wrong.append(f"found where seq {expected_seq} was expected: entries were {what}")
         if e["prev_sha256"] != prev:
-            findings.append(
-                Finding(
-                    line,
-                    seq,
-                    f"{path} line {line}: entry seq {seq} does not chain to the entry before it "
-                    "(its prev_sha256 is not that entry's sha256): an entry before it was "
-                    "edited, deleted, inserted or moved",
-                )
+            wrong.append(
+                "does not chain to the entry before it (its prev_sha256 is not that entry's "
+                "sha256): an entry before it was edited, deleted, inserted or moved"
             )
+        findings += [Finding(line, seq, f"{path} line {line}: entry seq {seq} {w}") for w in wrong]
         prev = str(e["sha256"])
         if isinstance(seq, int):
             expected_seq = max(expected_seq, seq + 1)

@@ -54,7 +54,8 @@ _WHAT = {
 }
 
 
-def _sha(text: str) -> str:
+def sha256_text(text: str) -> str:
+    """sha256 (hex) of ``text`` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -129,11 +130,11 @@ def patient_basis(
 ) -> Basis:
     """The basis of one patient from text rows and the patient's tubes."""
     cells = {c: str(endpoint.get(c, "")) for c in SIGNED_COLUMNS}
-    items = {"endpoint": _sha(endpoint_text(cells))}
+    items = {"endpoint": sha256_text(endpoint_text(cells))}
     samples = []
     for v in visits:
         if v.get("patient_id") == patient_id:
-            items[f"visit:{v['sample_id']}"] = _sha(visit_text(v))
+            items[f"visit:{v['sample_id']}"] = sha256_text(visit_text(v))
             samples.append(v["sample_id"])
     authors: dict[str, str] = {}
     for t in tubes:

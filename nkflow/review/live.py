@@ -64,12 +64,6 @@ def _frame(text: str, as_text: bool = False) -> Any:
     return read_tsv(io.StringIO(text), text=as_text)
 
 
-def _sha(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def is_pending(rec: basis.TubeRecord, overrides_dir: Path) -> bool:
     """True when a tube's override files on disk differ from those its run applied."""
     applied = {o["gate"]: o["sha256"] for o in rec.provenance.get("overrides") or []}
@@ -78,6 +72,16 @@ def is_pending(rec: basis.TubeRecord, overrides_dir: Path) -> bool:
         for p in overrides.tube_files(overrides_dir, rec.sample_id, rec.tube)
     }
     return applied != disk
+
+
+def as_request(candidate: dict[tuple[str, str, str], Any]) -> list[dict[str, Any]]:
+    """Candidate boundaries as a request sends them (the inverse of ``parse_candidate``)."""
+    return [
+        {"gate": g, "vertices": [list(x) for x in v]}
+        if m == VERTICES
+        else {"gate": g, "marker": m, "side": s, "value": v}
+        for (g, m, s), v in candidate.items()
+    ]
 
 
 def _vertices(i: int, raw: Any) -> tuple[tuple[float, float], ...]:
@@ -135,7 +139,7 @@ class ReviewRun:
             if not (res / rel).is_file():
                 raise ReviewError(
                     f"{res / rel} not found: the run is not finished; run snakemake with this "
-                    "config first, from the directory you start 'nkflow review' in"
+                    "config first, from the directory you start 'nkflow review' or 'nkflow sign' in"
                 )
         # the app reads the run once; a signature must rest on the run that is on disk
         self._run_sha256 = {rel: sha256_file(res / rel) for rel in RUN_TABLES}
@@ -186,7 +190,10 @@ class ReviewRun:
         """``patient_id`` if it is a safe id of this run's endpoints.tsv; ReviewError otherwise."""
         overrides.check_id("patient_id", patient_id)
         if patient_id not in self.endpoints:
-            raise ReviewError(f"patient {patient_id!r} is not in this run's endpoints.tsv")
+            raise ReviewError(
+                f"patient {patient_id!r} is not in this run's {self.rs.results}/cohort/"
+                f"endpoints.tsv; known: {', '.join(sorted(self.endpoints))}"
+            )
         return patient_id
 
     def patient_of(self, sample_id: str) -> str:
@@ -842,8 +849,8 @@ class ReviewRun:
                 for o in gov.values()
             ]
             ti, ta = basis.tube_items(basis.TubeRecord(sid, tube, prov, Path("/nonexistent")))
-            ti[f"counts:{sid}/{tube}"] = _sha(counts_tsv)
-            ti[f"qc:{sid}/{tube}"] = _sha(qc_tsv)
+            ti[f"counts:{sid}/{tube}"] = basis.sha256_text(counts_tsv)
+            ti[f"qc:{sid}/{tube}"] = basis.sha256_text(qc_tsv)
             items.update(ti)
             authors.update(ta)
         return (
@@ -922,9 +929,4 @@ class ConflictError(ReviewError):
             "and save again"
         )
         self.conflicts = conflicts
-        self.candidate = [
-            {"gate": g, "vertices": [list(x) for x in v]}
-            if m == VERTICES
-            else {"gate": g, "marker": m, "side": s, "value": v}
-            for (g, m, s), v in candidate.items()
-        ]
+        self.candidate = as_request(candidate)

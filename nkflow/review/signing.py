@@ -19,7 +19,7 @@ Contract
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +65,7 @@ class ReviewState:
         return {
             "status": self.status,
             "note": self.note,
-            "signatures": [
-                {
-                    "seq": s.seq,
-                    "user": s.user,
-                    "name": s.name,
-                    "meaning": s.meaning,
-                    "time_utc": s.time_utc,
-                    "time_local": s.time_local,
-                    "void": s.void,
-                    "changed": list(s.changed),
-                }
-                for s in self.signatures
-            ],
+            "signatures": [{**asdict(s), "changed": list(s.changed)} for s in self.signatures],
         }
 
 

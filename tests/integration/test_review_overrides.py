@@ -56,7 +56,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return finished_subset(tmp_path_factory.mktemp("review_ov") / "work")
 
 
-def test_an_override_reruns_only_its_batch_and_changes_the_count_and_the_verdict_input(work):
+def test_an_override_reruns_only_its_batch_and_changes_the_count_and_the_verdict_input(
+    work, capsys
+):
     from nkflow import cli
     from nkflow.gating import from_gatingml
 
@@ -85,6 +87,18 @@ def test_an_override_reruns_only_its_batch_and_changes_the_count_and_the_verdict
             sys.stdin = io.StringIO(uid + "-password\n")
             argv = ["sign", "--config", "config/config.yaml", "--patient", "P01", "--user", uid]
             assert cli.main([*argv, "--meaning", meaning, "--password-stdin"]) == 0
+            assert f"signed: patient P01, '{meaning}' by {uid.title()} ({uid})" in (
+                capsys.readouterr().out
+            )
+        # nkflow sign refuses a wrong password and a signature already current
+        argv = ["sign", "--config", "config/config.yaml", "--patient", "P01", "--user", "alice"]
+        for password, refusal in (
+            ("wrong-password", "wrong password for user 'alice'"),
+            ("alice-password", "has already signed 'reviewed'"),
+        ):
+            sys.stdin = io.StringIO(password + "\n")
+            assert cli.main([*argv, "--meaning", "reviewed", "--password-stdin"]) == 1
+            assert refusal in capsys.readouterr().err
     finally:
         sys.stdin = sys.__stdin__
         os.chdir(cwd)

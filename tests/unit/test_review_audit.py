@@ -381,22 +381,6 @@ def test_review_columns_are_not_part_of_what_is_signed(run):
     assert state(root).status == "reviewed"
 
 
-def test_cli_sign_reads_the_password_from_stdin(run, monkeypatch, capsys):
-    import io
-
-    root, cfg = run
-    monkeypatch.setattr("sys.stdin", io.StringIO(PW["alice"] + "\n"))
-    argv = ["sign", "--config", str(cfg), "--patient", "P01", "--user", "alice"]
-    assert cli.main([*argv, "--meaning", "reviewed", "--password-stdin"]) == 0
-    assert "signed: patient P01, 'reviewed' by Alice Example (alice)" in capsys.readouterr().out
-    monkeypatch.setattr("sys.stdin", io.StringIO("wrong-password\n"))
-    assert cli.main([*argv, "--meaning", "reviewed", "--password-stdin"]) == 1
-    assert "wrong password for user 'alice'" in capsys.readouterr().err
-    monkeypatch.setattr("sys.stdin", io.StringIO(PW["alice"] + "\n"))
-    assert cli.main([*argv, "--meaning", "reviewed", "--password-stdin"]) == 1
-    assert "has already signed 'reviewed'" in capsys.readouterr().err
-
-
 def test_review_paths_inside_results_are_refused(tmp_path):
     from nkflow.config import validate_config
     from nkflow.errors import ConfigError

@@ -1276,6 +1276,11 @@ def write_table(path: Path, header: list[str], rows: list[list[object]]) -> None
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def write_records(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write a TSV of rows that all have the same keys, in order: the header (``rows`` not empty)."""
+    write_table(path, list(rows[0]), [list(r.values()) for r in rows])
+
+
 def poisson_interval(value: float, n_num: int, n_den: int) -> tuple[float, float]:
     """Approximate 95 % interval of value = k * n_num / n_den (log-ratio of two Poisson counts)."""
     if n_num == 0:
@@ -1439,9 +1444,9 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
     cbc: list[list[object]] = []
     chim: list[list[object]] = []
     pops: list[list[object]] = []
-    visits_rows: list[list[object]] = []
+    visits_rows: list[dict[str, object]] = []
     endpoint_rows: list[list[object]] = []
-    tubes_rows: list[list[object]] = []
+    tubes_rows: list[dict[str, object]] = []
     notes: dict[str, dict[str, Any]] = {}
     for pi, pat in enumerate(cohort):
         style = styles[assignment[pat.pid]]
@@ -1520,27 +1525,26 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
                     for popname, cnt in truth.items():
                         pops.append([sid, tree, popname, cnt])
                     tubes_rows.append(
-                        [
-                            sid,
-                            tree,
-                            fname,
-                            style.key,
-                            style.cytometer,
-                            style.version,
-                            style.datatype,
-                            style.range,
-                            "little" if style.byteorder == "<" else "big",
-                            style.spill_keyword,
-                            f"{style.timestep:g}",
-                            len(res.events),
-                            res.n_junk,
-                            *(
-                                _fmt(w[i]) if w else ""
-                                for w in (res.gap, res.burst)
-                                for i in (0, 1)
-                            ),
-                            label_file,
-                        ]
+                        {
+                            "sample_id": sid,
+                            "tube": tree,
+                            "fcs_file": fname,
+                            "instrument_style": style.key,
+                            "cytometer": style.cytometer,
+                            "fcs_version": style.version,
+                            "datatype": style.datatype,
+                            "range": style.range,
+                            "byte_order": "little" if style.byteorder == "<" else "big",
+                            "spillover_keyword": style.spill_keyword,
+                            "timestep_s": f"{style.timestep:g}",
+                            "events_in_file": len(res.events),
+                            "junk_events": res.n_junk,
+                            "gap_start_s": _fmt(res.gap[0]) if res.gap else "",
+                            "gap_end_s": _fmt(res.gap[1]) if res.gap else "",
+                            "burst_start_s": _fmt(res.burst[0]) if res.burst else "",
+                            "burst_end_s": _fmt(res.burst[1]) if res.burst else "",
+                            "label_file": label_file,
+                        }
                     )
             nk_truth, treg_truth = truths["nk"], truths["treg"]
             nk_pct = 100.0 * nk_truth["nk"] / nk_truth["live"]
@@ -1555,23 +1559,23 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
             treg_pct = 100.0 * treg_truth["treg"] / treg_truth["cd4"]
             ki_pct = 100.0 * treg_truth["treg_ki67"] / treg_truth["treg"]
             visits_rows.append(
-                [
-                    sid,
-                    pat.pid,
-                    when.isoformat(),
-                    visit.day,
-                    _fmt(nk_pct),
-                    nk_truth["nk"],
-                    nk_truth["live"],
-                    _fmt(alc),
-                    visit.alc,
-                    pat.alc_unit,
-                    used or "",
-                    _fmt(donor_pct),
-                    _fmt(donor),
-                    _fmt(treg_pct),
-                    _fmt(ki_pct),
-                ]
+                {
+                    "sample_id": sid,
+                    "patient_id": pat.pid,
+                    "collection_date": when.isoformat(),
+                    "study_day": visit.day,
+                    "nk_pct_of_lymphocytes": _fmt(nk_pct),
+                    "nk_events": nk_truth["nk"],
+                    "lymphocyte_events": nk_truth["live"],
+                    "alc_per_ul": _fmt(alc),
+                    "alc_value": visit.alc,
+                    "alc_unit": pat.alc_unit,
+                    "chimerism_fraction": used or "",
+                    "donor_chimerism_pct": _fmt(donor_pct),
+                    "donor_nk_per_ul": _fmt(donor),
+                    "treg_pct_of_cd4": _fmt(treg_pct),
+                    "ki67_pct_of_treg": _fmt(ki_pct),
+                }
             )
             if WINDOW[0] <= visit.day <= WINDOW[1] and day14 is None:
                 day14 = (sid, visit, nk_truth, alc, donor, donor_pct)
@@ -1633,27 +1637,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
     write_table(canonical / "cbc.tsv", SHEET_COLUMNS["cbc"], cbc)
     write_table(canonical / "chimerism.tsv", SHEET_COLUMNS["chimerism"], chim)
     write_table(out / "truth/populations.tsv", ["sample_id", "tube", "population", "events"], pops)
-    write_table(
-        out / "truth/visits.tsv",
-        [
-            "sample_id",
-            "patient_id",
-            "collection_date",
-            "study_day",
-            "nk_pct_of_lymphocytes",
-            "nk_events",
-            "lymphocyte_events",
-            "alc_per_ul",
-            "alc_value",
-            "alc_unit",
-            "chimerism_fraction",
-            "donor_chimerism_pct",
-            "donor_nk_per_ul",
-            "treg_pct_of_cd4",
-            "ki67_pct_of_treg",
-        ],
-        visits_rows,
-    )
+    write_records(out / "truth/visits.tsv", visits_rows)
     write_table(
         out / "truth/endpoints.tsv",
         [
@@ -1670,34 +1654,9 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
         ],
         endpoint_rows,
     )
-    write_table(
-        out / "truth/tubes.tsv",
-        [
-            "sample_id",
-            "tube",
-            "fcs_file",
-            "instrument_style",
-            "cytometer",
-            "fcs_version",
-            "datatype",
-            "range",
-            "byte_order",
-            "spillover_keyword",
-            "timestep_s",
-            "events_in_file",
-            "junk_events",
-            "gap_start_s",
-            "gap_end_s",
-            "burst_start_s",
-            "burst_end_s",
-            "label_file",
-        ],
-        tubes_rows,
-    )
-    write_table(
-        out / "truth/styles.tsv",
-        STYLE_COLUMNS,
-        style_rows(styles, assignment, TUBES_OF_VARIANT[variant]),
+    write_records(out / "truth/tubes.tsv", tubes_rows)
+    write_records(
+        out / "truth/styles.tsv", style_rows(styles, assignment, TUBES_OF_VARIANT[variant])
     )
     write_table(
         out / "truth/label_codes.tsv", ["code", "label", "tube", "populations"], label_codes_rows()
@@ -1747,64 +1706,41 @@ TRUTH_FILES = (
     "truth/label_codes.tsv",
     "truth/README.md",
 )
-STYLE_COLUMNS = [
-    "instrument_style",
-    "patients",
-    "tube",
-    "cytometer",
-    "fcs_version",
-    "datatype",
-    "range",
-    "byte_order",
-    "spillover_keyword",
-    "spillover_order",
-    "timestep_s",
-    "lymph_fsc_a_median",
-    "lymph_ssc_a_median",
-    "lymph_fsc_a_frac",
-    "lymph_ssc_a_frac",
-    "fsc_h_ratio",
-    "scatter_pnn",
-    "marker",
-    "pnn",
-    "pns",
-    "positive_multiplier",
-]
 
 
 def style_rows(
     styles: dict[str, Style], assignment: dict[str, str], tubes: tuple[str, ...] = ("nk", "treg")
-) -> list[list[object]]:
+) -> list[dict[str, object]]:
     """truth/styles.tsv: one row per style, tube and marker."""
-    rows: list[list[object]] = []
+    rows: list[dict[str, object]] = []
     for st in styles.values():
         pids = ",".join(sorted(p for p, k in assignment.items() if k == st.key))
         for tube in tubes:
             for marker, (pnn, pns, mult) in st.fluor[tube].items():
                 rows.append(
-                    [
-                        st.key,
-                        pids,
-                        tube,
-                        st.cytometer,
-                        st.version,
-                        st.datatype,
-                        st.range,
-                        "little" if st.byteorder == "<" else "big",
-                        st.spill_keyword,
-                        st.spill_order,
-                        f"{st.timestep:g}",
-                        f"{st.lymph_fsc * st.range:.0f}",
-                        f"{st.lymph_ssc * st.range:.0f}",
-                        f"{st.lymph_fsc:g}",
-                        f"{st.lymph_ssc:g}",
-                        f"{st.fsc_h_ratio:g}",
-                        ",".join(st.scatter[m][0] for m in SCATTER),
-                        marker,
-                        pnn,
-                        pns,
-                        f"{mult:g}",
-                    ]
+                    {
+                        "instrument_style": st.key,
+                        "patients": pids,
+                        "tube": tube,
+                        "cytometer": st.cytometer,
+                        "fcs_version": st.version,
+                        "datatype": st.datatype,
+                        "range": st.range,
+                        "byte_order": "little" if st.byteorder == "<" else "big",
+                        "spillover_keyword": st.spill_keyword,
+                        "spillover_order": st.spill_order,
+                        "timestep_s": f"{st.timestep:g}",
+                        "lymph_fsc_a_median": f"{st.lymph_fsc * st.range:.0f}",
+                        "lymph_ssc_a_median": f"{st.lymph_ssc * st.range:.0f}",
+                        "lymph_fsc_a_frac": f"{st.lymph_fsc:g}",
+                        "lymph_ssc_a_frac": f"{st.lymph_ssc:g}",
+                        "fsc_h_ratio": f"{st.fsc_h_ratio:g}",
+                        "scatter_pnn": ",".join(st.scatter[m][0] for m in SCATTER),
+                        "marker": marker,
+                        "pnn": pnn,
+                        "pns": pns,
+                        "positive_multiplier": f"{mult:g}",
+                    }
                 )
     return rows
 

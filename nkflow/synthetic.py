@@ -1026,10 +1026,8 @@ def make_tube(
     markers = MARKERS[tube]
     pheno = PHENO[tube] if pheno is None else pheno
     n = visit.n_treg if tube == "treg" else visit.n_nk
-    lymph_frac = 1.0 - sum(MIX.values())
-    top = _counts(n, {**MIX, "lymph": lymph_frac})
-    n_l = top["lymph"]
-    sub = _counts(n_l, _lymph_shares(tube, visit))
+    top = _counts(n, {**MIX, "lymph": 1.0 - sum(MIX.values())})
+    sub = _counts(top["lymph"], _lymph_shares(tube, visit))
     blocks: list[Block] = []
     labels: list[np.ndarray] = []
 

@@ -1072,8 +1072,7 @@ def make_tube(
     dsc = pool_sc[a] + pool_sc[b]
     dsc[:, 1] = np.maximum(pool_sc[a, 1], pool_sc[b, 1]) * rng.normal(1.12, 0.05, nd)
     add("doublet", (dsc, pool_af[a] + pool_af[b], pool_pos[a] + pool_pos[b]))
-    # clog burst junk (nk tube only)
-    if visit.junk and tube == "nk":
+    if visit.junk and tube == "nk":  # the clog burst
         add("junk", _cells(rng, visit.junk, pheno["junk"], markers))
     scat, af, pos = (np.vstack([b[i] for b in blocks]) for i in range(3))
     lab = np.concatenate(labels)
@@ -1198,11 +1197,10 @@ def write_fcs(
         "$PAR": str(p),
         "$TOT": str(n),
     }
-    for i in range(p):
-        k = i + 1
-        kw[f"$P{k}N"] = pnn[i]
-        if pns[i].strip():
-            kw[f"$P{k}S"] = pns[i]
+    for k, (name, label) in enumerate(zip(pnn, pns, strict=True), start=1):
+        kw[f"$P{k}N"] = name
+        if label.strip():
+            kw[f"$P{k}S"] = label
         kw[f"$P{k}B"] = "32"
         kw[f"$P{k}E"] = "0,0"
         kw[f"$P{k}R"] = str(pnr)

@@ -103,7 +103,7 @@ TUBE_NAME = {"nk": "NK", "treg": "TREG", "combined": "NK TREG"}  # FCS keyword T
 Fluor = tuple[str, str, float]  # ($PnN, $PnS, multiplier on the positive level)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Style:
     """One instrument style.
 
@@ -112,24 +112,28 @@ class Style:
     are the lymphocyte FSC-A / SSC-A medians as fractions of ``range``; ``fsc_h_ratio`` is the
     singlet FSC-H/FSC-A ratio. ``spill_base`` = (next detector, previous detector, two away)
     spill fractions; ``spill_order`` 'data' lists the spillover detectors in data order,
-    'sorted' alphabetically, 'reversed' backwards.
+    'sorted' alphabetically, 'reversed' backwards. The defaults are an FCS 3.1 float32
+    little-endian file with ``$SPILLOVER``, scatter named as in ``SCATTER`` and a ``Time``
+    channel: a style states only what differs.
     """
 
     key: str
     cytometer: str
-    version: str
-    datatype: str  # 'F' float32 or 'I' uint32
+    version: str = "FCS3.1"
+    datatype: str = "F"  # 'F' float32 or 'I' uint32
     range: int
-    byteorder: str  # '<' little, '>' big
-    spill_keyword: str
+    byteorder: str = "<"  # '<' little, '>' big
+    spill_keyword: str = "$SPILLOVER"
     spill_base: tuple[float, float, float]
     spill_order: str
     timestep: float
     lymph_fsc: float
     lymph_ssc: float
     fsc_h_ratio: float
-    scatter: dict[str, tuple[str, str]]
-    time_name: str
+    scatter: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {m: (m, "") for m in SCATTER}
+    )
+    time_name: str = "Time"
     fluor: dict[str, dict[str, Fluor]]
     extra: dict[str, str] = field(default_factory=dict)
     note: str = ""
@@ -140,25 +144,18 @@ class Style:
         return self.range / REF_RANGE
 
 
-_SCATTER_STD = {"FSC-A": ("FSC-A", ""), "FSC-H": ("FSC-H", ""), "SSC-A": ("SSC-A", "")}
 _SRC = {"$SRC": "NKFLOW-SYNTHETIC"}
 
 BD = Style(
     key="bd_fortessa",
     cytometer="LSRFortessa",
-    version="FCS3.1",
-    datatype="F",
     range=2**18,
-    byteorder="<",
-    spill_keyword="$SPILLOVER",
     spill_base=(0.22, 0.08, 0.03),
     spill_order="data",
     timestep=0.01,
     lymph_fsc=0.236,
     lymph_ssc=0.061,
     fsc_h_ratio=0.82,
-    scatter=_SCATTER_STD,
-    time_name="Time",
     fluor={
         "nk": {
             "CD16": ("FITC-A", "CD16", 1.0),
@@ -214,7 +211,6 @@ CYTOFLEX = Style(
     lymph_fsc=0.118,
     lymph_ssc=0.074,
     fsc_h_ratio=0.93,
-    scatter=_SCATTER_STD,
     time_name="TIME",
     fluor={
         "nk": {
@@ -244,19 +240,13 @@ CYTOFLEX = Style(
 AURORA = Style(
     key="aurora",
     cytometer="Aurora",
-    version="FCS3.1",
-    datatype="F",
     range=2**22,
-    byteorder="<",
-    spill_keyword="$SPILLOVER",
     spill_base=(0.015, 0.006, 0.0),  # unmixed: only a small residual remains
     spill_order="sorted",
     timestep=0.001,
     lymph_fsc=0.168,
     lymph_ssc=0.034,
     fsc_h_ratio=0.70,
-    scatter=_SCATTER_STD,
-    time_name="Time",
     fluor={
         "nk": {
             "CD45": ("BUV395-A", "CD45 BUV395", 1.4),
@@ -302,19 +292,13 @@ AURORA = Style(
 ATTUNE = Style(
     key="attune",
     cytometer="Attune NxT Acoustic Focusing Cytometer",
-    version="FCS3.1",
-    datatype="F",
     range=2**20,
-    byteorder="<",
-    spill_keyword="$SPILLOVER",
     spill_base=(0.18, 0.12, 0.05),
     spill_order="reversed",
     timestep=0.001,
     lymph_fsc=0.295,
     lymph_ssc=0.046,
     fsc_h_ratio=0.88,
-    scatter=_SCATTER_STD,
-    time_name="Time",
     fluor={
         "nk": {
             "CD16": ("CD16 FITC-A", "", 0.8),
@@ -348,15 +332,12 @@ ACCURI = Style(
     datatype="I",
     range=2**24,
     byteorder=">",
-    spill_keyword="$SPILLOVER",
     spill_base=(0.25, 0.05, 0.02),
     spill_order="reversed",
     timestep=0.01,
     lymph_fsc=0.031,
     lymph_ssc=0.0042,
     fsc_h_ratio=0.78,
-    scatter=_SCATTER_STD,
-    time_name="Time",
     fluor={
         "nk": {
             "CD16": ("FL1-A", "FITC-A CD16", 1.2),
@@ -386,7 +367,6 @@ NAVIOS = Style(
     key="navios",
     cytometer="Navios EX",
     version="FCS3.0",
-    datatype="F",
     range=2**20,
     byteorder=">",
     spill_keyword="SPILL",
@@ -426,19 +406,13 @@ NAVIOS = Style(
 AURORA_5L = Style(
     key="aurora_5l",
     cytometer="Aurora 5L",
-    version="FCS3.1",
-    datatype="F",
     range=2**22,
-    byteorder="<",
-    spill_keyword="$SPILLOVER",
     spill_base=(0.01, 0.02, 0.005),
     spill_order="reversed",
     timestep=0.0001,
     lymph_fsc=0.262,
     lymph_ssc=0.049,
     fsc_h_ratio=0.74,
-    scatter=_SCATTER_STD,
-    time_name="Time",
     fluor={
         "nk": {
             "Viability": ("Zombie UV-A", "Zombie UV", 1.3),
@@ -467,19 +441,14 @@ AURORA_5L = Style(
 ATTUNE_INT = Style(
     key="attune_int",
     cytometer="Attune NxT Flow Cytometer",
-    version="FCS3.1",
     datatype="I",
     range=2**22,
-    byteorder="<",
-    spill_keyword="$SPILLOVER",
     spill_base=(0.2, 0.06, 0.04),
     spill_order="data",
     timestep=0.01,
     lymph_fsc=0.142,
     lymph_ssc=0.067,
     fsc_h_ratio=0.85,
-    scatter=_SCATTER_STD,
-    time_name="Time",
     fluor={
         "nk": {
             "CD3": ("CD3-A", "", 1.2),
@@ -622,6 +591,7 @@ def pheno_with(
 
 
 KI67: Level = (3.8, 0.15)
+KI67_FRAC = {"treg": 0.30, "cd4_conv": 0.05, "cd8": 0.05}  # Ki-67+ fraction (treg tube markers)
 VIAB_DEAD: Level = (4.25, 0.2)
 
 # Event mix of a tube (fractions of all events, before lymphocyte subsets)
@@ -920,18 +890,15 @@ def spillover(style: Style, tube: str) -> tuple[list[str], np.ndarray]:
     """Detector names ($PnN, data order) and the spillover matrix S (rows = dyes)."""
     names = [pnn for pnn, _, _ in style.fluor[tube].values()]
     k = len(names)
-    s = np.eye(k)
     # Fixed, instrument-specific pattern: neighbours in detector order spill the most.
-    base = style.spill_base
-    for i in range(k):
-        for j in range(k):
-            d = j - i
-            if d == 1:
-                s[i, j] = base[0] * (1.0 + 0.15 * (i % 3))
-            elif d == -1:
-                s[i, j] = base[1] * (1.0 + 0.2 * (j % 2))
-            elif abs(d) == 2:
-                s[i, j] = base[2]
+    nxt, prev, two = style.spill_base
+    i = np.arange(k - 1)  # row i spills into i + 1; row i + 1 into i
+    s = (
+        np.eye(k)
+        + np.diag(nxt * (1.0 + 0.15 * (i % 3)), 1)
+        + np.diag(prev * (1.0 + 0.2 * (i % 2)), -1)
+    )
+    s += two * (np.eye(k, k=2) + np.eye(k, k=-2))
     return names, np.round(s, 4)
 
 
@@ -1059,10 +1026,8 @@ def make_tube(
     markers = MARKERS[tube]
     pheno = PHENO[tube] if pheno is None else pheno
     n = visit.n_treg if tube == "treg" else visit.n_nk
-    lymph_frac = 1.0 - sum(MIX.values())
-    top = _counts(n, {**MIX, "lymph": lymph_frac})
-    n_l = top["lymph"]
-    sub = _counts(n_l, _lymph_shares(tube, visit))
+    top = _counts(n, {**MIX, "lymph": 1.0 - sum(MIX.values())})
+    sub = _counts(top["lymph"], _lymph_shares(tube, visit))
     blocks: list[Block] = []
     labels: list[np.ndarray] = []
 
@@ -1075,17 +1040,13 @@ def make_tube(
     vi = markers.index("Viability")
     for name in sorted(sub):
         sc, af, pos = _cells(rng, sub[name], pheno[name], markers)
-        if tube != "nk" and name == "treg":
-            k = int(round(sub[name] * 0.30))
+        codes = np.full(sub[name], CODE_OF[name], dtype=np.uint8)
+        if tube != "nk" and name in KI67_FRAC:
+            k = int(round(sub[name] * KI67_FRAC[name]))
             pos[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
-            codes = np.full(sub[name], CODE_OF["treg"], dtype=np.uint8)
-            codes[:k] = CODE_OF["treg_ki67"]
-            add(codes, (sc, af, pos))
-            continue
-        if tube != "nk" and name in ("cd4_conv", "cd8"):
-            k = int(round(sub[name] * 0.05))
-            pos[:k, markers.index("Ki-67")] += _level(rng, k, KI67)
-        add(name, (sc, af, pos))
+            if name == "treg":  # the Ki-67+ Treg have a label (and a populations.tsv row)
+                codes[:k] = CODE_OF["treg_ki67"]
+        add(codes, (sc, af, pos))
     for name in ("mono", "gran"):
         add(name, _cells(rng, top[name], pheno[name], markers))
     # dead cells: lymphocyte phenotypes with dimmer staining, shrunken, viability bright
@@ -1111,8 +1072,7 @@ def make_tube(
     dsc = pool_sc[a] + pool_sc[b]
     dsc[:, 1] = np.maximum(pool_sc[a, 1], pool_sc[b, 1]) * rng.normal(1.12, 0.05, nd)
     add("doublet", (dsc, pool_af[a] + pool_af[b], pool_pos[a] + pool_pos[b]))
-    # clog burst junk (nk tube only)
-    if visit.junk and tube == "nk":
+    if visit.junk and tube == "nk":  # the clog burst
         add("junk", _cells(rng, visit.junk, pheno["junk"], markers))
     scat, af, pos = (np.vstack([b[i] for b in blocks]) for i in range(3))
     lab = np.concatenate(labels)
@@ -1237,11 +1197,10 @@ def write_fcs(
         "$PAR": str(p),
         "$TOT": str(n),
     }
-    for i in range(p):
-        k = i + 1
-        kw[f"$P{k}N"] = pnn[i]
-        if pns[i].strip():
-            kw[f"$P{k}S"] = pns[i]
+    for k, (name, label) in enumerate(zip(pnn, pns, strict=True), start=1):
+        kw[f"$P{k}N"] = name
+        if label.strip():
+            kw[f"$P{k}S"] = label
         kw[f"$P{k}B"] = "32"
         kw[f"$P{k}E"] = "0,0"
         kw[f"$P{k}R"] = str(pnr)
@@ -1313,17 +1272,17 @@ def write_table(path: Path, header: list[str], rows: list[list[object]]) -> None
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def write_records(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write a TSV of rows that all have the same keys, in order: the header (``rows`` not empty)."""
+    write_table(path, list(rows[0]), [list(r.values()) for r in rows])
+
+
 def poisson_interval(value: float, n_num: int, n_den: int) -> tuple[float, float]:
     """Approximate 95 % interval of value = k * n_num / n_den (log-ratio of two Poisson counts)."""
     if n_num == 0:
         return 0.0, float("nan")
     se = math.sqrt(1.0 / n_num + 1.0 / n_den)
     return value * math.exp(-1.96 * se), value * math.exp(1.96 * se)
-
-
-def used_of(visit: Visit) -> str:
-    """The chimerism fraction the truth uses for a visit (config preference order)."""
-    return next(f for f in PREFERRED_FRACTIONS if f in visit.chimerism)
 
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -1338,8 +1297,7 @@ def readme(
     assignment: dict[str, str],
 ) -> str:
     """truth/README.md: every scenario with the numbers the truth tables imply."""
-    n = notes
-    p05, p06, p08 = n.get("P05", {}), n.get("P06", {}), n.get("P08", {})
+    p05, p06, p08 = notes.get("P05", {}), notes.get("P06", {}), notes.get("P08", {})
     lines = [
         "# Truth of the synthetic sample cohort",
         "",
@@ -1482,9 +1440,9 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
     cbc: list[list[object]] = []
     chim: list[list[object]] = []
     pops: list[list[object]] = []
-    visits_rows: list[list[object]] = []
+    visits_rows: list[dict[str, object]] = []
     endpoint_rows: list[list[object]] = []
-    tubes_rows: list[list[object]] = []
+    tubes_rows: list[dict[str, object]] = []
     notes: dict[str, dict[str, Any]] = {}
     for pi, pat in enumerate(cohort):
         style = styles[assignment[pat.pid]]
@@ -1563,26 +1521,26 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
                     for popname, cnt in truth.items():
                         pops.append([sid, tree, popname, cnt])
                     tubes_rows.append(
-                        [
-                            sid,
-                            tree,
-                            fname,
-                            style.key,
-                            style.cytometer,
-                            style.version,
-                            style.datatype,
-                            style.range,
-                            "little" if style.byteorder == "<" else "big",
-                            style.spill_keyword,
-                            f"{style.timestep:g}",
-                            len(res.events),
-                            res.n_junk,
-                            _fmt(res.gap[0]) if res.gap else "",
-                            _fmt(res.gap[1]) if res.gap else "",
-                            _fmt(res.burst[0]) if res.burst else "",
-                            _fmt(res.burst[1]) if res.burst else "",
-                            label_file,
-                        ]
+                        {
+                            "sample_id": sid,
+                            "tube": tree,
+                            "fcs_file": fname,
+                            "instrument_style": style.key,
+                            "cytometer": style.cytometer,
+                            "fcs_version": style.version,
+                            "datatype": style.datatype,
+                            "range": style.range,
+                            "byte_order": "little" if style.byteorder == "<" else "big",
+                            "spillover_keyword": style.spill_keyword,
+                            "timestep_s": f"{style.timestep:g}",
+                            "events_in_file": len(res.events),
+                            "junk_events": res.n_junk,
+                            "gap_start_s": _fmt(res.gap[0]) if res.gap else "",
+                            "gap_end_s": _fmt(res.gap[1]) if res.gap else "",
+                            "burst_start_s": _fmt(res.burst[0]) if res.burst else "",
+                            "burst_end_s": _fmt(res.burst[1]) if res.burst else "",
+                            "label_file": label_file,
+                        }
                     )
             nk_truth, treg_truth = truths["nk"], truths["treg"]
             nk_pct = 100.0 * nk_truth["nk"] / nk_truth["live"]
@@ -1597,26 +1555,26 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
             treg_pct = 100.0 * treg_truth["treg"] / treg_truth["cd4"]
             ki_pct = 100.0 * treg_truth["treg_ki67"] / treg_truth["treg"]
             visits_rows.append(
-                [
-                    sid,
-                    pat.pid,
-                    when.isoformat(),
-                    visit.day,
-                    _fmt(nk_pct),
-                    nk_truth["nk"],
-                    nk_truth["live"],
-                    _fmt(alc),
-                    visit.alc,
-                    pat.alc_unit,
-                    used or "",
-                    _fmt(donor_pct),
-                    _fmt(donor),
-                    _fmt(treg_pct),
-                    _fmt(ki_pct),
-                ]
+                {
+                    "sample_id": sid,
+                    "patient_id": pat.pid,
+                    "collection_date": when.isoformat(),
+                    "study_day": visit.day,
+                    "nk_pct_of_lymphocytes": _fmt(nk_pct),
+                    "nk_events": nk_truth["nk"],
+                    "lymphocyte_events": nk_truth["live"],
+                    "alc_per_ul": _fmt(alc),
+                    "alc_value": visit.alc,
+                    "alc_unit": pat.alc_unit,
+                    "chimerism_fraction": used or "",
+                    "donor_chimerism_pct": _fmt(donor_pct),
+                    "donor_nk_per_ul": _fmt(donor),
+                    "treg_pct_of_cd4": _fmt(treg_pct),
+                    "ki67_pct_of_treg": _fmt(ki_pct),
+                }
             )
             if WINDOW[0] <= visit.day <= WINDOW[1] and day14 is None:
-                day14 = (sid, visit, nk_truth, alc, donor)
+                day14 = (sid, visit, nk_truth, alc, donor, donor_pct)
         same_donor = pat.nk_donor != "" and pat.nk_donor == pat.hsct_donor
         flags = "nk_donor_is_hsct_donor" if same_donor else ""
         if day14 is None:
@@ -1624,7 +1582,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
                 [pat.pid, "", "", "", "", "", "NOT_EVALUABLE", "", "no_sample_in_window", flags]
             )
             continue
-        sid, visit, nk_truth, alc, donor = day14
+        sid, visit, nk_truth, alc, donor, donor_pct = day14
         if alc is None:
             endpoint_rows.append(
                 [pat.pid, sid, visit.day, "", "", "", "NOT_EVALUABLE", "", "missing_alc", flags]
@@ -1643,15 +1601,13 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
         if nk_truth["junk"]:
             j = nk_truth["junk"]
             pct = 100.0 * (nk_truth["nk"] + j) / (nk_truth["live"] + j)
-            frac = visit.chimerism[used_of(visit)] / 100.0
+            frac = donor_pct / 100.0
             notes[pat.pid]["junk"] = j
             notes[pat.pid]["pct_with_junk"] = pct
             notes[pat.pid]["donor_with_junk"] = alc * pct / 100.0 * frac
             notes[pat.pid]["rate"] = round((nk_truth["events_in_file"] - j) / 52.0)
         if len(visit.chimerism) > 1:
-            notes[pat.pid]["donor_pb"] = (
-                donor / visit.chimerism[used_of(visit)] * visit.chimerism["PB"]
-            )
+            notes[pat.pid]["donor_pb"] = donor / donor_pct * visit.chimerism["PB"]
         verdict = "PASS" if donor > 100.0 else "FAIL"
         endpoint_rows.append(
             [
@@ -1677,27 +1633,7 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
     write_table(canonical / "cbc.tsv", SHEET_COLUMNS["cbc"], cbc)
     write_table(canonical / "chimerism.tsv", SHEET_COLUMNS["chimerism"], chim)
     write_table(out / "truth/populations.tsv", ["sample_id", "tube", "population", "events"], pops)
-    write_table(
-        out / "truth/visits.tsv",
-        [
-            "sample_id",
-            "patient_id",
-            "collection_date",
-            "study_day",
-            "nk_pct_of_lymphocytes",
-            "nk_events",
-            "lymphocyte_events",
-            "alc_per_ul",
-            "alc_value",
-            "alc_unit",
-            "chimerism_fraction",
-            "donor_chimerism_pct",
-            "donor_nk_per_ul",
-            "treg_pct_of_cd4",
-            "ki67_pct_of_treg",
-        ],
-        visits_rows,
-    )
+    write_records(out / "truth/visits.tsv", visits_rows)
     write_table(
         out / "truth/endpoints.tsv",
         [
@@ -1714,34 +1650,9 @@ def generate(out: Path, seed: int = DEFAULT_SEED, variant: str = "default") -> d
         ],
         endpoint_rows,
     )
-    write_table(
-        out / "truth/tubes.tsv",
-        [
-            "sample_id",
-            "tube",
-            "fcs_file",
-            "instrument_style",
-            "cytometer",
-            "fcs_version",
-            "datatype",
-            "range",
-            "byte_order",
-            "spillover_keyword",
-            "timestep_s",
-            "events_in_file",
-            "junk_events",
-            "gap_start_s",
-            "gap_end_s",
-            "burst_start_s",
-            "burst_end_s",
-            "label_file",
-        ],
-        tubes_rows,
-    )
-    write_table(
-        out / "truth/styles.tsv",
-        STYLE_COLUMNS,
-        style_rows(styles, assignment, TUBES_OF_VARIANT[variant]),
+    write_records(out / "truth/tubes.tsv", tubes_rows)
+    write_records(
+        out / "truth/styles.tsv", style_rows(styles, assignment, TUBES_OF_VARIANT[variant])
     )
     write_table(
         out / "truth/label_codes.tsv", ["code", "label", "tube", "populations"], label_codes_rows()
@@ -1791,64 +1702,41 @@ TRUTH_FILES = (
     "truth/label_codes.tsv",
     "truth/README.md",
 )
-STYLE_COLUMNS = [
-    "instrument_style",
-    "patients",
-    "tube",
-    "cytometer",
-    "fcs_version",
-    "datatype",
-    "range",
-    "byte_order",
-    "spillover_keyword",
-    "spillover_order",
-    "timestep_s",
-    "lymph_fsc_a_median",
-    "lymph_ssc_a_median",
-    "lymph_fsc_a_frac",
-    "lymph_ssc_a_frac",
-    "fsc_h_ratio",
-    "scatter_pnn",
-    "marker",
-    "pnn",
-    "pns",
-    "positive_multiplier",
-]
 
 
 def style_rows(
     styles: dict[str, Style], assignment: dict[str, str], tubes: tuple[str, ...] = ("nk", "treg")
-) -> list[list[object]]:
+) -> list[dict[str, object]]:
     """truth/styles.tsv: one row per style, tube and marker."""
-    rows: list[list[object]] = []
+    rows: list[dict[str, object]] = []
     for st in styles.values():
         pids = ",".join(sorted(p for p, k in assignment.items() if k == st.key))
         for tube in tubes:
             for marker, (pnn, pns, mult) in st.fluor[tube].items():
                 rows.append(
-                    [
-                        st.key,
-                        pids,
-                        tube,
-                        st.cytometer,
-                        st.version,
-                        st.datatype,
-                        st.range,
-                        "little" if st.byteorder == "<" else "big",
-                        st.spill_keyword,
-                        st.spill_order,
-                        f"{st.timestep:g}",
-                        f"{st.lymph_fsc * st.range:.0f}",
-                        f"{st.lymph_ssc * st.range:.0f}",
-                        f"{st.lymph_fsc:g}",
-                        f"{st.lymph_ssc:g}",
-                        f"{st.fsc_h_ratio:g}",
-                        ",".join(st.scatter[m][0] for m in SCATTER),
-                        marker,
-                        pnn,
-                        pns,
-                        f"{mult:g}",
-                    ]
+                    {
+                        "instrument_style": st.key,
+                        "patients": pids,
+                        "tube": tube,
+                        "cytometer": st.cytometer,
+                        "fcs_version": st.version,
+                        "datatype": st.datatype,
+                        "range": st.range,
+                        "byte_order": "little" if st.byteorder == "<" else "big",
+                        "spillover_keyword": st.spill_keyword,
+                        "spillover_order": st.spill_order,
+                        "timestep_s": f"{st.timestep:g}",
+                        "lymph_fsc_a_median": f"{st.lymph_fsc * st.range:.0f}",
+                        "lymph_ssc_a_median": f"{st.lymph_ssc * st.range:.0f}",
+                        "lymph_fsc_a_frac": f"{st.lymph_fsc:g}",
+                        "lymph_ssc_a_frac": f"{st.lymph_ssc:g}",
+                        "fsc_h_ratio": f"{st.fsc_h_ratio:g}",
+                        "scatter_pnn": ",".join(st.scatter[m][0] for m in SCATTER),
+                        "marker": marker,
+                        "pnn": pnn,
+                        "pns": pns,
+                        "positive_multiplier": f"{mult:g}",
+                    }
                 )
     return rows
 
@@ -1945,13 +1833,11 @@ def lab_export_rows(
     One sample row per draw (its tubes, panels and gate trees joined with ';'), dd-Mon-YYYY dates,
     cells per kg with the weight and no donor ids, the lab's fraction names.
     """
+    sheets = {"samples": samples, "infusions": infusions, "cbc": cbc, "chimerism": chim}
     canon = {
         key: [dict(zip(SHEET_COLUMNS[key], map(str, r), strict=True)) for r in rows]
-        for key, rows in (("samples", samples), ("infusions", infusions), ("cbc", cbc))
+        for key, rows in sheets.items()
     }
-    canon["chimerism"] = [
-        dict(zip(SHEET_COLUMNS["chimerism"], map(str, r), strict=True)) for r in chim
-    ]
     first: dict[str, date] = {}
     out: dict[str, list[dict[str, str]]] = {key: [] for key in LAB_COLUMNS}
     for r in canon["infusions"]:
@@ -1988,14 +1874,13 @@ def lab_export_rows(
                 "fcs": r["fcs_file"],
             }
         )
-    for r in canon["cbc"]:
-        lab_r = {LAB_COLUMNS["cbc"][k]: v for k, v in r.items()}
-        out["cbc"].append({**lab_r, "sample_date": lab_date(r["date"])})
-    for r in canon["chimerism"]:
-        lab_r = {LAB_COLUMNS["chimerism"][k]: v for k, v in r.items()}
-        lab_r["sample_date"] = lab_date(r["date"])
-        lab_r["cell_fraction"] = LAB_FRACTION[r["fraction"]]
-        out["chimerism"].append(lab_r)
+    for key in ("cbc", "chimerism"):
+        for r in canon[key]:
+            lab_r = {LAB_COLUMNS[key][k]: v for k, v in r.items()}
+            lab_r["sample_date"] = lab_date(r["date"])
+            if key == "chimerism":
+                lab_r["cell_fraction"] = LAB_FRACTION[r["fraction"]]
+            out[key].append(lab_r)
     return out
 
 
@@ -2158,10 +2043,14 @@ def lab_readme(
     return "\n".join(lines)
 
 
+def manifest_text(digests: dict[str, str]) -> str:
+    """The text of ``MANIFEST.sha256`` (``sha256sum -c`` format, sorted by path)."""
+    return "".join(f"{h}  {name}\n" for name, h in sorted(digests.items()))
+
+
 def write_manifest(out: Path, digests: dict[str, str]) -> None:
-    """``MANIFEST.sha256`` in ``sha256sum -c`` format."""
-    text = "".join(f"{h}  {name}\n" for name, h in sorted(digests.items()))
-    (out / MANIFEST).write_text(text, encoding="utf-8")
+    """Write ``MANIFEST.sha256`` (:func:`manifest_text`)."""
+    (out / MANIFEST).write_text(manifest_text(digests), encoding="utf-8")
 
 
 def read_manifest(out: Path) -> dict[str, str]:

@@ -112,7 +112,7 @@ def damage_cohort(data: Path) -> None:
     day14 = day14_samples(data)
     _cut_to_day14(data)
     changes = {
-        "truncated_file": lambda p: _damage.truncate(p),
+        "truncated_file": _damage.truncate,
         "tot_mismatch": lambda p: _damage.with_keywords(p, _damage.add_to_tot(1)),
         "missing_marker": lambda p: _damage.with_keywords(p, _damage.rename_marker("CD56", "CD99")),
         "ambiguous_marker": lambda p: _damage.with_keywords(

@@ -154,11 +154,6 @@ def _run_cohort(ctx: Context, variant: str, name: str) -> tuple[wf.Run, dict[str
     return wf.run(workdir, ctx.cores), digests
 
 
-def _manifest_sha(digests: dict[str, str]) -> str:
-    text = "".join(f"{h}  {n}\n" for n, h in sorted(digests.items()))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 NO_WORKFLOW = (
     "no workflow directory (Snakefile, workflow/, config/) beside the package; "
     "give it with --workflow DIR"
@@ -215,7 +210,8 @@ def check_truth_cohort(ctx: Context) -> CheckResult:
         data, results = run.workdir / "data" / "sample", run.workdir / "results"
         seed = synthetic.SEED_OF_VARIANT[variant]
         # no duration here: timings belong to the run block, not the deterministic evidence
-        gen_rows.append((variant, seed, len(digests), _manifest_sha(digests), ctx.rel(run.workdir)))
+        manifest_sha = hashlib.sha256(synthetic.manifest_text(digests).encode()).hexdigest()
+        gen_rows.append((variant, seed, len(digests), manifest_sha, ctx.rel(run.workdir)))
         criteria.append(
             judged(
                 f"truth.{variant}.workflow",

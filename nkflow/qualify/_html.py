@@ -34,11 +34,6 @@ def _badge(status: str) -> str:
     return h.badge(text, kind)
 
 
-def _overall(status: str) -> str:
-    kind = {"PASS": "PASS", "FAIL": "FAIL"}.get(status, "NOT_EVALUABLE")
-    return kind
-
-
 def _criteria_list(ids: list[str], crit: dict[str, dict[str, Any]]) -> str:
     items = "".join(f"<li><code>{h.esc(i)}</code>: {h.esc(crit[i]['reason'])}</li>" for i in ids)
     return f'<ul class="crit">{items}</ul>'
@@ -46,7 +41,7 @@ def _criteria_list(ids: list[str], crit: dict[str, dict[str, Any]]) -> str:
 
 def _summary(doc: dict[str, Any]) -> str:
     s = doc["summary"]
-    kind = _overall(s["status"])
+    kind = {"PASS": "PASS", "FAIL": "FAIL"}.get(s["status"], "NOT_EVALUABLE")
     crit = {c["id"]: c for ch in doc["checks"] for c in ch["criteria"]}
     head = (
         f'<div class="banner v-{kind}"><div class="verdict-word">{h.esc(s["status"])}</div>'

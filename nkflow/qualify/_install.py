@@ -28,6 +28,7 @@ from nkflow.qualify._model import CheckResult, Criterion, evidence, judged, not_
 #: the trees of a development checkout whose tracked files make up an installation
 CHECKOUT_TREES = ("nkflow", "config", "workflow", "Snakefile", "pyproject.toml")
 
+NOT_INSTALLED = "not installed"
 FILES_CRITERION = "every installed nkflow file is byte-identical to the install-time record"
 
 
@@ -188,6 +189,13 @@ def files_criterion() -> tuple[Criterion, list[Any]]:
     return crit, [ev]
 
 
+def _installed_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return NOT_INSTALLED
+
+
 def _dependency_rows() -> list[tuple[str, str, str, bool]]:
     from packaging.requirements import Requirement
 
@@ -200,12 +208,8 @@ def _dependency_rows() -> list[tuple[str, str, str, bool]]:
         req = Requirement(text)
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
             continue  # an extra (test tools), not a dependency of the package
-        try:
-            have = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
-            rows.append((req.name, str(req.specifier) or "any", "not installed", False))
-            continue
-        ok = req.specifier.contains(have, prereleases=True)
+        have = _installed_version(req.name)
+        ok = have != NOT_INSTALLED and req.specifier.contains(have, prereleases=True)
         rows.append((req.name, str(req.specifier) or "any", have, ok))
     return rows
 
@@ -263,7 +267,7 @@ def config_criterion(config_path: Path, base_dir: Path) -> tuple[Criterion, list
 def check_installation(ctx: Context) -> CheckResult:
     """Installation qualification (IQ): what is installed, and is it what was installed."""
     env_rows = [
-        ("nkflow", metadata.version("nkflow") if _has_dist() else "not installed"),
+        ("nkflow", _installed_version("nkflow")),
         ("nkflow package directory", str(package_dir())),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("Python executable", sys.executable),
@@ -305,11 +309,3 @@ def check_installation(ctx: Context) -> CheckResult:
             evidence("Every distribution in this environment", ["package", "version"], every),
         ),
     )
-
-
-def _has_dist() -> bool:
-    try:
-        metadata.version("nkflow")
-    except metadata.PackageNotFoundError:
-        return False
-    return True

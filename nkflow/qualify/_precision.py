@@ -46,8 +46,8 @@ def lloq_per_ul(alc_per_ul: float, lymph_events: int, cv_limit: float) -> float 
     return None if n is None else alc_per_ul * n / lymph_events
 
 
-def _floors(cfg: dict[str, Any]) -> list[tuple[str, int]]:
-    qc, ep = cfg.get("qc", {}), cfg.get("endpoints", {})
+def _floors(cfg: dict[str, Any], low_event_count: int) -> list[tuple[str, int]]:
+    qc = cfg["qc"]  # validate_config fills in the qc block
     floors = qc.get("floors", {})
     out = [
         (f"qc.floors.{k}", floors[k])
@@ -57,14 +57,14 @@ def _floors(cfg: dict[str, Any]) -> list[tuple[str, int]]:
     ]  # fmt: skip
     if "min_events_per_bin" in qc.get("time", {}):
         out.append(("qc.time.min_events_per_bin", qc["time"]["min_events_per_bin"]))
-    if "low_event_count" in ep:
-        out.append(("endpoints.low_event_count", ep["low_event_count"]))
+    out.append(("endpoints.low_event_count", low_event_count))
     return [(k, int(v)) for k, v in out]
 
 
 def check_precision(ctx: Context) -> CheckResult:
     """Poisson CV at the lab configuration's floors, and the NK/uL LLOQ they imply."""
     from nkflow.clinical.counts import dual_platform_cv
+    from nkflow.clinical.endpoint_settings import EndpointSettings
     from nkflow.config import load_config
     from nkflow.errors import NkflowError
 
@@ -77,13 +77,14 @@ def check_precision(ctx: Context) -> CheckResult:
     )
     try:
         cfg = load_config(Path(ctx.config_path))
+        settings = EndpointSettings.from_config(cfg)
     except NkflowError as exc:
         crit = judged("precision.config", "the configuration loads", "", "", False, str(exc))
         return CheckResult("precision", title, desc, (crit,))
-    floors = dict(_floors(cfg))
+    floors = dict(_floors(cfg, settings.low_event_count))
     cv_lim = LIMIT["lloq_cv"]
     lymph_floor = floors.get("qc.floors.min_lymphocyte_events", 0)
-    threshold = float(cfg["endpoints"]["threshold_per_ul"])
+    threshold = settings.threshold_per_ul
     # the package's counting error against the model stated above, on the floors' grid
     grid = sorted({v for v in floors.values() if v > 0} | {1, 10, 100, 1000, *LYMPH_EVENTS})
     worst = max(

@@ -97,20 +97,11 @@ def check_gatingml(ctx: Context) -> CheckResult:
     rows = []
     for case in cases:
         try:
-            n_truth, n_in, n_diff = gatingml_case(root, case, events, index)
-            rows.append((case["gml"], case["gate_id"], case["truth"], n_truth, n_in, n_diff, ""))
+            counts: tuple[Any, ...] = gatingml_case(root, case, events, index)
+            error = ""
         except Exception as exc:  # noqa: BLE001 -- one broken case fails itself, not the check
-            rows.append(
-                (
-                    case["gml"],
-                    case["gate_id"],
-                    case["truth"],
-                    "",
-                    "",
-                    "",
-                    f"{type(exc).__name__}: {exc}",
-                )
-            )
+            counts, error = ("", "", ""), f"{type(exc).__name__}: {exc}"
+        rows.append((case["gml"], case["gate_id"], case["truth"], *counts, error))
     exact = [r for r in rows if r[5] == 0]
     bad = [f"{r[2]} ({r[6] or f'{r[5]} events differ'})" for r in rows if r[5] != 0]
     crit = judged(

@@ -354,7 +354,9 @@ def compensation_sanity(
     finite = np.isfinite(x)
     bad_per = (~finite).sum(axis=0)
     n_bad = int(bad_per.sum())
-    detail = ", ".join(f"{channel_names[j]}: {bad_per[j]}" for j in np.flatnonzero(bad_per))
+    detail = ", ".join(
+        f"{channel_names[j]}: {bad_per[j]}" for j in np.flatnonzero(bad_per).tolist()
+    )
     finite_check = make_check(
         cfg,
         "compensation_finite",

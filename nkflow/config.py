@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: sub-schemas checked for top-level blocks
-_BLOCK_SCHEMAS = {"qc": "qc", "endpoints": "endpoints", "uncertainty": "uncertainty"}
+#: top-level blocks checked against the sub-schema of the same name
+_BLOCKS = ("qc", "endpoints", "uncertainty")
 
 
 def validate_config(data: Any, *, source: str) -> dict[str, Any]:
@@ -61,8 +61,8 @@ def validate_config(data: Any, *, source: str) -> dict[str, Any]:
     schema = load_schema("config")
     check_against_schema(cfg, schema, source=source)
     fill_defaults(cfg, schema)
-    for block, schema_name in _BLOCK_SCHEMAS.items():
-        sub_schema = load_schema(schema_name)
+    for block in _BLOCKS:
+        sub_schema = load_schema(block)
         cfg.setdefault(block, {})
         check_against_schema(cfg[block], sub_schema, source=source, prefix=block)
         fill_defaults(cfg[block], sub_schema)

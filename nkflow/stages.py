@@ -194,11 +194,10 @@ def collect_batches(
     if out_perturbation is not None:
         from nkflow.gating.perturb import COLUMNS
 
-        lead = ["sample_id", "tube", *COLUMNS]
         perturbation_table = (
             pd.concat(perturbations, ignore_index=True)
             if perturbations
-            else pd.DataFrame(columns=lead)
+            else pd.DataFrame(columns=["sample_id", "tube", *COLUMNS])
         )
         tables.write_tsv(perturbation_table, out_perturbation)
 
@@ -244,7 +243,6 @@ def run_merge(
     import pandas as pd
 
     out = Path(out_visits)
-    config = study.config
     inp = study.visit_inputs
     if inp.str_results is not None and inp.str_loci is not None:
         tables.write_bytes(
@@ -253,23 +251,20 @@ def run_merge(
         tables.write_bytes(
             out.parent / "str_loci.tsv", table_bytes(inp.str_loci, chim.LOCUS_COLUMNS)
         )
-    counts = tables.read_tsv(counts_path, text=True)
-    qc = tables.read_tsv(qc_path, text=True)
-    warnings = inp.warnings
     visits = build_visits(
-        config,
+        study.config,
         inp.samples,
-        counts,
-        qc,
+        tables.read_tsv(counts_path, text=True),
+        tables.read_tsv(qc_path, text=True),
         inp.infusions,
         inp.cbc,
         inp.chimerism,
         inp.str_results,
     )
     write_visits(visits, out)
-    for msg in warnings:
+    for msg in inp.warnings:
         logger.warning(msg)
-    messages = pd.DataFrame({"message": warnings}, dtype=object)
+    messages = pd.DataFrame({"message": inp.warnings}, dtype=object)
     tables.write_bytes(out.parent / "sheet_warnings.tsv", table_bytes(messages, ["message"]))
     return visits
 

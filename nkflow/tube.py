@@ -116,10 +116,7 @@ class PreparedTube:
 
 @dataclass
 class GatedTube:
-    """One gating of a prepared tube.
-
-    The engine's result, the counts table, every QC check and the tube's status.
-    """
+    """One gating of a prepared tube: the engine's result, counts table, QC checks and status."""
 
     result: Any
     counts: Any
@@ -313,9 +310,7 @@ def gate_tube(
         reuse=reuse,
     )
     counts = result.counts_table(denominator=prep.denominator)
-    counts.insert(0, "tube", prep.tube)
-    counts.insert(0, "sample_id", prep.sample_id)
-    counts = counts[COUNT_COLUMNS]
+    counts = counts.assign(sample_id=prep.sample_id, tube=prep.tube)[COUNT_COLUMNS]
     endpoint_pops = _endpoint_populations(prep.endpoint, qc_cfg)
     checks.extend(
         qc.gate_flag_checks(result.flags, qc_cfg, critical=critical_gates(tree, endpoint_pops))
@@ -546,13 +541,11 @@ def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str,
     The gates of ``tree`` that read it, and ``required`` when the panel declares it so (empty:
     nothing needs it).
     """
-    out: dict[str, list[str]] = {}
-    for marker in missing:
-        needed = [g.id for g in tree.gates if marker in tree.gate_markers(g)]
-        if marker in pnl.required:
-            needed.append("required")
-        out[marker] = needed
-    return out
+    return {
+        marker: [g.id for g in tree.gates if marker in tree.gate_markers(g)]
+        + (["required"] if marker in pnl.required else [])
+        for marker in missing
+    }
 
 
 def _missing_marker_check(

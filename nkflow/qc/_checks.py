@@ -263,13 +263,11 @@ def margin_events(
         if mc.floor is not None:
             floor: float | None = mc.floor
             lo = x <= mc.floor
-        elif n:
+        else:
             floor = float(np.nanmin(x)) if np.isfinite(x).any() else None
             lo = x == floor if floor is not None else np.zeros(n, dtype=bool)
             if int(lo.sum()) < 2:
                 floor, lo = None, np.zeros(n, dtype=bool)
-        else:
-            floor, lo = None, np.zeros(0, dtype=bool)
         per.append(MarginCount(str(ch.pnn), ceiling, int(hi.sum()), floor, int(lo.sum())))
         at_margin |= hi | lo
     n_at = int(at_margin.sum())

@@ -152,10 +152,6 @@ class QcConfig:
         raw
             The ``qc`` mapping (``config.get("qc", {})``); ``None`` or ``{}`` gives the defaults.
 
-        Returns
-        -------
-        QcConfig
-
         Raises
         ------
         ConfigError

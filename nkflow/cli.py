@@ -61,6 +61,12 @@ def _add_config_args(
         )
 
 
+def _required(p: argparse.ArgumentParser, *options: str) -> None:
+    """Options a subcommand cannot run without (paths and ids the workflow always gives)."""
+    for option in options:
+        p.add_argument(option, required=True)
+
+
 # --------------------------------------------------------------------------- handlers
 
 
@@ -397,16 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("tube", help="read, compensate, QC and gate one tube")
-    p.add_argument("--fcs", required=True)
-    p.add_argument("--panel", required=True)
-    p.add_argument("--gating", required=True)
-    p.add_argument("--sample-id", required=True)
-    p.add_argument("--tube", required=True)
+    _required(p, "--fcs", "--panel", "--gating", "--sample-id", "--tube")
     p.add_argument("--settings", help="JSON with the qc and tube sections of the config")
-    p.add_argument("--counts", required=True)
-    p.add_argument("--qc", required=True)
-    p.add_argument("--figure", required=True)
-    p.add_argument("--provenance", required=True)
+    _required(p, "--counts", "--qc", "--figure", "--provenance")
     p.add_argument("--perturbation", help="the NK tube's re-gatings (perturbation.tsv)")
     p.add_argument("--gatingml", help="also write the gates used as Gating-ML 2.0 here")
     p.add_argument(
@@ -418,8 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tube)
 
     p = sub.add_parser("tubes", help="process a batch of tubes sharing a panel and gate tree")
-    p.add_argument("--panel", required=True)
-    p.add_argument("--gating", required=True)
+    _required(p, "--panel", "--gating")
     p.add_argument("--settings", help="JSON with the qc and tube sections of the config")
     p.add_argument("--outdir", required=True, help="batch directory (<sample>/<tube>/ inside)")
     p.add_argument(
@@ -449,23 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="cohort counts, QC and tube index from the batches")
     _add_config_args(p, validated=True)
     p.add_argument("--batches", nargs="+", required=True)
-    p.add_argument("--counts", required=True)
-    p.add_argument("--qc", required=True)
-    p.add_argument("--index", required=True)
+    _required(p, "--counts", "--qc", "--index")
     p.add_argument("--perturbation", help="cohort table of every NK tube's re-gatings")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("merge", help="join counts, ALC and chimerism per visit")
     _add_config_args(p, validated=True)
-    p.add_argument("--counts", required=True)
-    p.add_argument("--qc", required=True)
-    p.add_argument("--out", required=True)
+    _required(p, "--counts", "--qc", "--out")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("endpoints", help="per-patient day-14 verdicts and cohort tables")
     _add_config_args(p, validated=True)
-    p.add_argument("--visits", required=True)
-    p.add_argument("--outdir", required=True)
+    _required(p, "--visits", "--outdir")
     p.add_argument(
         "--perturbation", help="cohort perturbation.tsv (gate placement in the uncertainty)"
     )
@@ -504,8 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gates", help="import or export gate trees (Gating-ML 2.0, FlowJo .wsp)")
     gsub = p.add_subparsers(dest="gates_cmd", required=True)
     e = gsub.add_parser("export", help="YAML gate tree -> Gating-ML 2.0 XML")
-    e.add_argument("--tree", required=True)
-    e.add_argument("--out", required=True)
+    _required(e, "--tree", "--out")
     i = gsub.add_parser("import", help="Gating-ML 2.0 XML or FlowJo .wsp -> YAML gate tree")
     i.add_argument("source")
     i.add_argument("--out", required=True)
@@ -558,8 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sign", help="sign a patient's current endpoint (reviewed / approved)")
     _add_config_args(p)
-    p.add_argument("--patient", required=True)
-    p.add_argument("--user", required=True)
+    _required(p, "--patient", "--user")
     p.add_argument("--meaning", required=True, choices=["reviewed", "approved"])
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(func=cmd_sign)

@@ -33,24 +33,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: sub-schemas checked for top-level blocks
-_BLOCK_SCHEMAS = {"qc": "qc", "endpoints": "endpoints", "uncertainty": "uncertainty"}
+#: top-level blocks checked against the sub-schema of the same name
+_BLOCKS = ("qc", "endpoints", "uncertainty")
 
 
 def validate_config(data: Any, *, source: str) -> dict[str, Any]:
-    """Check a configuration mapping and fill in defaults.
+    """A new, validated copy of a parsed configuration, with the schemas' defaults filled in.
 
-    Parameters
-    ----------
-    data
-        The parsed configuration.
-    source
-        Where it came from (a path or an option name), for messages.
-
-    Returns
-    -------
-    dict
-        A new, validated configuration with defaults filled in.
+    ``source`` says where it came from (a path or an option name), for messages.
     """
     if not isinstance(data, dict):
         raise ConfigError(
@@ -61,8 +51,8 @@ def validate_config(data: Any, *, source: str) -> dict[str, Any]:
     schema = load_schema("config")
     check_against_schema(cfg, schema, source=source)
     fill_defaults(cfg, schema)
-    for block, schema_name in _BLOCK_SCHEMAS.items():
-        sub_schema = load_schema(schema_name)
+    for block in _BLOCKS:
+        sub_schema = load_schema(block)
         cfg.setdefault(block, {})
         check_against_schema(cfg[block], sub_schema, source=source, prefix=block)
         fill_defaults(cfg[block], sub_schema)
@@ -249,17 +239,14 @@ def _check_roles(cfg: dict[str, Any], samples: Any, trees: dict[str, Any]) -> No
                 f"config: field 'endpoints.tubes.{role}': found {name!r}; expected a tube name "
                 f"the sample sheet allows: {', '.join(allowed_tubes)}; fix: use one of those"
             )
-    pops = s.populations
     beads = ["beads"] if s.absolute_count_method == "single_platform_beads" else []
+    roles = {"nk": ["nk", "nk_cd56bright", "nk_cd56dim"], "treg": ["cd4", "treg", "treg_ki67"]}
     needs = {
-        s.tubes["nk"]: [
+        s.tubes[tube]: [
             ("denominator_population", s.denominator_population),
-            *((f"populations.{r}", pops[r]) for r in ("nk", "nk_cd56bright", "nk_cd56dim", *beads)),
-        ],
-        s.tubes["treg"]: [
-            ("denominator_population", s.denominator_population),
-            *((f"populations.{r}", pops[r]) for r in ("cd4", "treg", "treg_ki67", *beads)),
-        ],
+            *((f"populations.{r}", s.populations[r]) for r in [*pops, *beads]),
+        ]
+        for tube, pops in roles.items()
     }
     seen: set[tuple[str, str]] = set()
     for row in samples.itertuples(index=False):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,9 +151,7 @@ def build_plan(
     gating_cfg = config.get("gating") or {}
 
     day0 = vis.day0_dates(infusions, s.day0_infusion)
-    n_inf: dict[str, int] = {}
-    for rec in infusions.to_dict(orient="records"):
-        n_inf[str(rec["patient_id"])] = n_inf.get(str(rec["patient_id"]), 0) + 1
+    n_inf = Counter(str(p) for p in infusions["patient_id"])
     cbc_by = vis.group_rows(cbc, "patient_id")
     chim_by = vis.chimerism_candidates(chimerism, str_results)
     str_failed = vis.str_not_computable(samples, str_results, tol_chim)
@@ -236,7 +235,7 @@ def build_plan(
     patients: dict[str, dict[str, Any]] = {}
     for pid in sorted(set(n_inf) | {str(r["patient_id"]) for r in rows}):
         patients[pid] = {
-            "n_infusions": n_inf.get(pid, 0),
+            "n_infusions": n_inf[pid],
             "day0_date": day0.get(pid),
             "day0_infusion": s.day0_infusion if pid in day0 else None,
             "n_in_window": 0,

@@ -37,7 +37,7 @@ from nkflow.columns import table_text
 from nkflow.config import Study
 from nkflow.errors import NkflowError
 from nkflow.review.status import review_columns
-from nkflow.tube import TubeOutputs, date_check, run_tube, tube_dir
+from nkflow.tube import TubeOutputs, date_check, run_tube
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,9 +84,9 @@ def run_batch(
 
     statuses = {}
     for sample_id, tube, fcs in tubes:
-        d = tube_dir(outdir, sample_id, tube)
+        d = outdir / sample_id / tube
         t0 = time.process_time()
-        statuses[(sample_id, tube)] = run_tube(
+        status = statuses[(sample_id, tube)] = run_tube(
             fcs=Path(fcs),
             panel=panel,
             gating=gating,
@@ -104,13 +104,8 @@ def run_batch(
             fmo=(fmo or {}).get((sample_id, tube)),
             overrides=(overrides or {}).get((sample_id, tube)),
         )
-        logger.info(
-            "tube %s/%s: QC %s, %.3f s CPU",
-            sample_id,
-            tube,
-            statuses[(sample_id, tube)],
-            time.process_time() - t0,
-        )
+        cpu = time.process_time() - t0
+        logger.info("tube %s/%s: QC %s, %.3f s CPU", sample_id, tube, status, cpu)
     return statuses
 
 
@@ -148,12 +143,9 @@ def collect_batches(
         The cohort table of every tube's re-gatings (``perturbation.tsv``, NK tubes only; only
         the leading columns when no tube wrote one).
     """
-    import json
-
     import pandas as pd
 
     from nkflow import qc
-    from nkflow.tables import read_tsv, write_tsv
 
     qc_cfg = qc.QcConfig.from_dict(qc_settings or {})
 
@@ -173,10 +165,10 @@ def collect_batches(
     counts, qcs, index, perturbations = [], [], [], []
     for key in order:
         d = found[key]
-        counts.append(read_tsv(d / "counts.tsv"))
-        table = read_tsv(d / "qc.tsv")
+        counts.append(tables.read_tsv(d / "counts.tsv"))
+        table = tables.read_tsv(d / "qc.tsv")
         if out_perturbation is not None and (d / "perturbation.tsv").is_file():
-            perturbations.append(read_tsv(d / "perturbation.tsv"))
+            perturbations.append(tables.read_tsv(d / "perturbation.tsv"))
         prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
         status = prov.get("qc_status", "FAIL")
         if collection_dates is not None and key in collection_dates:
@@ -196,19 +188,18 @@ def collect_batches(
                 "provenance": str(d / "provenance.json"),
             }
         )
-    write_tsv(pd.concat(counts, ignore_index=True), out_counts)
-    write_tsv(pd.concat(qcs, ignore_index=True), out_qc)
-    write_tsv(pd.DataFrame(index), out_index)
+    tables.write_tsv(pd.concat(counts, ignore_index=True), out_counts)
+    tables.write_tsv(pd.concat(qcs, ignore_index=True), out_qc)
+    tables.write_tsv(pd.DataFrame(index), out_index)
     if out_perturbation is not None:
         from nkflow.gating.perturb import COLUMNS
 
-        lead = ["sample_id", "tube", *COLUMNS]
         perturbation_table = (
             pd.concat(perturbations, ignore_index=True)
             if perturbations
-            else pd.DataFrame(columns=lead)
+            else pd.DataFrame(columns=["sample_id", "tube", *COLUMNS])
         )
-        write_tsv(perturbation_table, out_perturbation)
+        tables.write_tsv(perturbation_table, out_perturbation)
 
 
 def run_collect(
@@ -252,7 +243,6 @@ def run_merge(
     import pandas as pd
 
     out = Path(out_visits)
-    config = study.config
     inp = study.visit_inputs
     if inp.str_results is not None and inp.str_loci is not None:
         tables.write_bytes(
@@ -261,23 +251,20 @@ def run_merge(
         tables.write_bytes(
             out.parent / "str_loci.tsv", table_bytes(inp.str_loci, chim.LOCUS_COLUMNS)
         )
-    counts = tables.read_tsv(counts_path, text=True)
-    qc = tables.read_tsv(qc_path, text=True)
-    warnings = inp.warnings
     visits = build_visits(
-        config,
+        study.config,
         inp.samples,
-        counts,
-        qc,
+        tables.read_tsv(counts_path, text=True),
+        tables.read_tsv(qc_path, text=True),
         inp.infusions,
         inp.cbc,
         inp.chimerism,
         inp.str_results,
     )
     write_visits(visits, out)
-    for msg in warnings:
+    for msg in inp.warnings:
         logger.warning(msg)
-    messages = pd.DataFrame({"message": warnings}, dtype=object)
+    messages = pd.DataFrame({"message": inp.warnings}, dtype=object)
     tables.write_bytes(out.parent / "sheet_warnings.tsv", table_bytes(messages, ["message"]))
     return visits
 
@@ -357,11 +344,7 @@ def run_endpoints(
     ap = sheets.sheet(config, "adverse_events")
     if ap is not None:
         adverse, _ = sheets.load_adverse_events(ap, patients)
-    perturbation = None
-    if perturbation_path is not None:
-        from nkflow.tables import read_tsv
-
-        perturbation = read_tsv(Path(perturbation_path))
+    perturbation = None if perturbation_path is None else tables.read_tsv(Path(perturbation_path))
     endpoints = build_endpoints(config, visits, infusions, response, adverse, perturbation)
     reviews = review_columns(
         endpoints,
@@ -408,7 +391,7 @@ def run_readout(
     )
 
 
-#: (inputs, run date, out dir) handed to forked page writers
+#: (inputs, run date, out dir) of the pages :func:`run_report` is writing (read by forked writers)
 _SHARED: Any = None
 
 
@@ -457,7 +440,7 @@ def run_report(
         When the endpoints table is missing/unreadable or holds an unsafe ``patient_id``.
     """
     from nkflow.report._inputs import load_inputs
-    from nkflow.report._pages import render_index, render_patient_page
+    from nkflow.report._pages import render_index
 
     if run_date is None:
         run_date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -467,20 +450,17 @@ def run_report(
     written = [out / "index.html"]
     (out / "index.html").write_text(render_index(inp, run_date), encoding="utf-8")
     pids = [row["patient_id"] for row in inp.endpoints]
+    global _SHARED
+    _SHARED = (inp, run_date, out)
     if workers > 1 and len(pids) > 1:
         import multiprocessing
 
-        global _SHARED
-        _SHARED = (inp, run_date, out)
         # fork: the workers share the loaded inputs instead of re-reading every table
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(min(workers, len(pids))) as pool:
             written += pool.map(_write_page, pids, chunksize=1)
-        _SHARED = None
     else:
-        for pid in pids:
-            path = out / f"{pid}.html"
-            path.write_text(render_patient_page(inp, pid, run_date), encoding="utf-8")
-            written.append(path)
+        written += [_write_page(pid) for pid in pids]
+    _SHARED = None
     logger.info("report: wrote %d pages to %s", len(written), out)
     return written

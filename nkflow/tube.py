@@ -41,23 +41,22 @@ class TubeOutputs:
 def _not_computed_counts(tree: Any, sample_id: str, tube: str, reason: str):
     import pandas as pd
 
-    rows = []
-    for pop in tree.populations:
-        rows.append(
-            {
-                "sample_id": sample_id,
-                "tube": tube,
-                "population": pop,
-                "parent": tree.population(pop).parent or "",
-                "events": None,
-                "parent_events": None,
-                "pct_of_parent": None,
-                "pct_of_lymphocytes": None,
-                "status": "not_computed",
-                "reason": reason,
-                "boundary": "",
-            }
-        )
+    rows = [
+        {
+            "sample_id": sample_id,
+            "tube": tube,
+            "population": pop,
+            "parent": tree.population(pop).parent or "",
+            "events": None,
+            "parent_events": None,
+            "pct_of_parent": None,
+            "pct_of_lymphocytes": None,
+            "status": "not_computed",
+            "reason": reason,
+            "boundary": "",
+        }
+        for pop in tree.populations
+    ]
     return pd.DataFrame(rows, columns=COUNT_COLUMNS)
 
 
@@ -76,13 +75,6 @@ def _placeholder_figure(path: Path, title: str, message: str) -> None:
     plt.close(fig)
 
 
-def _write_tables(counts, checks_df, outputs: TubeOutputs) -> None:
-    from nkflow.tables import write_tsv
-
-    write_tsv(counts, outputs.counts)
-    write_tsv(checks_df, outputs.qc)
-
-
 @dataclass
 class PreparedTube:
     """A tube read and readied for gating: everything :func:`gate_tube` needs, computed once.
@@ -98,6 +90,8 @@ class PreparedTube:
     checks, prov
         The QC checks and provenance recorded so far (reader, markers, compensation, time QC,
         margins, FMO controls).
+    endpoint
+        The endpoint settings of ``settings``, built once per tube.
     """
 
     sample_id: str
@@ -108,6 +102,7 @@ class PreparedTube:
     pnl: Any
     qc_cfg: Any
     denominator: str
+    endpoint: EndpointSettings
     prov: dict[str, Any]
     checks: list[Any]
     failure: tuple[str, NkflowError] | None = None
@@ -121,10 +116,7 @@ class PreparedTube:
 
 @dataclass
 class GatedTube:
-    """One gating of a prepared tube.
-
-    The engine's result, the counts table, every QC check and the tube's status.
-    """
+    """One gating of a prepared tube: the engine's result, counts table, QC checks and status."""
 
     result: Any
     counts: Any
@@ -154,7 +146,8 @@ def prepare_tube(
     from nkflow.fcs import panel as panel_mod
     from nkflow.provenance import sha256_file, software_versions
 
-    denominator = EndpointSettings.from_config(settings).denominator_population
+    endpoint = EndpointSettings.from_config(settings)
+    denominator = endpoint.denominator_population
     qc_cfg = _qc_config(settings, denominator)
     tree = cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
@@ -175,7 +168,7 @@ def prepare_tube(
     }
     checks: list[Any] = []
     prep = PreparedTube(
-        sample_id, tube, Path(fcs), settings, tree, pnl, qc_cfg, denominator, prov, checks
+        sample_id, tube, Path(fcs), settings, tree, pnl, qc_cfg, denominator, endpoint, prov, checks
     )
 
     def note(check: str, code: str, message: str) -> None:
@@ -317,22 +310,13 @@ def gate_tube(
         reuse=reuse,
     )
     counts = result.counts_table(denominator=prep.denominator)
-    counts.insert(0, "tube", prep.tube)
-    counts.insert(0, "sample_id", prep.sample_id)
-    counts = counts[COUNT_COLUMNS]
-    endpoint_pops = endpoint_populations(prep.settings)
+    counts = counts.assign(sample_id=prep.sample_id, tube=prep.tube)[COUNT_COLUMNS]
+    endpoint_pops = _endpoint_populations(prep.endpoint, qc_cfg)
     checks.extend(
         qc.gate_flag_checks(result.flags, qc_cfg, critical=critical_gates(tree, endpoint_pops))
     )
     checks.extend(qc.gate_fit_checks(result.fits, qc_cfg))
-    checks.extend(
-        qc.event_floor_checks(
-            counts,
-            qc_cfg,
-            endpoint_populations=endpoint_pops,
-            n_total=sample.n_events,
-        )
-    )
+    checks.extend(qc.event_floor_checks(counts, qc_cfg, endpoint_pops, n_total=sample.n_events))
     viability = _viability_counts(tree, result, qc_cfg.viability.populations)
     if viability is not None:
         checks.append(qc.viability_check(viability[0], viability[1], qc_cfg))
@@ -379,6 +363,7 @@ def run_tube(
     """
     from nkflow import qc
     from nkflow.provenance import sha256_file, write_json
+    from nkflow.tables import write_tsv
 
     prep = prepare_tube(
         fcs=fcs,
@@ -395,47 +380,45 @@ def run_tube(
         logger.error("%s/%s: %s", sample_id, tube, exc)
         if prov["fcs_sha256"] is None and fcs.is_file():
             prov["fcs_sha256"] = sha256_file(fcs)
-        checks = list(prep.checks)
-        checks.append(qc.make_check(qc_cfg, "input", code, None, None, str(exc)))
+        checks = [*prep.checks, qc.make_check(qc_cfg, "input", code, None, None, str(exc))]
         # the counts carry the code alone; its message is in the check above and provenance
         counts = _not_computed_counts(tree, sample_id, tube, code)
         status, _reasons = qc.tube_status(checks, qc_cfg)
-        _write_tables(counts, qc.checks_table(sample_id, tube, checks, qc_cfg), outputs)
         _placeholder_figure(outputs.figure, f"{sample_id} / {tube}: not analysed", str(exc))
         prov["error"] = {"code": code, "message": str(exc)}
-        prov["qc_status"] = status
-        write_json(prov, outputs.provenance)
-        return status
+    else:
+        # ---- reviewers' corrections (a malformed override is a configuration error: it raises)
+        gate_overrides = _load_overrides(tree, overrides or [])
+        if gate_overrides:
+            from nkflow.gating.override_files import provenance_record
 
-    # ---- reviewers' corrections (a malformed override is a configuration error: it raises)
-    gate_overrides = _load_overrides(tree, overrides or [])
-    if gate_overrides:
-        from nkflow.gating.override_files import provenance_record
+            prov["overrides"] = [provenance_record(o) for o in gate_overrides.values()]
 
-        prov["overrides"] = [provenance_record(o) for o in gate_overrides.values()]
+        gated = gate_tube(prep, gate_overrides)
+        result, counts, checks, status = gated.result, gated.counts, gated.checks, gated.status
+        prov["scales"] = {
+            tid: result.tree.transforms[tid].to_dict()
+            for tid in sorted(
+                {d.transform for g in result.tree.gates for d in g.dims if d.transform}
+            )
+        }
+        prov["fitted_gates"] = result.fits
+        _write_perturbation(result, prep, outputs, prov)
+        from nkflow.figures import FigureSettings, gating_figure
 
-    gated = gate_tube(prep, gate_overrides)
-    result = gated.result
-    prov["scales"] = {
-        tid: result.tree.transforms[tid].to_dict()
-        for tid in sorted({d.transform for g in result.tree.gates for d in g.dims if d.transform})
-    }
-    prov["fitted_gates"] = result.fits
-    _write_tables(gated.counts, qc.checks_table(sample_id, tube, gated.checks, qc_cfg), outputs)
-    _write_perturbation(result, settings, sample_id, tube, prep.denominator, outputs, prov)
-    from nkflow.figures import FigureSettings, gating_figure
-
-    gating_figure(
-        result,
-        outputs.figure,
-        title=f"{sample_id} / {tube} ({fcs.name})",
-        settings=FigureSettings.from_dict(settings.get("figures")),
-    )
-    if outputs.gatingml is not None:
-        _write_gatingml(result.tree, outputs.gatingml, prov)
-    prov["qc_status"] = gated.status
+        gating_figure(
+            result,
+            outputs.figure,
+            title=f"{sample_id} / {tube} ({fcs.name})",
+            settings=FigureSettings.from_dict(settings.get("figures")),
+        )
+        if outputs.gatingml is not None:
+            _write_gatingml(result.tree, outputs.gatingml, prov)
+    write_tsv(counts, outputs.counts)
+    write_tsv(qc.checks_table(sample_id, tube, checks, qc_cfg), outputs.qc)
+    prov["qc_status"] = status
     write_json(prov, outputs.provenance)
-    return gated.status
+    return status
 
 
 def _load_overrides(tree: Any, files: list[Path]) -> dict[str, Any]:
@@ -475,17 +458,25 @@ def _write_gatingml(tree: Any, path: Path, prov: dict[str, Any]) -> None:
 
 
 def perturbation_table(
-    result: Any, settings: dict[str, Any], sample_id: str, tube: str, denominator: str
+    result: Any,
+    settings: dict[str, Any],
+    sample_id: str,
+    tube: str,
+    denominator: str,
+    *,
+    nk: str | None = None,
 ) -> tuple[Any, dict[str, Any] | None]:
     """The tube's re-gatings as a table, and the ``perturbation`` record of its provenance.
 
-    ``(None, None)`` when the tube's tree does not define the NK population; ``(None, record)``
-    when it cannot be perturbed (the record says why). The tube job writes the table as
-    ``perturbation.tsv``; the review app recomputes it for a corrected tube.
+    ``(None, None)`` when the tube's tree does not define the NK population (``nk``, default
+    the one ``settings`` names); ``(None, record)`` when it cannot be perturbed (the record says
+    why). The tube job writes the table as ``perturbation.tsv``; the review app recomputes it
+    for a corrected tube.
     """
     from nkflow.gating import perturb
 
-    nk = EndpointSettings.from_config(settings).populations["nk"]
+    if nk is None:
+        nk = EndpointSettings.from_config(settings).populations["nk"]
     if nk not in result.tree.populations:
         return None, None
     s = perturb.PerturbSettings.from_dict(settings.get("perturbation"))
@@ -500,13 +491,7 @@ def perturbation_table(
 
 
 def _write_perturbation(
-    result: Any,
-    settings: dict[str, Any],
-    sample_id: str,
-    tube: str,
-    denominator: str,
-    outputs: TubeOutputs,
-    prov: dict[str, Any],
+    result: Any, prep: PreparedTube, outputs: TubeOutputs, prov: dict[str, Any]
 ) -> None:
     """The tube's re-gatings (``perturbation.tsv``) when its tree defines the NK population.
 
@@ -519,7 +504,14 @@ def _write_perturbation(
 
     if outputs.perturbation is None:
         return
-    table, record = perturbation_table(result, settings, sample_id, tube, denominator)
+    table, record = perturbation_table(
+        result,
+        prep.settings,
+        prep.sample_id,
+        prep.tube,
+        prep.denominator,
+        nk=prep.endpoint.populations["nk"],
+    )
     if record is not None:
         prov["perturbation"] = record
     if table is not None:
@@ -533,13 +525,14 @@ def endpoint_populations(settings: dict[str, Any]) -> tuple[str, ...]:
     population in the config must not move it to the laxer floor of other populations.
     """
     ep = EndpointSettings.from_config(settings)
-    names, denominator = ep.populations, ep.denominator_population
-    floor = _qc_config(settings, denominator).floors.lymphocyte_floor_population
-    return tuple(
-        dict.fromkeys(
-            [names["nk"], denominator, floor, names["cd4"], names["treg"], names["treg_ki67"]]
-        )
-    )
+    return _endpoint_populations(ep, _qc_config(settings, ep.denominator_population))
+
+
+def _endpoint_populations(ep: EndpointSettings, qc_cfg: Any) -> tuple[str, ...]:
+    """:func:`endpoint_populations` from the settings a tube built once."""
+    p = ep.populations
+    pops = [p["nk"], ep.denominator_population, qc_cfg.floors.lymphocyte_floor_population]
+    return tuple(dict.fromkeys([*pops, p["cd4"], p["treg"], p["treg_ki67"]]))
 
 
 def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str, list[str]]:
@@ -548,13 +541,11 @@ def _missing_markers(tree: Any, pnl: Any, missing: tuple[str, ...]) -> dict[str,
     The gates of ``tree`` that read it, and ``required`` when the panel declares it so (empty:
     nothing needs it).
     """
-    out: dict[str, list[str]] = {}
-    for marker in missing:
-        needed = [g.id for g in tree.gates if marker in tree.gate_markers(g)]
-        if marker in pnl.required:
-            needed.append("required")
-        out[marker] = needed
-    return out
+    return {
+        marker: [g.id for g in tree.gates if marker in tree.gate_markers(g)]
+        + (["required"] if marker in pnl.required else [])
+        for marker in missing
+    }
 
 
 def _missing_marker_check(
@@ -568,16 +559,6 @@ def _missing_marker_check(
     from nkflow import qc
 
     gates = [g for g in needed_by if g != "required"]
-    if not needed_by:
-        return qc.make_check(
-            cfg,
-            "panel",
-            "unused_marker_missing",
-            None,
-            None,
-            f"marker {marker} of panel {pnl.name} not found in {fcs_name}; no gate of tree "
-            f"{tree.name} reads it, so no population is affected",
-        )
     why = []
     if gates:
         why.append(f"gate(s) {', '.join(gates)} of tree {tree.name} read it")
@@ -586,22 +567,21 @@ def _missing_marker_check(
     return qc.make_check(
         cfg,
         "panel",
-        "missing_marker",
+        "missing_marker" if needed_by else "unused_marker_missing",
         None,
         None,
         f"marker {marker} not found in {fcs_name} ({'; '.join(why)}); populations that need it "
-        "are not computed",
+        "are not computed"
+        if needed_by
+        else f"marker {marker} of panel {pnl.name} not found in {fcs_name}; no gate of tree "
+        f"{tree.name} reads it, so no population is affected",
     )
 
 
 def _marker_index(pnl: Any, resolution: Any) -> dict[str, int]:
     """Marker -> event column, for the markers this file has."""
-    out: dict[str, int] = {}
-    for m in pnl.markers:
-        idx = resolution.index_for(m)
-        if idx is not None and m not in resolution.missing:
-            out[m] = idx
-    return out
+    found = {m: resolution.index_for(m) for m in pnl.markers if m not in resolution.missing}
+    return {m: idx for m, idx in found.items() if idx is not None}
 
 
 def _fmo_controls(
@@ -725,11 +705,6 @@ def _viability_counts(
             n_parent = int(result.count(parent))
             return n_parent - int(result.count(pop)), n_parent
     return None
-
-
-def tube_dir(batch_dir: Path, sample_id: str, tube: str) -> Path:
-    """Directory of one tube's outputs inside its batch directory."""
-    return batch_dir / sample_id / tube
 
 
 def date_check(prov: dict[str, Any], collection_date: Any, cfg: Any) -> Any:

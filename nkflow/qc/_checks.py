@@ -109,12 +109,6 @@ def effective_severity(check: Check, cfg: QcConfig) -> str:
     return cfg.severity_of(check.reason_code) or own
 
 
-def _row_status(check: Check, cfg: QcConfig) -> str:
-    if check.status == "NOT_ASSESSED":
-        return "NOT_ASSESSED"
-    return effective_severity(check, cfg)
-
-
 def tube_status(checks: Iterable[Check], cfg: QcConfig) -> tuple[str, list[Check]]:
     """Overall status of a tube and the checks that decided it.
 
@@ -133,14 +127,11 @@ def tube_status(checks: Iterable[Check], cfg: QcConfig) -> tuple[str, list[Check
         reports (``qc_fail:<codes>``).
     """
     checks = list(checks)
-    worst = "PASS"
-    for c in checks:
-        sev = effective_severity(c, cfg)
-        if _RANK[sev] > _RANK[worst]:
-            worst = sev
+    severities = [effective_severity(c, cfg) for c in checks]
+    worst = max(severities, key=_RANK.__getitem__, default="PASS")
     if worst == "PASS":
         return "PASS", []
-    return worst, [c for c in checks if effective_severity(c, cfg) == worst]
+    return worst, [c for c, sev in zip(checks, severities, strict=True) if sev == worst]
 
 
 def checks_table(sample_id: str, tube: str, checks: Sequence[Check], cfg: QcConfig) -> pd.DataFrame:
@@ -158,7 +149,7 @@ def checks_table(sample_id: str, tube: str, checks: Sequence[Check], cfg: QcConf
             "tube": tube,
             "tube_status": status,
             "check": c.check,
-            "status": _row_status(c, cfg),
+            "status": "NOT_ASSESSED" if c.status == "NOT_ASSESSED" else effective_severity(c, cfg),
             "reason_code": c.reason_code,
             "value": np.nan if c.value is None else float(c.value),
             "threshold": np.nan if c.threshold is None else float(c.threshold),
@@ -272,13 +263,11 @@ def margin_events(
         if mc.floor is not None:
             floor: float | None = mc.floor
             lo = x <= mc.floor
-        elif n:
+        else:
             floor = float(np.nanmin(x)) if np.isfinite(x).any() else None
             lo = x == floor if floor is not None else np.zeros(n, dtype=bool)
             if int(lo.sum()) < 2:
                 floor, lo = None, np.zeros(n, dtype=bool)
-        else:
-            floor, lo = None, np.zeros(0, dtype=bool)
         per.append(MarginCount(str(ch.pnn), ceiling, int(hi.sum()), floor, int(lo.sum())))
         at_margin |= hi | lo
     n_at = int(at_margin.sum())
@@ -363,53 +352,42 @@ def compensation_sanity(
     finite = np.isfinite(x)
     bad_per = (~finite).sum(axis=0)
     n_bad = int(bad_per.sum())
-    if n_bad:
-        detail = ", ".join(
-            f"{channel_names[int(j)]}: {int(bad_per[j])}" for j in np.flatnonzero(bad_per)
-        )
-        finite_check = make_check(
-            cfg,
-            "compensation_finite",
-            "compensation_nonfinite",
-            float(n_bad),
-            0.0,
-            f"{n_bad} NaN/inf values after compensation ({detail}); the spillover matrix or its "
-            f"inverse is wrong for this file",
-        )
-    else:
-        finite_check = make_check(
-            cfg, "compensation_finite", "ok", 0.0, 0.0, "no NaN/inf after compensation"
-        )
+    detail = ", ".join(
+        f"{channel_names[j]}: {bad_per[j]}" for j in np.flatnonzero(bad_per).tolist()
+    )
+    finite_check = make_check(
+        cfg,
+        "compensation_finite",
+        "compensation_nonfinite" if n_bad else "ok",
+        float(n_bad),
+        0.0,
+        f"{n_bad} NaN/inf values after compensation ({detail}); the spillover matrix or its "
+        "inverse is wrong for this file"
+        if n_bad
+        else "no NaN/inf after compensation",
+    )
     limits = -cc.far_below_frac_of_range * rng
-    fracs = []
-    for j in range(x.shape[1]):
-        col = x[finite[:, j], j]
-        fracs.append(float((col < limits[j]).mean()) if col.size else 0.0)
+    # per channel, the fraction of its finite values below the limit (0 when none is finite)
+    n_finite = finite.sum(axis=0)
+    below = ((x < limits) & finite).sum(axis=0)
+    fracs = np.divide(below, n_finite, out=np.zeros(x.shape[1]), where=n_finite > 0).tolist()
     worst = int(np.argmax(fracs))
     offenders = [j for j, f in enumerate(fracs) if f > cc.max_far_below_frac]
-    if offenders:
-        detail = ", ".join(
-            f"{channel_names[j]}: {100 * fracs[j]:.1f}% below {limits[j]:.6g}" for j in offenders
-        )
-        neg_check = make_check(
-            cfg,
-            "compensation_negative",
-            "over_compensation",
-            fracs[worst],
-            cc.max_far_below_frac,
-            f"gross over-compensation suspected ({detail}); more than "
-            f"{100 * cc.max_far_below_frac:g}% of events far below zero. Check the spillover "
-            f"matrix (source and channel order)",
-        )
-    else:
-        neg_check = make_check(
-            cfg,
-            "compensation_negative",
-            "ok",
-            fracs[worst],
-            cc.max_far_below_frac,
-            f"largest fraction far below zero: {100 * fracs[worst]:.2f}% ({channel_names[worst]})",
-        )
+    detail = ", ".join(
+        f"{channel_names[j]}: {100 * fracs[j]:.1f}% below {limits[j]:.6g}" for j in offenders
+    )
+    neg_check = make_check(
+        cfg,
+        "compensation_negative",
+        "over_compensation" if offenders else "ok",
+        fracs[worst],
+        cc.max_far_below_frac,
+        f"gross over-compensation suspected ({detail}); more than "
+        f"{100 * cc.max_far_below_frac:g}% of events far below zero. Check the spillover "
+        "matrix (source and channel order)"
+        if offenders
+        else f"largest fraction far below zero: {100 * fracs[worst]:.2f}% ({channel_names[worst]})",
+    )
     return [finite_check, neg_check]
 
 
@@ -606,33 +584,18 @@ def viability_check(n_dead: int | None, n_singlets: int | None, cfg: QcConfig) -
         )
     frac = n_dead / n_singlets
     text = f"{n_dead} of {n_singlets} singlets dead ({100 * frac:.1f}%)"
+    code, limit = "ok", vc.max_dead_frac
+    msg = f"{text} (limit {100 * limit:g}%)"
     if vc.max_dead_frac_fail is not None and frac > vc.max_dead_frac_fail:
-        return make_check(
-            cfg,
-            "viability",
-            "very_low_viability",
-            frac,
-            vc.max_dead_frac_fail,
-            f"{text}, above the FAIL limit {100 * vc.max_dead_frac_fail:g}%",
+        code, limit = "very_low_viability", vc.max_dead_frac_fail
+        msg = f"{text}, above the FAIL limit {100 * limit:g}%"
+    elif frac > vc.max_dead_frac:
+        code = "low_viability"
+        msg = (
+            f"{text}, above the warning limit {100 * limit:g}%; "
+            "sample quality (age, transport) may bias the lymphocyte subsets"
         )
-    if frac > vc.max_dead_frac:
-        return make_check(
-            cfg,
-            "viability",
-            "low_viability",
-            frac,
-            vc.max_dead_frac,
-            f"{text}, above the warning limit {100 * vc.max_dead_frac:g}%; "
-            f"sample quality (age, transport) may bias the lymphocyte subsets",
-        )
-    return make_check(
-        cfg,
-        "viability",
-        "ok",
-        frac,
-        vc.max_dead_frac,
-        f"{text} (limit {100 * vc.max_dead_frac:g}%)",
-    )
+    return make_check(cfg, "viability", code, frac, limit, msg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -709,31 +672,25 @@ def acquisition_date_check(
         f"{fcs_name}: $DATE {fcs_date!r} ({acquired.isoformat()}) is {abs(days)} day(s) "
         f"{'after' if days >= 0 else 'before'} collection_date {collection_date.isoformat()}"
     )
-    if days > after:
+    if -before <= days <= after:
         return make_check(
-            cfg,
-            "acquisition_date",
-            "date_mismatch",
-            float(days),
-            float(after),
+            cfg, "acquisition_date", "ok", float(days), float(after), f"{seen} ({allowance})"
+        )
+    if days > after:
+        limit = float(after)
+        msg = (
             f"{seen}, later than qc.dates.max_days_after_collection = {after}; check that the "
             "file belongs to this sample and that the sheet's date is right (collection_date is "
-            "used as written; a lab that acquires later raises the setting)",
+            "used as written; a lab that acquires later raises the setting)"
         )
-    if -days > before:
-        return make_check(
-            cfg,
-            "acquisition_date",
-            "date_mismatch",
-            float(days),
-            -float(before),
+    else:
+        limit = -float(before)
+        msg = (
             f"{seen}, earlier than qc.dates.max_days_before_collection = {before}: a tube is "
             "not acquired before the draw; check that the file belongs to this sample, the "
-            "sheet's date and the instrument clock (collection_date is used as written)",
+            "sheet's date and the instrument clock (collection_date is used as written)"
         )
-    return make_check(
-        cfg, "acquisition_date", "ok", float(days), float(after), f"{seen} ({allowance})"
-    )
+    return make_check(cfg, "acquisition_date", "date_mismatch", float(days), limit, msg)
 
 
 def add_checks(
@@ -811,18 +768,19 @@ def events_lost_check(keywords: Mapping[str, str], n_recorded: int, cfg: QcConfi
         f"{parts} = {lost} events lost at acquisition, {100 * frac:.2f}% of {detected} "
         f"detected ({n_recorded} recorded)"
     )
-    if frac > limit:
-        return make_check(
-            cfg,
-            "acquisition",
-            "events_lost",
-            frac,
-            limit,
-            f"{text}, above qc.acquisition.max_lost_frac {100 * limit:g}%: the acquisition ran "
-            "too fast or the instrument was busy; fractions are unbiased only if the losses "
-            "were random, and a count from this tube is an undercount",
-        )
-    return make_check(cfg, "acquisition", "ok", frac, limit, f"{text} (limit {100 * limit:g}%)")
+    over = frac > limit
+    return make_check(
+        cfg,
+        "acquisition",
+        "events_lost" if over else "ok",
+        frac,
+        limit,
+        f"{text}, above qc.acquisition.max_lost_frac {100 * limit:g}%: the acquisition ran "
+        "too fast or the instrument was busy; fractions are unbiased only if the losses "
+        "were random, and a count from this tube is an undercount"
+        if over
+        else f"{text} (limit {100 * limit:g}%)",
+    )
 
 
 def gate_flag_checks(

@@ -37,11 +37,6 @@ def _schema() -> dict[str, Any]:
     return load_schema("qc")
 
 
-def _build(cls: type, name: str, raw: Any) -> Any:
-    """The frozen dataclass of section ``name`` from its mapping, the schema's defaults filled."""
-    return build_settings(cls, raw, "qc", prefix=f"qc.{name}", path=(name,))
-
-
 @dataclass(frozen=True)
 class TimeQcConfig:
     """Time / flow-rate stability (``qc.time``); see config/config.yaml for each default's source."""
@@ -114,11 +109,6 @@ class AcquisitionConfig:
     max_lost_frac: float
 
 
-def _severity_map(raw: Any) -> Mapping[str, str]:
-    """The defaults overlaid with a (validated) ``qc.severity`` mapping."""
-    return MappingProxyType({**DEFAULT_SEVERITY, **dict(raw or {})})
-
-
 #: the sections of ``qc`` read into settings objects (``severity`` is a mapping)
 _SECTIONS: dict[str, type] = {
     "time": TimeQcConfig,
@@ -162,10 +152,6 @@ class QcConfig:
         raw
             The ``qc`` mapping (``config.get("qc", {})``); ``None`` or ``{}`` gives the defaults.
 
-        Returns
-        -------
-        QcConfig
-
         Raises
         ------
         ConfigError
@@ -174,10 +160,13 @@ class QcConfig:
         """
         raw = {} if raw is None else raw
         check_against_schema(raw, _schema(), source="config", prefix="qc")
-        cfg = cls(
-            **{s: _build(c, s, raw.get(s)) for s, c in _SECTIONS.items()},
-            severity=_severity_map(raw.get("severity")),
-        )
+        sections = {
+            s: build_settings(c, raw.get(s), "qc", prefix=f"qc.{s}", path=(s,))
+            for s, c in _SECTIONS.items()
+        }
+        # the defaults overlaid with the (validated) qc.severity mapping
+        severity = MappingProxyType({**DEFAULT_SEVERITY, **dict(raw.get("severity") or {})})
+        cfg = cls(**sections, severity=severity)
         _check_across_fields(cfg)
         return cfg
 

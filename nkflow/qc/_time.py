@@ -409,40 +409,38 @@ def _signal_flags(
 def _rate_check(cfg: QcConfig, b: _Bins, rate: _Rate, base: str) -> Check:
     tc = cfg.time
     n_rate = int(rate.flag.sum())
-    if not n_rate:
-        return make_check(
-            cfg, "time_flow_rate", "ok", 0, tc.rate_mad_threshold, f"event rate steady: {base}"
-        )
     hi = b.ranges(rate.flag & (rate.z > 0))
     lo = b.ranges(rate.flag & (rate.z < 0))
-    parts = []
-    if hi:
-        parts.append(f"high-rate (burst) bins at {_fmt_ranges(hi)}")
-    if lo:
-        parts.append(f"low-rate bins at {_fmt_ranges(lo)}")
-    msg = (
+    parts = [
+        f"{what} bins at {_fmt_ranges(r)}"
+        for what, r in (("high-rate (burst)", hi), ("low-rate", lo))
+        if r
+    ]
+    return make_check(
+        cfg,
+        "time_flow_rate",
+        "flow_rate_anomaly" if n_rate else "ok",
+        n_rate,
+        tc.rate_mad_threshold,
         f"{n_rate} of {b.n_bins} time bins deviate from the median event rate by more than "
         f"{tc.rate_mad_threshold:g} robust SDs: {'; '.join(parts)}; {base}"
-    )
-    return make_check(
-        cfg, "time_flow_rate", "flow_rate_anomaly", n_rate, tc.rate_mad_threshold, msg
+        if n_rate
+        else f"event rate steady: {base}",
     )
 
 
 def _gap_check(cfg: QcConfig, gaps: list[tuple[float, float]], gap_thr: float) -> Check:
-    if not gaps:
-        return make_check(
-            cfg, "time_gap", "ok", 0.0, gap_thr, f"no gap longer than {gap_thr:.3g} s"
-        )
-    total_gap = sum(b - a for a, b in gaps)
+    total_gap = float(sum(b - a for a, b in gaps))
     return make_check(
         cfg,
         "time_gap",
-        "flow_gap",
+        "flow_gap" if gaps else "ok",
         total_gap,
         gap_thr,
         f"{len(gaps)} acquisition gap(s) longer than {gap_thr:.3g} s (clog): "
-        f"{_fmt_ranges(gaps)}; {total_gap:.3g} s without events",
+        f"{_fmt_ranges(gaps)}; {total_gap:.3g} s without events"
+        if gaps
+        else f"no gap longer than {gap_thr:.3g} s",
     )
 
 
@@ -456,27 +454,19 @@ def _signal_check(
     """Signal shifts in bins whose rate is steady (those inside rate/gap anomalies go anyway)."""
     tc = cfg.time
     names = ", ".join(f"{k} ({v} bins)" for k, v in signal_hits.items())
-    if n_sig:
-        return make_check(
-            cfg,
-            "time_signal",
-            "signal_drift",
-            n_sig,
-            tc.signal_mad_threshold,
-            f"{n_sig} time bins with a steady event rate have a signal shifted by more than "
-            f"{tc.signal_mad_threshold:g} robust SDs from the other bins (mean rank per bin) "
-            f"at {_fmt_ranges(shifted)}; "
-            f"channels: {names}",
-        )
     given = ", ".join(listed) if listed else "no signals given"
     extra = f"; shifts only inside rate/gap anomalies: {names}" if signal_hits else ""
     return make_check(
         cfg,
         "time_signal",
-        "ok",
-        0,
+        "signal_drift" if n_sig else "ok",
+        n_sig,
         tc.signal_mad_threshold,
-        f"signal steady over time outside rate anomalies ({given}){extra}",
+        f"{n_sig} time bins with a steady event rate have a signal shifted by more than "
+        f"{tc.signal_mad_threshold:g} robust SDs from the other bins (mean rank per bin) "
+        f"at {_fmt_ranges(shifted)}; channels: {names}"
+        if n_sig
+        else f"signal steady over time outside rate anomalies ({given}){extra}",
     )
 
 

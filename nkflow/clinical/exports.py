@@ -36,7 +36,9 @@ from nkflow.clinical.kinetics import (
     KINETICS,
     KINETICS_SUMMARY,
     MEASURE_NAMES,
+    SUBSET_PCT,
     measure_value,
+    visit_records,
 )
 from nkflow.columns import TYPES, Column, Table, declare_from_writer, table_text
 
@@ -91,6 +93,8 @@ _CD4 = "SSCloCD3+CD4+Viability-"
 _TREG = "SSCloCD3+CD4+CD25hiCD127loFoxP3+Viability-"
 _TREGKI = "SSCloCD3+CD4+CD25hiCD127loFoxP3+Ki67+Viability-"
 _KI = ("PROLIFERATING", "Ki67+")
+#: the populations a CP test's name can start with, most specific first (the others are nk's)
+_SUBSET_GATES = ("nk_cd56bright", "nk_cd56dim", "treg_ki67", "treg")
 
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("alc_per_ul", "cells/uL", "cbc", "CBC absolute lymphocyte count"),
@@ -189,16 +193,12 @@ PARAMETERS: tuple[Parameter, ...] = (
 )
 _BEADS_ONLY = {"bead_events"}
 _DUAL_ONLY = {"alc_per_ul"}
-_PRODUCTS = {
-    "nk_cd56bright_per_ul": "nk_cd56bright_pct_of_nk",
-    "nk_cd56dim_per_ul": "nk_cd56dim_pct_of_nk",
-}
 
 
 def parameter_value(p: Parameter, visit: Mapping[str, Any]) -> Any:
     """The value of ``p`` at one visit (None when visits.tsv has none)."""
-    if p.name in _PRODUCTS:
-        total, pct = visit.get("total_nk_per_ul"), visit.get(_PRODUCTS[p.name])
+    if p.name in SUBSET_PCT:
+        total, pct = visit.get("total_nk_per_ul"), visit.get(SUBSET_PCT[p.name])
         return None if total is None or pct is None else float(total) * float(pct) / 100.0
     return visit.get(p.name)
 
@@ -366,7 +366,7 @@ def _method(p: Parameter, v: Mapping[str, Any]) -> str:
 def build_measurements(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """One record per visit and applicable parameter (columns of :data:`MEASUREMENTS`)."""
     s = EndpointSettings.from_config(config)
-    rows = _records(visits)
+    rows = visit_records(visits)
     names = visit_names(rows, s)
     out = []
     for v in sorted(rows, key=lambda r: (r["patient_id"], r["collection_date"], r["sample_id"])):
@@ -394,13 +394,6 @@ def build_measurements(config: dict[str, Any], visits: Any) -> list[dict[str, An
                 }
             )
     return out
-
-
-def _records(visits: Any) -> list[dict[str, Any]]:
-    rows = visits.to_dict(orient="records") if hasattr(visits, "to_dict") else list(visits)
-    return [
-        {k: (None if isinstance(x, float) and x != x else x) for k, x in r.items()} for r in rows
-    ]
 
 
 # --------------------------------------------------------------------------- SDTM-style CP
@@ -468,7 +461,7 @@ def sdtm_day(day: int | None) -> int | None:
 def build_cp(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """The CP records (columns of :data:`CP`) of every visit and cell-phenotype parameter."""
     s = EndpointSettings.from_config(config)
-    rows = _records(visits)
+    rows = visit_records(visits)
     names = visit_names(rows, s)
     dual = s.absolute_count_method == "dual_platform"
     study = s.study_id
@@ -554,19 +547,8 @@ def _not_done_reason(p: Parameter, v: Mapping[str, Any], value: Any, dual: bool)
 
 
 def _gate(p: Parameter, s: EndpointSettings) -> str:
-    pops = s.populations
-    role = {
-        "nk_pct_of_lymphocytes": "nk",
-        "total_nk_per_ul": "nk",
-        "donor_nk_per_ul": "nk",
-        "nk_cd56bright_pct_of_nk": "nk_cd56bright",
-        "nk_cd56bright_per_ul": "nk_cd56bright",
-        "nk_cd56dim_pct_of_nk": "nk_cd56dim",
-        "nk_cd56dim_per_ul": "nk_cd56dim",
-        "treg_pct_of_cd4": "treg",
-        "treg_per_ul": "treg",
-    }.get(p.name, "treg_ki67")
-    return str(pops[role])
+    role = next((r for r in _SUBSET_GATES if p.name.startswith(r)), "nk")
+    return str(s.populations[role])
 
 
 def _anmeth(p: Parameter, v: Mapping[str, Any]) -> str | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from nkflow import tables
 from nkflow.clinical import uncertainty as unc_mod
 from nkflow.clinical.endpoint_settings import EndpointSettings
-from nkflow.clinical.visits import VISIT_DEFINITIONS, day0_dates, group_rows
+from nkflow.clinical.visits import VISIT_DEFINITIONS, day0_dates, group_rows, visit_records
 from nkflow.columns import Definition
 
 if TYPE_CHECKING:
@@ -183,12 +183,6 @@ def _num(x: float) -> str:
     return tables.FLOAT_FORMAT % x
 
 
-def _nan_to_none(v: Any) -> Any:
-    if isinstance(v, float) and v != v:
-        return None
-    return v
-
-
 def build_endpoints(
     config: dict[str, Any],
     visits: pd.DataFrame,
@@ -223,9 +217,8 @@ def build_endpoints(
     target, before, after = s.target_day, s.window_before, s.window_after
     thr = s.threshold_per_ul
     lo_dose, hi_dose = (float(x) for x in s.dose_range_per_kg)
-    vrecs = [{k: _nan_to_none(x) for k, x in r.items()} for r in visits.to_dict(orient="records")]
     by_pat: dict[str, list[dict[str, Any]]] = {}
-    for r in vrecs:
+    for r in visit_records(visits):
         by_pat.setdefault(str(r["patient_id"]), []).append(r)
     inf_by = group_rows(infusions, "patient_id")
     resp_by = group_rows(response, "patient_id")

@@ -38,7 +38,6 @@ from nkflow.clinical.kinetics import (
     MEASURE_NAMES,
     SUBSET_PCT,
     measure_value,
-    visit_records,
 )
 from nkflow.columns import TYPES, Column, Table, declare_from_writer, table_text
 
@@ -366,7 +365,7 @@ def _method(p: Parameter, v: Mapping[str, Any]) -> str:
 def build_measurements(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """One record per visit and applicable parameter (columns of :data:`MEASUREMENTS`)."""
     s = EndpointSettings.from_config(config)
-    rows = visit_records(visits)
+    rows = vis.visit_records(visits)
     names = visit_names(rows, s)
     out = []
     for v in sorted(rows, key=lambda r: (r["patient_id"], r["collection_date"], r["sample_id"])):
@@ -461,7 +460,7 @@ def sdtm_day(day: int | None) -> int | None:
 def build_cp(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """The CP records (columns of :data:`CP`) of every visit and cell-phenotype parameter."""
     s = EndpointSettings.from_config(config)
-    rows = visit_records(visits)
+    rows = vis.visit_records(visits)
     names = visit_names(rows, s)
     dual = s.absolute_count_method == "dual_platform"
     study = s.study_id

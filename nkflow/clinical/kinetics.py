@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nkflow.clinical.endpoint_settings import EndpointSettings
+from nkflow.clinical.visits import visit_records
 from nkflow.columns import Column, Table
 from nkflow.reasons import CODES
 from nkflow.tables import FLOAT_FORMAT
@@ -387,14 +388,6 @@ def _gaps(
         if lo < p < hi and not any(abs(d - p) <= tol for d in days):
             out.append((p, f"d{p} not sampled"))
     return out
-
-
-def visit_records(visits: Any) -> list[dict[str, Any]]:
-    """The rows of ``visits`` (a DataFrame or a list of row dicts) as dicts, NaN as None."""
-    rows = visits.to_dict(orient="records") if hasattr(visits, "to_dict") else list(visits)
-    return [
-        {k: (None if isinstance(x, float) and x != x else x) for k, x in r.items()} for r in rows
-    ]
 
 
 def build_kinetics(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:

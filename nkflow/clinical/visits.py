@@ -234,6 +234,14 @@ def group_rows(df: pd.DataFrame | None, key: str) -> dict[str, list[dict[str, An
     return out
 
 
+def visit_records(visits: Any) -> list[dict[str, Any]]:
+    """The rows of ``visits`` (a DataFrame or a list of row dicts) as dicts, NaN as None."""
+    rows = visits.to_dict(orient="records") if hasattr(visits, "to_dict") else list(visits)
+    return [
+        {k: (None if isinstance(x, float) and x != x else x) for k, x in r.items()} for r in rows
+    ]
+
+
 def _closest(
     rows: Sequence[dict[str, Any]], date_key: str, target: dt.date, tol: int
 ) -> dict[str, Any] | None:

@@ -190,8 +190,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         ("TREGKI", "TLym Reg Sub", "", *_KI, _TREGKI),
     ),
 )
-_BEADS_ONLY = {"bead_events"}
-_DUAL_ONLY = {"alc_per_ul"}
+#: the parameters measured with one count method only
+_ONLY_WITH = {"bead_events": "single_platform_beads", "alc_per_ul": "dual_platform"}
 
 
 def parameter_value(p: Parameter, visit: Mapping[str, Any]) -> Any:
@@ -204,11 +204,7 @@ def parameter_value(p: Parameter, visit: Mapping[str, Any]) -> Any:
 
 def applicable(p: Parameter, count_method: str) -> bool:
     """Whether ``p`` is measured at all with ``count_method`` (beads or the CBC)."""
-    if p.name in _BEADS_ONLY:
-        return count_method == "single_platform_beads"
-    if p.name in _DUAL_ONLY:
-        return count_method == "dual_platform"
-    return True
+    return _ONLY_WITH.get(p.name, count_method) == count_method
 
 
 # --------------------------------------------------------------------------- planned visits

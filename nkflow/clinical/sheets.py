@@ -1083,15 +1083,8 @@ def load_str_peaks(
                 f"{rec['Sample File Name']!r}; expected a file listed in {sp}; fix: add it to "
                 "str_samples.tsv with its patient, role and date"
             )
-    peaks = peaks.rename(
-        columns={
-            "Sample File Name": "sample_file",
-            "Marker": "marker",
-            "Allele": "allele",
-            "Height": "height",
-            "Area": "area",
-        }
-    )
+    lower = {c: c.lower() for c in ("Marker", "Allele", "Height", "Area")}
+    peaks = peaks.rename(columns={"Sample File Name": "sample_file", **lower})
     peaks["height"] = peaks["height"].astype(float)
     peaks["area"] = peaks["area"].astype(float)
     out = peaks.merge(

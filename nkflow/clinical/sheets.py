@@ -1085,8 +1085,7 @@ def load_str_peaks(
             )
     lower = {c: c.lower() for c in ("Marker", "Allele", "Height", "Area")}
     peaks = peaks.rename(columns={"Sample File Name": "sample_file", **lower})
-    peaks["height"] = peaks["height"].astype(float)
-    peaks["area"] = peaks["area"].astype(float)
+    peaks = peaks.astype({"height": float, "area": float})
     out = peaks.merge(
         smap[["sample_file", "patient_id", "role", "date", "fraction", "fraction_as_written"]],
         on="sample_file",

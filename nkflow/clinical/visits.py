@@ -169,15 +169,6 @@ def _pct(num: int | None, den: int | None) -> float | None:
     return None if f is None else 100.0 * f
 
 
-def _mul(*vals: float | None) -> float | None:
-    out = 1.0
-    for v in vals:
-        if v is None:
-            return None
-        out *= v
-    return out
-
-
 class _Counts:
     """Index over the concatenated counts table: (sample, tube, population) -> row."""
 
@@ -564,7 +555,8 @@ def _donor(
     v["chimerism_source"], v["donor_chimerism_pct"] = sel.source, sel.donor_pct
     v["donor_chimerism_sd"] = sel.sd
     flags += chimerism_flags(sel, m.str_failed.get(pid, {}).get(cdate, []), s)
-    donor = None if sel.donor_pct is None else _mul(v["total_nk_per_ul"], sel.donor_pct / 100)
+    total = v["total_nk_per_ul"]
+    donor = None if sel.donor_pct is None or total is None else total * (sel.donor_pct / 100)
     v["donor_nk_per_ul"] = donor
     extra = 0.0
     if sel.sd is not None and sel.donor_pct:

@@ -198,19 +198,16 @@ def locus_donor_pct(
         return res("identical", None, "non_informative")
     if len(d) > 2 or len(r) > 2 or not d or not r:
         return res("unsupported", None, "unsupported_genotype")
-    if stutter_exclusion and any(_is_stutter(ra, da) for ra in r_only for da in d):
-        return res(_pattern(d, r, shared), None, "stutter_conflict")
     pattern = _pattern(d, r, shared)
-    if pattern == "het_het_one_shared":
-        den, num = ad + ar, ad
-        pct = None if den <= 0 else 100.0 * num / den
-    elif pattern == "donor_het_recipient_hom":
+    if stutter_exclusion and any(_is_stutter(ra, da) for ra in r_only for da in d):
+        return res(pattern, None, "stutter_conflict")
+    if pattern == "donor_het_recipient_hom":
         den = ad + as_
         pct = None if den <= 0 else 100.0 * 2.0 * ad / den
     elif pattern == "recipient_het_donor_hom":
         den = ar + as_
         pct = None if den <= 0 else 100.0 * (1.0 - 2.0 * ar / den)
-    else:  # no_shared
+    else:  # het_het_one_shared, no_shared: Ad / (Ad + Ar)
         den = ad + ar
         pct = None if den <= 0 else 100.0 * ad / den
     return res(pattern, pct, "ok" if pct is not None else "no_signal")
@@ -275,7 +272,7 @@ def compute_from_peaks(
     -------
     (results, loci)
         ``results``: one row per (patient_id, date, fraction) with :data:`RESULT_COLUMNS`;
-        ``loci``: per-locus detail with :data:`LOCUS_COLUMNS` plus ``used`` (bool) for outliers.
+        ``loci``: per-locus detail with :data:`LOCUS_COLUMNS` (an outlier's status: ``outlier_2sd``).
     """
     import pandas as pd
 
@@ -316,14 +313,9 @@ def compute_from_peaks(
                         "patient_id": pid,
                         "date": date,
                         "fraction": frac,
-                        "marker": lr.marker,
+                        **vars(lr),
                         "donor_alleles": ",".join(lr.donor_alleles),
                         "recipient_alleles": ",".join(lr.recipient_alleles),
-                        "pattern": lr.pattern,
-                        "area_donor_only": lr.area_donor_only,
-                        "area_recipient_only": lr.area_recipient_only,
-                        "area_shared": lr.area_shared,
-                        "donor_pct": lr.donor_pct,
                         "status": status,
                     }
                 )

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 from nkflow.errors import ConfigError
 
-METHODS = ("dual_platform", "single_platform_beads")
-
 
 @dataclass(frozen=True)
 class Alc:
@@ -140,11 +138,8 @@ def dual_platform_cv(events: int | None, lymph_events: int | None) -> float | No
     return math.sqrt(1.0 / events + 1.0 / lymph_events)
 
 
-def single_platform_cv(events: int | None, bead_events: int | None) -> float | None:
-    """Relative SE of ``events / bead_events``: independent Poisson counts, ``1/n + 1/b``."""
-    if events is None or bead_events is None or events <= 0 or bead_events <= 0:
-        return None
-    return math.sqrt(1.0 / events + 1.0 / bead_events)
+#: relative SE of ``events / bead_events``: two independent Poisson counts, the same formula
+single_platform_cv = dual_platform_cv
 
 
 def interval(

@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING, Any
 from nkflow import tables
 from nkflow.clinical import uncertainty as unc_mod
 from nkflow.clinical.endpoint_settings import EndpointSettings
-from nkflow.clinical.visits import (
-    day0_dates,
-    group_rows,
-)
+from nkflow.clinical.visits import VISIT_DEFINITIONS, day0_dates, group_rows, visit_records
+from nkflow.columns import Definition
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,72 +30,110 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-ENDPOINT_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "sample_id",
-    "study_day",
-    "alc_per_ul",
-    "nk_pct_of_lymphocytes",
-    "chimerism_fraction",
-    "donor_chimerism_pct",
-    "donor_nk_per_ul",
-    "verdict",
-    "reason",
-    "donor_nk_per_ul_lo95",
-    "donor_nk_per_ul_hi95",
-    "borderline",
-    "borderline_basis",
-    "p_above_threshold",
-    "donor_nk_per_ul_all_lo95",
-    "donor_nk_per_ul_all_hi95",
-    "verdict_unstable",
-    "dominant_spread_source",
-    "gate_variance_frac",
-    "counting_variance_frac",
-    "chimerism_variance_frac",
-    "uncertainty_status",
-    "verdict_basis",
-    "flags",
-    "qc_status",
-    "collection_date",
-    "day0_date",
-    "window_days",
-    "n_samples_in_window",
-    "count_method",
-    "alc_source_value",
-    "alc_source_unit",
-    "alc_date",
-    "nk_events",
-    "lymphocyte_events",
-    "lymphocyte_population",
-    "chimerism_date",
-    "chimerism_source",
-    "donor_chimerism_sd",
-    "nk_tube_fcs",
-    "nk_cd56bright_pct_of_nk",
-    "nk_cd56dim_pct_of_nk",
-    "n_visits",
-    "peak_donor_nk_per_ul",
-    "peak_study_day",
-    "donor_nk_kinetics",
-    "treg_study_day7",
-    "treg_pct_of_cd4_day7",
-    "treg_ki67_pct_of_cd4_day7",
-    "treg_below_5pct_day7",
-    "n_infusions",
-    "cells_per_kg_infusions",
-    "cells_per_kg_total",
-    "nk_donor_is_hsct_donor",
-    "response_summary",
-    "last_response",
-    "last_mrd_status",
-    "n_adverse_events",
-    "max_ctcae_grade",
-    "n_related_adverse_events",
-    "adverse_event_summary",
-    "review_status",
-    "review_note",
-)
+VERDICTS = ("PASS", "FAIL", "NOT_EVALUABLE")
+
+#: the columns of endpoints.tsv in order, each with (unit, definition[, allowed values]) for the
+#: data dictionary; None: the chosen visit's cell, defined as in visits.tsv
+_DEFINITIONS: dict[str, Definition | None] = {
+    "patient_id": None,
+    "sample_id": ("", "the day-14 visit chosen (empty: none in the window)"),
+    "study_day": ("day", "study day of the chosen visit"),
+    "alc_per_ul": None,
+    "nk_pct_of_lymphocytes": None,
+    "chimerism_fraction": None,
+    "donor_chimerism_pct": None,
+    "donor_nk_per_ul": ("cells/uL", "the chosen visit's donor NK/uL; empty when NOT_EVALUABLE"),
+    "verdict": ("", "day-14 expansion endpoint: PASS when donor NK/uL > threshold", VERDICTS),
+    "reason": ("", "';'-joined reason codes of the verdict (config/README.md)"),
+    "donor_nk_per_ul_lo95": None,
+    "donor_nk_per_ul_hi95": None,
+    "borderline": ("", "the 95 % interval contains the threshold (empty: not computed)"),
+    # how sure the verdict is (docs/uncertainty.md)
+    "borderline_basis": (
+        "",
+        "what borderline rests on: all_sources, or counting when the uncertainty is not computed",
+        ("all_sources", "counting"),
+    ),
+    "p_above_threshold": ("", "share of the donor NK/uL draws above the threshold, 0-1"),
+    "donor_nk_per_ul_all_lo95": (
+        "cells/uL",
+        "2.5 % quantile of donor NK/uL under gate placement, counting and chimerism error",
+    ),
+    "donor_nk_per_ul_all_hi95": (
+        "cells/uL",
+        "97.5 % quantile of donor NK/uL under gate placement, counting and chimerism error",
+    ),
+    "verdict_unstable": (
+        "",
+        "moving a fitted boundary within its plausible range flips the verdict (flags name it)",
+    ),
+    "dominant_spread_source": (
+        "",
+        "the largest share of the variance of donor NK/uL",
+        ("gate", "counting", "chimerism"),
+    ),
+    "gate_variance_frac": ("", "gate placement's share of the variance, 0-1"),
+    "counting_variance_frac": ("", "counting error's share of the variance, 0-1"),
+    "chimerism_variance_frac": ("", "chimerism error's share of the variance, 0-1"),
+    "uncertainty_status": ("", "computed, or not_computed:<reason> (config/README.md)"),
+    "verdict_basis": ("", "the comparison in words, e.g. 'donor_nk_per_ul 123.12 > 100'"),
+    "flags": ("", "visit flags plus patient flags (config/README.md)"),
+    "qc_status": None,
+    "collection_date": None,
+    "day0_date": None,
+    "window_days": ("day", "the day-14 visit window, '<first>-<last>'"),
+    "n_samples_in_window": ("samples", "candidates in the window"),
+    "count_method": None,
+    "alc_source_value": None,
+    "alc_source_unit": None,
+    "alc_date": None,
+    "nk_events": None,
+    "lymphocyte_events": None,
+    "lymphocyte_population": None,
+    "chimerism_date": None,
+    "chimerism_source": None,
+    "donor_chimerism_sd": None,
+    "nk_tube_fcs": None,
+    "nk_cd56bright_pct_of_nk": None,
+    "nk_cd56dim_pct_of_nk": None,
+    "n_visits": ("visits", "samples of the patient"),
+    "peak_donor_nk_per_ul": ("cells/uL", "highest donor NK/uL of the evaluable visits >= day 0"),
+    "peak_study_day": ("day", "study day of the peak (ties: earlier day)"),
+    "donor_nk_kinetics": ("day:cells/uL", "'d<day>:<donor NK/uL>' of every evaluable visit"),
+    "treg_study_day7": ("day", "study day of the visit chosen in the day-7 window"),
+    "treg_pct_of_cd4_day7": ("%", "Treg % of CD4 at that visit"),
+    "treg_ki67_pct_of_cd4_day7": ("%", "Ki-67+ Treg % of CD4 at that visit"),
+    "treg_below_5pct_day7": ("", "treg_pct_of_cd4_day7 < endpoints.treg_low_pct_of_cd4"),
+    "n_infusions": ("infusions", "NK infusions of the patient"),
+    "cells_per_kg_infusions": ("cells/kg", "dose per infusion, ','-joined by infusion number"),
+    "cells_per_kg_total": ("cells/kg", "sum of the doses"),
+    "nk_donor_is_hsct_donor": (
+        "",
+        "an infusion's NK donor is the stem-cell donor (unknown: donor ids missing)",
+        ("true", "false", "unknown"),
+    ),
+    "response_summary": ("", "'<date> <criteria> <version>: <category>[ MRD <status>]', '; '"),
+    "last_response": ("", "category of the latest response assessment"),
+    "last_mrd_status": ("", "MRD status of the latest assessment"),
+    "n_adverse_events": ("events", "adverse events of the patient"),
+    "max_ctcae_grade": ("grade", "highest CTCAE grade (1-5)"),
+    "n_related_adverse_events": (
+        "events",
+        "adverse events possibly, probably or definitely related",
+    ),
+    "adverse_event_summary": ("", "'<date> <term> G<grade> (<relation>)', '; '-joined"),
+    # review and sign-off (docs/review.md)
+    "review_status": (
+        "",
+        "the signatures in the review audit log against this run",
+        ("approved", "reviewed", "void", "not_reviewed"),
+    ),
+    "review_note": ("", "the signatures that hold, or for void what changed since"),
+}
+ENDPOINT_DEFINITIONS: dict[str, Definition] = {
+    k: d or VISIT_DEFINITIONS[k] for k, d in _DEFINITIONS.items()
+}
+ENDPOINT_COLUMNS: tuple[str, ...] = tuple(ENDPOINT_DEFINITIONS)
 #: endpoint columns that describe the signatures on a row (nkflow.review), not what is signed
 REVIEW_COLUMNS: tuple[str, ...] = ("review_status", "review_note")
 
@@ -147,12 +183,6 @@ def _num(x: float) -> str:
     return tables.FLOAT_FORMAT % x
 
 
-def _nan_to_none(v: Any) -> Any:
-    if isinstance(v, float) and v != v:
-        return None
-    return v
-
-
 def build_endpoints(
     config: dict[str, Any],
     visits: pd.DataFrame,
@@ -187,9 +217,8 @@ def build_endpoints(
     target, before, after = s.target_day, s.window_before, s.window_after
     thr = s.threshold_per_ul
     lo_dose, hi_dose = (float(x) for x in s.dose_range_per_kg)
-    vrecs = [{k: _nan_to_none(x) for k, x in r.items()} for r in visits.to_dict(orient="records")]
     by_pat: dict[str, list[dict[str, Any]]] = {}
-    for r in vrecs:
+    for r in visit_records(visits):
         by_pat.setdefault(str(r["patient_id"]), []).append(r)
     inf_by = group_rows(infusions, "patient_id")
     resp_by = group_rows(response, "patient_id")

@@ -9,9 +9,9 @@ Contract
   header, order and cell format from the declaration and :func:`data_dictionary` lists the same
   declarations, so the dictionary cannot drift from the files. ``visits.tsv`` and
   ``endpoints.tsv`` are written in the cell formats of :mod:`nkflow.clinical.visits`: their
-  declarations (:data:`VISITS`, :data:`ENDPOINTS`) take names, order and types from there and the
-  definitions from :data:`VISIT_DEFINITIONS` / :data:`ENDPOINT_DEFINITIONS`; a column there
-  without a definition here raises when this module is imported.
+  declarations (:data:`VISITS`, :data:`ENDPOINTS`) take the types from there, and names, order
+  and definitions from the one list of each table's columns (``VISIT_DEFINITIONS`` there,
+  :data:`nkflow.clinical.endpoints.ENDPOINT_DEFINITIONS`).
 * :func:`build_measurements` and :func:`build_cp` are pure functions of the typed visits
   (:func:`nkflow.clinical.visits.read_visits`) and the settings. Every value is the visits.tsv value
   (or, for the CD56bright/dim counts, total NK/uL x subset % / 100): no new number is made.
@@ -36,140 +36,12 @@ from nkflow.clinical.kinetics import (
     KINETICS,
     KINETICS_SUMMARY,
     MEASURE_NAMES,
+    SUBSET_PCT,
     measure_value,
 )
-from nkflow.columns import TYPES, Column, Definition, Table, declare_from_writer, table_text
+from nkflow.columns import TYPES, Column, Table, declare_from_writer, table_text
 
 logger = logging.getLogger(__name__)
-
-STATUS = ("ok", "not_evaluable")
-VERDICTS = ("PASS", "FAIL", "NOT_EVALUABLE")
-
-VISIT_DEFINITIONS: dict[str, Definition] = {
-    "patient_id": ("", "patient, from the sample sheet"),
-    "sample_id": ("", "visit (blood draw) id, the same for every tube of the draw"),
-    "collection_date": ("", "date of the draw (sample sheet; authoritative)"),
-    "study_day": ("day", "collection_date - day0_date"),
-    "day0_date": ("", "date of infusion number endpoints.day0_infusion (study day 0)"),
-    "status": ("", "ok, or not_evaluable: donor NK/uL cannot be computed here", STATUS),
-    "reason": ("", "';'-joined reason codes of a not_evaluable visit (config/README.md)"),
-    "flags": ("", "';'-joined flags: the number is kept but qualified (config/README.md)"),
-    "qc_status": ("", "tube_status of the nk tube (empty: not assessed)", ("PASS", "WARN", "FAIL")),
-    "nk_tube_fcs": ("", "FCS file of the nk tube, as in the sample sheet"),
-    "count_method": ("", "absolute-count method", ("dual_platform", "single_platform_beads")),
-    "lymphocyte_population": ("", "gate whose events are the NK denominator"),
-    "alc_date": ("", "date of the CBC row used"),
-    "alc_source_value": ("", "ALC as written in the CBC sheet"),
-    "alc_source_unit": ("", "ALC unit as written in the CBC sheet"),
-    "alc_per_ul": ("cells/uL", "absolute lymphocyte count, normalised"),
-    "alc_status": ("", "usability of the ALC", ("ok", "missing", "invalid")),
-    "lymphocyte_events": ("events", "events of the denominator gate in the nk tube"),
-    "nk_events": ("events", "CD3- CD56+ NK events in the nk tube"),
-    "nk_pct_of_lymphocytes": ("%", "100 x nk_events / lymphocyte_events"),
-    "nk_cd56bright_pct_of_nk": ("%", "CD56bright CD16- NK, % of NK"),
-    "nk_cd56dim_pct_of_nk": ("%", "CD56dim CD16+ NK, % of NK"),
-    "bead_events": ("events", "counting-bead events (single-platform method)"),
-    "beads_per_test": ("beads", "counting beads per test (sample sheet)"),
-    "sample_volume_ul": ("uL", "blood volume in the bead tube (sample sheet)"),
-    "total_nk_per_ul": ("cells/uL", "NK cells per uL of blood, all donors"),
-    "chimerism_fraction": ("", "canonical chimerism fraction used (CD56, PB, ...)"),
-    "chimerism_date": ("", "date of the chimerism result used"),
-    "chimerism_source": ("", "where % donor came from", ("table", "str_peaks")),
-    "donor_chimerism_pct": ("%", "% donor chimerism of that fraction"),
-    "donor_chimerism_sd": ("%", "SD of % donor across STR loci (from peaks only)"),
-    "donor_nk_per_ul": ("cells/uL", "total_nk_per_ul x donor_chimerism_pct / 100"),
-    "above_threshold": ("", "donor_nk_per_ul > endpoints.threshold_per_ul (unrounded)"),
-    "interval_contains_threshold": ("", "donor_nk_per_ul_lo95 <= threshold <= _hi95"),
-    "treg_qc_status": ("", "tube_status of the treg tube", ("PASS", "WARN", "FAIL")),
-    "cd4_events": ("events", "CD4+ T events in the treg tube"),
-    "treg_events": ("events", "CD25hi CD127lo FoxP3+ Treg events"),
-    "treg_ki67_events": ("events", "Ki-67+ Treg events"),
-    "treg_pct_of_cd4": ("%", "100 x treg_events / cd4_events"),
-    "treg_ki67_pct_of_cd4": ("%", "100 x treg_ki67_events / cd4_events"),
-    "treg_ki67_pct_of_treg": ("%", "100 x treg_ki67_events / treg_events"),
-    "treg_per_ul": ("cells/uL", "Treg per uL (same count method, treg-tube denominator)"),
-    "treg_ki67_per_ul": ("cells/uL", "Ki-67+ Treg per uL"),
-}
-
-#: endpoints.tsv columns whose meaning differs from, or is not in, visits.tsv; the others are
-#: the chosen visit's cells and keep the visits.tsv definition
-ENDPOINT_OWN_DEFINITIONS: dict[str, Definition] = {
-    "sample_id": ("", "the day-14 visit chosen (empty: none in the window)"),
-    "study_day": ("day", "study day of the chosen visit"),
-    "donor_nk_per_ul": ("cells/uL", "the chosen visit's donor NK/uL; empty when NOT_EVALUABLE"),
-    "verdict": ("", "day-14 expansion endpoint: PASS when donor NK/uL > threshold", VERDICTS),
-    "reason": ("", "';'-joined reason codes of the verdict (config/README.md)"),
-    "borderline": ("", "the 95 % interval contains the threshold (empty: not computed)"),
-    "verdict_basis": ("", "the comparison in words, e.g. 'donor_nk_per_ul 123.12 > 100'"),
-    "flags": ("", "visit flags plus patient flags (config/README.md)"),
-    "window_days": ("day", "the day-14 visit window, '<first>-<last>'"),
-    "n_samples_in_window": ("samples", "candidates in the window"),
-    "n_visits": ("visits", "samples of the patient"),
-    "peak_donor_nk_per_ul": ("cells/uL", "highest donor NK/uL of the evaluable visits >= day 0"),
-    "peak_study_day": ("day", "study day of the peak (ties: earlier day)"),
-    "donor_nk_kinetics": ("day:cells/uL", "'d<day>:<donor NK/uL>' of every evaluable visit"),
-    "treg_study_day7": ("day", "study day of the visit chosen in the day-7 window"),
-    "treg_pct_of_cd4_day7": ("%", "Treg % of CD4 at that visit"),
-    "treg_ki67_pct_of_cd4_day7": ("%", "Ki-67+ Treg % of CD4 at that visit"),
-    "treg_below_5pct_day7": ("", "treg_pct_of_cd4_day7 < endpoints.treg_low_pct_of_cd4"),
-    "n_infusions": ("infusions", "NK infusions of the patient"),
-    "cells_per_kg_infusions": ("cells/kg", "dose per infusion, ','-joined by infusion number"),
-    "cells_per_kg_total": ("cells/kg", "sum of the doses"),
-    "nk_donor_is_hsct_donor": (
-        "",
-        "an infusion's NK donor is the stem-cell donor (unknown: donor ids missing)",
-        ("true", "false", "unknown"),
-    ),
-    "response_summary": ("", "'<date> <criteria> <version>: <category>[ MRD <status>]', '; '"),
-    "last_response": ("", "category of the latest response assessment"),
-    "last_mrd_status": ("", "MRD status of the latest assessment"),
-    "n_adverse_events": ("events", "adverse events of the patient"),
-    "max_ctcae_grade": ("grade", "highest CTCAE grade (1-5)"),
-    "n_related_adverse_events": (
-        "events",
-        "adverse events possibly, probably or definitely related",
-    ),
-    "adverse_event_summary": ("", "'<date> <term> G<grade> (<relation>)', '; '-joined"),
-    # how sure the verdict is (docs/uncertainty.md)
-    "borderline_basis": (
-        "",
-        "what borderline rests on: all_sources, or counting when the uncertainty is not computed",
-        ("all_sources", "counting"),
-    ),
-    "p_above_threshold": ("", "share of the donor NK/uL draws above the threshold, 0-1"),
-    "donor_nk_per_ul_all_lo95": (
-        "cells/uL",
-        "2.5 % quantile of donor NK/uL under gate placement, counting and chimerism error",
-    ),
-    "donor_nk_per_ul_all_hi95": (
-        "cells/uL",
-        "97.5 % quantile of donor NK/uL under gate placement, counting and chimerism error",
-    ),
-    "verdict_unstable": (
-        "",
-        "moving a fitted boundary within its plausible range flips the verdict (flags name it)",
-    ),
-    "dominant_spread_source": (
-        "",
-        "the largest share of the variance of donor NK/uL",
-        ("gate", "counting", "chimerism"),
-    ),
-    "gate_variance_frac": ("", "gate placement's share of the variance, 0-1"),
-    "counting_variance_frac": ("", "counting error's share of the variance, 0-1"),
-    "chimerism_variance_frac": ("", "chimerism error's share of the variance, 0-1"),
-    "uncertainty_status": ("", "computed, or not_computed:<reason> (config/README.md)"),
-    # review and sign-off (docs/review.md)
-    "review_status": (
-        "",
-        "the signatures in the review audit log against this run",
-        ("approved", "reviewed", "void", "not_reviewed"),
-    ),
-    "review_note": ("", "the signatures that hold, or for void what changed since"),
-}
-ENDPOINT_DEFINITIONS: dict[str, Definition] = {
-    **{k: VISIT_DEFINITIONS[k] for k in ep.ENDPOINT_COLUMNS if k in VISIT_DEFINITIONS},
-    **ENDPOINT_OWN_DEFINITIONS,
-}
 
 #: the column types of visits.tsv and endpoints.tsv, from the kinds their writer formats by
 _TYPES = {
@@ -183,7 +55,7 @@ VISITS = declare_from_writer(
     "one per sample (visit), sorted by patient_id, collection_date, sample_id",
     vis.VISIT_COLUMNS,
     _TYPES,
-    VISIT_DEFINITIONS,
+    vis.VISIT_DEFINITIONS,
 )
 ENDPOINTS = declare_from_writer(
     "endpoints",
@@ -191,7 +63,7 @@ ENDPOINTS = declare_from_writer(
     "one per patient of the infusion sheet, sorted by patient_id",
     ep.ENDPOINT_COLUMNS,
     _TYPES,
-    ENDPOINT_DEFINITIONS,
+    ep.ENDPOINT_DEFINITIONS,
 )
 
 
@@ -220,6 +92,8 @@ _CD4 = "SSCloCD3+CD4+Viability-"
 _TREG = "SSCloCD3+CD4+CD25hiCD127loFoxP3+Viability-"
 _TREGKI = "SSCloCD3+CD4+CD25hiCD127loFoxP3+Ki67+Viability-"
 _KI = ("PROLIFERATING", "Ki67+")
+#: the populations a CP test's name can start with, most specific first (the others are nk's)
+_SUBSET_GATES = ("nk_cd56bright", "nk_cd56dim", "treg_ki67", "treg")
 
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("alc_per_ul", "cells/uL", "cbc", "CBC absolute lymphocyte count"),
@@ -316,29 +190,21 @@ PARAMETERS: tuple[Parameter, ...] = (
         ("TREGKI", "TLym Reg Sub", "", *_KI, _TREGKI),
     ),
 )
-_BEADS_ONLY = {"bead_events"}
-_DUAL_ONLY = {"alc_per_ul"}
-_PRODUCTS = {
-    "nk_cd56bright_per_ul": "nk_cd56bright_pct_of_nk",
-    "nk_cd56dim_per_ul": "nk_cd56dim_pct_of_nk",
-}
+#: the parameters measured with one count method only
+_ONLY_WITH = {"bead_events": "single_platform_beads", "alc_per_ul": "dual_platform"}
 
 
 def parameter_value(p: Parameter, visit: Mapping[str, Any]) -> Any:
     """The value of ``p`` at one visit (None when visits.tsv has none)."""
-    if p.name in _PRODUCTS:
-        total, pct = visit.get("total_nk_per_ul"), visit.get(_PRODUCTS[p.name])
+    if p.name in SUBSET_PCT:
+        total, pct = visit.get("total_nk_per_ul"), visit.get(SUBSET_PCT[p.name])
         return None if total is None or pct is None else float(total) * float(pct) / 100.0
     return visit.get(p.name)
 
 
 def applicable(p: Parameter, count_method: str) -> bool:
     """Whether ``p`` is measured at all with ``count_method`` (beads or the CBC)."""
-    if p.name in _BEADS_ONLY:
-        return count_method == "single_platform_beads"
-    if p.name in _DUAL_ONLY:
-        return count_method == "dual_platform"
-    return True
+    return _ONLY_WITH.get(p.name, count_method) == count_method
 
 
 # --------------------------------------------------------------------------- planned visits
@@ -458,7 +324,7 @@ MEASUREMENTS = Table(
             "'cbc <patient_id> <date>' for the ALC, 'chimerism <patient_id> <date> <fraction> "
             "<source>' for % donor",
         ),
-        Column("visit_status", "text", "", "status of the visit in visits.tsv", STATUS),
+        Column("visit_status", "text", "", "status of the visit in visits.tsv", vis.STATUS),
         Column("visit_reason", "codes", "", "reason codes of the visit in visits.tsv"),
     ),
 )
@@ -495,7 +361,7 @@ def _method(p: Parameter, v: Mapping[str, Any]) -> str:
 def build_measurements(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """One record per visit and applicable parameter (columns of :data:`MEASUREMENTS`)."""
     s = EndpointSettings.from_config(config)
-    rows = _records(visits)
+    rows = vis.visit_records(visits)
     names = visit_names(rows, s)
     out = []
     for v in sorted(rows, key=lambda r: (r["patient_id"], r["collection_date"], r["sample_id"])):
@@ -523,13 +389,6 @@ def build_measurements(config: dict[str, Any], visits: Any) -> list[dict[str, An
                 }
             )
     return out
-
-
-def _records(visits: Any) -> list[dict[str, Any]]:
-    rows = visits.to_dict(orient="records") if hasattr(visits, "to_dict") else list(visits)
-    return [
-        {k: (None if isinstance(x, float) and x != x else x) for k, x in r.items()} for r in rows
-    ]
 
 
 # --------------------------------------------------------------------------- SDTM-style CP
@@ -597,7 +456,7 @@ def sdtm_day(day: int | None) -> int | None:
 def build_cp(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """The CP records (columns of :data:`CP`) of every visit and cell-phenotype parameter."""
     s = EndpointSettings.from_config(config)
-    rows = _records(visits)
+    rows = vis.visit_records(visits)
     names = visit_names(rows, s)
     dual = s.absolute_count_method == "dual_platform"
     study = s.study_id
@@ -683,19 +542,8 @@ def _not_done_reason(p: Parameter, v: Mapping[str, Any], value: Any, dual: bool)
 
 
 def _gate(p: Parameter, s: EndpointSettings) -> str:
-    pops = s.populations
-    role = {
-        "nk_pct_of_lymphocytes": "nk",
-        "total_nk_per_ul": "nk",
-        "donor_nk_per_ul": "nk",
-        "nk_cd56bright_pct_of_nk": "nk_cd56bright",
-        "nk_cd56bright_per_ul": "nk_cd56bright",
-        "nk_cd56dim_pct_of_nk": "nk_cd56dim",
-        "nk_cd56dim_per_ul": "nk_cd56dim",
-        "treg_pct_of_cd4": "treg",
-        "treg_per_ul": "treg",
-    }.get(p.name, "treg_ki67")
-    return str(pops[role])
+    role = next((r for r in _SUBSET_GATES if p.name.startswith(r)), "nk")
+    return str(s.populations[role])
 
 
 def _anmeth(p: Parameter, v: Mapping[str, Any]) -> str | None:

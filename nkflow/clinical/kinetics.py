@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nkflow.clinical.endpoint_settings import EndpointSettings
+from nkflow.clinical.visits import visit_records
 from nkflow.columns import Column, Table
 from nkflow.reasons import CODES
 from nkflow.tables import FLOAT_FORMAT
@@ -75,6 +76,11 @@ MEASURES: tuple[Measure, ...] = (
     Measure("treg_per_ul", "treg", "treg_per_ul of visits.tsv"),
 )
 MEASURE_NAMES = tuple(m.name for m in MEASURES)
+#: the NK-subset counts: total_nk_per_ul x the subset's % of NK (this visits.tsv column) / 100
+SUBSET_PCT = {
+    "nk_cd56bright_per_ul": "nk_cd56bright_pct_of_nk",
+    "nk_cd56dim_per_ul": "nk_cd56dim_pct_of_nk",
+}
 
 PARAMETERS = ("baseline", "cmax", "clast", "fold_expansion", "persistence", "auc")
 REASONS = {
@@ -252,10 +258,7 @@ def measure_value(measure: str, visit: Mapping[str, Any], dual_platform: bool) -
         return None, "not_computed"
     if measure == "total_nk_per_ul":
         return float(total), ""
-    pct_col = {
-        "nk_cd56bright_per_ul": "nk_cd56bright_pct_of_nk",
-        "nk_cd56dim_per_ul": "nk_cd56dim_pct_of_nk",
-    }[measure]
+    pct_col = SUBSET_PCT[measure]
     pct = visit.get(pct_col)
     if pct is None:
         return None, f"not_computed:{pct_col}"
@@ -390,11 +393,9 @@ def _gaps(
 def build_kinetics(config: dict[str, Any], visits: Any) -> list[dict[str, Any]]:
     """Kinetics records of every patient of ``visits`` (a DataFrame or a list of row dicts)."""
     s = EndpointSettings.from_config(config)
-    rows = visits.to_dict(orient="records") if hasattr(visits, "to_dict") else list(visits)
     by_patient: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        clean = {k: (None if isinstance(x, float) and x != x else x) for k, x in r.items()}
-        by_patient.setdefault(str(clean["patient_id"]), []).append(clean)
+    for r in visit_records(visits):
+        by_patient.setdefault(str(r["patient_id"]), []).append(r)
     return [
         kinetic_record(pid, m, by_patient[pid], s) for pid in sorted(by_patient) for m in MEASURES
     ]

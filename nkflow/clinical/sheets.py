@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -398,23 +398,32 @@ def _parse_dates(
 def _load(
     source: Sheet | str | Path,
     sheet_key: str,
-    key: tuple[str, ...],
-    id_cols: tuple[str, ...],
+    ids: tuple[str, ...],
     fractions: FractionVocab | None = None,
+    *,
+    optional: tuple[str, ...] = (),
+    expand: bool = False,
 ) -> tuple[Sheet, pd.DataFrame]:
-    """Read, map, validate and date-parse a sheet; refuse duplicate keys; number the rows.
+    """Read, map and validate a sheet, number its rows, date-parse it; refuse duplicate ``ids``.
 
-    With ``fractions``, its ``fraction`` column is canonicalised too.
+    ``optional`` columns the file lacks are added empty. With ``fractions``, the ``fraction``
+    column is canonicalised; with ``expand``, combined rows become one per tube
+    (:func:`expand_combined`, sample sheet).
     """
     sh = _as_sheet(source, sheet_key)
     schema = sheet_schema(sheet_key)
     df = read_table(sh)
-    validate_rows(df, schema, sh, id_cols)
-    df = _parse_dates(df, schema, sh, id_cols)
-    if fractions is not None:
-        df = _canonical_fractions(df, fractions, sh, id_cols)
-    check_unique(df, key, sh.path)
+    validate_rows(df, schema, sh, ids)
     df.insert(0, "row", range(1, len(df) + 1))
+    for col in optional:
+        if col not in df.columns:
+            df[col] = ""
+    df = _parse_dates(df, schema, sh, ids)
+    if fractions is not None:
+        df = _canonical_fractions(df, fractions, sh, ids)
+    if expand:
+        df = expand_combined(df, sh.path)
+    check_unique(df, ids, sh.path)
     return sh, df
 
 
@@ -537,17 +546,10 @@ def load_samples(
     import pandas as pd
 
     ids = ("sample_id", "tube")
-    sh = _as_sheet(path, "samples")
-    schema = sheet_schema("samples")
-    df = read_table(sh)
-    validate_rows(df, schema, sh, ids)
-    df.insert(0, "row", range(1, len(df) + 1))
-    df = _parse_dates(df, schema, sh, ids)
+    sh, df = _load(path, "samples", ids, expand=True)
     p = sh.path
-    df = expand_combined(df, p)
-    check_unique(df, ids, p)
     panels_s, gatings_s = sorted(set(panels)), sorted(set(gatings))
-    tube_spec = schema["properties"]["tube"]
+    tube_spec = sheet_schema("samples")["properties"]["tube"]
     for rec in df.to_dict(orient="records"):
         label = _row_label(rec["row"], rec, ids)
         if rec["tube"] not in tube_spec["roles"]:
@@ -694,10 +696,8 @@ def load_infusions(
     """
     lo, hi = plausible_per_kg or EndpointSettings.from_config(None).dose_plausible_per_kg
     ids = ("patient_id", "infusion_number")
-    sh, df = _load(path, "infusions", ids, ids)
-    for col in ("cells_infused", "cells_per_kg", "nk_donor_id", "hsct_donor_id"):
-        if col not in df.columns:
-            df[col] = ""
+    optional = ("cells_infused", "cells_per_kg", "nk_donor_id", "hsct_donor_id")
+    sh, df = _load(path, "infusions", ids, optional=optional)
     totals, per_kgs, given = [], [], []
     for rec in df.to_dict(orient="records"):
         label = _row_label(rec["row"], rec, ids)
@@ -734,27 +734,55 @@ def load_cbc(
         ``alc_source_value`` and ``alc_source_unit`` (verbatim). QNS/empty -> ``missing`` with a
         warning; negative -> ``invalid`` with a warning; never 0.
     """
-    import pandas as pd
-
-    ids = ("patient_id", "date")
-    sh, df = _load(path, "cbc", ids, ids)
-    p = sh.path
-    df, warnings = _drop_unknown_patients(df, patients, p, ids)
-    vals, stats = [], []
-    for rec in df.to_dict(orient="records"):
-        alc = parse_alc(rec["alc_value"], rec["alc_unit"])
-        vals.append(alc.per_ul)
-        stats.append(alc.status)
-        if alc.status != "ok":
-            warnings.append(
-                f"{p}: {_row_label(rec['row'], rec, ids)}: column {sh.column('alc_value')}: "
-                f"found {rec['alc_value']!r}; {alc.status}_alc: {alc.message}"
-            )
+    df, vals, stats, warnings = _load_results(path, "cbc", patients, None, "alc_value", _alc)
     df["alc_source_value"] = df["alc_value"]
     df["alc_source_unit"] = df["alc_unit"]
-    df["alc_per_ul"] = pd.Series(vals, index=df.index, dtype=object)
+    df["alc_per_ul"] = vals
     df["alc_status"] = stats
     return df, warnings
+
+
+def _alc(rec: dict[str, Any]) -> tuple[float | None, str, str]:
+    alc = parse_alc(rec["alc_value"], rec["alc_unit"])
+    return alc.per_ul, alc.status, f"{alc.status}_alc: {alc.message}"
+
+
+def _donor_pct(rec: dict[str, Any]) -> tuple[float | None, str, str]:
+    # '93%' and '93 %' as lab systems print them; anything else that is not a number is missing
+    v = _to_float(re.sub(r"\s*%$", "", rec["donor_pct"].strip()))
+    status = "missing" if v is None else "ok" if 0.0 <= v <= 100.0 else "invalid"
+    message = f"{status}_chimerism: expected a number 0-100; row not used"
+    return (v if status == "ok" else None), status, message
+
+
+def _load_results(
+    path: Sheet | str | Path,
+    sheet_key: str,
+    patients: Iterable[str] | None,
+    fractions: FractionVocab | None,
+    col: str,
+    read: Callable[[dict[str, Any]], tuple[float | None, str, str]],
+) -> tuple[pd.DataFrame, pd.Series, list[str], list[str]]:
+    """(rows of known patients, values, statuses, warnings) of a sheet of dated results.
+
+    ``read(row)`` gives (the value, None unless usable; its status; the warning unless ``ok``).
+    """
+    import pandas as pd
+
+    ids = ("patient_id", "date", "fraction") if fractions else ("patient_id", "date")
+    sh, df = _load(path, sheet_key, ids, fractions)
+    df, warnings = _drop_unknown_patients(df, patients, sh.path, ids)
+    vals, stats = [], []
+    for rec in df.to_dict(orient="records"):
+        value, status, message = read(rec)
+        vals.append(value)
+        stats.append(status)
+        if status != "ok":
+            warnings.append(
+                f"{sh.path}: {_row_label(rec['row'], rec, ids)}: column {sh.column(col)}: "
+                f"found {rec[col]!r}; {message}"
+            )
+    return df, pd.Series(vals, index=df.index, dtype=object), stats, warnings
 
 
 def load_fraction_vocab(path: str | Path) -> FractionVocab:
@@ -899,31 +927,10 @@ def load_chimerism(
         Schema failure, a fraction outside the vocabulary (every such row named), a duplicate key
         after canonicalisation (``CD56`` and ``CD56+`` on one date are the same fraction).
     """
-    import pandas as pd
-
-    ids = ("patient_id", "date", "fraction")
-    sh, df = _load(path, "chimerism", ids, ids, fractions)
-    p = sh.path
-    df, warnings = _drop_unknown_patients(df, patients, p, ids)
-    vals, stats = [], []
-    for rec in df.to_dict(orient="records"):
-        # '93%' and '93 %' as lab systems print them; anything else that is not a number is
-        # missing, with a warning
-        v = _to_float(re.sub(r"\s*%$", "", rec["donor_pct"].strip()))
-        if v is None:
-            status = "missing"
-        elif not 0.0 <= v <= 100.0:
-            status, v = "invalid", None
-        else:
-            status = "ok"
-        vals.append(v)
-        stats.append(status)
-        if status != "ok":
-            warnings.append(
-                f"{p}: {_row_label(rec['row'], rec, ids)}: column {sh.column('donor_pct')}: "
-                f"found {rec['donor_pct']!r}; {status}_chimerism: expected a number 0-100; row not used"
-            )
-    df["donor_pct_value"] = pd.Series(vals, index=df.index, dtype=object)
+    df, vals, stats, warnings = _load_results(
+        path, "chimerism", patients, fractions, "donor_pct", _donor_pct
+    )
+    df["donor_pct_value"] = vals
     df["chimerism_status"] = stats
     return df, warnings
 
@@ -1037,7 +1044,6 @@ def load_str_peaks(
     """
     import pandas as pd
 
-    schema = sheet_schema("str_peaks")
     ssh = _as_sheet(samples_path, "str_samples")
     sp = ssh.path
     smap = read_table(ssh)
@@ -1067,13 +1073,9 @@ def load_str_peaks(
                     f"expected exactly 1 pre-transplant {role} profile; fix: list one {role} "
                     "sample file for the patient"
                 )
-    psh = _as_sheet(path, "str_peaks")
-    p = psh.path
-    peaks = read_table(psh)
     ids = ("Sample File Name", "Marker", "Allele")
-    validate_rows(peaks, schema, psh, ids)
-    check_unique(peaks, ids, p)
-    peaks.insert(0, "row", range(1, len(peaks) + 1))
+    psh, peaks = _load(path, "str_peaks", ids)
+    p = psh.path
     for rec in peaks.to_dict(orient="records"):
         if rec["Sample File Name"] not in known_files:
             raise ConfigError(
@@ -1081,17 +1083,9 @@ def load_str_peaks(
                 f"{rec['Sample File Name']!r}; expected a file listed in {sp}; fix: add it to "
                 "str_samples.tsv with its patient, role and date"
             )
-    peaks = peaks.rename(
-        columns={
-            "Sample File Name": "sample_file",
-            "Marker": "marker",
-            "Allele": "allele",
-            "Height": "height",
-            "Area": "area",
-        }
-    )
-    peaks["height"] = peaks["height"].astype(float)
-    peaks["area"] = peaks["area"].astype(float)
+    lower = {c: c.lower() for c in ("Marker", "Allele", "Height", "Area")}
+    peaks = peaks.rename(columns={"Sample File Name": "sample_file", **lower})
+    peaks = peaks.astype({"height": float, "area": float})
     out = peaks.merge(
         smap[["sample_file", "patient_id", "role", "date", "fraction", "fraction_as_written"]],
         on="sample_file",
@@ -1142,10 +1136,8 @@ def load_response(
         Unknown criteria set/version, or a category not in its list (the allowed list is named).
     """
     ids = ("patient_id", "assessment_date", "criteria")
-    sh, df = _load(path, "response", ids, ids)
+    sh, df = _load(path, "response", ids, optional=("mrd_status",))
     p = sh.path
-    if "mrd_status" not in df.columns:
-        df["mrd_status"] = ""
     vocab = load_vocab(vocab_path)
     for rec in df.to_dict(orient="records"):
         label = _row_label(rec["row"], rec, ("patient_id", "assessment_date"))
@@ -1170,7 +1162,7 @@ def load_adverse_events(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Load adverse events (CTCAE term, grade 1-5, relation to the NK infusion)."""
     ids = ("patient_id", "onset_date", "term")
-    sh, df = _load(path, "adverse_events", ids, ids)
+    sh, df = _load(path, "adverse_events", ids)
     p = sh.path
     df["ctcae_grade"] = df["ctcae_grade"].astype(int)
     return _drop_unknown_patients(df, patients, p, ids)

@@ -27,6 +27,7 @@ from nkflow import tables
 from nkflow.clinical import chimerism as chim
 from nkflow.clinical import counts as cnt
 from nkflow.clinical.endpoint_settings import EndpointSettings
+from nkflow.columns import Definition
 from nkflow.errors import ConfigError
 from nkflow.reasons import Reason
 
@@ -34,55 +35,60 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-VISIT_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "sample_id",
-    "collection_date",
-    "study_day",
-    "day0_date",
-    "status",
-    "reason",
-    "flags",
-    "qc_status",
-    "nk_tube_fcs",
-    "count_method",
-    "lymphocyte_population",
-    "alc_date",
-    "alc_source_value",
-    "alc_source_unit",
-    "alc_per_ul",
-    "alc_status",
-    "lymphocyte_events",
-    "nk_events",
-    "nk_pct_of_lymphocytes",
-    "nk_cd56bright_pct_of_nk",
-    "nk_cd56dim_pct_of_nk",
-    "bead_events",
-    "beads_per_test",
-    "sample_volume_ul",
-    "total_nk_per_ul",
-    "total_nk_per_ul_lo95",
-    "total_nk_per_ul_hi95",
-    "chimerism_fraction",
-    "chimerism_date",
-    "chimerism_source",
-    "donor_chimerism_pct",
-    "donor_chimerism_sd",
-    "donor_nk_per_ul",
-    "donor_nk_per_ul_lo95",
-    "donor_nk_per_ul_hi95",
-    "above_threshold",
-    "interval_contains_threshold",
-    "treg_qc_status",
-    "cd4_events",
-    "treg_events",
-    "treg_ki67_events",
-    "treg_pct_of_cd4",
-    "treg_ki67_pct_of_cd4",
-    "treg_ki67_pct_of_treg",
-    "treg_per_ul",
-    "treg_ki67_per_ul",
-)
+STATUS = ("ok", "not_evaluable")
+
+#: the columns of visits.tsv in order, each with (unit, definition[, allowed values]) for the
+#: data dictionary (:mod:`nkflow.clinical.exports`)
+VISIT_DEFINITIONS: dict[str, Definition] = {
+    "patient_id": ("", "patient, from the sample sheet"),
+    "sample_id": ("", "visit (blood draw) id, the same for every tube of the draw"),
+    "collection_date": ("", "date of the draw (sample sheet; authoritative)"),
+    "study_day": ("day", "collection_date - day0_date"),
+    "day0_date": ("", "date of infusion number endpoints.day0_infusion (study day 0)"),
+    "status": ("", "ok, or not_evaluable: donor NK/uL cannot be computed here", STATUS),
+    "reason": ("", "';'-joined reason codes of a not_evaluable visit (config/README.md)"),
+    "flags": ("", "';'-joined flags: the number is kept but qualified (config/README.md)"),
+    "qc_status": ("", "tube_status of the nk tube (empty: not assessed)", ("PASS", "WARN", "FAIL")),
+    "nk_tube_fcs": ("", "FCS file of the nk tube, as in the sample sheet"),
+    "count_method": ("", "absolute-count method", ("dual_platform", "single_platform_beads")),
+    "lymphocyte_population": ("", "gate whose events are the NK denominator"),
+    "alc_date": ("", "date of the CBC row used"),
+    "alc_source_value": ("", "ALC as written in the CBC sheet"),
+    "alc_source_unit": ("", "ALC unit as written in the CBC sheet"),
+    "alc_per_ul": ("cells/uL", "absolute lymphocyte count, normalised"),
+    "alc_status": ("", "usability of the ALC", ("ok", "missing", "invalid")),
+    "lymphocyte_events": ("events", "events of the denominator gate in the nk tube"),
+    "nk_events": ("events", "CD3- CD56+ NK events in the nk tube"),
+    "nk_pct_of_lymphocytes": ("%", "100 x nk_events / lymphocyte_events"),
+    "nk_cd56bright_pct_of_nk": ("%", "CD56bright CD16- NK, % of NK"),
+    "nk_cd56dim_pct_of_nk": ("%", "CD56dim CD16+ NK, % of NK"),
+    "bead_events": ("events", "counting-bead events (single-platform method)"),
+    "beads_per_test": ("beads", "counting beads per test (sample sheet)"),
+    "sample_volume_ul": ("uL", "blood volume in the bead tube (sample sheet)"),
+    "total_nk_per_ul": ("cells/uL", "NK cells per uL of blood, all donors"),
+    "total_nk_per_ul_lo95": ("cells/uL", "lower bound of the 95 % interval of total_nk_per_ul"),
+    "total_nk_per_ul_hi95": ("cells/uL", "upper bound of the 95 % interval of total_nk_per_ul"),
+    "chimerism_fraction": ("", "canonical chimerism fraction used (CD56, PB, ...)"),
+    "chimerism_date": ("", "date of the chimerism result used"),
+    "chimerism_source": ("", "where % donor came from", ("table", "str_peaks")),
+    "donor_chimerism_pct": ("%", "% donor chimerism of that fraction"),
+    "donor_chimerism_sd": ("%", "SD of % donor across STR loci (from peaks only)"),
+    "donor_nk_per_ul": ("cells/uL", "total_nk_per_ul x donor_chimerism_pct / 100"),
+    "donor_nk_per_ul_lo95": ("cells/uL", "lower bound of the 95 % interval of donor_nk_per_ul"),
+    "donor_nk_per_ul_hi95": ("cells/uL", "upper bound of the 95 % interval of donor_nk_per_ul"),
+    "above_threshold": ("", "donor_nk_per_ul > endpoints.threshold_per_ul (unrounded)"),
+    "interval_contains_threshold": ("", "donor_nk_per_ul_lo95 <= threshold <= _hi95"),
+    "treg_qc_status": ("", "tube_status of the treg tube", ("PASS", "WARN", "FAIL")),
+    "cd4_events": ("events", "CD4+ T events in the treg tube"),
+    "treg_events": ("events", "CD25hi CD127lo FoxP3+ Treg events"),
+    "treg_ki67_events": ("events", "Ki-67+ Treg events"),
+    "treg_pct_of_cd4": ("%", "100 x treg_events / cd4_events"),
+    "treg_ki67_pct_of_cd4": ("%", "100 x treg_ki67_events / cd4_events"),
+    "treg_ki67_pct_of_treg": ("%", "100 x treg_ki67_events / treg_events"),
+    "treg_per_ul": ("cells/uL", "Treg per uL (same count method, treg-tube denominator)"),
+    "treg_ki67_per_ul": ("cells/uL", "Ki-67+ Treg per uL"),
+}
+VISIT_COLUMNS: tuple[str, ...] = tuple(VISIT_DEFINITIONS)
 
 
 #: the kind of every typed cell of visits.tsv, endpoints.tsv and plan.tsv (nkflow.tables);
@@ -163,15 +169,6 @@ def _pct(num: int | None, den: int | None) -> float | None:
     return None if f is None else 100.0 * f
 
 
-def _mul(*vals: float | None) -> float | None:
-    out = 1.0
-    for v in vals:
-        if v is None:
-            return None
-        out *= v
-    return out
-
-
 class _Counts:
     """Index over the concatenated counts table: (sample, tube, population) -> row."""
 
@@ -226,6 +223,14 @@ def group_rows(df: pd.DataFrame | None, key: str) -> dict[str, list[dict[str, An
         for rec in df.to_dict(orient="records"):
             out.setdefault(str(rec[key]), []).append(rec)
     return out
+
+
+def visit_records(visits: Any) -> list[dict[str, Any]]:
+    """The rows of ``visits`` (a DataFrame or a list of row dicts) as dicts, NaN as None."""
+    rows = visits.to_dict(orient="records") if hasattr(visits, "to_dict") else list(visits)
+    return [
+        {k: (None if isinstance(x, float) and x != x else x) for k, x in r.items()} for r in rows
+    ]
 
 
 def _closest(
@@ -550,7 +555,8 @@ def _donor(
     v["chimerism_source"], v["donor_chimerism_pct"] = sel.source, sel.donor_pct
     v["donor_chimerism_sd"] = sel.sd
     flags += chimerism_flags(sel, m.str_failed.get(pid, {}).get(cdate, []), s)
-    donor = None if sel.donor_pct is None else _mul(v["total_nk_per_ul"], sel.donor_pct / 100)
+    total = v["total_nk_per_ul"]
+    donor = None if sel.donor_pct is None or total is None else total * (sel.donor_pct / 100)
     v["donor_nk_per_ul"] = donor
     extra = 0.0
     if sel.sd is not None and sel.donor_pct:

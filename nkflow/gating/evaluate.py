@@ -642,15 +642,15 @@ def gate_sample(
         and reuse.tree.gates[0].id == tree.gates[0].id
     ):
         reuse = None  # another tube: nothing to take from it
-    cols = reuse.columns if reuse is not None else None
+    cols = (
+        _Columns(tree, ev, marker_index, spill, channel_names) if reuse is None else reuse.columns
+    )
     res = GatingResult(
         tree=tree,
         n_events=n,
         n_kept=n if keep is None else int(np.count_nonzero(keep)),
         keep=keep,
-        columns=cols
-        if cols is not None
-        else _Columns(tree, ev, marker_index, spill, channel_names),
+        columns=cols,
         overrides=dict(overrides or {}),
     )
     run = _Run(tree, res, controls or {}, f" in tube {tube}" if tube else "")
@@ -661,7 +661,7 @@ def gate_sample(
         if g.keeps is not None and g.id not in res.not_computed:
             _keeps(res, g, run.label)
     if run.used:
-        res.tree = tree.with_gates([run.used.get(g.id, g) for g in tree.gates])
+        res.tree = replace(tree, gates=tuple(run.used.get(g.id, g) for g in tree.gates))
     return res
 
 
@@ -1157,13 +1157,8 @@ def _stale_flags(
         if old is None:
             continue
         if f["side"] == "shape":
-            same = (
-                fitted is not None
-                and np.allclose(
-                    np.asarray(old, float), np.asarray(fitted, float), atol=STALE_TOLERANCE
-                )
-                if np.shape(old) == np.shape(fitted)
-                else False
+            same = np.shape(old) == np.shape(fitted) and np.allclose(
+                np.asarray(old, float), np.asarray(fitted, float), atol=STALE_TOLERANCE
             )
             where = gate_id
         else:

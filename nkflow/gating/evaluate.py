@@ -725,10 +725,8 @@ class _Run:
             m = np.logical_or.reduce(refs)
         else:
             m = ~refs[0]
-        if parent is not None:
+        if parent is not None:  # the parent population, or keep for a root gate
             m &= parent
-        elif res.keep is not None:
-            m &= res.keep
         res.members[g.id] = m
 
     def place(self, g: Gate, parent: np.ndarray | None) -> Gate | None:

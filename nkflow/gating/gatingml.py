@@ -275,11 +275,10 @@ def from_flowkit(
     seen: dict[str, tuple[str, ...]] = {}
 
     def comp(ref: Any) -> str | None:
-        return None if ref in (None, "uncompensated") else str(ref)
-
-    def add_matrix_for(ref: str | None) -> None:
-        if ref not in (None, "FCS") and ref not in matrices:
-            raise ConfigError(f"{source}: compensation '{ref}' is referenced but not defined")
+        c = None if ref in (None, "uncompensated") else str(ref)
+        if c not in (None, "FCS") and c not in matrices:
+            raise ConfigError(f"{source}: compensation '{c}' is referenced but not defined")
+        return c
 
     for item in order:
         gid, path = item[-1], item[:-1]
@@ -300,20 +299,12 @@ def from_flowkit(
 
         def dim(d: Any, where: str = where) -> Dim:
             c = comp(d.compensation_ref)
-            add_matrix_for(c)
             xf = d.transformation_ref
             if xf is not None and xf not in xforms:
                 raise ConfigError(f"{where}: transform '{xf}' is not defined")
-            if isinstance(d, fk.RatioDimension):
-                return Dim(
-                    marker=d.ratio_ref,
-                    transform=xf,
-                    compensation=c,
-                    min=d.min,
-                    max=d.max,
-                    ratio=True,
-                )
-            return Dim(marker=d.id, transform=xf, compensation=c, min=d.min, max=d.max)
+            ratio = isinstance(d, fk.RatioDimension)
+            marker = d.ratio_ref if ratio else d.id
+            return Dim(marker, transform=xf, compensation=c, min=d.min, max=d.max, ratio=ratio)
 
         if isinstance(gate, G.RectangleGate):
             kw.update(
@@ -338,13 +329,11 @@ def from_flowkit(
             )
         elif isinstance(gate, G.QuadrantGate):
             for div in gate.dimensions:
-                c = comp(div.compensation_ref)
-                add_matrix_for(c)
                 dims.append(
                     Dim(
                         marker=div.dimension_ref,
                         transform=div.transformation_ref,
-                        compensation=c,
+                        compensation=comp(div.compensation_ref),
                         dividers=tuple(float(v) for v in div.values),
                     )
                 )

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nkflow.errors import ConfigError
+from nkflow.errors import ConfigError, GatingError
 from nkflow.fcs import transforms as tf
 
 logger = logging.getLogger(__name__)
@@ -270,8 +270,6 @@ class GateTree:
         for g in self.gates:
             if pop_id in g.population_ids():
                 return Population(id=pop_id, parent=g.parent, gate=g.id)
-        from nkflow.errors import GatingError
-
         raise GatingError(
             f"{self.source}: population '{pop_id}' is not defined in gate tree '{self.name}'; "
             f"known populations: {', '.join(self.populations)}"
@@ -523,11 +521,8 @@ def _keeps(where: str, v: Any) -> Keeps:
             f"{where}: '{key}' must be {{population: <id>, min_pct: <0-100>, min_events: <n>}}, "
             f"found {v!r}"
         )
-    pop, pct, n = (
-        v.get("population"),
-        _f(where, f"{key}.min_pct", v.get("min_pct")),
-        v.get("min_events"),
-    )
+    pop, n = v.get("population"), v.get("min_events")
+    pct = _f(where, f"{key}.min_pct", v.get("min_pct"))
     if not isinstance(pop, str) or not pop:
         raise ConfigError(f"{where}: '{key}.population' must be a population id, found {pop!r}")
     if not 0 < pct <= 100:
@@ -833,16 +828,14 @@ def _check_same_as(source: str, gates: tuple[Gate, ...]) -> None:
 def _bound_to_dict(b: FitBound) -> dict[str, Any]:
     if b.same_as is not None:
         return {"same_as": b.same_as}
+    given = {
+        "fallback": b.fallback,
+        "edge": b.edge,
+        "fit_on": b.on,
+        "fmo_percentile": b.fmo_percentile,
+    }
     out: dict[str, Any] = {"fit": b.method, "bounds": list(b.bounds), "k": b.k}
-    if b.fallback:
-        out["fallback"] = b.fallback
-    if b.edge:
-        out["edge"] = b.edge
-    if b.on:
-        out["fit_on"] = b.on
-    if b.fmo_percentile is not None:
-        out["fmo_percentile"] = b.fmo_percentile
-    return out
+    return out | {k: v for k, v in given.items() if v is not None}
 
 
 def _dim_to_dict(g: Gate, d: Dim) -> dict[str, Any]:

@@ -97,8 +97,6 @@ def to_flowkit(
 
     Parameters
     ----------
-    tree
-        The gate tree.
     channel_names
         Marker -> channel label (``$PnN`` or ``$PnS``) for FlowKit's dimension ids; markers not
         in the mapping are used as they are.
@@ -241,8 +239,6 @@ def from_flowkit(
 
     Parameters
     ----------
-    strategy
-        The FlowKit gating strategy.
     name, source
         Tree name and the file it came from (for messages).
     sample_id

@@ -42,12 +42,12 @@ def _flag(code: str, message: str) -> tuple[None, dict[str, str]]:
 
 def gmm_threshold(
     values: np.ndarray, bounds: tuple[float, float], random_state: int
-) -> tuple[float | None, str, str]:
+) -> tuple[float | None, dict[str, str] | None]:
     """Equal-posterior point between the means of a 2-component Gaussian mixture.
 
     Returns
     -------
-    (threshold or None, code, explanation)
+    (threshold, None), or (None, {code, message}) as :func:`find_threshold`.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -61,25 +61,21 @@ def gmm_threshold(
     # Ashman's D: two normal components are clearly separated (bimodal) only when D > 2
     sep = math.sqrt(2.0) * (means[1] - means[0]) / max(math.hypot(sds[0], sds[1]), 1e-12)
     if w.min() < MIN_WEIGHT or sep <= MIN_ASHMAN_D:
-        return (
-            None,
+        return _flag(
             "degenerate_fit",
-            (
-                f"two-component mixture is degenerate (weights {w[0]:.3f}/{w[1]:.3f}, "
-                f"means {means[0]:.4g}/{means[1]:.4g}, Ashman's D {sep:.2f}; need weights >= "
-                f"{MIN_WEIGHT:g} and D > {MIN_ASHMAN_D:g})"
-            ),
+            f"two-component mixture is degenerate (weights {w[0]:.3f}/{w[1]:.3f}, "
+            f"means {means[0]:.4g}/{means[1]:.4g}, Ashman's D {sep:.2f}; need weights >= "
+            f"{MIN_WEIGHT:g} and D > {MIN_ASHMAN_D:g})",
         )
     grid = np.linspace(means[0], means[1], 2001).reshape(-1, 1)
     post = gm.predict_proba(grid)[:, order[1]]
     cut = float(grid[int(np.argmax(post >= 0.5)), 0])
     if not (bounds[0] <= cut <= bounds[1]):
-        return (
-            None,
+        return _flag(
             "out_of_bounds",
-            (f"mixture threshold {cut:.4g} is outside bounds [{bounds[0]:g}, {bounds[1]:g}]"),
+            f"mixture threshold {cut:.4g} is outside bounds [{bounds[0]:g}, {bounds[1]:g}]",
         )
-    return cut, "gmm", "gmm"
+    return cut, None
 
 
 def find_threshold(
@@ -127,7 +123,4 @@ def find_threshold(
             return fit.valley(v, spec.bounds).value, None
         except fit.FitFailure as exc:
             return _flag(exc.code, exc.message)
-    gcut, code, why = gmm_threshold(v, spec.bounds, spec.random_state)
-    if gcut is None:
-        return _flag(code, why)
-    return gcut, None
+    return gmm_threshold(v, spec.bounds, spec.random_state)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -191,15 +191,9 @@ class GatingResult:
             pct_par = 100.0 * ev / pe if pe else None
             pct_l = 100.0 * ev / den if (den and p in under) else None
             rows.append((p, par or "", ev, pe, pct_par, pct_l, "ok", "", bound))
-        df = pd.DataFrame(
-            rows,
-            columns=list(COUNT_COLUMNS),
-        )
-        df["events"] = df["events"].astype("Int64")
-        df["parent_events"] = df["parent_events"].astype("Int64")
-        df["pct_of_parent"] = df["pct_of_parent"].astype("float64")
-        df["pct_of_lymphocytes"] = df["pct_of_lymphocytes"].astype("float64")
-        return df
+        dtypes = dict.fromkeys(("events", "parent_events"), "Int64")
+        dtypes.update(dict.fromkeys(("pct_of_parent", "pct_of_lymphocytes"), "float64"))
+        return pd.DataFrame(rows, columns=list(COUNT_COLUMNS)).astype(dtypes)
 
     n_kept: int = 0
     keep: np.ndarray | None = field(default=None, repr=False)
@@ -648,15 +642,15 @@ def gate_sample(
         and reuse.tree.gates[0].id == tree.gates[0].id
     ):
         reuse = None  # another tube: nothing to take from it
-    cols = reuse.columns if reuse is not None else None
+    cols = (
+        _Columns(tree, ev, marker_index, spill, channel_names) if reuse is None else reuse.columns
+    )
     res = GatingResult(
         tree=tree,
         n_events=n,
         n_kept=n if keep is None else int(np.count_nonzero(keep)),
         keep=keep,
-        columns=cols
-        if cols is not None
-        else _Columns(tree, ev, marker_index, spill, channel_names),
+        columns=cols,
         overrides=dict(overrides or {}),
     )
     run = _Run(tree, res, controls or {}, f" in tube {tube}" if tube else "")
@@ -667,7 +661,7 @@ def gate_sample(
         if g.keeps is not None and g.id not in res.not_computed:
             _keeps(res, g, run.label)
     if run.used:
-        res.tree = tree.with_gates([run.used.get(g.id, g) for g in tree.gates])
+        res.tree = replace(tree, gates=tuple(run.used.get(g.id, g) for g in tree.gates))
     return res
 
 
@@ -731,10 +725,8 @@ class _Run:
             m = np.logical_or.reduce(refs)
         else:
             m = ~refs[0]
-        if parent is not None:
+        if parent is not None:  # the parent population, or keep for a root gate
             m &= parent
-        elif res.keep is not None:
-            m &= res.keep
         res.members[g.id] = m
 
     def place(self, g: Gate, parent: np.ndarray | None) -> Gate | None:
@@ -746,30 +738,28 @@ class _Run:
         res = self.res
         assert res.columns is not None
         ov = res.overrides.get(g.id)
-        if g.fitted:
-            prow = np.flatnonzero(parent) if parent is not None else np.arange(res.n_events)
-            try:
-                g = _fit_gate(
-                    res.columns, g, prow, res.fitted_bounds, res.fits, res.members, self.controls,
-                    ov, profiles=res.profiles,
-                )  # fmt: skip
-            except fit_mod.FitFailure as exc:
-                where = exc.where or g.id
-                fit_flag = {
-                    "gate": g.id,
-                    "code": exc.code,
-                    "where": where,
-                    "message": f"gate '{g.id}'{self.label}: {where}: {exc.message}; "
-                    "population not computed",
-                }
-                res.flags.append(fit_flag)
-                logger.warning(fit_flag["message"])
-                self.fail(g.population_ids(), f"gate_fit_failed:{where}:{exc.code}")
-                return None
-            self.used[g.id] = g
-        elif ov is not None:
-            g = _override_declared(res.columns, g, ov, res.fits)
-            self.used[g.id] = g
+        if not g.fitted and ov is None:
+            return g
+        prow = np.flatnonzero(parent) if parent is not None else np.arange(res.n_events)
+        try:
+            g = _fit_gate(
+                res.columns, g, prow, res.fitted_bounds, res.fits, res.members, self.controls,
+                ov, profiles=res.profiles,
+            )  # fmt: skip
+        except fit_mod.FitFailure as exc:
+            where = exc.where or g.id
+            fit_flag = {
+                "gate": g.id,
+                "code": exc.code,
+                "where": where,
+                "message": f"gate '{g.id}'{self.label}: {where}: {exc.message}; "
+                "population not computed",
+            }
+            res.flags.append(fit_flag)
+            logger.warning(fit_flag["message"])
+            self.fail(g.population_ids(), f"gate_fit_failed:{where}:{exc.code}")
+            return None
+        self.used[g.id] = g
         if ov is not None:
             res.flags.extend(_stale_flags(g.id, ov, res.fits, self.label))
         return g
@@ -787,15 +777,12 @@ class _Run:
                 within = parent
             else:
                 rows = np.flatnonzero(parent)
-        if g.type == "rectangle":
-            res.members[g.id] = _scatter(_rectangle(cols, g, rows, within), rows, parent, n)
-        elif g.type in ("polygon", "ellipse"):
-            res.members[g.id] = _scatter(_shape(cols, g, rows, within), rows, parent, n)
-        elif g.type == "quadrant":
+        if g.type == "quadrant":
             for q, m in _quadrants(cols, g, rows, within).items():
                 res.members[q] = _scatter(m, rows, parent, n)
-        else:  # pragma: no cover - validated in tree
-            raise GatingError(f"gate '{g.id}': unsupported type {g.type}")
+        else:  # rectangle, polygon or ellipse (the types tree validation admits)
+            fn = _rectangle if g.type == "rectangle" else _shape
+            res.members[g.id] = _scatter(fn(cols, g, rows, within), rows, parent, n)
 
     def threshold(self, g: Gate, parent: np.ndarray | None) -> bool:
         """Members of a data-driven threshold gate; False when it failed without a fallback."""
@@ -819,16 +806,16 @@ class _Run:
                 "code": flag["code"],
                 "message": f"gate '{g.id}'{self.label}: {flag['message']}",
             }
-            if g.auto.allow_fallback and g.auto.default is not None:
+            fallback = g.auto.allow_fallback and g.auto.default is not None
+            if fallback:
                 cut = g.auto.default
                 flag["message"] += f"; used the declared default {cut:g} (allow_fallback)"
                 flag["code"] = f"{flag['code']}_fallback"
-                res.flags.append(flag)
-                logger.warning(flag["message"])
             else:
                 flag["message"] += "; population not computed (allow_fallback is false)"
-                res.flags.append(flag)
-                logger.warning(flag["message"])
+            res.flags.append(flag)
+            logger.warning(flag["message"])
+            if not fallback:
                 self.fail(g.population_ids(), f"auto_gate_failed:{g.id}:{flag['code']}")
                 return False
         assert cut is not None
@@ -959,63 +946,55 @@ def _fit_gate(
     override: GateOverride | None = None,
     profiles: dict[str, dict[str, Any]] | None = None,
 ) -> Gate:
-    """The gate with its boundaries fitted on the parent's events ``prow``.
+    """The gate with its boundaries fitted on the parent's events ``prow``, ``override`` applied.
 
     Records are appended; the density profile of each valley goes into ``profiles``.
 
-    A boundary that ``override`` sets takes the override's value; its fit is still tried and
-    recorded beside it, and a failed fit of that boundary is not a failure.
+    A boundary that ``override`` sets takes the override's value; its fit (a declared gate: its
+    declared value) is still tried and recorded beside it, and a failed fit of that boundary is
+    not a failure. Override vertices replace a polygon's (:func:`check_override` admits them on
+    polygons only).
 
     Raises
     ------
     FitFailure
-        With ``where`` set to ``<gate>.<marker>`` (or the gate id for a shape).
+        With ``where`` set to ``<gate>.<marker>`` (empty for a shape: the gate id).
     """
     tree = cols.tree
-    sub = fit_mod.subsample(prow.size, fit_mod.MAX_FIT_EVENTS, 0)
-    rows = prow if sub is None else prow[sub]
+    rows = _fit_rows(prow)
 
     def values(d: Dim, on: str | None = None) -> np.ndarray:
-        at = rows
-        if on is not None:
-            if on not in members:
-                raise fit_mod.FitFailure(
-                    "reference_not_fitted", f"population '{on}' to fit on was not computed"
-                )
-            orow = np.flatnonzero(members[on])
-            osub = fit_mod.subsample(orow.size, fit_mod.MAX_FIT_EVENTS, 0)
-            at = orow if osub is None else orow[osub]
+        if on is not None and on not in members:
+            raise fit_mod.FitFailure(
+                "reference_not_fitted", f"population '{on}' to fit on was not computed"
+            )
+        at = rows if on is None else _fit_rows(np.flatnonzero(members[on]))
         with np.errstate(all="ignore"):
             return np.asarray(_apply(tree.transform_of(d), cols.raw(d, at)), dtype=np.float64)
 
-    def raw_of(d: Dim, v: float) -> float | None:
-        xf = tree.transform_of(d)
-        with np.errstate(all="ignore"):
-            r = float(v) if xf is None else float(np.asarray(xf.inverse(np.array([v])))[0])
-        return r if math.isfinite(r) else None
-
-    if g.fit is not None and override is not None and override.vertices is not None:
-        return _override_shape(g, override, records, lambda: _fit_gate(
-            cols, g, prow, fitted_bounds, [], members, controls
+    if override is not None and override.vertices is not None:
+        old = None if override.old_vertices is None else [list(v) for v in override.old_vertices]
+        records.append(_override_record(
+            g, "shape", {"vertices": [list(v) for v in override.vertices]}, None, old, override,
+            lambda: [list(v) for v in _fit_gate(
+                cols, g, prow, fitted_bounds, [], members, controls
+            ).vertices],
         ))  # fmt: skip
+        verts = tuple(tuple(float(x) for x in v) for v in override.vertices)
+        return replace(g, vertices=verts, fit=None)
     if g.fit is not None:
-        p = dict(g.fit.params)
-        try:
-            xs = [values(d) for d in g.dims]
-            if g.fit.method == "singlet_band":
-                f = fit_mod.singlet_band(xs[0], xs[1], p)
-                new = replace(g, vertices=f.value, fit=None)
-                boundary: dict[str, Any] = {"vertices": [list(v) for v in f.value]}
-            else:
-                f = fit_mod.scatter_cluster(xs[0], xs[1], p)
-                mean, cov, d2 = f.value
-                new = replace(g, mean=mean, covariance=cov, distance_square=d2, fit=None)
-                boundary = {"mean": list(mean), "covariance": [list(r) for r in cov]}
-                boundary["distance_square"] = d2
-                boundary["raw_mean"] = [raw_of(d, m) for d, m in zip(g.dims, mean, strict=True)]
-        except fit_mod.FitFailure as failure:
-            failure.where = g.id
-            raise
+        xs = [values(d) for d in g.dims]
+        if g.fit.method == "singlet_band":
+            f = fit_mod.singlet_band(xs[0], xs[1], dict(g.fit.params))
+            new = replace(g, vertices=f.value, fit=None)
+            boundary: dict[str, Any] = {"vertices": [list(v) for v in f.value]}
+        else:
+            f = fit_mod.scatter_cluster(xs[0], xs[1], dict(g.fit.params))
+            mean, cov, d2 = f.value
+            new = replace(g, mean=mean, covariance=cov, distance_square=d2, fit=None)
+            boundary = {"mean": list(mean), "covariance": [list(r) for r in cov]}
+            boundary["distance_square"] = d2
+            boundary["raw_mean"] = [_raw_of(tree, d, m) for d, m in zip(g.dims, mean, strict=True)]
         records.append(
             {
                 "gate": g.id,
@@ -1038,21 +1017,24 @@ def _fit_gate(
             where = f"{g.id}.{d.marker}"
             if new_value is not None:
                 assert override is not None
-                value, rec = _override_bound(
-                    (lambda d=d: d) if fb is None else (lambda d=d: _fit_gate(
-                        cols, replace(g, dims=(d,)), prow, dict(fitted_bounds), [], members,
-                        controls,
-                    ).dims[0]),
-                    side, new_value, override, g.id, d.marker,
-                )  # fmt: skip
+
+                def fit_alone(d: Dim = d, fitted: bool = fb is not None, side: str = side) -> Any:
+                    if fitted:
+                        alone = replace(g, dims=(d,))
+                        d = _fit_gate(
+                            cols, alone, prow, dict(fitted_bounds), [], members, controls
+                        ).dims[0]
+                    v = getattr(d, side)
+                    return None if v is None else float(v)
+
+                value = float(new_value)
+                records.append(_override_record(
+                    g, side, value, _raw_of(tree, d, value),
+                    override.old_bounds.get((d.marker, side)), override, fit_alone, d.marker,
+                ))  # fmt: skip
                 if fb is not None:
                     fitted_bounds[(g.id, d.marker)] = value
-                d = (
-                    replace(d, min=value, fit_min=None)
-                    if side == "min"
-                    else replace(d, max=value, fit_max=None)
-                )
-                records.append({**rec, "raw": raw_of(d, value)})
+                d = _with_bound(d, side, value)
                 continue
             if fb.same_as is not None:
                 key = (fb.same_as, d.marker)
@@ -1089,11 +1071,7 @@ def _fit_gate(
                 if fb.on is not None:
                     stats = {**stats, "fitted_on": fb.on}
             fitted_bounds[(g.id, d.marker)] = value
-            d = (
-                replace(d, min=value, fit_min=None)
-                if side == "min"
-                else replace(d, max=value, fit_max=None)
-            )
+            d = _with_bound(d, side, value)
             records.append(
                 {
                     "gate": g.id,
@@ -1101,7 +1079,7 @@ def _fit_gate(
                     "side": side,
                     "method": method,
                     "value": value,
-                    "raw": raw_of(d, value),
+                    "raw": _raw_of(tree, d, value),
                     "stats": stats,
                 }
             )
@@ -1109,101 +1087,55 @@ def _fit_gate(
     return replace(g, dims=tuple(dims))
 
 
-def _override_bound(
-    fit_one: Any,
-    side: str,
-    new_value: float,
-    ov: GateOverride,
-    gate_id: str,
-    marker: str,
-) -> tuple[float, dict[str, Any]]:
-    """The override's value for one bound, and its record (what the fit gave beside it).
+def _fit_rows(rows: np.ndarray) -> np.ndarray:
+    """The (seeded) at most ``MAX_FIT_EVENTS`` of ``rows`` a boundary is fitted on."""
+    sub = fit_mod.subsample(rows.size, fit_mod.MAX_FIT_EVENTS, 0)
+    return rows if sub is None else rows[sub]
 
-    ``fit_one()`` fits the bound alone (the gate cut to this dimension) and returns the fitted
-    dimension; a failure is recorded, not raised.
+
+def _raw_of(tree: GateTree, d: Dim, v: float) -> float | None:
+    """Gate-unit value ``v`` of ``d`` in channel units (None where the inverse is not finite)."""
+    xf = tree.transform_of(d)
+    with np.errstate(all="ignore"):
+        r = float(v) if xf is None else float(np.asarray(xf.inverse(np.array([v])))[0])
+    return r if math.isfinite(r) else None
+
+
+def _with_bound(d: Dim, side: str, value: float) -> Dim:
+    """``d`` with its ``min`` or ``max`` fixed at ``value`` (no longer fitted)."""
+    bound: dict[str, Any] = {side: value, f"fit_{side}": None}
+    return replace(d, **bound)
+
+
+def _override_record(
+    g: Gate,
+    side: str,
+    value: Any,
+    raw: float | None,
+    old: Any,
+    ov: GateOverride,
+    fitted: Callable[[], Any],
+    marker: str = "",
+) -> dict[str, Any]:
+    """The record of a boundary ``ov`` sets (a ``marker``'s bound, or ``side`` ``shape``).
+
+    Beside it, what the fit gives: ``fitted()`` fits the boundary alone; a failure is recorded
+    (``stats.fit_failed``), not raised.
     """
-    fitted: float | None = None
-    failure = ""
+    stats: dict[str, Any] = {"fitted": None, "old": old, "source": ov.source, **ov.info}
     try:
-        dim = fit_one()
-        fitted = getattr(dim, side)
+        stats["fitted"] = fitted()
     except fit_mod.FitFailure as exc:
-        failure = f"{exc.code}: {exc.message}"
-    stats: dict[str, Any] = {
-        "fitted": None if fitted is None else float(fitted),
-        "old": ov.old_bounds.get((marker, side)),
-        "source": ov.source,
-        **ov.info,
-    }
-    if failure:
-        stats["fit_failed"] = failure
-    rec = {
-        "gate": gate_id,
-        "markers": [marker],
+        stats["fit_failed"] = f"{exc.code}: {exc.message}"
+    return {
+        "gate": g.id,
+        "markers": [d.marker for d in g.dims] if side == "shape" else [marker],
         "side": side,
         "method": "override",
-        "value": float(new_value),
+        "value": value,
+        "raw": raw,
         "stats": stats,
     }
-    return float(new_value), rec
-
-
-def _override_shape(
-    g: Gate, ov: GateOverride, records: list[dict[str, Any]], fit_shape: Any
-) -> Gate:
-    """A polygon gate with the override's vertices (its fit tried and recorded beside them)."""
-    fitted = None
-    failure = ""
-    if g.fit is not None:
-        try:
-            fitted = [list(v) for v in fit_shape().vertices]
-        except fit_mod.FitFailure as exc:
-            failure = f"{exc.code}: {exc.message}"
-    else:
-        fitted = [list(v) for v in g.vertices]
-    assert ov.vertices is not None
-    stats: dict[str, Any] = {
-        "fitted": fitted,
-        "old": None if ov.old_vertices is None else [list(v) for v in ov.old_vertices],
-        "source": ov.source,
-        **ov.info,
-    }
-    if failure:
-        stats["fit_failed"] = failure
-    records.append(
-        {
-            "gate": g.id,
-            "markers": [d.marker for d in g.dims],
-            "side": "shape",
-            "method": "override",
-            "value": {"vertices": [list(v) for v in ov.vertices]},
-            "raw": None,
-            "stats": stats,
-        }
-    )
-    return replace(g, vertices=tuple(tuple(float(x) for x in v) for v in ov.vertices), fit=None)
-
-
-def _override_declared(
-    cols: _Columns, g: Gate, ov: GateOverride, records: list[dict[str, Any]]
-) -> Gate:
-    """A declared (not fitted) gate with the override's boundaries in place of the declared."""
-    if ov.vertices is not None:
-        return _override_shape(g, ov, records, lambda: g)
-    dims = []
-    for d in g.dims:
-        for side in ("min", "max"):
-            new_value = ov.bounds.get((d.marker, side))
-            if new_value is None:
-                continue
-            value, rec = _override_bound(lambda d=d: d, side, new_value, ov, g.id, d.marker)
-            d = replace(d, min=value) if side == "min" else replace(d, max=value)
-            xf = cols.tree.transform_of(d)
-            with np.errstate(all="ignore"):
-                raw = value if xf is None else float(np.asarray(xf.inverse(np.array([value])))[0])
-            records.append({**rec, "raw": raw if math.isfinite(raw) else None})
-        dims.append(d)
-    return replace(g, dims=tuple(dims))
 
 
 def _stale_flags(
@@ -1223,13 +1155,8 @@ def _stale_flags(
         if old is None:
             continue
         if f["side"] == "shape":
-            same = (
-                fitted is not None
-                and np.allclose(
-                    np.asarray(old, float), np.asarray(fitted, float), atol=STALE_TOLERANCE
-                )
-                if np.shape(old) == np.shape(fitted)
-                else False
+            same = np.shape(old) == np.shape(fitted) and np.allclose(
+                np.asarray(old, float), np.asarray(fitted, float), atol=STALE_TOLERANCE
             )
             where = gate_id
         else:

@@ -185,8 +185,7 @@ def _peaks(dens: np.ndarray) -> np.ndarray:
     """Indices of local maxima at least ``MIN_PEAK`` of the highest."""
     d = dens
     is_max = np.r_[False, (d[1:-1] > d[:-2]) & (d[1:-1] >= d[2:]), False]
-    idx = np.flatnonzero(is_max & (d >= MIN_PEAK * d.max()))
-    return idx
+    return np.flatnonzero(is_max & (d >= MIN_PEAK * d.max()))
 
 
 def valley(values: np.ndarray, bounds: tuple[float, float]) -> Fit:
@@ -285,10 +284,8 @@ def _without_floor_pile(v: np.ndarray) -> np.ndarray:
     Integer files clip negatives to 0 and mass cytometry writes exact zeros: hundreds of events
     on one value make a spike that the density takes for the main population (a ``tail`` cut
     then lands below every cell). A pile is at least ``MIN_SIDE_EVENTS`` events and 0.5 % of
-    them on exactly the minimum.
+    them on exactly the minimum. ``v`` is not empty (:func:`tail` passes it through ``_need``).
     """
-    if v.size == 0:
-        return v
     floor = v.min()
     at = v == floor
     n_at = int(np.count_nonzero(at))

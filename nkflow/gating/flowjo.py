@@ -20,16 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def from_flowjo_wsp(path: str | Path, sample_id: str, group: str = "All Samples") -> GateTree:
-    """Read the gate tree of one sample from a FlowJo 10 workspace.
-
-    Parameters
-    ----------
-    path
-        The ``.wsp`` file.
-    sample_id
-        FlowJo sample name (usually the FCS file name).
-    group
-        FlowJo group containing the sample.
+    """Read the gate tree of FlowJo sample ``sample_id`` (usually the FCS file name) in ``group``.
 
     Raises
     ------

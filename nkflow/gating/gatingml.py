@@ -38,31 +38,39 @@ _DT_NS = "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes"
 # ----------------------------------------------------------------------------- to FlowKit
 
 
+def _gml(*names: str) -> dict[str, str]:
+    """Gating-ML parameters: nkflow's field ``t`` is FlowKit's ``param_t``."""
+    return {n: f"param_{n}" for n in names}
+
+
+#: nkflow transform -> (FlowKit transform class, {nkflow field: FlowKit argument, also its
+#: attribute}), for both directions; ArcsinhTransform and RatioTransform are converted apart
+_FK_TRANSFORMS: dict[type[tf.Transform], tuple[str, dict[str, str]]] = {
+    tf.LinearTransform: ("LinearTransform", _gml("t", "a")),
+    tf.LogTransform: ("LogTransform", _gml("t", "m")),
+    tf.LogicleTransform: ("LogicleTransform", _gml("t", "w", "m", "a")),
+    tf.HyperlogTransform: ("HyperlogTransform", _gml("t", "w", "m", "a")),
+    tf.AsinhTransform: ("AsinhTransform", _gml("t", "m", "a")),
+    tf.FlowJoBiexTransform: (
+        "WSPBiexTransform",
+        {"neg": "negative", "width": "width", "pos": "positive", "max_value": "max_value"},
+    ),
+    tf.FlowJoLogTransform: ("WSPLogTransform", {"offset": "offset", "decades": "decades"}),
+}
+
+
 def _fk_transform(t: tf.Transform) -> Any:
     from flowkit import transforms as fkt
 
-    if isinstance(t, tf.LinearTransform):
-        return fkt.LinearTransform(param_t=t.t, param_a=t.a)
-    if isinstance(t, tf.LogTransform):
-        return fkt.LogTransform(param_t=t.t, param_m=t.m)
-    if isinstance(t, tf.LogicleTransform):
-        return fkt.LogicleTransform(param_t=t.t, param_w=t.w, param_m=t.m, param_a=t.a)
-    if isinstance(t, tf.HyperlogTransform):
-        return fkt.HyperlogTransform(param_t=t.t, param_w=t.w, param_m=t.m, param_a=t.a)
-    if isinstance(t, tf.AsinhTransform):
-        return fkt.AsinhTransform(param_t=t.t, param_m=t.m, param_a=t.a)
     if isinstance(t, tf.ArcsinhTransform):
         # fasinh with M = 1/ln(10), A = 0, T = c*sinh(1) is arcsinh(x / c) exactly in math.
         return fkt.AsinhTransform(
             param_t=t.cofactor * math.sinh(1.0), param_m=1.0 / math.log(10.0), param_a=0.0
         )
-    if isinstance(t, tf.FlowJoBiexTransform):
-        return fkt.WSPBiexTransform(
-            negative=t.neg, width=t.width, positive=t.pos, max_value=t.max_value
-        )
-    if isinstance(t, tf.FlowJoLogTransform):
-        return fkt.WSPLogTransform(offset=t.offset, decades=t.decades)
-    raise GatingError(f"transform {t!r} has no FlowKit equivalent")
+    if type(t) not in _FK_TRANSFORMS:
+        raise GatingError(f"transform {t!r} has no FlowKit equivalent")
+    name, params = _FK_TRANSFORMS[type(t)]
+    return getattr(fkt, name)(**{fk: getattr(t, nk) for nk, fk in params.items()})
 
 
 def _node_paths(tree: GateTree) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
@@ -89,8 +97,6 @@ def to_flowkit(
 
     Parameters
     ----------
-    tree
-        The gate tree.
     channel_names
         Marker -> channel label (``$PnN`` or ``$PnS``) for FlowKit's dimension ids; markers not
         in the mapping are used as they are.
@@ -108,6 +114,7 @@ def to_flowkit(
         A data-driven gate has neither a threshold nor a default.
     """
     import flowkit as fk
+    import numpy as np
 
     names = channel_names or {}
     thresholds = thresholds or {}
@@ -125,16 +132,12 @@ def to_flowkit(
         else:
             gs.add_transform(tid, _fk_transform(t))
     for mid, m in tree.matrices.items():
-        import numpy as np
-
         gs.add_comp_matrix(
             mid,
             fk.Matrix(np.asarray(m.matrix), list(m.detectors), list(m.fluorochromes)),
         )
     fcs_ref = "FCS"
     if spill is not None:
-        import numpy as np
-
         fcs_ref = "nkflow_spill"
         chans = list(spill.channels)
         gs.add_comp_matrix(fcs_ref, fk.Matrix(np.asarray(spill.matrix), chans, chans))
@@ -211,20 +214,6 @@ def to_flowkit(
 def _from_fk_transform(t: Any, where: str) -> tf.Transform:
     from flowkit import transforms as fkt
 
-    if isinstance(t, fkt.LinearTransform):
-        return tf.LinearTransform(t=float(t.param_t), a=float(t.param_a))
-    if isinstance(t, fkt.LogTransform):
-        return tf.LogTransform(t=float(t.param_t), m=float(t.param_m))
-    if isinstance(t, fkt.LogicleTransform):
-        return tf.LogicleTransform(
-            t=float(t.param_t), w=float(t.param_w), m=float(t.param_m), a=float(t.param_a)
-        )
-    if isinstance(t, fkt.HyperlogTransform):
-        return tf.HyperlogTransform(
-            t=float(t.param_t), w=float(t.param_w), m=float(t.param_m), a=float(t.param_a)
-        )
-    if isinstance(t, fkt.AsinhTransform):
-        return tf.AsinhTransform(t=float(t.param_t), m=float(t.param_m), a=float(t.param_a))
     if isinstance(t, fkt.RatioTransform):
         return tf.RatioTransform(
             numerator=t.dimensions[0],
@@ -233,15 +222,9 @@ def _from_fk_transform(t: Any, where: str) -> tf.Transform:
             b=float(t.param_b),
             c=float(t.param_c),
         )
-    if isinstance(t, fkt.WSPBiexTransform):
-        return tf.FlowJoBiexTransform(
-            neg=float(t.negative),
-            width=float(t.width),
-            pos=float(t.positive),
-            max_value=float(t.max_value),
-        )
-    if isinstance(t, fkt.WSPLogTransform):
-        return tf.FlowJoLogTransform(offset=float(t.offset), decades=float(t.decades))
+    for cls, (name, params) in _FK_TRANSFORMS.items():
+        if isinstance(t, getattr(fkt, name)):
+            return cls(**{nk: float(getattr(t, fk)) for nk, fk in params.items()})
     raise ConfigError(f"{where}: transform {t!r} is not supported by nkflow")
 
 
@@ -256,8 +239,6 @@ def from_flowkit(
 
     Parameters
     ----------
-    strategy
-        The FlowKit gating strategy.
     name, source
         Tree name and the file it came from (for messages).
     sample_id
@@ -290,11 +271,10 @@ def from_flowkit(
     seen: dict[str, tuple[str, ...]] = {}
 
     def comp(ref: Any) -> str | None:
-        return None if ref in (None, "uncompensated") else str(ref)
-
-    def add_matrix_for(ref: str | None) -> None:
-        if ref not in (None, "FCS") and ref not in matrices:
-            raise ConfigError(f"{source}: compensation '{ref}' is referenced but not defined")
+        c = None if ref in (None, "uncompensated") else str(ref)
+        if c not in (None, "FCS") and c not in matrices:
+            raise ConfigError(f"{source}: compensation '{c}' is referenced but not defined")
+        return c
 
     for item in order:
         gid, path = item[-1], item[:-1]
@@ -315,20 +295,12 @@ def from_flowkit(
 
         def dim(d: Any, where: str = where) -> Dim:
             c = comp(d.compensation_ref)
-            add_matrix_for(c)
             xf = d.transformation_ref
             if xf is not None and xf not in xforms:
                 raise ConfigError(f"{where}: transform '{xf}' is not defined")
-            if isinstance(d, fk.RatioDimension):
-                return Dim(
-                    marker=d.ratio_ref,
-                    transform=xf,
-                    compensation=c,
-                    min=d.min,
-                    max=d.max,
-                    ratio=True,
-                )
-            return Dim(marker=d.id, transform=xf, compensation=c, min=d.min, max=d.max)
+            ratio = isinstance(d, fk.RatioDimension)
+            marker = d.ratio_ref if ratio else d.id
+            return Dim(marker, transform=xf, compensation=c, min=d.min, max=d.max, ratio=ratio)
 
         if isinstance(gate, G.RectangleGate):
             kw.update(
@@ -353,13 +325,11 @@ def from_flowkit(
             )
         elif isinstance(gate, G.QuadrantGate):
             for div in gate.dimensions:
-                c = comp(div.compensation_ref)
-                add_matrix_for(c)
                 dims.append(
                     Dim(
                         marker=div.dimension_ref,
                         transform=div.transformation_ref,
-                        compensation=c,
+                        compensation=comp(div.compensation_ref),
                         dividers=tuple(float(v) for v in div.values),
                     )
                 )

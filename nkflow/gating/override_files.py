@@ -172,17 +172,14 @@ def remove_override(path: Path, *, expected_sha256: str | None) -> str:
 
     p = Path(path)
     with (p.parent.parent.parent / ".lock").open("a") as lk:
-        fcntl.flock(lk.fileno(), fcntl.LOCK_EX)
-        try:
-            now = file_sha256(p)
-            if now is None or now != expected_sha256:
-                raise ReviewError(
-                    f"{p.parent.parent.name}/{p.parent.name} gate {p.stem} changed since you "
-                    "opened it; nothing was removed: reload the tube and compare"
-                )
-            p.unlink()
-        finally:
-            fcntl.flock(lk.fileno(), fcntl.LOCK_UN)
+        fcntl.flock(lk.fileno(), fcntl.LOCK_EX)  # released when the file closes, raise or not
+        now = file_sha256(p)
+        if now is None or now != expected_sha256:
+            raise ReviewError(
+                f"{p.parent.parent.name}/{p.parent.name} gate {p.stem} changed since you "
+                "opened it; nothing was removed: reload the tube and compare"
+            )
+        p.unlink()
     return now
 
 
@@ -216,30 +213,27 @@ def write_override(
     check_against_schema(doc, load_schema("override"), source=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     with (Path(root) / ".lock").open("a") as lk:
-        fcntl.flock(lk.fileno(), fcntl.LOCK_EX)
-        try:
-            now = file_sha256(path)
-            if now != expected_sha256:
-                raise ReviewError(
-                    f"{doc['sample_id']}/{doc['tube']} gate {doc['gate']} changed since you "
-                    f"opened it (someone saved {path.name} in the meantime, sha256 "
-                    f"{(now or 'none')[:12]}...); nothing was saved: reload the tube, compare "
-                    "both versions and save again"
-                )
-            text = (
-                "# nkflow gate override, written by the review app (docs/review.md).\n"
-                "# Boundaries are in the gate's transformed units; do not edit by hand: the\n"
-                "# audit log records this file's sha256.\n"
-                + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        fcntl.flock(lk.fileno(), fcntl.LOCK_EX)  # released when the file closes, raise or not
+        now = file_sha256(path)
+        if now != expected_sha256:
+            raise ReviewError(
+                f"{doc['sample_id']}/{doc['tube']} gate {doc['gate']} changed since you "
+                f"opened it (someone saved {path.name} in the meantime, sha256 "
+                f"{(now or 'none')[:12]}...); nothing was saved: reload the tube, compare "
+                "both versions and save again"
             )
-            tmp = path.with_name(path.name + ".tmp")
-            with tmp.open("w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(path)
-        finally:
-            fcntl.flock(lk.fileno(), fcntl.LOCK_UN)
+        text = (
+            "# nkflow gate override, written by the review app (docs/review.md).\n"
+            "# Boundaries are in the gate's transformed units; do not edit by hand: the\n"
+            "# audit log records this file's sha256.\n"
+            + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
     sha = file_sha256(path)
     assert sha is not None
     return path, sha

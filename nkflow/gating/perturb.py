@@ -269,15 +269,13 @@ class _Condition:
 
     def matrix(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), draws) booleans: the test on ``rows`` for every draw."""
-        m = np.repeat(self.fixed[rows][:, None], self._n(), axis=1)
+        draws = max((t.size for _, t, _ in self.tests), default=1)
+        m = np.repeat(self.fixed[rows][:, None], draws, axis=1)
         for score, thr, ge in self.tests:
             x = score[rows][:, None]
             with np.errstate(invalid="ignore"):
                 m &= (x >= thr[None, :]) if ge else (x < thr[None, :])
         return m
-
-    def _n(self) -> int:
-        return max((t.size for _, t, _ in self.tests), default=1)
 
 
 def _gate_units(res: Any, d: Any) -> np.ndarray:

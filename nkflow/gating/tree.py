@@ -18,12 +18,12 @@ and the field, what was found and what was expected.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nkflow.errors import ConfigError
+from nkflow.errors import ConfigError, GatingError
 from nkflow.fcs import transforms as tf
 
 logger = logging.getLogger(__name__)
@@ -89,10 +89,6 @@ class ShapeFit:
 
     method: str
     params: tuple[tuple[str, Any], ...] = ()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """One declared argument."""
-        return dict(self.params).get(key, default)
 
 
 @dataclass(frozen=True)
@@ -258,10 +254,6 @@ class GateTree:
         """The transform from ``d``'s channel values to its gate units; None for raw units."""
         return None if d.transform is None else self.transforms[d.transform]
 
-    def with_gates(self, gates: Sequence[Gate]) -> GateTree:
-        """The same tree with ``gates`` (e.g. the boundaries fitted on one tube)."""
-        return replace(self, gates=tuple(gates))
-
     @property
     def populations(self) -> tuple[str, ...]:
         """Population ids in evaluation order."""
@@ -278,8 +270,6 @@ class GateTree:
         for g in self.gates:
             if pop_id in g.population_ids():
                 return Population(id=pop_id, parent=g.parent, gate=g.id)
-        from nkflow.errors import GatingError
-
         raise GatingError(
             f"{self.source}: population '{pop_id}' is not defined in gate tree '{self.name}'; "
             f"known populations: {', '.join(self.populations)}"
@@ -531,11 +521,8 @@ def _keeps(where: str, v: Any) -> Keeps:
             f"{where}: '{key}' must be {{population: <id>, min_pct: <0-100>, min_events: <n>}}, "
             f"found {v!r}"
         )
-    pop, pct, n = (
-        v.get("population"),
-        _f(where, f"{key}.min_pct", v.get("min_pct")),
-        v.get("min_events"),
-    )
+    pop, n = v.get("population"), v.get("min_events")
+    pct = _f(where, f"{key}.min_pct", v.get("min_pct"))
     if not isinstance(pop, str) or not pop:
         raise ConfigError(f"{where}: '{key}.population' must be a population id, found {pop!r}")
     if not 0 < pct <= 100:
@@ -693,12 +680,7 @@ def _threshold(
         raise ConfigError(
             f"{where}: 'method' must be one of {list(AUTO_METHODS)}, found {method!r}"
         )
-    b = g.get("bounds")
-    if not isinstance(b, list) or len(b) != 2:
-        raise ConfigError(f"{where}: 'bounds' must be [low, high] in transformed units")
-    lo, hi = _f(where, "bounds", b[0]), _f(where, "bounds", b[1])
-    if lo >= hi:
-        raise ConfigError(f"{where}: bounds low {lo:g} must be below high {hi:g}")
+    bounds = _pair(where, "bounds", g.get("bounds"))
     default = _opt(where, "default", g.get("default"))
     allow = g.get("allow_fallback", False)
     if not isinstance(allow, bool):
@@ -713,7 +695,7 @@ def _threshold(
         raise ConfigError(f"{where}: 'random_state' must be an integer, found {rs!r}")
     auto = AutoSpec(
         method=method,
-        bounds=(lo, hi),
+        bounds=bounds,
         default=default,
         allow_fallback=allow,
         random_state=rs,
@@ -807,8 +789,6 @@ def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:
                         f"{source}: gate '{g.id}' dim '{d.marker}': 'fit_on: {fb.on}' must name a "
                         "population defined before this gate"
                     )
-    for g in gates:
-        for d in g.dims:
             if d.compensation not in (None, "FCS") and d.compensation not in matrices:
                 raise ConfigError(
                     f"{source}: gate '{g.id}' dim '{d.marker}' uses compensation "
@@ -848,16 +828,14 @@ def _check_same_as(source: str, gates: tuple[Gate, ...]) -> None:
 def _bound_to_dict(b: FitBound) -> dict[str, Any]:
     if b.same_as is not None:
         return {"same_as": b.same_as}
+    given = {
+        "fallback": b.fallback,
+        "edge": b.edge,
+        "fit_on": b.on,
+        "fmo_percentile": b.fmo_percentile,
+    }
     out: dict[str, Any] = {"fit": b.method, "bounds": list(b.bounds), "k": b.k}
-    if b.fallback:
-        out["fallback"] = b.fallback
-    if b.edge:
-        out["edge"] = b.edge
-    if b.on:
-        out["fit_on"] = b.on
-    if b.fmo_percentile is not None:
-        out["fmo_percentile"] = b.fmo_percentile
-    return out
+    return out | {k: v for k, v in given.items() if v is not None}
 
 
 def _dim_to_dict(g: Gate, d: Dim) -> dict[str, Any]:
@@ -896,10 +874,7 @@ def tree_to_dict(tree: GateTree) -> dict[str, Any]:
         if g.plausible_pct is not None:
             e["plausible_pct_of_parent"] = list(g.plausible_pct)
         if g.keeps is not None:
-            k = g.keeps
-            e["keeps_pct_of"] = {
-                "population": k.population, "min_pct": k.min_pct, "min_events": k.min_events,
-            }  # fmt: skip
+            e["keeps_pct_of"] = asdict(g.keeps)
         if g.fit is not None:
             e["fit"] = {"method": g.fit.method, **{k: _plain(v) for k, v in g.fit.params}}
         elif g.type == "polygon":
@@ -914,16 +889,7 @@ def tree_to_dict(tree: GateTree) -> dict[str, Any]:
             e["op"] = g.op
             e["of"] = [{"population": p, "complement": True} if c else p for p, c in g.of]
         elif g.type == "threshold" and g.auto is not None:
-            a = g.auto
-            e.update(
-                method=a.method,
-                bounds=list(a.bounds),
-                default=a.default,
-                allow_fallback=a.allow_fallback,
-                random_state=a.random_state,
-                side=a.side,
-                control_percentile=a.control_percentile,
-            )
+            e.update(asdict(g.auto), bounds=list(g.auto.bounds))  # the AutoSpec fields are the keys
         gates.append(e)
     out: dict[str, Any] = {"name": tree.name, "panel": tree.panel}
     out["transforms"] = {

@@ -176,7 +176,7 @@ RECT = {
                     "bounds": [1, 0],
                 }
             ),
-            r"gate 'th': bounds low 1 must be below high 0",
+            r"gate 'th': 'bounds' low 1 must be below high 0",
         ),
     ],
 )

@@ -109,7 +109,7 @@ def test_fitted_row_is_the_engine_and_every_row_a_full_re_gating(tmp_path):
                     dims.append(d)
                 g = replace(g, dims=tuple(dims))
             gates.append(g)
-        again = gate_sample(tree.with_gates(gates), res.columns.events, res.columns.mi,
+        again = gate_sample(replace(tree, gates=tuple(gates)), res.columns.events, res.columns.mi,
                             spill=res.columns.fcs)  # fmt: skip
         assert (again.count("nk"), again.count("live")) == (row.nk_events, row.lymphocyte_events)
     # the joint draws move the counts; each sweep holds the others at their fitted values

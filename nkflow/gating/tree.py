@@ -777,13 +777,14 @@ def tree_from_dict(data: Any, source: str = "<memory>") -> GateTree:
                 "name a population of another gate in this tree (and the gate must not be a "
                 "quadrant gate)"
             )
+    position = {g.id: i for i, g in enumerate(gates)}
     for g in gates:
         for d in g.dims:
             for fb in (d.fit_min, d.fit_max):
                 if (
                     fb is not None
                     and fb.on is not None
-                    and (fb.on not in seen or seen[fb.on] == g.id)
+                    and (fb.on not in seen or position[seen[fb.on]] >= position[g.id])
                 ):
                     raise ConfigError(
                         f"{source}: gate '{g.id}' dim '{d.marker}': 'fit_on: {fb.on}' must name a "

@@ -324,6 +324,28 @@ def test_a_fixed_template_on_another_instruments_scale_is_not_evaluable():
     assert qc.tube_status(checks, qc.QcConfig.from_dict(None))[0] == "FAIL"
 
 
+def test_fit_on_must_name_a_population_of_an_earlier_gate():
+    """A fit_on population defined by a later gate is refused when the tree is read: at run time
+    it would not be gated yet, and every tube would fail the fit with reference_not_fitted."""
+    cd3 = {"marker": "CD3", "min": {"fit": "valley", "fit_on": "later", "bounds": [0, 1]}}
+    tree = {
+        "name": "t",
+        "gates": [
+            {"id": "first", "parent": None, "type": "rectangle", "dims": [cd3]},
+            {
+                "id": "later",
+                "parent": None,
+                "type": "rectangle",
+                "dims": [{"marker": "CD56", "min": 0.2}],
+            },
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"gate 'first' dim 'CD3': 'fit_on: later' must name a "):
+        tree_from_dict(tree, source="t.yaml")
+    tree["gates"].reverse()  # the same fit_on on a gate after 'later' is accepted
+    assert tree_from_dict(tree, source="t.yaml").gates[1].id == "first"
+
+
 def _one_gate(**gate) -> dict:
     base = {
         "id": "pos",

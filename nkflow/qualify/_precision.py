@@ -47,16 +47,14 @@ def lloq_per_ul(alc_per_ul: float, lymph_events: int, cv_limit: float) -> float 
 
 
 def _floors(cfg: dict[str, Any], low_event_count: int) -> list[tuple[str, int]]:
-    qc = cfg["qc"]  # validate_config fills in the qc block
-    floors = qc.get("floors", {})
-    out = [
-        (f"qc.floors.{k}", floors[k])
-        for k in ("min_numerator_events", "min_numerator_events_other", "min_lymphocyte_events",
-                  "min_total_events")
-        if k in floors
-    ]  # fmt: skip
-    if "min_events_per_bin" in qc.get("time", {}):
-        out.append(("qc.time.min_events_per_bin", qc["time"]["min_events_per_bin"]))
+    """The configured event floors, with the schema's defaults where the lab sets none."""
+    from nkflow.qc import QcConfig
+
+    qc = QcConfig.from_dict(cfg.get("qc"))
+    names = ("min_numerator_events", "min_numerator_events_other", "min_lymphocyte_events",
+             "min_total_events")  # fmt: skip
+    out = [(f"qc.floors.{k}", getattr(qc.floors, k)) for k in names]
+    out.append(("qc.time.min_events_per_bin", qc.time.min_events_per_bin))
     out.append(("endpoints.low_event_count", low_event_count))
     return [(k, int(v)) for k, v in out]
 

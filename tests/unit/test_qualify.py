@@ -15,6 +15,8 @@ from nkflow.qualify import _cohort, _html, _precision
 from nkflow.qualify._model import FAIL, NOT_RUN, PASS, CheckResult, judged, not_run, summary
 from tests.conftest import columns
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_not_run_is_never_passed():
     checks = [
@@ -150,3 +152,25 @@ def test_a_zero_truth_is_met_only_exactly(tmp_path):
     (res / "cohort/visits.tsv").write_text(f"{header}\nS1\t0\nS2\t1.5\n")
     got = {r["sample_id"]: r["rel_err"] for r in truth_errors(data, res)}
     assert got == {"S1": 0.0, "S2": 1.0}
+
+
+def test_precision_uses_the_default_floors_when_the_config_sets_none(tmp_path):
+    """A lab config without qc.floors / qc.time runs with the schema's floors, so the precision
+    check must judge those, not an empty list and a lymphocyte floor of 0 ("no LLOQ")."""
+    import yaml
+
+    from nkflow.qc import QcConfig
+    from nkflow.qualify._context import Context
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    del cfg["qc"]["floors"], cfg["qc"]["time"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    ctx = Context(out=tmp_path, quick=True, cores=1, config_path=path, base_dir=ROOT,
+                  reference_path=None, workflow_dir=None, public_root=None)  # fmt: skip
+    result = _precision.check_precision(ctx)
+    crits = {c.id: c for c in result.criteria}
+    default = QcConfig.from_dict(None).floors.min_lymphocyte_events
+    assert default > 0
+    assert crits["precision.lloq_at_threshold"].measured.startswith(f"{default} lymphocytes: LLOQ")
+    assert crits["precision.lloq_at_threshold"].status == PASS

@@ -401,10 +401,7 @@ def _read_header(fh: Any, base: int, file_size: int, name: str) -> tuple[str, li
             f"{name}: HEADER at byte {base} is {len(head)} bytes long; expected 58 "
             "(file truncated or not an FCS file)"
         )
-    try:
-        version = head[:6].decode("ascii")
-    except UnicodeDecodeError:
-        version = repr(head[:6])
+    version = head[:6].decode("ascii", errors="replace")
     if not re.fullmatch(r"FCS\d\.\d", version):
         raise FcsError(
             f"{name}: does not start with an FCS version (found {head[:6]!r} at byte {base}); "
@@ -522,8 +519,8 @@ def _channels_from_keywords(
             png = g
         pns = kw.get(f"$P{n}S", "")
         fcs32 = {
-            key: kw.get(f"$P{n}{key.upper()}", "").strip() if version == "FCS3.2" else ""
-            for key in ("type", "feature", "analyte")
+            attr: kw.get(f"$P{n}{key}", "").strip() if version == "FCS3.2" else ""
+            for attr, key in (("pntype", "TYPE"), ("feature", "FEATURE"), ("analyte", "ANALYTE"))
         }
         out.append(
             Channel(
@@ -535,9 +532,7 @@ def _channels_from_keywords(
                 png=png,
                 pnb=pnb,
                 datatype=datatype,
-                pntype=fcs32["type"],
-                feature=fcs32["feature"],
-                analyte=fcs32["analyte"],
+                **fcs32,
             )
         )
     if ignored_pndatatype:
@@ -565,8 +560,7 @@ def _bytes_per_event(channels: list[Channel], name: str, warns: list[str]) -> in
             "integers. Re-export the file from the acquisition software as FCS 3.1 "
             "float data"
         )
-    for dt in ("F", "D"):
-        width = 4 if dt == "F" else 8
+    for dt, width in (("F", 4), ("D", 8)):
         odd = [c for c in channels if c.datatype == dt and c.pnb not in (0, width * 8)]
         if odd:
             warns.append(
@@ -775,7 +769,7 @@ def _bpv_text(channels: list[Channel]) -> str:
     return f"({'+'.join(str(w) for w in widths)})/{len(channels)}"
 
 
-def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
+def _scan(path: Path, dataset: int) -> tuple[_Layout, int]:
     """Parse HEADER/TEXT of every data set (following $NEXTDATA) and return the chosen one."""
     name = path.name
     try:
@@ -845,7 +839,7 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
                 f"was read (reader option nextdata_offset={chosen.base})"
             )
         chosen.options["nextdata_offset"] = chosen.base
-        return chosen, n_sets, bases
+        return chosen, n_sets
     finally:
         fh.close()
 
@@ -870,7 +864,7 @@ def read_fcs_metadata(path: str | Path, *, dataset: int = 0) -> FcsHeader:
         For anything that would make :func:`read_fcs` refuse the file before decoding.
     """
     p = Path(path)
-    lay, n_sets, _ = _scan(p, dataset)
+    lay, n_sets = _scan(p, dataset)
     return FcsHeader(
         path=p,
         version=lay.version,
@@ -920,9 +914,9 @@ def _decode_int_numpy(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
     stored.
     """
     order = "<" if _BYTE_ORDERS[lay.keywords["$BYTEORD"]] == "little" else ">"
-    codes = {"F": "f4", "D": "f8"}
     fields = [
-        (f"c{c.index}", f"{order}{codes.get(c.datatype) or f'u{c.pnb // 8}'}") for c in lay.channels
+        (f"c{c.index}", f"{order}{'u' if c.datatype == 'I' else 'f'}{_value_bytes(c)}")
+        for c in lay.channels
     ]
     rec = np.dtype(fields)
     tot = int(lay.keywords["$TOT"].strip())
@@ -1034,10 +1028,8 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
     ``0,f2`` changes no value in any reader and is not recorded. $PnG, the gain of a linear
     amplifier, still divides linear channels, float ones included, as in FlowIO.
     """
-    time_index: int | None = None
-    for ch in lay.channels:
-        if ch.pnn.lower() == "time":
-            time_index = ch.index
+    # the last channel named time, as FlowIO
+    time_index = next((c.index for c in reversed(lay.channels) if c.pnn.lower() == "time"), None)
     ts_raw = lay.keywords.get("$TIMESTEP")
     if ts_raw is not None and time_index is not None:
         ts = _float_or_none(ts_raw)
@@ -1058,12 +1050,13 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             events[:, time_index] *= ts
     datatype = lay.keywords.get("$DATATYPE", "").strip().upper()
     float_log = [c for c in lay.channels if c.datatype in ("F", "D") and c.pne[0] > 0]
-    kept_linear = {c.index for c in float_log}
+    # log amplification is applied to integer channels only (a datatype is I, F or D)
+    logged = [c for c in lay.channels if c.datatype == "I" and c.pne[0] > 0]
     for ch in lay.channels:
         decades, log0 = ch.pne
         if log0 == 0 and decades != 0:
             log0 = 1.0
-        if decades > 0 and ch.index not in kept_linear:
+        if decades > 0 and ch.datatype == "I":
             col = events[:, ch.index]
             np.multiply(col, decades, out=col)
             np.divide(col, ch.pnr, out=col)
@@ -1087,11 +1080,7 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             "all parameters are stored as linear and $PnE shall be 0,0. No log amplification "
             "was applied: the stored values were kept linear"
         )
-    zero_log = [
-        f"$P{c.index + 1}E={c.pne[0]:g},0"
-        for c in lay.channels
-        if c.pne[0] > 0 and c.pne[1] == 0 and c.index not in kept_linear
-    ]
+    zero_log = [f"$P{c.index + 1}E={c.pne[0]:g},0" for c in logged if c.pne[1] == 0]
     if zero_log:
         warns.append(
             f"non-compliant log amplification {', '.join(zero_log)} (log0 must be > 0); read as "
@@ -1104,12 +1093,7 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             f"{found}: an amplifier gain must be > 0 (FCS 3.1 $PnG); no gain was applied to "
             "these channels (FlowIO skips a gain of 0 and divides by a negative one)"
         )
-    log_gain = [
-        c
-        for c in lay.channels
-        if c.index != time_index and c.pne[0] > 0 and c.index not in kept_linear and c.png > 0
-        and c.png != 1.0
-    ]  # fmt: skip
+    log_gain = [c for c in logged if c.index != time_index and c.png > 0 and c.png != 1.0]
     if log_gain:
         found = ", ".join(
             f"$P{c.index + 1}E={c.pne[0]:g},{c.pne[1]:g} with $P{c.index + 1}G={c.png:g} ({c.pnn})"
@@ -1153,7 +1137,7 @@ def read_fcs(
         encoding cannot be decoded. The message names the file and the mismatch.
     """
     p = Path(path)
-    lay, n_sets, _ = _scan(p, dataset)
+    lay, n_sets = _scan(p, dataset)
     digest = sha256_file(p)  # readable: _scan has read its HEADER and TEXT
     warns = list(lay.warnings)
     events = _decode_events(p, lay, np.dtype(dtype))

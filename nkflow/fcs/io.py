@@ -490,33 +490,27 @@ def _channels_from_keywords(
                 f"{name}: $P{n}R (range of channel {pnn!r}) is {pnr_raw[:40]!r}; expected "
                 + ("a whole number >= 1 for integer data" if datatype == "I" else "a number")
             )
-        pne_raw = kw.get(f"$P{n}E")
-        if pne_raw is None:
-            pne = (0.0, 0.0)
-        else:
-            parts = pne_raw.split(",")
-            vals = [_float_or_none(p) for p in parts]
-            if len(parts) != 2 or any(v is None for v in vals):
-                raise FcsError(
-                    f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
-                    "expected 'decades,log0' such as '0,0' or '4,1'"
-                )
-            pne = (float(vals[0]), float(vals[1]))  # type: ignore[arg-type]
-            if pne[0] < 0 or pne[1] < 0:
-                raise FcsError(
-                    f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
-                    "FCS 3.1 $PnE/f1,f2/ has f1 (log decades) >= 0 and f2 (log0) >= 0"
-                )
-        png_raw = kw.get(f"$P{n}G")
-        png = 1.0
-        if png_raw is not None:
-            g = _float_or_none(png_raw)
-            if g is None:
-                raise FcsError(
-                    f"{name}: $P{n}G (gain of channel {pnn!r}) is {png_raw[:40]!r}; expected "
-                    "a number"
-                )
-            png = g
+        # an absent $PnE reads as linear (0,0), an absent $PnG as a gain of 1
+        pne_raw = kw.get(f"$P{n}E", "0,0")
+        parts = pne_raw.split(",")
+        vals = [_float_or_none(p) for p in parts]
+        if len(parts) != 2 or any(v is None for v in vals):
+            raise FcsError(
+                f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
+                "expected 'decades,log0' such as '0,0' or '4,1'"
+            )
+        pne = (float(vals[0]), float(vals[1]))  # type: ignore[arg-type]
+        if pne[0] < 0 or pne[1] < 0:
+            raise FcsError(
+                f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
+                "FCS 3.1 $PnE/f1,f2/ has f1 (log decades) >= 0 and f2 (log0) >= 0"
+            )
+        png_raw = kw.get(f"$P{n}G", "1")
+        png = _float_or_none(png_raw)
+        if png is None:
+            raise FcsError(
+                f"{name}: $P{n}G (gain of channel {pnn!r}) is {png_raw[:40]!r}; expected a number"
+            )
         pns = kw.get(f"$P{n}S", "")
         fcs32 = {
             attr: kw.get(f"$P{n}{key}", "").strip() if version == "FCS3.2" else ""

@@ -293,11 +293,6 @@ _DATE_FORMATS = (
 def parse_fcs_date(value: str) -> date | None:
     """Parse an FCS ``$DATE`` (``dd-mmm-yyyy`` per the standard, common variants tolerated).
 
-    Parameters
-    ----------
-    value : str
-        The keyword value.
-
     Returns
     -------
     datetime.date or None
@@ -777,14 +772,12 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int]:
             raise FcsError(
                 f"{name}: file has {file_size} bytes; an FCS file has at least a 58-byte HEADER"
             )
-        bases = [0]
-        layouts: dict[int, _Layout] = {}
-        chosen: _Layout | None = None
-        base = 0
+        bases = [0]  # byte offset of each data set found
+        layouts: list[_Layout] = []
         while True:
             if len(bases) > _MAX_DATASETS:
                 raise FcsError(f"{name}: more than {_MAX_DATASETS} data sets chained by $NEXTDATA")
-            idx = len(bases) - 1
+            idx, base = len(bases) - 1, bases[-1]
             try:
                 lay = _parse_dataset(fh, base, file_size, name)
             except FcsError as exc:
@@ -795,9 +788,7 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int]:
                     f"data set {idx + 1} at byte {base} is unreadable and was ignored ({exc})"
                 )
                 break
-            layouts[idx] = lay
-            if idx == dataset:
-                chosen = lay
+            layouts.append(lay)
             nxt = lay.nextdata
             if nxt <= 0:
                 if nxt < 0:
@@ -811,17 +802,17 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int]:
                 )
                 break
             bases.append(new_base)
-            base = new_base
         n_sets = len(layouts)
-        if chosen is None:
+        if not 0 <= dataset < n_sets:
             raise FcsError(
                 f"{name}: data set {dataset + 1} was asked for but the file holds {n_sets}"
             )
+        chosen = layouts[dataset]
         if n_sets > 1 and dataset == 0:
             sets = ", ".join(
                 f"{i + 1}: {lay.version} at byte {lay.base}, "
                 f"{lay.keywords.get('$TOT', '?').strip()} events"
-                for i, lay in layouts.items()
+                for i, lay in enumerate(layouts)
             )
             chosen.warnings.append(
                 f"file holds {n_sets} data sets ({sets}); data set 1 was read "
@@ -843,14 +834,8 @@ def read_fcs_metadata(path: str | Path, *, dataset: int = 0) -> FcsHeader:
 
     Parameters
     ----------
-    path : str or Path
-        FCS file.
     dataset : int
         0-based data set index for files holding several (``.lmd``).
-
-    Returns
-    -------
-    FcsHeader
 
     Raises
     ------
@@ -1118,10 +1103,6 @@ def read_fcs(
         memory.
     dataset : int
         0-based data set for files holding several (``$NEXTDATA``, Beckman ``.lmd``).
-
-    Returns
-    -------
-    FcsSample
 
     Raises
     ------

@@ -305,10 +305,6 @@ def load_panel(path: str | Path) -> Panel:
     path : str or Path
         ``config/panels/<name>.yaml``.
 
-    Returns
-    -------
-    Panel
-
     Raises
     ------
     ConfigError
@@ -391,8 +387,6 @@ def _by_type(spec: MarkerSpec, chans: Iterable[Channel]) -> tuple[list[Channel],
 
 
 def _pin_for(spec: MarkerSpec, instrument: str) -> str | None:
-    if not spec.channel:
-        return None
     if instrument in spec.channel:
         return spec.channel[instrument]
     inst = _canon(instrument)
@@ -407,13 +401,8 @@ def resolve(panel: Panel, sample: _HasChannels) -> Resolution:
 
     Parameters
     ----------
-    panel : Panel
     sample : FcsSample or FcsHeader
         Anything with ``path``, ``channels`` and ``keywords``.
-
-    Returns
-    -------
-    Resolution
 
     Raises
     ------

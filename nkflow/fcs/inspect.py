@@ -43,12 +43,7 @@ _TSV_COLUMNS = (
 
 
 def describe_file(path: Path, panel: Any | None = None) -> dict[str, Any]:
-    """Describe one FCS file as a JSON-ready dict.
-
-    Parameters
-    ----------
-    path : Path
-    panel : nkflow.fcs.panel.Panel, optional
+    """Describe one FCS file as a JSON-ready dict (markers resolved under ``panel`` when given).
 
     Returns
     -------

@@ -309,10 +309,6 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
     where
         Location used in error messages, e.g. ``"nk_v1.yaml: transforms.logicle"``.
 
-    Returns
-    -------
-    Transform
-
     Raises
     ------
     ConfigError

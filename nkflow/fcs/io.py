@@ -311,7 +311,7 @@ def parse_fcs_date(value: str) -> date | None:
     return readings.pop() if len(readings) == 1 else None
 
 
-def _decode_text(raw: bytes, where: int, name: str, warns: list[str]) -> str:
+def _decode_text(raw: bytes, where: int, warns: list[str]) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -412,18 +412,13 @@ def _read_header(fh: Any, base: int, file_size: int, name: str) -> tuple[str, li
     for k, label in enumerate(labels):
         chunk = head[10 + 8 * k : 18 + 8 * k]
         txt = chunk.decode("ascii", errors="replace").strip()
-        if not txt:
-            offsets.append(0)
-            continue
-        if not txt.isdigit():
-            if k >= 4:  # ANALYSIS offsets are optional and often garbage
-                offsets.append(0)
-                continue
+        if txt and not txt.isdigit() and k < 4:
             raise FcsError(
                 f"{name}: HEADER {label} offset (bytes {10 + 8 * k}-{17 + 8 * k}) is "
                 f"{chunk!r}; expected a right-justified ASCII number"
             )
-        offsets.append(int(txt))
+        # blank reads as 0; so do ANALYSIS offsets that are not numbers (optional, often garbage)
+        offsets.append(int(txt) if txt.isdigit() else 0)
     t0, t1 = offsets[0], offsets[1]
     if not (_HEADER_LEN - 1 <= t0 <= t1) or base + t1 >= file_size:
         raise FcsError(
@@ -579,7 +574,7 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
     t0, t1, h_d0, h_d1 = offsets[:4]
     fh.seek(base + t0)
     raw_text = fh.read(t1 - t0 + 1)
-    text = _decode_text(raw_text, base + t0, name, warns)
+    text = _decode_text(raw_text, base + t0, warns)
     kw = _split_text(text, name, warns)
 
     # FCS 3.x supplemental TEXT: merged, primary keywords win
@@ -588,7 +583,7 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
         fh.seek(base + s0)
         try:
             extra = _split_text(
-                _decode_text(fh.read(s1 - s0 + 1), base + s0, name, warns),
+                _decode_text(fh.read(s1 - s0 + 1), base + s0, warns),
                 name,
                 warns,
                 label="supplemental TEXT",

@@ -116,8 +116,7 @@ def _text(infos: list[dict[str, Any]], with_panel: bool) -> str:
     for info in infos:
         out.append(f"== {info['file']}")
         if info["status"] == "error":
-            out.append(f"ERROR: {info['error']}")
-            out.append("")
+            out += [f"ERROR: {info['error']}", ""]
             continue
         out.append(
             f"version {info['version']}  instrument {info['instrument'] or '-'}  "
@@ -139,8 +138,7 @@ def _text(infos: list[dict[str, Any]], with_panel: bool) -> str:
         for r in rows:
             cells = (v.ljust(w) for v, w in zip(r, widths, strict=True))
             out.append(("  " + "  ".join(cells)).rstrip())
-        for w in info["warnings"]:
-            out.append(f"WARNING: {w}")
+        out.extend(f"WARNING: {w}" for w in info["warnings"])
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -180,8 +178,6 @@ def inspect_files(
 
     Parameters
     ----------
-    paths : sequence of str or Path
-        FCS files.
     panel : str, Path or Panel, optional
         Panel file (or loaded panel) to resolve markers with.
     fmt : {'text', 'tsv', 'json'}

@@ -858,18 +858,13 @@ def _next_pow2(x: int) -> int:
     return 1 if x == 0 else 2 ** (x - 1).bit_length()
 
 
-def _is_mixed_type(lay: _Layout) -> bool:
-    """True for an FCS 3.2 layout whose columns have different value types ($PnDATATYPE)."""
-    return len({c.datatype for c in lay.channels}) > 1
-
-
 def _int_needs_numpy(lay: _Layout) -> bool:
     """True when FlowIO would decode integers in a per-byte Python loop, or cannot decode at all.
 
     The loop comes with masks or mixed widths; FlowIO cannot decode FCS 3.2 columns of different
     types (it reads every value as $DATATYPE).
     """
-    if _is_mixed_type(lay):
+    if len({c.datatype for c in lay.channels}) > 1:  # FCS 3.2 mixed value types ($PnDATATYPE)
         return True
     if lay.keywords.get("$DATATYPE", "").strip().upper() != "I":
         return False

@@ -335,7 +335,7 @@ def spillover_for(sample: _HasKeywords, override: str | Path | None = None) -> S
 
     Parameters
     ----------
-    sample : FcsSample or FcsHeader
+    sample : FcsSample
     override : str or Path, optional
         A configured CSV/FlowJo matrix; replaces the file's own matrix.
 
@@ -372,7 +372,6 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spill: Spillove
         ``(n_events, len(channel_names))``; not modified.
     channel_names : sequence of str
         Name of each column of ``events``; matched to ``spill.channels`` by name.
-    spill : Spillover
 
     Returns
     -------
@@ -400,6 +399,5 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spill: Spillove
     dtype = events.dtype if events.dtype in (np.float32, np.float64) else np.float64
     out = events.astype(dtype, copy=True)
     # Same operation as FlowKit/FlowUtils (solve, not an explicit inverse): identical numbers.
-    sub = events[:, idx].astype(dtype, copy=False)
-    out[:, idx] = np.linalg.solve(spill.matrix.T.astype(dtype), sub.T).T
+    out[:, idx] = np.linalg.solve(spill.matrix.T.astype(dtype), out[:, idx].T).T
     return out

@@ -340,11 +340,10 @@ def _text_box(img: Any, tdraw: Any, lines: list[str], x: int, y: int) -> None:
 def _axes(
     txt: Any,
     draw: Any,
-    tdraw: Any,
     ox: int,
     oy: int,
     xlim: tuple[float, float],
-    ylim: tuple[float, float] | None,
+    ylim: tuple[float, float],
     xlabel: str,
     ylabel: str,
 ) -> None:
@@ -352,16 +351,15 @@ def _axes(
     px0, py0 = ox + PLOT_L, oy + PLOT_T
     px1, py1 = px0 + PLOT_W, py0 + PLOT_H
     draw.rectangle([px0 - 1, py0 - 1, px1, py1], outline=AXIS_I, width=1)
-    m = _Map(xlim, ylim or (0.0, 1.0))
+    m = _Map(xlim, ylim)
     for v in _ticks(*xlim):
         x = px0 + float(m.x(v))
         draw.line([(x, py1), (x, py1 + 4)], fill=AXIS_I)
         _text(txt, (x, py1 + 6), _fmt(v), 11, "mt")
-    if ylim is not None:
-        for v in _ticks(*ylim):
-            y = py0 + float(m.y(v))
-            draw.line([(px0 - 5, y), (px0 - 1, y)], fill=AXIS_I)
-            _text(txt, (px0 - 7, y), _fmt(v), 11, "rm")
+    for v in _ticks(*ylim):
+        y = py0 + float(m.y(v))
+        draw.line([(px0 - 5, y), (px0 - 1, y)], fill=AXIS_I)
+        _text(txt, (px0 - 7, y), _fmt(v), 11, "rm")
     _text(txt, (px0 + PLOT_W // 2, py1 + 22), xlabel, 12, "mt")
     if ylabel:
         _text(txt, (ox + 12, py0 + PLOT_H // 2), ylabel, 12, "mm", rotated=True)
@@ -506,7 +504,7 @@ def gating_figure(
                 pd.line([(x, 0), (x, PLOT_H)], fill=GATE_I, width=2)
             ylim, ylabel, layout_ylim = (0.0, ymax), "events", None
         img.paste(plot, (px0, py0))
-        _axes(txt, draw, tdraw, ox, oy, xlim, ylim, _label(g, 0), ylabel)
+        _axes(txt, draw, ox, oy, xlim, ylim, _label(g, 0), ylabel)
         if layout is not None:
             layout[g.id] = {"box": [px0, py0, PLOT_W, PLOT_H], "xlim": list(xlim),
                             "ylim": layout_ylim, "markers": [d.marker for d in g.dims[:2]]}  # fmt: skip

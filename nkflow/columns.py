@@ -93,10 +93,6 @@ class Table:
         raise KeyError(f"{self.path}: no column {name!r}")
 
 
-def _finite(v: Any) -> bool:
-    return not (isinstance(v, float) and not math.isfinite(v))
-
-
 def format_cell(column: Column, value: Any) -> str:
     """The text of one cell of ``column`` (see the module contract).
 
@@ -105,7 +101,7 @@ def format_cell(column: Column, value: Any) -> str:
     """
     kind = column.type if column.type in ("boolean", "integer", "number") else "text"
     if kind == "number" and not isinstance(value, str) and value is not None and value == value:
-        if not _finite(float(value)):
+        if not math.isfinite(float(value)):
             raise ValueError(f"{column.name}: {value!r} is not a finite number")
         value = float(value)
     return tables.format_cell(value, kind)
@@ -215,12 +211,12 @@ def declare_from_writer(
     """
     missing = [c for c in columns if c not in definitions and _derived(c, definitions) is None]
     extra = [c for c in definitions if c not in columns]
-    if missing or extra:
-        problems = []
-        if missing:
-            problems.append(f"no definition for {', '.join(missing)}")
-        if extra:
-            problems.append(f"defined but not written: {', '.join(extra)}")
+    problems = [
+        f"{what} {', '.join(names)}"
+        for what, names in (("no definition for", missing), ("defined but not written:", extra))
+        if names
+    ]
+    if problems:
         raise ConfigError(
             f"{path}: column declarations out of step with the writer: {'; '.join(problems)}; "
             "fix: add or remove them in nkflow/clinical/exports.py (VISIT_DEFINITIONS / "

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from nkflow.gating.evaluate import GatingResult
-from nkflow.gating.tree import Gate, GateTree
+from nkflow.gating.tree import Gate
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ DENSITY_BINS = 128
 NCOLS = 4
 
 
-def _label(tree: GateTree, gate: Gate, i: int) -> str:
+def _label(gate: Gate, i: int) -> str:
     d = gate.dims[i]
     xf = f" [{d.transform}]" if d.transform else ""
     comp = "" if d.compensation is None else " (comp)"
@@ -216,6 +216,10 @@ class _Map:
             PLOT_H - 1 - (np.asarray(v, float) - self.y0) * self.sy, -4 * PLOT_H, 5 * PLOT_H
         )
 
+    def points(self, pts: np.ndarray) -> list[tuple[float, float]]:
+        """Pixel coordinates of the rows ``(x, y)`` of ``pts``."""
+        return list(zip(self.x(pts[:, 0]).tolist(), self.y(pts[:, 1]).tolist(), strict=True))
+
 
 def _density(
     x: np.ndarray, y: np.ndarray, xlim: tuple[float, float], ylim: tuple[float, float], bins: int
@@ -252,8 +256,7 @@ def _outline(
 ) -> None:
     w = 2
     if gate.type == "polygon":
-        pts = np.asarray(gate.vertices, float)
-        xy = list(zip(m.x(pts[:, 0]).tolist(), m.y(pts[:, 1]).tolist(), strict=True))
+        xy = m.points(np.asarray(gate.vertices, float))
         draw.line([*xy, xy[0]], fill=GATE_I, width=w, joint="curve")
     elif gate.type == "ellipse":
         cov = np.asarray(gate.covariance, float)[:2, :2]
@@ -263,12 +266,7 @@ def _outline(
             circle = np.stack([np.cos(t), np.sin(t)])
             pts = (vecs @ (np.sqrt(vals * float(gate.distance_square or 0))[:, None] * circle)).T
             pts += np.asarray(gate.mean[:2], float)
-            draw.line(
-                list(zip(m.x(pts[:, 0]).tolist(), m.y(pts[:, 1]).tolist(), strict=True)),
-                fill=GATE_I,
-                width=w,
-                joint="curve",
-            )
+            draw.line(m.points(pts), fill=GATE_I, width=w, joint="curve")
     elif gate.type == "quadrant":
         for v in gate.dims[0].dividers:
             px = float(m.x(v))
@@ -277,12 +275,10 @@ def _outline(
             py = float(m.y(v))
             draw.line([(0, py), (PLOT_W, py)], fill=GATE_I, width=w)
     else:  # rectangle, range, threshold: an open side reaches past the axes
-        (x0, x1), (y0, y1) = ((d.min, d.max) for d in gate.dims[:2])
-        span_x, span_y = xlim[1] - xlim[0], ylim[1] - ylim[0]
-        x0 = xlim[0] - span_x if x0 is None else x0
-        x1 = xlim[1] + span_x if x1 is None else x1
-        y0 = ylim[0] - span_y if y0 is None else y0
-        y1 = ylim[1] + span_y if y1 is None else y1
+        (x0, x1), (y0, y1) = (
+            (lo - (hi - lo) if d.min is None else d.min, hi + (hi - lo) if d.max is None else d.max)
+            for d, (lo, hi) in zip(gate.dims[:2], (xlim, ylim), strict=True)
+        )
         draw.rectangle(
             [float(m.x(x0)), float(m.y(y1)), float(m.x(x1)), float(m.y(y0))],
             outline=GATE_I,
@@ -344,11 +340,10 @@ def _text_box(img: Any, tdraw: Any, lines: list[str], x: int, y: int) -> None:
 def _axes(
     txt: Any,
     draw: Any,
-    tdraw: Any,
     ox: int,
     oy: int,
     xlim: tuple[float, float],
-    ylim: tuple[float, float] | None,
+    ylim: tuple[float, float],
     xlabel: str,
     ylabel: str,
 ) -> None:
@@ -356,16 +351,15 @@ def _axes(
     px0, py0 = ox + PLOT_L, oy + PLOT_T
     px1, py1 = px0 + PLOT_W, py0 + PLOT_H
     draw.rectangle([px0 - 1, py0 - 1, px1, py1], outline=AXIS_I, width=1)
-    m = _Map(xlim, ylim or (0.0, 1.0))
+    m = _Map(xlim, ylim)
     for v in _ticks(*xlim):
         x = px0 + float(m.x(v))
         draw.line([(x, py1), (x, py1 + 4)], fill=AXIS_I)
         _text(txt, (x, py1 + 6), _fmt(v), 11, "mt")
-    if ylim is not None:
-        for v in _ticks(*ylim):
-            y = py0 + float(m.y(v))
-            draw.line([(px0 - 5, y), (px0 - 1, y)], fill=AXIS_I)
-            _text(txt, (px0 - 7, y), _fmt(v), 11, "rm")
+    for v in _ticks(*ylim):
+        y = py0 + float(m.y(v))
+        draw.line([(px0 - 5, y), (px0 - 1, y)], fill=AXIS_I)
+        _text(txt, (px0 - 7, y), _fmt(v), 11, "rm")
     _text(txt, (px0 + PLOT_W // 2, py1 + 22), xlabel, 12, "mt")
     if ylabel:
         _text(txt, (ox + 12, py0 + PLOT_H // 2), ylabel, 12, "mm", rotated=True)
@@ -495,29 +489,25 @@ def gating_figure(
             plot = Image.fromarray(_density(vals[0][ok], vals[1][ok], xlim, ylim, bins))
             if not fit_failed:
                 _outline(ImageDraw.Draw(plot), g, _Map(xlim, ylim), xlim, ylim)
-            img.paste(plot, (px0, py0))
-            _axes(txt, draw, tdraw, ox, oy, xlim, ylim, _label(tree, g, 0), _label(tree, g, 1))
-            if layout is not None:
-                layout[g.id] = {"box": [px0, py0, PLOT_W, PLOT_H], "xlim": list(xlim),
-                                "ylim": list(ylim), "markers": [d0.marker, d1.marker]}  # fmt: skip
+            ylabel, layout_ylim = _label(g, 1), list(ylim)
         else:
             d0 = g.dims[0]
             cut = res.thresholds.get(g.id)
             lines = [v for v in (d0.min, d0.max, cut) if v is not None]
             xlim = _limits(vals[0], lines)
-            f = vals[0][np.isfinite(vals[0])]
-            arr, ymax = _histogram(f, xlim)
+            arr, ymax = _histogram(vals[0][np.isfinite(vals[0])], xlim)
             plot = Image.fromarray(arr)
             pd = ImageDraw.Draw(plot)
             m = _Map(xlim, (0.0, ymax))
             for v in lines:
                 x = float(m.x(v))
                 pd.line([(x, 0), (x, PLOT_H)], fill=GATE_I, width=2)
-            img.paste(plot, (px0, py0))
-            _axes(txt, draw, tdraw, ox, oy, xlim, (0.0, ymax), _label(tree, g, 0), "events")
-            if layout is not None:
-                layout[g.id] = {"box": [px0, py0, PLOT_W, PLOT_H], "xlim": list(xlim),
-                                "ylim": None, "markers": [d0.marker]}  # fmt: skip
+            ylim, ylabel, layout_ylim = (0.0, ymax), "events", None
+        img.paste(plot, (px0, py0))
+        _axes(txt, draw, ox, oy, xlim, ylim, _label(g, 0), ylabel)
+        if layout is not None:
+            layout[g.id] = {"box": [px0, py0, PLOT_W, PLOT_H], "xlim": list(xlim),
+                            "ylim": layout_ylim, "markers": [d.marker for d in g.dims[:2]]}  # fmt: skip
         notes = [_stats(res, p, parent_n) for p in pops]
         if fit_failed:
             notes.append("fit FAILED: " + why.removeprefix("gate_fit_failed:"))

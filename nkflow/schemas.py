@@ -175,11 +175,6 @@ def fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
             fill_defaults(instance[key], sub)
 
 
-def _field_path(parts: Any) -> str:
-    path = ".".join(str(p) for p in parts)
-    return path or "(top level)"
-
-
 def check_against_schema(
     data: Any, schema: dict[str, Any], *, source: str, prefix: str = ""
 ) -> None:
@@ -209,7 +204,7 @@ def check_against_schema(
         return
     err = errors[0]
     parts = ([prefix] if prefix else []) + list(err.absolute_path)
-    field = _field_path(parts)
+    field = ".".join(str(p) for p in parts) or "(top level)"
     hint = err.schema.get("description") if isinstance(err.schema, dict) else None
     renamed = err.schema.get("x-renamed", {}) if err.validator == "additionalProperties" else {}
     if old := sorted(k for k in renamed if k in err.instance):

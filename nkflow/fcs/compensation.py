@@ -210,14 +210,6 @@ def load_spillover_csv(path: str | Path) -> Spillover:
       with title lines before the header row (source recorded as ``flowjo:<path>``);
       ``Comp-`` prefixes and ``<>`` are removed.
 
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    Spillover
-
     Raises
     ------
     CompensationError
@@ -232,22 +224,17 @@ def load_spillover_csv(path: str | Path) -> Spillover:
         return _parse_flowjo_xml(text, p)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     rows = [[c.strip() for c in re.split(r"\t|,|;", ln)] for ln in lines]
-    header_i = None
-    for i, row in enumerate(rows):
-        if len(row) > 1 and i + 1 < len(rows) and _is_number(rows[i + 1][-1]):
-            header_i = i
-            break
+    header_i = next(
+        (i for i, row in enumerate(rows[:-1]) if len(row) > 1 and _is_number(rows[i + 1][-1])),
+        None,
+    )
     if header_i is None:
         raise CompensationError(
             f"{p}: no header row of channel names followed by numeric rows was found"
         )
     source = f"flowjo:{p}" if header_i > 0 else f"csv:{p}"
-    header = list(rows[header_i])
     body = rows[header_i + 1 :]
-    if header and header[0] == "":
-        header = header[1:]
-    header = [h for h in header if h != ""]
-    names = tuple(_clean_name(h) for h in header)
+    names = tuple(_clean_name(h) for h in rows[header_i] if h != "")
     n = len(names)
     labelled = all(len(r) == n + 1 and not _is_number(r[0]) for r in body)
     if len(body) != n:
@@ -348,7 +335,7 @@ def spillover_for(sample: _HasKeywords, override: str | Path | None = None) -> S
 
     Parameters
     ----------
-    sample : FcsSample or FcsHeader
+    sample : FcsSample
     override : str or Path, optional
         A configured CSV/FlowJo matrix; replaces the file's own matrix.
 
@@ -385,7 +372,6 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spill: Spillove
         ``(n_events, len(channel_names))``; not modified.
     channel_names : sequence of str
         Name of each column of ``events``; matched to ``spill.channels`` by name.
-    spill : Spillover
 
     Returns
     -------
@@ -413,6 +399,5 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spill: Spillove
     dtype = events.dtype if events.dtype in (np.float32, np.float64) else np.float64
     out = events.astype(dtype, copy=True)
     # Same operation as FlowKit/FlowUtils (solve, not an explicit inverse): identical numbers.
-    sub = events[:, idx].astype(dtype, copy=False)
-    out[:, idx] = np.linalg.solve(spill.matrix.T.astype(dtype), sub.T).T
+    out[:, idx] = np.linalg.solve(spill.matrix.T.astype(dtype), out[:, idx].T).T
     return out

@@ -42,17 +42,8 @@ _TSV_COLUMNS = (
 )
 
 
-def _fmt_num(x: float) -> str:
-    return f"{x:g}"
-
-
 def describe_file(path: Path, panel: Any | None = None) -> dict[str, Any]:
-    """Describe one FCS file as a JSON-ready dict.
-
-    Parameters
-    ----------
-    path : Path
-    panel : nkflow.fcs.panel.Panel, optional
+    """Describe one FCS file as a JSON-ready dict (markers resolved under ``panel`` when given).
 
     Returns
     -------
@@ -125,8 +116,7 @@ def _text(infos: list[dict[str, Any]], with_panel: bool) -> str:
     for info in infos:
         out.append(f"== {info['file']}")
         if info["status"] == "error":
-            out.append(f"ERROR: {info['error']}")
-            out.append("")
+            out += [f"ERROR: {info['error']}", ""]
             continue
         out.append(
             f"version {info['version']}  instrument {info['instrument'] or '-'}  "
@@ -148,8 +138,7 @@ def _text(infos: list[dict[str, Any]], with_panel: bool) -> str:
         for r in rows:
             cells = (v.ljust(w) for v, w in zip(r, widths, strict=True))
             out.append(("  " + "  ".join(cells)).rstrip())
-        for w in info["warnings"]:
-            out.append(f"WARNING: {w}")
+        out.extend(f"WARNING: {w}" for w in info["warnings"])
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -162,28 +151,21 @@ def _tsv(infos: list[dict[str, Any]]) -> str:
     lines = ["\t".join(_TSV_COLUMNS)]
     for info in infos:
         if info["status"] == "error":
-            row = dict.fromkeys(_TSV_COLUMNS, "")
-            row.update(file=info["file"], status="error", message=info["error"])
-            lines.append("\t".join(_clean(row[c]) for c in _TSV_COLUMNS))
-            continue
-        msg = " | ".join(info["warnings"])
-        for c in info["channels"]:
-            row = {
-                "file": info["file"],
-                "status": "ok",
-                "version": info["version"],
-                "instrument": info["instrument"],
-                "n_events": info["n_events"],
-                "channel": c["n"],
-                "pnn": c["pnn"],
-                "pns": c["pns"],
-                "pnb": c["pnb"],
-                "pnr": _fmt_num(c["pnr"]),
-                "pne": f"{_fmt_num(c['pne'][0])},{_fmt_num(c['pne'][1])}",
-                "marker": c["marker"],
-                "message": msg,
-            }
-            lines.append("\t".join(_clean(row[k]) for k in _TSV_COLUMNS))
+            rows = [{**dict.fromkeys(_TSV_COLUMNS, ""), **info, "message": info["error"]}]
+        else:
+            msg = " | ".join(info["warnings"])
+            rows = [
+                {
+                    **info,
+                    **c,
+                    "channel": c["n"],
+                    "pnr": f"{c['pnr']:g}",
+                    "pne": "{:g},{:g}".format(*c["pne"]),
+                    "message": msg,
+                }
+                for c in info["channels"]
+            ]
+        lines += ["\t".join(_clean(row[k]) for k in _TSV_COLUMNS) for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -196,8 +178,6 @@ def inspect_files(
 
     Parameters
     ----------
-    paths : sequence of str or Path
-        FCS files.
     panel : str, Path or Panel, optional
         Panel file (or loaded panel) to resolve markers with.
     fmt : {'text', 'tsv', 'json'}

@@ -293,11 +293,6 @@ _DATE_FORMATS = (
 def parse_fcs_date(value: str) -> date | None:
     """Parse an FCS ``$DATE`` (``dd-mmm-yyyy`` per the standard, common variants tolerated).
 
-    Parameters
-    ----------
-    value : str
-        The keyword value.
-
     Returns
     -------
     datetime.date or None
@@ -316,7 +311,7 @@ def parse_fcs_date(value: str) -> date | None:
     return readings.pop() if len(readings) == 1 else None
 
 
-def _decode_text(raw: bytes, where: int, name: str, warns: list[str]) -> str:
+def _decode_text(raw: bytes, where: int, warns: list[str]) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -401,10 +396,7 @@ def _read_header(fh: Any, base: int, file_size: int, name: str) -> tuple[str, li
             f"{name}: HEADER at byte {base} is {len(head)} bytes long; expected 58 "
             "(file truncated or not an FCS file)"
         )
-    try:
-        version = head[:6].decode("ascii")
-    except UnicodeDecodeError:
-        version = repr(head[:6])
+    version = head[:6].decode("ascii", errors="replace")
     if not re.fullmatch(r"FCS\d\.\d", version):
         raise FcsError(
             f"{name}: does not start with an FCS version (found {head[:6]!r} at byte {base}); "
@@ -420,18 +412,13 @@ def _read_header(fh: Any, base: int, file_size: int, name: str) -> tuple[str, li
     for k, label in enumerate(labels):
         chunk = head[10 + 8 * k : 18 + 8 * k]
         txt = chunk.decode("ascii", errors="replace").strip()
-        if not txt:
-            offsets.append(0)
-            continue
-        if not txt.isdigit():
-            if k >= 4:  # ANALYSIS offsets are optional and often garbage
-                offsets.append(0)
-                continue
+        if txt and not txt.isdigit() and k < 4:
             raise FcsError(
                 f"{name}: HEADER {label} offset (bytes {10 + 8 * k}-{17 + 8 * k}) is "
                 f"{chunk!r}; expected a right-justified ASCII number"
             )
-        offsets.append(int(txt))
+        # blank reads as 0; so do ANALYSIS offsets that are not numbers (optional, often garbage)
+        offsets.append(int(txt) if txt.isdigit() else 0)
     t0, t1 = offsets[0], offsets[1]
     if not (_HEADER_LEN - 1 <= t0 <= t1) or base + t1 >= file_size:
         raise FcsError(
@@ -493,37 +480,31 @@ def _channels_from_keywords(
                 f"{name}: $P{n}R (range of channel {pnn!r}) is {pnr_raw[:40]!r}; expected "
                 + ("a whole number >= 1 for integer data" if datatype == "I" else "a number")
             )
-        pne_raw = kw.get(f"$P{n}E")
-        if pne_raw is None:
-            pne = (0.0, 0.0)
-        else:
-            parts = pne_raw.split(",")
-            vals = [_float_or_none(p) for p in parts]
-            if len(parts) != 2 or any(v is None for v in vals):
-                raise FcsError(
-                    f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
-                    "expected 'decades,log0' such as '0,0' or '4,1'"
-                )
-            pne = (float(vals[0]), float(vals[1]))  # type: ignore[arg-type]
-            if pne[0] < 0 or pne[1] < 0:
-                raise FcsError(
-                    f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
-                    "FCS 3.1 $PnE/f1,f2/ has f1 (log decades) >= 0 and f2 (log0) >= 0"
-                )
-        png_raw = kw.get(f"$P{n}G")
-        png = 1.0
-        if png_raw is not None:
-            g = _float_or_none(png_raw)
-            if g is None:
-                raise FcsError(
-                    f"{name}: $P{n}G (gain of channel {pnn!r}) is {png_raw[:40]!r}; expected "
-                    "a number"
-                )
-            png = g
+        # an absent $PnE reads as linear (0,0), an absent $PnG as a gain of 1
+        pne_raw = kw.get(f"$P{n}E", "0,0")
+        parts = pne_raw.split(",")
+        vals = [_float_or_none(p) for p in parts]
+        if len(parts) != 2 or any(v is None for v in vals):
+            raise FcsError(
+                f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
+                "expected 'decades,log0' such as '0,0' or '4,1'"
+            )
+        pne = (float(vals[0]), float(vals[1]))  # type: ignore[arg-type]
+        if pne[0] < 0 or pne[1] < 0:
+            raise FcsError(
+                f"{name}: $P{n}E (amplification of channel {pnn!r}) is {pne_raw[:40]!r}; "
+                "FCS 3.1 $PnE/f1,f2/ has f1 (log decades) >= 0 and f2 (log0) >= 0"
+            )
+        png_raw = kw.get(f"$P{n}G", "1")
+        png = _float_or_none(png_raw)
+        if png is None:
+            raise FcsError(
+                f"{name}: $P{n}G (gain of channel {pnn!r}) is {png_raw[:40]!r}; expected a number"
+            )
         pns = kw.get(f"$P{n}S", "")
         fcs32 = {
-            key: kw.get(f"$P{n}{key.upper()}", "").strip() if version == "FCS3.2" else ""
-            for key in ("type", "feature", "analyte")
+            attr: kw.get(f"$P{n}{key}", "").strip() if version == "FCS3.2" else ""
+            for attr, key in (("pntype", "TYPE"), ("feature", "FEATURE"), ("analyte", "ANALYTE"))
         }
         out.append(
             Channel(
@@ -535,9 +516,7 @@ def _channels_from_keywords(
                 png=png,
                 pnb=pnb,
                 datatype=datatype,
-                pntype=fcs32["type"],
-                feature=fcs32["feature"],
-                analyte=fcs32["analyte"],
+                **fcs32,
             )
         )
     if ignored_pndatatype:
@@ -565,8 +544,7 @@ def _bytes_per_event(channels: list[Channel], name: str, warns: list[str]) -> in
             "integers. Re-export the file from the acquisition software as FCS 3.1 "
             "float data"
         )
-    for dt in ("F", "D"):
-        width = 4 if dt == "F" else 8
+    for dt, width in (("F", 4), ("D", 8)):
         odd = [c for c in channels if c.datatype == dt and c.pnb not in (0, width * 8)]
         if odd:
             warns.append(
@@ -596,7 +574,7 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
     t0, t1, h_d0, h_d1 = offsets[:4]
     fh.seek(base + t0)
     raw_text = fh.read(t1 - t0 + 1)
-    text = _decode_text(raw_text, base + t0, name, warns)
+    text = _decode_text(raw_text, base + t0, warns)
     kw = _split_text(text, name, warns)
 
     # FCS 3.x supplemental TEXT: merged, primary keywords win
@@ -605,7 +583,7 @@ def _parse_dataset(fh: Any, base: int, file_size: int, name: str) -> _Layout:
         fh.seek(base + s0)
         try:
             extra = _split_text(
-                _decode_text(fh.read(s1 - s0 + 1), base + s0, name, warns),
+                _decode_text(fh.read(s1 - s0 + 1), base + s0, warns),
                 name,
                 warns,
                 label="supplemental TEXT",
@@ -775,7 +753,7 @@ def _bpv_text(channels: list[Channel]) -> str:
     return f"({'+'.join(str(w) for w in widths)})/{len(channels)}"
 
 
-def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
+def _scan(path: Path, dataset: int) -> tuple[_Layout, int]:
     """Parse HEADER/TEXT of every data set (following $NEXTDATA) and return the chosen one."""
     name = path.name
     try:
@@ -789,14 +767,12 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
             raise FcsError(
                 f"{name}: file has {file_size} bytes; an FCS file has at least a 58-byte HEADER"
             )
-        bases = [0]
-        layouts: dict[int, _Layout] = {}
-        chosen: _Layout | None = None
-        base = 0
+        bases = [0]  # byte offset of each data set found
+        layouts: list[_Layout] = []
         while True:
             if len(bases) > _MAX_DATASETS:
                 raise FcsError(f"{name}: more than {_MAX_DATASETS} data sets chained by $NEXTDATA")
-            idx = len(bases) - 1
+            idx, base = len(bases) - 1, bases[-1]
             try:
                 lay = _parse_dataset(fh, base, file_size, name)
             except FcsError as exc:
@@ -807,9 +783,7 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
                     f"data set {idx + 1} at byte {base} is unreadable and was ignored ({exc})"
                 )
                 break
-            layouts[idx] = lay
-            if idx == dataset:
-                chosen = lay
+            layouts.append(lay)
             nxt = lay.nextdata
             if nxt <= 0:
                 if nxt < 0:
@@ -823,17 +797,17 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
                 )
                 break
             bases.append(new_base)
-            base = new_base
         n_sets = len(layouts)
-        if chosen is None:
+        if not 0 <= dataset < n_sets:
             raise FcsError(
                 f"{name}: data set {dataset + 1} was asked for but the file holds {n_sets}"
             )
+        chosen = layouts[dataset]
         if n_sets > 1 and dataset == 0:
             sets = ", ".join(
                 f"{i + 1}: {lay.version} at byte {lay.base}, "
                 f"{lay.keywords.get('$TOT', '?').strip()} events"
-                for i, lay in layouts.items()
+                for i, lay in enumerate(layouts)
             )
             chosen.warnings.append(
                 f"file holds {n_sets} data sets ({sets}); data set 1 was read "
@@ -845,7 +819,7 @@ def _scan(path: Path, dataset: int) -> tuple[_Layout, int, list[int]]:
                 f"was read (reader option nextdata_offset={chosen.base})"
             )
         chosen.options["nextdata_offset"] = chosen.base
-        return chosen, n_sets, bases
+        return chosen, n_sets
     finally:
         fh.close()
 
@@ -855,14 +829,8 @@ def read_fcs_metadata(path: str | Path, *, dataset: int = 0) -> FcsHeader:
 
     Parameters
     ----------
-    path : str or Path
-        FCS file.
     dataset : int
         0-based data set index for files holding several (``.lmd``).
-
-    Returns
-    -------
-    FcsHeader
 
     Raises
     ------
@@ -870,7 +838,7 @@ def read_fcs_metadata(path: str | Path, *, dataset: int = 0) -> FcsHeader:
         For anything that would make :func:`read_fcs` refuse the file before decoding.
     """
     p = Path(path)
-    lay, n_sets, _ = _scan(p, dataset)
+    lay, n_sets = _scan(p, dataset)
     return FcsHeader(
         path=p,
         version=lay.version,
@@ -890,18 +858,13 @@ def _next_pow2(x: int) -> int:
     return 1 if x == 0 else 2 ** (x - 1).bit_length()
 
 
-def _is_mixed_type(lay: _Layout) -> bool:
-    """True for an FCS 3.2 layout whose columns have different value types ($PnDATATYPE)."""
-    return len({c.datatype for c in lay.channels}) > 1
-
-
 def _int_needs_numpy(lay: _Layout) -> bool:
     """True when FlowIO would decode integers in a per-byte Python loop, or cannot decode at all.
 
     The loop comes with masks or mixed widths; FlowIO cannot decode FCS 3.2 columns of different
     types (it reads every value as $DATATYPE).
     """
-    if _is_mixed_type(lay):
+    if len({c.datatype for c in lay.channels}) > 1:  # FCS 3.2 mixed value types ($PnDATATYPE)
         return True
     if lay.keywords.get("$DATATYPE", "").strip().upper() != "I":
         return False
@@ -920,9 +883,9 @@ def _decode_int_numpy(path: Path, lay: _Layout, dtype: np.dtype) -> np.ndarray:
     stored.
     """
     order = "<" if _BYTE_ORDERS[lay.keywords["$BYTEORD"]] == "little" else ">"
-    codes = {"F": "f4", "D": "f8"}
     fields = [
-        (f"c{c.index}", f"{order}{codes.get(c.datatype) or f'u{c.pnb // 8}'}") for c in lay.channels
+        (f"c{c.index}", f"{order}{'u' if c.datatype == 'I' else 'f'}{_value_bytes(c)}")
+        for c in lay.channels
     ]
     rec = np.dtype(fields)
     tot = int(lay.keywords["$TOT"].strip())
@@ -1034,10 +997,8 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
     ``0,f2`` changes no value in any reader and is not recorded. $PnG, the gain of a linear
     amplifier, still divides linear channels, float ones included, as in FlowIO.
     """
-    time_index: int | None = None
-    for ch in lay.channels:
-        if ch.pnn.lower() == "time":
-            time_index = ch.index
+    # the last channel named time, as FlowIO
+    time_index = next((c.index for c in reversed(lay.channels) if c.pnn.lower() == "time"), None)
     ts_raw = lay.keywords.get("$TIMESTEP")
     if ts_raw is not None and time_index is not None:
         ts = _float_or_none(ts_raw)
@@ -1058,12 +1019,13 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             events[:, time_index] *= ts
     datatype = lay.keywords.get("$DATATYPE", "").strip().upper()
     float_log = [c for c in lay.channels if c.datatype in ("F", "D") and c.pne[0] > 0]
-    kept_linear = {c.index for c in float_log}
+    # log amplification is applied to integer channels only (a datatype is I, F or D)
+    logged = [c for c in lay.channels if c.datatype == "I" and c.pne[0] > 0]
     for ch in lay.channels:
         decades, log0 = ch.pne
         if log0 == 0 and decades != 0:
             log0 = 1.0
-        if decades > 0 and ch.index not in kept_linear:
+        if decades > 0 and ch.datatype == "I":
             col = events[:, ch.index]
             np.multiply(col, decades, out=col)
             np.divide(col, ch.pnr, out=col)
@@ -1087,11 +1049,7 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             "all parameters are stored as linear and $PnE shall be 0,0. No log amplification "
             "was applied: the stored values were kept linear"
         )
-    zero_log = [
-        f"$P{c.index + 1}E={c.pne[0]:g},0"
-        for c in lay.channels
-        if c.pne[0] > 0 and c.pne[1] == 0 and c.index not in kept_linear
-    ]
+    zero_log = [f"$P{c.index + 1}E={c.pne[0]:g},0" for c in logged if c.pne[1] == 0]
     if zero_log:
         warns.append(
             f"non-compliant log amplification {', '.join(zero_log)} (log0 must be > 0); read as "
@@ -1104,12 +1062,7 @@ def _apply_scaling(events: np.ndarray, lay: _Layout, name: str, warns: list[str]
             f"{found}: an amplifier gain must be > 0 (FCS 3.1 $PnG); no gain was applied to "
             "these channels (FlowIO skips a gain of 0 and divides by a negative one)"
         )
-    log_gain = [
-        c
-        for c in lay.channels
-        if c.index != time_index and c.pne[0] > 0 and c.index not in kept_linear and c.png > 0
-        and c.png != 1.0
-    ]  # fmt: skip
+    log_gain = [c for c in logged if c.index != time_index and c.png > 0 and c.png != 1.0]
     if log_gain:
         found = ", ".join(
             f"$P{c.index + 1}E={c.pne[0]:g},{c.pne[1]:g} with $P{c.index + 1}G={c.png:g} ({c.pnn})"
@@ -1141,10 +1094,6 @@ def read_fcs(
     dataset : int
         0-based data set for files holding several (``$NEXTDATA``, Beckman ``.lmd``).
 
-    Returns
-    -------
-    FcsSample
-
     Raises
     ------
     FcsError
@@ -1153,7 +1102,7 @@ def read_fcs(
         encoding cannot be decoded. The message names the file and the mismatch.
     """
     p = Path(path)
-    lay, n_sets, _ = _scan(p, dataset)
+    lay, n_sets = _scan(p, dataset)
     digest = sha256_file(p)  # readable: _scan has read its HEADER and TEXT
     warns = list(lay.warnings)
     events = _decode_events(p, lay, np.dtype(dtype))

@@ -159,16 +159,14 @@ class Resolution:
         ch = self.channel_for(marker)
         return None if ch is None else ch.index
 
-    def marker_of(self, pnn: str) -> str:
-        """Return the marker a channel resolves to, ``''`` when none."""
-        for m, c in self.channels.items():
-            if c is not None and c.pnn == pnn:
-                return m
-        return ""
-
     def table(self) -> list[tuple[str, str, str]]:
-        """Rows ``(pnn, pns, marker)`` for every channel of the file, in column order."""
-        return [(c.pnn, c.pns, self.marker_of(c.pnn)) for c in self.file_channels]
+        """Rows ``(pnn, pns, marker)`` for every channel of the file, in column order.
+
+        The marker is ``''`` for a channel no marker resolved to (:func:`resolve` gives a
+        ``$PnN`` to one marker at most).
+        """
+        marker = {c.pnn: m for m, c in self.channels.items() if c is not None}
+        return [(c.pnn, c.pns, marker.get(c.pnn, "")) for c in self.file_channels]
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -305,10 +303,6 @@ def load_panel(path: str | Path) -> Panel:
     path : str or Path
         ``config/panels/<name>.yaml``.
 
-    Returns
-    -------
-    Panel
-
     Raises
     ------
     ConfigError
@@ -391,8 +385,6 @@ def _by_type(spec: MarkerSpec, chans: Iterable[Channel]) -> tuple[list[Channel],
 
 
 def _pin_for(spec: MarkerSpec, instrument: str) -> str | None:
-    if not spec.channel:
-        return None
     if instrument in spec.channel:
         return spec.channel[instrument]
     inst = _canon(instrument)
@@ -407,13 +399,8 @@ def resolve(panel: Panel, sample: _HasChannels) -> Resolution:
 
     Parameters
     ----------
-    panel : Panel
     sample : FcsSample or FcsHeader
         Anything with ``path``, ``channels`` and ``keywords``.
-
-    Returns
-    -------
-    Resolution
 
     Raises
     ------

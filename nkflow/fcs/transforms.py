@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -79,12 +79,38 @@ class Transform:
 
         Its ``kind`` as ``type``, then its parameters in declaration order.
         """
+        return {"type": self.kind, **self._params()}
+
+    def _params(self) -> dict[str, Any]:
         params = fields(self)  # type: ignore[arg-type]  # every subclass is a dataclass
-        return {"type": self.kind, **{f.name: getattr(self, f.name) for f in params if f.init}}
+        return {f.name: getattr(self, f.name) for f in params if f.init}
 
 
 def _arr(x: np.ndarray | float) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
+
+
+class _KernelTransform(Transform):
+    """A Gating-ML transform computed by the flowutils kernels ``<_kernel>``/``<_kernel>_inverse``.
+
+    The kernels take the transform's parameters as keywords of the same names.
+    """
+
+    _kernel = ""
+
+    def _call(self, kernel: str, v: np.ndarray) -> np.ndarray:
+        from flowutils import transforms as fut
+
+        out: np.ndarray = getattr(fut, kernel)(_arr(v), None, **self._params())
+        return out
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Transform raw values."""
+        return self._call(self._kernel, x)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Inverse transform."""
+        return self._call(f"{self._kernel}_inverse", y)
 
 
 @dataclass(frozen=True)
@@ -124,7 +150,7 @@ class LogTransform(Transform):
 
 
 @dataclass(frozen=True)
-class LogicleTransform(Transform):
+class LogicleTransform(_KernelTransform):
     """Gating-ML logicle (Moore and Parks 2012), via the flowutils C kernel."""
 
     t: float
@@ -132,18 +158,7 @@ class LogicleTransform(Transform):
     m: float
     a: float = 0.0
     kind = "logicle"
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Transform raw values."""
-        from flowutils import transforms as fut
-
-        return fut.logicle(_arr(x), None, t=self.t, m=self.m, w=self.w, a=self.a)
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        """Inverse transform."""
-        from flowutils import transforms as fut
-
-        return fut.logicle_inverse(_arr(y), None, t=self.t, m=self.m, w=self.w, a=self.a)
+    _kernel = "logicle"
 
 
 @dataclass(frozen=True)
@@ -163,29 +178,18 @@ class ArcsinhTransform(Transform):
 
 
 @dataclass(frozen=True)
-class AsinhTransform(Transform):
+class AsinhTransform(_KernelTransform):
     """Gating-ML fasinh with ``t, m, a`` (FlowKit ``AsinhTransform``)."""
 
     t: float
     m: float
     a: float = 0.0
     kind = "arcsinh"
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Transform raw values."""
-        from flowutils import transforms as fut
-
-        return fut.asinh(_arr(x), None, t=self.t, m=self.m, a=self.a)
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        """Inverse transform."""
-        from flowutils import transforms as fut
-
-        return fut.asinh_inverse(_arr(y), None, t=self.t, m=self.m, a=self.a)
+    _kernel = "asinh"
 
 
 @dataclass(frozen=True)
-class HyperlogTransform(Transform):
+class HyperlogTransform(_KernelTransform):
     """Gating-ML hyperlog (Bagwell 2005), via flowutils."""
 
     t: float
@@ -193,18 +197,7 @@ class HyperlogTransform(Transform):
     m: float
     a: float = 0.0
     kind = "hyperlog"
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Transform raw values."""
-        from flowutils import transforms as fut
-
-        return fut.hyperlog(_arr(x), None, t=self.t, m=self.m, w=self.w, a=self.a)
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        """Inverse transform."""
-        from flowutils import transforms as fut
-
-        return fut.hyperlog_inverse(_arr(y), None, t=self.t, m=self.m, w=self.w, a=self.a)
+    _kernel = "hyperlog"
 
 
 @dataclass(frozen=True)
@@ -277,16 +270,24 @@ class RatioTransform(Transform):
         raise TypeError("RatioTransform needs two columns: call apply2(numerator, denominator)")
 
 
-_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # kind: (required, optional)
-    "linear": (("t",), ("a",)),
-    "log": (("t", "m"), ()),
-    "logicle": (("t", "w", "m"), ("a",)),
-    "hyperlog": (("t", "w", "m"), ("a",)),
-    "flowjo_biex": ((), ("neg", "width", "pos", "max_value")),
-    "flowjo_log": (("offset", "decades"), ()),
-    "ratio": (("numerator", "denominator"), ("a", "b", "c")),
+#: kind -> class; ``arcsinh`` with a ``cofactor`` is :class:`ArcsinhTransform` instead
+_CLASSES: dict[str, type[Transform]] = {
+    LinearTransform.kind: LinearTransform,
+    LogTransform.kind: LogTransform,
+    LogicleTransform.kind: LogicleTransform,
+    HyperlogTransform.kind: HyperlogTransform,
+    FlowJoBiexTransform.kind: FlowJoBiexTransform,
+    FlowJoLogTransform.kind: FlowJoLogTransform,
+    RatioTransform.kind: RatioTransform,
+    AsinhTransform.kind: AsinhTransform,
 }
+
+
+def _signature(cls: type[Transform]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (required, optional) parameters of a transform class, in declaration order."""
+    params = [f for f in fields(cls) if f.init]  # type: ignore[arg-type]
+    required = tuple(f.name for f in params if f.default is MISSING)
+    return required, tuple(f.name for f in params if f.default is not MISSING)
 
 
 def _num(where: str, key: str, value: Any) -> float:
@@ -308,10 +309,6 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
     where
         Location used in error messages, e.g. ``"nk_v1.yaml: transforms.logicle"``.
 
-    Returns
-    -------
-    Transform
-
     Raises
     ------
     ConfigError
@@ -321,25 +318,23 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
         raise ConfigError(f"{where}: expected a mapping {{type: ..., ...}}, found {spec!r}")
     kind = spec.get("type")
     params = {k: v for k, v in spec.items() if k != "type"}
-    known = sorted([*_PARAMS, "arcsinh"])
-    if kind == "arcsinh":
-        if "cofactor" in params:
-            extra = sorted(set(params) - {"cofactor"})
-            if extra:
-                raise ConfigError(
-                    f"{where}: arcsinh with 'cofactor' takes no other parameter, found {extra}; "
-                    "use either cofactor or t/m/a"
-                )
-            c = _num(where, "cofactor", params["cofactor"])
-            if c <= 0:
-                raise ConfigError(f"{where}: arcsinh cofactor must be > 0, found {c:g}")
-            return ArcsinhTransform(cofactor=c)
-        required: tuple[str, ...] = ("t", "m")
-        optional: tuple[str, ...] = ("a",)
-    elif kind in _PARAMS:
-        required, optional = _PARAMS[kind]
-    else:
-        raise ConfigError(f"{where}: unknown transform type {kind!r}; expected one of {known}")
+    if kind == "arcsinh" and "cofactor" in params:
+        extra = sorted(set(params) - {"cofactor"})
+        if extra:
+            raise ConfigError(
+                f"{where}: arcsinh with 'cofactor' takes no other parameter, found {extra}; "
+                "use either cofactor or t/m/a"
+            )
+        c = _num(where, "cofactor", params["cofactor"])
+        if c <= 0:
+            raise ConfigError(f"{where}: arcsinh cofactor must be > 0, found {c:g}")
+        return ArcsinhTransform(cofactor=c)
+    if kind not in _CLASSES:
+        raise ConfigError(
+            f"{where}: unknown transform type {kind!r}; expected one of {sorted(_CLASSES)}"
+        )
+    cls = _CLASSES[kind]
+    required, optional = _signature(cls)
     missing = [k for k in required if k not in params]
     if missing:
         raise ConfigError(
@@ -365,12 +360,8 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
     p = {k: _num(where, k, v) for k, v in params.items()}
     if "t" in p and p["t"] <= 0:
         raise ConfigError(f"{where}: parameter 't' (top of scale) must be > 0, found {p['t']:g}")
-    if kind == "linear":
-        return LinearTransform(**p)
-    if kind == "log":
-        if p["m"] <= 0:
-            raise ConfigError(f"{where}: log parameter 'm' (decades) must be > 0, found {p['m']:g}")
-        return LogTransform(**p)
+    if kind == "log" and p["m"] <= 0:
+        raise ConfigError(f"{where}: log parameter 'm' (decades) must be > 0, found {p['m']:g}")
     if kind in ("logicle", "hyperlog"):
         # Gating-ML 2.0 limits: outside them the curve is not monotone, and the evaluator's
         # inverse-threshold shortcut (which relies on monotony) would misplace events
@@ -382,9 +373,4 @@ def from_dict(spec: dict[str, Any], where: str = "transform") -> Transform:
                 f"Gating-ML limits (m > 0, {'0 <=' if kind == 'logicle' else '0 <'} w <= m/2, "
                 "-w <= a <= m - 2w); the transform would not be monotone"
             )
-        return LogicleTransform(**p) if kind == "logicle" else HyperlogTransform(**p)
-    if kind == "flowjo_biex":
-        return FlowJoBiexTransform(**p)
-    if kind == "flowjo_log":
-        return FlowJoLogTransform(**p)
-    return AsinhTransform(**p)
+    return cls(**p)

@@ -8,10 +8,11 @@ Contract
   declaration, and the data dictionary (:func:`nkflow.clinical.exports.data_dictionary`) is generated
   from the same objects, so the two cannot drift.
 * ``visits.tsv`` and ``endpoints.tsv`` keep their writer (:func:`nkflow.tables.tsv_bytes`); their
-  declarations here take the names and order from ``VISIT_COLUMNS`` / ``ENDPOINT_COLUMNS`` and
-  the types from ``nkflow.clinical.visits.KINDS``, and add units and definitions. A column added
-  there without a definition here is an error when the table is declared (a unit test declares it),
-  naming the column.
+  column order, units and definitions are one mapping beside the writer
+  (``nkflow.clinical.visits.VISIT_DEFINITIONS``, ``nkflow.clinical.endpoints.ENDPOINT_DEFINITIONS``)
+  and their types come from ``nkflow.clinical.visits.KINDS``, so a column cannot be written
+  without a definition. :func:`declare_from_writer` still refuses a column list and definitions
+  that disagree, naming the columns.
 * :func:`format_cell` is pure: missing (None, NaN) -> empty cell, never 0; integers plain;
   numbers :data:`nkflow.tables.FLOAT_FORMAT` (full precision for numbers nkflow computed, verbatim digits for numbers read
   from a table); booleans ``true``/``false``; dates ISO.
@@ -219,8 +220,8 @@ def declare_from_writer(
     if problems:
         raise ConfigError(
             f"{path}: column declarations out of step with the writer: {'; '.join(problems)}; "
-            "fix: add or remove them in nkflow/clinical/exports.py (VISIT_DEFINITIONS / "
-            "ENDPOINT_DEFINITIONS) beside the change to nkflow/clinical/visits.py or endpoints.py"
+            "fix: add or remove them in the definitions beside the writer (VISIT_DEFINITIONS in "
+            "nkflow/clinical/visits.py, ENDPOINT_DEFINITIONS in nkflow/clinical/endpoints.py)"
         )
     out = []
     for c in columns:

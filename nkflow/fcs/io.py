@@ -412,12 +412,16 @@ def _read_header(fh: Any, base: int, file_size: int, name: str) -> tuple[str, li
     for k, label in enumerate(labels):
         chunk = head[10 + 8 * k : 18 + 8 * k]
         txt = chunk.decode("ascii", errors="replace").strip()
-        if txt and not txt.isdigit() and k < 4:
+        # a blank DATA offset stops FlowIO (which reads every file's TEXT for the cross-check)
+        if (txt and not txt.isdigit() and k < 4) or (not txt and k in (2, 3)):
             raise FcsError(
                 f"{name}: HEADER {label} offset (bytes {10 + 8 * k}-{17 + 8 * k}) is "
-                f"{chunk!r}; expected a right-justified ASCII number"
+                f"{chunk!r}; expected a right-justified ASCII number (FCS 3.x allows 0 when "
+                "TEXT gives $BEGINDATA/$ENDDATA); re-export the file from the acquisition "
+                "software, or correct these HEADER bytes in a copy of it"
             )
-        # blank reads as 0; so do ANALYSIS offsets that are not numbers (optional, often garbage)
+        # a blank TEXT offset reads as 0 (refused below); ANALYSIS offsets that are blank or not
+        # numbers read as 0 (optional, often garbage)
         offsets.append(int(txt) if txt.isdigit() else 0)
     t0, t1 = offsets[0], offsets[1]
     if not (_HEADER_LEN - 1 <= t0 <= t1) or base + t1 >= file_size:

@@ -550,8 +550,26 @@ def test_broken_second_data_set_is_recorded_not_fatal(tmp_path):
     assert s.n_datasets == 1
     assert s.warnings == (
         f"data set 2 at byte {len(first)} is unreadable and was ignored (t.fcs: HEADER TEXT "
-        "start offset (bytes 10-17) is b'garbage '; expected a right-justified ASCII number)",
+        "start offset (bytes 10-17) is b'garbage '; expected a right-justified ASCII number "
+        "(FCS 3.x allows 0 when TEXT gives $BEGINDATA/$ENDDATA); re-export the file from the "
+        "acquisition software, or correct these HEADER bytes in a copy of it)",
     )
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_blank_header_data_offset_is_refused_with_its_bytes_and_fix(tmp_path, k):
+    """FlowIO reads int() of the HEADER DATA offsets of every file, so a blank one used to fail
+    as a raw "invalid literal for int()"; nkflow names the bytes, what it expects and the fix."""
+    blob = build_fcs(NAMES, EVENTS)
+    blob = blob[: 10 + 8 * k] + b" " * 8 + blob[18 + 8 * k :]
+    label = ("DATA start", "DATA end")[k - 2]
+    with pytest.raises(FcsError) as err:
+        read_fcs(_write(tmp_path, blob))
+    assert str(err.value).startswith(
+        f"t.fcs: HEADER {label} offset (bytes {10 + 8 * k}-{17 + 8 * k}) is b'        '; "
+        "expected a right-justified ASCII number"
+    )
+    assert "re-export the file" in str(err.value)
 
 
 @pytest.mark.parametrize("bits", [8, 32])

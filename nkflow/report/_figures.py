@@ -248,6 +248,8 @@ def distribution_figure(
     widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
     colours = ["#1b7a3a" if a >= threshold else "#b3261e" for a in edges[:-1]]
     ax.bar(edges[:-1], counts, width=widths, align="edge", color=colours, alpha=0.55)
+    # headroom: the bars stay below the threshold and reported labels at the top of the axes
+    ax.set_ylim(0, 1.4 * max(counts, default=0) or 1.0)
     lo, hi = (_number(x) for x in interval)
     if lo is not None and hi is not None:
         ax.axvspan(lo, hi, color="#888888", alpha=0.15, linewidth=0)

@@ -302,3 +302,27 @@ def test_distribution_figure_is_the_same_png_for_the_same_histogram():
     a, b = distribution_figure(*args), distribution_figure(*args)
     assert a == b and a.startswith("data:image/png;base64,") and len(a) > 5000
     assert distribution_figure(*args[:3], None, (None, None), "P1") != a
+
+
+def test_distribution_figure_keeps_the_bars_below_the_top_labels():
+    """The threshold and reported labels sit in the top 15 % of the axes: no bar may reach there
+    (before the headroom, the tallest bars ran under the '100/µL' label)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from nkflow.report._figures import distribution_figure
+
+    r = _combine(_const(2000, 10000), sd=3.0)
+    uri = distribution_figure(
+        r.histogram["bin_edges"], r.histogram["counts"], 100.0, 101.0, (r.lo95, r.hi95), "P1"
+    )
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
+    w, h = img.size
+    top, bottom = round(0.12 * h), round(0.83 * h)  # the axes (subplots_adjust top/bottom)
+    band = img.crop((round(0.1 * w), top + 2, round(0.98 * w), top + round(0.15 * (bottom - top))))
+    px = np.asarray(band, dtype=int)
+    # the bars: green #1b7a3a or red #b3261e at alpha 0.55 over white (or the grey interval)
+    bar = (np.abs(px[..., 0] - px[..., 1]) > 40) & (px.min(axis=-1) < 200) & (px.max(axis=-1) > 90)
+    assert bar.sum() < 0.01 * bar.size, f"{bar.sum()} bar-coloured pixels under the top labels"

@@ -324,17 +324,38 @@ def _text(
     txt.paste(0, (round(xy[0]) + dx, round(xy[1]) + dy), tile)
 
 
-def _text_box(img: Any, tdraw: Any, lines: list[str], x: int, y: int) -> None:
-    """Count/percent box at (x, y): density under the text whited out, gate lines kept."""
+#: cost of one gate-line pixel under a count box, in event pixels (see :func:`_text_box`)
+GATE_LINE_COST = 10
+
+
+def _text_box(img: Any, tdraw: Any, lines: list[str], px0: int, py0: int) -> tuple[int, int]:
+    """Count/percent box in the plot corner that hides least (top left on a tie).
+
+    A corner's cost is the event pixels under the box plus ``GATE_LINE_COST`` per gate-line
+    pixel: text across a gate line is harder to read than text over a few events. The plot's
+    top-left corner is at (px0, py0). Density under the text is whited out, gate lines are kept.
+    Returns the box's top-left pixel.
+    """
     from PIL import Image
 
     f = _font(12)
     text = "\n".join(lines)
-    _, _, r, b = tdraw.multiline_textbbox((x + 4, y + 3), text, font=f, spacing=2)
-    box = (x, y, min(r + 4, x + PLOT_W - 2), min(b + 4, y + PLOT_H - 2))
+    _, _, r, b = tdraw.multiline_textbbox((4, 3), text, font=f, spacing=2)
+    bw, bh = min(r + 4, PLOT_W - 3), min(b + 4, PLOT_H - 3)
+    x1, y1 = px0 + PLOT_W - 2 - bw, py0 + PLOT_H - 2 - bh
+    plot = np.asarray(img)
+
+    def covered(corner: tuple[int, int]) -> int:
+        region = plot[corner[1] : corner[1] + bh, corner[0] : corner[0] + bw]
+        gate = np.count_nonzero(region == GATE_I)
+        return int(np.count_nonzero(region != WHITE_I) - gate + GATE_LINE_COST * gate)
+
+    x, y = min([(px0 + 1, py0 + 1), (x1, py0 + 1), (px0 + 1, y1), (x1, y1)], key=covered)
+    box = (x, y, x + bw, y + bh)
     region = np.asarray(img.crop(box))
     img.paste(Image.fromarray(np.where(region == GATE_I, region, np.uint8(WHITE_I))), box[:2])
     tdraw.multiline_text((x + 4, y + 3), text, font=f, fill=0, spacing=2)
+    return x, y
 
 
 def _axes(
@@ -524,7 +545,7 @@ def gating_figure(
             )
             if authors:
                 notes.append("OVERRIDE by " + ", ".join(authors))
-        _text_box(img, tdraw, notes, px0 + 1, py0 + 1)
+        _text_box(img, tdraw, notes, px0, py0)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     t = np.asarray(txt)

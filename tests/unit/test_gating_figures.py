@@ -276,3 +276,45 @@ def test_a_failed_fit_shows_the_events_it_was_tried_on(tmp_path: Path) -> None:
         Image.open(gating_figure(ok, tmp_path / "g.png", settings=FIG)).convert("RGB")
     )
     assert _has(_panel(img2, 0), F.GATE_RGB) >= F.PLOT_H
+
+
+def test_count_box_goes_to_the_corner_with_fewest_events():
+    """The count/percent box must not hide the populations it counts: on a plot whose top left
+    is full of events it moves to an empty corner; on an empty plot it stays top left."""
+    from PIL import Image, ImageDraw
+
+    from nkflow import figures as fg
+
+    size = (fg.PANEL_W, fg.PANEL_H)
+    px0, py0 = fg.PLOT_L, fg.PLOT_T
+    lines = ["nk: 1,750 (7.0%)", "fitted: valley"]
+    empty = Image.new("L", size, fg.WHITE_I)
+    tdraw = ImageDraw.Draw(Image.new("L", size, 255))
+    assert fg._text_box(empty, tdraw, lines, px0, py0) == (px0 + 1, py0 + 1)
+    busy = Image.new("L", size, fg.WHITE_I)
+    half_w, half_h = fg.PLOT_W // 2, fg.PLOT_H // 2
+    busy.paste(0, (px0, py0, px0 + half_w, py0 + half_h))  # events in the top-left quarter
+    busy.paste(0, (px0 + half_w, py0 + half_h, px0 + fg.PLOT_W, py0 + fg.PLOT_H))  # bottom right
+    x, y = fg._text_box(busy, tdraw, lines, px0, py0)
+    assert (x > px0 + half_w and y == py0 + 1) or (x == px0 + 1 and y > py0 + half_h)
+    under = np.asarray(busy)[y : y + 20, x : x + 60]
+    assert (under == fg.WHITE_I).all()  # nothing was whited out: no events were under it
+
+
+def test_count_box_avoids_a_gate_line_more_than_a_few_events():
+    from PIL import Image, ImageDraw
+
+    from nkflow import figures as fg
+
+    size = (fg.PANEL_W, fg.PANEL_H)
+    px0, py0 = fg.PLOT_L, fg.PLOT_T
+    img = Image.new("L", size, fg.WHITE_I)
+    tdraw = ImageDraw.Draw(Image.new("L", size, 255))
+    img.paste(0, (px0 + 10, py0 + 5, px0 + 14, py0 + 9))  # 16 event pixels in the top left
+    x_mid = px0 + fg.PLOT_W - 40  # a vertical gate line through the top-right corner
+    ImageDraw.Draw(img).line([(x_mid, py0), (x_mid, py0 + fg.PLOT_H)], fill=fg.GATE_I, width=2)
+    img.paste(0, (px0, py0 + fg.PLOT_H // 2, px0 + fg.PLOT_W, py0 + fg.PLOT_H))  # bottom: full
+    assert fg._text_box(img, tdraw, ["nk: 1 (1.0%)", "fitted: valley"], px0, py0) == (
+        px0 + 1,
+        py0 + 1,
+    )

@@ -1193,11 +1193,14 @@ def control_values(
     spill: Any = None,
     keep: np.ndarray | None = None,
     channel_names: Sequence[str] | None = None,
+    ranges: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """Values of a control gate's marker in a control (FMO) tube's parent population.
 
     Gates the control tube with the same tree up to the gate's parent and returns the raw
     (compensated if the gate is) values, ready for ``gate_sample(..., controls={gate_id: v})``.
+    ``ranges`` are the control tube's own $PnR per marker, as for :func:`gate_sample`: with
+    ``t: range`` transforms, the parent gates are placed on the control file's scale.
 
     Raises
     ------
@@ -1208,8 +1211,9 @@ def control_values(
     if g.type != "threshold":
         raise GatingError(f"gate '{gate_id}' is a {g.type} gate, not a threshold gate")
     res = gate_sample(
-        tree, events, marker_index, spill=spill, keep=keep, channel_names=channel_names
-    )
+        tree, events, marker_index, spill=spill, keep=keep, channel_names=channel_names,
+        ranges=ranges,
+    )  # fmt: skip
     where = f"parent '{g.parent}' of gate '{gate_id}'"
     return _control_tube_values(res, g, g.dims[0], g.parent, "control tube", where)
 

@@ -155,3 +155,36 @@ def test_control_tube_threshold() -> None:
     assert np.flatnonzero(res.membership("foxp3_pos")).tolist() == [2, 3]
     res = gate_sample(tree, stained, {"S": 0, "F": 1})
     assert res.not_computed["foxp3_pos"] == "auto_gate_failed:foxp3_pos:missing_control"
+
+
+def test_control_tube_parent_gates_are_placed_on_the_control_files_range() -> None:
+    """With a ``t: range`` transform the parent gate's bound is a fraction of the file's $PnR:
+    control_values must pass the control tube's ranges on (it gated at the 2^18 placeholder)."""
+    tree = tree_from_dict(
+        {
+            "name": "fmo",
+            "transforms": {"lin": {"type": "linear", "t": "range", "a": 0}},
+            "gates": [
+                {
+                    "id": "cells",
+                    "parent": None,
+                    "type": "rectangle",
+                    "dims": [{"marker": "S", "transform": "lin", "min": 0.5}],
+                },
+                {
+                    "id": "foxp3_pos",
+                    "parent": "cells",
+                    "type": "threshold",
+                    "dims": [{"marker": "F"}],
+                    "method": "control",
+                    "bounds": [0.0, 2.0],
+                    "control_percentile": 99.0,
+                },
+            ],
+        }
+    )
+    s = np.r_[np.full(10, 600.0), np.full(5, 100.0)]  # on a 1,000-unit scale: 10 cells pass
+    f = np.r_[np.arange(10) / 10.0, np.full(5, 50.0)]
+    ctrl = control_values(tree, "foxp3_pos", np.column_stack([s, f]), {"S": 0, "F": 1},
+                          ranges={"S": 1000.0, "F": 1000.0})  # fmt: skip
+    np.testing.assert_array_equal(ctrl, f[:10])

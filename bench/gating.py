@@ -500,10 +500,10 @@ def fitted_worker(tool: str, manifest: Path, rounds: int) -> dict:
     clock = {"cpu": 0.0, "wall": 0.0, "by_gate": {}}
     fit_gate = evaluate._fit_gate
 
-    def timed_fit(cols: Any, g: Any, *args: Any) -> Any:
+    def timed_fit(cols: Any, g: Any, *args: Any, **kwargs: Any) -> Any:
         c0, w0 = time.process_time(), time.perf_counter()
         try:
-            return fit_gate(cols, g, *args)
+            return fit_gate(cols, g, *args, **kwargs)
         finally:
             dc = time.process_time() - c0
             clock["cpu"] += dc
@@ -634,9 +634,9 @@ def fitted_main(a: argparse.Namespace, tmp: Path) -> int:
 
 
 def _spawn(args: list[str]) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"worker {args[:2]} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

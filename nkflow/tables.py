@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 #: to its inputs and recompute it (and to keep event counts up to 10^10 exact); readers that
 #: show numbers to people round them there (nkflow.report._format), never in the table
 FLOAT_FORMAT = "%.10g"
+
+#: an id that may name a results file or folder (patient, sample, tube, gate): letters, digits,
+#: '.', '_', '-', no leading punctuation, no '..'; the sheet schemas hold the same pattern
+SAFE_ID = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def format_frame(df: pd.DataFrame) -> str:

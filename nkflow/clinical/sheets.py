@@ -52,9 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
 #: the sheet keys of ``sheets:`` in config.yaml -> (schema, $defs entry or '')
 SHEET_SCHEMAS = {
     "samples": ("samples", ""),

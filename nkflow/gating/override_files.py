@@ -20,21 +20,20 @@ Contract
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from nkflow.errors import ConfigError, ReviewError
 from nkflow.gating.override import GateOverride
 from nkflow.provenance import sha256_file
+from nkflow.tables import SAFE_ID
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SUFFIX = ".yaml"
 
 
 def check_id(kind: str, value: str) -> str:
     """``value`` if it is a safe identifier (no path separators, no ``..``), else ReviewError."""
-    if not isinstance(value, str) or not ID_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not SAFE_ID.match(value):
         raise ReviewError(
             f"{kind} {value!r} is not a valid identifier: expected letters, digits, '.', '_' or "
             "'-' (no '/', no '..')"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,10 @@ from typing import Any
 from nkflow.clinical.endpoint_settings import EndpointSettings
 from nkflow.errors import ConfigError, NkflowError
 from nkflow.provenance import sha256_file
-from nkflow.tables import read_tsv
+from nkflow.tables import SAFE_ID, read_tsv
 
 logger = logging.getLogger(__name__)
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 Row = dict[str, str]
 #: sheets whose rows are shown (as sources) on the patient pages
@@ -167,7 +165,7 @@ def _read_endpoints(path: Path) -> tuple[list[Row], list[str]]:
         ) from None
     for i, row in enumerate(endpoints, start=1):
         pid = row.get("patient_id", "")
-        if not ID_RE.match(pid) or ".." in pid:
+        if not SAFE_ID.match(pid):
             raise ConfigError(
                 f"{path} row {i}: patient_id {pid!r} is not a safe identifier; expected letters, "
                 "digits, '.', '_' or '-' (no '..'); fix the sheets and rerun the endpoints step"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +37,7 @@ from nkflow.clinical.visits import (
 )
 from nkflow.columns import table_text
 from nkflow.config import Study
-from nkflow.errors import NkflowError
+from nkflow.errors import ConfigError, NkflowError
 from nkflow.review.status import review_columns
 from nkflow.tube import TubeOutputs, date_check, run_tube
 
@@ -404,6 +406,28 @@ def _write_page(pid: str) -> Path:
     return path
 
 
+def report_run_date(environ: Mapping[str, str]) -> str:
+    """The report run date: ``SOURCE_DATE_EPOCH`` if set, else now (UTC, ISO 8601 seconds).
+
+    ``SOURCE_DATE_EPOCH`` (seconds since 1970, the reproducible-builds convention) makes two runs
+    of the same inputs give byte-identical pages, not only tables.
+
+    Raises
+    ------
+    ConfigError
+        ``SOURCE_DATE_EPOCH`` is set but is not a non-negative whole number of seconds.
+    """
+    raw = environ.get("SOURCE_DATE_EPOCH")
+    if raw is None:
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not raw.strip().isdigit():
+        raise ConfigError(
+            f"environment variable SOURCE_DATE_EPOCH is {raw!r}; expected a whole number of "
+            "seconds since 1970-01-01 UTC (e.g. $(git log -1 --format=%ct)); fix or unset it"
+        )
+    return datetime.fromtimestamp(int(raw), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def run_report(
     study: Study,
     paths: ReportPaths,
@@ -424,7 +448,7 @@ def run_report(
     out_dir
         Where to write ``index.html`` and ``<patient_id>.html`` (created if needed).
     run_date
-        Text shown as the report run date; default: the current UTC time (ISO 8601, seconds).
+        Text shown as the report run date; default: :func:`report_run_date` of the environment.
     workers
         Processes rendering patient pages (each page's figures take ~0.3 s of matplotlib);
         pages are identical whatever the number.
@@ -443,7 +467,7 @@ def run_report(
     from nkflow.report._pages import render_index
 
     if run_date is None:
-        run_date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        run_date = report_run_date(os.environ)
     inp = load_inputs(study.config, paths, study.base_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -880,3 +880,22 @@ def test_spaghetti_end_labels_are_spread_apart_and_moved_as_little_as_possible()
     merged = sorted(spread_labels([0.0, 0.02, 0.04, 0.2], 0.1))
     assert [b - a for a, b in zip(merged, merged[1:], strict=False)] == pytest.approx([0.1] * 3)
     assert sum(merged) / 4 == pytest.approx((0.0 + 0.02 + 0.04 + 0.2) / 4)
+
+
+def test_source_date_epoch_fixes_the_run_date_so_pages_repeat(rendered, tmp_path, monkeypatch):
+    """Without --run-date the page shows the wall clock; SOURCE_DATE_EPOCH (the reproducible-
+    builds convention) pins it, so two runs give byte-identical pages; a bad value is refused."""
+    from nkflow.errors import ConfigError
+    from nkflow.stages import report_run_date
+
+    assert report_run_date({"SOURCE_DATE_EPOCH": "1700000000"}) == "2023-11-14T22:13:20Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", report_run_date({}))
+    with pytest.raises(ConfigError, match=r"SOURCE_DATE_EPOCH is '17e8'; expected a whole"):
+        report_run_date({"SOURCE_DATE_EPOCH": "17e8"})
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    pages = []
+    for name in ("a", "b"):
+        study = Study(rendered["config"], rendered["root"])
+        run_report(study, report_paths(rendered["results"]), tmp_path / name)
+        pages.append((tmp_path / name / "P02.html").read_bytes())
+    assert pages[0] == pages[1] and b"2023-11-14T22:13:20Z" in pages[0]

@@ -121,29 +121,23 @@ def test_failure_with_fallback_uses_default_and_flags() -> None:
     assert "used the declared default 0.5 (allow_fallback)" in res.flags[0]["message"]
 
 
+def _control_tree(cells_dim: dict, transforms: dict | None = None):
+    """cells (a rectangle on ``cells_dim``) -> foxp3_pos, a threshold at a control's 99th pct."""
+    cells = {"id": "cells", "parent": None, "type": "rectangle", "dims": [cells_dim]}
+    foxp3 = {
+        "id": "foxp3_pos",
+        "parent": "cells",
+        "type": "threshold",
+        "dims": [{"marker": "F"}],
+        "method": "control",
+        "bounds": [0.0, 2.0],
+        "control_percentile": 99.0,
+    }
+    return tree_from_dict({"name": "fmo", "transforms": transforms or {}, "gates": [cells, foxp3]})
+
+
 def test_control_tube_threshold() -> None:
-    tree = tree_from_dict(
-        {
-            "name": "fmo",
-            "gates": [
-                {
-                    "id": "cells",
-                    "parent": None,
-                    "type": "rectangle",
-                    "dims": [{"marker": "S", "min": 0.0}],
-                },
-                {
-                    "id": "foxp3_pos",
-                    "parent": "cells",
-                    "type": "threshold",
-                    "dims": [{"marker": "F"}],
-                    "method": "control",
-                    "bounds": [0.0, 2.0],
-                    "control_percentile": 99.0,
-                },
-            ],
-        }
-    )
+    tree = _control_tree({"marker": "S", "min": 0.0})
     # control tube: F uniform 0..0.999 in cells (S >= 0); events with S < 0 are ignored
     f = np.arange(1000) / 1000.0
     fmo = np.column_stack([np.r_[np.ones(1000), -np.ones(5)], np.r_[f, np.full(5, 50.0)]])
@@ -160,28 +154,9 @@ def test_control_tube_threshold() -> None:
 def test_control_tube_parent_gates_are_placed_on_the_control_files_range() -> None:
     """With a ``t: range`` transform the parent gate's bound is a fraction of the file's $PnR:
     control_values must pass the control tube's ranges on (it gated at the 2^18 placeholder)."""
-    tree = tree_from_dict(
-        {
-            "name": "fmo",
-            "transforms": {"lin": {"type": "linear", "t": "range", "a": 0}},
-            "gates": [
-                {
-                    "id": "cells",
-                    "parent": None,
-                    "type": "rectangle",
-                    "dims": [{"marker": "S", "transform": "lin", "min": 0.5}],
-                },
-                {
-                    "id": "foxp3_pos",
-                    "parent": "cells",
-                    "type": "threshold",
-                    "dims": [{"marker": "F"}],
-                    "method": "control",
-                    "bounds": [0.0, 2.0],
-                    "control_percentile": 99.0,
-                },
-            ],
-        }
+    tree = _control_tree(
+        {"marker": "S", "transform": "lin", "min": 0.5},
+        {"lin": {"type": "linear", "t": "range", "a": 0}},
     )
     s = np.r_[np.full(10, 600.0), np.full(5, 100.0)]  # on a 1,000-unit scale: 10 cells pass
     f = np.r_[np.arange(10) / 10.0, np.full(5, 50.0)]

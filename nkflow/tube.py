@@ -101,7 +101,6 @@ class PreparedTube:
     tree: Any
     pnl: Any
     qc_cfg: Any
-    denominator: str
     endpoint: EndpointSettings
     prov: dict[str, Any]
     checks: list[Any]
@@ -147,8 +146,7 @@ def prepare_tube(
     from nkflow.provenance import sha256_file, software_versions
 
     endpoint = EndpointSettings.from_config(settings)
-    denominator = endpoint.denominator_population
-    qc_cfg = _qc_config(settings, denominator)
+    qc_cfg = _qc_config(settings, endpoint.denominator_population)
     tree = cached_tree(str(gating))
     pnl = _cached_panel(str(panel))
 
@@ -168,7 +166,7 @@ def prepare_tube(
     }
     checks: list[Any] = []
     prep = PreparedTube(
-        sample_id, tube, Path(fcs), settings, tree, pnl, qc_cfg, denominator, endpoint, prov, checks
+        sample_id, tube, Path(fcs), settings, tree, pnl, qc_cfg, endpoint, prov, checks
     )
 
     def note(check: str, code: str, message: str) -> None:
@@ -309,7 +307,7 @@ def gate_tube(
         overrides=overrides,
         reuse=reuse,
     )
-    counts = result.counts_table(denominator=prep.denominator)
+    counts = result.counts_table(denominator=prep.endpoint.denominator_population)
     counts = counts.assign(sample_id=prep.sample_id, tube=prep.tube)[COUNT_COLUMNS]
     endpoint_pops = _endpoint_populations(prep.endpoint, qc_cfg)
     checks.extend(
@@ -509,7 +507,7 @@ def _write_perturbation(
         prep.settings,
         prep.sample_id,
         prep.tube,
-        prep.denominator,
+        prep.endpoint.denominator_population,
         nk=prep.endpoint.populations["nk"],
     )
     if record is not None:

@@ -473,9 +473,11 @@ class ReviewRun:
         table = qc.add_checks(
             table, ot.sample_id, ot.tube, [date_check(prov, row["collection_date"], cfg)], cfg
         )
+        ep = ot.prep.endpoint
         pert, _record = perturbation_table(
-            gated.result, ot.prep.settings, ot.sample_id, ot.tube, ot.prep.denominator
-        )
+            gated.result, ot.prep.settings, ot.sample_id, ot.tube, ep.denominator_population,
+            nk=ep.populations["nk"],
+        )  # fmt: skip
         pert_tsv = None if pert is None else format_frame(pert)
         return (
             counts_tsv,
